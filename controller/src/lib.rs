@@ -1,0 +1,3 @@
+//! stickyctl: the rollout model of sticky-canary, its renderers and its targets.
+
+pub mod render;

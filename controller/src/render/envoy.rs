@@ -1,0 +1,1 @@
+//! Envoy configuration for a plain Envoy that reads its listeners from files.

@@ -1,0 +1,1 @@
+//! Harness for running sticky-canary against a real Envoy: processes, config files, clients.

@@ -1,0 +1,594 @@
+//! The plugin configuration: the JSON that a WasmPlugin's `pluginConfig` becomes.
+//!
+//! [`PluginConfig`] is the wire schema, shared by the filter (which parses it in
+//! `on_configure`) and by `stickyctl` (which renders it), so the two can never drift.
+//! [`Config`] is the validated, precomputed form the filter decides with on every request.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::bucket::{self, Buckets, BUCKETS};
+use crate::names;
+
+/// Header the VirtualService matches on; the filter overwrites whatever the client sent.
+pub const DEFAULT_HEADER: &str = "x-sticky-version";
+/// Cookie that pins a client to a version across requests.
+pub const DEFAULT_COOKIE: &str = "sticky-version";
+/// Cookie that keeps the random client id the filter mints for clients without a key.
+pub const DEFAULT_ID_COOKIE: &str = "sticky-id";
+/// Header QA testers use to force a version.
+pub const DEFAULT_OVERRIDE_HEADER: &str = "x-sticky-override";
+/// Default lifetime of both cookies: one day.
+pub const DEFAULT_MAX_AGE: u64 = 86_400;
+
+/// The wire form of the plugin configuration. Only `versions` is required:
+/// `{"versions": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PluginConfig {
+    /// Versions with their traffic share in percent; the first one is stable.
+    pub versions: Vec<VersionWeight>,
+    /// Request header stamped with the chosen version.
+    #[serde(default = "default_header", skip_serializing_if = "is_default_header")]
+    pub header: String,
+    /// Name and attributes of the pinning cookies.
+    #[serde(default, skip_serializing_if = "CookieConfig::is_default")]
+    pub cookie: CookieConfig,
+    /// The QA override header and its optional guard.
+    #[serde(
+        default,
+        rename = "override",
+        skip_serializing_if = "OverrideConfig::is_default"
+    )]
+    pub override_: OverrideConfig,
+    /// Where the client key comes from, in order; the minted id cookie is the fallback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_sources: Vec<KeySource>,
+    /// Per-rollout salt, so two rollouts do not put the same clients in their canaries.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub salt: String,
+    /// When a pinned client is re-decided by hash, so weight changes reach it.
+    #[serde(default, skip_serializing_if = "Repin::is_default")]
+    pub repin: Repin,
+    /// Keep an incoming version header instead of deciding again (mesh-internal hops only).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub trust_incoming_header: bool,
+}
+
+/// One version and its share of clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionWeight {
+    /// Version name: the value of the version header and of the subset's `version` label.
+    pub name: String,
+    /// Share in percent, 0 to 100, at most two decimals.
+    pub weight: f64,
+}
+
+/// Cookie name and attributes; the defaults suit a browser-facing HTTPS site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct CookieConfig {
+    /// Name of the cookie that pins the version.
+    pub name: String,
+    /// Name of the cookie that keeps the minted client id.
+    pub id_name: String,
+    /// `Path` attribute.
+    pub path: String,
+    /// `Max-Age` in seconds: how long a pin lasts for clients that never navigate.
+    pub max_age: u64,
+    /// `HttpOnly` attribute.
+    pub http_only: bool,
+    /// `Secure` attribute.
+    pub secure: bool,
+    /// `SameSite` attribute.
+    pub same_site: SameSite,
+}
+
+/// The `SameSite` cookie attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SameSite {
+    /// Sent on top-level navigations from other sites, the browsers' default.
+    #[default]
+    Lax,
+    /// Never sent cross-site.
+    Strict,
+    /// Always sent (browsers require `Secure` with it).
+    None,
+}
+
+/// QA override: a header that forces a version, optionally guarded by a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct OverrideConfig {
+    /// Header carrying `<version>` or, with a token, `<version>:<token>`.
+    pub header: String,
+    /// When set, an override is honoured only with this token, so the public cannot pick versions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// A source of the stable client key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum KeySource {
+    /// A request header, such as `x-user-id` set by an authenticating gateway.
+    Header(String),
+    /// A cookie, such as a session id.
+    Cookie(String),
+}
+
+/// When the hash decides again for a client that carries a live pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Repin {
+    /// At top-level navigations only: a page and its sub-resources always share a version.
+    #[default]
+    Navigation,
+    /// Never while the cookie lives: the pin lasts until `Max-Age`.
+    Expiry,
+}
+
+fn default_header() -> String {
+    DEFAULT_HEADER.to_owned()
+}
+
+fn is_default_header(header: &str) -> bool {
+    header == DEFAULT_HEADER
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        CookieConfig {
+            name: DEFAULT_COOKIE.to_owned(),
+            id_name: DEFAULT_ID_COOKIE.to_owned(),
+            path: "/".to_owned(),
+            max_age: DEFAULT_MAX_AGE,
+            http_only: true,
+            secure: true,
+            same_site: SameSite::Lax,
+        }
+    }
+}
+
+impl CookieConfig {
+    fn is_default(&self) -> bool {
+        *self == CookieConfig::default()
+    }
+}
+
+impl Default for OverrideConfig {
+    fn default() -> Self {
+        OverrideConfig {
+            header: DEFAULT_OVERRIDE_HEADER.to_owned(),
+            token: None,
+        }
+    }
+}
+
+impl OverrideConfig {
+    fn is_default(&self) -> bool {
+        *self == OverrideConfig::default()
+    }
+}
+
+impl Repin {
+    fn is_default(&self) -> bool {
+        *self == Repin::default()
+    }
+}
+
+impl PluginConfig {
+    /// The minimal configuration: these versions and weights, every other field at its default.
+    pub fn new(versions: Vec<VersionWeight>) -> Self {
+        PluginConfig {
+            versions,
+            header: default_header(),
+            cookie: CookieConfig::default(),
+            override_: OverrideConfig::default(),
+            key_sources: Vec::new(),
+            salt: String::new(),
+            repin: Repin::default(),
+            trust_incoming_header: false,
+        }
+    }
+
+    /// Parses the JSON, naming the offending field on error.
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let config: PluginConfig = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+            let path = err.path().to_string();
+            ConfigError::new(
+                if path == "." { "(root)" } else { &path },
+                err.into_inner().to_string(),
+            )
+        })?;
+        de.end()
+            .map_err(|err| ConfigError::new("(root)", err.to_string()))?;
+        Ok(config)
+    }
+
+    /// Checks every rule the filter relies on; `stickyctl` calls this before writing anything.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Config::compile(self.clone()).map(|_| ())
+    }
+}
+
+/// A configuration error naming the field, e.g. ``versions[1].weight: must be ...``.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Path of the offending field, as in the JSON.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A validated configuration, with everything per-request work needs computed once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The configuration as given.
+    pub plugin: PluginConfig,
+    /// Version names, stable first (same order as `plugin.versions`).
+    pub names: Vec<String>,
+    /// Weights in basis points (1/100 of a percent), same order.
+    pub basis_points: Vec<u16>,
+    /// Bucket ranges of the versions.
+    pub buckets: Buckets,
+    /// Hash seed derived from the salt.
+    pub seed: u64,
+    /// Header names, lower-cased as Envoy presents them.
+    pub header: String,
+    /// Lower-cased override header name.
+    pub override_header: String,
+    /// Everything after `name=value` in a `Set-Cookie`, precomputed.
+    cookie_attributes: String,
+}
+
+impl Config {
+    /// Parses and validates the JSON of a `pluginConfig`.
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        Config::compile(PluginConfig::from_json(json)?)
+    }
+
+    /// Validates a parsed configuration and precomputes what requests need.
+    pub fn compile(plugin: PluginConfig) -> Result<Self, ConfigError> {
+        if plugin.versions.is_empty() {
+            return Err(ConfigError::new(
+                "versions",
+                "at least one version is required",
+            ));
+        }
+        let mut basis_points = Vec::with_capacity(plugin.versions.len());
+        for (i, version) in plugin.versions.iter().enumerate() {
+            let field = format!("versions[{i}].name");
+            names::check_version_name(&version.name).map_err(|m| ConfigError::new(&field, m))?;
+            if plugin.versions[..i].iter().any(|v| v.name == version.name) {
+                return Err(ConfigError::new(
+                    &field,
+                    format!("duplicate version name {:?}", version.name),
+                ));
+            }
+            let bp = bucket::percent_to_basis_points(version.weight)
+                .map_err(|m| ConfigError::new(&format!("versions[{i}].weight"), m))?;
+            basis_points.push(bp);
+        }
+        let total: u32 = basis_points.iter().map(|&b| u32::from(b)).sum();
+        if total != u32::from(BUCKETS) {
+            return Err(ConfigError::new(
+                "versions",
+                format!(
+                    "weights must sum to 100, they sum to {}",
+                    bucket::basis_points_to_percent(total)
+                ),
+            ));
+        }
+        names::check_header_name(&plugin.header).map_err(|m| ConfigError::new("header", m))?;
+        names::check_header_name(&plugin.override_.header)
+            .map_err(|m| ConfigError::new("override.header", m))?;
+        if plugin.override_.header.eq_ignore_ascii_case(&plugin.header) {
+            return Err(ConfigError::new(
+                "override.header",
+                "must differ from `header`, or every client could pick its version",
+            ));
+        }
+        if let Some(token) = &plugin.override_.token {
+            names::check_token(token).map_err(|m| ConfigError::new("override.token", m))?;
+        }
+        let cookie = &plugin.cookie;
+        names::check_cookie_name(&cookie.name).map_err(|m| ConfigError::new("cookie.name", m))?;
+        names::check_cookie_name(&cookie.id_name)
+            .map_err(|m| ConfigError::new("cookie.idName", m))?;
+        if cookie.name == cookie.id_name {
+            return Err(ConfigError::new(
+                "cookie.idName",
+                "must differ from `cookie.name`",
+            ));
+        }
+        names::check_cookie_path(&cookie.path).map_err(|m| ConfigError::new("cookie.path", m))?;
+        if cookie.max_age == 0 {
+            return Err(ConfigError::new(
+                "cookie.maxAge",
+                "must be at least 1 second, or no pin would survive",
+            ));
+        }
+        if cookie.same_site == SameSite::None && !cookie.secure {
+            return Err(ConfigError::new(
+                "cookie.sameSite",
+                "SameSite=None requires secure: true, browsers drop the cookie otherwise",
+            ));
+        }
+        for (i, source) in plugin.key_sources.iter().enumerate() {
+            let field = format!("keySources[{i}]");
+            match source {
+                KeySource::Header(name) => names::check_header_name(name),
+                KeySource::Cookie(name) => names::check_cookie_name(name),
+            }
+            .map_err(|m| ConfigError::new(&field, m))?;
+        }
+        let buckets = Buckets::new(&basis_points);
+        Ok(Config {
+            names: plugin.versions.iter().map(|v| v.name.clone()).collect(),
+            seed: bucket::seed(&plugin.salt),
+            header: plugin.header.to_ascii_lowercase(),
+            override_header: plugin.override_.header.to_ascii_lowercase(),
+            cookie_attributes: cookie_attributes(cookie),
+            basis_points,
+            buckets,
+            plugin,
+        })
+    }
+
+    /// Index of the version with this name, live or not.
+    pub fn version_index(&self, name: &[u8]) -> Option<usize> {
+        self.names.iter().position(|n| n.as_bytes() == name)
+    }
+
+    /// Whether the version at `index` receives clients (weight > 0).
+    pub fn is_live(&self, index: usize) -> bool {
+        self.basis_points.get(index).is_some_and(|&bp| bp > 0)
+    }
+
+    /// A complete `Set-Cookie` header value for one of the filter's cookies.
+    pub fn set_cookie(&self, name: &str, value: &str) -> String {
+        let mut out =
+            String::with_capacity(name.len() + value.len() + 1 + self.cookie_attributes.len());
+        out.push_str(name);
+        out.push('=');
+        out.push_str(value);
+        out.push_str(&self.cookie_attributes);
+        out
+    }
+}
+
+fn cookie_attributes(cookie: &CookieConfig) -> String {
+    let mut out = format!("; Path={}; Max-Age={}", cookie.path, cookie.max_age);
+    if cookie.http_only {
+        out.push_str("; HttpOnly");
+    }
+    if cookie.secure {
+        out.push_str("; Secure");
+    }
+    out.push_str(match cookie.same_site {
+        SameSite::Lax => "; SameSite=Lax",
+        SameSite::Strict => "; SameSite=Strict",
+        SameSite::None => "; SameSite=None",
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> ConfigError {
+        Config::from_json(json.as_bytes()).expect_err(json)
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = Config::from_json(
+            br#"{"versions":[{"name":"v1","weight":90},{"name":"v2","weight":10}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.names, ["v1", "v2"]);
+        assert_eq!(c.basis_points, [9000, 1000]);
+        assert_eq!(c.header, "x-sticky-version");
+        assert_eq!(c.override_header, "x-sticky-override");
+        assert_eq!(c.plugin.cookie.name, "sticky-version");
+        assert_eq!(c.plugin.repin, Repin::Navigation);
+        assert!(!c.plugin.trust_incoming_header);
+        assert_eq!(
+            c.set_cookie("sticky-version", "v2"),
+            "sticky-version=v2; Path=/; Max-Age=86400; HttpOnly; Secure; SameSite=Lax"
+        );
+    }
+
+    #[test]
+    fn minimal_config_serializes_back_to_itself() {
+        let json = r#"{"versions":[{"name":"v1","weight":90.0},{"name":"v2","weight":10.0}]}"#;
+        let plugin = PluginConfig::from_json(json.as_bytes()).unwrap();
+        assert_eq!(serde_json::to_string(&plugin).unwrap(), json);
+        assert_eq!(plugin, PluginConfig::new(plugin.versions.clone()));
+    }
+
+    #[test]
+    fn full_config_round_trips() {
+        let json = r#"{"versions":[{"name":"v1","weight":66.67},{"name":"v2","weight":33.33}],
+            "header":"x-ver","cookie":{"name":"ver","idName":"cid","path":"/shop","maxAge":60,
+            "httpOnly":false,"secure":false,"sameSite":"Strict"},
+            "override":{"header":"x-qa","token":"s3cret"},
+            "keySources":[{"header":"x-user-id"},{"cookie":"session"}],
+            "salt":"checkout","repin":"expiry","trustIncomingHeader":true}"#;
+        let c = Config::from_json(json.as_bytes()).unwrap();
+        assert_eq!(c.basis_points, [6667, 3333]);
+        assert_eq!(
+            c.set_cookie("ver", "v1"),
+            "ver=v1; Path=/shop; Max-Age=60; SameSite=Strict"
+        );
+        let again = serde_json::to_vec(&c.plugin).unwrap();
+        assert_eq!(Config::from_json(&again).unwrap(), c);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let cases = [
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"colour":1}"#,
+                "colour",
+                "unknown field `colour`",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100,"x":1}]}"#,
+                "versions[0].x",
+                "unknown field `x`",
+            ),
+            (r#"{"versions":[]}"#, "versions", "at least one"),
+            (r#"{}"#, "(root)", "missing field `versions`"),
+            (
+                r#"{"versions":[{"name":"v1","weight":90},{"name":"v2","weight":5}]}"#,
+                "versions",
+                "sum to 95",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":50},{"name":"v1","weight":50}]}"#,
+                "versions[1].name",
+                "duplicate",
+            ),
+            (
+                r#"{"versions":[{"name":"","weight":100}]}"#,
+                "versions[0].name",
+                "empty",
+            ),
+            (
+                r#"{"versions":[{"name":"v 1","weight":100}]}"#,
+                "versions[0].name",
+                "not a valid",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100.001}]}"#,
+                "versions[0].weight",
+                "0 to 100",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":99.995},{"name":"v2","weight":0.005}]}"#,
+                "versions[0].weight",
+                "two decimals",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":-1},{"name":"v2","weight":101}]}"#,
+                "versions[0].weight",
+                "0 to 100",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":"100"}]}"#,
+                "versions[0].weight",
+                "invalid type",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"header":"X Bad"}"#,
+                "header",
+                "header name",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"override":{"header":"X-Sticky-Version"}}"#,
+                "override.header",
+                "differ",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"override":{"token":"a b"}}"#,
+                "override.token",
+                "token",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"name":"a=b"}}"#,
+                "cookie.name",
+                "cookie name",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"idName":"sticky-version"}}"#,
+                "cookie.idName",
+                "differ",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"path":"/a;b"}}"#,
+                "cookie.path",
+                "path",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"maxAge":0}}"#,
+                "cookie.maxAge",
+                "at least",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"sameSite":"None","secure":false}}"#,
+                "cookie.sameSite",
+                "Secure",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"sameSite":"lax"}}"#,
+                "cookie.sameSite",
+                "unknown variant",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"keySources":[{"query":"id"}]}"#,
+                "keySources[0].query",
+                "unknown variant",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"keySources":[{"header":""}]}"#,
+                "keySources[0]",
+                "empty",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"repin":"never"}"#,
+                "repin",
+                "unknown variant",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}]} trailing"#,
+                "(root)",
+                "trailing",
+            ),
+            (r#"not json"#, "(root)", "expected"),
+        ];
+        for (json, field, needle) in cases {
+            let e = err(json);
+            assert_eq!(e.field, field, "{json}: {e}");
+            assert!(e.message.contains(needle), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn lookups() {
+        let c = Config::from_json(
+            br#"{"versions":[{"name":"v1","weight":100},{"name":"v2","weight":0}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.version_index(b"v2"), Some(1));
+        assert_eq!(c.version_index(b"v3"), None);
+        assert!(c.is_live(0));
+        assert!(!c.is_live(1));
+        assert!(!c.is_live(2));
+    }
+}

@@ -1,0 +1,99 @@
+//! Reading one cookie out of a `Cookie` header without allocating.
+//!
+//! Malformed input never fails a request: a pair without `=`, a value with bytes outside
+//! RFC 6265 cookie-octets, or a value longer than the caller's bound counts as absent.
+
+use crate::names::is_cookie_value;
+
+/// The value of cookie `name` in a `Cookie` header, if present and well-formed and at most
+/// `max_len` bytes long. The first pair with that name wins, as in browsers' ordering rules.
+pub fn find<'a>(header: &'a [u8], name: &str, max_len: usize) -> Option<&'a [u8]> {
+    let name = name.as_bytes();
+    let pair = header.split(|&b| b == b';').map(trim).find(|pair| {
+        pair.len() > name.len() && pair.starts_with(name) && pair[name.len()] == b'='
+    })?;
+    let mut value = &pair[name.len() + 1..];
+    if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+        value = &value[1..value.len() - 1];
+    }
+    (!value.is_empty() && value.len() <= max_len && is_cookie_value(value)).then_some(value)
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn finds_cookies() {
+        let h = b"a=1; sticky-version=v2;session=abc ; x=\"q\"";
+        assert_eq!(find(h, "sticky-version", 64), Some(&b"v2"[..]));
+        assert_eq!(find(h, "session", 64), Some(&b"abc"[..]));
+        assert_eq!(find(h, "a", 64), Some(&b"1"[..]));
+        assert_eq!(find(h, "x", 64), Some(&b"q"[..]));
+        assert_eq!(find(h, "sticky", 64), None);
+        assert_eq!(find(h, "version", 64), None);
+        assert_eq!(find(b"xsticky-version=v2", "sticky-version", 64), None);
+        assert_eq!(
+            find(
+                b"sticky-version=v1; sticky-version=v2",
+                "sticky-version",
+                64
+            ),
+            Some(&b"v1"[..])
+        );
+    }
+
+    #[test]
+    fn malformed_counts_as_absent() {
+        for h in [
+            &b""[..],
+            b";;;",
+            b"sticky-version",
+            b"sticky-version=",
+            b"sticky-version=\"\"",
+            b"sticky-version=v 2",
+            b"sticky-version=v2,v3",
+            b"sticky-version=\xff\xfe",
+            b"sticky-version=\"v2",
+        ] {
+            assert_eq!(
+                find(h, "sticky-version", 64),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(h)
+            );
+        }
+        let long = format!("sticky-version={}", "a".repeat(65));
+        assert_eq!(find(long.as_bytes(), "sticky-version", 64), None);
+        let fits = format!("sticky-version={}", "a".repeat(64));
+        assert!(find(fits.as_bytes(), "sticky-version", 64).is_some());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_returns_valid_values(header in proptest::collection::vec(any::<u8>(), 0..512), max in 0usize..80) {
+            if let Some(v) = find(&header, "k", max) {
+                prop_assert!(!v.is_empty() && v.len() <= max && is_cookie_value(v));
+            }
+        }
+
+        #[test]
+        fn finds_what_was_written(others in proptest::collection::vec("[a-j]{1,8}=[a-z0-9]{1,8}", 0..50), value in "[A-Za-z0-9._-]{1,64}") {
+            let mut pairs = others.clone();
+            pairs.push(format!("sticky-version={value}"));
+            let header = pairs.join("; ");
+            prop_assert_eq!(find(header.as_bytes(), "sticky-version", 64), Some(value.as_bytes()));
+        }
+    }
+}

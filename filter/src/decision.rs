@@ -1,0 +1,493 @@
+//! The per-request decision: which version serves this request, and why.
+//!
+//! Pure: the request is read through [`RequestHeaders`] and randomness comes in as a closure,
+//! so the filter, `stickyctl explain` and the tests all run exactly this code.
+
+use crate::config::{Config, KeySource, Repin};
+use crate::cookie;
+use crate::names::MAX_VERSION_NAME;
+
+/// Longest client key taken from a header or a cookie; longer ones count as absent.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Longest minted client id accepted back from the id cookie.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Read access to the request headers; names are lower-case.
+pub trait RequestHeaders {
+    /// The value of header `name`, or `None` when absent.
+    fn header(&self, name: &str) -> Option<Vec<u8>>;
+}
+
+/// Why a version was chosen; each reason is counted per version in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The QA override header named the version.
+    Override,
+    /// A mesh-internal hop already carried the version header and the config trusts it.
+    Trusted,
+    /// The pinning cookie named a live version.
+    Cookie,
+    /// The weighted hash of the client key decided.
+    Hash,
+}
+
+impl Reason {
+    /// Every reason, in metric order.
+    pub const ALL: [Reason; 4] = [
+        Reason::Override,
+        Reason::Trusted,
+        Reason::Cookie,
+        Reason::Hash,
+    ];
+
+    /// The reason as it appears in metric names and `stickyctl explain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Override => "override",
+            Reason::Trusted => "trusted",
+            Reason::Cookie => "cookie",
+            Reason::Hash => "hash",
+        }
+    }
+}
+
+/// Where the hashed client key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// The key source at this index of `keySources`.
+    Source(usize),
+    /// The id cookie the filter minted earlier.
+    IdCookie,
+    /// A fresh id minted for this request.
+    Minted,
+}
+
+/// The outcome for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Index into the configured versions.
+    pub version: usize,
+    /// Why.
+    pub reason: Reason,
+    /// For [`Reason::Hash`]: where the key came from and its bucket.
+    pub hashed: Option<(KeyOrigin, u16)>,
+    /// Whether the response must (re)set the version cookie.
+    pub set_version_cookie: bool,
+    /// A newly minted client id the response must store in the id cookie.
+    pub minted_id: Option<String>,
+}
+
+impl Decision {
+    fn fixed(version: usize, reason: Reason) -> Self {
+        Decision {
+            version,
+            reason,
+            hashed: None,
+            set_version_cookie: false,
+            minted_id: None,
+        }
+    }
+}
+
+/// Decides the version for one request. `mint` is called only when a new client id is needed.
+pub fn decide(
+    config: &Config,
+    request: &impl RequestHeaders,
+    mint: impl FnOnce() -> String,
+) -> Decision {
+    if let Some(version) = request
+        .header(&config.override_header)
+        .and_then(|value| override_version(config, &value))
+    {
+        return Decision::fixed(version, Reason::Override);
+    }
+    if config.plugin.trust_incoming_header {
+        if let Some(version) = request
+            .header(&config.header)
+            .and_then(|value| config.version_index(&value))
+        {
+            return Decision::fixed(version, Reason::Trusted);
+        }
+    }
+    let cookies = request.header("cookie").unwrap_or_default();
+    let pinned = cookie::find(&cookies, &config.plugin.cookie.name, MAX_VERSION_NAME)
+        .and_then(|name| config.version_index(name))
+        .filter(|&version| config.is_live(version));
+    if let Some(version) = pinned {
+        let repin = config.plugin.repin == Repin::Navigation && is_top_level_navigation(request);
+        if !repin {
+            return Decision::fixed(version, Reason::Cookie);
+        }
+    }
+    let (origin, key, minted_id) = match client_key(config, request, &cookies) {
+        Some((origin, key)) => (origin, key, None),
+        None => {
+            let id = mint();
+            (KeyOrigin::Minted, id.clone().into_bytes(), Some(id))
+        }
+    };
+    let bucket = crate::bucket::bucket_of(config.seed, &key);
+    let version = config.buckets.version_of(bucket);
+    Decision {
+        version,
+        reason: Reason::Hash,
+        hashed: Some((origin, bucket)),
+        set_version_cookie: pinned != Some(version),
+        minted_id,
+    }
+}
+
+/// The version an override header value names, if it is known and carries the right token.
+fn override_version(config: &Config, value: &[u8]) -> Option<usize> {
+    let name = match &config.plugin.override_.token {
+        None => value,
+        Some(token) => {
+            let colon = value.iter().position(|&b| b == b':')?;
+            if !constant_time_eq(&value[colon + 1..], token.as_bytes()) {
+                return None;
+            }
+            &value[..colon]
+        }
+    };
+    config.version_index(name)
+}
+
+/// Compares without an early exit, so response timing does not reveal the token byte by byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A top-level page load: `Sec-Fetch-Dest: document`, or `Sec-Fetch-Mode: navigate` without a
+/// destination. Iframe navigations (`Sec-Fetch-Dest: iframe`) are part of the enclosing page.
+pub fn is_top_level_navigation(request: &impl RequestHeaders) -> bool {
+    match request.header("sec-fetch-dest") {
+        Some(dest) => dest.eq_ignore_ascii_case(b"document"),
+        None => request
+            .header("sec-fetch-mode")
+            .is_some_and(|mode| mode.eq_ignore_ascii_case(b"navigate")),
+    }
+}
+
+/// The first usable client key: the configured sources in order, then the minted id cookie.
+fn client_key(
+    config: &Config,
+    request: &impl RequestHeaders,
+    cookies: &[u8],
+) -> Option<(KeyOrigin, Vec<u8>)> {
+    for (index, source) in config.plugin.key_sources.iter().enumerate() {
+        let key = match source {
+            KeySource::Header(name) => request.header(&name.to_ascii_lowercase()).filter(|v| {
+                !v.is_empty() && v.len() <= MAX_KEY_LEN && std::str::from_utf8(v).is_ok()
+            }),
+            KeySource::Cookie(name) => cookie::find(cookies, name, MAX_KEY_LEN).map(<[u8]>::to_vec),
+        };
+        if let Some(key) = key {
+            return Some((KeyOrigin::Source(index), key));
+        }
+    }
+    cookie::find(cookies, &config.plugin.cookie.id_name, MAX_ID_LEN)
+        .map(|id| (KeyOrigin::IdCookie, id.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    struct Req(HashMap<String, Vec<u8>>);
+
+    impl RequestHeaders for Req {
+        fn header(&self, name: &str) -> Option<Vec<u8>> {
+            self.0.get(name).cloned()
+        }
+    }
+
+    fn req(headers: &[(&str, &[u8])]) -> Req {
+        Req(headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect())
+    }
+
+    fn config(extra: &str, v1: f64, v2: f64) -> Config {
+        let json = format!(
+            r#"{{"versions":[{{"name":"v1","weight":{v1}}},{{"name":"v2","weight":{v2}}}]{extra}}}"#
+        );
+        Config::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn no_mint() -> String {
+        panic!("minted although a key was present")
+    }
+
+    #[test]
+    fn override_wins_even_at_weight_zero() {
+        let c = config("", 100.0, 0.0);
+        let d = decide(
+            &c,
+            &req(&[
+                ("x-sticky-override", b"v2"),
+                ("cookie", b"sticky-version=v1"),
+            ]),
+            no_mint,
+        );
+        assert_eq!(
+            (d.version, d.reason, d.set_version_cookie),
+            (1, Reason::Override, false)
+        );
+    }
+
+    #[test]
+    fn unknown_override_counts_as_absent() {
+        let c = config("", 100.0, 0.0);
+        let d = decide(
+            &c,
+            &req(&[("x-sticky-override", b"v9"), ("cookie", b"sticky-id=abc")]),
+            no_mint,
+        );
+        assert_eq!((d.version, d.reason), (0, Reason::Hash));
+    }
+
+    #[test]
+    fn override_token_guard() {
+        let c = config(r#","override":{"token":"s3cret"}"#, 100.0, 0.0);
+        let cookie: (&str, &[u8]) = ("cookie", b"sticky-id=abc");
+        for (value, expect) in [
+            (&b"v2:s3cret"[..], Some(1)),
+            (b"v2", None),
+            (b"v2:wrong", None),
+            (b"v2:s3cret2", None),
+            (b"v2:", None),
+            (b":s3cret", None),
+        ] {
+            let d = decide(&c, &req(&[("x-sticky-override", value), cookie]), no_mint);
+            match expect {
+                Some(v) => assert_eq!((d.version, d.reason), (v, Reason::Override)),
+                None => assert_eq!(
+                    d.reason,
+                    Reason::Hash,
+                    "{:?}",
+                    String::from_utf8_lossy(value)
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn spoofed_version_header_is_ignored_unless_trusted() {
+        let c = config("", 100.0, 0.0);
+        let r = req(&[("x-sticky-version", b"v2"), ("cookie", b"sticky-id=abc")]);
+        assert_eq!(decide(&c, &r, no_mint).version, 0);
+        let trusting = config(r#","trustIncomingHeader":true"#, 100.0, 0.0);
+        let d = decide(&trusting, &r, no_mint);
+        assert_eq!((d.version, d.reason), (1, Reason::Trusted));
+        let bogus = req(&[("x-sticky-version", b"v9"), ("cookie", b"sticky-id=abc")]);
+        assert_eq!(decide(&trusting, &bogus, no_mint).reason, Reason::Hash);
+    }
+
+    #[test]
+    fn live_cookie_pins_sub_resources() {
+        let c = config("", 0.0, 100.0);
+        let d = decide(
+            &c,
+            &req(&[
+                ("cookie", b"sticky-version=v1; sticky-id=i1"),
+                ("sec-fetch-dest", b"script"),
+            ]),
+            no_mint,
+        );
+        assert_eq!(
+            (d.version, d.reason, d.set_version_cookie),
+            (1, Reason::Hash, true),
+            "weight 0 pins nobody"
+        );
+        let c = config("", 50.0, 50.0);
+        for headers in [
+            &[("cookie", &b"sticky-version=v2"[..])][..],
+            &[
+                ("cookie", b"sticky-version=v2"),
+                ("sec-fetch-dest", b"script"),
+                ("sec-fetch-mode", b"no-cors"),
+            ],
+            &[
+                ("cookie", b"sticky-version=v2"),
+                ("sec-fetch-dest", b"iframe"),
+                ("sec-fetch-mode", b"navigate"),
+            ],
+            &[
+                ("cookie", b"sticky-version=v2"),
+                ("sec-fetch-mode", b"cors"),
+            ],
+        ] {
+            let d = decide(&c, &req(headers), no_mint);
+            assert_eq!(
+                (d.version, d.reason, d.set_version_cookie),
+                (1, Reason::Cookie, false)
+            );
+        }
+    }
+
+    #[test]
+    fn navigation_re_decides_unless_repin_is_expiry() {
+        let c = config(r#","keySources":[{"header":"x-user-id"}]"#, 50.0, 50.0);
+        // Find users in each version.
+        let user_in = |v: usize| {
+            (0..)
+                .map(|i| format!("u{i}"))
+                .find(|u| c.buckets.version_for_key(c.seed, u.as_bytes()) == v)
+                .unwrap()
+        };
+        let stable_user = user_in(0);
+        for nav in [
+            &[("sec-fetch-dest", &b"document"[..])][..],
+            &[("sec-fetch-mode", b"navigate")],
+        ] {
+            let mut h = vec![
+                ("cookie", &b"sticky-version=v2"[..]),
+                ("x-user-id", stable_user.as_bytes()),
+            ];
+            h.extend_from_slice(nav);
+            let d = decide(&c, &req(&h), no_mint);
+            assert_eq!(
+                (d.version, d.reason, d.set_version_cookie),
+                (0, Reason::Hash, true)
+            );
+            assert_eq!(d.hashed.unwrap().0, KeyOrigin::Source(0));
+        }
+        let expiry = config(
+            r#","keySources":[{"header":"x-user-id"}],"repin":"expiry""#,
+            50.0,
+            50.0,
+        );
+        let h = [
+            ("cookie", &b"sticky-version=v2"[..]),
+            ("x-user-id", stable_user.as_bytes()),
+            ("sec-fetch-dest", b"document"),
+        ];
+        assert_eq!(decide(&expiry, &req(&h), no_mint).reason, Reason::Cookie);
+        // Navigation that lands on the same version does not rewrite the cookie.
+        let canary_user = user_in(1);
+        let h = [
+            ("cookie", &b"sticky-version=v2"[..]),
+            ("x-user-id", canary_user.as_bytes()),
+            ("sec-fetch-dest", b"document"),
+        ];
+        let d = decide(&c, &req(&h), no_mint);
+        assert_eq!((d.version, d.set_version_cookie), (1, false));
+    }
+
+    #[test]
+    fn key_sources_in_order_then_id_cookie_then_mint() {
+        let c = config(
+            r#","keySources":[{"header":"x-user-id"},{"cookie":"session"}]"#,
+            50.0,
+            50.0,
+        );
+        let d = decide(
+            &c,
+            &req(&[
+                ("x-user-id", b"alice"),
+                ("cookie", b"session=s1; sticky-id=i1"),
+            ]),
+            no_mint,
+        );
+        assert_eq!(
+            d.hashed.unwrap(),
+            (
+                KeyOrigin::Source(0),
+                crate::bucket::bucket_of(c.seed, b"alice")
+            )
+        );
+        let d = decide(
+            &c,
+            &req(&[("cookie", b"session=s1; sticky-id=i1")]),
+            no_mint,
+        );
+        assert_eq!(
+            d.hashed.unwrap(),
+            (
+                KeyOrigin::Source(1),
+                crate::bucket::bucket_of(c.seed, b"s1")
+            )
+        );
+        let d = decide(
+            &c,
+            &req(&[("x-user-id", b"\xff"), ("cookie", b"sticky-id=i1")]),
+            no_mint,
+        );
+        assert_eq!(
+            d.hashed.unwrap().0,
+            KeyOrigin::IdCookie,
+            "non-UTF-8 header counts as absent"
+        );
+        let d = decide(
+            &c,
+            &req(&[("x-user-id", b""), ("cookie", b"sticky-id=bad value")]),
+            || "minted1".into(),
+        );
+        assert_eq!(
+            d.hashed.unwrap(),
+            (
+                KeyOrigin::Minted,
+                crate::bucket::bucket_of(c.seed, b"minted1")
+            )
+        );
+        assert_eq!(d.minted_id.as_deref(), Some("minted1"));
+        assert!(d.set_version_cookie);
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        let d = decide(&c, &req(&[("x-user-id", long.as_bytes())]), || "m".into());
+        assert_eq!(
+            d.hashed.unwrap().0,
+            KeyOrigin::Minted,
+            "oversized key counts as absent"
+        );
+    }
+
+    #[test]
+    fn malformed_or_unknown_cookie_counts_as_absent() {
+        let c = config("", 50.0, 50.0);
+        for cookie in [
+            &b"sticky-version=v9"[..],
+            b"sticky-version=v2 x",
+            b"sticky-version",
+            b"\xff\xfe",
+            b"sticky-version=\"v2",
+        ] {
+            let d = decide(&c, &req(&[("cookie", cookie)]), || "m".into());
+            assert_eq!(
+                d.reason,
+                Reason::Hash,
+                "{:?}",
+                String::from_utf8_lossy(cookie)
+            );
+            assert!(d.set_version_cookie);
+        }
+    }
+
+    proptest! {
+        /// A client that keeps its cookies gets the same version on every sub-resource request.
+        #[test]
+        fn sticky_across_requests(id in "[a-f0-9]{32}", canary in 0u16..=100) {
+            let c = config("", f64::from(100 - canary), f64::from(canary));
+            let first = decide(&c, &req(&[]), || id.clone());
+            let cookie = format!("sticky-id={id}; sticky-version={}", c.names[first.version]);
+            for _ in 0..3 {
+                let d = decide(&c, &req(&[("cookie", cookie.as_bytes()), ("sec-fetch-dest", b"image")]), no_mint);
+                prop_assert_eq!(d.version, first.version);
+            }
+            let nav = decide(&c, &req(&[("cookie", cookie.as_bytes()), ("sec-fetch-dest", b"document")]), no_mint);
+            prop_assert_eq!(nav.version, first.version);
+        }
+
+        /// Never panics, whatever the headers hold.
+        #[test]
+        fn arbitrary_headers(values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..100), 5)) {
+            let c = config(r#","keySources":[{"header":"x-user-id"},{"cookie":"session"}],"trustIncomingHeader":true"#, 50.0, 50.0);
+            let names = ["cookie", "x-sticky-override", "x-sticky-version", "x-user-id", "sec-fetch-dest"];
+            let r = Req(names.iter().map(|n| n.to_string()).zip(values).collect());
+            let d = decide(&c, &r, || "m".into());
+            prop_assert!(d.version < 2);
+        }
+    }
+}

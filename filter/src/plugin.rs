@@ -1,0 +1,143 @@
+//! The proxy-wasm shell: host calls around the pure [`crate::decision`] and [`crate::config`].
+//!
+//! One root context per worker holds the validated configuration and the counter ids; one
+//! small HTTP context per request decides on request headers and sets cookies on the response.
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use rand::Rng;
+
+use crate::config::Config;
+use crate::decision::{self, Reason, RequestHeaders};
+use crate::metrics;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// What every request of one configuration shares.
+struct Active {
+    config: Config,
+    /// Counter ids, indexed by `version * Reason::ALL.len() + reason`.
+    counters: Vec<u32>,
+}
+
+impl Active {
+    fn counter(&self, version: usize, reason: Reason) -> Option<u32> {
+        let reason = Reason::ALL.iter().position(|&r| r == reason)?;
+        self.counters
+            .get(version * Reason::ALL.len() + reason)
+            .copied()
+    }
+}
+
+#[derive(Default)]
+struct Root {
+    active: Option<Rc<Active>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let config = match Config::from_json(&bytes) {
+            Ok(config) => config,
+            Err(err) => {
+                proxy_wasm::hostcalls::log(
+                    LogLevel::Error,
+                    &format!("sticky-canary: invalid plugin configuration: {err}"),
+                )
+                .ok();
+                return false;
+            }
+        };
+        let mut counters = Vec::with_capacity(config.names.len() * Reason::ALL.len());
+        for name in &config.names {
+            for reason in Reason::ALL {
+                match proxy_wasm::hostcalls::define_metric(
+                    MetricType::Counter,
+                    &metrics::decision_counter(name, reason),
+                ) {
+                    Ok(id) => counters.push(id),
+                    Err(status) => {
+                        proxy_wasm::hostcalls::log(
+                            LogLevel::Error,
+                            &format!("sticky-canary: cannot define metric: {status:?}"),
+                        )
+                        .ok();
+                        return false;
+                    }
+                }
+            }
+        }
+        self.active = Some(Rc::new(Active { config, counters }));
+        true
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request {
+            active: self.active.clone(),
+            set_cookies: Vec::new(),
+        }))
+    }
+}
+
+/// One request: decides on the request headers, then sets cookies on the response.
+struct Request {
+    active: Option<Rc<Active>>,
+    set_cookies: Vec<String>,
+}
+
+impl Context for Request {}
+
+/// Reads request headers from the host; non-UTF-8 values stay bytes for the pure code to judge.
+struct HostHeaders<'a>(&'a Request);
+
+impl RequestHeaders for HostHeaders<'_> {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.0.get_http_request_header_bytes(name)
+    }
+}
+
+fn mint_client_id() -> String {
+    format!("{:032x}", rand::rng().random::<u128>())
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let Some(active) = self.active.clone() else {
+            return Action::Continue;
+        };
+        let config = &active.config;
+        let decision = decision::decide(config, &HostHeaders(self), mint_client_id);
+        let version = &config.names[decision.version];
+        self.set_http_request_header(&config.header, Some(version));
+        if decision.set_version_cookie {
+            self.set_cookies
+                .push(config.set_cookie(&config.plugin.cookie.name, version));
+        }
+        if let Some(id) = &decision.minted_id {
+            self.set_cookies
+                .push(config.set_cookie(&config.plugin.cookie.id_name, id));
+        }
+        if let Some(counter) = active.counter(decision.version, decision.reason) {
+            proxy_wasm::hostcalls::increment_metric(counter, 1).ok();
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        for cookie in std::mem::take(&mut self.set_cookies) {
+            self.add_http_response_header("set-cookie", &cookie);
+        }
+        Action::Continue
+    }
+}
