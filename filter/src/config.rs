@@ -543,7 +543,7 @@ mod tests {
             (
                 r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"sameSite":"None","secure":false}}"#,
                 "cookie.sameSite",
-                "Secure",
+                "secure: true",
             ),
             (
                 r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"sameSite":"lax"}}"#,
