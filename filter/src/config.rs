@@ -552,7 +552,7 @@ mod tests {
             ),
             (
                 r#"{"versions":[{"name":"v1","weight":100}],"keySources":[{"query":"id"}]}"#,
-                "keySources[0].query",
+                "keySources[0]",
                 "unknown variant",
             ),
             (
