@@ -7,7 +7,8 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
-use rand::Rng;
+use rand::rngs::OsRng;
+use rand::TryRngCore;
 
 use crate::config::Config;
 use crate::decision::{self, Reason, RequestHeaders};
@@ -107,8 +108,15 @@ impl RequestHeaders for HostHeaders<'_> {
     }
 }
 
+/// A fresh random client id: 128 bits from the host's entropy (WASI `random_get`), as hex.
+/// Ids only spread clients over buckets, so should the host ever fail to provide entropy the
+/// request still goes through, with the all-zero id (a valid key) and a warning in the log.
 fn mint_client_id() -> String {
-    format!("{:032x}", rand::rng().random::<u128>())
+    let mut bytes = [0u8; 16];
+    if OsRng.try_fill_bytes(&mut bytes).is_err() {
+        proxy_wasm::hostcalls::log(LogLevel::Warn, "sticky-canary: no entropy from the host").ok();
+    }
+    format!("{:032x}", u128::from_le_bytes(bytes))
 }
 
 impl HttpContext for Request {
