@@ -1,0 +1,422 @@
+//! The rollout's state transitions, pure: a spec and a command in, the next spec out.
+//!
+//! Every transition validates its input and the phase first and returns an error before
+//! anything is written. A transition that would not change the spec returns `None`, so running
+//! a command twice writes once. `promote` and `abort` take two steps (make before break): the
+//! first switches every client (weight 100 to the new stable, 0 to the other version, which
+//! stays routed as `retiring` so requests already stamped with it still land); the second,
+//! the same command again, removes the retiring version's routes and subset.
+
+use sticky_canary_filter::bucket::{basis_points_to_percent, percent_to_basis_points, BUCKETS};
+use sticky_canary_filter::names::check_version_name;
+use sticky_canary_filter::VersionWeight;
+
+use crate::model::{Phase, StickyCanarySpec};
+
+/// A change an operator asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Add a canary at weight 0 (QA reaches it with the override header).
+    Start {
+        /// The canary's version name.
+        canary: String,
+    },
+    /// Give the canary this share of clients, in percent.
+    SetWeight(f64),
+    /// Move the canary to the next step above its weight.
+    Next,
+    /// Make the canary the stable version, then remove the old one.
+    Promote,
+    /// Send every client back to stable, then remove the canary.
+    Abort,
+}
+
+/// A new spec and the history line that describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The spec after the change.
+    pub spec: StickyCanarySpec,
+    /// What was done, e.g. `set-weight 10`; recorded in the status history.
+    pub action: String,
+}
+
+/// Why a command was refused; nothing has been written when one is returned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OpError {
+    /// The input itself is wrong (bad weight, bad version name, ...).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// The input is fine but the rollout is not in a phase that allows it.
+    #[error("{0}")]
+    WrongPhase(String),
+}
+
+/// The spec of a new rollout of `service` with `stable` as its only version.
+pub fn init(service: &str, stable: &str) -> Result<StickyCanarySpec, OpError> {
+    let spec = StickyCanarySpec::new(service, stable);
+    validate(&spec)?;
+    Ok(spec)
+}
+
+/// Applies `op` to `spec`; `None` when the spec already is what `op` asks for.
+pub fn apply(spec: &StickyCanarySpec, op: &Op) -> Result<Option<Change>, OpError> {
+    validate(spec)?;
+    if let (Some(retiring), false) = (&spec.retiring, matches!(op, Op::Promote | Op::Abort)) {
+        return Err(OpError::WrongPhase(format!(
+            "version {retiring:?} is being removed; run `promote` or `abort` again to finish first"
+        )));
+    }
+    let stable = spec.versions[0].name.clone();
+    let change = match op {
+        Op::Start { canary } => {
+            check_version_name(canary)
+                .map_err(|m| OpError::Invalid(format!("canary version: {m}")))?;
+            if *canary == stable {
+                return Err(OpError::Invalid(format!(
+                    "{canary:?} is already the stable version"
+                )));
+            }
+            match spec.canary() {
+                Some(current) if current.name == *canary => return Ok(None),
+                Some(current) => {
+                    return Err(OpError::WrongPhase(format!(
+                        "canary {:?} is already running; promote or abort it first",
+                        current.name
+                    )))
+                }
+                None => (
+                    with_weights(spec, &[(&stable, 100.0), (canary, 0.0)], None),
+                    format!("start {canary}"),
+                ),
+            }
+        }
+        Op::SetWeight(percent) => {
+            let basis_points = percent_to_basis_points(*percent)
+                .map_err(|m| OpError::Invalid(format!("weight {percent}: {m}")))?;
+            set_canary(spec, basis_points, format!("set-weight {percent}"))?
+        }
+        Op::Next => {
+            let canary = require_canary(spec)?;
+            let current = percent_to_basis_points(canary.weight).map_err(OpError::Invalid)?;
+            let next = spec
+                .steps
+                .iter()
+                .filter_map(|&s| percent_to_basis_points(s).ok())
+                .find(|&s| s > current)
+                .ok_or_else(|| {
+                    OpError::WrongPhase(format!(
+                        "canary {:?} is at {}%, past the last step; run `promote`",
+                        canary.name, canary.weight
+                    ))
+                })?;
+            let action = format!("next {}", basis_points_to_percent(u32::from(next)));
+            set_canary(spec, next, action)?
+        }
+        Op::Promote | Op::Abort => match (&spec.retiring, spec.canary()) {
+            (Some(retiring), _) => {
+                let keep: Vec<_> = spec
+                    .versions
+                    .iter()
+                    .filter(|v| v.name != *retiring)
+                    .map(|v| (v.name.as_str(), v.weight))
+                    .collect();
+                let verb = if matches!(op, Op::Promote) {
+                    "promote"
+                } else {
+                    "abort"
+                };
+                (
+                    with_weights(spec, &keep, None),
+                    format!("{verb}: remove {retiring}"),
+                )
+            }
+            (None, None) => return Ok(None),
+            (None, Some(canary)) => {
+                let canary = canary.name.clone();
+                if matches!(op, Op::Promote) {
+                    (
+                        with_weights(spec, &[(&canary, 100.0), (&stable, 0.0)], Some(&stable)),
+                        format!("promote {canary}"),
+                    )
+                } else {
+                    (
+                        with_weights(spec, &[(&stable, 100.0), (&canary, 0.0)], Some(&canary)),
+                        format!("abort {canary}"),
+                    )
+                }
+            }
+        },
+    };
+    let (new_spec, action) = change;
+    validate(&new_spec)?;
+    Ok((new_spec != *spec).then_some(Change {
+        spec: new_spec,
+        action,
+    }))
+}
+
+/// Checks a whole spec: every rule of the filter's config plus the rollout's own shape.
+pub fn validate(spec: &StickyCanarySpec) -> Result<(), OpError> {
+    check_host(&spec.service)?;
+    spec.plugin_config()
+        .validate()
+        .map_err(|e| OpError::Invalid(format!("spec.{e}")))?;
+    if spec.versions.len() > 2 {
+        return Err(OpError::Invalid(format!(
+            "spec.versions: at most a stable and a canary version, got {}",
+            spec.versions.len()
+        )));
+    }
+    if let Some(retiring) = &spec.retiring {
+        let ok = spec
+            .versions
+            .get(1)
+            .is_some_and(|v| v.name == *retiring && v.weight == 0.0);
+        if !ok {
+            return Err(OpError::Invalid(format!(
+                "spec.retiring: {retiring:?} must be the second version, at weight 0"
+            )));
+        }
+    }
+    if spec.steps.is_empty() {
+        return Err(OpError::Invalid("spec.steps: must not be empty".into()));
+    }
+    let mut previous = 0;
+    for (i, &step) in spec.steps.iter().enumerate() {
+        let bp = percent_to_basis_points(step)
+            .map_err(|m| OpError::Invalid(format!("spec.steps[{i}]: {m}")))?;
+        if bp <= previous {
+            return Err(OpError::Invalid(format!(
+                "spec.steps[{i}]: {step} must be above 0 and above the step before it"
+            )));
+        }
+        previous = bp;
+    }
+    let label = spec.version_label();
+    if label.is_empty() || !label.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+        return Err(OpError::Invalid(format!(
+            "spec.routing.versionLabel: {label:?} is not a label key"
+        )));
+    }
+    Ok(())
+}
+
+/// Where the rollout stands, from its spec and the last action recorded on it.
+pub fn phase(spec: &StickyCanarySpec, last_action: &str) -> Phase {
+    let promoted = last_action.starts_with("promote");
+    let aborted = last_action.starts_with("abort");
+    match (&spec.retiring, spec.versions.len()) {
+        (Some(_), _) if promoted => Phase::Promoting,
+        (Some(_), _) => Phase::Aborting,
+        (None, 1) if promoted => Phase::Promoted,
+        (None, 1) if aborted => Phase::Aborted,
+        (None, 1) => Phase::Stable,
+        (None, _) => Phase::Progressing,
+    }
+}
+
+/// Index in `spec.steps` of the canary's weight, when it is exactly on a step.
+pub fn step_index(spec: &StickyCanarySpec) -> Option<u32> {
+    let weight = percent_to_basis_points(spec.canary()?.weight).ok()?;
+    let index = spec
+        .steps
+        .iter()
+        .position(|&s| percent_to_basis_points(s) == Ok(weight))?;
+    u32::try_from(index).ok()
+}
+
+fn require_canary(spec: &StickyCanarySpec) -> Result<&VersionWeight, OpError> {
+    spec.canary().ok_or_else(|| {
+        OpError::WrongPhase(format!(
+            "no canary is running (only {:?}); run `start --canary <version>` first",
+            spec.versions[0].name
+        ))
+    })
+}
+
+fn set_canary(
+    spec: &StickyCanarySpec,
+    basis_points: u16,
+    action: String,
+) -> Result<(StickyCanarySpec, String), OpError> {
+    let canary = require_canary(spec)?;
+    let stable = &spec.versions[0];
+    let canary_weight = basis_points_to_percent(u32::from(basis_points));
+    let stable_weight = basis_points_to_percent(u32::from(BUCKETS - basis_points));
+    let versions = [(stable.name.as_str(), stable_weight), (canary.name.as_str(), canary_weight)];
+    Ok((with_weights(spec, &versions, None), action))
+}
+
+fn with_weights(
+    spec: &StickyCanarySpec,
+    versions: &[(&str, f64)],
+    retiring: Option<&str>,
+) -> StickyCanarySpec {
+    let mut next = spec.clone();
+    next.versions = versions
+        .iter()
+        .map(|&(name, weight)| VersionWeight {
+            name: name.to_owned(),
+            weight,
+        })
+        .collect();
+    next.retiring = retiring.map(str::to_owned);
+    next
+}
+
+/// A service host: DNS labels of lower-case letters, digits and '-', dot separated.
+fn check_host(host: &str) -> Result<(), OpError> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.len() <= 253 && host.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(OpError::Invalid(format!(
+            "spec.service: {host:?} is not a service host (lower-case DNS name such as reviews.shop.svc.cluster.local)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(versions: &[(&str, f64)], retiring: Option<&str>) -> StickyCanarySpec {
+        with_weights(&StickyCanarySpec::new("shop", versions[0].0), versions, retiring)
+    }
+
+    fn weights(s: &StickyCanarySpec) -> Vec<(String, f64)> {
+        s.versions
+            .iter()
+            .map(|v| (v.name.clone(), v.weight))
+            .collect()
+    }
+
+    #[test]
+    fn transitions() {
+        let stable = spec(&[("v1", 100.0)], None);
+        let canary = |w: f64| spec(&[("v1", 100.0 - w), ("v2", w)], None);
+        let cases: Vec<(&str, StickyCanarySpec, Op, StickyCanarySpec, &str)> = vec![
+            ("start", stable.clone(), Op::Start { canary: "v2".into() }, canary(0.0), "start v2"),
+            ("set", canary(0.0), Op::SetWeight(10.0), canary(10.0), "set-weight 10"),
+            ("decimals", canary(0.0), Op::SetWeight(33.33), spec(&[("v1", 66.67), ("v2", 33.33)], None), "set-weight 33.33"),
+            ("next from 0", canary(0.0), Op::Next, canary(1.0), "next 1"),
+            ("next off-step", canary(7.0), Op::Next, canary(10.0), "next 10"),
+            ("next to 100", canary(80.0), Op::Next, canary(100.0), "next 100"),
+            ("promote", canary(20.0), Op::Promote, spec(&[("v2", 100.0), ("v1", 0.0)], Some("v1")), "promote v2"),
+            ("promote finish", spec(&[("v2", 100.0), ("v1", 0.0)], Some("v1")), Op::Promote, spec(&[("v2", 100.0)], None), "promote: remove v1"),
+            ("abort", canary(50.0), Op::Abort, spec(&[("v1", 100.0), ("v2", 0.0)], Some("v2")), "abort v2"),
+            ("abort finish", spec(&[("v1", 100.0), ("v2", 0.0)], Some("v2")), Op::Abort, stable.clone(), "abort: remove v2"),
+        ];
+        for (name, before, op, after, action) in cases {
+            let change = apply(&before, &op).unwrap().expect(name);
+            assert_eq!(weights(&change.spec), weights(&after), "{name}");
+            assert_eq!(change.spec, after, "{name}");
+            assert_eq!(change.action, action, "{name}");
+        }
+    }
+
+    #[test]
+    fn repeated_commands_change_nothing() {
+        let stable = spec(&[("v1", 100.0)], None);
+        let canary = spec(&[("v1", 90.0), ("v2", 10.0)], None);
+        let cases = [
+            (canary.clone(), Op::Start { canary: "v2".into() }),
+            (canary.clone(), Op::SetWeight(10.0)),
+            (stable.clone(), Op::Promote),
+            (stable, Op::Abort),
+        ];
+        for (before, op) in cases {
+            assert_eq!(apply(&before, &op), Ok(None), "{op:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let stable = spec(&[("v1", 100.0)], None);
+        let canary = spec(&[("v1", 90.0), ("v2", 10.0)], None);
+        let retiring = spec(&[("v2", 100.0), ("v1", 0.0)], Some("v1"));
+        let cases: Vec<(StickyCanarySpec, Op, &str)> = vec![
+            (canary.clone(), Op::SetWeight(101.0), "weight 101"),
+            (canary.clone(), Op::SetWeight(-1.0), "weight -1"),
+            (canary.clone(), Op::SetWeight(10.001), "two decimals"),
+            (canary.clone(), Op::SetWeight(f64::NAN), "weight NaN"),
+            (stable.clone(), Op::SetWeight(10.0), "no canary is running"),
+            (stable.clone(), Op::Next, "no canary is running"),
+            (stable.clone(), Op::Start { canary: "v 2".into() }, "not a valid version name"),
+            (stable.clone(), Op::Start { canary: "".into() }, "must not be empty"),
+            (stable.clone(), Op::Start { canary: "v1".into() }, "already the stable version"),
+            (canary.clone(), Op::Start { canary: "v3".into() }, "canary \"v2\" is already running"),
+            (spec(&[("v1", 0.0), ("v2", 100.0)], None), Op::Next, "past the last step"),
+            (retiring.clone(), Op::SetWeight(5.0), "being removed"),
+            (retiring, Op::Start { canary: "v3".into() }, "being removed"),
+        ];
+        for (before, op, needle) in cases {
+            let err = apply(&before, &op).expect_err(needle).to_string();
+            assert!(err.contains(needle), "{op:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn validation_of_whole_specs() {
+        let mut bad_steps = spec(&[("v1", 100.0)], None);
+        bad_steps.steps = vec![5.0, 1.0];
+        let mut no_steps = bad_steps.clone();
+        no_steps.steps.clear();
+        let mut bad_label = spec(&[("v1", 100.0)], None);
+        bad_label.routing.version_label = Some("a b".into());
+        let mut three = spec(&[("v1", 98.0), ("v2", 1.0)], None);
+        three.versions.push(VersionWeight {
+            name: "v3".into(),
+            weight: 1.0,
+        });
+        let mut bad_sum = spec(&[("v1", 90.0)], None);
+        bad_sum.versions[0].weight = 90.0;
+        let mut bad_retiring = spec(&[("v1", 90.0), ("v2", 10.0)], None);
+        bad_retiring.retiring = Some("v2".into());
+        let cases = [
+            (bad_steps, "spec.steps[1]"),
+            (no_steps, "spec.steps: must not be empty"),
+            (bad_label, "versionLabel"),
+            (three, "at most a stable and a canary"),
+            (bad_sum, "sum to 90"),
+            (bad_retiring, "spec.retiring"),
+        ];
+        for (s, needle) in cases {
+            let err = validate(&s).expect_err(needle).to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+        for host in ["Shop", "shop_1", "", "a..b", "-a"] {
+            assert!(init(host, "v1").is_err(), "{host}");
+        }
+        assert!(init("reviews.shop.svc.cluster.local", "v1").is_ok());
+        assert!(init("shop", "v 1").is_err());
+    }
+
+    #[test]
+    fn phases_and_steps() {
+        let canary = spec(&[("v1", 90.0), ("v2", 10.0)], None);
+        let retiring = spec(&[("v2", 100.0), ("v1", 0.0)], Some("v1"));
+        let single = spec(&[("v1", 100.0)], None);
+        let cases = [
+            (&single, "", Phase::Stable),
+            (&canary, "set-weight 10", Phase::Progressing),
+            (&retiring, "promote v2", Phase::Promoting),
+            (&retiring, "abort v2", Phase::Aborting),
+            (&single, "promote: remove v1", Phase::Promoted),
+            (&single, "abort: remove v2", Phase::Aborted),
+        ];
+        for (s, action, expected) in cases {
+            assert_eq!(phase(s, action), expected, "{action}");
+        }
+        assert_eq!(step_index(&canary), Some(2));
+        assert_eq!(step_index(&spec(&[("v1", 93.0), ("v2", 7.0)], None)), None);
+        assert_eq!(step_index(&single), None);
+    }
+}
