@@ -20,9 +20,12 @@ pub const VERSION_TAG: &str = "sticky_version";
 /// Envoy tag name of the reason label.
 pub const REASON_TAG: &str = "sticky_reason";
 /// Envoy `stats_tags` regex extracting the version (first group removed, second is the value).
-pub const VERSION_TAG_REGEX: &str = r"^sticky_canary\.decisions(\.version\.(.+?))\.reason\.";
+/// Envoy files every Wasm-defined metric under `wasmcustom.` (and drops that prefix again in
+/// `/stats/prometheus`), so the tag rules must match it.
+pub const VERSION_TAG_REGEX: &str =
+    r"^wasmcustom\.sticky_canary\.decisions(\.version\.(.+?))\.reason\.";
 /// Envoy `stats_tags` regex extracting the reason.
-pub const REASON_TAG_REGEX: &str = r"^sticky_canary\.decisions.*?(\.reason\.([a-z]+))$";
+pub const REASON_TAG_REGEX: &str = r"^wasmcustom\.sticky_canary\.decisions.*?(\.reason\.([a-z]+))$";
 
 #[cfg(test)]
 mod tests {
