@@ -24,20 +24,25 @@ pub fn bucket_of(seed: u64, key: &[u8]) -> u16 {
 /// A percentage with at most two decimals, as basis points.
 pub fn percent_to_basis_points(percent: f64) -> Result<u16, String> {
     if !(0.0..=100.0).contains(&percent) {
-        return Err(format!("{percent} is outside 0 to 100"));
+        return Err("must be between 0 and 100".into());
     }
     let scaled = percent * 100.0;
     let rounded = scaled.round();
     if (scaled - rounded).abs() > 1e-6 {
-        return Err(format!("{percent} has more than two decimals"));
+        return Err("must have at most two decimals".into());
     }
     // 0 ≤ rounded ≤ 10_000 was checked above.
     Ok(rounded as u16)
 }
 
-/// Basis points as a percentage, for messages.
-pub fn basis_points_to_percent(bp: u32) -> f64 {
-    f64::from(bp) / 100.0
+/// Basis points as a percentage for messages, e.g. `1234` → `12.34`, `9500` → `95`.
+/// (Integer formatting keeps float printing, and its kilobytes, out of the `.wasm`.)
+pub fn format_basis_points(bp: u32) -> String {
+    match bp % 100 {
+        0 => format!("{}", bp / 100),
+        frac if frac % 10 == 0 => format!("{}.{}", bp / 100, frac / 10),
+        frac => format!("{}.{frac:02}", bp / 100),
+    }
 }
 
 /// The bucket ranges of the versions of one configuration.
@@ -132,6 +137,15 @@ mod tests {
         assert_eq!(b.version_of(3000), 0);
         let b = Buckets::new(&[0, 10000]);
         assert_eq!(b.version_of(9999), 1);
+    }
+
+    #[test]
+    fn basis_points_format_like_percentages() {
+        assert_eq!(format_basis_points(9500), "95");
+        assert_eq!(format_basis_points(1234), "12.34");
+        assert_eq!(format_basis_points(1230), "12.3");
+        assert_eq!(format_basis_points(1201), "12.01");
+        assert_eq!(format_basis_points(1), "0.01");
     }
 
     #[test]

@@ -286,7 +286,7 @@ impl Config {
             if plugin.versions[..i].iter().any(|v| v.name == version.name) {
                 return Err(ConfigError::new(
                     &field,
-                    format!("duplicate version name {:?}", version.name),
+                    format!("duplicate version name {}", names::quoted(&version.name)),
                 ));
             }
             let bp = bucket::percent_to_basis_points(version.weight)
@@ -299,7 +299,7 @@ impl Config {
                 "versions",
                 format!(
                     "weights must sum to 100, they sum to {}",
-                    bucket::basis_points_to_percent(total)
+                    bucket::format_basis_points(total)
                 ),
             ));
         }
@@ -488,7 +488,7 @@ mod tests {
             (
                 r#"{"versions":[{"name":"v1","weight":100.001}]}"#,
                 "versions[0].weight",
-                "0 to 100",
+                "between 0 and 100",
             ),
             (
                 r#"{"versions":[{"name":"v1","weight":99.995},{"name":"v2","weight":0.005}]}"#,
@@ -498,7 +498,7 @@ mod tests {
             (
                 r#"{"versions":[{"name":"v1","weight":-1},{"name":"v2","weight":101}]}"#,
                 "versions[0].weight",
-                "0 to 100",
+                "between 0 and 100",
             ),
             (
                 r#"{"versions":[{"name":"v1","weight":"100"}]}"#,

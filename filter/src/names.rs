@@ -3,6 +3,25 @@
 //! A version name ends up as a header value, a cookie value and a Kubernetes label value
 //! (the DestinationRule subset selects pods by it), so it must be valid as all three.
 
+/// A name as it appears in error messages: quoted, with anything but printable ASCII escaped.
+/// (Hand-rolled rather than `{:?}`, whose Unicode tables would add kilobytes to the `.wasm`.)
+pub fn quoted(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for b in name.bytes() {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Longest Kubernetes label value.
 pub const MAX_VERSION_NAME: usize = 63;
 
@@ -22,7 +41,8 @@ pub fn check_version_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a valid version name: use at most {MAX_VERSION_NAME} letters, digits, '-', '_' or '.', starting and ending with a letter or digit (a Kubernetes label value)"
+            "{} is not a valid version name: use at most {MAX_VERSION_NAME} letters, digits, '-', '_' or '.', starting and ending with a letter or digit (a Kubernetes label value)",
+            quoted(name)
         ))
     }
 }
@@ -40,7 +60,7 @@ pub fn check_header_name(name: &str) -> Result<(), String> {
     if name.bytes().all(is_tchar) && !name.starts_with(':') {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a valid header name"))
+        Err(format!("{} is not a valid header name", quoted(name)))
     }
 }
 
@@ -52,7 +72,7 @@ pub fn check_cookie_name(name: &str) -> Result<(), String> {
     if name.bytes().all(is_tchar) {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a valid cookie name"))
+        Err(format!("{} is not a valid cookie name", quoted(name)))
     }
 }
 
@@ -61,7 +81,10 @@ pub fn check_cookie_path(path: &str) -> Result<(), String> {
     if path.starts_with('/') && path.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b';') {
         Ok(())
     } else {
-        Err(format!("{path:?} is not a valid cookie path: it must start with '/' and hold no ';', space or control character"))
+        Err(format!(
+            "{} is not a valid cookie path: it must start with '/' and hold no ';', space or control character",
+            quoted(path)
+        ))
     }
 }
 
@@ -124,6 +147,13 @@ mod tests {
         assert!(check_cookie_path("/a b").is_err());
         assert!(check_token("Abc-123_~").is_ok());
         assert!(check_token("a:b").is_err());
+    }
+
+    #[test]
+    fn quoting_escapes_everything_but_printable_ascii() {
+        assert_eq!(quoted("v1"), "\"v1\"");
+        assert_eq!(quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(quoted("é\n"), "\"\\xc3\\xa9\\x0a\"");
     }
 
     #[test]
