@@ -49,7 +49,7 @@ test: setup build lint
 
 ## bench: what the filter costs per request (see BENCHMARKS.md)
 bench: setup build
-	$(CARGO) run --release -q -p sticky-canary-e2e --bin sticky-bench
+	$(CARGO) run --release -q -p sticky-canary-bench --bin sticky-bench
 
 clean:
 	$(CARGO) clean
