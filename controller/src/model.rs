@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sticky_canary_filter::config::{CookieConfig, KeySource, OverrideConfig, Repin, DEFAULT_HEADER};
+use sticky_canary_filter::config::{
+    CookieConfig, KeySource, OverrideConfig, Repin, DEFAULT_HEADER,
+};
 use sticky_canary_filter::{PluginConfig, VersionWeight};
 
 pub mod schema;
@@ -39,12 +41,11 @@ pub const HISTORY_LIMIT: usize = 20;
     shortname = "sc",
     namespaced,
     status = "StickyCanaryStatus",
-    doc = "A sticky canary rollout: every client stays on one version of the service for the whole rollout.",
-    printcolumn(name = "Service", type_ = "string", json_path = ".spec.service"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Canary", type_ = "number", json_path = ".status.canaryWeight"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    doc = "A sticky canary rollout: every client stays on one version of the service for the whole rollout."
 )]
+#[kube(printcolumn = r#"{"name":"Service","type":"string","jsonPath":".spec.service"}"#)]
+#[kube(printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#)]
+#[kube(printcolumn = r#"{"name":"Canary","type":"number","jsonPath":".status.canaryWeight"}"#)]
 #[serde(rename_all = "camelCase")]
 pub struct StickyCanarySpec {
     /// Host of the service, as in the VirtualService `hosts` and the DestinationRule `host`.

@@ -7,7 +7,7 @@
 //! stays routed as `retiring` so requests already stamped with it still land); the second,
 //! the same command again, removes the retiring version's routes and subset.
 
-use sticky_canary_filter::bucket::{basis_points_to_percent, percent_to_basis_points, BUCKETS};
+use sticky_canary_filter::bucket::{percent_to_basis_points, BUCKETS};
 use sticky_canary_filter::names::check_version_name;
 use sticky_canary_filter::VersionWeight;
 
@@ -109,7 +109,7 @@ pub fn apply(spec: &StickyCanarySpec, op: &Op) -> Result<Option<Change>, OpError
                         canary.name, canary.weight
                     ))
                 })?;
-            let action = format!("next {}", basis_points_to_percent(u32::from(next)));
+            let action = format!("next {}", percent(next));
             set_canary(spec, next, action)?
         }
         Op::Promote | Op::Abort => match (&spec.retiring, spec.canary()) {
@@ -225,6 +225,11 @@ pub fn step_index(spec: &StickyCanarySpec) -> Option<u32> {
     u32::try_from(index).ok()
 }
 
+/// Basis points back to the percentage the spec stores (exact: at most two decimals).
+fn percent(basis_points: u16) -> f64 {
+    f64::from(basis_points) / 100.0
+}
+
 fn require_canary(spec: &StickyCanarySpec) -> Result<&VersionWeight, OpError> {
     spec.canary().ok_or_else(|| {
         OpError::WrongPhase(format!(
@@ -241,9 +246,12 @@ fn set_canary(
 ) -> Result<(StickyCanarySpec, String), OpError> {
     let canary = require_canary(spec)?;
     let stable = &spec.versions[0];
-    let canary_weight = basis_points_to_percent(u32::from(basis_points));
-    let stable_weight = basis_points_to_percent(u32::from(BUCKETS - basis_points));
-    let versions = [(stable.name.as_str(), stable_weight), (canary.name.as_str(), canary_weight)];
+    let canary_weight = percent(basis_points);
+    let stable_weight = percent(BUCKETS - basis_points);
+    let versions = [
+        (stable.name.as_str(), stable_weight),
+        (canary.name.as_str(), canary_weight),
+    ];
     Ok((with_weights(spec, &versions, None), action))
 }
 
@@ -288,7 +296,11 @@ mod tests {
     use super::*;
 
     fn spec(versions: &[(&str, f64)], retiring: Option<&str>) -> StickyCanarySpec {
-        with_weights(&StickyCanarySpec::new("shop", versions[0].0), versions, retiring)
+        with_weights(
+            &StickyCanarySpec::new("shop", versions[0].0),
+            versions,
+            retiring,
+        )
     }
 
     fn weights(s: &StickyCanarySpec) -> Vec<(String, f64)> {
@@ -303,16 +315,72 @@ mod tests {
         let stable = spec(&[("v1", 100.0)], None);
         let canary = |w: f64| spec(&[("v1", 100.0 - w), ("v2", w)], None);
         let cases: Vec<(&str, StickyCanarySpec, Op, StickyCanarySpec, &str)> = vec![
-            ("start", stable.clone(), Op::Start { canary: "v2".into() }, canary(0.0), "start v2"),
-            ("set", canary(0.0), Op::SetWeight(10.0), canary(10.0), "set-weight 10"),
-            ("decimals", canary(0.0), Op::SetWeight(33.33), spec(&[("v1", 66.67), ("v2", 33.33)], None), "set-weight 33.33"),
+            (
+                "start",
+                stable.clone(),
+                Op::Start {
+                    canary: "v2".into(),
+                },
+                canary(0.0),
+                "start v2",
+            ),
+            (
+                "set",
+                canary(0.0),
+                Op::SetWeight(10.0),
+                canary(10.0),
+                "set-weight 10",
+            ),
+            (
+                "decimals",
+                canary(0.0),
+                Op::SetWeight(33.33),
+                spec(&[("v1", 66.67), ("v2", 33.33)], None),
+                "set-weight 33.33",
+            ),
             ("next from 0", canary(0.0), Op::Next, canary(1.0), "next 1"),
-            ("next off-step", canary(7.0), Op::Next, canary(10.0), "next 10"),
-            ("next to 100", canary(80.0), Op::Next, canary(100.0), "next 100"),
-            ("promote", canary(20.0), Op::Promote, spec(&[("v2", 100.0), ("v1", 0.0)], Some("v1")), "promote v2"),
-            ("promote finish", spec(&[("v2", 100.0), ("v1", 0.0)], Some("v1")), Op::Promote, spec(&[("v2", 100.0)], None), "promote: remove v1"),
-            ("abort", canary(50.0), Op::Abort, spec(&[("v1", 100.0), ("v2", 0.0)], Some("v2")), "abort v2"),
-            ("abort finish", spec(&[("v1", 100.0), ("v2", 0.0)], Some("v2")), Op::Abort, stable.clone(), "abort: remove v2"),
+            (
+                "next off-step",
+                canary(7.0),
+                Op::Next,
+                canary(10.0),
+                "next 10",
+            ),
+            (
+                "next to 100",
+                canary(80.0),
+                Op::Next,
+                canary(100.0),
+                "next 100",
+            ),
+            (
+                "promote",
+                canary(20.0),
+                Op::Promote,
+                spec(&[("v2", 100.0), ("v1", 0.0)], Some("v1")),
+                "promote v2",
+            ),
+            (
+                "promote finish",
+                spec(&[("v2", 100.0), ("v1", 0.0)], Some("v1")),
+                Op::Promote,
+                spec(&[("v2", 100.0)], None),
+                "promote: remove v1",
+            ),
+            (
+                "abort",
+                canary(50.0),
+                Op::Abort,
+                spec(&[("v1", 100.0), ("v2", 0.0)], Some("v2")),
+                "abort v2",
+            ),
+            (
+                "abort finish",
+                spec(&[("v1", 100.0), ("v2", 0.0)], Some("v2")),
+                Op::Abort,
+                stable.clone(),
+                "abort: remove v2",
+            ),
         ];
         for (name, before, op, after, action) in cases {
             let change = apply(&before, &op).unwrap().expect(name);
@@ -327,7 +395,12 @@ mod tests {
         let stable = spec(&[("v1", 100.0)], None);
         let canary = spec(&[("v1", 90.0), ("v2", 10.0)], None);
         let cases = [
-            (canary.clone(), Op::Start { canary: "v2".into() }),
+            (
+                canary.clone(),
+                Op::Start {
+                    canary: "v2".into(),
+                },
+            ),
             (canary.clone(), Op::SetWeight(10.0)),
             (stable.clone(), Op::Promote),
             (stable, Op::Abort),
@@ -349,13 +422,45 @@ mod tests {
             (canary.clone(), Op::SetWeight(f64::NAN), "weight NaN"),
             (stable.clone(), Op::SetWeight(10.0), "no canary is running"),
             (stable.clone(), Op::Next, "no canary is running"),
-            (stable.clone(), Op::Start { canary: "v 2".into() }, "not a valid version name"),
-            (stable.clone(), Op::Start { canary: "".into() }, "must not be empty"),
-            (stable.clone(), Op::Start { canary: "v1".into() }, "already the stable version"),
-            (canary.clone(), Op::Start { canary: "v3".into() }, "canary \"v2\" is already running"),
-            (spec(&[("v1", 0.0), ("v2", 100.0)], None), Op::Next, "past the last step"),
+            (
+                stable.clone(),
+                Op::Start {
+                    canary: "v 2".into(),
+                },
+                "not a valid version name",
+            ),
+            (
+                stable.clone(),
+                Op::Start { canary: "".into() },
+                "must not be empty",
+            ),
+            (
+                stable.clone(),
+                Op::Start {
+                    canary: "v1".into(),
+                },
+                "already the stable version",
+            ),
+            (
+                canary.clone(),
+                Op::Start {
+                    canary: "v3".into(),
+                },
+                "canary \"v2\" is already running",
+            ),
+            (
+                spec(&[("v1", 0.0), ("v2", 100.0)], None),
+                Op::Next,
+                "past the last step",
+            ),
             (retiring.clone(), Op::SetWeight(5.0), "being removed"),
-            (retiring, Op::Start { canary: "v3".into() }, "being removed"),
+            (
+                retiring,
+                Op::Start {
+                    canary: "v3".into(),
+                },
+                "being removed",
+            ),
         ];
         for (before, op, needle) in cases {
             let err = apply(&before, &op).expect_err(needle).to_string();

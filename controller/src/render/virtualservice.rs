@@ -1,0 +1,372 @@
+//! Managed header routes in the user's own VirtualService.
+//!
+//! The rollout adds one route per routed version, named `sticky-canary-<rollout>-<version>`,
+//! matching the version header exactly and sending to that version's subset, plus a default
+//! route to stable named `sticky-canary-<rollout>` for traffic that bypasses the filter. Every
+//! edit starts by dropping all managed routes (found by name and destination host) and adds the
+//! current ones back, so repeated edits are idempotent and removed versions leave no route
+//! behind (no header routes piling up, as Argo Rollouts once did).
+//!
+//! Placement: the version routes go right before the user's first route to the service, so
+//! the user's earlier routes (say `/api` to another service) keep precedence; a user route
+//! there that catches every request would make ours unreachable and is refused, naming it, as
+//! is any user route matching on the version header itself. The default route goes last, and
+//! only when no user route already catches everything: such a route is the user's own default
+//! and stays theirs. User routes are never modified.
+
+use serde_json::{json, Map, Value};
+
+use super::destinationrule::subset_name;
+use super::EditError;
+
+/// API version of Istio's VirtualService.
+pub const API_VERSION: &str = "networking.istio.io/v1";
+/// Kind of Istio's VirtualService.
+pub const KIND: &str = "VirtualService";
+
+/// What the managed routes must say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedRoutes<'a> {
+    /// Rollout name, part of every managed route name.
+    pub rollout: &'a str,
+    /// Destination host of the service.
+    pub service: &'a str,
+    /// Header the filter stamps.
+    pub header: &'a str,
+    /// Versions that get a route, stable first (a retiring version is still routed).
+    pub versions: Vec<&'a str>,
+}
+
+/// Name of the managed route of `version`.
+pub fn route_name(rollout: &str, version: &str) -> String {
+    format!("sticky-canary-{rollout}-{version}")
+}
+
+/// Name of the managed default route.
+pub fn default_route_name(rollout: &str) -> String {
+    format!("sticky-canary-{rollout}")
+}
+
+/// The VirtualService `spec` with the managed routes in place; `name` is the VirtualService's,
+/// for error messages.
+pub fn edit(name: &str, spec: &Value, routes: &ManagedRoutes) -> Result<Value, EditError> {
+    let malformed = |why: &str| EditError::Malformed {
+        object: format!("VirtualService {name}"),
+        why: why.to_owned(),
+    };
+    let mut spec = spec
+        .as_object()
+        .cloned()
+        .ok_or_else(|| malformed("spec is not an object"))?;
+    let http = match spec.get("http") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(http)) => http.clone(),
+        Some(_) => return Err(malformed("spec.http is not a list")),
+    };
+    let header = routes.header.to_ascii_lowercase();
+    let user: Vec<Value> = http
+        .into_iter()
+        .filter(|route| !is_managed(route, routes))
+        .collect();
+    for (i, route) in user.iter().enumerate() {
+        if matches_header(route, &header) {
+            return Err(EditError::HeaderConflict {
+                virtual_service: name.to_owned(),
+                route: describe(route, i),
+                header: header.clone(),
+            });
+        }
+    }
+    let insert_at = user
+        .iter()
+        .position(|route| destination_hosts(route).any(|h| same_host(h, routes.service)))
+        .unwrap_or(user.len());
+    if let Some((i, route)) = user[..insert_at]
+        .iter()
+        .enumerate()
+        .find(|(_, route)| is_catch_all(route))
+    {
+        return Err(EditError::Shadowed {
+            virtual_service: name.to_owned(),
+            route: describe(route, i),
+        });
+    }
+    let port = user
+        .get(insert_at)
+        .and_then(|route| route.pointer("/route/0/destination/port"))
+        .cloned();
+    let destination = |version: &str| {
+        let mut destination = json!({ "host": routes.service, "subset": subset_name(version) });
+        if let Some(port) = &port {
+            destination["port"] = port.clone();
+        }
+        json!([{ "destination": destination }])
+    };
+    let managed = routes.versions.iter().map(|version| {
+        json!({
+            "name": route_name(routes.rollout, version),
+            "match": [{ "headers": { header.as_str(): { "exact": version } } }],
+            "route": destination(version),
+        })
+    });
+    let user_has_default = user.iter().any(is_catch_all);
+    let mut out: Vec<Value> = Vec::with_capacity(user.len() + routes.versions.len() + 1);
+    out.extend(user[..insert_at].iter().cloned());
+    out.extend(managed);
+    out.extend(user[insert_at..].iter().cloned());
+    if let (false, Some(stable)) = (user_has_default, routes.versions.first()) {
+        out.push(json!({
+            "name": default_route_name(routes.rollout),
+            "route": destination(stable),
+        }));
+    }
+    spec.insert("http".to_owned(), Value::Array(out));
+    Ok(Value::Object(spec))
+}
+
+/// Whether a route is one of this rollout's managed routes: by name, and by destination, so a
+/// second rollout whose name extends this one's (`shop` and `shop-api`) is left alone.
+fn is_managed(route: &Value, routes: &ManagedRoutes) -> bool {
+    let Some(name) = route.get("name").and_then(Value::as_str) else {
+        return false;
+    };
+    let prefix = format!("{}-", default_route_name(routes.rollout));
+    let named = name == default_route_name(routes.rollout) || name.starts_with(&prefix);
+    let hosts: Vec<&str> = destination_hosts(route).collect();
+    named && !hosts.is_empty() && hosts.iter().all(|h| *h == routes.service)
+}
+
+fn destination_hosts(route: &Value) -> impl Iterator<Item = &str> {
+    route
+        .get("route")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.pointer("/destination/host").and_then(Value::as_str))
+}
+
+/// Hosts name the same service when equal, or when one is the other's short form
+/// (`reviews` and `reviews.shop.svc.cluster.local`).
+fn same_host(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    short == long
+        || long
+            .strip_prefix(short)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// A route that takes every request: no match, or a match entry with no condition.
+fn is_catch_all(route: &Value) -> bool {
+    match route.get("match") {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(matches)) => matches.is_empty() || matches.iter().any(matches_all),
+        Some(_) => false,
+    }
+}
+
+fn matches_all(entry: &Value) -> bool {
+    let Some(entry) = entry.as_object() else {
+        return false;
+    };
+    let conditions: Map<String, Value> = entry
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "name" | "ignoreUriCase"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let whole_uri = |uri: &Value| uri == &json!({"prefix": "/"}) || uri == &json!({"regex": ".*"});
+    match conditions.len() {
+        0 => true,
+        1 => conditions.get("uri").is_some_and(whole_uri),
+        _ => false,
+    }
+}
+
+fn matches_header(route: &Value, header: &str) -> bool {
+    route
+        .get("match")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|entry| ["headers", "withoutHeaders"].map(|k| entry.get(k)))
+        .flatten()
+        .filter_map(Value::as_object)
+        .any(|headers| headers.keys().any(|k| k.eq_ignore_ascii_case(header)))
+}
+
+fn describe(route: &Value, index: usize) -> String {
+    match route.get("name").and_then(Value::as_str) {
+        Some(name) => format!("{name:?}"),
+        None => format!("#{} (unnamed)", index + 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes<'a>(versions: &[&'a str]) -> ManagedRoutes<'a> {
+        ManagedRoutes {
+            rollout: "shop",
+            service: "shop.prod.svc.cluster.local",
+            header: "x-sticky-version",
+            versions: versions.to_vec(),
+        }
+    }
+
+    fn names(spec: &Value) -> Vec<String> {
+        spec["http"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+
+    fn user_route(name: &str, path: &str, host: &str) -> Value {
+        json!({"name": name, "match": [{"uri": {"prefix": path}}],
+               "route": [{"destination": {"host": host, "port": {"number": 8080}}}]})
+    }
+
+    #[test]
+    fn placement_table() {
+        let api = user_route("api", "/api", "api");
+        let shop = user_route("shop", "/shop", "shop");
+        let catch_all = json!({"name": "rest", "route": [{"destination": {"host": "shop"}}]});
+        let cases = [
+            (
+                "empty",
+                json!({"hosts": ["web"]}),
+                vec![
+                    "sticky-canary-shop-v1",
+                    "sticky-canary-shop-v2",
+                    "sticky-canary-shop",
+                ],
+            ),
+            (
+                "after routes to others",
+                json!({"http": [api.clone(), shop.clone()]}),
+                vec![
+                    "api",
+                    "sticky-canary-shop-v1",
+                    "sticky-canary-shop-v2",
+                    "shop",
+                    "sticky-canary-shop",
+                ],
+            ),
+            (
+                "user catch-all keeps being the default",
+                json!({"http": [shop.clone(), catch_all.clone()]}),
+                vec![
+                    "sticky-canary-shop-v1",
+                    "sticky-canary-shop-v2",
+                    "shop",
+                    "rest",
+                ],
+            ),
+            (
+                "no route to the service: after the user's",
+                json!({"http": [api.clone()]}),
+                vec![
+                    "api",
+                    "sticky-canary-shop-v1",
+                    "sticky-canary-shop-v2",
+                    "sticky-canary-shop",
+                ],
+            ),
+        ];
+        for (name, spec, expected) in cases {
+            let out = edit("web", &spec, &routes(&["v1", "v2"])).unwrap();
+            assert_eq!(names(&out), expected, "{name}");
+            assert_eq!(
+                edit("web", &out, &routes(&["v1", "v2"])).unwrap(),
+                out,
+                "{name}: idempotent"
+            );
+        }
+    }
+
+    #[test]
+    fn managed_route_content() {
+        let spec = json!({"hosts": ["web"], "http": [user_route("shop", "/shop", "shop")]});
+        let out = edit("web", &spec, &routes(&["v1", "v2"])).unwrap();
+        assert_eq!(out["hosts"], json!(["web"]));
+        assert_eq!(
+            out["http"][1],
+            json!({"name": "sticky-canary-shop-v2",
+                   "match": [{"headers": {"x-sticky-version": {"exact": "v2"}}}],
+                   "route": [{"destination": {"host": "shop.prod.svc.cluster.local",
+                              "subset": "sticky-canary-v2", "port": {"number": 8080}}}]})
+        );
+        assert_eq!(out["http"][2], spec["http"][0], "user route untouched");
+        assert_eq!(
+            out["http"][3]["route"][0]["destination"]["subset"],
+            "sticky-canary-v1"
+        );
+    }
+
+    #[test]
+    fn removed_versions_leave_no_route_and_nothing_piles_up() {
+        let spec = json!({"http": [user_route("shop", "/shop", "shop")]});
+        let mut current = spec;
+        for versions in [
+            &["v1", "v2"][..],
+            &["v2", "v1"],
+            &["v2"],
+            &["v2", "v3"],
+            &["v3"],
+        ] {
+            current = edit("web", &current, &routes(versions)).unwrap();
+        }
+        assert_eq!(
+            names(&current),
+            ["sticky-canary-shop-v3", "shop", "sticky-canary-shop"]
+        );
+    }
+
+    #[test]
+    fn other_rollouts_routes_are_not_ours() {
+        let other = json!({"name": "sticky-canary-shop-api-v1",
+            "match": [{"headers": {"x-other": {"exact": "v1"}}}],
+            "route": [{"destination": {"host": "shop-api", "subset": "sticky-canary-v1"}}]});
+        let spec = json!({"http": [other.clone(), user_route("shop", "/", "shop")]});
+        let out = edit("web", &spec, &routes(&["v1"])).unwrap();
+        assert_eq!(out["http"][0], other);
+    }
+
+    #[test]
+    fn refusals_name_the_route() {
+        let shadowing = json!({"http": [
+            {"name": "everything", "match": [{"uri": {"prefix": "/"}}], "route": [{"destination": {"host": "old"}}]},
+            user_route("shop", "/shop", "shop")]});
+        let unnamed = json!({"http": [{"route": [{"destination": {"host": "old"}}]}]});
+        let header = json!({"http": [{"name": "qa", "match": [{"headers": {"X-Sticky-Version": {"exact": "v9"}}}],
+            "route": [{"destination": {"host": "shop"}}]}]});
+        let cases = [
+            (
+                shadowing,
+                "route \"everything\" of VirtualService web catches every request",
+            ),
+            (unnamed, "route #1 (unnamed)"),
+            (
+                header,
+                "route \"qa\" of VirtualService web matches on header x-sticky-version",
+            ),
+            (json!({"http": 3}), "spec.http is not a list"),
+            (json!([]), "spec is not an object"),
+        ];
+        for (spec, needle) in cases {
+            let err = edit("web", &spec, &routes(&["v1"]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        assert!(same_host("shop", "shop.prod.svc.cluster.local"));
+        assert!(same_host("shop.prod", "shop"));
+        assert!(!same_host("shop", "shopping"));
+        assert!(!same_host("shop", "api"));
+    }
+}
