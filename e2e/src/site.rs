@@ -1,0 +1,99 @@
+//! The web application every upstream version serves: just enough of a real site to show
+//! why per-request canary splits break pages.
+//!
+//! Each version's pages load a script that only that version has (`/assets/app-<version>.js`,
+//! as a bundler's content-hashed file name would be), so a page from one version whose script
+//! request lands on another gets a 404. Every response says which version served it and what
+//! version header the upstream received, so tests can check the filter's decision.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use sticky_canary_filter::config::DEFAULT_HEADER;
+
+/// Response header naming the version that served the request.
+pub const SERVED_BY: &str = "x-served-by";
+/// Response header echoing the version header the upstream received (absent when none).
+pub const RECEIVED_VERSION: &str = "x-received-sticky-version";
+/// The site's pages; each links to the others.
+pub const PAGES: [&str; 2] = ["/", "/about"];
+/// The API every page calls from its script.
+pub const WHOAMI: &str = "/api/whoami";
+/// A stylesheet every version has.
+pub const COMMON_CSS: &str = "/assets/common.css";
+
+/// The script only `version` has.
+pub fn app_script(version: &str) -> String {
+    format!("/assets/app-{version}.js")
+}
+
+/// The routes of the site as served by `version`.
+pub fn router(version: &str) -> Result<Router, header::InvalidHeaderValue> {
+    let served_by = HeaderValue::from_str(version)?;
+    let version: Arc<str> = Arc::from(version);
+    Ok(Router::new()
+        .route(PAGES[0], get(page))
+        .route(PAGES[1], get(page))
+        .route(COMMON_CSS, get(common_css))
+        .route("/assets/{file}", get(asset))
+        .route(WHOAMI, get(whoami))
+        .with_state(version)
+        .layer(middleware::from_fn_with_state(served_by, stamp)))
+}
+
+async fn page(State(version): State<Arc<str>>) -> impl IntoResponse {
+    let links: String = PAGES
+        .iter()
+        .map(|page| format!(r#"<a href="{page}">{page}</a> "#))
+        .collect();
+    let html = format!(
+        r#"<!doctype html>
+<html><head><title>shop {version}</title>
+<link rel="stylesheet" href="{COMMON_CSS}">
+<script src="{script}"></script>
+</head><body data-fetch="{WHOAMI}"><h1>shop {version}</h1><nav>{links}</nav></body></html>
+"#,
+        script = app_script(&version)
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html)
+}
+
+async fn common_css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css")], "body { margin: 0 }\n")
+}
+
+async fn asset(State(version): State<Arc<str>>, Path(file): Path<String>) -> Response {
+    if format!("/assets/{file}") == app_script(&version) {
+        (
+            [(header::CONTENT_TYPE, "text/javascript")],
+            format!("fetch({WHOAMI:?}); // app {version}\n"),
+        )
+            .into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}
+
+async fn whoami(State(version): State<Arc<str>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(r#"{{"version":{:?}}}"#, &*version),
+    )
+}
+
+/// Marks every response with the serving version and the version header it received.
+async fn stamp(State(served_by): State<HeaderValue>, request: Request, next: Next) -> Response {
+    let received = request.headers().get(DEFAULT_HEADER).cloned();
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(SERVED_BY, served_by);
+    if let Some(received) = received {
+        headers.insert(RECEIVED_VERSION, received);
+    }
+    response
+}

@@ -1,0 +1,75 @@
+//! The whole setup on one machine: an upstream process per version behind an Envoy with the
+//! filter.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use sticky_canary_filter::{PluginConfig, VersionWeight};
+
+use crate::browser::Http;
+use crate::envoy::{Envoy, EnvoyOptions};
+use crate::upstream::Upstream;
+
+/// Upstreams and Envoy, all stopped when dropped.
+pub struct Stack {
+    /// The Envoy in front.
+    pub envoy: Envoy,
+    /// One upstream per configured version.
+    pub upstreams: Vec<Upstream>,
+    /// A client of the listener; renewed by [`Stack::set_plugin`].
+    pub http: Http,
+}
+
+impl Stack {
+    /// Starts an upstream (`upstream_bin`, the `sticky-upstream` binary) for every version in
+    /// `plugin`, then Envoy with the filter configured by `plugin`.
+    pub fn start(upstream_bin: &Path, plugin: &PluginConfig) -> Result<Stack> {
+        Stack::start_with(upstream_bin, plugin, EnvoyOptions::default())
+    }
+
+    /// [`Stack::start`] with Envoy options.
+    pub fn start_with(
+        upstream_bin: &Path,
+        plugin: &PluginConfig,
+        options: EnvoyOptions,
+    ) -> Result<Stack> {
+        let upstreams = plugin
+            .versions
+            .iter()
+            .map(|v| Upstream::spawn(upstream_bin, &v.name))
+            .collect::<Result<Vec<_>>>()?;
+        let addresses: BTreeMap<String, _> = upstreams
+            .iter()
+            .map(|u| (u.version.clone(), u.address))
+            .collect();
+        let envoy = Envoy::start(plugin, addresses, options)?;
+        let http = Http::new(envoy.listener());
+        Ok(Stack {
+            envoy,
+            upstreams,
+            http,
+        })
+    }
+
+    /// Reconfigures the filter live and renews [`Stack::http`], so its requests meet the
+    /// new configuration (kept-alive connections stay with the old one until drained).
+    pub fn set_plugin(&mut self, plugin: &PluginConfig) -> Result<()> {
+        self.envoy.set_plugin(plugin)?;
+        self.http = self.http.fresh();
+        Ok(())
+    }
+}
+
+/// A plugin configuration with these versions and weights, the rest at defaults.
+pub fn weights(versions: &[(&str, f64)]) -> PluginConfig {
+    PluginConfig::new(
+        versions
+            .iter()
+            .map(|&(name, weight)| VersionWeight {
+                name: name.to_owned(),
+                weight,
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,52 @@
+//! Upstream processes: one `sticky-upstream` per version, each a separate real server.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::process::ChildGuard;
+
+/// A running upstream serving one version; stopped when dropped.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The version it serves.
+    pub version: String,
+    /// Where it listens.
+    pub address: SocketAddr,
+    _process: ChildGuard,
+}
+
+impl Upstream {
+    /// Starts `bin` (the `sticky-upstream` binary) for `version` on a free port.
+    pub fn spawn(bin: &Path, version: &str) -> Result<Upstream> {
+        let mut command = Command::new(bin);
+        command
+            .args(["--version", version, "--port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        let mut process = ChildGuard::spawn(command, &format!("upstream {version}"))?;
+        let stdout = process
+            .child_mut()
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("upstream {version}: no stdout pipe"))?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .with_context(|| format!("reading the address of upstream {version}"))?;
+        let address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| anyhow!("upstream {version} did not start: {line:?}"))?
+            .parse()
+            .with_context(|| format!("upstream {version} printed {line:?}"))?;
+        Ok(Upstream {
+            version: version.to_owned(),
+            address,
+            _process: process,
+        })
+    }
+}
