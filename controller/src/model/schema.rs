@@ -76,9 +76,7 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
     use std::collections::BTreeSet;
-    use sticky_canary_filter::config::{
-        CookieConfig, KeySource, OverrideConfig, Repin, SameSite,
-    };
+    use sticky_canary_filter::config::{CookieConfig, KeySource, OverrideConfig, Repin, SameSite};
     use sticky_canary_filter::VersionWeight;
 
     fn schema_of(f: fn(&mut SchemaGenerator) -> Schema) -> Value {
@@ -141,7 +139,10 @@ mod tests {
             KeySource::Cookie("session".into()),
         ])
         .unwrap();
-        assert_eq!(sources, json!([{"header": "x-user-id"}, {"cookie": "session"}]));
+        assert_eq!(
+            sources,
+            json!([{"header": "x-user-id"}, {"cookie": "session"}])
+        );
         let allowed = keys(&schema["items"]["properties"]);
         for source in sources.as_array().unwrap() {
             assert!(keys(source).is_subset(&allowed), "{source}");

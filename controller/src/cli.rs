@@ -1,0 +1,687 @@
+//! The command line: parse, pick the target, run one command, map errors to exit codes.
+//!
+//! Exit codes: 0 done (also "nothing to change"), 1 runtime failure (API or files unreachable,
+//! retries exhausted), 2 invalid input or a refusal before any write (bad weight or version
+//! name, wrong phase, shadowing route, missing rollout, usage errors).
+//!
+//! Every mutating command changes the rollout, then converges its objects in-process, so it
+//! works with or without the controller running; `--dry-run` prints a unified diff of what it
+//! would write and writes nothing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use serde_json::{json, Value};
+use sticky_canary_filter::config::KeySource;
+use sticky_canary_filter::{decide, Config, RequestHeaders};
+
+use crate::error::{Error, EXIT_INVALID, EXIT_OK};
+use crate::model::{self, StickyCanary, StickyCanarySpec, TargetRef, ACTION_ANNOTATION};
+use crate::ops::{self, Op};
+use crate::reconcile::{self, converge, retry_on_conflict};
+use crate::render::istio::for_display;
+use crate::status;
+use crate::target::envoy_dir::EnvoyDir;
+use crate::target::kube::{self as kube_target, KubeTarget};
+use crate::target::{Doc, Target};
+
+/// `stickyctl`: change a sticky canary rollout with one command.
+#[derive(Debug, Parser)]
+#[command(name = "stickyctl", version, about, long_about = None)]
+pub struct Cli {
+    /// Namespace of the rollout (default: the kubeconfig's).
+    #[arg(short, long, global = true)]
+    namespace: Option<String>,
+    /// Name of the rollout (default: the service's first DNS label; or the only rollout).
+    #[arg(long, global = true)]
+    name: Option<String>,
+    /// Drive a plain Envoy through this config directory instead of Kubernetes.
+    #[arg(long, global = true, value_name = "DIR")]
+    envoy_dir: Option<PathBuf>,
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, global = true, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the rollout of a service from its current stable version.
+    Init(InitArgs),
+    /// Add a canary at weight 0; QA reaches it with the override header.
+    Start {
+        /// The canary's version name (its pods' version label).
+        #[arg(long)]
+        canary: String,
+        #[command(flatten)]
+        dry: DryRun,
+    },
+    /// Give the canary this share of clients, in percent (0-100, at most two decimals).
+    SetWeight {
+        /// Percent of clients on the canary.
+        percent: f64,
+        #[command(flatten)]
+        dry: DryRun,
+    },
+    /// Move the canary to the next step.
+    Next {
+        #[command(flatten)]
+        dry: DryRun,
+    },
+    /// Make the canary stable; the old version's routes and subset go after the switch.
+    Promote {
+        #[command(flatten)]
+        dry: DryRun,
+    },
+    /// Send every canary client back to stable at once and remove the canary.
+    Abort {
+        #[command(flatten)]
+        dry: DryRun,
+    },
+    /// Versions, weights, step, phase, and whether the live objects match.
+    Status {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Which version a client gets now and why, decided by the filter's own code.
+    Explain(ExplainArgs),
+    /// Print the objects the rollout renders to, as YAML (for GitOps repositories).
+    Render,
+    /// Run the reconcile loop on every StickyCanary (of `--namespace`, or all).
+    Controller,
+    /// Print the StickyCanary CRD.
+    Crd,
+}
+
+#[derive(Debug, Args)]
+struct DryRun {
+    /// Print a diff of what would be written, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Service host, as in the VirtualService destinations.
+    #[arg(long)]
+    service: String,
+    /// The version serving today.
+    #[arg(long)]
+    stable: String,
+    /// VirtualService that gets the managed routes (default: the rollout's name).
+    #[arg(long)]
+    virtual_service: Option<String>,
+    /// DestinationRule that gets the managed subsets (default: the rollout's name).
+    #[arg(long)]
+    destination_rule: Option<String>,
+    /// Pod label holding the version name.
+    #[arg(long)]
+    version_label: Option<String>,
+    /// URL of the filter module (oci://, https:// or file://).
+    #[arg(long)]
+    plugin_url: Option<String>,
+    /// Label `KEY=VALUE` of the proxies that run the filter; repeatable.
+    #[arg(long = "selector", value_name = "KEY=VALUE")]
+    selectors: Vec<String>,
+    /// Gateway the filter attaches to, as `KIND/NAME` (Gateway API group); repeatable.
+    #[arg(long = "target-ref", value_name = "KIND/NAME")]
+    target_refs: Vec<String>,
+    /// Header carrying a stable client key (such as x-user-id); repeatable, in order.
+    #[arg(long = "key-header")]
+    key_headers: Vec<String>,
+    /// Cookie carrying a stable client key (such as a session id); repeatable, after headers.
+    #[arg(long = "key-cookie")]
+    key_cookies: Vec<String>,
+    /// Hash salt (default: the service).
+    #[arg(long)]
+    salt: Option<String>,
+    /// Canary steps in percent, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    steps: Option<Vec<f64>>,
+    #[command(flatten)]
+    dry: DryRun,
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    /// The client key, as the first key source would carry it (or the minted id cookie).
+    #[arg(long)]
+    key: Option<String>,
+    /// A cookie the client sends, `NAME=VALUE`; repeatable.
+    #[arg(long = "cookie", value_name = "NAME=VALUE")]
+    cookies: Vec<String>,
+    /// The QA override header's value.
+    #[arg(long = "override", value_name = "VALUE")]
+    override_: Option<String>,
+    /// The request is a top-level navigation (a page load), where pins are re-decided.
+    #[arg(long)]
+    navigate: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Readable text.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// What a command printed and its exit code; `run` returns it so tests can call commands
+/// in-process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Exit code (see the module docs).
+    pub code: u8,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// The binaries' `main`: parse the process arguments, run, print, exit.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,stickyctl=info".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(crate::error::EXIT_RUNTIME);
+        }
+    };
+    let outcome = runtime.block_on(run(std::env::args_os()));
+    print!("{}", outcome.stdout);
+    eprint!("{}", outcome.stderr);
+    ExitCode::from(outcome.code)
+}
+
+/// Runs one command line (including the program name) to completion.
+pub async fn run<I, T>(args: I) -> Outcome
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() {
+                EXIT_INVALID
+            } else {
+                EXIT_OK
+            };
+            let text = err.render().to_string();
+            let (stdout, stderr) = if err.use_stderr() {
+                (String::new(), text)
+            } else {
+                (text, String::new())
+            };
+            return Outcome {
+                code,
+                stdout,
+                stderr,
+            };
+        }
+    };
+    let mut out = String::new();
+    match execute(cli, &mut out).await {
+        Ok(()) => Outcome {
+            code: EXIT_OK,
+            stdout: out,
+            stderr: String::new(),
+        },
+        Err(err) => Outcome {
+            code: err.exit_code(),
+            stdout: out,
+            stderr: format!("error: {err}\n"),
+        },
+    }
+}
+
+async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
+    if let Command::Crd = cli.command {
+        out.push_str(&model::crd_yaml());
+        return Ok(());
+    }
+    if let Some(dir) = &cli.envoy_dir {
+        if let Command::Controller = cli.command {
+            return Err(Error::Invalid(
+                "the controller runs on Kubernetes; with --envoy-dir every command applies its change itself".into(),
+            ));
+        }
+        let target = EnvoyDir::open(dir).await?;
+        return command(&target, &cli, out).await;
+    }
+    let (client, default_namespace) = kube_target::client(cli.kubeconfig.as_deref()).await?;
+    if let Command::Controller = cli.command {
+        reconcile::run(client, cli.namespace.as_deref()).await;
+        return Ok(());
+    }
+    let namespace = cli.namespace.clone().unwrap_or(default_namespace);
+    let name = match (&cli.name, &cli.command) {
+        (Some(name), _) => name.clone(),
+        (None, Command::Init(init)) => default_name(&init.service),
+        (None, _) => only_rollout(&Api::namespaced(client.clone(), &namespace), &namespace).await?,
+    };
+    let target = KubeTarget::new(client, &namespace, &name);
+    command(&target, &cli, out).await
+}
+
+/// A rollout's default name: the service's first DNS label (`shop` for `shop.prod.svc...`).
+fn default_name(service: &str) -> String {
+    service.split('.').next().unwrap_or(service).to_owned()
+}
+
+async fn only_rollout(api: &Api<StickyCanary>, namespace: &str) -> Result<String, Error> {
+    let names: Vec<String> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    match names.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(Error::Invalid(format!(
+            "no StickyCanary in namespace {namespace}; run `stickyctl init` first"
+        ))),
+        many => Err(Error::Invalid(format!(
+            "several rollouts in namespace {namespace} ({}); pass --name",
+            many.join(", ")
+        ))),
+    }
+}
+
+async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(), Error> {
+    let (op, dry) = match &cli.command {
+        Command::Init(init) => return init_rollout(target, cli, init, out).await,
+        Command::Status { output } => return show_status(target, *output, out).await,
+        Command::Explain(args) => return explain(target, args, out).await,
+        Command::Render => return render(target, out).await,
+        Command::Controller | Command::Crd => unreachable!("handled before a target is opened"),
+        Command::Start { canary, dry } => (
+            Op::Start {
+                canary: canary.clone(),
+            },
+            dry,
+        ),
+        Command::SetWeight { percent, dry } => (Op::SetWeight(*percent), dry),
+        Command::Next { dry } => (Op::Next, dry),
+        Command::Promote { dry } => (Op::Promote, dry),
+        Command::Abort { dry } => (Op::Abort, dry),
+    };
+    if dry.dry_run {
+        let current = load(target).await?;
+        let next = planned(&current, &op)?;
+        return print_diff(target, Some(&current), &next, out).await;
+    }
+    let two_steps = matches!(op, Op::Promote | Op::Abort);
+    let mut changed = false;
+    loop {
+        let action = retry_on_conflict(|| async {
+            let current = load(target).await?;
+            let Some(change) = ops::apply(&current.spec, &op)? else {
+                return Ok(None);
+            };
+            let mut next = current.clone();
+            next.spec = change.spec;
+            annotate(&mut next, &change.action);
+            // Refuse what cannot be rendered (a shadowing route, a version without upstream)
+            // before the rollout changes.
+            target.plan(&next).await?;
+            target.save(&next).await?;
+            Ok(Some(change.action))
+        })
+        .await?;
+        let written = converge(target).await?;
+        match action {
+            Some(action) => {
+                changed = true;
+                writeln!(out, "{action}: applied ({written} objects written)").ok();
+                let current = load(target).await?;
+                if !(two_steps && current.spec.retiring.is_some()) {
+                    break;
+                }
+            }
+            None => {
+                if !changed {
+                    writeln!(out, "nothing to change ({written} objects re-applied)").ok();
+                }
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rollout after `op` and, for promote and abort, its second step, in memory.
+fn planned(current: &StickyCanary, op: &Op) -> Result<StickyCanary, Error> {
+    let mut next = current.clone();
+    while let Some(change) = ops::apply(&next.spec, op)? {
+        next.spec = change.spec;
+        annotate(&mut next, &change.action);
+        if next.spec.retiring.is_none() {
+            break;
+        }
+    }
+    Ok(next)
+}
+
+async fn load<T: Target>(target: &T) -> Result<StickyCanary, Error> {
+    target.load().await?.ok_or_else(|| {
+        Error::Invalid("the rollout does not exist; run `stickyctl init` first".into())
+    })
+}
+
+fn annotate(canary: &mut StickyCanary, action: &str) {
+    canary
+        .annotations_mut()
+        .insert(ACTION_ANNOTATION.to_owned(), action.to_owned());
+}
+
+async fn init_rollout<T: Target>(
+    target: &T,
+    cli: &Cli,
+    args: &InitArgs,
+    out: &mut String,
+) -> Result<(), Error> {
+    let spec = init_spec(args)?;
+    let name = cli
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&args.service));
+    let mut fresh = StickyCanary::new(&name, spec);
+    fresh.metadata.namespace = cli.namespace.clone();
+    annotate(&mut fresh, &format!("init {}", args.stable));
+    if args.dry.dry_run {
+        return match target.load().await? {
+            Some(existing) => Err(already_exists(&existing)),
+            None => print_diff(target, None, &fresh, out).await,
+        };
+    }
+    let created = retry_on_conflict(|| async {
+        match target.load().await? {
+            Some(existing) if existing.spec.service == fresh.spec.service => Ok(false),
+            Some(existing) => Err(already_exists(&existing)),
+            None => {
+                target.plan(&fresh).await?;
+                target.save(&fresh).await.map(|_| true)
+            }
+        }
+    })
+    .await?;
+    let written = converge(target).await?;
+    if created {
+        writeln!(
+            out,
+            "init {}: applied ({written} objects written)",
+            args.stable
+        )
+        .ok();
+    } else {
+        writeln!(out, "already initialized ({written} objects re-applied)").ok();
+    }
+    Ok(())
+}
+
+fn already_exists(existing: &StickyCanary) -> Error {
+    Error::Invalid(format!(
+        "rollout {} already exists for service {} ({}); pass another --name",
+        existing.name_any(),
+        existing.spec.service,
+        existing.spec.summary()
+    ))
+}
+
+fn init_spec(args: &InitArgs) -> Result<StickyCanarySpec, Error> {
+    let mut spec = ops::init(&args.service, &args.stable)?;
+    spec.routing.virtual_service = args.virtual_service.clone();
+    spec.routing.destination_rule = args.destination_rule.clone();
+    spec.routing.version_label = args.version_label.clone();
+    spec.plugin.url = args.plugin_url.clone();
+    for selector in &args.selectors {
+        let (key, value) = selector.split_once('=').ok_or_else(|| {
+            Error::Invalid(format!("--selector {selector:?}: expected KEY=VALUE"))
+        })?;
+        spec.plugin
+            .selector
+            .insert(key.to_owned(), value.to_owned());
+    }
+    for target in &args.target_refs {
+        let (kind, name) = target.split_once('/').ok_or_else(|| {
+            Error::Invalid(format!("--target-ref {target:?}: expected KIND/NAME"))
+        })?;
+        spec.plugin.target_refs.push(TargetRef {
+            group: "gateway.networking.k8s.io".to_owned(),
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+    spec.filter.key_sources = args
+        .key_headers
+        .iter()
+        .cloned()
+        .map(KeySource::Header)
+        .chain(args.key_cookies.iter().cloned().map(KeySource::Cookie))
+        .collect();
+    if let Some(salt) = &args.salt {
+        spec.filter.salt = salt.clone();
+    }
+    if let Some(steps) = &args.steps {
+        spec.steps = steps.clone();
+    }
+    ops::validate(&spec)?;
+    Ok(spec)
+}
+
+/// Prints the unified diff between the live objects and what `next` renders to.
+async fn print_diff<T: Target>(
+    target: &T,
+    current: Option<&StickyCanary>,
+    next: &StickyCanary,
+    out: &mut String,
+) -> Result<(), Error> {
+    let plan = target.plan(next).await?;
+    let mut docs = vec![Doc {
+        label: format!("StickyCanary {}", next.name_any()),
+        current: current.map(rollout_for_display),
+        desired: rollout_for_display(next),
+    }];
+    docs.extend(plan.objects);
+    let mut any = false;
+    for doc in &docs {
+        let before = doc
+            .current
+            .as_ref()
+            .map(|c| yaml(&for_display(c)))
+            .unwrap_or_default();
+        let after = yaml(&for_display(&doc.desired));
+        if before != after {
+            any = true;
+            let diff = similar::TextDiff::from_lines(&before, &after);
+            let header = (format!("a/{}", doc.label), format!("b/{}", doc.label));
+            write!(
+                out,
+                "{}",
+                diff.unified_diff()
+                    .context_radius(3)
+                    .header(&header.0, &header.1)
+            )
+            .ok();
+        }
+    }
+    if !any {
+        writeln!(out, "nothing to change").ok();
+    }
+    Ok(())
+}
+
+fn rollout_for_display(canary: &StickyCanary) -> Value {
+    let mut value = serde_json::to_value(canary).unwrap_or(Value::Null);
+    if let Some(object) = value.as_object_mut() {
+        object.remove("status");
+    }
+    value
+}
+
+fn yaml(value: &Value) -> String {
+    serde_norway::to_string(value).unwrap_or_else(|e| format!("# cannot render as YAML: {e}\n"))
+}
+
+async fn render<T: Target>(target: &T, out: &mut String) -> Result<(), Error> {
+    let canary = load(target).await?;
+    let plan = target.plan(&canary).await?;
+    for doc in &plan.objects {
+        writeln!(out, "---\n# {}", doc.label).ok();
+        out.push_str(&yaml(&for_display(&doc.desired)));
+    }
+    Ok(())
+}
+
+async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) -> Result<(), Error> {
+    let canary = load(target).await?;
+    let plan = target.plan(&canary).await?;
+    let spec = &canary.spec;
+    let action = status::last_action(&canary);
+    let role = |i: usize, name: &str| match (i, spec.retiring.as_deref()) {
+        (0, _) => "stable",
+        (_, Some(r)) if r == name => "retiring",
+        _ => "canary",
+    };
+    let versions: Vec<Value> = spec
+        .versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({"name": v.name, "weight": v.weight, "role": role(i, &v.name)}))
+        .collect();
+    let objects: Vec<Value> = plan
+        .objects
+        .iter()
+        .map(|d| json!({"object": d.label, "inSync": d.in_sync()}))
+        .collect();
+    let in_sync = plan.objects.iter().all(Doc::in_sync);
+    let report = json!({
+        "name": canary.name_any(),
+        "namespace": canary.namespace(),
+        "service": spec.service,
+        "phase": ops::phase(spec, action),
+        "versions": versions,
+        "steps": spec.steps,
+        "stepIndex": ops::step_index(spec),
+        "objects": objects,
+        "inSync": in_sync,
+        "lastAction": action,
+        "lastApplied": canary.status.as_ref().and_then(|s| s.last_applied.clone()),
+    });
+    if output == Output::Json {
+        writeln!(out, "{report:#}").ok();
+        return Ok(());
+    }
+    let step = match ops::step_index(spec) {
+        Some(i) => format!("{}/{}", i + 1, spec.steps.len()),
+        None => "off-step".to_owned(),
+    };
+    let steps: Vec<String> = spec.steps.iter().map(f64::to_string).collect();
+    writeln!(out, "rollout  {}", canary.name_any()).ok();
+    writeln!(out, "service  {}", spec.service).ok();
+    writeln!(out, "phase    {:?}", ops::phase(spec, action)).ok();
+    writeln!(out, "step     {step} (steps {})", steps.join(" ")).ok();
+    writeln!(out, "\n{:<24} {:<9} {:>7}", "VERSION", "ROLE", "WEIGHT").ok();
+    for (i, v) in spec.versions.iter().enumerate() {
+        writeln!(
+            out,
+            "{:<24} {:<9} {:>7}",
+            v.name,
+            role(i, &v.name),
+            v.weight
+        )
+        .ok();
+    }
+    writeln!(out, "\n{:<56} STATE", "OBJECT").ok();
+    for doc in &plan.objects {
+        let state = if doc.in_sync() { "in sync" } else { "drifted" };
+        writeln!(out, "{:<56} {state}", doc.label).ok();
+    }
+    Ok(())
+}
+
+/// A synthetic request for `explain`.
+struct SyntheticRequest(BTreeMap<String, Vec<u8>>);
+
+impl RequestHeaders for SyntheticRequest {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.0.get(name).cloned()
+    }
+}
+
+async fn explain<T: Target>(target: &T, args: &ExplainArgs, out: &mut String) -> Result<(), Error> {
+    let canary = load(target).await?;
+    let config = Config::compile(canary.spec.plugin_config())
+        .map_err(|e| Error::Invalid(format!("spec: {e}")))?;
+    let mut headers = BTreeMap::new();
+    let mut cookies = args.cookies.clone();
+    if let Some(key) = &args.key {
+        match config.plugin.key_sources.first() {
+            Some(KeySource::Header(name)) => {
+                headers.insert(name.to_ascii_lowercase(), key.clone().into_bytes());
+            }
+            Some(KeySource::Cookie(name)) => cookies.push(format!("{name}={key}")),
+            None => cookies.push(format!("{}={key}", config.plugin.cookie.id_name)),
+        }
+    }
+    if !cookies.is_empty() {
+        headers.insert("cookie".to_owned(), cookies.join("; ").into_bytes());
+    }
+    if let Some(value) = &args.override_ {
+        headers.insert(config.override_header.clone(), value.clone().into_bytes());
+    }
+    if args.navigate {
+        headers.insert("sec-fetch-mode".to_owned(), b"navigate".to_vec());
+    }
+    let decision = decide(&config, &SyntheticRequest(headers), || {
+        "(new id)".to_owned()
+    });
+    let version = &config.names[decision.version];
+    let bucket = decision.hashed.as_ref().map(|(_, bucket)| *bucket);
+    let why = match decision.reason.as_str() {
+        "override" => "the override header names it".to_owned(),
+        "trusted" => "a trusted hop already carried the version header".to_owned(),
+        "cookie" => "the pinning cookie names it and it is live".to_owned(),
+        _ => match (bucket, decision.minted_id.is_some()) {
+            (_, true) => "no client key: a new id would be minted and hashed".to_owned(),
+            (Some(bucket), false) => {
+                format!("the key hashes to bucket {bucket} of 10000, which is {version}'s range")
+            }
+            (None, false) => "the hash decided".to_owned(),
+        },
+    };
+    if args.output == Output::Json {
+        let report = json!({
+            "version": version,
+            "reason": decision.reason.as_str(),
+            "bucket": bucket,
+            "setsCookie": decision.set_version_cookie,
+            "weights": canary.spec.versions.iter().map(|v| json!({"name": v.name, "weight": v.weight})).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{report:#}").ok();
+    } else {
+        writeln!(out, "version  {version}").ok();
+        writeln!(out, "reason   {} ({why})", decision.reason.as_str()).ok();
+        writeln!(out, "weights  {}", canary.spec.summary()).ok();
+    }
+    Ok(())
+}

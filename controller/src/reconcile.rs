@@ -1,0 +1,139 @@
+//! Converging a target on its rollout, once (every CLI command) or forever (the controller).
+//!
+//! A pass reads the rollout, renders it against the live objects and writes what differs, in
+//! order; a conflict anywhere re-reads and starts over. Converging ends only with a pass that
+//! finds nothing to write, so a writer that raced with another re-applies the latest rollout
+//! instead of leaving its own stale render behind; that pass records the status.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+use crate::error::Error;
+use crate::model::StickyCanary;
+use crate::status;
+use crate::target::kube::KubeTarget;
+use crate::target::Target;
+
+/// Attempts before a command gives up on a resource others keep changing.
+pub const MAX_ATTEMPTS: u32 = 40;
+/// How often the controller re-checks a rollout that did not change, to undo drift.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// Runs `f` until it does not return [`Error::Conflict`], backing off between attempts.
+pub async fn retry_on_conflict<T, F, Fut>(mut f: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut last = String::new();
+    for attempt in 0..MAX_ATTEMPTS {
+        match f().await {
+            Err(Error::Conflict(what)) => {
+                tracing::debug!(%what, attempt, "conflict, retrying");
+                last = what;
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            other => return other,
+        }
+    }
+    Err(Error::Runtime(format!(
+        "gave up after {MAX_ATTEMPTS} conflicts: {last} keeps changing"
+    )))
+}
+
+/// Exponential backoff capped at half a second, with jitter so racing writers spread out.
+fn backoff(attempt: u32) -> Duration {
+    let base = 5u64 << attempt.min(7);
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos()
+            % 5_000_000,
+    );
+    Duration::from_millis(base.min(500)) + Duration::from_nanos(jitter)
+}
+
+/// Brings the target's objects and the rollout's status in line with the rollout; returns how
+/// many objects were written (0 when everything already matched).
+pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
+    let written = AtomicUsize::new(0);
+    retry_on_conflict(|| async {
+        loop {
+            let canary = target.load().await?.ok_or_else(|| {
+                Error::Invalid("the rollout does not exist; run `stickyctl init` first".into())
+            })?;
+            let plan = target.plan(&canary).await?;
+            if plan.writes.is_empty() {
+                let hash = status::hash_objects(plan.objects.iter().map(|d| &d.desired));
+                let now = jiff::Timestamp::now().to_string();
+                if let Some(next) = status::observe(&canary, &hash, &now) {
+                    target.save_status(&canary, &next).await?;
+                }
+                return Ok(());
+            }
+            for doc in &plan.writes {
+                target.write(doc).await?;
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    })
+    .await?;
+    Ok(written.into_inner())
+}
+
+/// What the controller's reconciler needs.
+pub struct Ctx {
+    /// The cluster.
+    pub client: Client,
+}
+
+/// The kube-rs reconciler: converge one rollout, then check again after [`RESYNC`].
+pub async fn reconcile(canary: Arc<StickyCanary>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let namespace = canary.namespace().ok_or_else(|| {
+        Error::Invalid(format!(
+            "StickyCanary {} has no namespace",
+            canary.name_any()
+        ))
+    })?;
+    let target = KubeTarget::new(ctx.client.clone(), &namespace, &canary.name_any());
+    let written = converge(&target).await?;
+    if written > 0 {
+        tracing::info!(rollout = %canary.name_any(), %namespace, written, "converged");
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The kube-rs error policy: bad input waits for a human (a minute), anything else retries soon.
+pub fn error_policy(canary: Arc<StickyCanary>, error: &Error, _: Arc<Ctx>) -> Action {
+    tracing::warn!(rollout = %canary.name_any(), %error, "reconcile failed");
+    Action::requeue(if error.exit_code() == crate::error::EXIT_INVALID {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(5)
+    })
+}
+
+/// Runs the controller until SIGINT/SIGTERM, for one namespace or all.
+pub async fn run(client: Client, namespace: Option<&str>) {
+    let rollouts: Api<StickyCanary> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    Controller::new(rollouts, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, Arc::new(Ctx { client }))
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile error");
+            }
+        })
+        .await;
+}

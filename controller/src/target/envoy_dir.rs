@@ -1,0 +1,242 @@
+//! The plain-Envoy target: a directory Envoy reads its listeners and clusters from.
+//!
+//! The directory holds `envoy-layout.json` (listen port, `.wasm` path, one upstream per
+//! version; written by whoever starts Envoy), `stickycanary.json` (the rollout: the same
+//! `StickyCanary` object as on Kubernetes, spec and status) and the rendered `lds.json` and
+//! `cds.json`, each replaced atomically so Envoy never reads half a file.
+//!
+//! Operators are serialized by an exclusive lock on `.stickyctl.lock`, held from the first read
+//! to the last write of a command; a resourceVersion check on every save also refuses a
+//! rollout file that changed behind the lock's back (a hand edit), so racing writers end in
+//! one consistent state.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::{Doc, Plan, Target};
+use crate::error::Error;
+use crate::fsutil::write_atomic;
+use crate::model::{StickyCanary, StickyCanaryStatus};
+use crate::render::envoy::{render_cds, render_lds, EnvoyLayout, CDS_FILE, LAYOUT_FILE, LDS_FILE};
+
+/// File of the rollout in the directory.
+pub const ROLLOUT_FILE: &str = "stickycanary.json";
+/// File locked while a command runs.
+pub const LOCK_FILE: &str = ".stickyctl.lock";
+
+/// A locked Envoy config directory; the lock is released on drop.
+#[derive(Debug)]
+pub struct EnvoyDir {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl EnvoyDir {
+    /// Locks `dir`, waiting for another operator to finish.
+    pub async fn open(dir: &Path) -> Result<Self, Error> {
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+            .await
+            .map_err(|e| Error::Runtime(format!("waiting for the lock: {e}")))?
+            .map_err(|e| Error::io(&lock_path, e))?;
+        Ok(EnvoyDir {
+            dir: dir.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    fn read_json(&self, file: &str) -> Result<Option<Value>, Error> {
+        let path = self.path(file);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    fn write_json(&self, file: &str, value: &impl serde::Serialize) -> Result<(), Error> {
+        let path = self.path(file);
+        let mut bytes = serde_json::to_vec_pretty(value)
+            .map_err(|e| Error::Runtime(format!("{}: {e}", path.display())))?;
+        bytes.push(b'\n');
+        write_atomic(&path, &bytes).map_err(|e| Error::io(&path, e))
+    }
+
+    fn load_rollout(&self) -> Result<Option<StickyCanary>, Error> {
+        self.read_json(ROLLOUT_FILE)?
+            .map(|value| {
+                serde_json::from_value(value).map_err(|e| {
+                    Error::Invalid(format!("{}: {e}", self.path(ROLLOUT_FILE).display()))
+                })
+            })
+            .transpose()
+    }
+
+    /// Writes `next` if the stored rollout still has `next`'s resourceVersion.
+    fn store(&self, mut next: StickyCanary) -> Result<StickyCanary, Error> {
+        let stored = self.load_rollout()?;
+        let stored_version = stored
+            .as_ref()
+            .and_then(|s| s.metadata.resource_version.clone());
+        if stored_version != next.metadata.resource_version {
+            return Err(Error::Conflict(ROLLOUT_FILE.to_owned()));
+        }
+        let version = |c: &StickyCanary| {
+            c.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let generation = stored
+            .as_ref()
+            .and_then(|s| s.metadata.generation)
+            .unwrap_or(0);
+        let spec_changed = stored.as_ref().is_none_or(|s| s.spec != next.spec);
+        next.metadata.generation = Some(generation + i64::from(spec_changed));
+        next.metadata.resource_version =
+            Some((stored.as_ref().and_then(version).unwrap_or(0) + 1).to_string());
+        self.write_json(ROLLOUT_FILE, &next)?;
+        Ok(next)
+    }
+
+    fn layout(&self) -> Result<EnvoyLayout, Error> {
+        let path = self.path(LAYOUT_FILE);
+        let value = self.read_json(LAYOUT_FILE)?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} is missing: the envoy dir needs the layout of the Envoy it drives (listen port, wasm path, one upstream per version)",
+                path.display()
+            ))
+        })?;
+        serde_json::from_value(value)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+    }
+}
+
+impl Target for EnvoyDir {
+    async fn load(&self) -> Result<Option<StickyCanary>, Error> {
+        self.load_rollout()
+    }
+
+    async fn save(&self, canary: &StickyCanary) -> Result<StickyCanary, Error> {
+        self.store(canary.clone())
+    }
+
+    async fn save_status(
+        &self,
+        canary: &StickyCanary,
+        status: &StickyCanaryStatus,
+    ) -> Result<(), Error> {
+        let mut next = canary.clone();
+        next.status = Some(status.clone());
+        self.store(next).map(drop)
+    }
+
+    async fn plan(&self, canary: &StickyCanary) -> Result<Plan, Error> {
+        let layout = self.layout()?;
+        let lds = render_lds(&canary.spec.plugin_config(), &layout)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        // Clusters first: a listener must never route to a cluster Envoy does not know yet.
+        let objects = vec![
+            Doc {
+                label: CDS_FILE.to_owned(),
+                current: self.read_json(CDS_FILE)?,
+                desired: render_cds(&layout),
+            },
+            Doc {
+                label: LDS_FILE.to_owned(),
+                current: self.read_json(LDS_FILE)?,
+                desired: lds,
+            },
+        ];
+        let writes = objects.iter().filter(|d| !d.in_sync()).cloned().collect();
+        Ok(Plan { objects, writes })
+    }
+
+    async fn write(&self, doc: &Doc) -> Result<(), Error> {
+        self.write_json(&doc.label, &doc.desired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::StickyCanarySpec;
+    use serde_json::json;
+
+    fn layout_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = json!({"listenPort": 10000, "wasmPath": "/x.wasm",
+            "upstreams": {"v1": "127.0.0.1:1", "v2": "127.0.0.1:2"}});
+        std::fs::write(dir.path().join(LAYOUT_FILE), layout.to_string()).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn save_bumps_versions_and_refuses_stale_writes() {
+        let dir = layout_dir();
+        let target = EnvoyDir::open(dir.path()).await.unwrap();
+        assert!(target.load().await.unwrap().is_none());
+        let fresh = StickyCanary::new("shop", StickyCanarySpec::new("shop", "v1"));
+        let saved = target.save(&fresh).await.unwrap();
+        assert_eq!(saved.metadata.generation, Some(1));
+        assert_eq!(saved.metadata.resource_version.as_deref(), Some("1"));
+        assert!(matches!(target.save(&fresh).await, Err(Error::Conflict(_))));
+        target
+            .save_status(&saved, &StickyCanaryStatus::default())
+            .await
+            .unwrap();
+        let loaded = target.load().await.unwrap().unwrap();
+        assert_eq!(
+            loaded.metadata.generation,
+            Some(1),
+            "status is not a spec change"
+        );
+        assert_eq!(loaded.metadata.resource_version.as_deref(), Some("2"));
+    }
+
+    #[tokio::test]
+    async fn plan_renders_clusters_before_listeners() {
+        let dir = layout_dir();
+        let target = EnvoyDir::open(dir.path()).await.unwrap();
+        let canary = StickyCanary::new("shop", StickyCanarySpec::new("shop", "v1"));
+        let plan = target.plan(&canary).await.unwrap();
+        let labels: Vec<_> = plan.writes.iter().map(|d| d.label.as_str()).collect();
+        assert_eq!(labels, [CDS_FILE, LDS_FILE]);
+        for doc in &plan.writes {
+            target.write(doc).await.unwrap();
+        }
+        assert!(target.plan(&canary).await.unwrap().writes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn missing_layout_or_upstream_is_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = EnvoyDir::open(dir.path()).await.unwrap();
+        let canary = StickyCanary::new("shop", StickyCanarySpec::new("shop", "v9"));
+        let err = target.plan(&canary).await.unwrap_err();
+        assert!(
+            err.to_string().contains("envoy-layout.json is missing"),
+            "{err}"
+        );
+        drop(target);
+        let dir = layout_dir();
+        let target = EnvoyDir::open(dir.path()).await.unwrap();
+        let err = target.plan(&canary).await.unwrap_err();
+        assert!(err.to_string().contains("\"v9\""), "{err}");
+        assert_eq!(err.exit_code(), crate::error::EXIT_INVALID);
+    }
+}

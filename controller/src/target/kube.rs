@@ -1,0 +1,161 @@
+//! The Kubernetes target: the `StickyCanary` resource and the Istio objects it renders to.
+//!
+//! Never clobbers: every replace carries the resourceVersion that was read, and a 409 comes
+//! back as [`Error::Conflict`] so the caller re-reads, re-renders and retries.
+
+use std::path::Path;
+
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::Value;
+
+use super::{Doc, Plan, Target};
+use crate::error::Error;
+use crate::model::{StickyCanary, StickyCanaryStatus};
+use crate::render::istio::{self, Kind, Live};
+
+/// A rollout `name` in `namespace` of a cluster.
+#[derive(Clone)]
+pub struct KubeTarget {
+    client: Client,
+    namespace: String,
+    name: String,
+}
+
+/// A client from `kubeconfig` when given, else the usual places (`KUBECONFIG`,
+/// `~/.kube/config`, in-cluster), and the namespace it defaults to.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<(Client, String), Error> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?
+        }
+        None => Config::infer()
+            .await
+            .map_err(|e| Error::Runtime(format!("no Kubernetes configuration found: {e}")))?,
+    };
+    let namespace = config.default_namespace.clone();
+    Ok((Client::try_from(config)?, namespace))
+}
+
+impl KubeTarget {
+    /// The rollout `name` in `namespace`.
+    pub fn new(client: Client, namespace: &str, name: &str) -> Self {
+        KubeTarget {
+            client,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    fn rollouts(&self) -> Api<StickyCanary> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn objects(&self, kind: Kind) -> Api<DynamicObject> {
+        let (group, version) = kind
+            .api_version()
+            .split_once('/')
+            .unwrap_or(("", kind.api_version()));
+        let plural = format!("{}s", kind.as_str().to_ascii_lowercase());
+        let gvk = GroupVersionKind::gvk(group, version, kind.as_str());
+        let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+        Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
+    }
+
+    async fn read(&self, kind: Kind, name: &str) -> Result<Option<Value>, Error> {
+        let object = self.objects(kind).get_opt(name).await?;
+        object
+            .map(|o| serde_json::to_value(o).map_err(|e| Error::Runtime(e.to_string())))
+            .transpose()
+    }
+}
+
+/// A 409 as [`Error::Conflict`] naming `what`; other errors as they are.
+fn conflict_on_409(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
+    move |err| match &err {
+        kube::Error::Api(status) if status.code == 409 => Error::Conflict(what.to_owned()),
+        _ => Error::Kube(err),
+    }
+}
+
+impl Target for KubeTarget {
+    async fn load(&self) -> Result<Option<StickyCanary>, Error> {
+        Ok(self.rollouts().get_opt(&self.name).await?)
+    }
+
+    async fn save(&self, canary: &StickyCanary) -> Result<StickyCanary, Error> {
+        let what = format!("StickyCanary {}/{}", self.namespace, self.name);
+        let api = self.rollouts();
+        let pp = PostParams::default();
+        match canary.metadata.resource_version {
+            None => api.create(&pp, canary).await,
+            Some(_) => api.replace(&self.name, &pp, canary).await,
+        }
+        .map_err(conflict_on_409(&what))
+    }
+
+    async fn save_status(
+        &self,
+        canary: &StickyCanary,
+        status: &StickyCanaryStatus,
+    ) -> Result<(), Error> {
+        let what = format!("StickyCanary {}/{} status", self.namespace, self.name);
+        let mut next = canary.clone();
+        next.status = Some(status.clone());
+        self.rollouts()
+            .replace_status(&self.name, &PostParams::default(), &next)
+            .await
+            .map(drop)
+            .map_err(conflict_on_409(&what))
+    }
+
+    async fn plan(&self, canary: &StickyCanary) -> Result<Plan, Error> {
+        let name = |kind| istio::object_name(kind, &self.name, &canary.spec);
+        let live = Live {
+            wasm_plugin: self.read(Kind::WasmPlugin, &name(Kind::WasmPlugin)).await?,
+            virtual_service: self
+                .read(Kind::VirtualService, &name(Kind::VirtualService))
+                .await?,
+            destination_rule: self
+                .read(Kind::DestinationRule, &name(Kind::DestinationRule))
+                .await?,
+        };
+        let desired = istio::desired(&self.name, &self.namespace, &canary.spec, &live)?;
+        let doc = |write: &istio::Write| Doc {
+            label: format!(
+                "{} {}/{}",
+                write.kind.as_str(),
+                self.namespace,
+                name(write.kind)
+            ),
+            current: live.get(write.kind).cloned(),
+            desired: write.object.clone(),
+        };
+        Ok(Plan {
+            objects: desired.objects.iter().map(doc).collect(),
+            writes: desired.writes.iter().map(doc).collect(),
+        })
+    }
+
+    async fn write(&self, doc: &Doc) -> Result<(), Error> {
+        let kind = Kind::ALL
+            .into_iter()
+            .find(|k| doc.desired["kind"] == k.as_str())
+            .ok_or_else(|| Error::Runtime(format!("{}: not a kind stickyctl writes", doc.label)))?;
+        let object: DynamicObject = serde_json::from_value(doc.desired.clone())
+            .map_err(|e| Error::Runtime(format!("{}: {e}", doc.label)))?;
+        let api = self.objects(kind);
+        let pp = PostParams::default();
+        match (&object.metadata.resource_version, &object.metadata.name) {
+            (Some(_), Some(name)) => api.replace(name, &pp, &object).await,
+            _ => api.create(&pp, &object).await,
+        }
+        .map(drop)
+        .map_err(conflict_on_409(&doc.label))
+    }
+}

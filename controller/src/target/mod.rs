@@ -1,0 +1,62 @@
+//! Where a rollout lives and what it renders to: a Kubernetes cluster or a plain Envoy's
+//! config directory. Targets are thin: they read and write; deciding and rendering is pure.
+
+use std::future::Future;
+
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::model::{StickyCanary, StickyCanaryStatus};
+
+pub mod envoy_dir;
+pub mod kube;
+
+/// One object the rollout renders to, as it is and as it should be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Doc {
+    /// What it is, e.g. `VirtualService prod/shop` or `lds.json`.
+    pub label: String,
+    /// The live object, `None` when absent.
+    pub current: Option<Value>,
+    /// The object to write.
+    pub desired: Value,
+}
+
+impl Doc {
+    /// Whether the live object already is the desired one.
+    pub fn in_sync(&self) -> bool {
+        self.current.as_ref() == Some(&self.desired)
+    }
+}
+
+/// The rendered state of a rollout against its target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Every object in its final desired form, for diffs, status and `render`.
+    pub objects: Vec<Doc>,
+    /// The writes that bring the live objects there, in a safe order; empty when in sync.
+    pub writes: Vec<Doc>,
+}
+
+/// A place a rollout is stored and applied.
+pub trait Target {
+    /// The rollout, `None` when it does not exist yet.
+    fn load(&self) -> impl Future<Output = Result<Option<StickyCanary>, Error>> + Send;
+    /// Creates or replaces the rollout (spec and metadata); [`Error::Conflict`] when it
+    /// changed since it was loaded.
+    fn save(
+        &self,
+        canary: &StickyCanary,
+    ) -> impl Future<Output = Result<StickyCanary, Error>> + Send;
+    /// Replaces the rollout's status; [`Error::Conflict`] when it changed since it was loaded.
+    fn save_status(
+        &self,
+        canary: &StickyCanary,
+        status: &StickyCanaryStatus,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Reads the live objects and renders `canary` against them; refuses (before any write)
+    /// what cannot be rendered.
+    fn plan(&self, canary: &StickyCanary) -> impl Future<Output = Result<Plan, Error>> + Send;
+    /// Writes one document of a plan; [`Error::Conflict`] when it changed since it was read.
+    fn write(&self, doc: &Doc) -> impl Future<Output = Result<(), Error>> + Send;
+}
