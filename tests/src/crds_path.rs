@@ -1,0 +1,101 @@
+//! Where the CRD schemas come from, and the loud-missing rule: Istio's CRDs live outside the repo
+//! (`ISTIO_CRDS`, default `<repo>/../shared/istio/crds.gen.yaml`). When they are missing a test
+//! must say so loudly and, under `CI=true`, fail: a silently skipped schema test proves nothing.
+
+use std::path::{Path, PathBuf};
+
+use crate::crd::CrdSet;
+
+/// Environment variable naming Istio's CRD file.
+pub const ISTIO_CRDS_ENV: &str = "ISTIO_CRDS";
+
+/// The workspace root (the parent of this crate).
+pub fn repo_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// The repo's `istio/` directory of manifests.
+pub fn istio_manifest_dir() -> PathBuf {
+    repo_root().join("istio")
+}
+
+/// Path of Istio's CRD file: `$ISTIO_CRDS`, else `<repo>/../shared/istio/crds.gen.yaml`.
+pub fn istio_crds_path() -> PathBuf {
+    match std::env::var_os(ISTIO_CRDS_ENV) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => repo_root().join("../shared/istio/crds.gen.yaml"),
+    }
+}
+
+/// True when the `CI` environment variable is `true` (or `1`): missing inputs must then fail.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Reports a missing test input: panics under CI, otherwise prints a loud `SKIPPED:` banner to
+/// stderr. Callers return early after it (outside CI).
+pub fn missing_input(what: &str) {
+    let banner = format!(
+        "\n==================== SKIPPED: {what} ====================\n\
+         Set {ISTIO_CRDS_ENV} to Istio's crds.gen.yaml (expected at {}).\n\
+         With CI=true this is a failure, not a skip.\n",
+        istio_crds_path().display()
+    );
+    assert!(!in_ci(), "{banner}");
+    eprintln!("{banner}");
+}
+
+/// Istio's CRDs, or `None` (after a loud message) when the file is missing outside CI.
+/// Panics when the file is missing under `CI=true` or exists but cannot be parsed.
+pub fn istio_crds() -> Option<CrdSet> {
+    let path = istio_crds_path();
+    if !path.exists() {
+        missing_input(&format!("Istio CRD file {} not found", path.display()));
+        return None;
+    }
+    match CrdSet::from_file(&path) {
+        Ok(set) => Some(set),
+        Err(e) => panic!(
+            "cannot load Istio CRDs from {} ({ISTIO_CRDS_ENV}): {e}",
+            path.display()
+        ),
+    }
+}
+
+/// The YAML files of the repo's `istio/` directory, sorted (empty when there are none).
+pub fn istio_manifest_files() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(istio_manifest_dir()) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// CRDs the project ships in `istio/` (the StickyCanary kind). Panics on a file that does not
+/// parse: a broken shipped manifest is a bug, not a reason to skip.
+pub fn project_crds() -> CrdSet {
+    let mut set = CrdSet::default();
+    for file in istio_manifest_files() {
+        match CrdSet::from_file(&file) {
+            Ok(found) => set.merge(found),
+            Err(e) => panic!("project CRD file {}: {e}", file.display()),
+        }
+    }
+    set
+}
+
+/// Istio's CRDs plus the project's: what the fake API server needs. `None` as [`istio_crds`].
+pub fn all_crds() -> Option<CrdSet> {
+    let mut set = istio_crds()?;
+    set.merge(project_crds());
+    Some(set)
+}

@@ -1,0 +1,298 @@
+//! The HTTP shell: parses the request, resolves the resource, calls the [`Store`] under its lock,
+//! and turns the result into the JSON (or Status) response; also records every request for tests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use super::api_error::ApiError;
+use super::patch::PatchKind;
+use super::request_path::{self, ResourcePath};
+use super::selectors::Selector;
+use super::store::{Part, PatchRequest, Store, Target};
+use super::watch::{self, Start, WatchOptions, WatchScope};
+
+/// One request the server received, for assertions such as "dry-run wrote nothing".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// URL path.
+    pub path: String,
+    /// Raw query string.
+    pub query: String,
+    /// Content-Type header, if any.
+    pub content_type: Option<String>,
+    /// Response status code.
+    pub status: u16,
+    /// `dryRun=All` was requested: nothing was persisted.
+    pub dry_run: bool,
+}
+
+impl RecordedRequest {
+    /// A mutating request (POST, PUT, PATCH, DELETE) that was not a server-side dry run,
+    /// whether it succeeded or not.
+    pub fn is_write(&self) -> bool {
+        !self.dry_run && matches!(self.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
+    }
+}
+
+/// State shared by the handler and the test hooks.
+pub struct Shared {
+    /// Objects, history and faults.
+    pub store: Mutex<Store>,
+    /// Requests received so far.
+    pub requests: Mutex<Vec<RecordedRequest>>,
+}
+
+impl Shared {
+    /// Locks the store; a panic in another test thread must not hide this test's result.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Locks the request log.
+    pub fn requests(&self) -> MutexGuard<'_, Vec<RecordedRequest>> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Every path goes to one handler: API paths are parsed by [`request_path::parse`].
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let dry_run =
+        query.get("dryRun").is_some_and(|v| v == "All") || body_requests_dry_run(&method, &body);
+    let request = Request {
+        method: &method,
+        query: &query,
+        content_type: content_type.as_deref().unwrap_or_default(),
+        user_agent: headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
+        body: &body,
+        dry_run,
+    };
+    let response = match request_path::parse(uri.path()) {
+        Some(path) => dispatch(&shared, &path, &request).unwrap_or_else(error_response),
+        None => error_response(ApiError::unknown_resource(uri.path())),
+    };
+    shared.requests().push(RecordedRequest {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        content_type,
+        status: response.status().as_u16(),
+        dry_run,
+    });
+    response
+}
+
+/// kube-rs sends DeleteOptions (which may carry `dryRun: ["All"]`) as the DELETE body.
+fn body_requests_dry_run(method: &Method, body: &[u8]) -> bool {
+    *method == Method::DELETE
+        && serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("dryRun").cloned())
+            .is_some_and(|d| d.as_array().is_some_and(|a| a.iter().any(|x| x == "All")))
+}
+
+struct Request<'a> {
+    method: &'a Method,
+    query: &'a HashMap<String, String>,
+    content_type: &'a str,
+    user_agent: &'a str,
+    body: &'a [u8],
+    dry_run: bool,
+}
+
+impl Request<'_> {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str)
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        matches!(self.param(name), Some("true" | "1"))
+    }
+
+    /// `fieldManager`, else the client's name from User-Agent, as the real server defaults it.
+    fn manager(&self) -> &str {
+        self.param("fieldManager")
+            .or_else(|| self.user_agent.split('/').next().filter(|s| !s.is_empty()))
+            .unwrap_or("unknown")
+    }
+
+    fn json_body(&self) -> Result<Value, ApiError> {
+        serde_json::from_slice(self.body)
+            .map_err(|e| ApiError::bad_request(format!("request body is not JSON: {e}")))
+    }
+}
+
+fn error_response(error: ApiError) -> Response {
+    let code = StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, Json(error.status_body())).into_response()
+}
+
+fn dispatch(shared: &Shared, path: &ResourcePath, request: &Request) -> Result<Response, ApiError> {
+    let crds = shared.store().crds();
+    let not_served =
+        || ApiError::unknown_resource(&format!("{}/{}", path.api_version(), path.plural));
+    let (resource, version) = crds
+        .find_plural(&path.group, &path.version, &path.plural)
+        .ok_or_else(not_served)?;
+    if resource.namespaced == path.namespace.is_none() && path.name.is_some() {
+        return Err(not_served());
+    }
+    let part = match path.subresource.as_deref() {
+        None => Part::Main,
+        Some("status") if version.status_subresource => Part::Status,
+        Some(_) => return Err(not_served()),
+    };
+    let target = Target {
+        resource,
+        version,
+        namespace: path.namespace.as_deref(),
+    };
+    let name = path.name.as_deref();
+    let ok = |value: Value| Ok((StatusCode::OK, Json(value)).into_response());
+    match (request.method.clone(), name) {
+        (Method::GET, None) if request.flag("watch") => start_watch(shared, &target, request),
+        (Method::GET, None) => {
+            let selector = Selector::parse(
+                request.param("labelSelector"),
+                request.param("fieldSelector"),
+            )?;
+            ok(shared.store().list(&target, &selector))
+        }
+        (Method::GET, Some(name)) => ok(shared.store().get(&target, name)?),
+        (Method::POST, None) => {
+            let body = request.json_body()?;
+            let created = write(shared, request.dry_run, |store| {
+                store.create(&target, body, request.manager())
+            })?;
+            Ok((StatusCode::CREATED, Json(created)).into_response())
+        }
+        (Method::PUT, Some(name)) => {
+            let body = request.json_body()?;
+            ok(write(shared, request.dry_run, |store| {
+                store.replace(&target, name, body, part, request.manager())
+            })?)
+        }
+        (Method::PATCH, Some(name)) => {
+            let patch = PatchRequest {
+                kind: PatchKind::from_content_type(request.content_type)?,
+                body: request.body,
+                field_manager: request.param("fieldManager"),
+                force: request.flag("force"),
+            };
+            let existed = shared.store().get(&target, name).is_ok();
+            let patched = write(shared, request.dry_run, |store| {
+                store.patch(&target, name, patch, part)
+            })?;
+            let code = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok((code, Json(patched)).into_response())
+        }
+        (Method::DELETE, Some(name)) => {
+            let options: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
+            let precondition = options["preconditions"]["resourceVersion"].as_str();
+            ok(write(shared, request.dry_run, |store| {
+                store.delete(&target, name, precondition)
+            })?)
+        }
+        (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}
+
+/// Runs a write, on a scratch copy of the store for `dryRun=All` (validated, never persisted).
+fn write(
+    shared: &Shared,
+    dry_run: bool,
+    operation: impl FnOnce(&mut Store) -> Result<Value, ApiError>,
+) -> Result<Value, ApiError> {
+    let mut store = shared.store();
+    if dry_run {
+        operation(&mut store.scratch_copy())
+    } else {
+        operation(&mut store)
+    }
+}
+
+fn start_watch(shared: &Shared, target: &Target, request: &Request) -> Result<Response, ApiError> {
+    let selector = Selector::parse(
+        request.param("labelSelector"),
+        request.param("fieldSelector"),
+    )?;
+    let timeout_seconds = match request.param("timeoutSeconds") {
+        Some(text) => text
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {text:?}")))?,
+        None => 1800,
+    };
+    let options = WatchOptions {
+        bookmarks: request.flag("allowWatchBookmarks"),
+        send_initial_events: request.flag("sendInitialEvents"),
+        timeout: Duration::from_secs(timeout_seconds),
+    };
+    let requested = request
+        .param("resourceVersion")
+        .filter(|rv| !rv.is_empty() && *rv != "0");
+    let store = shared.store();
+    let (start, live): (Start, broadcast::Receiver<_>) = match requested {
+        Some(rv) if !options.send_initial_events => {
+            let from: u64 = rv
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+            match store.watch_from(from) {
+                Ok((events, live)) => (Start::History { events, from }, live),
+                Err(expired) => (Start::Expired(expired), store.subscribe()),
+            }
+        }
+        _ => (
+            Start::CurrentState {
+                objects: store.matching(target, &selector).collect(),
+                resource_version: store.resource_version(),
+            },
+            store.subscribe(),
+        ),
+    };
+    drop(store);
+    let scope = WatchScope {
+        group: target.resource.group.clone(),
+        version: target.version.name.clone(),
+        plural: target.resource.plural.clone(),
+        kind: target.resource.kind.clone(),
+        namespace: target.namespace.map(str::to_owned),
+        selector,
+    };
+    Ok(watch::respond(scope, options, start, live))
+}
