@@ -1,0 +1,72 @@
+//! The decision counters, as Prometheus scrapes them from Envoy: one series per version and
+//! reason, labelled `sticky_version` and `sticky_reason` by the bootstrap's stats tags.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use sticky_canary_e2e::browser::Browser;
+use sticky_canary_e2e::crowd::{Crowd, Tally};
+use sticky_canary_e2e::stack::weights;
+
+/// `sticky_canary_decisions{sticky_version=..,sticky_reason=..}` values, by (version, reason).
+fn decisions(exposition: &str) -> BTreeMap<(String, String), u64> {
+    exposition
+        .lines()
+        .filter_map(|line| {
+            let labels = line.strip_prefix("sticky_canary_decisions{")?;
+            let (labels, value) = labels.split_once("} ")?;
+            let label = |name: &str| {
+                labels.split(',').find_map(|pair| {
+                    pair.strip_prefix(name)?
+                        .strip_prefix("=\"")?
+                        .strip_suffix('"')
+                        .map(str::to_owned)
+                })
+            };
+            Some((
+                (label("sticky_version")?, label("sticky_reason")?),
+                value.trim().parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn decisions_are_counted_per_version_and_reason_on_stats_prometheus() {
+    let stack = common::start(&weights(&[("v1", 50.0), ("v2", 50.0)]));
+    // Envoy's readiness probe went through the filter too: count from here.
+    let before = decisions(&stack.envoy.prometheus().unwrap());
+    assert_eq!(
+        before.len(),
+        8,
+        "a series per version and reason: {before:?}"
+    );
+    let mut crowd = Crowd::new(300);
+    let tally = Tally::of(&crowd.visit(&stack.http, "/").unwrap());
+    let mut qa = Browser::new().with_header("x-sticky-override", "v2");
+    for _ in 0..7 {
+        qa.visit(&stack.http, "/").unwrap();
+    }
+    let counted: BTreeMap<_, _> = decisions(&stack.envoy.prometheus().unwrap())
+        .into_iter()
+        .map(|(series, value)| {
+            let base = before.get(&series).copied().unwrap_or(0);
+            (series, value - base)
+        })
+        .collect();
+    let pages = |v: &str| tally.pages.get(v).copied().unwrap_or(0) as u64;
+    let mut expected = BTreeMap::new();
+    for version in ["v1", "v2"] {
+        // New clients: the page is hashed, its three sub-resources follow the new cookie.
+        expected.insert((version.to_owned(), "hash".to_owned()), pages(version));
+        expected.insert(
+            (version.to_owned(), "cookie".to_owned()),
+            3 * pages(version),
+        );
+        expected.insert((version.to_owned(), "trusted".to_owned()), 0);
+        let overrides = if version == "v2" { 7 * 4 } else { 0 };
+        expected.insert((version.to_owned(), "override".to_owned()), overrides);
+    }
+    assert_eq!(counted, expected);
+}

@@ -1,0 +1,84 @@
+//! Who may choose a version: QA with the override header (optionally only with the token),
+//! never a client sending the version header itself.
+
+mod common;
+
+use sticky_canary_e2e::browser::{Browser, Dest};
+use sticky_canary_e2e::site::WHOAMI;
+use sticky_canary_e2e::stack::weights;
+use sticky_canary_filter::config::OverrideConfig;
+use sticky_canary_filter::PluginConfig;
+
+/// Before any user is on the canary (weight 0), QA reaches it with the override header, for
+/// the page and everything it loads, without being pinned to it afterwards.
+#[test]
+fn qa_override_reaches_a_canary_at_weight_zero() {
+    let stack = common::start(&weights(&[("v1", 100.0), ("v2", 0.0)]));
+    let mut qa = Browser::new().with_header("x-sticky-override", "v2");
+    let visit = qa.visit(&stack.http, "/").unwrap();
+    assert_eq!(visit.version(), Some("v2"));
+    for response in visit.responses() {
+        assert_eq!(response.status, 200);
+        assert_eq!(response.served_by.as_deref(), Some("v2"));
+        assert_eq!(response.received_version.as_deref(), Some("v2"));
+    }
+    assert_eq!(
+        qa.cookie("sticky-version"),
+        None,
+        "an override does not pin the tester"
+    );
+    let mut user = Browser::new();
+    for _ in 0..20 {
+        let visit = user.visit(&stack.http, "/").unwrap();
+        assert_eq!(visit.version(), Some("v1"));
+    }
+}
+
+/// With a token configured, the override works only with `<version>:<token>`.
+#[test]
+fn a_guarded_override_needs_the_token() {
+    let plugin = PluginConfig {
+        override_: OverrideConfig {
+            token: Some("s3cret".to_owned()),
+            ..OverrideConfig::default()
+        },
+        ..weights(&[("v1", 100.0), ("v2", 0.0)])
+    };
+    let stack = common::start(&plugin);
+    for (value, expected) in [
+        ("v2:s3cret", "v2"),
+        ("v2", "v1"),
+        ("v2:wrong", "v1"),
+        ("v2:s3cret2", "v1"),
+        ("v2:", "v1"),
+        (":s3cret", "v1"),
+    ] {
+        let response = Browser::new()
+            .with_header("x-sticky-override", value)
+            .fetch(&stack.http, "/", Dest::Document)
+            .unwrap();
+        assert_eq!(response.served_by.as_deref(), Some(expected), "{value}");
+    }
+}
+
+/// A client sending `x-sticky-version: v2` itself gets what the filter decides: the header is
+/// overwritten before routing, as the upstream's echo of the received header shows.
+#[test]
+fn a_spoofed_version_header_is_overwritten() {
+    let stack = common::start(&weights(&[("v1", 100.0), ("v2", 0.0)]));
+    for dest in [Dest::Document, Dest::Script, Dest::Api] {
+        let response = Browser::new()
+            .with_header("x-sticky-version", "v2")
+            .fetch(&stack.http, WHOAMI, dest)
+            .unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.served_by.as_deref(), Some("v1"), "{dest:?}");
+        assert_eq!(response.received_version.as_deref(), Some("v1"));
+    }
+    // Also against a live pin: the cookie decides, not the header.
+    let mut browser = Browser::new();
+    browser.fetch(&stack.http, "/", Dest::Document).unwrap();
+    let mut spoofing = browser.with_header("x-sticky-version", "v2");
+    let response = spoofing.fetch(&stack.http, WHOAMI, Dest::Api).unwrap();
+    assert_eq!(response.received_version.as_deref(), Some("v1"));
+}
