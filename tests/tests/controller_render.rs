@@ -1,0 +1,81 @@
+//! Every object stickyctl renders validates against Istio's own CRD schemas (and the rollout
+//! itself against the shipped StickyCanary CRD), for the shapes of spec it supports.
+
+use serde_json::{json, Value};
+use sticky_canary_filter::config::KeySource;
+use sticky_canary_filter::VersionWeight;
+use sticky_canary_tests::all_crds;
+use stickyctl::model::{StickyCanary, StickyCanarySpec, TargetRef};
+use stickyctl::render::istio::{desired, for_display, Live};
+
+fn user_vs() -> Value {
+    json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "shop", "namespace": "prod"},
+        "spec": {"hosts": ["shop.example.com"], "gateways": ["istio-ingress/web"], "http": [
+            {"name": "api", "match": [{"uri": {"prefix": "/api"}}],
+             "route": [{"destination": {"host": "api"}}]},
+            {"name": "shop", "match": [{"uri": {"prefix": "/shop"}}],
+             "route": [{"destination": {"host": "shop", "port": {"number": 8080}}}]}]}})
+}
+
+fn specs() -> Vec<(&'static str, StickyCanarySpec)> {
+    let stable = StickyCanarySpec::new("shop", "v1");
+    let mut canary = stable.clone();
+    canary.versions = vec![
+        VersionWeight { name: "v1".into(), weight: 66.67 },
+        VersionWeight { name: "v2".into(), weight: 33.33 },
+    ];
+    let mut placed = canary.clone();
+    placed.plugin.url = Some("oci://registry.internal/sticky:1".into());
+    placed.plugin.selector.insert("istio".into(), "ingressgateway".into());
+    placed.filter.key_sources = vec![KeySource::Header("x-user-id".into()), KeySource::Cookie("session".into())];
+    placed.filter.override_.token = Some("qa-token".into());
+    placed.routing.version_label = Some("app.kubernetes.io/version".into());
+    let mut gateway_api = canary.clone();
+    gateway_api.plugin.target_refs.push(TargetRef {
+        group: "gateway.networking.k8s.io".into(),
+        kind: "Gateway".into(),
+        name: "web".into(),
+    });
+    let mut retiring = canary.clone();
+    retiring.versions = vec![
+        VersionWeight { name: "v2".into(), weight: 100.0 },
+        VersionWeight { name: "v1".into(), weight: 0.0 },
+    ];
+    retiring.retiring = Some("v1".into());
+    vec![
+        ("stable only", stable),
+        ("canary", canary),
+        ("selector, key sources, token, label", placed),
+        ("targetRefs", gateway_api),
+        ("retiring", retiring),
+    ]
+}
+
+#[test]
+fn rendered_objects_validate_against_istio_schemas() {
+    let Some(crds) = all_crds() else { return };
+    for (name, spec) in specs() {
+        let live = Live { virtual_service: Some(user_vs()), ..Live::default() };
+        let out = desired("shop", "prod", &spec, &live).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(out.objects.len(), 3, "{name}");
+        for write in out.objects.iter().chain(&out.writes) {
+            crds.validate(&for_display(&write.object))
+                .unwrap_or_else(|e| panic!("{name}: {} rejected: {e}", write.kind.as_str()));
+        }
+        let mut rollout = serde_json::to_value(StickyCanary::new("shop", spec)).unwrap();
+        rollout["metadata"]["namespace"] = json!("prod");
+        crds.validate(&rollout).unwrap_or_else(|e| panic!("{name}: StickyCanary rejected: {e}"));
+    }
+}
+
+#[test]
+fn a_typo_in_a_rendered_route_would_be_caught() {
+    let Some(crds) = all_crds() else { return };
+    let (_, spec) = specs().remove(1);
+    let live = Live { virtual_service: Some(user_vs()), ..Live::default() };
+    let out = desired("shop", "prod", &spec, &live).unwrap();
+    let mut vs = for_display(&out.objects[1].object);
+    vs["spec"]["http"][1]["match"][0]["headers"]["x-sticky-version"] = json!({"exactly": "v1"});
+    assert!(crds.validate(&vs).is_err(), "the validator must see a bad match");
+}
