@@ -218,23 +218,37 @@ impl Envoy {
     pub fn set_plugin(&mut self, plugin: &PluginConfig) -> Result<()> {
         self.write_lds(&render_lds(plugin, &self.layout)?)?;
         let expected = serde_json::to_string(plugin)?;
-        self.wait_for("the new listener configuration", |envoy| {
-            Ok((envoy.active_plugin_config()?.as_deref() == Some(expected.as_str())).then_some(()))
+        self.wait_for_listener("the new filter configuration", |listener| {
+            plugin_config(listener) == Some(expected.as_str())
+        })
+    }
+
+    /// Waits until the active listener (warmed and serving new connections) satisfies `done`.
+    pub fn wait_for_listener(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Result<()> {
+        self.wait_for(what, |envoy| {
+            Ok(envoy.active_listener()?.filter(|l| done(l)).map(|_| ()))
         })
         .map_err(|err| self.explain(err))
     }
 
-    /// The filter configuration of the active (fully warmed) listener, from `/config_dump`.
+    /// The filter configuration of the active listener.
     pub fn active_plugin_config(&self) -> Result<Option<String>> {
-        let dump: Value = serde_json::from_str(
-            &self
-                .admin
-                .get("/config_dump?resource=dynamic_listeners", &[])?
-                .body,
-        )
-        .context("parsing /config_dump")?;
+        Ok(self
+            .active_listener()?
+            .as_ref()
+            .and_then(plugin_config)
+            .map(str::to_owned))
+    }
+
+    /// The active listener from `/config_dump`; `None` while a new version is warming.
+    fn active_listener(&self) -> Result<Option<Value>> {
+        let dump = self
+            .admin
+            .get("/config_dump?resource=dynamic_listeners", &[])?
+            .body;
+        let mut dump: Value = serde_json::from_str(&dump).context("parsing /config_dump")?;
         let Some(listener) = dump["configs"]
-            .as_array()
+            .as_array_mut()
             .into_iter()
             .flatten()
             .find(|l| l["name"] == LISTENER_NAME)
@@ -244,10 +258,7 @@ impl Envoy {
         if listener.get("warming_state").is_some() {
             return Ok(None);
         }
-        Ok(listener["active_state"]["listener"]
-            .pointer(PLUGIN_CONFIG_POINTER)
-            .and_then(Value::as_str)
-            .map(str::to_owned))
+        Ok(Some(listener["active_state"]["listener"].take()))
     }
 
     /// Every counter and gauge from `/stats`, by name.
@@ -283,6 +294,11 @@ impl Envoy {
     pub fn prometheus(&self) -> Result<String> {
         Ok(self.admin.get("/stats/prometheus", &[])?.body)
     }
+}
+
+/// The filter configuration inside a listener as `render_lds` renders it.
+fn plugin_config(listener: &Value) -> Option<&str> {
+    listener.pointer(PLUGIN_CONFIG_POINTER)?.as_str()
 }
 
 /// The outcome of `envoy --mode validate`.

@@ -50,7 +50,7 @@ pub fn sibling_bin(name: &str) -> Result<PathBuf> {
     let path = exe.with_file_name(name);
     if !path.is_file() {
         bail!(
-            "{} is missing: build it with `cargo build -p sticky-canary-e2e --bin {name}`",
+            "{} is missing: build the package's programs first (`cargo build [--release] -p sticky-canary-e2e --bins`)",
             path.display()
         );
     }

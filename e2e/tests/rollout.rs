@@ -4,10 +4,12 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use serde_json::json;
 use sticky_canary_e2e::browser::{Browser, Dest, Visit};
 use sticky_canary_e2e::crowd::{par_map, Crowd, Moves, Tally};
 use sticky_canary_e2e::site::{app_script, PAGES, WHOAMI};
 use sticky_canary_e2e::stack::weights;
+use stickyctl::render::envoy::{cluster_name, render_lds};
 
 /// Ramp-up 10 -> 50: sub-resource and API requests keep the version of the page they belong
 /// to; at the next navigation some stable clients move into the canary and nobody leaves it.
@@ -154,4 +156,40 @@ fn following_links_never_404s_while_the_weights_change() {
         .fetch(&stack.http, &app_script(other), Dest::Script)
         .unwrap();
     assert_eq!(missing.status, 404);
+}
+
+/// The control of the 404 story: the same site behind a plain per-request 50/50 split (Envoy's
+/// weighted clusters, no filter) breaks pages, so the tests above would notice a filter that
+/// stopped pinning.
+#[test]
+fn without_the_filter_a_per_request_split_breaks_pages() {
+    let plugin = weights(&[("v1", 50.0), ("v2", 50.0)]);
+    let mut stack = common::start(&plugin);
+    let mut lds = render_lds(&plugin, stack.envoy.layout()).unwrap();
+    let manager = lds
+        .pointer_mut("/resources/0/filter_chains/0/filters/0/typed_config")
+        .unwrap();
+    manager["http_filters"].as_array_mut().unwrap().remove(0);
+    manager["route_config"]["virtual_hosts"][0]["routes"] = json!([{
+        "match": { "prefix": "/" },
+        "route": { "weighted_clusters": { "clusters": [
+            { "name": cluster_name("v1"), "weight": 50 },
+            { "name": cluster_name("v2"), "weight": 50 },
+        ]}},
+    }]);
+    stack.envoy.write_lds(&lds).unwrap();
+    stack
+        .envoy
+        .wait_for_listener("the listener without the filter", |listener| {
+            let filters =
+                &listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
+            filters.as_array().is_some_and(|f| f.len() == 1)
+        })
+        .unwrap();
+    let http = stack.http.fresh();
+    let tally = Tally::of(&Crowd::new(100).visit(&http, "/").unwrap());
+    println!("{tally}");
+    // Each page's script lands on the other version half of the time.
+    assert!(tally.not_found > 10, "{tally}");
+    assert!(tally.mixed > 10, "{tally}");
 }
