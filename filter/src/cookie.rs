@@ -9,14 +9,30 @@ use crate::names::is_cookie_value;
 /// `max_len` bytes long. The first pair with that name wins, as in browsers' ordering rules.
 pub fn find<'a>(header: &'a [u8], name: &str, max_len: usize) -> Option<&'a [u8]> {
     let name = name.as_bytes();
-    let pair = header.split(|&b| b == b';').map(trim).find(|pair| {
-        pair.len() > name.len() && pair.starts_with(name) && pair[name.len()] == b'='
+    // The `=` test first: it rejects most other cookies without comparing names.
+    let pair = pairs(header).find(|pair| {
+        pair.len() > name.len() && pair[name.len()] == b'=' && pair.starts_with(name)
     })?;
     let mut value = &pair[name.len() + 1..];
     if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
         value = &value[1..value.len() - 1];
     }
     (!value.is_empty() && value.len() <= max_len && is_cookie_value(value)).then_some(value)
+}
+
+/// The trimmed `;`-separated pairs. `memchr` skips to the next `;` a word at a time rather than
+/// a byte at a time, which keeps a 4 KB header of 50 cookies cheap (every lookup scans it).
+fn pairs(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(header);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        let (pair, next) = match memchr::memchr(b';', current) {
+            Some(end) => (&current[..end], Some(&current[end + 1..])),
+            None => (current, None),
+        };
+        rest = next;
+        Some(trim(pair))
+    })
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
