@@ -22,13 +22,25 @@ fn specs() -> Vec<(&'static str, StickyCanarySpec)> {
     let stable = StickyCanarySpec::new("shop", "v1");
     let mut canary = stable.clone();
     canary.versions = vec![
-        VersionWeight { name: "v1".into(), weight: 66.67 },
-        VersionWeight { name: "v2".into(), weight: 33.33 },
+        VersionWeight {
+            name: "v1".into(),
+            weight: 66.67,
+        },
+        VersionWeight {
+            name: "v2".into(),
+            weight: 33.33,
+        },
     ];
     let mut placed = canary.clone();
     placed.plugin.url = Some("oci://registry.internal/sticky:1".into());
-    placed.plugin.selector.insert("istio".into(), "ingressgateway".into());
-    placed.filter.key_sources = vec![KeySource::Header("x-user-id".into()), KeySource::Cookie("session".into())];
+    placed
+        .plugin
+        .selector
+        .insert("istio".into(), "ingressgateway".into());
+    placed.filter.key_sources = vec![
+        KeySource::Header("x-user-id".into()),
+        KeySource::Cookie("session".into()),
+    ];
     placed.filter.override_.token = Some("qa-token".into());
     placed.routing.version_label = Some("app.kubernetes.io/version".into());
     let mut gateway_api = canary.clone();
@@ -39,8 +51,14 @@ fn specs() -> Vec<(&'static str, StickyCanarySpec)> {
     });
     let mut retiring = canary.clone();
     retiring.versions = vec![
-        VersionWeight { name: "v2".into(), weight: 100.0 },
-        VersionWeight { name: "v1".into(), weight: 0.0 },
+        VersionWeight {
+            name: "v2".into(),
+            weight: 100.0,
+        },
+        VersionWeight {
+            name: "v1".into(),
+            weight: 0.0,
+        },
     ];
     retiring.retiring = Some("v1".into());
     vec![
@@ -56,7 +74,10 @@ fn specs() -> Vec<(&'static str, StickyCanarySpec)> {
 fn rendered_objects_validate_against_istio_schemas() {
     let Some(crds) = all_crds() else { return };
     for (name, spec) in specs() {
-        let live = Live { virtual_service: Some(user_vs()), ..Live::default() };
+        let live = Live {
+            virtual_service: Some(user_vs()),
+            ..Live::default()
+        };
         let out = desired("shop", "prod", &spec, &live).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(out.objects.len(), 3, "{name}");
         for write in out.objects.iter().chain(&out.writes) {
@@ -65,7 +86,8 @@ fn rendered_objects_validate_against_istio_schemas() {
         }
         let mut rollout = serde_json::to_value(StickyCanary::new("shop", spec)).unwrap();
         rollout["metadata"]["namespace"] = json!("prod");
-        crds.validate(&rollout).unwrap_or_else(|e| panic!("{name}: StickyCanary rejected: {e}"));
+        crds.validate(&rollout)
+            .unwrap_or_else(|e| panic!("{name}: StickyCanary rejected: {e}"));
     }
 }
 
@@ -73,9 +95,15 @@ fn rendered_objects_validate_against_istio_schemas() {
 fn a_typo_in_a_rendered_route_would_be_caught() {
     let Some(crds) = all_crds() else { return };
     let (_, spec) = specs().remove(1);
-    let live = Live { virtual_service: Some(user_vs()), ..Live::default() };
+    let live = Live {
+        virtual_service: Some(user_vs()),
+        ..Live::default()
+    };
     let out = desired("shop", "prod", &spec, &live).unwrap();
     let mut vs = for_display(&out.objects[1].object);
     vs["spec"]["http"][1]["match"][0]["headers"]["x-sticky-version"] = json!({"exactly": "v1"});
-    assert!(crds.validate(&vs).is_err(), "the validator must see a bad match");
+    assert!(
+        crds.validate(&vs).is_err(),
+        "the validator must see a bad match"
+    );
 }

@@ -1,0 +1,536 @@
+//! stickyctl against the fake Kubernetes API over real HTTP: every command end to end,
+//! dry runs, idempotency, racing operators, a conflict storm, a controller killed in the middle
+//! of a change, and refusals before any write. Every object the server accepts has been
+//! validated against Istio's CRD schemas (and the StickyCanary CRD shipped in `istio/`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sticky_canary_tests::{all_crds, FakeApiServer};
+use stickyctl::cli::{run, Outcome};
+use stickyctl::error::Error;
+use stickyctl::model::StickyCanaryStatus;
+use stickyctl::reconcile::converge;
+use stickyctl::target::kube::KubeTarget;
+use stickyctl::target::{Doc, Plan, Target};
+
+const NS: &str = "prod";
+
+struct Cluster {
+    server: FakeApiServer,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A fake cluster with the demo service's VirtualService; `None` (after a loud banner) when
+/// Istio's CRDs are not available outside CI.
+fn cluster_with(http: Value) -> Option<Cluster> {
+    let server = FakeApiServer::start(all_crds()?);
+    server
+        .create(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "shop", "namespace": NS},
+            "spec": {"hosts": ["shop.example.com"], "http": http}}),
+        )
+        .expect("create the user's VirtualService");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig, NS).unwrap();
+    Some(Cluster {
+        server,
+        kubeconfig,
+        _dir: dir,
+    })
+}
+
+fn cluster() -> Option<Cluster> {
+    cluster_with(
+        json!([{"name": "shop", "match": [{"uri": {"prefix": "/shop"}}],
+        "route": [{"destination": {"host": "shop", "port": {"number": 8080}}}]}]),
+    )
+}
+
+impl Cluster {
+    async fn sticky(&self, args: &[&str]) -> Outcome {
+        let mut argv = vec![
+            "stickyctl",
+            "--kubeconfig",
+            self.kubeconfig.to_str().unwrap(),
+        ];
+        argv.extend_from_slice(args);
+        run(argv).await
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.sticky(args).await;
+        assert_eq!(out.code, 0, "{args:?}: {}{}", out.stdout, out.stderr);
+        out.stdout
+    }
+
+    fn get(&self, api_version: &str, kind: &str, name: &str) -> Value {
+        self.server
+            .get(api_version, kind, NS, name)
+            .unwrap_or_else(|| panic!("{kind} {name} missing"))
+    }
+
+    fn rollout(&self) -> Value {
+        self.get("stickycanary.io/v1alpha1", "StickyCanary", "shop")
+    }
+
+    fn plugin_weights(&self) -> Value {
+        self.get(
+            "extensions.istio.io/v1alpha1",
+            "WasmPlugin",
+            "sticky-canary-shop",
+        )["spec"]["pluginConfig"]["versions"]
+            .clone()
+    }
+
+    fn route_names(&self) -> Vec<String> {
+        names(&self.get("networking.istio.io/v1", "VirtualService", "shop")["spec"]["http"])
+    }
+
+    fn subsets(&self) -> Vec<String> {
+        names(&self.get("networking.istio.io/v1", "DestinationRule", "shop")["spec"]["subsets"])
+    }
+
+    async fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["status", "-o", "json"]).await).unwrap()
+    }
+
+    /// The cluster objects say exactly what the rollout says.
+    async fn assert_consistent(&self) {
+        let rollout = self.rollout();
+        let status = self.status().await;
+        assert_eq!(status["inSync"], true, "{status:#}");
+        assert_eq!(self.plugin_weights(), rollout["spec"]["versions"]);
+        let versions: Vec<String> = names(&rollout["spec"]["versions"]);
+        let expected_subsets: Vec<String> = versions
+            .iter()
+            .map(|v| format!("sticky-canary-{v}"))
+            .collect();
+        assert_eq!(self.subsets(), expected_subsets);
+        let routes: Vec<String> = self
+            .route_names()
+            .into_iter()
+            .filter(|r| r.starts_with("sticky-canary-shop-"))
+            .collect();
+        let expected_routes: Vec<String> = versions
+            .iter()
+            .map(|v| format!("sticky-canary-shop-{v}"))
+            .collect();
+        assert_eq!(routes, expected_routes);
+    }
+
+    async fn init(&self) {
+        self.ok(&[
+            "init",
+            "--service",
+            "shop",
+            "--stable",
+            "v1",
+            "--selector",
+            "istio=ingressgateway",
+        ])
+        .await;
+    }
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_end_to_end() {
+    let Some(c) = cluster() else { return };
+    c.init().await;
+    assert_eq!(
+        c.route_names(),
+        ["sticky-canary-shop-v1", "shop", "sticky-canary-shop"]
+    );
+    assert_eq!(c.subsets(), ["sticky-canary-v1"]);
+    assert_eq!(c.plugin_weights(), json!([{"name": "v1", "weight": 100.0}]));
+
+    c.ok(&["start", "--canary", "v2"]).await;
+    assert_eq!(
+        c.route_names(),
+        [
+            "sticky-canary-shop-v1",
+            "sticky-canary-shop-v2",
+            "shop",
+            "sticky-canary-shop"
+        ]
+    );
+    c.ok(&["set-weight", "10"]).await;
+    assert_eq!(
+        c.plugin_weights(),
+        json!([{"name": "v1", "weight": 90.0}, {"name": "v2", "weight": 10.0}])
+    );
+    c.ok(&["next"]).await;
+    let status = c.status().await;
+    assert_eq!(status["phase"], "Progressing");
+    assert_eq!(status["stepIndex"], 3);
+    assert_eq!(
+        status["versions"][1],
+        json!({"name": "v2", "weight": 20.0, "role": "canary"})
+    );
+    c.assert_consistent().await;
+
+    let table = c.ok(&["status"]).await;
+    assert!(
+        table.contains("in sync") && !table.contains("drifted"),
+        "{table}"
+    );
+    let explain: Value =
+        serde_json::from_str(&c.ok(&["explain", "--key", "alice", "-o", "json"]).await).unwrap();
+    assert_eq!(explain["reason"], "hash");
+    let pinned: Value = serde_json::from_str(
+        &c.ok(&[
+            "explain",
+            "--key",
+            "alice",
+            "--cookie",
+            "sticky-version=v2",
+            "-o",
+            "json",
+        ])
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        (pinned["version"].as_str(), pinned["reason"].as_str()),
+        (Some("v2"), Some("cookie"))
+    );
+
+    let rendered = c.ok(&["render"]).await;
+    let crds = all_crds().unwrap();
+    let mut docs = 0;
+    for doc in rendered.split("---\n").filter(|d| !d.trim().is_empty()) {
+        let value: Value = serde_norway::from_str(doc).unwrap();
+        crds.validate(&value)
+            .unwrap_or_else(|e| panic!("rendered {} invalid: {e}", value["kind"]));
+        docs += 1;
+    }
+    assert_eq!(docs, 3);
+
+    let out = c.ok(&["promote"]).await;
+    assert!(
+        out.contains("promote v2") && out.contains("promote: remove v1"),
+        "{out}"
+    );
+    assert_eq!(
+        c.route_names(),
+        ["sticky-canary-shop-v2", "shop", "sticky-canary-shop"]
+    );
+    assert_eq!(c.subsets(), ["sticky-canary-v2"]);
+    assert_eq!(c.status().await["phase"], "Promoted");
+    c.assert_consistent().await;
+
+    c.ok(&["start", "--canary", "v3"]).await;
+    c.ok(&["set-weight", "50"]).await;
+    c.ok(&["abort"]).await;
+    assert_eq!(c.plugin_weights(), json!([{"name": "v2", "weight": 100.0}]));
+    assert_eq!(c.status().await["phase"], "Aborted");
+    c.assert_consistent().await;
+    let status: StickyCanaryStatus = serde_json::from_value(c.rollout()["status"].clone()).unwrap();
+    let actions: Vec<&str> = status.history.iter().map(|h| h.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "init v1",
+            "start v2",
+            "set-weight 10",
+            "next 20",
+            "promote v2",
+            "promote: remove v1",
+            "start v3",
+            "set-weight 50",
+            "abort v3",
+            "abort: remove v3"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_prints_a_diff_and_writes_nothing() {
+    let Some(c) = cluster() else { return };
+    c.server.clear_requests();
+    let out = c
+        .ok(&["init", "--service", "shop", "--stable", "v1", "--dry-run"])
+        .await;
+    assert!(
+        out.contains("+++ b/WasmPlugin prod/sticky-canary-shop"),
+        "{out}"
+    );
+    assert!(c.server.write_requests().is_empty());
+    c.init().await;
+    c.ok(&["start", "--canary", "v2"]).await;
+    c.server.clear_requests();
+    for args in [
+        &["set-weight", "10", "--dry-run"][..],
+        &["next", "--dry-run"],
+        &["promote", "--dry-run"],
+        &["abort", "--dry-run"],
+    ] {
+        let out = c.ok(args).await;
+        assert!(out.contains("--- a/StickyCanary shop"), "{args:?}: {out}");
+    }
+    let out = c.ok(&["set-weight", "10", "--dry-run"]).await;
+    assert!(
+        out.contains("-    weight: 100.0") && out.contains("+    weight: 90.0"),
+        "{out}"
+    );
+    assert!(
+        c.server.write_requests().is_empty(),
+        "{:?}",
+        c.server.write_requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_command_twice_writes_once() {
+    let Some(c) = cluster() else { return };
+    c.init().await;
+    c.ok(&["start", "--canary", "v2"]).await;
+    c.ok(&["set-weight", "10"]).await;
+    for args in [
+        &["set-weight", "10"][..],
+        &["start", "--canary", "v2"],
+        &["init", "--service", "shop", "--stable", "v1"],
+    ] {
+        c.server.clear_requests();
+        c.ok(args).await;
+        assert!(
+            c.server.write_requests().is_empty(),
+            "{args:?}: {:?}",
+            c.server.write_requests()
+        );
+    }
+    c.ok(&["promote"]).await;
+    c.server.clear_requests();
+    c.ok(&["promote"]).await;
+    assert!(c.server.write_requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_operators_end_consistent() {
+    let Some(c) = cluster() else { return };
+    c.init().await;
+    c.ok(&["start", "--canary", "v2"]).await;
+    for round in 0..3 {
+        let (a, b) = tokio::join!(
+            c.sticky(&["set-weight", "10"]),
+            c.sticky(&["set-weight", "20"])
+        );
+        assert_eq!((a.code, b.code), (0, 0), "round {round}: {a:?} {b:?}");
+        let weight = c.rollout()["spec"]["versions"][1]["weight"]
+            .as_f64()
+            .unwrap();
+        assert!(weight == 10.0 || weight == 20.0, "{weight}");
+        c.assert_consistent().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_storm_still_converges() {
+    let Some(c) = cluster() else { return };
+    c.init().await;
+    c.ok(&["start", "--canary", "v2"]).await;
+    c.server.fail_next_writes(12);
+    c.ok(&["set-weight", "30"]).await;
+    assert_eq!(
+        c.plugin_weights(),
+        json!([{"name": "v1", "weight": 70.0}, {"name": "v2", "weight": 30.0}])
+    );
+    assert!(
+        c.server
+            .write_requests()
+            .iter()
+            .filter(|r| r.status == 409)
+            .count()
+            >= 12
+    );
+    c.assert_consistent().await;
+}
+
+/// A target that dies (like a killed process) after a number of object writes.
+struct Killed {
+    inner: KubeTarget,
+    writes_left: std::sync::atomic::AtomicUsize,
+}
+
+impl Target for Killed {
+    async fn load(&self) -> Result<Option<stickyctl::model::StickyCanary>, Error> {
+        self.inner.load().await
+    }
+    async fn save(
+        &self,
+        c: &stickyctl::model::StickyCanary,
+    ) -> Result<stickyctl::model::StickyCanary, Error> {
+        self.inner.save(c).await
+    }
+    async fn save_status(
+        &self,
+        c: &stickyctl::model::StickyCanary,
+        s: &StickyCanaryStatus,
+    ) -> Result<(), Error> {
+        self.inner.save_status(c, s).await
+    }
+    async fn plan(&self, c: &stickyctl::model::StickyCanary) -> Result<Plan, Error> {
+        self.inner.plan(c).await
+    }
+    async fn write(&self, doc: &Doc) -> Result<(), Error> {
+        let left = self.writes_left.load(std::sync::atomic::Ordering::SeqCst);
+        if left == 0 {
+            return Err(Error::Runtime("killed".into()));
+        }
+        self.writes_left
+            .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.write(doc).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_change_converges_after_restart() {
+    let Some(c) = cluster() else { return };
+    c.init().await;
+    c.ok(&["start", "--canary", "v2"]).await;
+    c.ok(&["set-weight", "10"]).await;
+    // Someone edits the rollout directly (GitOps): promote's first step, which rewrites the
+    // WasmPlugin and the VirtualService.
+    c.server
+        .update(
+            "stickycanary.io/v1alpha1",
+            "StickyCanary",
+            NS,
+            "shop",
+            |rollout| {
+                rollout["spec"]["versions"] =
+                    json!([{"name": "v2", "weight": 100.0}, {"name": "v1", "weight": 0.0}]);
+                rollout["spec"]["retiring"] = json!("v1");
+            },
+        )
+        .expect("edit the rollout");
+    let client = kube::Client::try_from(c.server.kube_config()).unwrap();
+    let killed = Killed {
+        inner: KubeTarget::new(client.clone(), NS, "shop"),
+        writes_left: 1.into(),
+    };
+    let err = converge(&killed).await.expect_err("killed after one write");
+    assert!(err.to_string().contains("killed"));
+    assert_eq!(c.status().await["inSync"], false, "the change is half done");
+
+    let controller = tokio::spawn(stickyctl::reconcile::run(client, Some(NS)));
+    let converged = async {
+        loop {
+            if c.status().await["inSync"] == true
+                && c.rollout()["status"]["lastApplied"].is_object()
+            {
+                let observed = &c.rollout()["status"]["observedGeneration"];
+                if *observed == c.rollout()["metadata"]["generation"] {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), converged)
+        .await
+        .expect("the restarted controller converges");
+    controller.abort();
+    assert_eq!(
+        c.plugin_weights(),
+        json!([{"name": "v2", "weight": 100.0}, {"name": "v1", "weight": 0.0}])
+    );
+    c.assert_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_before_any_write() {
+    let Some(c) = cluster_with(json!([
+        {"name": "legacy-everything", "route": [{"destination": {"host": "legacy"}}]},
+        {"name": "shop", "match": [{"uri": {"prefix": "/shop"}}], "route": [{"destination": {"host": "shop"}}]}
+    ])) else {
+        return;
+    };
+    c.server.clear_requests();
+    let out = c
+        .sticky(&["init", "--service", "shop", "--stable", "v1"])
+        .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("\"legacy-everything\""),
+        "{}",
+        out.stderr
+    );
+    assert!(c.server.write_requests().is_empty());
+
+    let Some(c) = cluster() else { return };
+    c.init().await;
+    c.ok(&["start", "--canary", "v2"]).await;
+    c.server.clear_requests();
+    let cases: [(&[&str], &str); 6] = [
+        (&["set-weight", "150"], "must be between 0 and 100"),
+        (&["set-weight", "10.005"], "two decimals"),
+        (&["set-weight", "ten"], "invalid value"),
+        (&["start", "--canary", "v 3"], "not a valid version name"),
+        (&["start", "--canary", "v3"], "already running"),
+        (
+            &[
+                "init",
+                "--service",
+                "shop",
+                "--stable",
+                "v1",
+                "--name",
+                "shop",
+                "--steps",
+                "5,1",
+            ],
+            "spec.steps[1]",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = c.sticky(args).await;
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
+    }
+    assert!(
+        c.server.write_requests().is_empty(),
+        "{:?}",
+        c.server.write_requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_real_cluster_when_given() {
+    let Ok(kubeconfig) = std::env::var("STICKY_E2E_KUBECONFIG") else {
+        eprintln!("NOT RUN: set STICKY_E2E_KUBECONFIG to run stickyctl against a real cluster");
+        return;
+    };
+    let namespace = std::env::var("STICKY_E2E_NAMESPACE").unwrap_or_else(|_| "default".into());
+    let out = run([
+        "stickyctl",
+        "--kubeconfig",
+        &kubeconfig,
+        "-n",
+        &namespace,
+        "status",
+        "-o",
+        "json",
+    ])
+    .await;
+    // Reaching the API is what this proves; a namespace without a rollout says so with code 2.
+    assert!(
+        out.code == 0 || out.stderr.contains("no StickyCanary"),
+        "{out:?}"
+    );
+}
