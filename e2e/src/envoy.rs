@@ -194,11 +194,6 @@ impl Envoy {
         &self.layout
     }
 
-    /// A client for the admin interface.
-    pub fn admin(&self) -> &Http {
-        &self.admin
-    }
-
     fn log_path(&self) -> PathBuf {
         self.dir.path().join(LOG_FILE)
     }

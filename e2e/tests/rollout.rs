@@ -16,6 +16,7 @@ use stickyctl::render::envoy::{cluster_name, render_lds};
 #[test]
 fn a_ramp_up_moves_clients_only_at_navigations_and_only_into_the_canary() {
     let mut stack = common::start(&weights(&[("v1", 90.0), ("v2", 10.0)]));
+    // 1000 clients: at 50% the binomial standard deviation is 1.6 points, so ±6 is safe.
     let mut crowd = Crowd::new(1000);
     let before = crowd.visit(&stack.http, "/").unwrap();
     stack
@@ -39,7 +40,7 @@ fn a_ramp_up_moves_clients_only_at_navigations_and_only_into_the_canary() {
     assert_eq!(moves.to_stable, 0, "nobody leaves the canary on a ramp-up");
     assert!(moves.from_stable > 250, "{moves:?}: about 40% should move");
     let canary = tally.share("v2");
-    assert!((45.0..=55.0).contains(&canary), "canary share {canary:.2}%");
+    assert!((44.0..=56.0).contains(&canary), "canary share {canary:.2}%");
     assert_eq!(
         (tally.not_found, tally.mixed, tally.other_errors),
         (0, 0, 0)
