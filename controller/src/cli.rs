@@ -18,7 +18,7 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 use sticky_canary_filter::config::KeySource;
-use sticky_canary_filter::{decide, Config, RequestHeaders};
+use sticky_canary_filter::{decide, Config, Reason, RequestHeaders};
 
 use crate::error::{Error, EXIT_INVALID, EXIT_OK};
 use crate::model::{self, StickyCanary, StickyCanarySpec, TargetRef, ACTION_ANNOTATION};
@@ -53,7 +53,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create the rollout of a service from its current stable version.
-    Init(InitArgs),
+    Init(Box<InitArgs>),
     /// Add a canary at weight 0; QA reaches it with the override header.
     Start {
         /// The canary's version name (its pods' version label).
@@ -657,17 +657,15 @@ async fn explain<T: Target>(target: &T, args: &ExplainArgs, out: &mut String) ->
     });
     let version = &config.names[decision.version];
     let bucket = decision.hashed.as_ref().map(|(_, bucket)| *bucket);
-    let why = match decision.reason.as_str() {
-        "override" => "the override header names it".to_owned(),
-        "trusted" => "a trusted hop already carried the version header".to_owned(),
-        "cookie" => "the pinning cookie names it and it is live".to_owned(),
-        _ => match (bucket, decision.minted_id.is_some()) {
-            (_, true) => "no client key: a new id would be minted and hashed".to_owned(),
-            (Some(bucket), false) => {
-                format!("the key hashes to bucket {bucket} of 10000, which is {version}'s range")
-            }
-            (None, false) => "the hash decided".to_owned(),
-        },
+    let why = match (decision.reason, bucket, decision.minted_id.is_some()) {
+        (Reason::Override, ..) => "the override header names it".to_owned(),
+        (Reason::Trusted, ..) => "a trusted hop already carried the version header".to_owned(),
+        (Reason::Cookie, ..) => "the pinning cookie names it and it is live".to_owned(),
+        (Reason::Hash, _, true) => "no client key: a new id would be minted and hashed".to_owned(),
+        (Reason::Hash, Some(bucket), false) => {
+            format!("the key hashes to bucket {bucket} of 10000, which is {version}'s range")
+        }
+        (Reason::Hash, None, false) => "the hash decided".to_owned(),
     };
     if args.output == Output::Json {
         let report = json!({
