@@ -35,7 +35,8 @@ build: .work/wasm-target
 
 ## demo: Envoy + the filter + two versions + a crowd of clients, then a live ramp-up
 demo: setup build
-	$(CARGO) run --release -q -p sticky-canary-e2e --bin sticky-demo
+	$(CARGO) build --release -q -p sticky-canary-e2e --bins
+	target/release/sticky-demo
 
 ## lint: formatting and clippy, warnings are errors
 lint:
