@@ -32,7 +32,13 @@ use crate::target::{Doc, Target};
 
 /// `stickyctl`: change a sticky canary rollout with one command.
 #[derive(Debug, Parser)]
-#[command(name = "stickyctl", version, about, long_about = None)]
+#[command(
+    name = "stickyctl",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 done or nothing to change; 1 runtime failure (API or files unreachable, retries exhausted); 2 invalid input or refusal before any write.\nEvery mutating command takes --dry-run (prints a unified diff, writes nothing)."
+)]
 pub struct Cli {
     /// Namespace of the rollout (default: the kubeconfig's).
     #[arg(short, long, global = true)]
