@@ -1,0 +1,111 @@
+//! Every YAML document shipped in `istio/` parses, and every Istio or StickyCanary object in it
+//! validates against the CRD schemas (unknown fields are errors). Kubernetes built-in kinds
+//! (RBAC, Deployment, ...) have no schema here: they must at least name apiVersion, kind and
+//! metadata.name.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+use sticky_canary_tests::crds_path::{istio_manifest_dir, istio_manifest_files};
+use sticky_canary_tests::{all_crds, CrdSet};
+
+/// The YAML documents of one file, or why it does not parse.
+fn documents(path: &Path) -> Result<Vec<Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut docs = Vec::new();
+    for (index, document) in serde_norway::Deserializer::from_str(&text).enumerate() {
+        let value = Value::deserialize(document).map_err(|e| format!("document {index}: {e}"))?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
+
+fn group_of(api_version: &str) -> &str {
+    api_version.split_once('/').map_or("", |(group, _)| group)
+}
+
+/// Objects of a group some CRD serves (or any `*.istio.io` group) must validate against a schema.
+fn needs_schema(crds: &CrdSet, api_version: &str) -> bool {
+    let group = group_of(api_version);
+    group.ends_with("istio.io") || crds.kinds().iter().any(|k| k.group == group)
+}
+
+fn check_document(crds: Option<&CrdSet>, doc: &Value) -> Result<(), String> {
+    let api_version = doc["apiVersion"].as_str().ok_or("no apiVersion")?;
+    let kind = doc["kind"].as_str().ok_or("no kind")?;
+    doc["metadata"]["name"]
+        .as_str()
+        .ok_or(format!("{kind}: no metadata.name"))?;
+    match crds {
+        Some(crds) if needs_schema(crds, api_version) => {
+            crds.validate(doc).map_err(|e| format!("{kind}: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[test]
+fn every_manifest_in_istio_parses_and_validates() {
+    let files = istio_manifest_files();
+    assert!(
+        !files.is_empty(),
+        "no YAML files in {}: the manifests are part of the product",
+        istio_manifest_dir().display()
+    );
+    let crds = all_crds();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        match documents(file) {
+            Ok(docs) => {
+                for (index, doc) in docs.iter().enumerate() {
+                    checked += 1;
+                    if let Err(e) = check_document(crds.as_ref(), doc) {
+                        failures.push(format!("{} document {index}: {e}", file.display()));
+                    }
+                }
+            }
+            Err(e) => failures.push(format!("{}: does not parse: {e}", file.display())),
+        }
+    }
+    assert!(checked > 0, "the YAML files in istio/ hold no documents");
+    assert!(
+        failures.is_empty(),
+        "invalid manifests:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn the_project_ships_the_stickycanary_crd() {
+    let crds = sticky_canary_tests::project_crds();
+    let shipped: Vec<String> = crds
+        .kinds()
+        .iter()
+        .map(|k| format!("{}.{}", k.plural, k.group))
+        .collect();
+    assert!(
+        crds.kinds()
+            .iter()
+            .any(|k| k.kind == "StickyCanary" && k.namespaced && !k.versions.is_empty()),
+        "istio/ must define a namespaced, served StickyCanary kind; found {shipped:?}"
+    );
+}
+
+#[test]
+fn the_checker_rejects_what_it_must() {
+    let Some(crds) = all_crds() else { return };
+    let typo: Value = serde_json::json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualServce", "metadata": {"name": "x"}, "spec": {}});
+    assert!(
+        check_document(Some(&crds), &typo).is_err(),
+        "a misspelled Istio kind must not pass as a built-in kind"
+    );
+    let builtin: Value = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "x"}});
+    assert!(check_document(Some(&crds), &builtin).is_ok());
+    let unnamed: Value =
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {}});
+    assert!(check_document(Some(&crds), &unnamed).is_err());
+}
