@@ -496,3 +496,35 @@ fn describe(event: &watcher::Event<DynamicObject>) -> String {
         watcher::Event::Delete(o) => format!("delete {}", name(o)),
     }
 }
+
+#[tokio::test]
+async fn racing_writers_from_the_same_read_have_exactly_one_winner() {
+    let Some((server, client)) = start() else {
+        return;
+    };
+    let api = virtual_services(&client, "v1");
+    let base = api
+        .create(&PostParams::default(), &object(virtual_service(NS, "web")))
+        .await
+        .unwrap();
+    let writers = (0..8).map(|i| {
+        let (api, mut copy) = (api.clone(), base.clone());
+        copy.data["spec"]["hosts"] = json!([format!("writer-{i}")]);
+        tokio::spawn(async move { api.replace("web", &PostParams::default(), &copy).await })
+    });
+    let mut winners = Vec::new();
+    for (i, writer) in writers.enumerate() {
+        match writer.await.unwrap() {
+            Ok(_) => winners.push(i),
+            Err(error) => assert_eq!(api_error(error), (409, "Conflict".into())),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let stored = server
+        .get("networking.istio.io/v1", "VirtualService", NS, "web")
+        .unwrap();
+    assert_eq!(
+        stored["spec"]["hosts"],
+        json!([format!("writer-{}", winners[0])])
+    );
+}
