@@ -52,7 +52,9 @@
 //! Approximated: server-side apply tracks ownership per leaf field with atomic lists and merges
 //! with merge-patch rules (no `managedFields` rendered; see [`FieldOwners`]); objects are stored
 //! once per kind and presented in the requested version (Istio's versions share a schema);
-//! lists are not paginated; no authentication, discovery, or cluster-scoped single-object paths.
+//! lists are not paginated; `null` fields that are not `nullable` are accepted and stored as
+//! sent (the real server prunes them); no authentication, discovery, or cluster-scoped
+//! single-object paths.
 
 pub mod crd;
 pub mod crds_path;

@@ -376,19 +376,23 @@ fn check_object(
             }
         }
     }
-    for (bound, key, kind) in [
-        ("maxProperties", true, FieldErrorKind::TooMany),
-        ("minProperties", false, FieldErrorKind::Invalid),
-    ] {
-        if let Some(limit) = schema.get(bound).and_then(Value::as_u64) {
-            let count = fields.len() as u64;
-            if (key && count > limit) || (!key && count < limit) {
-                errors.push(FieldError::new(
-                    path,
-                    kind,
-                    format!("{bound} is {limit}, got {count} entries"),
-                ));
-            }
+    let count = fields.len() as u64;
+    if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
+        if count > max {
+            errors.push(FieldError::new(
+                path,
+                FieldErrorKind::TooMany,
+                format!("must have at most {max} entries, got {count}"),
+            ));
+        }
+    }
+    if let Some(min) = schema.get("minProperties").and_then(Value::as_u64) {
+        if count < min {
+            errors.push(FieldError::new(
+                path,
+                FieldErrorKind::Invalid,
+                format!("must have at least {min} entries, got {count}"),
+            ));
         }
     }
     for (name, field_value) in fields {
