@@ -147,9 +147,9 @@ pub fn render_lds(plugin: &PluginConfig, layout: &EnvoyLayout) -> Result<Value, 
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": plugin_json,
                 },
-                // No request may pass without a decision: an unstamped request would skip the
-                // version routing and a broken plugin must not look like a healthy one.
-                "failure_policy": "FAIL_CLOSED",
+                // Same policy as the Istio WasmPlugin: should the VM fail, requests go through
+                // unstamped to the default route (stable) rather than failing the whole site.
+                "failure_policy": "FAIL_OPEN",
                 "vm_config": {
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": { "local": { "filename": layout.wasm_path } },
@@ -398,7 +398,7 @@ mod tests {
             ["envoy.filters.http.wasm", "envoy.filters.http.router"]
         );
         let wasm = &filters[0]["typed_config"]["config"];
-        assert_eq!(wasm["failure_policy"], "FAIL_CLOSED");
+        assert_eq!(wasm["failure_policy"], "FAIL_OPEN");
         assert_eq!(wasm["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
         assert_eq!(
             wasm["vm_config"]["code"]["local"]["filename"],
