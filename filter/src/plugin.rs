@@ -27,6 +27,22 @@ struct Active {
 }
 
 impl Active {
+    /// Validates the configuration and defines its counters; the error is the log line's text.
+    fn new(json: &[u8]) -> Result<Self, String> {
+        let config = Config::from_json(json)
+            .map_err(|err| format!("invalid plugin configuration: {err}"))?;
+        let counters = config
+            .names
+            .iter()
+            .flat_map(|name| Reason::ALL.map(|reason| metrics::decision_counter(name, reason)))
+            .map(|metric| {
+                proxy_wasm::hostcalls::define_metric(MetricType::Counter, &metric)
+                    .map_err(|status| format!("cannot define metric {metric}: {status:?}"))
+            })
+            .collect::<Result<Vec<u32>, String>>()?;
+        Ok(Active { config, counters })
+    }
+
     fn counter(&self, version: usize, reason: Reason) -> Option<u32> {
         let reason = Reason::ALL.iter().position(|&r| r == reason)?;
         self.counters
@@ -43,40 +59,20 @@ struct Root {
 impl Context for Root {}
 
 impl RootContext for Root {
+    /// Refusing (returning false) makes Envoy reject the configuration and keep the last good one.
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        let config = match Config::from_json(&bytes) {
-            Ok(config) => config,
-            Err(err) => {
-                proxy_wasm::hostcalls::log(
-                    LogLevel::Error,
-                    &format!("sticky-canary: invalid plugin configuration: {err}"),
-                )
-                .ok();
-                return false;
+        let json = self.get_plugin_configuration().unwrap_or_default();
+        match Active::new(&json) {
+            Ok(active) => {
+                self.active = Some(Rc::new(active));
+                true
             }
-        };
-        let mut counters = Vec::with_capacity(config.names.len() * Reason::ALL.len());
-        for name in &config.names {
-            for reason in Reason::ALL {
-                match proxy_wasm::hostcalls::define_metric(
-                    MetricType::Counter,
-                    &metrics::decision_counter(name, reason),
-                ) {
-                    Ok(id) => counters.push(id),
-                    Err(status) => {
-                        proxy_wasm::hostcalls::log(
-                            LogLevel::Error,
-                            &format!("sticky-canary: cannot define metric: {status:?}"),
-                        )
-                        .ok();
-                        return false;
-                    }
-                }
+            Err(message) => {
+                proxy_wasm::hostcalls::log(LogLevel::Error, &format!("sticky-canary: {message}"))
+                    .ok();
+                false
             }
         }
-        self.active = Some(Rc::new(Active { config, counters }));
-        true
     }
 
     fn get_type(&self) -> Option<ContextType> {
