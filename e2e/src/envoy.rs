@@ -212,10 +212,25 @@ impl Envoy {
     /// Reconfigures the running Envoy with `plugin` and waits until its listener serves it.
     pub fn set_plugin(&mut self, plugin: &PluginConfig) -> Result<()> {
         self.write_lds(&render_lds(plugin, &self.layout)?)?;
-        let expected = serde_json::to_string(plugin)?;
-        self.wait_for_listener("the new filter configuration", |listener| {
+        self.wait_for_lds_file().map(drop)
+    }
+
+    /// Waits until the active listener runs the filter configuration of the `lds.json` now in
+    /// the directory, whoever wrote it (the harness or `stickyctl`), and returns it.
+    pub fn wait_for_lds_file(&mut self) -> Result<PluginConfig> {
+        let path = self.dir.path().join(LDS_FILE);
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let lds: Value =
+            serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let expected = lds
+            .pointer("/resources/0")
+            .and_then(plugin_config)
+            .with_context(|| format!("{} holds no filter configuration", path.display()))?
+            .to_owned();
+        self.wait_for_listener("the filter configuration of lds.json", |listener| {
             plugin_config(listener) == Some(expected.as_str())
-        })
+        })?;
+        serde_json::from_str(&expected).context("parsing the filter configuration of lds.json")
     }
 
     /// Waits until the active listener (warmed and serving new connections) satisfies `done`.

@@ -3,12 +3,15 @@
 //! A [`stack::Stack`] is the whole picture on one machine: one upstream process per version
 //! ([`upstream`], serving the [`site`]), and an Envoy ([`envoy`]) that runs the built filter
 //! and reads its listener from a file, so weights change live. [`browser`] and [`crowd`]
-//! play the clients, sending the `Sec-Fetch-*` headers real browsers send.
+//! play the clients, sending the `Sec-Fetch-*` headers real browsers send; [`load`] keeps them
+//! browsing while an [`operator`] runs the real `stickyctl` to change the rollout.
 
 pub mod browser;
 pub mod crowd;
 pub mod envoy;
+pub mod load;
 pub mod locate;
+pub mod operator;
 pub mod process;
 pub mod site;
 pub mod stack;

@@ -56,3 +56,39 @@ pub fn sibling_bin(name: &str) -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// The `stickyctl` binary: `$STICKYCTL_BIN`, else the release build `make build` puts in the
+/// running program's target directory. Cargo offers `CARGO_BIN_EXE_*` only for the package's
+/// own binaries, and tests and the demo run the operator's real program, not the library.
+pub fn stickyctl_bin() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("STICKYCTL_BIN") {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!(
+                "STICKYCTL_BIN points at {}, which is not a file",
+                path.display()
+            );
+        }
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().context("locating the running program")?;
+    // `<target>/<profile>/<program>`, or `<target>/<profile>/deps/<test>` for tests.
+    let dir = exe.parent().unwrap_or(&exe);
+    let profile = if dir.ends_with("deps") {
+        dir.parent()
+    } else {
+        Some(dir)
+    };
+    let target = profile
+        .and_then(Path::parent)
+        .context("the running program is not inside a cargo target directory")?;
+    let path = target.join("release").join("stickyctl");
+    if !path.is_file() {
+        bail!(
+            "stickyctl is not built ({} is missing): run `make build` \
+             (or `cargo build --release -p stickyctl`), or point STICKYCTL_BIN at it",
+            path.display()
+        );
+    }
+    Ok(path)
+}

@@ -59,6 +59,15 @@ impl Stack {
         self.http = self.http.fresh();
         Ok(())
     }
+
+    /// Waits until Envoy serves the `lds.json` someone else (`stickyctl`) wrote into its
+    /// directory and renews [`Stack::http`] as [`Stack::set_plugin`] does; returns the filter
+    /// configuration now live.
+    pub fn wait_for_lds_file(&mut self) -> Result<PluginConfig> {
+        let plugin = self.envoy.wait_for_lds_file()?;
+        self.http = self.http.fresh();
+        Ok(plugin)
+    }
 }
 
 /// A plugin configuration with these versions and weights, the rest at defaults.

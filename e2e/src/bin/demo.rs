@@ -1,11 +1,12 @@
 //! `sticky-demo` (`make demo`): the filter at work on one machine, no Kubernetes.
 //!
-//! Starts two upstream versions and Envoy with the filter, sends a crowd of simulated browsers
-//! through it, raises the canary live and sends the same browsers again. Exits non-zero if an
-//! invariant broke: a 404, a page mixing versions, an in-page request changing version, or a
-//! client moving from the canary back to stable. Everything it starts stops with it: on exit,
-//! on error, and on Ctrl-C (the terminal signals the children too, and the kernel kills them
-//! when the demo dies).
+//! Starts two upstream versions and Envoy with the filter, then plays the operator: every
+//! weight change is a `stickyctl --envoy-dir` command (printed as typed), which rewrites the
+//! listener file Envoy reloads live. A crowd of simulated browsers goes through Envoy before
+//! and after the canary is raised. Exits non-zero if an invariant broke: a 404, a page mixing
+//! versions, an in-page request changing version, or a client moving from the canary back to
+//! stable. Everything it starts stops with it: on exit, on error, and on Ctrl-C (the terminal
+//! signals the children too, and the kernel kills them when the demo dies).
 
 use std::process::ExitCode;
 
@@ -14,6 +15,7 @@ use clap::Parser;
 use sticky_canary_e2e::crowd::{Crowd, Moves, Tally};
 use sticky_canary_e2e::envoy::EnvoyOptions;
 use sticky_canary_e2e::locate;
+use sticky_canary_e2e::operator::Stickyctl;
 use sticky_canary_e2e::stack::{weights, Stack};
 
 const STABLE: &str = "v1";
@@ -52,18 +54,40 @@ fn main() -> ExitCode {
     }
 }
 
-/// The live weight change. Kept in one place: it becomes `stickyctl set-weight` once the
-/// controller owns the rollout state in the envoy dir.
-fn set_canary_weight(stack: &mut Stack, canary: f64) -> Result<()> {
-    stack.set_plugin(&weights(&[(STABLE, 100.0 - canary), (CANARY, canary)]))
+/// Runs `stickyctl --envoy-dir <dir> args...` as an operator would, echoing the command and
+/// what it printed.
+fn type_command(ctl: &Stickyctl, args: &[&str]) -> Result<()> {
+    println!("$ {}", ctl.command_line(args));
+    for line in ctl.ok(args)?.lines() {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+/// Runs a command that changes the rollout and waits until Envoy serves the listener it wrote.
+fn operate(stack: &mut Stack, ctl: &Stickyctl, args: &[&str]) -> Result<()> {
+    type_command(ctl, args)?;
+    let serving = stack.wait_for_lds_file()?;
+    let weights: Vec<String> = serving
+        .versions
+        .iter()
+        .map(|v| format!("{}={}", v.name, v.weight))
+        .collect();
+    println!(
+        "  Envoy now serves {} (listener reloaded from lds.json, no restart)",
+        weights.join(" ")
+    );
+    Ok(())
 }
 
 /// Runs the demo; returns the invariants that broke.
 fn run(args: &Args) -> Result<Vec<String>> {
     let upstream = locate::sibling_bin("sticky-upstream")?;
-    let plugin = weights(&[(STABLE, 100.0 - args.from), (CANARY, args.from)]);
+    // Envoy needs a listener to start with; `stickyctl init` takes the directory over.
+    let plugin = weights(&[(STABLE, 100.0), (CANARY, 0.0)]);
     let mut stack = Stack::start_with(&upstream, &plugin, EnvoyOptions { concurrency: 2 })
         .context("starting upstreams and Envoy")?;
+    let ctl = Stickyctl::new(stack.envoy.dir())?;
     println!(
         "Envoy on http://{} runs the sticky-canary filter in front of {}.",
         stack.envoy.listener(),
@@ -75,8 +99,22 @@ fn run(args: &Args) -> Result<Vec<String>> {
             .join(" and ")
     );
     println!("Each version's page loads /assets/app-<version>.js, which only that version has.");
-    println!("Config directory: {}\n", stack.envoy.dir().display());
+    println!(
+        "Config directory: {} (Envoy reloads lds.json from it; stickyctl owns the rollout there)\n",
+        stack.envoy.dir().display()
+    );
     let mut broken = Vec::new();
+    let from = args.from.to_string();
+    let to = args.to.to_string();
+
+    println!("0) The operator puts {STABLE} under stickyctl and starts the canary {CANARY}:");
+    operate(
+        &mut stack,
+        &ctl,
+        &["init", "--service", "shop", "--stable", STABLE],
+    )?;
+    operate(&mut stack, &ctl, &["start", "--canary", CANARY])?;
+    operate(&mut stack, &ctl, &["set-weight", &from])?;
 
     println!(
         "1) {} new browsers load the home page and its assets; canary {CANARY} at {}%:",
@@ -88,11 +126,8 @@ fn run(args: &Args) -> Result<Vec<String>> {
     println!("{tally}");
     check_tally(&tally, &mut broken);
 
-    println!(
-        "\n2) Canary raised live to {}%: lds.json rewritten, Envoy reloads it without a restart.",
-        args.to
-    );
-    set_canary_weight(&mut stack, args.to)?;
+    println!("\n2) The operator raises the canary live to {to}%:");
+    operate(&mut stack, &ctl, &["set-weight", &to])?;
 
     println!("\n3) The same browsers, still on their page, call its API and reload its assets:");
     let reloads = crowd.reload_subresources(&stack.http)?;
@@ -129,6 +164,9 @@ fn run(args: &Args) -> Result<Vec<String>> {
             moves.to_stable + moves.between_canaries
         ));
     }
+
+    println!("\n5) The operator checks the rollout:");
+    type_command(&ctl, &["status"])?;
     Ok(broken)
 }
 

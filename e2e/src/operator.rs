@@ -1,0 +1,138 @@
+//! The real `stickyctl` program driving an Envoy's config directory, run the way an operator
+//! types it, so the tests and the demo prove the shipped binary (argument parsing, exit codes,
+//! file lock, atomic writes) and not only the library under it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use stickyctl::model::StickyCanary;
+use stickyctl::target::envoy_dir::ROLLOUT_FILE;
+
+use crate::locate;
+use crate::process::ChildGuard;
+
+/// How long one command may take: it waits for other operators' lock and retries conflicts,
+/// but never for Envoy, so anything longer is a hang.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// `stickyctl --envoy-dir <dir>`.
+#[derive(Debug, Clone)]
+pub struct Stickyctl {
+    bin: PathBuf,
+    dir: PathBuf,
+}
+
+/// How one command ended and what it printed.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Stickyctl {
+    /// The binary `make build` builds, driving the Envoy that reads `dir`.
+    pub fn new(dir: &Path) -> Result<Stickyctl> {
+        Ok(Stickyctl {
+            bin: locate::stickyctl_bin()?,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The command as an operator would type it.
+    pub fn command_line(&self, args: &[&str]) -> String {
+        format!(
+            "stickyctl --envoy-dir {} {}",
+            self.dir.display(),
+            args.join(" ")
+        )
+    }
+
+    /// Runs `stickyctl --envoy-dir <dir> args...` to completion, whatever its exit code.
+    pub fn run(&self, args: &[&str]) -> Result<Run> {
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("--envoy-dir")
+            .arg(&self.dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut process = ChildGuard::spawn(command, "stickyctl")?;
+        let stdout = drain(process.child_mut().stdout.take());
+        let stderr = drain(process.child_mut().stderr.take());
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = process.child_mut().try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                // Dropping the guard kills it, which also ends the pipe readers.
+                bail!(
+                    "`{}` did not finish within {PATIENCE:?}",
+                    self.command_line(args)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Ok(Run {
+            code: status.code(),
+            stdout: collect(stdout)?,
+            stderr: collect(stderr)?,
+        })
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    pub fn ok(&self, args: &[&str]) -> Result<String> {
+        let run = self.run(args)?;
+        if run.code != Some(0) {
+            bail!(
+                "`{}` exited with {:?}:\n{}{}",
+                self.command_line(args),
+                run.code,
+                run.stdout,
+                run.stderr
+            );
+        }
+        Ok(run.stdout)
+    }
+
+    /// `stickyctl status -o json`, parsed.
+    pub fn status(&self) -> Result<Value> {
+        let stdout = self.ok(&["status", "-o", "json"])?;
+        serde_json::from_str(&stdout).with_context(|| format!("parsing status: {stdout}"))
+    }
+
+    /// The rollout as stored in the directory (`stickycanary.json`).
+    pub fn rollout(&self) -> Result<StickyCanary> {
+        let path = self.dir.join(ROLLOUT_FILE);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// Reads a pipe to its end on its own thread, so a chatty child never blocks on a full pipe.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<std::io::Result<String>> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            pipe.read_to_string(&mut text)?;
+        }
+        Ok(text)
+    })
+}
+
+fn collect(reader: JoinHandle<std::io::Result<String>>) -> Result<String> {
+    reader
+        .join()
+        .map_err(|_| anyhow!("a pipe reader panicked"))?
+        .context("reading stickyctl's output")
+}
