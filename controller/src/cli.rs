@@ -6,7 +6,7 @@
 //!
 //! Every mutating command changes the rollout, then converges its objects in-process, so it
 //! works with or without the controller running; `--dry-run` prints a unified diff of what it
-//! would write and writes nothing.
+//! would write and writes nothing. `delete` likewise does the controller's finalizer work itself.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use sticky_canary_filter::config::KeySource;
 use sticky_canary_filter::{decide, Config, Reason, RequestHeaders};
 
+use crate::controller;
 use crate::error::{Error, EXIT_INVALID, EXIT_OK};
 use crate::model::{self, StickyCanary, StickyCanarySpec, TargetRef, ACTION_ANNOTATION};
 use crate::ops::{self, Op};
@@ -100,6 +101,12 @@ enum Command {
     Explain(ExplainArgs),
     /// Print the objects the rollout renders to, as YAML (for GitOps repositories).
     Render,
+    /// Delete the rollout: its managed routes and subsets leave the user's objects, and its
+    /// WasmPlugin goes with it (garbage collection).
+    Delete {
+        #[command(flatten)]
+        dry: DryRun,
+    },
     /// Run the reconcile loop on every StickyCanary (of `--namespace`, or all).
     Controller,
     /// Print the StickyCanary CRD.
@@ -269,12 +276,17 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
                 "the controller runs on Kubernetes; with --envoy-dir every command applies its change itself".into(),
             ));
         }
+        if let Command::Delete { .. } = cli.command {
+            return Err(Error::Invalid(
+                "delete removes a rollout from Kubernetes; a plain Envoy's directory is removed with the Envoy it configures".into(),
+            ));
+        }
         let target = EnvoyDir::open(dir).await?;
         return command(&target, &cli, out).await;
     }
     let (client, default_namespace) = kube_target::client(cli.kubeconfig.as_deref()).await?;
     if let Command::Controller = cli.command {
-        reconcile::run(client, cli.namespace.as_deref()).await;
+        controller::run(client, cli.namespace.as_deref()).await;
         return Ok(());
     }
     let namespace = cli.namespace.clone().unwrap_or(default_namespace);
@@ -284,7 +296,45 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
         (None, _) => only_rollout(&Api::namespaced(client.clone(), &namespace), &namespace).await?,
     };
     let target = KubeTarget::new(client, &namespace, &name);
+    if let Command::Delete { dry } = &cli.command {
+        return delete(&target, dry.dry_run, out).await;
+    }
     command(&target, &cli, out).await
+}
+
+/// Deletes the rollout and does what the controller's finalizer would, so deleting works
+/// without the controller: the rollout is marked for deletion first (a controller still
+/// reconciling it can then only clean up, never re-apply), its routes and subsets are taken
+/// out, and the finalizer, if the controller had put one on, is removed.
+async fn delete(target: &KubeTarget, dry_run: bool, out: &mut String) -> Result<(), Error> {
+    let canary = load(target).await?;
+    if dry_run {
+        let rollout = rollout_for_display(&canary);
+        let mut docs = vec![(
+            format!("StickyCanary {}", canary.name_any()),
+            Some(rollout),
+            None,
+        )];
+        docs.extend(
+            target
+                .teardown(&canary)
+                .await?
+                .into_iter()
+                .map(|doc| (doc.label, doc.current, Some(doc.desired))),
+        );
+        print_docs(&docs, out);
+        return Ok(());
+    }
+    target.delete().await?;
+    let written = reconcile::teardown(target, &canary).await?;
+    retry_on_conflict(|| target.remove_finalizer()).await?;
+    writeln!(
+        out,
+        "delete {}: applied ({written} objects written); the WasmPlugin goes with the rollout",
+        canary.name_any()
+    )
+    .ok();
+    Ok(())
 }
 
 /// A rollout's default name: the service's first DNS label (`shop` for `shop.prod.svc...`).
@@ -318,7 +368,9 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         Command::Status { output } => return show_status(target, *output, out).await,
         Command::Explain(args) => return explain(target, args, out).await,
         Command::Render => return render(target, out).await,
-        Command::Controller | Command::Crd => unreachable!("handled before a target is opened"),
+        Command::Controller | Command::Crd | Command::Delete { .. } => {
+            unreachable!("handled before a target is opened")
+        }
         Command::Start { canary, dry } => (
             Op::Start {
                 canary: canary.clone(),
@@ -502,24 +554,36 @@ async fn print_diff<T: Target>(
     out: &mut String,
 ) -> Result<(), Error> {
     let plan = target.plan(next).await?;
-    let mut docs = vec![Doc {
-        label: format!("StickyCanary {}", next.name_any()),
-        current: current.map(rollout_for_display),
-        desired: rollout_for_display(next),
-    }];
-    docs.extend(plan.objects);
-    let mut any = false;
-    for doc in &docs {
-        let before = doc
-            .current
+    let mut docs = vec![(
+        format!("StickyCanary {}", next.name_any()),
+        current.map(rollout_for_display),
+        Some(rollout_for_display(next)),
+    )];
+    docs.extend(
+        plan.objects
+            .into_iter()
+            .map(|doc| (doc.label, doc.current, Some(doc.desired))),
+    );
+    print_docs(&docs, out);
+    Ok(())
+}
+
+/// Prints a unified diff per object that changes, `(label, before, after)`, `None` meaning
+/// absent; or "nothing to change".
+fn print_docs(docs: &[(String, Option<Value>, Option<Value>)], out: &mut String) {
+    let text = |object: &Option<Value>| {
+        object
             .as_ref()
-            .map(|c| yaml(&for_display(c)))
-            .unwrap_or_default();
-        let after = yaml(&for_display(&doc.desired));
+            .map(|o| yaml(&for_display(o)))
+            .unwrap_or_default()
+    };
+    let mut any = false;
+    for (label, current, desired) in docs {
+        let (before, after) = (text(current), text(desired));
         if before != after {
             any = true;
             let diff = similar::TextDiff::from_lines(&before, &after);
-            let header = (format!("a/{}", doc.label), format!("b/{}", doc.label));
+            let header = (format!("a/{label}"), format!("b/{label}"));
             write!(
                 out,
                 "{}",
@@ -533,7 +597,6 @@ async fn print_diff<T: Target>(
     if !any {
         writeln!(out, "nothing to change").ok();
     }
-    Ok(())
 }
 
 fn rollout_for_display(canary: &StickyCanary) -> Value {

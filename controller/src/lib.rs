@@ -1,6 +1,7 @@
 //! stickyctl: the rollout model of sticky-canary, its renderers and its targets.
 
 pub mod cli;
+pub mod controller;
 pub mod error;
 pub mod fsutil;
 pub mod model;

@@ -1,4 +1,5 @@
-//! Converging a target on its rollout, once (every CLI command) or forever (the controller).
+//! Converging a target on its rollout, once (every CLI command) or forever (the controller),
+//! and tearing a deleted rollout's routes and subsets down again.
 //!
 //! A pass reads the rollout, renders it against the live objects and writes what differs, in
 //! order; a conflict anywhere re-reads and starts over. Converging ends only with a pass that
@@ -7,13 +8,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
-
-use futures::StreamExt;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
 
 use crate::error::Error;
 use crate::model::StickyCanary;
@@ -23,8 +18,6 @@ use crate::target::Target;
 
 /// Attempts before a command gives up on a resource others keep changing.
 pub const MAX_ATTEMPTS: u32 = 40;
-/// How often the controller re-checks a rollout that did not change, to undo drift.
-pub const RESYNC: Duration = Duration::from_secs(300);
 
 /// Runs `f` until it does not return [`Error::Conflict`], backing off between attempts.
 pub async fn retry_on_conflict<T, F, Fut>(mut f: F) -> Result<T, Error>
@@ -89,51 +82,23 @@ pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
     Ok(written.into_inner())
 }
 
-/// What the controller's reconciler needs.
-pub struct Ctx {
-    /// The cluster.
-    pub client: Client,
-}
-
-/// The kube-rs reconciler: converge one rollout, then check again after [`RESYNC`].
-pub async fn reconcile(canary: Arc<StickyCanary>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let namespace = canary.namespace().ok_or_else(|| {
-        Error::Invalid(format!(
-            "StickyCanary {} has no namespace",
-            canary.name_any()
-        ))
-    })?;
-    let target = KubeTarget::new(ctx.client.clone(), &namespace, &canary.name_any());
-    let written = converge(&target).await?;
-    if written > 0 {
-        tracing::info!(rollout = %canary.name_any(), %namespace, written, "converged");
-    }
-    Ok(Action::requeue(RESYNC))
-}
-
-/// The kube-rs error policy: bad input waits for a human (a minute), anything else retries soon.
-pub fn error_policy(canary: Arc<StickyCanary>, error: &Error, _: Arc<Ctx>) -> Action {
-    tracing::warn!(rollout = %canary.name_any(), %error, "reconcile failed");
-    Action::requeue(if error.exit_code() == crate::error::EXIT_INVALID {
-        Duration::from_secs(60)
-    } else {
-        Duration::from_secs(5)
-    })
-}
-
-/// Runs the controller until SIGINT/SIGTERM, for one namespace or all.
-pub async fn run(client: Client, namespace: Option<&str>) {
-    let rollouts: Api<StickyCanary> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    Controller::new(rollouts, watcher::Config::default())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "reconcile error");
+/// Takes deleted rollout `canary`'s managed routes and subsets out of the user's objects, pass
+/// after pass until one finds nothing left (a conflict re-reads, as in [`converge`]); returns
+/// how many objects were written. Used by the controller's finalizer and `stickyctl delete`.
+pub async fn teardown(target: &KubeTarget, canary: &StickyCanary) -> Result<usize, Error> {
+    let written = AtomicUsize::new(0);
+    retry_on_conflict(|| async {
+        loop {
+            let writes = target.teardown(canary).await?;
+            if writes.is_empty() {
+                return Ok(());
             }
-        })
-        .await;
+            for doc in &writes {
+                target.write(doc).await?;
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    })
+    .await?;
+    Ok(written.into_inner())
 }

@@ -428,7 +428,7 @@ async fn a_controller_killed_mid_change_converges_after_restart() {
     assert!(err.to_string().contains("killed"));
     assert_eq!(c.status().await["inSync"], false, "the change is half done");
 
-    let controller = tokio::spawn(stickyctl::reconcile::run(client, Some(NS)));
+    let controller = tokio::spawn(stickyctl::controller::run(client, Some(NS)));
     let converged = async {
         loop {
             if c.status().await["inSync"] == true

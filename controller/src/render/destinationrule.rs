@@ -55,14 +55,7 @@ pub fn edit(
             });
         }
     }
-    let mut out: Vec<Value> = subsets(&spec)
-        .filter(|s| {
-            !s.get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|n| n.starts_with(SUBSET_PREFIX))
-        })
-        .cloned()
-        .collect();
+    let mut out: Vec<Value> = subsets(&spec).filter(|s| !is_managed(s)).cloned().collect();
     out.extend(
         versions
             .iter()
@@ -70,6 +63,23 @@ pub fn edit(
     );
     spec["subsets"] = Value::Array(out);
     Ok(spec)
+}
+
+/// The DestinationRule `spec` without the managed subsets, for when the rollout is deleted: the
+/// user's subsets and settings stay. A spec without a subset list is returned unchanged.
+pub fn remove(spec: &Value) -> Value {
+    let mut spec = spec.clone();
+    if let Some(subsets) = spec.get_mut("subsets").and_then(Value::as_array_mut) {
+        subsets.retain(|s| !is_managed(s));
+    }
+    spec
+}
+
+fn is_managed(subset: &Value) -> bool {
+    subset
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| n.starts_with(SUBSET_PREFIX))
 }
 
 fn subsets(spec: &Value) -> impl Iterator<Item = &Value> {
@@ -113,6 +123,30 @@ mod tests {
             );
         }
         assert_eq!(managed_versions(&existing), ["v0"]);
+    }
+
+    #[test]
+    fn remove_keeps_the_users_subsets() {
+        let user = json!({"name": "legacy", "labels": {"track": "old"}});
+        let managed = |v: &str| json!({"name": subset_name(v), "labels": {"version": v}});
+        let cases = [
+            (
+                json!({"host": "shop", "subsets": [managed("v1"), user.clone(), managed("v2")]}),
+                json!({"host": "shop", "subsets": [user.clone()]}),
+            ),
+            (
+                json!({"host": "shop", "subsets": [managed("v1")]}),
+                json!({"host": "shop", "subsets": []}),
+            ),
+            (
+                json!({"host": "shop", "subsets": [user.clone()]}),
+                json!({"host": "shop", "subsets": [user.clone()]}),
+            ),
+            (json!({"host": "shop"}), json!({"host": "shop"})),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(remove(&spec), expected, "{spec}");
+        }
     }
 
     #[test]

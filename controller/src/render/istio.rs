@@ -5,6 +5,7 @@
 //! switch traffic, and only then does the DestinationRule lose the subsets nothing routes to.
 //! So a route never points at a subset that does not exist.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{json, Value};
 
 use super::{destinationrule, virtualservice, wasmplugin, EditError};
@@ -106,12 +107,14 @@ pub struct Desired {
     pub writes: Vec<Write>,
 }
 
-/// Renders the desired objects of rollout `rollout` in `namespace` and plans their writes.
+/// Renders the desired objects of rollout `rollout` in `namespace` and plans their writes;
+/// `owner` is the rollout's reference when it exists on the cluster (see [`wasmplugin::render`]).
 pub fn desired(
     rollout: &str,
     namespace: &str,
     spec: &StickyCanarySpec,
     live: &Live,
+    owner: Option<&OwnerReference>,
 ) -> Result<Desired, EditError> {
     let name = |kind| object_name(kind, rollout, spec);
     let versions: Vec<&str> = spec.versions.iter().map(|v| v.name.as_str()).collect();
@@ -165,7 +168,7 @@ pub fn desired(
     );
 
     let wasm_plugin = {
-        let rendered = wasmplugin::render(rollout, namespace, spec);
+        let rendered = wasmplugin::render(rollout, namespace, spec, owner);
         match &live.wasm_plugin {
             Some(current) => with_metadata_of(current, rendered),
             None => rendered,
@@ -210,6 +213,36 @@ pub fn desired(
     Ok(Desired { objects, writes })
 }
 
+/// The writes that take a deleted rollout's routes and subsets out of the user's objects,
+/// VirtualService first (nothing routes to a subset any more) and DestinationRule second;
+/// objects that are absent or already clean are left out, so a repeated teardown writes
+/// nothing. The WasmPlugin is not among them: the garbage collector deletes it through its
+/// ownerReference once the rollout is gone.
+pub fn teardown(rollout: &str, spec: &StickyCanarySpec, live: &Live) -> Vec<Write> {
+    let cleaned = |kind: Kind, object: &Option<Value>, remove: &dyn Fn(&Value) -> Value| {
+        let object = object.as_ref()?;
+        let spec = object.get("spec")?;
+        let clean = with_spec(object, remove(spec));
+        (clean != *object).then_some(Write {
+            kind,
+            object: clean,
+        })
+    };
+    [
+        cleaned(Kind::VirtualService, &live.virtual_service, &|vs| {
+            virtualservice::remove(vs, rollout, &spec.service)
+        }),
+        cleaned(
+            Kind::DestinationRule,
+            &live.destination_rule,
+            &destinationrule::remove,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// The object without what the API server manages, as a GitOps repository or a diff shows it.
 pub fn for_display(object: &Value) -> Value {
     let mut object = object.clone();
@@ -249,7 +282,7 @@ fn with_spec(object: &Value, spec: Value) -> Value {
 }
 
 /// `rendered` carrying the live object's metadata (resourceVersion, uid, user labels), with
-/// the rendered labels on top.
+/// the rendered labels and owner (when rendered with one) on top.
 fn with_metadata_of(live: &Value, mut rendered: Value) -> Value {
     let mut metadata = live.get("metadata").cloned().unwrap_or_else(|| json!({}));
     if let Some(labels) = rendered
@@ -259,6 +292,9 @@ fn with_metadata_of(live: &Value, mut rendered: Value) -> Value {
         for (key, value) in labels {
             metadata["labels"][key] = value.clone();
         }
+    }
+    if let Some(owners) = rendered.pointer("/metadata/ownerReferences") {
+        metadata["ownerReferences"] = owners.clone();
     }
     rendered["metadata"] = metadata;
     if let Some(status) = live.get("status") {
@@ -312,7 +348,7 @@ mod tests {
             ..Live::default()
         };
         let s = spec(&[("v1", 100.0)]);
-        let d = desired("shop", "prod", &s, &live).unwrap();
+        let d = desired("shop", "prod", &s, &live, None).unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -323,7 +359,7 @@ mod tests {
         );
         assert_eq!(d.writes[2].object["metadata"]["resourceVersion"], "7");
         apply(&mut live, &d.writes);
-        assert!(desired("shop", "prod", &s, &live)
+        assert!(desired("shop", "prod", &s, &live, None)
             .unwrap()
             .writes
             .is_empty());
@@ -335,10 +371,17 @@ mod tests {
             virtual_service: Some(vs()),
             ..Live::default()
         };
-        let d = desired("shop", "prod", &spec(&[("v1", 90.0), ("v2", 10.0)]), &live).unwrap();
+        let d = desired(
+            "shop",
+            "prod",
+            &spec(&[("v1", 90.0), ("v2", 10.0)]),
+            &live,
+            None,
+        )
+        .unwrap();
         apply(&mut live, &d.writes);
         // Promote finished: v1 goes away, v2 is stable. The routes switch before the subset goes.
-        let d = desired("shop", "prod", &spec(&[("v2", 100.0)]), &live).unwrap();
+        let d = desired("shop", "prod", &spec(&[("v2", 100.0)]), &live, None).unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -349,7 +392,14 @@ mod tests {
         );
         // Adding v3: its subset exists before anything routes to it.
         apply(&mut live, &d.writes);
-        let d = desired("shop", "prod", &spec(&[("v2", 100.0), ("v3", 0.0)]), &live).unwrap();
+        let d = desired(
+            "shop",
+            "prod",
+            &spec(&[("v2", 100.0), ("v3", 0.0)]),
+            &live,
+            None,
+        )
+        .unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -360,7 +410,14 @@ mod tests {
         );
         // Swapping a version for another in one go: union first, then prune.
         apply(&mut live, &d.writes);
-        let d = desired("shop", "prod", &spec(&[("v2", 100.0), ("v4", 0.0)]), &live).unwrap();
+        let d = desired(
+            "shop",
+            "prod",
+            &spec(&[("v2", 100.0), ("v4", 0.0)]),
+            &live,
+            None,
+        )
+        .unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -377,11 +434,81 @@ mod tests {
 
     #[test]
     fn missing_virtual_service_is_refused() {
-        let err = desired("shop", "prod", &spec(&[("v1", 100.0)]), &Live::default()).unwrap_err();
+        let err = desired(
+            "shop",
+            "prod",
+            &spec(&[("v1", 100.0)]),
+            &Live::default(),
+            None,
+        )
+        .unwrap_err();
         assert!(
             err.to_string()
                 .contains("VirtualService prod/shop does not exist"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_plugin_gains_its_owner_and_keeps_it() {
+        let mut live = Live {
+            virtual_service: Some(vs()),
+            ..Live::default()
+        };
+        let s = spec(&[("v1", 100.0)]);
+        // Created before the rollout existed (or by an older stickyctl): no owner yet.
+        let first = desired("shop", "prod", &s, &live, None).unwrap();
+        apply(&mut live, &first.writes);
+        assert!(live.wasm_plugin.as_ref().unwrap()["metadata"]
+            .get("ownerReferences")
+            .is_none());
+        let owner = OwnerReference {
+            api_version: "stickycanary.io/v1alpha1".into(),
+            kind: "StickyCanary".into(),
+            name: "shop".into(),
+            uid: "u-1".into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        };
+        let d = desired("shop", "prod", &s, &live, Some(&owner)).unwrap();
+        assert_eq!(kinds(&d.writes), [Kind::WasmPlugin]);
+        assert_eq!(
+            d.writes[0].object["metadata"]["ownerReferences"][0]["uid"],
+            "u-1"
+        );
+        apply(&mut live, &d.writes);
+        // Rendering without an owner (a dry run of a rollout) does not take it away.
+        assert!(desired("shop", "prod", &s, &live, None)
+            .unwrap()
+            .writes
+            .is_empty());
+    }
+
+    #[test]
+    fn teardown_leaves_only_the_users_objects() {
+        let mut live = Live {
+            virtual_service: Some(vs()),
+            destination_rule: Some(json!({"apiVersion": "networking.istio.io/v1",
+                "kind": "DestinationRule", "metadata": {"name": "shop", "namespace": "prod"},
+                "spec": {"host": "shop", "subsets": [{"name": "legacy", "labels": {"track": "old"}}]}})),
+            ..Live::default()
+        };
+        let before = live.clone();
+        let s = spec(&[("v1", 90.0), ("v2", 10.0)]);
+        let first = desired("shop", "prod", &s, &live, None).unwrap();
+        apply(&mut live, &first.writes);
+        let writes = teardown("shop", &s, &live);
+        assert_eq!(
+            kinds(&writes),
+            [Kind::VirtualService, Kind::DestinationRule]
+        );
+        apply(&mut live, &writes);
+        assert_eq!(live.virtual_service, before.virtual_service);
+        assert_eq!(live.destination_rule, before.destination_rule);
+        assert!(teardown("shop", &s, &live).is_empty(), "idempotent");
+        assert!(
+            teardown("shop", &s, &Live::default()).is_empty(),
+            "nothing there"
         );
     }
 

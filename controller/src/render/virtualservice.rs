@@ -66,7 +66,7 @@ pub fn edit(name: &str, spec: &Value, routes: &ManagedRoutes) -> Result<Value, E
     let header = routes.header.to_ascii_lowercase();
     let user: Vec<Value> = http
         .into_iter()
-        .filter(|route| !is_managed(route, routes))
+        .filter(|route| !is_managed(route, routes.rollout, routes.service))
         .collect();
     for (i, route) in user.iter().enumerate() {
         if matches_header(route, &header) {
@@ -124,16 +124,27 @@ pub fn edit(name: &str, spec: &Value, routes: &ManagedRoutes) -> Result<Value, E
     Ok(Value::Object(spec))
 }
 
-/// Whether a route is one of this rollout's managed routes: by name, and by destination, so a
-/// second rollout whose name extends this one's (`shop` and `shop-api`) is left alone.
-fn is_managed(route: &Value, routes: &ManagedRoutes) -> bool {
+/// The VirtualService `spec` without the managed routes of rollout `rollout` of `service`, for
+/// when the rollout is deleted: the user's routes stay exactly as they are, in their order.
+/// A spec without a route list has nothing of ours and is returned unchanged.
+pub fn remove(spec: &Value, rollout: &str, service: &str) -> Value {
+    let mut spec = spec.clone();
+    if let Some(http) = spec.get_mut("http").and_then(Value::as_array_mut) {
+        http.retain(|route| !is_managed(route, rollout, service));
+    }
+    spec
+}
+
+/// Whether a route is one of rollout `rollout`'s managed routes: by name, and by destination,
+/// so a second rollout whose name extends this one's (`shop` and `shop-api`) is left alone.
+fn is_managed(route: &Value, rollout: &str, service: &str) -> bool {
     let Some(name) = route.get("name").and_then(Value::as_str) else {
         return false;
     };
-    let prefix = format!("{}-", default_route_name(routes.rollout));
-    let named = name == default_route_name(routes.rollout) || name.starts_with(&prefix);
+    let prefix = format!("{}-", default_route_name(rollout));
+    let named = name == default_route_name(rollout) || name.starts_with(&prefix);
     let hosts: Vec<&str> = destination_hosts(route).collect();
-    named && !hosts.is_empty() && hosts.iter().all(|h| *h == routes.service)
+    named && !hosts.is_empty() && hosts.iter().all(|h| *h == service)
 }
 
 fn destination_hosts(route: &Value) -> impl Iterator<Item = &str> {
@@ -359,6 +370,48 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn remove_drops_only_this_rollouts_routes() {
+        let user = user_route("shop", "/shop", "shop");
+        let other = json!({"name": "sticky-canary-shop-api-v1",
+            "match": [{"headers": {"x-other": {"exact": "v1"}}}],
+            "route": [{"destination": {"host": "shop-api", "subset": "sticky-canary-v1"}}]});
+        let managed = edit(
+            "web",
+            &json!({"hosts": ["web"], "http": [other.clone(), user.clone()]}),
+            &routes(&["v1", "v2"]),
+        )
+        .unwrap();
+        let service = "shop.prod.svc.cluster.local";
+        let cases = [
+            (
+                "managed routes go, the others stay in order",
+                managed,
+                json!({"hosts": ["web"], "http": [other.clone(), user.clone()]}),
+            ),
+            (
+                "nothing managed: unchanged",
+                json!({"http": [user.clone()]}),
+                json!({"http": [user.clone()]}),
+            ),
+            (
+                "our name to another host is the user's",
+                json!({"http": [{"name": "sticky-canary-shop-v1",
+                    "route": [{"destination": {"host": "legacy"}}]}]}),
+                json!({"http": [{"name": "sticky-canary-shop-v1",
+                    "route": [{"destination": {"host": "legacy"}}]}]}),
+            ),
+            (
+                "no routes",
+                json!({"hosts": ["web"]}),
+                json!({"hosts": ["web"]}),
+            ),
+        ];
+        for (name, spec, expected) in cases {
+            assert_eq!(remove(&spec, "shop", service), expected, "{name}");
         }
     }
 

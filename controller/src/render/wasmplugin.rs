@@ -1,8 +1,13 @@
 //! The Istio `WasmPlugin` that loads the filter with the rollout's versions and weights.
 //!
 //! The object is wholly owned by the rollout: it is rendered from the spec alone and
-//! replaced whole. Its `pluginConfig` is the filter's own [`PluginConfig`], serialized.
+//! replaced whole. Its `pluginConfig` is the filter's own [`PluginConfig`], serialized. It
+//! carries an ownerReference to the rollout, so Kubernetes' garbage collector deletes it with
+//! the rollout: stickyctl needs no right to delete WasmPlugins.
+//!
+//! [`PluginConfig`]: sticky_canary_filter::PluginConfig
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{json, Value};
 
 use crate::model::{StickyCanarySpec, DEFAULT_PLUGIN_URL};
@@ -28,8 +33,14 @@ pub fn name(rollout: &str) -> String {
     format!("sticky-canary-{rollout}")
 }
 
-/// The WasmPlugin of rollout `rollout` in `namespace`.
-pub fn render(rollout: &str, namespace: &str, spec: &StickyCanarySpec) -> Value {
+/// The WasmPlugin of rollout `rollout` in `namespace`, owned by `owner` (the rollout, when it
+/// exists on the cluster; `None` for a rollout not created yet, as `render` shows for GitOps).
+pub fn render(
+    rollout: &str,
+    namespace: &str,
+    spec: &StickyCanarySpec,
+    owner: Option<&OwnerReference>,
+) -> Value {
     let placement = &spec.plugin;
     let mut plugin_spec = json!({
         "url": placement.url.as_deref().unwrap_or(DEFAULT_PLUGIN_URL),
@@ -43,7 +54,7 @@ pub fn render(rollout: &str, namespace: &str, spec: &StickyCanarySpec) -> Value 
     if !placement.target_refs.is_empty() {
         plugin_spec["targetRefs"] = json!(placement.target_refs);
     }
-    json!({
+    let mut plugin = json!({
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {
@@ -52,7 +63,11 @@ pub fn render(rollout: &str, namespace: &str, spec: &StickyCanarySpec) -> Value 
             "labels": { MANAGED_BY_LABEL: MANAGED_BY },
         },
         "spec": plugin_spec,
-    })
+    });
+    if let Some(owner) = owner {
+        plugin["metadata"]["ownerReferences"] = json!([owner]);
+    }
+    plugin
 }
 
 #[cfg(test)]
@@ -69,7 +84,7 @@ mod tests {
             name: "v2".into(),
             weight: 10.0,
         });
-        let wp = render("shop", "prod", &spec);
+        let wp = render("shop", "prod", &spec, None);
         assert_eq!(wp["metadata"]["name"], "sticky-canary-shop");
         assert_eq!(wp["metadata"]["namespace"], "prod");
         assert_eq!(wp["spec"]["phase"], "AUTHZ");
@@ -79,6 +94,30 @@ mod tests {
         assert_eq!(parsed, spec.plugin_config());
         assert!(parsed.validate().is_ok());
         assert!(wp["spec"].get("selector").is_none());
+        assert!(wp["metadata"].get("ownerReferences").is_none());
+    }
+
+    #[test]
+    fn owned_by_the_rollout() {
+        let owner = OwnerReference {
+            api_version: "stickycanary.io/v1alpha1".into(),
+            kind: "StickyCanary".into(),
+            name: "shop".into(),
+            uid: "u-1".into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        };
+        let wp = render(
+            "shop",
+            "prod",
+            &StickyCanarySpec::new("shop", "v1"),
+            Some(&owner),
+        );
+        assert_eq!(
+            wp["metadata"]["ownerReferences"],
+            json!([{"apiVersion": "stickycanary.io/v1alpha1", "kind": "StickyCanary",
+                    "name": "shop", "uid": "u-1", "controller": true}])
+        );
     }
 
     #[test]
@@ -93,7 +132,7 @@ mod tests {
             kind: "Gateway".into(),
             name: "web".into(),
         });
-        let wp = render("shop", "prod", &spec);
+        let wp = render("shop", "prod", &spec, None);
         assert_eq!(wp["spec"]["url"], "oci://registry.local/sticky:1");
         assert_eq!(
             wp["spec"]["selector"],

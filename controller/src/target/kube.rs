@@ -5,15 +5,21 @@
 
 use std::path::Path;
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client, Config, Resource, ResourceExt};
 use serde_json::Value;
 
 use super::{Doc, Plan, Target};
 use crate::error::Error;
 use crate::model::{StickyCanary, StickyCanaryStatus};
 use crate::render::istio::{self, Kind, Live};
+
+/// Finalizer the controller puts on every rollout it reconciles, so that deleting the rollout
+/// first takes its managed routes and subsets out of the user's objects. Only the controller
+/// adds it: a rollout nobody watches must not hang in deletion; `stickyctl delete` cleans up
+/// and removes it itself.
+pub const FINALIZER: &str = "stickycanary.io/cleanup";
 
 /// A rollout `name` in `namespace` of a cluster.
 #[derive(Clone)]
@@ -57,14 +63,7 @@ impl KubeTarget {
     }
 
     fn objects(&self, kind: Kind) -> Api<DynamicObject> {
-        let (group, version) = kind
-            .api_version()
-            .split_once('/')
-            .unwrap_or(("", kind.api_version()));
-        let plural = format!("{}s", kind.as_str().to_ascii_lowercase());
-        let gvk = GroupVersionKind::gvk(group, version, kind.as_str());
-        let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
-        Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
+        Api::namespaced_with(self.client.clone(), &self.namespace, &api_resource(kind))
     }
 
     async fn read(&self, kind: Kind, name: &str) -> Result<Option<Value>, Error> {
@@ -73,6 +72,92 @@ impl KubeTarget {
             .map(|o| serde_json::to_value(o).map_err(|e| Error::Runtime(e.to_string())))
             .transpose()
     }
+
+    async fn live(&self, canary: &StickyCanary) -> Result<Live, Error> {
+        let name = |kind| istio::object_name(kind, &self.name, &canary.spec);
+        Ok(Live {
+            wasm_plugin: self.read(Kind::WasmPlugin, &name(Kind::WasmPlugin)).await?,
+            virtual_service: self
+                .read(Kind::VirtualService, &name(Kind::VirtualService))
+                .await?,
+            destination_rule: self
+                .read(Kind::DestinationRule, &name(Kind::DestinationRule))
+                .await?,
+        })
+    }
+
+    fn doc(&self, canary: &StickyCanary, live: &Live, write: &istio::Write) -> Doc {
+        let name = istio::object_name(write.kind, &self.name, &canary.spec);
+        Doc {
+            label: format!("{} {}/{name}", write.kind.as_str(), self.namespace),
+            current: live.get(write.kind).cloned(),
+            desired: write.object.clone(),
+        }
+    }
+
+    /// The writes that take deleted rollout `canary`'s routes and subsets out of the live
+    /// objects (see [`istio::teardown`]); empty once they are out.
+    pub async fn teardown(&self, canary: &StickyCanary) -> Result<Vec<Doc>, Error> {
+        let live = self.live(canary).await?;
+        Ok(istio::teardown(&self.name, &canary.spec, &live)
+            .iter()
+            .map(|write| self.doc(canary, &live, write))
+            .collect())
+    }
+
+    /// Asks the API server to delete the rollout; with finalizers on it, it stays (marked
+    /// for deletion) until they are removed. Deleting a rollout that is gone is not an error.
+    pub async fn delete(&self) -> Result<(), Error> {
+        match self
+            .rollouts()
+            .delete(&self.name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Removes [`FINALIZER`] from the rollout, if it is still there, so its deletion completes.
+    pub async fn remove_finalizer(&self) -> Result<(), Error> {
+        let Some(mut canary) = self.load().await? else {
+            return Ok(());
+        };
+        if !canary.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
+        canary.finalizers_mut().retain(|f| f != FINALIZER);
+        self.save(&canary).await.map(drop)
+    }
+}
+
+/// Where the API serves `kind`.
+fn api_resource(kind: Kind) -> ApiResource {
+    let (group, version) = kind
+        .api_version()
+        .split_once('/')
+        .unwrap_or(("", kind.api_version()));
+    let plural = format!("{}s", kind.as_str().to_ascii_lowercase());
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind.as_str()),
+        &plural,
+    )
+}
+
+/// An API for the objects of `kind` in `namespace`, or in every namespace: what the controller
+/// watches to notice hand edits of the objects it writes.
+pub fn objects_api(
+    client: Client,
+    kind: Kind,
+    namespace: Option<&str>,
+) -> (Api<DynamicObject>, ApiResource) {
+    let resource = api_resource(kind);
+    let api = match namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &resource),
+        None => Api::all_with(client, &resource),
+    };
+    (api, resource)
 }
 
 /// A 409 as [`Error::Conflict`] naming `what`; other errors as they are.
@@ -115,27 +200,18 @@ impl Target for KubeTarget {
     }
 
     async fn plan(&self, canary: &StickyCanary) -> Result<Plan, Error> {
-        let name = |kind| istio::object_name(kind, &self.name, &canary.spec);
-        let live = Live {
-            wasm_plugin: self.read(Kind::WasmPlugin, &name(Kind::WasmPlugin)).await?,
-            virtual_service: self
-                .read(Kind::VirtualService, &name(Kind::VirtualService))
-                .await?,
-            destination_rule: self
-                .read(Kind::DestinationRule, &name(Kind::DestinationRule))
-                .await?,
-        };
-        let desired = istio::desired(&self.name, &self.namespace, &canary.spec, &live)?;
-        let doc = |write: &istio::Write| Doc {
-            label: format!(
-                "{} {}/{}",
-                write.kind.as_str(),
-                self.namespace,
-                name(write.kind)
-            ),
-            current: live.get(write.kind).cloned(),
-            desired: write.object.clone(),
-        };
+        let live = self.live(canary).await?;
+        // No owner before the rollout is created (its uid is the server's): the first converge
+        // after the create adds it.
+        let owner = canary.controller_owner_ref(&());
+        let desired = istio::desired(
+            &self.name,
+            &self.namespace,
+            &canary.spec,
+            &live,
+            owner.as_ref(),
+        )?;
+        let doc = |write: &istio::Write| self.doc(canary, &live, write);
         Ok(Plan {
             objects: desired.objects.iter().map(doc).collect(),
             writes: desired.writes.iter().map(doc).collect(),

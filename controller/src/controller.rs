@@ -1,0 +1,234 @@
+//! The controller: the kube-rs runtime shell around [`converge`] and [`teardown`].
+//!
+//! A rollout is reconciled when it changes, when an object it renders to changes (so a hand
+//! edit that drops a managed route or subset is repaired at once, not at the next resync), and
+//! every [`RESYNC`]. A finalizer holds a deleted rollout until its routes and subsets are out of
+//! the user's objects; its WasmPlugin goes with it through the garbage collector. Applied
+//! changes and failures are also Kubernetes Events on the rollout, so `kubectl describe` shows
+//! them; recording one is best effort and never holds a reconcile up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::error::{Error, EXIT_INVALID};
+use crate::model::StickyCanary;
+use crate::reconcile::{converge, teardown};
+use crate::render::istio::{object_name, Kind};
+use crate::render::wasmplugin::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::target::kube::{objects_api, KubeTarget, FINALIZER};
+
+/// How often the controller re-checks a rollout that did not change, as a safety net behind
+/// the watches on the objects it writes.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Name the controller reports its Events under.
+pub const REPORTER: &str = "stickyctl";
+
+/// What the controller's reconciler needs.
+pub struct Ctx {
+    /// The cluster.
+    pub client: Client,
+    /// Where Events go.
+    pub recorder: Recorder,
+}
+
+impl Ctx {
+    /// The context of a controller talking to `client`.
+    pub fn new(client: Client) -> Self {
+        let recorder = Recorder::new(client.clone(), Reporter::from(REPORTER));
+        Ctx { client, recorder }
+    }
+
+    /// Records an Event on `canary`; a failure is logged, never returned, because a lost
+    /// Event must not stop or repeat a reconcile.
+    async fn publish(&self, canary: &StickyCanary, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &canary.object_ref(&())).await {
+            tracing::warn!(rollout = %canary.name_any(), %error, "cannot record an event");
+        }
+    }
+}
+
+/// The kube-rs reconciler: converge a live rollout (after putting the finalizer on it), or
+/// tear down a deleted one (then take the finalizer off); a failure is also an Event.
+pub async fn reconcile(canary: Arc<StickyCanary>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let result = finalize(Arc::clone(&canary), &ctx).await;
+    if let Err(error) = &result {
+        ctx.publish(
+            &canary,
+            EventType::Warning,
+            "ReconcileFailed",
+            error.to_string(),
+        )
+        .await;
+    }
+    result
+}
+
+async fn finalize(canary: Arc<StickyCanary>, ctx: &Ctx) -> Result<Action, Error> {
+    let namespace = canary.namespace().ok_or_else(|| {
+        Error::Invalid(format!(
+            "StickyCanary {} has no namespace",
+            canary.name_any()
+        ))
+    })?;
+    let name = canary.name_any();
+    let target = KubeTarget::new(ctx.client.clone(), &namespace, &name);
+    let rollouts: Api<StickyCanary> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&rollouts, FINALIZER, canary, |event| async {
+        match event {
+            finalizer::Event::Apply(canary) => {
+                let written = converge(&target).await?;
+                if written > 0 {
+                    tracing::info!(rollout = %name, %namespace, written, "converged");
+                    let note = format!("wrote {written} object(s) for {}", canary.spec.summary());
+                    ctx.publish(&canary, EventType::Normal, "Applied", note)
+                        .await;
+                }
+                Ok(Action::requeue(RESYNC))
+            }
+            finalizer::Event::Cleanup(canary) => {
+                let written = teardown(&target, &canary).await?;
+                tracing::info!(rollout = %name, %namespace, written, "cleaned up");
+                let note = format!(
+                    "removed the managed routes and subsets ({written} object(s) written); the WasmPlugin goes with the rollout"
+                );
+                ctx.publish(&canary, EventType::Normal, "CleanedUp", note)
+                    .await;
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|error| match error {
+        finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
+        finalizer::Error::AddFinalizer(error) | finalizer::Error::RemoveFinalizer(error) => {
+            Error::Kube(error)
+        }
+        other => Error::Runtime(other.to_string()),
+    })
+}
+
+/// The kube-rs error policy: bad input waits for a human (a minute), anything else retries soon.
+pub fn error_policy(canary: Arc<StickyCanary>, error: &Error, _: Arc<Ctx>) -> Action {
+    tracing::warn!(rollout = %canary.name_any(), %error, "reconcile failed");
+    Action::requeue(if error.exit_code() == EXIT_INVALID {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(5)
+    })
+}
+
+/// The rollouts among `rollouts` that render to the `kind` object `namespace/name`: the ones a
+/// change to that object must reconcile again.
+pub fn referencing(
+    rollouts: &[Arc<StickyCanary>],
+    kind: Kind,
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<StickyCanary>> {
+    rollouts
+        .iter()
+        .filter(|rollout| rollout.namespace().as_deref() == namespace)
+        .filter(|rollout| object_name(kind, &rollout.name_any(), &rollout.spec) == name)
+        .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
+        .collect()
+}
+
+/// Runs the controller until SIGINT/SIGTERM, for one namespace or all.
+pub async fn run(client: Client, namespace: Option<&str>) {
+    let rollouts: Api<StickyCanary> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let controller = Controller::new(rollouts, watcher::Config::default());
+    let store = controller.store();
+    let (plugins, plugin_resource) = objects_api(client.clone(), Kind::WasmPlugin, namespace);
+    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let mut controller = controller.owns_with(plugins, plugin_resource, managed);
+    for kind in [Kind::VirtualService, Kind::DestinationRule] {
+        let (api, resource) = objects_api(client.clone(), kind, namespace);
+        let store: Store<StickyCanary> = store.clone();
+        controller =
+            controller.watches_with(api, resource, watcher::Config::default(), move |object| {
+                referencing(
+                    &store.state(),
+                    kind,
+                    object.namespace().as_deref(),
+                    &object.name_any(),
+                )
+            });
+    }
+    controller
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, Arc::new(Ctx::new(client)))
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile error");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::StickyCanarySpec;
+
+    fn rollout(namespace: &str, name: &str, virtual_service: Option<&str>) -> Arc<StickyCanary> {
+        let mut spec = StickyCanarySpec::new("shop", "v1");
+        spec.routing.virtual_service = virtual_service.map(str::to_owned);
+        let mut canary = StickyCanary::new(name, spec);
+        canary.metadata.namespace = Some(namespace.to_owned());
+        Arc::new(canary)
+    }
+
+    #[test]
+    fn objects_map_back_to_the_rollouts_that_render_to_them() {
+        let rollouts = [
+            rollout("prod", "shop", None),
+            rollout("prod", "cart", Some("web")),
+            rollout("prod", "search", Some("web")),
+            rollout("staging", "shop", None),
+        ];
+        let names = |kind, namespace, name| {
+            referencing(&rollouts, kind, Some(namespace), name)
+                .into_iter()
+                .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+                .collect::<Vec<_>>()
+        };
+        let cases: [(Kind, &str, &str, &[&str]); 6] = [
+            (Kind::VirtualService, "prod", "shop", &["prod/shop"]),
+            (
+                Kind::VirtualService,
+                "prod",
+                "web",
+                &["prod/cart", "prod/search"],
+            ),
+            (Kind::VirtualService, "prod", "cart", &[]),
+            (Kind::DestinationRule, "prod", "cart", &["prod/cart"]),
+            (Kind::DestinationRule, "staging", "shop", &["staging/shop"]),
+            (Kind::VirtualService, "dev", "shop", &[]),
+        ];
+        for (kind, namespace, name, expected) in cases {
+            assert_eq!(
+                names(kind, namespace, name),
+                expected,
+                "{kind:?} {namespace}/{name}"
+            );
+        }
+    }
+}
