@@ -1,2 +1,261 @@
-//! `make bench`: the filter against no filter, a Lua equivalent and a worst case, in one Envoy run.
-fn main() {}
+//! `make bench`: the filter against no filter, a Lua equivalent and a worst case, each in its
+//! own Envoy (`--concurrency 1`) behind one local upstream, with load from wrk. Variants run
+//! interleaved, round after round, so a slow moment of the machine hits all of them alike;
+//! the table holds medians. Prints the table and writes it into BENCHMARKS.md.
+
+mod envoy;
+mod lua;
+mod native;
+mod report;
+mod requests;
+mod wrk;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use sticky_canary_e2e::locate;
+
+use envoy::{Envoy, Filter, Variant};
+use report::{Memory, Report, Row};
+use requests::Shape;
+
+/// Measures what the sticky-canary filter costs per request.
+#[derive(Parser)]
+struct Args {
+    /// Rounds of every variant; the table shows medians.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds of load per variant and round.
+    #[arg(long, default_value_t = 2)]
+    seconds: u64,
+    /// Connections wrk keeps open.
+    #[arg(long, default_value_t = 16)]
+    connections: u32,
+    /// Where to write the table (between the generated-block markers).
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    output: PathBuf,
+    /// Skip the native benchmarks (criterion, callgrind).
+    #[arg(long)]
+    skip_native: bool,
+}
+
+/// Where things run: the Envoy under test alone on one CPU, wrk and the upstream on another.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    envoy: Option<usize>,
+    load: Option<usize>,
+}
+
+impl Placement {
+    fn detect() -> Placement {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let taskset = Command::new("taskset")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if cpus >= 2 && taskset {
+            Placement {
+                envoy: Some(0),
+                load: Some(1),
+            }
+        } else {
+            Placement {
+                envoy: None,
+                load: None,
+            }
+        }
+    }
+}
+
+/// The rows, in the order each round runs them; `baseline` indexes this list.
+fn plan() -> Vec<(Variant, Shape, usize)> {
+    let proxy = |filter, versions| Variant {
+        filter,
+        versions,
+        direct: false,
+    };
+    let direct = |filter| Variant {
+        filter,
+        versions: 2,
+        direct: true,
+    };
+    vec![
+        (proxy(Filter::None, 2), Shape::New, 0),
+        (proxy(Filter::Wasm, 2), Shape::New, 0),
+        (proxy(Filter::Lua, 2), Shape::New, 0),
+        (proxy(Filter::None, 2), Shape::Pinned, 3),
+        (proxy(Filter::Wasm, 2), Shape::Pinned, 3),
+        (proxy(Filter::Lua, 2), Shape::Pinned, 3),
+        (proxy(Filter::Wasm, 20), Shape::Pinned, 3),
+        (proxy(Filter::None, 20), Shape::Worst, 7),
+        (proxy(Filter::Wasm, 20), Shape::Worst, 7),
+        (proxy(Filter::Lua, 20), Shape::Worst, 7),
+        (direct(Filter::None), Shape::New, 10),
+        (direct(Filter::Wasm), Shape::New, 10),
+        (direct(Filter::Wasm), Shape::Pinned, 10),
+    ]
+}
+
+/// The Envoy of each variant (one process per distinct configuration); the no-filter Envoy
+/// serves every no-filter row, whatever its versions.
+fn key(variant: Variant) -> Variant {
+    match variant.filter {
+        Filter::None => Variant {
+            versions: 2,
+            ..variant
+        },
+        _ => variant,
+    }
+}
+
+fn context(args: &Args, placement: Placement) -> Vec<String> {
+    let command_output = |program: &str, arg: &str| {
+        Command::new(program)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr);
+                text.lines().next().unwrap_or_default().trim().to_owned()
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "?".into());
+    let envoy = locate::envoy_bin()
+        .map(|bin| command_output(&bin.to_string_lossy(), "--version"))
+        .unwrap_or_default();
+    vec![
+        format!("Date: {} (UTC)", command_output("date", "-u")),
+        format!(
+            "Machine: {} CPUs (`nproc`), {cpu}",
+            std::thread::available_parallelism().map_or(0, usize::from)
+        ),
+        format!("Envoy: {}", envoy.trim_start_matches("envoy ").trim()),
+        format!(
+            "Load: {}, 1 thread, {} connections, {} rounds × {} s per row, interleaved; \
+             Envoy under test pinned to CPU {}, wrk and the upstream to CPU {}",
+            command_output("wrk", "--version"),
+            args.connections,
+            args.rounds,
+            args.seconds,
+            placement.envoy.map_or("-".into(), |c| c.to_string()),
+            placement.load.map_or("-".into(), |c| c.to_string()),
+        ),
+        "Command: `make bench` (= `cargo run --release -q -p sticky-canary-bench --bin sticky-bench`)"
+            .into(),
+    ]
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let placement = Placement::detect();
+    let wasm = locate::filter_wasm()?;
+    let wasm_bytes = std::fs::metadata(&wasm)?.len();
+    let native = if args.skip_native {
+        Vec::new()
+    } else {
+        eprintln!("native: criterion and callgrind over the pure decision ...");
+        native::measure()?
+    };
+
+    eprintln!("starting Envoys ...");
+    let upstream_variant = Variant {
+        filter: Filter::None,
+        versions: 2,
+        direct: true,
+    };
+    // The upstream's own clusters are never used: it answers every request itself.
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], 9));
+    let upstream = Envoy::start(upstream_variant, nowhere, placement.load)?;
+    let plan = plan();
+    let mut envoys: Vec<(Variant, Envoy)> = Vec::new();
+    for &(variant, _, _) in &plan {
+        let variant = key(variant);
+        if !envoys.iter().any(|(v, _)| *v == variant) {
+            let envoy = Envoy::start(variant, upstream.address, placement.envoy)
+                .with_context(|| format!("starting {}", variant.label()))?;
+            envoys.push((variant, envoy));
+        }
+    }
+    // The listener each planned row loads.
+    let targets = plan
+        .iter()
+        .map(|&(variant, _, _)| {
+            envoys
+                .iter()
+                .find(|(v, _)| *v == key(variant))
+                .map(|(_, e)| e.address)
+                .context("no Envoy for a planned variant")
+        })
+        .collect::<Result<Vec<SocketAddr>>>()?;
+    let load = wrk::Load {
+        connections: args.connections,
+        duration: Duration::from_secs(args.seconds),
+        cpu: placement.load,
+    };
+
+    eprintln!("warming up ...");
+    let warm = wrk::Load {
+        duration: Duration::from_secs(1),
+        ..load
+    };
+    for (&(variant, shape, _), &target) in plan.iter().zip(&targets) {
+        wrk::run(target, &shape.headers(variant.versions), warm)?;
+    }
+    let memory = envoys
+        .iter_mut()
+        .map(|(variant, envoy)| {
+            Ok(Memory {
+                variant: *variant,
+                rss_kib: envoy.rss_kib()?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut rows: Vec<Row> = plan
+        .iter()
+        .map(|&(variant, shape, baseline)| Row {
+            variant,
+            shape,
+            baseline,
+            samples: Vec::new(),
+        })
+        .collect();
+    for round in 1..=args.rounds {
+        eprintln!("round {round}/{} ...", args.rounds);
+        for (row, &target) in rows.iter_mut().zip(&targets) {
+            let headers = row.shape.headers(row.variant.versions);
+            row.samples.push(wrk::run(target, &headers, load)?);
+        }
+    }
+    drop(envoys);
+    drop(upstream);
+
+    let report = Report {
+        context: context(&args, placement),
+        rows,
+        memory,
+        native,
+        wasm_bytes,
+    };
+    let block = report.render();
+    println!("{block}");
+    let output = locate::workspace_root().join(&args.output);
+    let document = std::fs::read_to_string(&output).unwrap_or_default();
+    std::fs::write(&output, report::splice(&document, &block))
+        .with_context(|| format!("writing {}", output.display()))?;
+    eprintln!("written to {}", output.display());
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! The Envoys under test: one process per variant, so each is measured alone and its memory
+//! can be compared with the others'.
+//!
+//! Every listener starts as the one `stickyctl::render::envoy` renders for the filter (the
+//! listener users run), then loses the filter, swaps it for the Lua equivalent, or answers
+//! itself instead of proxying. The upstream is an Envoy too (direct response): a fast local
+//! server whose cost is the same for every variant.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use sticky_canary_e2e::browser::Http;
+use sticky_canary_e2e::envoy::free_port;
+use sticky_canary_e2e::locate;
+use sticky_canary_e2e::process::ChildGuard;
+use stickyctl::fsutil::write_atomic;
+use stickyctl::render::envoy::{
+    render_bootstrap, render_cds, render_lds, EnvoyLayout, CDS_FILE, LDS_FILE,
+};
+
+use crate::lua;
+use crate::requests;
+
+/// How long Envoy may take to start (it compiles the .wasm first).
+const PATIENCE: Duration = Duration::from_secs(30);
+/// The body every direct response carries, about what a small API answer weighs.
+const BODY: &str = "{\"ok\":true}\n";
+/// Where the HTTP connection manager sits in a listener rendered by `render_lds`.
+const MANAGER_POINTER: &str = "/resources/0/filter_chains/0/filters/0/typed_config";
+
+/// What sits in front of the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// Nothing: the limit.
+    None,
+    /// The sticky-canary Wasm filter.
+    Wasm,
+    /// The Lua equivalent (see [`lua`]).
+    Lua,
+}
+
+/// One Envoy configuration under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    /// The filter.
+    pub filter: Filter,
+    /// Versions in the configuration (`v1..vN`, equal weights).
+    pub versions: usize,
+    /// Answer directly instead of proxying, so Envoy's share of the cost is smallest.
+    pub direct: bool,
+}
+
+impl Variant {
+    /// Short name for the table.
+    pub fn label(self) -> String {
+        let filter = match self.filter {
+            Filter::None => "no filter",
+            Filter::Wasm => "wasm filter",
+            Filter::Lua => "lua filter",
+        };
+        let versions = match self.filter {
+            Filter::None => String::new(),
+            _ => format!(", {} versions", self.versions),
+        };
+        let direct = if self.direct { ", direct response" } else { "" };
+        format!("{filter}{versions}{direct}")
+    }
+}
+
+/// The listener of `variant`, as Envoy reads it from `lds.json`.
+fn listener(variant: Variant, layout: &EnvoyLayout) -> Result<Value> {
+    let config = requests::config(variant.versions);
+    let mut lds = render_lds(&config.plugin, layout)?;
+    let manager = lds.pointer_mut(MANAGER_POINTER).ok_or_else(|| {
+        anyhow!("rendered listener has no connection manager at {MANAGER_POINTER}")
+    })?;
+    let filters = manager["http_filters"]
+        .as_array_mut()
+        .ok_or_else(|| anyhow!("rendered listener has no http_filters"))?;
+    // The filter comes first, the router last.
+    match variant.filter {
+        Filter::Wasm => {}
+        Filter::None => {
+            filters.remove(0);
+        }
+        Filter::Lua => filters[0] = lua::filter(&config),
+    }
+    if variant.direct {
+        let routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array_mut()
+            .ok_or_else(|| anyhow!("rendered listener has no routes"))?;
+        for route in routes {
+            // Still one route per version, so a stamped request is matched again as when proxying.
+            if let Some(route) = route.as_object_mut() {
+                route.remove("route");
+                route.insert(
+                    "direct_response".into(),
+                    json!({ "status": 200, "body": { "inline_string": BODY } }),
+                );
+            }
+        }
+    }
+    Ok(lds)
+}
+
+/// A running Envoy; stopped when dropped.
+pub struct Envoy {
+    process: ChildGuard,
+    /// Where clients connect.
+    pub address: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    /// Starts `variant` with every version's cluster pointing at `upstream`, pinned to `cpu`
+    /// when given, and waits until it answers.
+    pub fn start(variant: Variant, upstream: SocketAddr, cpu: Option<usize>) -> Result<Envoy> {
+        let envoy_bin = locate::envoy_bin()?;
+        let layout = EnvoyLayout {
+            listen_port: free_port()?,
+            wasm_path: wasm_path(variant)?,
+            upstreams: (1..=variant.versions)
+                .map(|i| (format!("v{i}"), upstream))
+                .collect::<BTreeMap<_, _>>(),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("sticky-bench-")
+            .tempdir()
+            .context("creating Envoy's config directory")?;
+        let write = |file: &str, value: &Value| -> Result<PathBuf> {
+            let path = dir.path().join(file);
+            write_atomic(&path, &serde_json::to_vec_pretty(value)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(path)
+        };
+        write(CDS_FILE, &render_cds(&layout))?;
+        write(LDS_FILE, &listener(variant, &layout)?)?;
+        let bootstrap = write("bootstrap.json", &render_bootstrap(dir.path(), 0))?;
+        let log = std::fs::File::create(dir.path().join("envoy.log"))?;
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["-c", &cpu.to_string()]).arg(&envoy_bin);
+                taskset
+            }
+            None => Command::new(&envoy_bin),
+        };
+        command
+            .arg("--config-path")
+            .arg(&bootstrap)
+            .args(["--concurrency", "1", "--disable-hot-restart"])
+            .args(["--log-level", "error"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let process = ChildGuard::spawn(command, &format!("envoy ({})", variant.label()))?;
+        let mut envoy = Envoy {
+            process,
+            address: SocketAddr::from(([127, 0, 0, 1], layout.listen_port)),
+            dir,
+        };
+        envoy.wait_ready(variant)?;
+        Ok(envoy)
+    }
+
+    /// Waits for a `200`; with a filter, also for the cookies that prove it ran.
+    fn wait_ready(&mut self, variant: Variant) -> Result<()> {
+        let http = Http::new(self.address);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(response) = http.get("/", &[]) {
+                if response.status == 200 {
+                    let decided = response.cookie("sticky-version").is_some();
+                    if decided != (variant.filter != Filter::None) {
+                        bail!(
+                            "{}: the response {} a sticky-version cookie",
+                            variant.label(),
+                            if decided { "unexpectedly has" } else { "lacks" }
+                        );
+                    }
+                    return Ok(());
+                }
+            }
+            if let Some(exit) = self.process.exited() {
+                bail!(
+                    "{exit} before answering; its log is in {}",
+                    self.dir.path().display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not answer within {PATIENCE:?}", variant.label());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Resident memory, from `/proc/<pid>/status`.
+    pub fn rss_kib(&mut self) -> Result<u64> {
+        let pid = self.process.child_mut().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading /proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
+    }
+}
+
+/// The built filter for Wasm variants; other variants never load it, but the layout needs a path.
+fn wasm_path(variant: Variant) -> Result<PathBuf> {
+    match variant.filter {
+        Filter::Wasm => locate::filter_wasm(),
+        Filter::None | Filter::Lua => Ok(PathBuf::from("/nonexistent/unused.wasm")),
+    }
+}
