@@ -4,6 +4,11 @@
 //! `status -o json` reports what was applied, racing operators end in one state, and dry runs
 //! touch nothing.
 //!
+//! One switch is not seamless by design: when a version goes to weight 0 (abort, or the canary
+//! reaching 100%), the filter pins nobody to it any more (issue 2), so a page of that version
+//! still loading gets its own script from the other version, which lacks it. The tests count
+//! those pages in flight and allow no other failure.
+//!
 //! The harness writes the directory's layout and a first listener (both versions, canary at 0)
 //! so Envoy can start; `stickyctl init` then takes the directory over and rewrites the listener
 //! from the rollout, exactly as on a machine where Envoy was started before the rollout.
@@ -26,7 +31,8 @@ use stickyctl::render::envoy::{cluster_name, LDS_FILE};
 
 const STABLE: &str = "v1";
 const CANARY: &str = "v2";
-/// Browsers in the load: at 50% the share's standard deviation is 4.6 points.
+/// Browsers in the load: at 50% the canary share's standard deviation is 4.6 points, so a
+/// share 18 points off its weight (4 deviations) means Envoy does not run that weight.
 const CLIENTS: usize = 120;
 
 /// One operator command and the weights Envoy must run once it returns.
@@ -198,6 +204,7 @@ fn canary_share(loads: &[PageLoad], change: usize) -> f64 {
     Tally::of(&visits).share(CANARY)
 }
 
+/// The actions in the rollout's status history, once the last applied state is the spec.
 fn history(ctl: &Stickyctl) -> Vec<String> {
     let rollout = ctl.rollout().unwrap();
     let status = rollout.status.unwrap();
@@ -250,7 +257,7 @@ fn stickyctl_ramps_up_under_load_without_a_failed_request_and_abort_brings_every
     for (change, weight) in [(6, 50.0), (7, 80.0)] {
         let share = canary_share(&loads, change);
         assert!(
-            (share - weight).abs() < 16.0,
+            (share - weight).abs() < 18.0,
             "{share:.1}% on the canary at {weight}%"
         );
     }

@@ -59,7 +59,11 @@ fn main() -> ExitCode {
 fn type_command(ctl: &Stickyctl, args: &[&str]) -> Result<()> {
     println!("$ {}", ctl.command_line(args));
     for line in ctl.ok(args)?.lines() {
-        println!("  {line}");
+        if line.is_empty() {
+            println!();
+        } else {
+            println!("  {line}");
+        }
     }
     Ok(())
 }
@@ -117,7 +121,7 @@ fn run(args: &Args) -> Result<Vec<String>> {
     operate(&mut stack, &ctl, &["set-weight", &from])?;
 
     println!(
-        "1) {} new browsers load the home page and its assets; canary {CANARY} at {}%:",
+        "\n1) {} new browsers load the home page and its assets; canary {CANARY} at {}%:",
         args.clients, args.from
     );
     let mut crowd = Crowd::new(args.clients);
