@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,8 @@ pub struct Variant {
     pub versions: usize,
     /// Answer directly instead of proxying, so Envoy's share of the cost is smallest.
     pub direct: bool,
+    /// Envoy worker threads (`--concurrency`); each runs its own Wasm VM.
+    pub workers: u8,
 }
 
 impl Variant {
@@ -68,7 +70,11 @@ impl Variant {
             _ => format!(", {} versions", self.versions),
         };
         let direct = if self.direct { ", direct response" } else { "" };
-        format!("{filter}{versions}{direct}")
+        let workers = match self.workers {
+            1 => String::new(),
+            n => format!(", {n} workers"),
+        };
+        format!("{filter}{versions}{direct}{workers}")
     }
 }
 
@@ -118,12 +124,17 @@ pub struct Envoy {
 
 impl Envoy {
     /// Starts `variant` with every version's cluster pointing at `upstream`, pinned to `cpu`
-    /// when given, and waits until it answers.
-    pub fn start(variant: Variant, upstream: SocketAddr, cpu: Option<usize>) -> Result<Envoy> {
+    /// when given, and waits until it answers. Only Wasm variants load `wasm`.
+    pub fn start(
+        variant: Variant,
+        upstream: SocketAddr,
+        cpu: Option<usize>,
+        wasm: &Path,
+    ) -> Result<Envoy> {
         let envoy_bin = locate::envoy_bin()?;
         let layout = EnvoyLayout {
             listen_port: free_port()?,
-            wasm_path: wasm_path(variant)?,
+            wasm_path: wasm.to_owned(),
             upstreams: (1..=variant.versions)
                 .map(|i| (format!("v{i}"), upstream))
                 .collect::<BTreeMap<_, _>>(),
@@ -153,7 +164,8 @@ impl Envoy {
         command
             .arg("--config-path")
             .arg(&bootstrap)
-            .args(["--concurrency", "1", "--disable-hot-restart"])
+            .args(["--concurrency", &variant.workers.to_string()])
+            .arg("--disable-hot-restart")
             .args(["--log-level", "error"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -209,13 +221,5 @@ impl Envoy {
             .find_map(|line| line.strip_prefix("VmRSS:"))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
             .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
-    }
-}
-
-/// The built filter for Wasm variants; other variants never load it, but the layout needs a path.
-fn wasm_path(variant: Variant) -> Result<PathBuf> {
-    match variant.filter {
-        Filter::Wasm => locate::filter_wasm(),
-        Filter::None | Filter::Lua => Ok(PathBuf::from("/nonexistent/unused.wasm")),
     }
 }

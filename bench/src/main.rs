@@ -38,6 +38,9 @@ struct Args {
     /// Where to write the table (between the generated-block markers).
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
+    /// The filter to load; by default the one `make build` builds. For comparing builds.
+    #[arg(long)]
+    wasm: Option<PathBuf>,
     /// Skip the native benchmarks (criterion, callgrind).
     #[arg(long)]
     skip_native: bool,
@@ -77,11 +80,13 @@ fn plan() -> Vec<(Variant, Shape, usize)> {
         filter,
         versions,
         direct: false,
+        workers: 1,
     };
     let direct = |filter| Variant {
         filter,
         versions: 2,
         direct: true,
+        workers: 1,
     };
     vec![
         (proxy(Filter::None, 2), Shape::New, 0),
@@ -113,15 +118,19 @@ fn key(variant: Variant) -> Variant {
 }
 
 fn context(args: &Args, placement: Placement) -> Vec<String> {
-    let command_output = |program: &str, arg: &str| {
+    // The first non-empty line a program prints, for the record.
+    let first_line = |program: &str, args: &[&str]| {
         Command::new(program)
-            .arg(arg)
+            .args(args)
             .output()
             .ok()
-            .map(|o| {
+            .and_then(|o| {
                 let text = String::from_utf8_lossy(&o.stdout).into_owned()
                     + &String::from_utf8_lossy(&o.stderr);
-                text.lines().next().unwrap_or_default().trim().to_owned()
+                text.lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .map(str::to_owned)
             })
             .unwrap_or_else(|| "?".into())
     };
@@ -134,19 +143,24 @@ fn context(args: &Args, placement: Placement) -> Vec<String> {
         })
         .unwrap_or_else(|| "?".into());
     let envoy = locate::envoy_bin()
-        .map(|bin| command_output(&bin.to_string_lossy(), "--version"))
+        .map(|bin| first_line(&bin.to_string_lossy(), &["--version"]))
         .unwrap_or_default();
+    let envoy = envoy
+        .split_once("version: ")
+        .map_or(envoy.as_str(), |(_, v)| v);
+    let wrk = first_line("wrk", &["--version"]);
+    let wrk = wrk.split(" [").next().unwrap_or_default();
     vec![
-        format!("Date: {} (UTC)", command_output("date", "-u")),
+        format!("Date: {}", first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])),
         format!(
             "Machine: {} CPUs (`nproc`), {cpu}",
             std::thread::available_parallelism().map_or(0, usize::from)
         ),
-        format!("Envoy: {}", envoy.trim_start_matches("envoy ").trim()),
+        format!("Envoy: {envoy}"),
         format!(
             "Load: {}, 1 thread, {} connections, {} rounds × {} s per row, interleaved; \
              Envoy under test pinned to CPU {}, wrk and the upstream to CPU {}",
-            command_output("wrk", "--version"),
+            wrk,
             args.connections,
             args.rounds,
             args.seconds,
@@ -161,7 +175,12 @@ fn context(args: &Args, placement: Placement) -> Vec<String> {
 fn main() -> Result<()> {
     let args = Args::parse();
     let placement = Placement::detect();
-    let wasm = locate::filter_wasm()?;
+    let wasm = match &args.wasm {
+        Some(path) => path
+            .canonicalize()
+            .with_context(|| format!("{}", path.display()))?,
+        None => locate::filter_wasm()?,
+    };
     let wasm_bytes = std::fs::metadata(&wasm)?.len();
     let native = if args.skip_native {
         Vec::new()
@@ -175,16 +194,17 @@ fn main() -> Result<()> {
         filter: Filter::None,
         versions: 2,
         direct: true,
+        workers: 1,
     };
     // The upstream's own clusters are never used: it answers every request itself.
     let nowhere = SocketAddr::from(([127, 0, 0, 1], 9));
-    let upstream = Envoy::start(upstream_variant, nowhere, placement.load)?;
+    let upstream = Envoy::start(upstream_variant, nowhere, placement.load, &wasm)?;
     let plan = plan();
     let mut envoys: Vec<(Variant, Envoy)> = Vec::new();
     for &(variant, _, _) in &plan {
         let variant = key(variant);
         if !envoys.iter().any(|(v, _)| *v == variant) {
-            let envoy = Envoy::start(variant, upstream.address, placement.envoy)
+            let envoy = Envoy::start(variant, upstream.address, placement.envoy, &wasm)
                 .with_context(|| format!("starting {}", variant.label()))?;
             envoys.push((variant, envoy));
         }
@@ -214,6 +234,19 @@ fn main() -> Result<()> {
     for (&(variant, shape, _), &target) in plan.iter().zip(&targets) {
         wrk::run(target, &shape.headers(variant.versions), warm)?;
     }
+    // Memory per worker: the same Envoys with two workers, unpinned, each worker warmed.
+    for filter in [Filter::None, Filter::Wasm] {
+        let variant = Variant {
+            filter,
+            versions: 2,
+            direct: false,
+            workers: 2,
+        };
+        let envoy = Envoy::start(variant, upstream.address, None, &wasm)
+            .with_context(|| format!("starting {}", variant.label()))?;
+        wrk::run(envoy.address, &[], warm)?;
+        envoys.push((variant, envoy));
+    }
     let memory = envoys
         .iter_mut()
         .map(|(variant, envoy)| {
@@ -223,6 +256,8 @@ fn main() -> Result<()> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    // Only the Envoys under load stay up.
+    envoys.retain(|(variant, _)| variant.workers == 1);
 
     let mut rows: Vec<Row> = plan
         .iter()

@@ -164,16 +164,17 @@ impl Report {
             );
         }
         let _ = writeln!(w);
-        let base_rss = self
-            .memory
-            .iter()
-            .find(|m| m.variant.filter == Filter::None && !m.variant.direct)
-            .map(|m| m.rss_kib);
-        let _ = writeln!(w, "| Envoy (1 worker) | resident memory | added |");
+        let _ = writeln!(w, "| Envoy | resident memory | added vs no filter |");
         let _ = writeln!(w, "|---|--:|--:|");
         for m in &self.memory {
-            let added = base_rss.map_or(String::from("?"), |b| {
-                format!("{:+.1} MiB", (m.rss_kib as f64 - b as f64) / 1024.0)
+            // Against the no-filter Envoy of the same shape.
+            let base = self.memory.iter().find(|b| {
+                b.variant.filter == Filter::None
+                    && b.variant.direct == m.variant.direct
+                    && b.variant.workers == m.variant.workers
+            });
+            let added = base.map_or(String::from("?"), |b| {
+                format!("{:+.1} MiB", (m.rss_kib as f64 - b.rss_kib as f64) / 1024.0)
             });
             let _ = writeln!(
                 w,
@@ -258,19 +259,29 @@ impl Report {
             self.wasm_bytes as f64 / 1024.0,
             verdict(self.wasm_bytes <= 200_000)
         ));
-        let rss = |filter: Filter| {
+        let rss = |filter: Filter, workers: u8| {
             self.memory
                 .iter()
                 .find(|m| {
-                    m.variant.filter == filter && !m.variant.direct && m.variant.versions == 2
+                    m.variant.filter == filter
+                        && !m.variant.direct
+                        && m.variant.versions == 2
+                        && m.variant.workers == workers
                 })
-                .map(|m| m.rss_kib)
+                .map(|m| m.rss_kib as f64 / 1024.0)
         };
-        if let (Some(none), Some(wasm)) = (rss(Filter::None), rss(Filter::Wasm)) {
-            let added = (wasm as f64 - none as f64) / 1024.0;
+        if let (Some(none1), Some(none2), Some(wasm1), Some(wasm2)) = (
+            rss(Filter::None, 1),
+            rss(Filter::None, 2),
+            rss(Filter::Wasm, 1),
+            rss(Filter::Wasm, 2),
+        ) {
+            let per_worker = (wasm2 - wasm1) - (none2 - none1);
             lines.push(format!(
-                "memory added by the filter: {added:.1} MiB, one worker (≤ 10 MB: {})",
-                verdict(added * 1.048_576 <= 10.0)
+                "memory added by the filter: {per_worker:.1} MiB per extra worker \
+                 (≤ 10 MB: {}); {:.1} MiB with one worker, V8 and the main thread's VM included",
+                verdict(per_worker * 1.048_576 <= 10.0),
+                wasm1 - none1,
             ));
         }
         lines
