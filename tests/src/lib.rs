@@ -29,7 +29,8 @@
 //! let writes = server.write_requests().len();        // e.g. 0 after a --dry-run command
 //! let vs = server.get("networking.istio.io/v1", "VirtualService", "default", "web");
 //! ```
-//! Served, for the kinds of the loaded CRDs (namespaced):
+//! Served, for the kinds of the loaded CRDs and the built-in `events.k8s.io/v1` Event (what a
+//! controller's event recorder writes; see [`fake_apiserver::builtin_kinds`]), namespaced:
 //! `/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}[/status]]` and the all-namespaces
 //! list/watch `/apis/{group}/{version}/{plural}`. Unknown group/plural: 404.
 //! - GET, LIST (`labelSelector`, `fieldSelector` on metadata.name/namespace; `limit` is ignored:

@@ -3,150 +3,19 @@
 //! of a change, and refusals before any write. Every object the server accepts has been
 //! validated against Istio's CRD schemas (and the StickyCanary CRD shipped in `istio/`).
 
-use std::path::PathBuf;
+mod support;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sticky_canary_tests::{all_crds, FakeApiServer};
-use stickyctl::cli::{run, Outcome};
+use sticky_canary_tests::all_crds;
+use stickyctl::cli::run;
 use stickyctl::error::Error;
 use stickyctl::model::StickyCanaryStatus;
 use stickyctl::reconcile::converge;
 use stickyctl::target::kube::KubeTarget;
 use stickyctl::target::{Doc, Plan, Target};
-
-const NS: &str = "prod";
-
-struct Cluster {
-    server: FakeApiServer,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-/// A fake cluster with the demo service's VirtualService; `None` (after a loud banner) when
-/// Istio's CRDs are not available outside CI.
-fn cluster_with(http: Value) -> Option<Cluster> {
-    let server = FakeApiServer::start(all_crds()?);
-    server
-        .create(
-            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": "shop", "namespace": NS},
-            "spec": {"hosts": ["shop.example.com"], "http": http}}),
-        )
-        .expect("create the user's VirtualService");
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig, NS).unwrap();
-    Some(Cluster {
-        server,
-        kubeconfig,
-        _dir: dir,
-    })
-}
-
-fn cluster() -> Option<Cluster> {
-    cluster_with(
-        json!([{"name": "shop", "match": [{"uri": {"prefix": "/shop"}}],
-        "route": [{"destination": {"host": "shop", "port": {"number": 8080}}}]}]),
-    )
-}
-
-impl Cluster {
-    async fn sticky(&self, args: &[&str]) -> Outcome {
-        let mut argv = vec![
-            "stickyctl",
-            "--kubeconfig",
-            self.kubeconfig.to_str().unwrap(),
-        ];
-        argv.extend_from_slice(args);
-        run(argv).await
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.sticky(args).await;
-        assert_eq!(out.code, 0, "{args:?}: {}{}", out.stdout, out.stderr);
-        out.stdout
-    }
-
-    fn get(&self, api_version: &str, kind: &str, name: &str) -> Value {
-        self.server
-            .get(api_version, kind, NS, name)
-            .unwrap_or_else(|| panic!("{kind} {name} missing"))
-    }
-
-    fn rollout(&self) -> Value {
-        self.get("stickycanary.io/v1alpha1", "StickyCanary", "shop")
-    }
-
-    fn plugin_weights(&self) -> Value {
-        self.get(
-            "extensions.istio.io/v1alpha1",
-            "WasmPlugin",
-            "sticky-canary-shop",
-        )["spec"]["pluginConfig"]["versions"]
-            .clone()
-    }
-
-    fn route_names(&self) -> Vec<String> {
-        names(&self.get("networking.istio.io/v1", "VirtualService", "shop")["spec"]["http"])
-    }
-
-    fn subsets(&self) -> Vec<String> {
-        names(&self.get("networking.istio.io/v1", "DestinationRule", "shop")["spec"]["subsets"])
-    }
-
-    async fn status(&self) -> Value {
-        serde_json::from_str(&self.ok(&["status", "-o", "json"]).await).unwrap()
-    }
-
-    /// The cluster objects say exactly what the rollout says.
-    async fn assert_consistent(&self) {
-        let rollout = self.rollout();
-        let status = self.status().await;
-        assert_eq!(status["inSync"], true, "{status:#}");
-        assert_eq!(self.plugin_weights(), rollout["spec"]["versions"]);
-        let versions: Vec<String> = names(&rollout["spec"]["versions"]);
-        let expected_subsets: Vec<String> = versions
-            .iter()
-            .map(|v| format!("sticky-canary-{v}"))
-            .collect();
-        assert_eq!(self.subsets(), expected_subsets);
-        let routes: Vec<String> = self
-            .route_names()
-            .into_iter()
-            .filter(|r| r.starts_with("sticky-canary-shop-"))
-            .collect();
-        let expected_routes: Vec<String> = versions
-            .iter()
-            .map(|v| format!("sticky-canary-shop-{v}"))
-            .collect();
-        assert_eq!(routes, expected_routes);
-    }
-
-    async fn init(&self) {
-        self.ok(&[
-            "init",
-            "--service",
-            "shop",
-            "--stable",
-            "v1",
-            "--selector",
-            "istio=ingressgateway",
-        ])
-        .await;
-    }
-}
-
-fn names(list: &Value) -> Vec<String> {
-    list.as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|i| i["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use support::{cluster, cluster_with, NS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_end_to_end() {

@@ -1,6 +1,7 @@
 //! Every object stickyctl renders validates against Istio's own CRD schemas (and the rollout
 //! itself against the shipped StickyCanary CRD), for the shapes of spec it supports.
 
+use kube::Resource;
 use serde_json::{json, Value};
 use sticky_canary_filter::config::KeySource;
 use sticky_canary_filter::VersionWeight;
@@ -78,11 +79,17 @@ fn rendered_objects_validate_against_istio_schemas() {
             virtual_service: Some(user_vs()),
             ..Live::default()
         };
-        let out = desired("shop", "prod", &spec, &live).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(out.objects.len(), 3, "{name}");
-        for write in out.objects.iter().chain(&out.writes) {
-            crds.validate(&for_display(&write.object))
-                .unwrap_or_else(|e| panic!("{name}: {} rejected: {e}", write.kind.as_str()));
+        // As `render` shows a rollout not created yet, and as the cluster gets it: owned.
+        let mut owner = StickyCanary::new("shop", spec.clone());
+        owner.metadata.uid = Some("0c8d7a4e-5b1f-4a52-9c3e-2f6d1e0b9a77".into());
+        for owner in [None, owner.controller_owner_ref(&())] {
+            let out = desired("shop", "prod", &spec, &live, owner.as_ref())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(out.objects.len(), 3, "{name}");
+            for write in out.objects.iter().chain(&out.writes) {
+                crds.validate(&for_display(&write.object))
+                    .unwrap_or_else(|e| panic!("{name}: {} rejected: {e}", write.kind.as_str()));
+            }
         }
         let mut rollout = serde_json::to_value(StickyCanary::new("shop", spec)).unwrap();
         rollout["metadata"]["namespace"] = json!("prod");
@@ -99,7 +106,7 @@ fn a_typo_in_a_rendered_route_would_be_caught() {
         virtual_service: Some(user_vs()),
         ..Live::default()
     };
-    let out = desired("shop", "prod", &spec, &live).unwrap();
+    let out = desired("shop", "prod", &spec, &live, None).unwrap();
     let mut vs = for_display(&out.objects[1].object);
     vs["spec"]["http"][1]["match"][0]["headers"]["x-sticky-version"] = json!({"exactly": "v1"});
     assert!(

@@ -1,8 +1,9 @@
 //! An in-process fake Kubernetes API server over real HTTP (axum on 127.0.0.1, port chosen by
-//! the OS) for the custom resources of the loaded CRDs. See the crate docs for usage and for
-//! what is approximated.
+//! the OS) for the custom resources of the loaded CRDs and a few built-in kinds (see
+//! [`builtin_kinds`]). See the crate docs for usage and for what is approximated.
 
 mod api_error;
+mod builtin_kinds;
 mod field_ownership;
 mod http;
 mod patch;
@@ -20,6 +21,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 pub use api_error::ApiError;
+pub use builtin_kinds::builtin_kinds;
 pub use field_ownership::FieldOwners;
 pub use http::RecordedRequest;
 pub use request_path::{parse as parse_path, ResourcePath};
@@ -39,8 +41,9 @@ pub struct FakeApiServer {
 }
 
 impl FakeApiServer {
-    /// Starts a server for the kinds of `crds` on its own thread and runtime, so it works from
-    /// synchronous tests (driving a `stickyctl` child process) and async ones alike.
+    /// Starts a server for the kinds of `crds` (plus [`builtin_kinds`]) on its own thread and
+    /// runtime, so it works from synchronous tests (driving a `stickyctl` child process) and
+    /// async ones alike.
     ///
     /// # Panics
     /// When no loopback port can be bound or the runtime cannot start: the test cannot run.
@@ -51,8 +54,10 @@ impl FakeApiServer {
             .set_nonblocking(true)
             .expect("non-blocking listener");
         let address = listener.local_addr().expect("listener address");
+        let mut kinds = builtin_kinds();
+        kinds.merge(crds);
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(Arc::new(crds))),
+            store: Mutex::new(Store::new(Arc::new(kinds))),
             requests: Mutex::new(Vec::new()),
         });
         let (shutdown, stopped) = oneshot::channel::<()>();

@@ -50,16 +50,25 @@ pub fn merge_patch(current: &Value, body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// Applies a JSON patch (RFC 6902, including `test`) to a copy of `current`; a failing
-/// operation rejects the whole patch with 422, as the real server does.
+/// operation rejects the whole patch with 422, as the real server does. Like the real server
+/// (evanphx/json-patch), a `test` for `null` passes on a member that is absent: kube-rs'
+/// finalizer helper tests `/metadata/finalizers` for `null` before adding the first one.
 pub fn json_patch(current: &Value, body: &[u8]) -> Result<Value, ApiError> {
     let patch: json_patch::Patch = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("request body is not a JSON patch: {e}")))?;
     let mut result = current.clone();
-    json_patch::patch(&mut result, &patch.0).map_err(|e| {
-        ApiError::unprocessable(format!(
-            "the server rejected our request due to an error in our request: {e}"
-        ))
-    })?;
+    for operation in &patch.0 {
+        if let json_patch::PatchOperation::Test(test) = operation {
+            if test.value.is_null() && result.pointer(test.path.as_str()).is_none() {
+                continue;
+            }
+        }
+        json_patch::patch(&mut result, std::slice::from_ref(operation)).map_err(|e| {
+            ApiError::unprocessable(format!(
+                "the server rejected our request due to an error in our request: {e}"
+            ))
+        })?;
+    }
     Ok(result)
 }
 
@@ -117,6 +126,16 @@ mod tests {
         );
         let failing = br#"[{"op": "test", "path": "/spec/a", "value": 2}, {"op": "remove", "path": "/spec/a"}]"#;
         assert_eq!(json_patch(&current, failing).unwrap_err().code, 422);
+        let absent_is_null = br#"[{"op": "test", "path": "/spec/c", "value": null}, {"op": "add", "path": "/spec/c", "value": 1}]"#;
+        assert_eq!(
+            json_patch(&current, absent_is_null).unwrap()["spec"]["c"],
+            1
+        );
+        let absent_is_not_one = br#"[{"op": "test", "path": "/spec/c", "value": 1}]"#;
+        assert_eq!(
+            json_patch(&current, absent_is_not_one).unwrap_err().code,
+            422
+        );
         assert_eq!(
             apply_config(b"spec:\n  a: 1\n").unwrap(),
             json!({"spec": {"a": 1}})

@@ -1,0 +1,191 @@
+//! The controller over a rollout's life against the fake Kubernetes API: hand edits of the
+//! objects it writes are repaired through its watches (long before the resync), deleting a
+//! rollout takes only the managed routes and subsets out of the user's objects (with the
+//! controller's finalizer, or with `stickyctl delete` and no controller), the WasmPlugin is
+//! owned by its rollout for the garbage collector, and what the controller does is recorded as
+//! Kubernetes Events.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{cluster, eventually, names, Cluster, NS};
+
+const VS: (&str, &str) = ("networking.istio.io/v1", "VirtualService");
+const DR: (&str, &str) = ("networking.istio.io/v1", "DestinationRule");
+const WP: (&str, &str) = ("extensions.istio.io/v1alpha1", "WasmPlugin");
+const SC: (&str, &str) = ("stickycanary.io/v1alpha1", "StickyCanary");
+const FINALIZER: &str = "stickycanary.io/cleanup";
+
+impl Cluster {
+    fn find(&self, (api_version, kind): (&str, &str), name: &str) -> Option<Value> {
+        self.server.get(api_version, kind, NS, name)
+    }
+
+    fn edit(&self, (api_version, kind): (&str, &str), name: &str, edit: impl FnOnce(&mut Value)) {
+        self.server
+            .update(api_version, kind, NS, name, edit)
+            .unwrap_or_else(|e| panic!("edit {kind} {name}: {e:?}"));
+    }
+
+    fn has_finalizer(&self) -> bool {
+        self.find(SC, "shop").is_some_and(|sc| {
+            sc["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.contains(&json!(FINALIZER)))
+        })
+    }
+
+    /// Reasons of the Events recorded on rollout `shop`.
+    fn event_reasons(&self) -> Vec<String> {
+        self.server
+            .list("events.k8s.io/v1", "Event")
+            .iter()
+            .filter(|e| {
+                e["regarding"]["kind"] == "StickyCanary" && e["regarding"]["name"] == "shop"
+            })
+            .map(|e| {
+                assert_eq!(e["reportingController"], "stickyctl", "{e:#}");
+                e["reason"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect()
+    }
+
+    /// A rollout with a canary, the user's own subset in the DestinationRule, and the user's
+    /// VirtualService and DestinationRule specs from before stickyctl touched them.
+    async fn rollout_at_ten_percent(&self) -> (Value, Value) {
+        self.server
+            .create(json!({"apiVersion": DR.0, "kind": DR.1,
+                "metadata": {"name": "shop", "namespace": NS},
+                "spec": {"host": "shop", "subsets": [{"name": "legacy", "labels": {"track": "old"}}]}}))
+            .expect("create the user's DestinationRule");
+        let user_vs = self.find(VS, "shop").unwrap()["spec"].clone();
+        let user_dr = self.find(DR, "shop").unwrap()["spec"].clone();
+        self.init().await;
+        self.ok(&["start", "--canary", "v2"]).await;
+        self.ok(&["set-weight", "10"]).await;
+        (user_vs, user_dr)
+    }
+}
+
+fn route_names(vs: &Value) -> Vec<String> {
+    names(&vs["spec"]["http"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_edits_are_repaired_through_the_watches() {
+    let Some(c) = cluster() else { return };
+    c.rollout_at_ten_percent().await;
+    let vs = c.find(VS, "shop").unwrap();
+    let dr = c.find(DR, "shop").unwrap();
+    let plugin = c.find(WP, "sticky-canary-shop").unwrap();
+    let _controller = c.start_controller();
+    eventually("the controller put its finalizer on", || c.has_finalizer()).await;
+
+    // Someone drops the canary's managed route and edits their own route meanwhile.
+    c.edit(VS, "shop", |vs| {
+        let http = vs["spec"]["http"].as_array_mut().unwrap();
+        http.retain(|r| r["name"] != "sticky-canary-shop-v2");
+        let user = http.iter_mut().find(|r| r["name"] == "shop").unwrap();
+        user["match"][0]["uri"]["prefix"] = json!("/store");
+    });
+    eventually("the managed route is back", || {
+        route_names(&c.find(VS, "shop").unwrap()) == route_names(&vs)
+    })
+    .await;
+    let repaired = c.find(VS, "shop").unwrap();
+    let user: Vec<&Value> = repaired["spec"]["http"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == "shop")
+        .collect();
+    assert_eq!(
+        user[0]["match"][0]["uri"]["prefix"], "/store",
+        "the user's own edit stays"
+    );
+    for (i, route) in vs["spec"]["http"].as_array().unwrap().iter().enumerate() {
+        if route["name"] != "shop" {
+            assert_eq!(repaired["spec"]["http"][i], *route, "managed route {i}");
+        }
+    }
+
+    // The canary's subset, and the weights in the WasmPlugin.
+    c.edit(DR, "shop", |dr| {
+        let subsets = dr["spec"]["subsets"].as_array_mut().unwrap();
+        subsets.retain(|s| s["name"] != "sticky-canary-v2");
+    });
+    c.edit(WP, "sticky-canary-shop", |wp| {
+        wp["spec"]["pluginConfig"]["versions"] =
+            json!([{"name": "v1", "weight": 50.0}, {"name": "v2", "weight": 50.0}]);
+    });
+    eventually("the subset and the weights are back", || {
+        c.find(DR, "shop").unwrap()["spec"] == dr["spec"]
+            && c.find(WP, "sticky-canary-shop").unwrap()["spec"] == plugin["spec"]
+    })
+    .await;
+    eventually("the repairs are recorded as Events", || {
+        c.event_reasons().iter().any(|r| r == "Applied")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_rollout_leaves_only_the_users_routes_and_subsets() {
+    let Some(c) = cluster() else { return };
+    let (user_vs, user_dr) = c.rollout_at_ten_percent().await;
+    let _controller = c.start_controller();
+    eventually("the controller put its finalizer on", || c.has_finalizer()).await;
+
+    // The WasmPlugin is owned by the rollout: the garbage collector deletes it with it.
+    let rollout = c.find(SC, "shop").unwrap();
+    let plugin = c.find(WP, "sticky-canary-shop").unwrap();
+    assert_eq!(
+        plugin["metadata"]["ownerReferences"],
+        json!([{"apiVersion": SC.0, "kind": SC.1, "name": "shop",
+                "uid": rollout["metadata"]["uid"], "controller": true}])
+    );
+    assert!(rollout["metadata"]["uid"]
+        .as_str()
+        .is_some_and(|u| !u.is_empty()));
+
+    c.server
+        .delete(SC.0, SC.1, NS, "shop")
+        .expect("kubectl delete stickycanary shop");
+    eventually("the rollout is gone", || c.find(SC, "shop").is_none()).await;
+    assert_eq!(c.find(VS, "shop").unwrap()["spec"], user_vs);
+    assert_eq!(c.find(DR, "shop").unwrap()["spec"], user_dr);
+    eventually("the clean-up is recorded as an Event", || {
+        c.event_reasons().iter().any(|r| r == "CleanedUp")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stickyctl_delete_needs_no_controller() {
+    let Some(c) = cluster() else { return };
+    let (user_vs, user_dr) = c.rollout_at_ten_percent().await;
+    // A controller that ran once left its finalizer on, and is gone now.
+    c.edit(SC, "shop", |sc| {
+        sc["metadata"]["finalizers"] = json!([FINALIZER]);
+    });
+
+    c.server.clear_requests();
+    let dry = c.ok(&["delete", "--dry-run"]).await;
+    assert!(
+        dry.contains("--- a/StickyCanary shop")
+            && dry.contains("-    name: sticky-canary-shop-v2")
+            && dry.contains("-  - labels:\n-      version: v2\n-    name: sticky-canary-v2"),
+        "{dry}"
+    );
+    assert!(c.server.write_requests().is_empty());
+
+    let out = c.ok(&["delete"]).await;
+    assert!(out.contains("delete shop: applied"), "{out}");
+    assert!(c.find(SC, "shop").is_none(), "deleted, finalizer removed");
+    assert_eq!(c.find(VS, "shop").unwrap()["spec"], user_vs);
+    assert_eq!(c.find(DR, "shop").unwrap()["spec"], user_dr);
+
+    let again = c.sticky(&["delete", "--name", "shop"]).await;
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stderr.contains("does not exist"), "{}", again.stderr);
+}
