@@ -36,6 +36,13 @@ pub struct EnvoyDir {
 impl EnvoyDir {
     /// Locks `dir`, waiting for another operator to finish.
     pub async fn open(dir: &Path) -> Result<Self, Error> {
+        // A mistyped path is bad input (exit 2), not a runtime failure on the lock file.
+        if !dir.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{}: no such directory (--envoy-dir names the directory Envoy reads {LDS_FILE} from)",
+                dir.display()
+            )));
+        }
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
             .create(true)
@@ -220,6 +227,16 @@ mod tests {
             target.write(doc).await.unwrap();
         }
         assert!(target.plan(&canary).await.unwrap().writes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_directory_is_invalid_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("typo");
+        let err = EnvoyDir::open(&missing).await.unwrap_err();
+        assert!(err.to_string().contains("no such directory"), "{err}");
+        assert_eq!(err.exit_code(), crate::error::EXIT_INVALID);
+        assert!(!missing.exists(), "nothing is created");
     }
 
     #[tokio::test]
