@@ -1,0 +1,249 @@
+//! The RBAC rules shipped in `istio/rbac.yaml` are exactly what the code needs: the controller
+//! and the CLI run through a whole rollout against the fake API server, every request they
+//! make is turned into the RBAC verb the real server would check, and those verbs are compared
+//! with the ClusterRoles both ways: a missing verb would fail in a cluster, a granted verb the
+//! code never uses is privilege nobody needs (no `delete` on the user's objects, for one).
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sticky_canary_filter::VersionWeight;
+use sticky_canary_tests::fake_apiserver::parse_path;
+use sticky_canary_tests::{repo_root, RecordedRequest};
+use stickyctl::model::{StickyCanary, StickyCanarySpec};
+use support::{cluster, eventually, names, Cluster, NS};
+
+/// `(apiGroup, resource[/subresource], verb)`.
+type Permission = (String, String, String);
+
+/// The permissions a ClusterRole of `istio/rbac.yaml` grants.
+fn granted(role: &str) -> BTreeSet<Permission> {
+    let path = repo_root().join("istio/rbac.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let document = serde_norway::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == role)
+        .unwrap_or_else(|| panic!("{}: no ClusterRole {role}", path.display()));
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut permissions = BTreeSet::new();
+    for rule in document["rules"].as_array().unwrap() {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    permissions.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    permissions
+}
+
+/// The permission the real API server checks for a request.
+fn permission(request: &RecordedRequest) -> Permission {
+    let path = parse_path(&request.path)
+        .unwrap_or_else(|| panic!("not a resource request: {}", request.path));
+    let watch = request
+        .query
+        .split('&')
+        .any(|p| p == "watch=true" || p == "watch=1");
+    let verb = match (request.method.as_str(), path.name.is_some(), watch) {
+        ("GET", true, _) => "get",
+        ("GET", false, true) => "watch",
+        ("GET", false, false) => "list",
+        ("POST", ..) => "create",
+        ("PUT", ..) => "update",
+        ("PATCH", ..) => "patch",
+        ("DELETE", true, _) => "delete",
+        ("DELETE", false, _) => "deletecollection",
+        (method, ..) => panic!("unexpected {method} {}", request.path),
+    };
+    let resource = match &path.subresource {
+        Some(sub) => format!("{}/{sub}", path.plural),
+        None => path.plural.clone(),
+    };
+    (path.group, resource, verb.to_owned())
+}
+
+fn used(c: &Cluster) -> BTreeSet<Permission> {
+    c.server.requests().iter().map(permission).collect()
+}
+
+#[test]
+fn requests_map_to_the_verbs_the_server_checks() {
+    let request = |method: &str, path: &str, query: &str| RecordedRequest {
+        method: method.into(),
+        path: path.into(),
+        query: query.into(),
+        content_type: None,
+        status: 200,
+        dry_run: false,
+    };
+    let sc = "/apis/stickycanary.io/v1alpha1/namespaces/prod/stickycanaries";
+    let cases = [
+        (
+            request("GET", &format!("{sc}/shop"), ""),
+            "stickycanaries",
+            "get",
+        ),
+        (
+            request("GET", sc, "watch=true&resourceVersion=3"),
+            "stickycanaries",
+            "watch",
+        ),
+        (
+            request("GET", sc, "labelSelector=a%3Db"),
+            "stickycanaries",
+            "list",
+        ),
+        (
+            request("PUT", &format!("{sc}/shop/status"), ""),
+            "stickycanaries/status",
+            "update",
+        ),
+        (
+            request("PATCH", &format!("{sc}/shop"), ""),
+            "stickycanaries",
+            "patch",
+        ),
+        (
+            request("DELETE", &format!("{sc}/shop"), ""),
+            "stickycanaries",
+            "delete",
+        ),
+        (request("POST", sc, ""), "stickycanaries", "create"),
+    ];
+    for (request, resource, verb) in cases {
+        assert_eq!(
+            permission(&request),
+            ("stickycanary.io".into(), resource.into(), verb.into()),
+            "{request:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_role_is_what_the_controller_uses() {
+    let Some(c) = cluster() else { return };
+    let mut spec = StickyCanarySpec::new("shop", "v1");
+    spec.versions = vec![
+        VersionWeight {
+            name: "v1".into(),
+            weight: 90.0,
+        },
+        VersionWeight {
+            name: "v2".into(),
+            weight: 10.0,
+        },
+    ];
+    let mut rollout = serde_json::to_value(StickyCanary::new("shop", spec)).unwrap();
+    rollout["metadata"]["namespace"] = json!(NS);
+    c.server
+        .create(rollout)
+        .expect("create the rollout (GitOps)");
+    c.server.clear_requests();
+
+    let controller = c.start_controller();
+    eventually("the rollout is applied", || {
+        c.rollout()["status"]["lastApplied"].is_object()
+    })
+    .await;
+    let applied = c.route_names();
+    // A change of weights (GitOps again): the WasmPlugin is updated.
+    c.server
+        .update(
+            "stickycanary.io/v1alpha1",
+            "StickyCanary",
+            NS,
+            "shop",
+            |sc| {
+                sc["spec"]["versions"] =
+                    json!([{"name": "v1", "weight": 80.0}, {"name": "v2", "weight": 20.0}]);
+            },
+        )
+        .unwrap();
+    eventually("the new weights are applied", || {
+        c.plugin_weights()[1]["weight"] == 20.0
+    })
+    .await;
+    // Two repairs: the second Event of a kind is a patch of the first one's series.
+    for _ in 0..2 {
+        c.server
+            .update(
+                "networking.istio.io/v1",
+                "VirtualService",
+                NS,
+                "shop",
+                |vs| {
+                    vs["spec"]["http"]
+                        .as_array_mut()
+                        .unwrap()
+                        .retain(|r| r["name"] != "sticky-canary-shop-v2");
+                },
+            )
+            .unwrap();
+        eventually("the route is repaired", || c.route_names() == applied).await;
+    }
+    c.server
+        .delete("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
+        .unwrap();
+    eventually("the rollout is cleaned up and gone", || {
+        c.server
+            .get("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
+            .is_none()
+    })
+    .await;
+    drop(controller);
+    assert!(
+        names(&c.get("networking.istio.io/v1", "VirtualService", "shop")["spec"]["http"])
+            .iter()
+            .all(|r| !r.starts_with("sticky-canary-")),
+        "cleaned up"
+    );
+    assert_eq!(used(&c), granted("stickyctl-controller"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_role_is_what_the_cli_uses() {
+    let Some(c) = cluster() else { return };
+    c.server.clear_requests();
+    c.init().await;
+    for args in [
+        &["start", "--canary", "v2"][..],
+        &["set-weight", "10", "--dry-run"],
+        &["set-weight", "10"],
+        &["next"],
+        &["status"],
+        &["status", "-o", "json"],
+        &["explain", "--key", "alice"],
+        &["render"],
+        &["promote"],
+        &["start", "--canary", "v3"],
+        &["abort"],
+        &["delete", "--dry-run"],
+    ] {
+        c.ok(args).await;
+    }
+    // A controller that ran once left its finalizer, which `delete` then removes.
+    c.server
+        .update(
+            "stickycanary.io/v1alpha1",
+            "StickyCanary",
+            NS,
+            "shop",
+            |sc| {
+                sc["metadata"]["finalizers"] = json!(["stickycanary.io/cleanup"]);
+            },
+        )
+        .unwrap();
+    c.ok(&["delete"]).await;
+    assert_eq!(used(&c), granted("stickyctl-operator"));
+}
