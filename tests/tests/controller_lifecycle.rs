@@ -1,9 +1,9 @@
 //! The controller over a rollout's life against the fake Kubernetes API: hand edits of the
 //! objects it writes are repaired through its watches (long before the resync), deleting a
 //! rollout takes only the managed routes and subsets out of the user's objects (with the
-//! controller's finalizer, or with `stickyctl delete` and no controller), the WasmPlugin is
-//! owned by its rollout for the garbage collector, and what the controller does is recorded as
-//! Kubernetes Events.
+//! controller's finalizer, with `stickyctl delete` and no controller, or both at once), the
+//! WasmPlugin is owned by its rollout for the garbage collector, and what the controller does
+//! is recorded as Kubernetes Events.
 
 mod support;
 
@@ -188,4 +188,17 @@ async fn stickyctl_delete_needs_no_controller() {
     let again = c.sticky(&["delete", "--name", "shop"]).await;
     assert_eq!(again.code, 2, "{again:?}");
     assert!(again.stderr.contains("does not exist"), "{}", again.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stickyctl_delete_and_the_controller_agree() {
+    let Some(c) = cluster() else { return };
+    let (user_vs, user_dr) = c.rollout_at_ten_percent().await;
+    let _controller = c.start_controller();
+    eventually("the controller put its finalizer on", || c.has_finalizer()).await;
+    // Both clean up at once: the controller through its finalizer, the CLI itself.
+    c.ok(&["delete"]).await;
+    eventually("the rollout is gone", || c.find(SC, "shop").is_none()).await;
+    assert_eq!(c.find(VS, "shop").unwrap()["spec"], user_vs);
+    assert_eq!(c.find(DR, "shop").unwrap()["spec"], user_dr);
 }

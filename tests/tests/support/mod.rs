@@ -50,6 +50,7 @@ pub fn cluster() -> Option<Cluster> {
 }
 
 impl Cluster {
+    /// Runs `stickyctl` in-process against this cluster.
     pub async fn sticky(&self, args: &[&str]) -> Outcome {
         let mut argv = vec![
             "stickyctl",
@@ -60,22 +61,26 @@ impl Cluster {
         run(argv).await
     }
 
+    /// Runs `stickyctl`, asserting exit code 0; its standard output.
     pub async fn ok(&self, args: &[&str]) -> String {
         let out = self.sticky(args).await;
         assert_eq!(out.code, 0, "{args:?}: {}{}", out.stdout, out.stderr);
         out.stdout
     }
 
+    /// An object of the namespace, which must exist.
     pub fn get(&self, api_version: &str, kind: &str, name: &str) -> Value {
         self.server
             .get(api_version, kind, NS, name)
             .unwrap_or_else(|| panic!("{kind} {name} missing"))
     }
 
+    /// The rollout `shop`.
     pub fn rollout(&self) -> Value {
         self.get("stickycanary.io/v1alpha1", "StickyCanary", "shop")
     }
 
+    /// The versions and weights in the rollout's WasmPlugin.
     pub fn plugin_weights(&self) -> Value {
         self.get(
             "extensions.istio.io/v1alpha1",
@@ -85,14 +90,17 @@ impl Cluster {
             .clone()
     }
 
+    /// Names of the VirtualService's routes, in order.
     pub fn route_names(&self) -> Vec<String> {
         names(&self.get("networking.istio.io/v1", "VirtualService", "shop")["spec"]["http"])
     }
 
+    /// Names of the DestinationRule's subsets, in order.
     pub fn subsets(&self) -> Vec<String> {
         names(&self.get("networking.istio.io/v1", "DestinationRule", "shop")["spec"]["subsets"])
     }
 
+    /// `stickyctl status -o json`.
     pub async fn status(&self) -> Value {
         serde_json::from_str(&self.ok(&["status", "-o", "json"]).await).unwrap()
     }
@@ -121,6 +129,7 @@ impl Cluster {
         assert_eq!(routes, expected_routes);
     }
 
+    /// `stickyctl init` of service `shop` at stable `v1`.
     pub async fn init(&self) {
         self.ok(&[
             "init",
