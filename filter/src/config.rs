@@ -63,6 +63,23 @@ pub struct VersionWeight {
     pub name: String,
     /// Share in percent, 0 to 100, at most two decimals.
     pub weight: f64,
+    /// Only at weight 0: clients pinned to this version keep it for the rest of the page they
+    /// are on and leave it at their next navigation, so a version can be switched off without
+    /// breaking pages in flight. Without it a version at weight 0 pins nobody (an immediate
+    /// switch, what an abort needs).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub drain: bool,
+}
+
+impl VersionWeight {
+    /// A version with this share that does not drain.
+    pub fn new(name: impl Into<String>, weight: f64) -> Self {
+        VersionWeight {
+            name: name.into(),
+            weight,
+            drain: false,
+        }
+    }
 }
 
 /// Cookie name and attributes; the defaults suit a browser-facing HTTPS site.
@@ -291,6 +308,12 @@ impl Config {
             }
             let bp = bucket::percent_to_basis_points(version.weight)
                 .map_err(|m| ConfigError::new(&format!("versions[{i}].weight"), m))?;
+            if version.drain && bp > 0 {
+                return Err(ConfigError::new(
+                    &format!("versions[{i}].drain"),
+                    "only a version at weight 0 can drain",
+                ));
+            }
             basis_points.push(bp);
         }
         let total: u32 = basis_points.iter().map(|&b| u32::from(b)).sum();
@@ -367,6 +390,12 @@ impl Config {
     /// Whether the version at `index` receives clients (weight > 0).
     pub fn is_live(&self, index: usize) -> bool {
         self.basis_points.get(index).is_some_and(|&bp| bp > 0)
+    }
+
+    /// Whether the version at `index` is switched off but keeps its clients until their next
+    /// navigation (`drain`, weight 0).
+    pub fn is_draining(&self, index: usize) -> bool {
+        self.plugin.versions.get(index).is_some_and(|v| v.drain)
     }
 
     /// A complete `Set-Cookie` header value for one of the filter's cookies.
@@ -506,6 +535,16 @@ mod tests {
                 "invalid type",
             ),
             (
+                r#"{"versions":[{"name":"v1","weight":90,"drain":true},{"name":"v2","weight":10}]}"#,
+                "versions[0].drain",
+                "only a version at weight 0 can drain",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100,"drain":"yes"}]}"#,
+                "versions[0].drain",
+                "invalid type",
+            ),
+            (
                 r#"{"versions":[{"name":"v1","weight":100}],"header":"X Bad"}"#,
                 "header",
                 "header name",
@@ -590,5 +629,23 @@ mod tests {
         assert!(c.is_live(0));
         assert!(!c.is_live(1));
         assert!(!c.is_live(2));
+        assert!(!c.is_draining(1));
+    }
+
+    #[test]
+    fn drain_is_opt_in_and_serialized_only_when_set() {
+        let json = r#"{"versions":[{"name":"v1","weight":0.0,"drain":true},{"name":"v2","weight":100.0}]}"#;
+        let c = Config::from_json(json.as_bytes()).unwrap();
+        assert!(c.is_draining(0) && !c.is_live(0));
+        assert!(!c.is_draining(1) && !c.is_draining(2));
+        assert_eq!(serde_json::to_string(&c.plugin).unwrap(), json);
+        let plugin = PluginConfig::new(vec![
+            VersionWeight::new("v1", 0.0),
+            VersionWeight::new("v2", 100.0),
+        ]);
+        assert_eq!(
+            serde_json::to_string(&plugin).unwrap(),
+            r#"{"versions":[{"name":"v1","weight":0.0},{"name":"v2","weight":100.0}]}"#
+        );
     }
 }

@@ -112,9 +112,12 @@ pub fn decide(
     let cookies = request.header("cookie").unwrap_or_default();
     let pinned = cookie::find(&cookies, &config.plugin.cookie.name, MAX_VERSION_NAME)
         .and_then(|name| config.version_index(name))
-        .filter(|&version| config.is_live(version));
+        .filter(|&version| config.is_live(version) || config.is_draining(version));
     if let Some(version) = pinned {
-        let repin = config.plugin.repin == Repin::Navigation && is_top_level_navigation(request);
+        // A draining version keeps its clients for the rest of their page whatever `repin`
+        // says, and loses them at their next navigation.
+        let repin = (config.plugin.repin == Repin::Navigation || config.is_draining(version))
+            && is_top_level_navigation(request);
         if !repin {
             return Decision::fixed(version, Reason::Cookie);
         }
@@ -192,6 +195,7 @@ fn client_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{PluginConfig, VersionWeight};
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -326,6 +330,56 @@ mod tests {
                 (1, Reason::Cookie, false)
             );
         }
+    }
+
+    #[test]
+    fn a_draining_version_keeps_its_pins_until_the_next_navigation() {
+        let drained =
+            r#"{"versions":[{"name":"v1","weight":0,"drain":true},{"name":"v2","weight":100}]"#;
+        for repin in ["navigation", "expiry"] {
+            let json = format!(r#"{drained},"repin":"{repin}"}}"#);
+            let c = Config::from_json(json.as_bytes()).unwrap();
+            for dest in [&b"script"[..], b"style", b"empty", b"iframe"] {
+                let d = decide(
+                    &c,
+                    &req(&[
+                        ("cookie", b"sticky-version=v1; sticky-id=i1"),
+                        ("sec-fetch-dest", dest),
+                    ]),
+                    no_mint,
+                );
+                assert_eq!(
+                    (d.version, d.reason, d.set_version_cookie),
+                    (0, Reason::Cookie, false),
+                    "{repin}: {}",
+                    String::from_utf8_lossy(dest)
+                );
+            }
+            let no_fetch_metadata = decide(&c, &req(&[("cookie", b"sticky-version=v1")]), no_mint);
+            assert_eq!(no_fetch_metadata.reason, Reason::Cookie, "{repin}");
+            for nav in [
+                &[("sec-fetch-dest", &b"document"[..])][..],
+                &[("sec-fetch-mode", b"navigate")],
+            ] {
+                let mut h = vec![("cookie", &b"sticky-version=v1; sticky-id=i1"[..])];
+                h.extend_from_slice(nav);
+                let d = decide(&c, &req(&h), no_mint);
+                assert_eq!(
+                    (d.version, d.reason, d.set_version_cookie),
+                    (1, Reason::Hash, true),
+                    "{repin}: a navigation leaves the drained version"
+                );
+            }
+            let new_client = decide(&c, &req(&[("sec-fetch-dest", b"script")]), || "m".into());
+            assert_eq!((new_client.version, new_client.reason), (1, Reason::Hash));
+        }
+        // Without `drain`, the same switch is immediate, and `repin: expiry` keeps live pins.
+        let c = config(r#","repin":"expiry""#, 0.0, 100.0);
+        let r = req(&[
+            ("cookie", b"sticky-version=v1; sticky-id=i1"),
+            ("sec-fetch-dest", b"script"),
+        ]);
+        assert_eq!(decide(&c, &r, no_mint).version, 1);
     }
 
     #[test]
@@ -478,6 +532,33 @@ mod tests {
             }
             let nav = decide(&c, &req(&[("cookie", cookie.as_bytes()), ("sec-fetch-dest", b"document")]), no_mint);
             prop_assert_eq!(nav.version, first.version);
+        }
+
+        /// A client pinned to a draining version keeps it on every sub-resource and leaves it
+        /// at its next navigation; nobody lands on it by hash.
+        #[test]
+        fn a_drained_pin_lasts_exactly_until_the_next_navigation(
+            id in "[a-f0-9]{32}",
+            drained_first in any::<bool>(),
+            subresources in proptest::collection::vec(
+                prop_oneof![Just(&b"script"[..]), Just(&b"style"[..]), Just(&b"empty"[..]), Just(&b"image"[..])],
+                0..6,
+            ),
+        ) {
+            let (drained, other) = if drained_first { (0, 1) } else { (1, 0) };
+            let mut versions = [VersionWeight::new("v1", 100.0), VersionWeight::new("v2", 100.0)];
+            versions[drained].weight = 0.0;
+            versions[drained].drain = true;
+            let c = Config::compile(PluginConfig::new(versions.to_vec())).unwrap();
+            let fresh = decide(&c, &req(&[("sec-fetch-dest", b"document")]), || id.clone());
+            prop_assert_eq!(fresh.version, other);
+            let cookie = format!("sticky-id={id}; sticky-version={}", c.names[drained]);
+            for dest in subresources {
+                let d = decide(&c, &req(&[("cookie", cookie.as_bytes()), ("sec-fetch-dest", dest)]), no_mint);
+                prop_assert_eq!((d.version, d.reason), (drained, Reason::Cookie));
+            }
+            let nav = decide(&c, &req(&[("cookie", cookie.as_bytes()), ("sec-fetch-dest", b"document")]), no_mint);
+            prop_assert_eq!((nav.version, nav.set_version_cookie), (other, true));
         }
 
         /// Never panics, whatever the headers hold.
