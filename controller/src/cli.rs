@@ -81,8 +81,13 @@ enum Command {
         #[command(flatten)]
         dry: DryRun,
     },
-    /// Make the canary stable; the old version's routes and subset go after the switch.
+    /// Make the canary stable; the old version drains (its clients keep it until their next
+    /// page) until `promote --finish` removes its routes and subset.
     Promote {
+        /// Remove the old version now (after the switch, in the same run if needed), ending
+        /// its drain: pages of it still loading then get their assets from the new stable.
+        #[arg(long)]
+        finish: bool,
         #[command(flatten)]
         dry: DryRun,
     },
@@ -379,7 +384,7 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         ),
         Command::SetWeight { percent, dry } => (Op::SetWeight(*percent), dry),
         Command::Next { dry } => (Op::Next, dry),
-        Command::Promote { dry } => (Op::Promote, dry),
+        Command::Promote { finish, dry } => (Op::Promote { finish: *finish }, dry),
         Command::Abort { dry } => (Op::Abort, dry),
     };
     if dry.dry_run {
@@ -387,7 +392,9 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         let next = planned(&current, &op)?;
         return print_diff(target, Some(&current), &next, out).await;
     }
-    let two_steps = matches!(op, Op::Promote | Op::Abort);
+    // Abort and `promote --finish` remove the other version in the same run; plain `promote`
+    // stops after the switch, while the old version drains.
+    let two_steps = matches!(op, Op::Promote { finish: true } | Op::Abort);
     let mut changed = false;
     loop {
         let action = retry_on_conflict(|| async {
@@ -423,10 +430,27 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
             }
         }
     }
+    if let Some(note) = drain_note(&load(target).await?.spec) {
+        writeln!(out, "{note}").ok();
+    }
     Ok(())
 }
 
-/// The rollout after `op` and, for promote and abort, its second step, in memory.
+/// What an operator needs to know about a draining version: when its clients leave and how
+/// it goes away.
+fn drain_note(spec: &StickyCanarySpec) -> Option<String> {
+    let drained = spec.versions.iter().find(|v| v.drain)?;
+    let mut note = format!(
+        "{} drains: its clients keep it until their next page load (or for at most {}s without one)",
+        drained.name, spec.filter.cookie.max_age
+    );
+    if spec.retiring.as_deref() == Some(drained.name.as_str()) {
+        note.push_str("; `stickyctl promote --finish` then removes it");
+    }
+    Some(note)
+}
+
+/// The rollout after `op` and, for abort and `promote --finish`, its second step, in memory.
 fn planned(current: &StickyCanary, op: &Op) -> Result<StickyCanary, Error> {
     let mut next = current.clone();
     while let Some(change) = ops::apply(&next.spec, op)? {
@@ -635,7 +659,7 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
         .versions
         .iter()
         .enumerate()
-        .map(|(i, v)| json!({"name": v.name, "weight": v.weight, "role": role(i, &v.name)}))
+        .map(|(i, v)| json!({"name": v.name, "weight": v.weight, "drain": v.drain, "role": role(i, &v.name)}))
         .collect();
     let objects: Vec<Value> = plan
         .objects
@@ -673,12 +697,16 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
     for (i, v) in spec.versions.iter().enumerate() {
         writeln!(
             out,
-            "{:<24} {:<9} {:>7}",
+            "{:<24} {:<9} {:>7}{}",
             v.name,
             role(i, &v.name),
-            v.weight
+            v.weight,
+            if v.drain { "  draining" } else { "" }
         )
         .ok();
+    }
+    if let Some(note) = drain_note(spec) {
+        writeln!(out, "{note}").ok();
     }
     writeln!(out, "\n{:<56} STATE", "OBJECT").ok();
     for doc in &plan.objects {
@@ -729,6 +757,10 @@ async fn explain<T: Target>(target: &T, args: &ExplainArgs, out: &mut String) ->
     let why = match (decision.reason, bucket, decision.minted_id.is_some()) {
         (Reason::Override, ..) => "the override header names it".to_owned(),
         (Reason::Trusted, ..) => "a trusted hop already carried the version header".to_owned(),
+        (Reason::Cookie, ..) if config.is_draining(decision.version) => {
+            "the pinning cookie names it and it drains: the client leaves it at its next page load"
+                .to_owned()
+        }
         (Reason::Cookie, ..) => "the pinning cookie names it and it is live".to_owned(),
         (Reason::Hash, _, true) => "no client key: a new id would be minted and hashed".to_owned(),
         (Reason::Hash, Some(bucket), false) => {

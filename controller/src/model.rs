@@ -57,7 +57,8 @@ pub struct StickyCanarySpec {
     #[serde(default = "default_steps")]
     pub steps: Vec<f64>,
     /// A version on its way out after `promote` or `abort`: at weight 0 but still routed, so
-    /// requests already stamped with it finish; the next `promote`/`abort` removes it.
+    /// requests already stamped with it finish (after `promote` it drains: its clients keep it
+    /// until their next page); `promote --finish` or `abort` removes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retiring: Option<String>,
     /// The filter's per-request settings.
@@ -153,7 +154,8 @@ pub enum Phase {
     Stable,
     /// A canary is live next to stable.
     Progressing,
-    /// Promote switched every client to the new stable; the old version is being removed.
+    /// Promote switched every client to the new stable; the old version drains until
+    /// `promote --finish` removes it.
     Promoting,
     /// The canary became the only version.
     Promoted,
@@ -248,10 +250,7 @@ impl StickyCanarySpec {
     pub fn new(service: &str, stable: &str) -> Self {
         StickyCanarySpec {
             service: service.to_owned(),
-            versions: vec![VersionWeight {
-                name: stable.to_owned(),
-                weight: 100.0,
-            }],
+            versions: vec![VersionWeight::new(stable, 100.0)],
             steps: default_steps(),
             retiring: None,
             filter: FilterSettings::default(),
@@ -354,10 +353,7 @@ mod tests {
     fn canary_is_the_second_version_unless_retiring() {
         let mut spec = StickyCanarySpec::new("shop", "v1");
         assert!(spec.canary().is_none());
-        spec.versions.push(VersionWeight {
-            name: "v2".into(),
-            weight: 0.0,
-        });
+        spec.versions.push(VersionWeight::new("v2", 0.0));
         assert_eq!(spec.canary().unwrap().name, "v2");
         spec.retiring = Some("v2".into());
         assert!(spec.canary().is_none());

@@ -4,8 +4,18 @@
 //! anything is written. A transition that would not change the spec returns `None`, so running
 //! a command twice writes once. `promote` and `abort` take two steps (make before break): the
 //! first switches every client (weight 100 to the new stable, 0 to the other version, which
-//! stays routed as `retiring` so requests already stamped with it still land); the second,
-//! the same command again, removes the retiring version's routes and subset.
+//! stays routed as `retiring` so requests already stamped with it still land); the second
+//! removes the retiring version's routes and subset.
+//!
+//! A version that served users and is switched off while still configured drains (the
+//! filter's `drain`: its clients keep it until their next page): the stable version when the
+//! canary reaches 100%, and the old stable in `promote`'s first step, which is why that step
+//! waits: `promote` stops there (running it again changes nothing) and `promote --finish`
+//! removes the drained version once its pages are done. `abort` never drains: it is immediate
+//! by contract, and removes the canary in the same run. Neither does `set-weight 0`: an
+//! operator taking the canary to 0 wants its users off it now, as with abort, and QA keeps
+//! reaching it with the override; a drain would also leave them on it for as long as they
+//! stay on one page. Any weight above 0 ends a drain.
 
 use sticky_canary_filter::bucket::{percent_to_basis_points, BUCKETS};
 use sticky_canary_filter::names::check_version_name;
@@ -25,8 +35,12 @@ pub enum Op {
     SetWeight(f64),
     /// Move the canary to the next step above its weight.
     Next,
-    /// Make the canary the stable version, then remove the old one.
-    Promote,
+    /// Make the canary the stable version while the old one drains; with `finish`, also
+    /// remove the old one (at once when the switch is made in the same run).
+    Promote {
+        /// Remove the old version, ending its drain.
+        finish: bool,
+    },
     /// Send every client back to stable, then remove the canary.
     Abort,
 }
@@ -61,9 +75,10 @@ pub fn init(service: &str, stable: &str) -> Result<StickyCanarySpec, OpError> {
 /// Applies `op` to `spec`; `None` when the spec already is what `op` asks for.
 pub fn apply(spec: &StickyCanarySpec, op: &Op) -> Result<Option<Change>, OpError> {
     validate(spec)?;
-    if let (Some(retiring), false) = (&spec.retiring, matches!(op, Op::Promote | Op::Abort)) {
+    if let (Some(retiring), false) = (&spec.retiring, matches!(op, Op::Promote { .. } | Op::Abort))
+    {
         return Err(OpError::WrongPhase(format!(
-            "version {retiring:?} is being removed; run `promote` or `abort` again to finish first"
+            "version {retiring:?} is being removed; run `promote --finish` or `abort` to finish first"
         )));
     }
     let stable = spec.versions[0].name.clone();
@@ -85,7 +100,14 @@ pub fn apply(spec: &StickyCanarySpec, op: &Op) -> Result<Option<Change>, OpError
                     )))
                 }
                 None => (
-                    with_weights(spec, &[(&stable, 100.0), (canary, 0.0)], None),
+                    with_versions(
+                        spec,
+                        vec![
+                            VersionWeight::new(&stable, 100.0),
+                            VersionWeight::new(canary, 0.0),
+                        ],
+                        None,
+                    ),
                     format!("start {canary}"),
                 ),
             }
@@ -112,36 +134,42 @@ pub fn apply(spec: &StickyCanarySpec, op: &Op) -> Result<Option<Change>, OpError
             let action = format!("next {}", percent(next));
             set_canary(spec, next, action)?
         }
-        Op::Promote | Op::Abort => match (&spec.retiring, spec.canary()) {
+        Op::Promote { .. } | Op::Abort => match (&spec.retiring, spec.canary()) {
+            // A draining version stays until its pages are done: only `--finish` or `abort`
+            // cut the drain short.
+            (Some(_), _) if *op == (Op::Promote { finish: false }) && spec.versions[1].drain => {
+                return Ok(None)
+            }
             (Some(retiring), _) => {
-                let keep: Vec<_> = spec
+                let keep = spec
                     .versions
                     .iter()
                     .filter(|v| v.name != *retiring)
-                    .map(|v| (v.name.as_str(), v.weight))
+                    .cloned()
                     .collect();
-                let verb = if matches!(op, Op::Promote) {
-                    "promote"
-                } else {
-                    "abort"
-                };
+                let verb = if *op == Op::Abort { "abort" } else { "promote" };
                 (
-                    with_weights(spec, &keep, None),
+                    with_versions(spec, keep, None),
                     format!("{verb}: remove {retiring}"),
                 )
             }
             (None, None) => return Ok(None),
             (None, Some(canary)) => {
                 let canary = canary.name.clone();
-                if matches!(op, Op::Promote) {
+                if *op == Op::Abort {
+                    let versions = vec![
+                        VersionWeight::new(&stable, 100.0),
+                        VersionWeight::new(&canary, 0.0),
+                    ];
                     (
-                        with_weights(spec, &[(&canary, 100.0), (&stable, 0.0)], Some(&stable)),
-                        format!("promote {canary}"),
+                        with_versions(spec, versions, Some(&canary)),
+                        format!("abort {canary}"),
                     )
                 } else {
+                    let versions = vec![VersionWeight::new(&canary, 100.0), draining(&stable)];
                     (
-                        with_weights(spec, &[(&stable, 100.0), (&canary, 0.0)], Some(&canary)),
-                        format!("abort {canary}"),
+                        with_versions(spec, versions, Some(&stable)),
+                        format!("promote {canary}"),
                     )
                 }
             }
@@ -245,29 +273,36 @@ fn set_canary(
     action: String,
 ) -> Result<(StickyCanarySpec, String), OpError> {
     let canary = require_canary(spec)?;
-    let stable = &spec.versions[0];
-    let canary_weight = percent(basis_points);
-    let stable_weight = percent(BUCKETS - basis_points);
-    let versions = [
-        (stable.name.as_str(), stable_weight),
-        (canary.name.as_str(), canary_weight),
+    let stable = &spec.versions[0].name;
+    // At 100% the stable version is switched off but still configured: it drains, so its
+    // clients finish the page they are on.
+    let stable = if basis_points == BUCKETS {
+        draining(stable)
+    } else {
+        VersionWeight::new(stable, percent(BUCKETS - basis_points))
+    };
+    let versions = vec![
+        stable,
+        VersionWeight::new(&canary.name, percent(basis_points)),
     ];
-    Ok((with_weights(spec, &versions, None), action))
+    Ok((with_versions(spec, versions, None), action))
 }
 
-fn with_weights(
+/// A version at weight 0 whose clients keep it until their next navigation.
+fn draining(name: &str) -> VersionWeight {
+    VersionWeight {
+        drain: true,
+        ..VersionWeight::new(name, 0.0)
+    }
+}
+
+fn with_versions(
     spec: &StickyCanarySpec,
-    versions: &[(&str, f64)],
+    versions: Vec<VersionWeight>,
     retiring: Option<&str>,
 ) -> StickyCanarySpec {
     let mut next = spec.clone();
-    next.versions = versions
-        .iter()
-        .map(|&(name, weight)| VersionWeight {
-            name: name.to_owned(),
-            weight,
-        })
-        .collect();
+    next.versions = versions;
     next.retiring = retiring.map(str::to_owned);
     next
 }
@@ -296,24 +331,40 @@ mod tests {
     use super::*;
 
     fn spec(versions: &[(&str, f64)], retiring: Option<&str>) -> StickyCanarySpec {
-        with_weights(
+        with_versions(
             &StickyCanarySpec::new("shop", versions[0].0),
-            versions,
+            versions
+                .iter()
+                .map(|&(name, weight)| VersionWeight::new(name, weight))
+                .collect(),
             retiring,
         )
     }
 
-    fn weights(s: &StickyCanarySpec) -> Vec<(String, f64)> {
+    /// `s` with version `name` draining.
+    fn drained(mut s: StickyCanarySpec, name: &str) -> StickyCanarySpec {
+        for v in s.versions.iter_mut().filter(|v| v.name == name) {
+            v.drain = true;
+        }
+        s
+    }
+
+    fn weights(s: &StickyCanarySpec) -> Vec<(String, f64, bool)> {
         s.versions
             .iter()
-            .map(|v| (v.name.clone(), v.weight))
+            .map(|v| (v.name.clone(), v.weight, v.drain))
             .collect()
     }
+
+    const PROMOTE: Op = Op::Promote { finish: false };
+    const FINISH: Op = Op::Promote { finish: true };
 
     #[test]
     fn transitions() {
         let stable = spec(&[("v1", 100.0)], None);
         let canary = |w: f64| spec(&[("v1", 100.0 - w), ("v2", w)], None);
+        let full = drained(canary(100.0), "v1");
+        let promoting = drained(spec(&[("v2", 100.0), ("v1", 0.0)], Some("v1")), "v1");
         let cases: Vec<(&str, StickyCanarySpec, Op, StickyCanarySpec, &str)> = vec![
             (
                 "start",
@@ -347,25 +398,81 @@ mod tests {
                 "next 10",
             ),
             (
-                "next to 100",
+                "next to 100 drains stable",
                 canary(80.0),
                 Op::Next,
-                canary(100.0),
+                full.clone(),
                 "next 100",
             ),
             (
-                "promote",
+                "set-weight 100 drains stable",
+                canary(50.0),
+                Op::SetWeight(100.0),
+                full.clone(),
+                "set-weight 100",
+            ),
+            (
+                "leaving 100 ends the drain",
+                full.clone(),
+                Op::SetWeight(80.0),
+                canary(80.0),
+                "set-weight 80",
+            ),
+            (
+                "set-weight 0 does not drain the canary",
+                canary(50.0),
+                Op::SetWeight(0.0),
+                canary(0.0),
+                "set-weight 0",
+            ),
+            (
+                "promote drains the old stable",
                 canary(20.0),
-                Op::Promote,
-                spec(&[("v2", 100.0), ("v1", 0.0)], Some("v1")),
+                PROMOTE,
+                promoting.clone(),
                 "promote v2",
             ),
             (
-                "promote finish",
-                spec(&[("v2", 100.0), ("v1", 0.0)], Some("v1")),
-                Op::Promote,
+                "promote at 100",
+                full.clone(),
+                PROMOTE,
+                promoting.clone(),
+                "promote v2",
+            ),
+            (
+                "promote --finish switches first",
+                canary(20.0),
+                FINISH,
+                promoting.clone(),
+                "promote v2",
+            ),
+            (
+                "promote --finish removes the drained version",
+                promoting.clone(),
+                FINISH,
                 spec(&[("v2", 100.0)], None),
                 "promote: remove v1",
+            ),
+            (
+                "promote removes a retiring version that does not drain",
+                spec(&[("v1", 100.0), ("v2", 0.0)], Some("v2")),
+                PROMOTE,
+                stable.clone(),
+                "promote: remove v2",
+            ),
+            (
+                "abort cuts a drain short",
+                promoting.clone(),
+                Op::Abort,
+                spec(&[("v2", 100.0)], None),
+                "abort: remove v1",
+            ),
+            (
+                "abort at 100 never drains",
+                full.clone(),
+                Op::Abort,
+                spec(&[("v1", 100.0), ("v2", 0.0)], Some("v2")),
+                "abort v2",
             ),
             (
                 "abort",
@@ -402,8 +509,17 @@ mod tests {
                 },
             ),
             (canary.clone(), Op::SetWeight(10.0)),
-            (stable.clone(), Op::Promote),
+            (stable.clone(), PROMOTE),
+            (stable.clone(), FINISH),
             (stable, Op::Abort),
+            (
+                drained(spec(&[("v1", 0.0), ("v2", 100.0)], None), "v1"),
+                Op::SetWeight(100.0),
+            ),
+            (
+                drained(spec(&[("v2", 100.0), ("v1", 0.0)], Some("v1")), "v1"),
+                PROMOTE,
+            ),
         ];
         for (before, op) in cases {
             assert_eq!(apply(&before, &op), Ok(None), "{op:?}");
@@ -454,6 +570,7 @@ mod tests {
                 "past the last step",
             ),
             (retiring.clone(), Op::SetWeight(5.0), "being removed"),
+            (retiring.clone(), Op::Next, "promote --finish"),
             (
                 retiring,
                 Op::Start {
@@ -477,10 +594,8 @@ mod tests {
         let mut bad_label = spec(&[("v1", 100.0)], None);
         bad_label.routing.version_label = Some("a b".into());
         let mut three = spec(&[("v1", 98.0), ("v2", 1.0)], None);
-        three.versions.push(VersionWeight {
-            name: "v3".into(),
-            weight: 1.0,
-        });
+        three.versions.push(VersionWeight::new("v3", 1.0));
+        let live_drain = drained(spec(&[("v1", 90.0), ("v2", 10.0)], None), "v2");
         let mut bad_sum = spec(&[("v1", 90.0)], None);
         bad_sum.versions[0].weight = 90.0;
         let mut bad_retiring = spec(&[("v1", 90.0), ("v2", 10.0)], None);
@@ -492,6 +607,10 @@ mod tests {
             (three, "at most a stable and a canary"),
             (bad_sum, "sum to 90"),
             (bad_retiring, "spec.retiring"),
+            (
+                live_drain,
+                "spec.versions[1].drain: only a version at weight 0",
+            ),
         ];
         for (s, needle) in cases {
             let err = validate(&s).expect_err(needle).to_string();

@@ -75,10 +75,7 @@ pub fn weights(versions: &[(&str, f64)]) -> PluginConfig {
     PluginConfig::new(
         versions
             .iter()
-            .map(|&(name, weight)| VersionWeight {
-                name: name.to_owned(),
-                weight,
-            })
+            .map(|&(name, weight)| VersionWeight::new(name, weight))
             .collect(),
     )
 }

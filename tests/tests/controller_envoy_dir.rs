@@ -71,6 +71,12 @@ async fn commands_rewrite_the_listener() {
     ok(d, &["promote"]).await;
     assert_eq!(
         listener_versions(d),
+        json!([{"name": "v2", "weight": 100.0}, {"name": "v1", "weight": 0.0, "drain": true}])
+    );
+    assert_eq!(read(d, ROLLOUT_FILE)["status"]["phase"], "Promoting");
+    ok(d, &["promote", "--finish"]).await;
+    assert_eq!(
+        listener_versions(d),
         json!([{"name": "v2", "weight": 100.0}])
     );
     assert_eq!(read(d, ROLLOUT_FILE)["status"]["phase"], "Promoted");

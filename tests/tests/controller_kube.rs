@@ -49,7 +49,7 @@ async fn every_command_end_to_end() {
     assert_eq!(status["stepIndex"], 3);
     assert_eq!(
         status["versions"][1],
-        json!({"name": "v2", "weight": 20.0, "role": "canary"})
+        json!({"name": "v2", "weight": 20.0, "drain": false, "role": "canary"})
     );
     c.assert_consistent().await;
 
@@ -90,11 +90,24 @@ async fn every_command_end_to_end() {
     }
     assert_eq!(docs, 3);
 
+    // Promote switches and leaves v1 draining, routed, until `promote --finish`.
     let out = c.ok(&["promote"]).await;
     assert!(
-        out.contains("promote v2") && out.contains("promote: remove v1"),
+        out.contains("promote v2") && !out.contains("remove v1"),
         "{out}"
     );
+    assert!(out.contains("v1 drains"), "{out}");
+    assert_eq!(
+        c.plugin_weights(),
+        json!([{"name": "v2", "weight": 100.0}, {"name": "v1", "weight": 0.0, "drain": true}])
+    );
+    assert_eq!(c.subsets(), ["sticky-canary-v2", "sticky-canary-v1"]);
+    assert_eq!(c.status().await["phase"], "Promoting");
+    c.assert_consistent().await;
+    let again = c.ok(&["promote"]).await;
+    assert!(again.contains("nothing to change"), "{again}");
+    let out = c.ok(&["promote", "--finish"]).await;
+    assert!(out.contains("promote: remove v1"), "{out}");
     assert_eq!(
         c.route_names(),
         ["sticky-canary-shop-v2", "shop", "sticky-canary-shop"]
@@ -282,8 +295,10 @@ async fn a_controller_killed_mid_change_converges_after_restart() {
             NS,
             "shop",
             |rollout| {
-                rollout["spec"]["versions"] =
-                    json!([{"name": "v2", "weight": 100.0}, {"name": "v1", "weight": 0.0}]);
+                rollout["spec"]["versions"] = json!([
+                    {"name": "v2", "weight": 100.0},
+                    {"name": "v1", "weight": 0.0, "drain": true}
+                ]);
                 rollout["spec"]["retiring"] = json!("v1");
             },
         )
@@ -317,7 +332,7 @@ async fn a_controller_killed_mid_change_converges_after_restart() {
     controller.abort();
     assert_eq!(
         c.plugin_weights(),
-        json!([{"name": "v2", "weight": 100.0}, {"name": "v1", "weight": 0.0}])
+        json!([{"name": "v2", "weight": 100.0}, {"name": "v1", "weight": 0.0, "drain": true}])
     );
     c.assert_consistent().await;
 }

@@ -135,14 +135,8 @@ async fn the_controller_role_is_what_the_controller_uses() {
     let Some(c) = cluster() else { return };
     let mut spec = StickyCanarySpec::new("shop", "v1");
     spec.versions = vec![
-        VersionWeight {
-            name: "v1".into(),
-            weight: 90.0,
-        },
-        VersionWeight {
-            name: "v2".into(),
-            weight: 10.0,
-        },
+        VersionWeight::new("v1", 90.0),
+        VersionWeight::new("v2", 10.0),
     ];
     let mut rollout = serde_json::to_value(StickyCanary::new("shop", spec)).unwrap();
     rollout["metadata"]["namespace"] = json!(NS);
@@ -226,6 +220,7 @@ async fn the_operator_role_is_what_the_cli_uses() {
         &["explain", "--key", "alice"],
         &["render"],
         &["promote"],
+        &["promote", "--finish"],
         &["start", "--canary", "v3"],
         &["abort"],
         &["delete", "--dry-run"],

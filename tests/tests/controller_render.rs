@@ -23,14 +23,8 @@ fn specs() -> Vec<(&'static str, StickyCanarySpec)> {
     let stable = StickyCanarySpec::new("shop", "v1");
     let mut canary = stable.clone();
     canary.versions = vec![
-        VersionWeight {
-            name: "v1".into(),
-            weight: 66.67,
-        },
-        VersionWeight {
-            name: "v2".into(),
-            weight: 33.33,
-        },
+        VersionWeight::new("v1", 66.67),
+        VersionWeight::new("v2", 33.33),
     ];
     let mut placed = canary.clone();
     placed.plugin.url = Some("oci://registry.internal/sticky:1".into());
@@ -52,14 +46,8 @@ fn specs() -> Vec<(&'static str, StickyCanarySpec)> {
     });
     let mut retiring = canary.clone();
     retiring.versions = vec![
-        VersionWeight {
-            name: "v2".into(),
-            weight: 100.0,
-        },
-        VersionWeight {
-            name: "v1".into(),
-            weight: 0.0,
-        },
+        VersionWeight::new("v2", 100.0),
+        VersionWeight::new("v1", 0.0),
     ];
     retiring.retiring = Some("v1".into());
     vec![

@@ -7,7 +7,7 @@
 
 use schemars::{json_schema, Schema, SchemaGenerator};
 
-/// `spec.versions`: name and weight of each version, stable first.
+/// `spec.versions`: name, weight and drain flag of each version, stable first.
 pub fn versions(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
@@ -17,7 +17,8 @@ pub fn versions(_: &mut SchemaGenerator) -> Schema {
             "required": ["name", "weight"],
             "properties": {
                 "name": { "type": "string", "minLength": 1, "maxLength": 63 },
-                "weight": { "type": "number", "minimum": 0, "maximum": 100 }
+                "weight": { "type": "number", "minimum": 0, "maximum": 100 },
+                "drain": { "type": "boolean" }
             }
         }
     })
@@ -100,8 +101,8 @@ mod tests {
         })
         .unwrap();
         let version = serde_json::to_value(VersionWeight {
-            name: "v1".into(),
-            weight: 1.0,
+            drain: true,
+            ..VersionWeight::new("v1", 0.0)
         })
         .unwrap();
         let cases = [

@@ -244,10 +244,7 @@ mod tests {
         PluginConfig::new(
             weights
                 .iter()
-                .map(|&(name, weight)| VersionWeight {
-                    name: name.to_owned(),
-                    weight,
-                })
+                .map(|&(name, weight)| VersionWeight::new(name, weight))
                 .collect(),
         )
     }

@@ -312,10 +312,7 @@ mod tests {
         let mut spec = StickyCanarySpec::new("shop", versions[0].0);
         spec.versions = versions
             .iter()
-            .map(|&(name, weight)| VersionWeight {
-                name: name.into(),
-                weight,
-            })
+            .map(|&(name, weight)| VersionWeight::new(name, weight))
             .collect();
         spec
     }

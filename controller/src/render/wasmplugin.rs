@@ -80,10 +80,7 @@ mod tests {
     fn plugin_config_is_the_filters_config() {
         let mut spec = StickyCanarySpec::new("shop", "v1");
         spec.versions[0].weight = 90.0;
-        spec.versions.push(VersionWeight {
-            name: "v2".into(),
-            weight: 10.0,
-        });
+        spec.versions.push(VersionWeight::new("v2", 10.0));
         let wp = render("shop", "prod", &spec, None);
         assert_eq!(wp["metadata"]["name"], "sticky-canary-shop");
         assert_eq!(wp["metadata"]["namespace"], "prod");
