@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::json;
-use sticky_canary_e2e::browser::{Browser, Dest, Visit};
+use sticky_canary_e2e::browser::{subresources, Browser, Dest, Visit};
 use sticky_canary_e2e::crowd::{par_map, Crowd, Moves, Tally};
 use sticky_canary_e2e::site::{app_script, PAGES, WHOAMI};
 use sticky_canary_e2e::stack::weights;
@@ -82,6 +82,64 @@ fn an_abort_sends_every_canary_client_back_to_stable() {
     let after = Tally::of(&crowd.visit(&stack.http, "/").unwrap());
     assert_eq!(after.pages.keys().collect::<Vec<_>>(), ["v1"]);
     assert_eq!((after.not_found, after.mixed), (0, 0));
+}
+
+/// The canary reaches 100% with the stable version draining: a stable client in the middle of
+/// a page keeps loading that page's v1 assets from v1 (the 404 story at the last step), its
+/// next navigation lands on v2 with the cookie rewritten, and nobody new gets v1. The same
+/// switch without `drain` (what abort does) sends those assets to v2, which lacks them.
+#[test]
+fn at_100_percent_a_draining_stable_serves_its_pages_in_flight_until_the_next_navigation() {
+    let mut stack = common::start(&weights(&[("v1", 60.0), ("v2", 40.0)]));
+    let mut draining = weights(&[("v1", 0.0), ("v2", 100.0)]);
+    draining.versions[0].drain = true;
+    for (plugin, drains) in [
+        (draining, true),
+        (weights(&[("v1", 0.0), ("v2", 100.0)]), false),
+    ] {
+        stack
+            .set_plugin(&weights(&[("v1", 60.0), ("v2", 40.0)]))
+            .unwrap();
+        let mut crowd = Crowd::new(200);
+        let before = crowd.visit(&stack.http, "/").unwrap();
+        let on_stable = before.iter().filter(|v| v.version() == Some("v1")).count();
+        assert!(on_stable > 50, "{on_stable} clients on stable");
+        stack.set_plugin(&plugin).unwrap();
+
+        let reloads = crowd.reload_subresources(&stack.http).unwrap();
+        for (visit, reload) in before.iter().zip(&reloads) {
+            let page = visit.version().unwrap();
+            let requested = subresources(&visit.page.body);
+            assert_eq!(requested.len(), reload.len());
+            for ((_, url), response) in requested.iter().zip(reload) {
+                let got = (response.status, response.served_by.as_deref());
+                if page == "v2" || drains {
+                    assert_eq!(got, (200, Some(page)), "drain {drains}: {url}");
+                    assert!(response.set_cookies.is_empty(), "{response:?}");
+                } else if *url == app_script("v1") {
+                    assert_eq!(got, (404, Some("v2")), "without drain: {url}");
+                } else {
+                    assert_eq!(got, (200, Some("v2")), "without drain: {url}");
+                }
+            }
+        }
+
+        let next = crowd.visit(&stack.http, PAGES[1]).unwrap();
+        for ((visit, after), browser) in before.iter().zip(&next).zip(&crowd.browsers) {
+            assert_eq!(after.version(), Some("v2"), "drain {drains}");
+            assert_eq!((after.not_found(), after.mixed()), (0, false), "{after:?}");
+            assert_eq!(browser.cookie("sticky-version"), Some("v2"));
+            if visit.version() == Some("v1") && drains {
+                assert_eq!(
+                    after.page.cookie("sticky-version"),
+                    Some("v2"),
+                    "the navigation rewrites the cookie"
+                );
+            }
+        }
+        let newcomer = Browser::new().visit(&stack.http, "/").unwrap();
+        assert_eq!(newcomer.version(), Some("v2"));
+    }
 }
 
 /// The 404 story: each version's page loads a script only that version has. Clients browsing
