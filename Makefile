@@ -57,7 +57,7 @@ test: setup wasm lint
 	$(CARGO) test --workspace
 
 ## bench: what the filter costs per request (see BENCHMARKS.md)
-bench: setup build
+bench: setup wasm
 	$(CARGO) run --release -q -p sticky-canary-bench --bin sticky-bench
 
 clean:
