@@ -335,8 +335,9 @@ async fn delete(target: &KubeTarget, dry_run: bool, out: &mut String) -> Result<
     retry_on_conflict(|| target.remove_finalizer()).await?;
     writeln!(
         out,
-        "delete {}: applied ({written} objects written); the WasmPlugin goes with the rollout",
-        canary.name_any()
+        "delete {}: applied ({}); the WasmPlugin goes with the rollout",
+        canary.name_any(),
+        objects(written, "written")
     )
     .ok();
     Ok(())
@@ -416,7 +417,7 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         match action {
             Some(action) => {
                 changed = true;
-                writeln!(out, "{action}: applied ({written} objects written)").ok();
+                writeln!(out, "{action}: applied ({})", objects(written, "written")).ok();
                 let current = load(target).await?;
                 if !(two_steps && current.spec.retiring.is_some()) {
                     break;
@@ -424,7 +425,12 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
             }
             None => {
                 if !changed {
-                    writeln!(out, "nothing to change ({written} objects re-applied)").ok();
+                    writeln!(
+                        out,
+                        "nothing to change ({})",
+                        objects(written, "re-applied")
+                    )
+                    .ok();
                 }
                 break;
             }
@@ -510,12 +516,18 @@ async fn init_rollout<T: Target>(
     if created {
         writeln!(
             out,
-            "init {}: applied ({written} objects written)",
-            args.stable
+            "init {}: applied ({})",
+            args.stable,
+            objects(written, "written")
         )
         .ok();
     } else {
-        writeln!(out, "already initialized ({written} objects re-applied)").ok();
+        writeln!(
+            out,
+            "already initialized ({})",
+            objects(written, "re-applied")
+        )
+        .ok();
     }
     Ok(())
 }
@@ -783,4 +795,12 @@ async fn explain<T: Target>(target: &T, args: &ExplainArgs, out: &mut String) ->
         writeln!(out, "weights  {}", canary.spec.summary()).ok();
     }
     Ok(())
+}
+
+/// `1 object written`, `3 objects re-applied`: the count in a command's one-line report.
+fn objects(count: usize, done: &str) -> String {
+    match count {
+        1 => format!("1 object {done}"),
+        n => format!("{n} objects {done}"),
+    }
 }
