@@ -243,6 +243,23 @@ impl Store {
         }
     }
 
+    /// The stored object a write (replace, delete) acts on, after consuming an injected fault:
+    /// 404 when there is none.
+    fn existing_for_write(
+        &mut self,
+        target: &Target,
+        name: &str,
+    ) -> Result<(ObjectKey, Value), ApiError> {
+        self.injected_fault(target.resource, name)?;
+        let key = Self::key(target, name);
+        let current = self
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(target.resource, name))?;
+        Ok((key, current))
+    }
+
     fn key(target: &Target, name: &str) -> ObjectKey {
         ObjectKey {
             group: target.resource.group.clone(),
@@ -370,13 +387,7 @@ impl Store {
                 meta_str(&body, "name").unwrap_or_default()
             )));
         }
-        self.injected_fault(target.resource, name)?;
-        let key = Self::key(target, name);
-        let current = self
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(target.resource, name))?;
+        let (key, current) = self.existing_for_write(target, name)?;
         match meta_str(&body, "resourceVersion") {
             None | Some("") => {
                 return Err(ApiError::unprocessable(format!(
@@ -488,13 +499,7 @@ impl Store {
         name: &str,
         precondition_rv: Option<&str>,
     ) -> Result<Value, ApiError> {
-        self.injected_fault(target.resource, name)?;
-        let key = Self::key(target, name);
-        let current = self
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(target.resource, name))?;
+        let (key, current) = self.existing_for_write(target, name)?;
         if precondition_rv.is_some_and(|rv| Some(rv) != meta_str(&current, "resourceVersion")) {
             return Err(ApiError::conflict(target.resource, name));
         }
