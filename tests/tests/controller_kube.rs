@@ -288,21 +288,13 @@ async fn a_controller_killed_mid_change_converges_after_restart() {
     c.ok(&["set-weight", "10"]).await;
     // Someone edits the rollout directly (GitOps): promote's first step, which rewrites the
     // WasmPlugin and the VirtualService.
-    c.server
-        .update(
-            "stickycanary.io/v1alpha1",
-            "StickyCanary",
-            NS,
-            "shop",
-            |rollout| {
-                rollout["spec"]["versions"] = json!([
-                    {"name": "v2", "weight": 100.0},
-                    {"name": "v1", "weight": 0.0, "drain": true}
-                ]);
-                rollout["spec"]["retiring"] = json!("v1");
-            },
-        )
-        .expect("edit the rollout");
+    c.edit_rollout(|rollout| {
+        rollout["spec"]["versions"] = json!([
+            {"name": "v2", "weight": 100.0},
+            {"name": "v1", "weight": 0.0, "drain": true}
+        ]);
+        rollout["spec"]["retiring"] = json!("v1");
+    });
     let client = kube::Client::try_from(c.server.kube_config()).unwrap();
     let killed = Killed {
         inner: KubeTarget::new(client.clone(), NS, "shop"),

@@ -152,18 +152,10 @@ async fn the_controller_role_is_what_the_controller_uses() {
     .await;
     let applied = c.route_names();
     // A change of weights (GitOps again): the WasmPlugin is updated.
-    c.server
-        .update(
-            "stickycanary.io/v1alpha1",
-            "StickyCanary",
-            NS,
-            "shop",
-            |sc| {
-                sc["spec"]["versions"] =
-                    json!([{"name": "v1", "weight": 80.0}, {"name": "v2", "weight": 20.0}]);
-            },
-        )
-        .unwrap();
+    c.edit_rollout(|sc| {
+        sc["spec"]["versions"] =
+            json!([{"name": "v1", "weight": 80.0}, {"name": "v2", "weight": 20.0}]);
+    });
     eventually("the new weights are applied", || {
         c.plugin_weights()[1]["weight"] == 20.0
     })
@@ -228,17 +220,9 @@ async fn the_operator_role_is_what_the_cli_uses() {
         c.ok(args).await;
     }
     // A controller that ran once left its finalizer, which `delete` then removes.
-    c.server
-        .update(
-            "stickycanary.io/v1alpha1",
-            "StickyCanary",
-            NS,
-            "shop",
-            |sc| {
-                sc["metadata"]["finalizers"] = json!(["stickycanary.io/cleanup"]);
-            },
-        )
-        .unwrap();
+    c.edit_rollout(|sc| {
+        sc["metadata"]["finalizers"] = json!(["stickycanary.io/cleanup"]);
+    });
     c.ok(&["delete"]).await;
     assert_eq!(used(&c), granted("stickyctl-operator"));
 }

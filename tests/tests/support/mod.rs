@@ -80,6 +80,13 @@ impl Cluster {
         self.get("stickycanary.io/v1alpha1", "StickyCanary", "shop")
     }
 
+    /// Edits the rollout `shop` behind stickyctl's back, as a GitOps sync or a hand edit would.
+    pub fn edit_rollout(&self, edit: impl FnOnce(&mut Value)) {
+        self.server
+            .update("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop", edit)
+            .expect("edit the rollout");
+    }
+
     /// The versions and weights in the rollout's WasmPlugin.
     pub fn plugin_weights(&self) -> Value {
         self.get(
