@@ -211,6 +211,28 @@ impl Envoy {
         }
     }
 
+    /// CPU time this Envoy has used so far, all threads, user and system: from the scheduler's
+    /// own accounting (`/proc/<pid>/task/*/schedstat`, nanoseconds), so the filter's cost per
+    /// request is measured, not inferred from throughput.
+    pub fn cpu_time(&mut self) -> Result<Duration> {
+        let pid = self.process.child_mut().id();
+        let tasks = format!("/proc/{pid}/task");
+        let mut total = 0u64;
+        for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
+            let path = task?.path().join("schedstat");
+            // A thread may end between listing and reading; it no longer runs, skip it.
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            total += text
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .ok_or_else(|| anyhow!("unexpected {}: {text:?}", path.display()))?;
+        }
+        Ok(Duration::from_nanos(total))
+    }
+
     /// Resident memory, from `/proc/<pid>/status`.
     pub fn rss_kib(&mut self) -> Result<u64> {
         let pid = self.process.child_mut().id();

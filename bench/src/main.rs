@@ -20,7 +20,7 @@ use clap::Parser;
 use sticky_canary_e2e::locate;
 
 use envoy::{Envoy, Filter, Variant};
-use report::{Memory, Report, Row};
+use report::{Memory, Report, Round, Row};
 use requests::Shape;
 
 /// Measures what the sticky-canary filter costs per request.
@@ -270,9 +270,19 @@ fn main() -> Result<()> {
         .collect();
     for round in 1..=args.rounds {
         eprintln!("round {round}/{} ...", args.rounds);
-        for (row, &target) in rows.iter_mut().zip(&targets) {
+        for row in &mut rows {
+            let envoy = envoys
+                .iter_mut()
+                .find(|(v, _)| *v == key(row.variant))
+                .map(|(_, e)| e)
+                .context("no Envoy for a planned variant")?;
             let headers = row.shape.headers(row.variant.versions);
-            row.samples.push(wrk::run(target, &headers, load)?);
+            let before = envoy.cpu_time()?;
+            let sample = wrk::run(envoy.address, &headers, load)?;
+            row.samples.push(Round {
+                load: sample,
+                envoy_cpu: envoy.cpu_time()?.saturating_sub(before),
+            });
         }
     }
     drop(envoys);

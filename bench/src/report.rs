@@ -1,6 +1,7 @@
 //! Turning samples into the table `make bench` prints and writes into BENCHMARKS.md. Pure.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use crate::envoy::{Filter, Variant};
 use crate::native;
@@ -23,7 +24,31 @@ pub struct Row {
     /// Index of the no-filter row with the same request and mode.
     pub baseline: usize,
     /// One sample per round.
-    pub samples: Vec<Sample>,
+    pub samples: Vec<Round>,
+}
+
+/// One row's load run in one round, and the CPU the Envoy under test spent on it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Round {
+    /// What wrk saw.
+    pub load: Sample,
+    /// CPU time of the Envoy under test during the run, all threads.
+    pub envoy_cpu: Duration,
+}
+
+impl Round {
+    /// The Envoy's CPU time per request, microseconds: what the filter costs whether or not
+    /// that Envoy is the bottleneck.
+    fn cpu_us_per_request(&self) -> f64 {
+        self.envoy_cpu.as_secs_f64() * 1e6 / self.load.requests.max(1) as f64
+    }
+
+    /// Share of one CPU the Envoy was busy: near 1.0 means it was the bottleneck, so
+    /// throughput ratios are CPU ratios.
+    fn busy(&self) -> f64 {
+        let wall = self.load.requests as f64 / self.load.throughput;
+        self.envoy_cpu.as_secs_f64() / wall
+    }
 }
 
 /// Median of each measure over the rounds, and the throughput spread (max - min) / median.
@@ -37,6 +62,10 @@ pub struct Medians {
     pub p99_us: f64,
     /// How much the rounds' throughput varied, as a fraction of the median.
     pub spread: f64,
+    /// Median of the rounds' Envoy CPU per request, microseconds.
+    pub cpu_us: f64,
+    /// Median of the rounds' busy share of one CPU.
+    pub busy: f64,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -52,20 +81,22 @@ fn median(mut values: Vec<f64>) -> f64 {
 impl Row {
     /// The medians over this row's rounds.
     pub fn medians(&self) -> Medians {
-        let pick = |f: fn(&Sample) -> f64| median(self.samples.iter().map(f).collect());
-        let throughput = pick(|s| s.throughput);
+        let pick = |f: fn(&Round) -> f64| median(self.samples.iter().map(f).collect());
+        let throughput = pick(|s| s.load.throughput);
         let (min, max) = self
             .samples
             .iter()
-            .map(|s| s.throughput)
+            .map(|s| s.load.throughput)
             .fold((f64::INFINITY, 0.0f64), |(lo, hi), t| {
                 (lo.min(t), hi.max(t))
             });
         Medians {
             throughput,
-            p50_us: pick(|s| s.p50_us),
-            p99_us: pick(|s| s.p99_us),
+            p50_us: pick(|s| s.load.p50_us),
+            p99_us: pick(|s| s.load.p99_us),
             spread: (max - min) / throughput,
+            cpu_us: pick(Round::cpu_us_per_request),
+            busy: pick(Round::busy),
         }
     }
 }
@@ -142,16 +173,15 @@ impl Report {
         let _ = writeln!(w);
         let _ = writeln!(
             w,
-            "| Envoy | request | req/s | p50 | p99 | throughput vs no filter | p99 vs no filter | CPU µs/req added | spread |"
+            "| Envoy | request | req/s | p50 | p99 | throughput vs no filter | p99 vs no filter | Envoy CPU µs/req | added | Envoy busy | spread |"
         );
-        let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for row in &self.rows {
             let m = row.medians();
             let b = self.rows[row.baseline].medians();
-            let added = 1e6 / m.throughput - 1e6 / b.throughput;
             let _ = writeln!(
                 w,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {:+.1} | ±{:.0}% |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {:.1} | {:+.1} | {:.0}% | ±{:.0}% |",
                 row.variant.label(),
                 row.shape.label(),
                 m.throughput,
@@ -159,7 +189,9 @@ impl Report {
                 latency(m.p99_us),
                 ratio(m.throughput, b.throughput),
                 ratio(m.p99_us, b.p99_us),
-                added,
+                m.cpu_us,
+                m.cpu_us - b.cpu_us,
+                m.busy * 100.0,
                 m.spread * 50.0,
             );
         }

@@ -26,6 +26,8 @@ pub struct Sample {
     pub p50_us: f64,
     /// 99th percentile latency, microseconds.
     pub p99_us: f64,
+    /// Requests completed.
+    pub requests: u64,
 }
 
 /// Runs wrk against `address` with these request headers. Any error or non-2xx response
@@ -85,8 +87,14 @@ fn parse(report: &str) -> Result<Sample> {
     let throughput = field("Requests/sec:")?
         .parse()
         .with_context(|| format!("wrk's Requests/sec in:\n{report}"))?;
+    let requests = report
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.parse().ok())
+        .with_context(|| format!("no request count in wrk's report:\n{report}"))?;
     Ok(Sample {
         throughput,
+        requests,
         p50_us: micros(field("50%")?)?,
         p99_us: micros(field("99%")?)?,
     })
@@ -134,6 +142,7 @@ Transfer/sec:      2.50MB
         assert_eq!(sample.throughput, 19500.12);
         assert_eq!(sample.p50_us, 790.0);
         assert_eq!(sample.p99_us, 1520.0);
+        assert_eq!(sample.requests, 39000);
     }
 
     #[test]
