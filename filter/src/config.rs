@@ -278,6 +278,9 @@ pub struct Config {
     pub header: String,
     /// Lower-cased override header name.
     pub override_header: String,
+    /// Whether finding a client's key may read a header (a `keySources` entry is a header),
+    /// rather than only the `Cookie` header the decision reads anyway.
+    pub keys_read_headers: bool,
     /// Everything after `name=value` in a `Set-Cookie`, precomputed.
     cookie_attributes: String,
 }
@@ -375,6 +378,10 @@ impl Config {
             seed: bucket::seed(&plugin.salt),
             header: plugin.header.to_ascii_lowercase(),
             override_header: plugin.override_.header.to_ascii_lowercase(),
+            keys_read_headers: plugin
+                .key_sources
+                .iter()
+                .any(|source| matches!(source, KeySource::Header(_))),
             cookie_attributes: cookie_attributes(cookie),
             basis_points,
             buckets,

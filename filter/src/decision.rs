@@ -3,6 +3,7 @@
 //! Pure: the request is read through [`RequestHeaders`] and randomness comes in as a closure,
 //! so the filter, `stickyctl explain` and the tests all run exactly this code.
 
+use crate::bucket::bucket_of;
 use crate::config::{Config, KeySource, Repin};
 use crate::cookie;
 use crate::names::MAX_VERSION_NAME;
@@ -113,23 +114,40 @@ pub fn decide(
     let pinned = cookie::find(&cookies, &config.plugin.cookie.name, MAX_VERSION_NAME)
         .and_then(|name| config.version_index(name))
         .filter(|&version| config.is_live(version) || config.is_draining(version));
+    // The client's key, looked up at most once (it may take a header read).
+    let mut key = None;
     if let Some(version) = pinned {
         // A draining version keeps its clients for the rest of their page whatever `repin`
         // says, and loses them at their next navigation.
-        let repin = (config.plugin.repin == Repin::Navigation || config.is_draining(version))
-            && is_top_level_navigation(request);
-        if !repin {
+        let may_repin = config.plugin.repin == Repin::Navigation || config.is_draining(version);
+        if !may_repin {
+            return Decision::fixed(version, Reason::Cookie);
+        }
+        // A re-pin would hash the key again. When the key lives in the cookies already read and
+        // hashes to the pinned version, re-pinning cannot change anything: keep the pin without
+        // reading the navigation headers (each read is a host call, the filter's main cost).
+        if !config.keys_read_headers {
+            key = client_key(config, request, &cookies);
+            let rehashed = key
+                .as_ref()
+                .map(|(_, key)| config.buckets.version_for_key(config.seed, key));
+            if rehashed == Some(version) {
+                return Decision::fixed(version, Reason::Cookie);
+            }
+        }
+        if !is_top_level_navigation(request) {
             return Decision::fixed(version, Reason::Cookie);
         }
     }
-    let (origin, key, minted_id) = match client_key(config, request, &cookies) {
+    let key = key.or_else(|| client_key(config, request, &cookies));
+    let (origin, key, minted_id) = match key {
         Some((origin, key)) => (origin, key, None),
         None => {
             let id = mint();
             (KeyOrigin::Minted, id.clone().into_bytes(), Some(id))
         }
     };
-    let bucket = crate::bucket::bucket_of(config.seed, &key);
+    let bucket = bucket_of(config.seed, &key);
     let version = config.buckets.version_of(bucket);
     Decision {
         version,
@@ -197,21 +215,33 @@ mod tests {
     use super::*;
     use crate::config::{PluginConfig, VersionWeight};
     use proptest::prelude::*;
+    use std::cell::RefCell;
     use std::collections::HashMap;
 
-    struct Req(HashMap<String, Vec<u8>>);
+    /// Request headers that remember which names the decision asked for.
+    struct Req(HashMap<String, Vec<u8>>, RefCell<Vec<String>>);
 
     impl RequestHeaders for Req {
         fn header(&self, name: &str) -> Option<Vec<u8>> {
+            self.1.borrow_mut().push(name.to_owned());
             self.0.get(name).cloned()
         }
     }
 
+    impl Req {
+        fn was_read(&self, name: &str) -> bool {
+            self.1.borrow().iter().any(|n| n == name)
+        }
+    }
+
     fn req(headers: &[(&str, &[u8])]) -> Req {
-        Req(headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_vec()))
-            .collect())
+        Req(
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect(),
+            RefCell::default(),
+        )
     }
 
     fn config(extra: &str, v1: f64, v2: f64) -> Config {
@@ -432,6 +462,38 @@ mod tests {
     }
 
     #[test]
+    fn a_pin_its_id_confirms_is_kept_without_reading_the_navigation_headers() {
+        let c = config("", 50.0, 50.0);
+        let id_in = |v: usize| {
+            (0..)
+                .map(|i| format!("id{i}"))
+                .find(|id| c.buckets.version_for_key(c.seed, id.as_bytes()) == v)
+                .unwrap()
+        };
+        let navigation: (&str, &[u8]) = ("sec-fetch-dest", b"document");
+        let confirmed = format!("sticky-version=v2; sticky-id={}", id_in(1));
+        let r = req(&[("cookie", confirmed.as_bytes()), navigation]);
+        let d = decide(&c, &r, no_mint);
+        assert_eq!(
+            (d.version, d.reason, d.set_version_cookie),
+            (1, Reason::Cookie, false)
+        );
+        assert!(!r.was_read("sec-fetch-dest") && !r.was_read("sec-fetch-mode"));
+        // The weights moved since this client was pinned: its navigation re-pins it.
+        let moved = format!("sticky-version=v2; sticky-id={}", id_in(0));
+        let r = req(&[("cookie", moved.as_bytes()), navigation]);
+        let d = decide(&c, &r, no_mint);
+        assert_eq!(
+            (d.version, d.reason, d.set_version_cookie),
+            (0, Reason::Hash, true)
+        );
+        assert!(r.was_read("sec-fetch-dest"));
+        // Within a page the moved pin holds.
+        let r = req(&[("cookie", moved.as_bytes()), ("sec-fetch-dest", b"script")]);
+        assert_eq!(decide(&c, &r, no_mint).reason, Reason::Cookie);
+    }
+
+    #[test]
     fn key_sources_in_order_then_id_cookie_then_mint() {
         let c = config(
             r#","keySources":[{"header":"x-user-id"},{"cookie":"session"}]"#,
@@ -566,7 +628,7 @@ mod tests {
         fn arbitrary_headers(values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..100), 5)) {
             let c = config(r#","keySources":[{"header":"x-user-id"},{"cookie":"session"}],"trustIncomingHeader":true"#, 50.0, 50.0);
             let names = ["cookie", "x-sticky-override", "x-sticky-version", "x-user-id", "sec-fetch-dest"];
-            let r = Req(names.iter().map(|n| n.to_string()).zip(values).collect());
+            let r = Req(names.iter().map(|n| n.to_string()).zip(values).collect(), RefCell::default());
             let d = decide(&c, &r, || "m".into());
             prop_assert!(d.version < 2);
         }
