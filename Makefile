@@ -31,8 +31,11 @@ $(ENVOY):
 ## build gets opt-level z: native builds, benchmarks of the pure code included, stay at 3.
 ## (Binaryen's `wasm-opt -Oz` would shrink it to 187 KiB, but Envoy then holds 12 MiB more
 ## memory per process: see BENCHMARKS.md.)
+## Then the exports of the callbacks the filter does not implement go (Envoy would enter the VM
+## for each of them on every request): `sticky-canary-trim`, see filter/trim.
 wasm: .work/wasm-target
 	CARGO_PROFILE_RELEASE_OPT_LEVEL=z $(CARGO) build --release -p sticky-canary-filter --target wasm32-wasip1
+	$(CARGO) run -q -p sticky-canary-trim -- $(WASM)
 	@ls -l $(WASM)
 
 ## build: the filter (.wasm) and stickyctl, release builds

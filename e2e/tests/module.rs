@@ -1,0 +1,42 @@
+//! The module every other test loads is the one `make wasm` trims: the callbacks the filter
+//! leaves at their defaults are not exported (so Envoy skips them on every request), the ones
+//! it implements are.
+
+use sticky_canary_e2e::locate;
+use sticky_canary_filter::UNUSED_CALLBACKS;
+use wasmparser::{Parser, Payload};
+
+#[test]
+fn the_built_filter_exports_only_the_callbacks_it_implements() {
+    let path = locate::filter_wasm().expect("the filter is built");
+    let module = std::fs::read(&path).expect("the filter can be read");
+    let mut exports = Vec::new();
+    for payload in Parser::new(0).parse_all(&module) {
+        if let Payload::ExportSection(reader) = payload.expect("a valid module") {
+            for export in reader {
+                exports.push(export.expect("a valid export").name.to_owned());
+            }
+        }
+    }
+    for unused in UNUSED_CALLBACKS {
+        assert!(
+            !exports.iter().any(|e| e == unused),
+            "{} still exports {unused}: run `make wasm`, which trims it",
+            path.display()
+        );
+    }
+    for needed in [
+        "proxy_on_context_create",
+        "proxy_on_configure",
+        "proxy_on_request_headers",
+        "proxy_on_response_headers",
+        "proxy_on_delete",
+        "proxy_on_memory_allocate",
+    ] {
+        assert!(
+            exports.iter().any(|e| e == needed),
+            "{} lacks {needed}",
+            path.display()
+        );
+    }
+}
