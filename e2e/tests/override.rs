@@ -82,3 +82,29 @@ fn a_spoofed_version_header_is_overwritten() {
     let response = spoofing.fetch(&stack.http, WHOAMI, Dest::Api).unwrap();
     assert_eq!(response.received_version.as_deref(), Some("v1"));
 }
+
+/// Behind a gateway (`trustIncomingHeader`, as on sidecars), a known version in the header is
+/// honoured and passed on untouched; an unknown one is still replaced by the filter's decision.
+#[test]
+fn a_trusted_hop_keeps_the_version_it_carries() {
+    let plugin = PluginConfig {
+        trust_incoming_header: true,
+        ..weights(&[("v1", 100.0), ("v2", 0.0)])
+    };
+    let stack = common::start(&plugin);
+    for (carried, expected) in [("v2", "v2"), ("v1", "v1"), ("v9", "v1"), ("V2", "v1")] {
+        for dest in [Dest::Document, Dest::Api] {
+            let response = Browser::new()
+                .with_header("x-sticky-version", carried)
+                .fetch(&stack.http, WHOAMI, dest)
+                .unwrap();
+            assert_eq!(response.status, 200);
+            assert_eq!(
+                response.served_by.as_deref(),
+                Some(expected),
+                "{carried} {dest:?}"
+            );
+            assert_eq!(response.received_version.as_deref(), Some(expected));
+        }
+    }
+}

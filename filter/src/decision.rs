@@ -79,6 +79,12 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Whether the filter must write the version header. A trusted hop's request already
+    /// carries exactly this value; rewriting it would only make Envoy match the route again.
+    pub fn stamps_header(&self) -> bool {
+        self.reason != Reason::Trusted
+    }
+
     fn fixed(version: usize, reason: Reason) -> Self {
         Decision {
             version,
@@ -316,6 +322,11 @@ mod tests {
         let trusting = config(r#","trustIncomingHeader":true"#, 100.0, 0.0);
         let d = decide(&trusting, &r, no_mint);
         assert_eq!((d.version, d.reason), (1, Reason::Trusted));
+        assert!(!d.stamps_header(), "the trusted value is already in place");
+        assert!(
+            decide(&c, &r, no_mint).stamps_header(),
+            "the spoofed value is overwritten"
+        );
         let bogus = req(&[("x-sticky-version", b"v9"), ("cookie", b"sticky-id=abc")]);
         assert_eq!(decide(&trusting, &bogus, no_mint).reason, Reason::Hash);
     }

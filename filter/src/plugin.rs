@@ -142,7 +142,9 @@ impl HttpContext for Request {
         let config = &active.config;
         let decision = decision::decide(config, &HostHeaders(self), || self.ids.mint());
         let version = &config.names[decision.version];
-        self.set_http_request_header(&config.header, Some(version));
+        if decision.stamps_header() {
+            self.set_http_request_header(&config.header, Some(version));
+        }
         if decision.set_version_cookie {
             self.set_cookies
                 .push(config.set_cookie(&config.plugin.cookie.name, version));
