@@ -4,10 +4,11 @@
 //! Every listener starts as the one `stickyctl::render::envoy` renders for the filter (the
 //! listener users run), then loses the filter, swaps it for the Lua equivalent, or answers
 //! itself instead of proxying. The upstream is an Envoy too (direct response): a fast local
-//! server whose cost is the same for every variant.
+//! server whose cost is the same for every variant. An Envoy may also run under callgrind,
+//! which counts the instructions it executes (see [`crate::callgrind`]).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,12 +27,24 @@ use stickyctl::render::envoy::{
 use crate::lua;
 use crate::requests;
 
-/// How long Envoy may take to start (it compiles the .wasm first).
+/// How long Envoy may take to start natively (it compiles the .wasm first).
 const PATIENCE: Duration = Duration::from_secs(30);
+/// How long Envoy may take to start under callgrind: about 30 s for all of them at once on
+/// 2 idle CPUs (uncounted), much more when the CPUs are shared.
+const CALLGRIND_PATIENCE: Duration = Duration::from_secs(300);
 /// The body every direct response carries, about what a small API answer weighs.
 const BODY: &str = "{\"ok\":true}\n";
+/// How long a stopping Envoy under callgrind may take to write its last profile and exit.
+const STOP_PATIENCE: Duration = Duration::from_secs(20);
+/// Lines of Envoy's log an error quotes.
+const LOG_TAIL: usize = 20;
+/// Callgrind's output file in the Envoy's directory; dumps append `.1`, `.2`, ...
+const CALLGRIND_OUT: &str = "callgrind.out";
 /// Where the HTTP connection manager sits in a listener rendered by `render_lds`.
 const MANAGER_POINTER: &str = "/resources/0/filter_chains/0/filters/0/typed_config";
+
+/// The upstream of Envoys that answer every request themselves: their clusters are never used.
+pub const NOWHERE: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9));
 
 /// What sits in front of the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +71,18 @@ pub struct Variant {
 }
 
 impl Variant {
+    /// The variant whose Envoy process serves this one: one process per distinct
+    /// configuration, so the no-filter Envoy serves every no-filter row, whatever its versions.
+    pub fn process(self) -> Variant {
+        match self.filter {
+            Filter::None => Variant {
+                versions: 2,
+                ..self
+            },
+            _ => self,
+        }
+    }
+
     /// Short name for the table.
     pub fn label(self) -> String {
         let filter = match self.filter {
@@ -114,21 +139,44 @@ fn listener(variant: Variant, layout: &EnvoyLayout) -> Result<Value> {
     Ok(lds)
 }
 
+/// How an Envoy process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// Natively, pinned to this CPU when given: for load, memory and as the upstream.
+    Native(Option<usize>),
+    /// Under callgrind, which counts every instruction Envoy executes in user space: exact
+    /// where timing on a shared VM is not, and about 50 times slower.
+    Callgrind,
+}
+
 /// A running Envoy; stopped when dropped.
 pub struct Envoy {
     process: ChildGuard,
     /// Where clients connect.
     pub address: SocketAddr,
+    launch: Launch,
     dir: tempfile::TempDir,
 }
 
 impl Envoy {
-    /// Starts `variant` with every version's cluster pointing at `upstream`, pinned to `cpu`
-    /// when given, and waits until it answers. Only Wasm variants load `wasm`.
+    /// Starts `variant` (see [`Envoy::spawn`]) and waits until it answers.
     pub fn start(
         variant: Variant,
         upstream: SocketAddr,
-        cpu: Option<usize>,
+        launch: Launch,
+        wasm: &Path,
+    ) -> Result<Envoy> {
+        let mut envoy = Envoy::spawn(variant, upstream, launch, wasm)?;
+        envoy.wait_ready(variant)?;
+        Ok(envoy)
+    }
+
+    /// Starts `variant` with every version's cluster pointing at `upstream`, without waiting
+    /// for it, so that slow starts (under callgrind) overlap. Only Wasm variants load `wasm`.
+    pub fn spawn(
+        variant: Variant,
+        upstream: SocketAddr,
+        launch: Launch,
         wasm: &Path,
     ) -> Result<Envoy> {
         let envoy_bin = locate::envoy_bin()?;
@@ -153,13 +201,32 @@ impl Envoy {
         write(LDS_FILE, &listener(variant, &layout)?)?;
         let bootstrap = write("bootstrap.json", &render_bootstrap(dir.path(), 0))?;
         let log = std::fs::File::create(dir.path().join("envoy.log"))?;
-        let mut command = match cpu {
-            Some(cpu) => {
+        let mut command = match launch {
+            Launch::Native(Some(cpu)) => {
                 let mut taskset = Command::new("taskset");
                 taskset.args(["-c", &cpu.to_string()]).arg(&envoy_bin);
                 taskset
             }
-            None => Command::new(&envoy_bin),
+            Launch::Native(None) => Command::new(&envoy_bin),
+            Launch::Callgrind => {
+                let mut valgrind = Command::new("valgrind");
+                valgrind
+                    .arg("--tool=callgrind")
+                    // `.venv/bin/envoy` is a Python script that execs the real binary; the
+                    // exec keeps the process id that callgrind_control addresses.
+                    .arg("--trace-children=yes")
+                    // V8 writes and rewrites the machine code it runs.
+                    .arg("--smc-check=all-non-file")
+                    // Start-up is six times faster uncounted; counting starts with
+                    // `callgrind_control --instr=on` (see `crate::callgrind`).
+                    .arg("--instr-atstart=no")
+                    .arg(format!(
+                        "--callgrind-out-file={}",
+                        dir.path().join(CALLGRIND_OUT).display()
+                    ))
+                    .arg(&envoy_bin);
+                valgrind
+            }
         };
         command
             .arg("--config-path")
@@ -171,19 +238,22 @@ impl Envoy {
             .stdout(log.try_clone()?)
             .stderr(log);
         let process = ChildGuard::spawn(command, &format!("envoy ({})", variant.label()))?;
-        let mut envoy = Envoy {
+        Ok(Envoy {
             process,
             address: SocketAddr::from(([127, 0, 0, 1], layout.listen_port)),
+            launch,
             dir,
-        };
-        envoy.wait_ready(variant)?;
-        Ok(envoy)
+        })
     }
 
     /// Waits for a `200`; with a filter, also for the cookies that prove it ran.
-    fn wait_ready(&mut self, variant: Variant) -> Result<()> {
+    pub fn wait_ready(&mut self, variant: Variant) -> Result<()> {
         let http = Http::new(self.address);
-        let deadline = Instant::now() + PATIENCE;
+        let patience = match self.launch {
+            Launch::Native(_) => PATIENCE,
+            Launch::Callgrind => CALLGRIND_PATIENCE,
+        };
+        let deadline = Instant::now() + patience;
         loop {
             if let Ok(response) = http.get("/", &[]) {
                 if response.status == 200 {
@@ -199,23 +269,38 @@ impl Envoy {
                 }
             }
             if let Some(exit) = self.process.exited() {
+                // The directory goes with this Envoy, so the error carries the log's end.
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(LOG_TAIL).collect();
                 bail!(
-                    "{exit} before answering; its log is in {}",
-                    self.dir.path().display()
+                    "{exit} before answering; the end of its log:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
             if Instant::now() > deadline {
-                bail!("{} did not answer within {PATIENCE:?}", variant.label());
+                bail!("{} did not answer within {patience:?}", variant.label());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The process id: Envoy's own, also under callgrind (valgrind and the Python launcher
+    /// exec in place rather than fork).
+    pub fn pid(&mut self) -> u32 {
+        self.process.child_mut().id()
+    }
+
+    /// Where callgrind writes its dumps (`<file>.<n>`), when this Envoy runs under it.
+    pub fn callgrind_out(&self) -> Option<PathBuf> {
+        (self.launch == Launch::Callgrind).then(|| self.dir.path().join(CALLGRIND_OUT))
     }
 
     /// CPU time this Envoy has used so far, all threads, user and system: from the scheduler's
     /// own accounting (`/proc/<pid>/task/*/schedstat`, nanoseconds), so the filter's cost per
     /// request is measured, not inferred from throughput.
     pub fn cpu_time(&mut self) -> Result<Duration> {
-        let pid = self.process.child_mut().id();
+        let pid = self.pid();
         let tasks = format!("/proc/{pid}/task");
         let mut total = 0u64;
         for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
@@ -235,7 +320,7 @@ impl Envoy {
 
     /// Resident memory, from `/proc/<pid>/status`.
     pub fn rss_kib(&mut self) -> Result<u64> {
-        let pid = self.process.child_mut().id();
+        let pid = self.pid();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .with_context(|| format!("reading /proc/{pid}/status"))?;
         status
@@ -243,5 +328,23 @@ impl Envoy {
             .find_map(|line| line.strip_prefix("VmRSS:"))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
             .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
+    }
+}
+
+impl Drop for Envoy {
+    /// Under callgrind, stops Envoy gracefully before the guard kills it: a killed valgrind
+    /// leaves its vgdb FIFOs behind in /tmp.
+    fn drop(&mut self) {
+        if self.launch != Launch::Callgrind {
+            return;
+        }
+        let stopping = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = Instant::now() + STOP_PATIENCE;
+        while stopping && self.process.exited().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! `make bench`: the filter against no filter, a Lua equivalent and a worst case, each in its
 //! own Envoy (`--concurrency 1`) behind one local upstream, with load from wrk. Variants run
 //! interleaved, round after round, so a slow moment of the machine hits all of them alike;
-//! the table holds medians. Prints the table and writes it into BENCHMARKS.md.
+//! the table holds medians. Before the load, the instructions per request of the same Envoys
+//! (direct response) under callgrind. Prints the table and writes it into BENCHMARKS.md.
 
+mod callgrind;
 mod envoy;
 mod lua;
 mod native;
@@ -13,13 +15,13 @@ mod wrk;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use sticky_canary_e2e::locate;
 
-use envoy::{Envoy, Filter, Variant};
+use envoy::{Envoy, Filter, Launch, Variant};
 use report::{Memory, Report, Round, Row};
 use requests::Shape;
 
@@ -44,6 +46,9 @@ struct Args {
     /// Skip the native benchmarks (criterion, callgrind).
     #[arg(long)]
     skip_native: bool,
+    /// Skip counting Envoy's instructions per request under callgrind (about a minute).
+    #[arg(long)]
+    skip_callgrind: bool,
 }
 
 /// Where things run: the Envoy under test alone on one CPU, wrk and the upstream on another.
@@ -105,16 +110,26 @@ fn plan() -> Vec<(Variant, Shape, usize)> {
     ]
 }
 
-/// The Envoy of each variant (one process per distinct configuration); the no-filter Envoy
-/// serves every no-filter row, whatever its versions.
-fn key(variant: Variant) -> Variant {
-    match variant.filter {
-        Filter::None => Variant {
-            versions: 2,
-            ..variant
-        },
-        _ => variant,
-    }
+/// The rows of the instruction table (direct response), in the order each Envoy counts them;
+/// `baseline` indexes this list.
+fn counted_plan() -> Vec<(Variant, Shape, usize)> {
+    let direct = |filter, versions| Variant {
+        filter,
+        versions,
+        direct: true,
+        workers: 1,
+    };
+    vec![
+        (direct(Filter::None, 2), Shape::New, 0),
+        (direct(Filter::Wasm, 2), Shape::New, 0),
+        (direct(Filter::Lua, 2), Shape::New, 0),
+        (direct(Filter::None, 2), Shape::Pinned, 3),
+        (direct(Filter::Wasm, 2), Shape::Pinned, 3),
+        (direct(Filter::Lua, 2), Shape::Pinned, 3),
+        (direct(Filter::None, 20), Shape::Worst, 6),
+        (direct(Filter::Wasm, 20), Shape::Worst, 6),
+        (direct(Filter::Lua, 20), Shape::Worst, 6),
+    ]
 }
 
 fn context(args: &Args, placement: Placement) -> Vec<String> {
@@ -188,6 +203,19 @@ fn main() -> Result<()> {
         eprintln!("native: criterion and callgrind over the pure decision ...");
         native::measure()?
     };
+    // Before the load: the valgrind Envoys must be gone when wrk needs quiet CPUs.
+    let instructions = if args.skip_callgrind {
+        Vec::new()
+    } else {
+        eprintln!("callgrind: instructions per request in Envoy ...");
+        let started = Instant::now();
+        let counts = callgrind::measure(&counted_plan(), &wasm)?;
+        eprintln!(
+            "callgrind: done in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        counts
+    };
 
     eprintln!("starting Envoys ...");
     let upstream_variant = Variant {
@@ -196,16 +224,24 @@ fn main() -> Result<()> {
         direct: true,
         workers: 1,
     };
-    // The upstream's own clusters are never used: it answers every request itself.
-    let nowhere = SocketAddr::from(([127, 0, 0, 1], 9));
-    let upstream = Envoy::start(upstream_variant, nowhere, placement.load, &wasm)?;
+    let upstream = Envoy::start(
+        upstream_variant,
+        envoy::NOWHERE,
+        Launch::Native(placement.load),
+        &wasm,
+    )?;
     let plan = plan();
     let mut envoys: Vec<(Variant, Envoy)> = Vec::new();
     for &(variant, _, _) in &plan {
-        let variant = key(variant);
+        let variant = variant.process();
         if !envoys.iter().any(|(v, _)| *v == variant) {
-            let envoy = Envoy::start(variant, upstream.address, placement.envoy, &wasm)
-                .with_context(|| format!("starting {}", variant.label()))?;
+            let envoy = Envoy::start(
+                variant,
+                upstream.address,
+                Launch::Native(placement.envoy),
+                &wasm,
+            )
+            .with_context(|| format!("starting {}", variant.label()))?;
             envoys.push((variant, envoy));
         }
     }
@@ -215,7 +251,7 @@ fn main() -> Result<()> {
         .map(|&(variant, _, _)| {
             envoys
                 .iter()
-                .find(|(v, _)| *v == key(variant))
+                .find(|(v, _)| *v == variant.process())
                 .map(|(_, e)| e.address)
                 .context("no Envoy for a planned variant")
         })
@@ -242,7 +278,7 @@ fn main() -> Result<()> {
             direct: false,
             workers: 2,
         };
-        let envoy = Envoy::start(variant, upstream.address, None, &wasm)
+        let envoy = Envoy::start(variant, upstream.address, Launch::Native(None), &wasm)
             .with_context(|| format!("starting {}", variant.label()))?;
         wrk::run(envoy.address, &[], warm)?;
         envoys.push((variant, envoy));
@@ -273,7 +309,7 @@ fn main() -> Result<()> {
         for row in &mut rows {
             let envoy = envoys
                 .iter_mut()
-                .find(|(v, _)| *v == key(row.variant))
+                .find(|(v, _)| *v == row.variant.process())
                 .map(|(_, e)| e)
                 .context("no Envoy for a planned variant")?;
             let headers = row.shape.headers(row.variant.versions);
@@ -293,6 +329,7 @@ fn main() -> Result<()> {
         rows,
         memory,
         native,
+        instructions,
         wasm_bytes,
     };
     let block = report.render();

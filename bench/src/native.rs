@@ -92,10 +92,7 @@ pub fn measure() -> Result<Vec<Case>> {
         .skip(1)
         .map(|l| l.trim().to_owned())
         .collect();
-    let valgrind = Command::new("valgrind")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let valgrind = crate::callgrind::available();
     ids.into_iter()
         .map(|id| {
             let nanos = criterion_median(home.path(), &id)?;

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use crate::callgrind::Count;
 use crate::envoy::{Filter, Variant};
 use crate::native;
 use crate::requests::Shape;
@@ -121,6 +122,8 @@ pub struct Report {
     pub memory: Vec<Memory>,
     /// Native cases.
     pub native: Vec<native::Case>,
+    /// Envoy's instructions per request under callgrind; empty when skipped.
+    pub instructions: Vec<Count>,
     /// Size of the built .wasm in bytes.
     pub wasm_bytes: u64,
 }
@@ -195,6 +198,7 @@ impl Report {
                 m.spread * 50.0,
             );
         }
+        self.render_instructions(w);
         let _ = writeln!(w);
         let _ = writeln!(w, "| Envoy | resident memory | added vs no filter |");
         let _ = writeln!(w, "|---|--:|--:|");
@@ -238,6 +242,39 @@ impl Report {
         }
         let _ = writeln!(w, "{END}");
         out
+    }
+
+    /// The callgrind table, when it was measured.
+    fn render_instructions(&self, w: &mut String) {
+        if self.instructions.is_empty() {
+            return;
+        }
+        let _ = writeln!(w);
+        let _ = writeln!(
+            w,
+            "| Envoy (callgrind) | request | instructions/request | added vs no filter | vs no filter |"
+        );
+        let _ = writeln!(w, "|---|---|--:|--:|--:|");
+        for count in &self.instructions {
+            let base = self
+                .instructions
+                .get(count.baseline)
+                .and_then(|b| b.per_request);
+            let (figure, added, ratio) = match (count.per_request, base) {
+                (Some(n), Some(b)) => (
+                    n.to_string(),
+                    format!("{:+}", n as i64 - b as i64),
+                    format!("{:.2}", n as f64 / b as f64),
+                ),
+                _ => ("n/a (no valgrind)".into(), "-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {figure} | {added} | {ratio} |",
+                count.variant.label(),
+                count.shape.label(),
+            );
+        }
     }
 
     fn targets(&self) -> Vec<String> {
@@ -342,6 +379,55 @@ mod tests {
     fn medians_of_odd_and_even_counts() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    fn report_with(instructions: Vec<Count>) -> Report {
+        Report {
+            context: Vec::new(),
+            rows: Vec::new(),
+            memory: Vec::new(),
+            native: Vec::new(),
+            instructions,
+            wasm_bytes: 0,
+        }
+    }
+
+    fn count(filter: Filter, per_request: Option<u64>) -> Count {
+        Count {
+            variant: Variant {
+                filter,
+                versions: 2,
+                direct: true,
+                workers: 1,
+            },
+            shape: Shape::Pinned,
+            baseline: 0,
+            per_request,
+        }
+    }
+
+    #[test]
+    fn instructions_against_no_filter() {
+        let report = report_with(vec![
+            count(Filter::None, Some(80_000)),
+            count(Filter::Wasm, Some(120_000)),
+        ]);
+        let text = report.render();
+        assert!(
+            text.contains("| wasm filter, 2 versions, direct response | cookie path | 120000 | +40000 | 1.50 |"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn instructions_without_valgrind_say_so() {
+        let report = report_with(vec![count(Filter::None, None), count(Filter::Wasm, None)]);
+        let text = report.render();
+        assert!(
+            text.contains("| cookie path | n/a (no valgrind) | - | - |"),
+            "{text}"
+        );
+        assert!(!report_with(Vec::new()).render().contains("callgrind"));
     }
 
     #[test]
