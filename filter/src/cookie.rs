@@ -8,12 +8,44 @@ use crate::names::is_cookie_value;
 /// The value of cookie `name` in a `Cookie` header, if present and well-formed and at most
 /// `max_len` bytes long. The first pair with that name wins, as in browsers' ordering rules.
 pub fn find<'a>(header: &'a [u8], name: &str, max_len: usize) -> Option<&'a [u8]> {
-    let name = name.as_bytes();
-    // The `=` test first: it rejects most other cookies without comparing names.
-    let pair = pairs(header).find(|pair| {
-        pair.len() > name.len() && pair[name.len()] == b'=' && pair.starts_with(name)
-    })?;
-    let mut value = &pair[name.len() + 1..];
+    let [value] = find_each(header, [(name, max_len)]);
+    value
+}
+
+/// [`find`] for several cookies in one pass over the header, which stops once each has been
+/// seen: the decision needs two of the filter's cookies, and a 4 KB header is worth scanning
+/// once.
+pub fn find_each<'a, const N: usize>(
+    header: &'a [u8],
+    wanted: [(&str, usize); N],
+) -> [Option<&'a [u8]>; N] {
+    let mut found = [None; N];
+    let mut seen = [false; N];
+    let mut pending = N;
+    for pair in pairs(header) {
+        if pending == 0 {
+            break;
+        }
+        for (i, &(name, max_len)) in wanted.iter().enumerate() {
+            let name = name.as_bytes();
+            // The `=` test first: it rejects most other cookies without comparing names.
+            if seen[i]
+                || pair.len() <= name.len()
+                || pair[name.len()] != b'='
+                || !pair.starts_with(name)
+            {
+                continue;
+            }
+            seen[i] = true;
+            pending -= 1;
+            found[i] = value(&pair[name.len() + 1..], max_len);
+        }
+    }
+    found
+}
+
+/// A pair's value without its optional quotes, if it is a usable value.
+fn value(mut value: &[u8], max_len: usize) -> Option<&[u8]> {
     if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
         value = &value[1..value.len() - 1];
     }
@@ -49,6 +81,16 @@ fn trim(mut s: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The lookup as first written: the first pair named `name` decides.
+    fn find_reference<'a>(header: &'a [u8], name: &str, max_len: usize) -> Option<&'a [u8]> {
+        let prefix = format!("{name}=");
+        let pair = header
+            .split(|&b| b == b';')
+            .map(trim)
+            .find(|pair| pair.starts_with(prefix.as_bytes()))?;
+        value(&pair[prefix.len()..], max_len)
+    }
 
     #[test]
     fn finds_cookies() {
@@ -102,6 +144,15 @@ mod tests {
             if let Some(v) = find(&header, "k", max) {
                 prop_assert!(!v.is_empty() && v.len() <= max && is_cookie_value(v));
             }
+        }
+
+        #[test]
+        fn one_pass_finds_what_separate_lookups_find(header in "[a-c =;\"x]{0,80}", max in 0usize..6) {
+            let header = header.as_bytes();
+            let [a, b, ab] = find_each(header, [("a", max), ("b", max), ("ab", max)]);
+            prop_assert_eq!(a, find(header, "a", max));
+            prop_assert_eq!(b, find(header, "b", max));
+            prop_assert_eq!(ab, find_reference(header, "ab", max));
         }
 
         #[test]

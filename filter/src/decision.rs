@@ -117,7 +117,14 @@ pub fn decide(
         }
     }
     let cookies = request.header("cookie").unwrap_or_default();
-    let pinned = cookie::find(&cookies, &config.plugin.cookie.name, MAX_VERSION_NAME)
+    let [version_cookie, id_cookie] = cookie::find_each(
+        &cookies,
+        [
+            (&config.plugin.cookie.name, MAX_VERSION_NAME),
+            (&config.plugin.cookie.id_name, MAX_ID_LEN),
+        ],
+    );
+    let pinned = version_cookie
         .and_then(|name| config.version_index(name))
         .filter(|&version| config.is_live(version) || config.is_draining(version));
     // The client's key, looked up at most once (it may take a header read).
@@ -133,7 +140,7 @@ pub fn decide(
         // hashes to the pinned version, re-pinning cannot change anything: keep the pin without
         // reading the navigation headers (each read is a host call, the filter's main cost).
         if !config.keys_read_headers {
-            key = client_key(config, request, &cookies);
+            key = client_key(config, request, &cookies, id_cookie);
             let rehashed = key
                 .as_ref()
                 .map(|(_, key)| config.buckets.version_for_key(config.seed, key));
@@ -145,7 +152,7 @@ pub fn decide(
             return Decision::fixed(version, Reason::Cookie);
         }
     }
-    let key = key.or_else(|| client_key(config, request, &cookies));
+    let key = key.or_else(|| client_key(config, request, &cookies, id_cookie));
     let (origin, key, minted_id) = match key {
         Some((origin, key)) => (origin, key, None),
         None => {
@@ -195,11 +202,13 @@ pub fn is_top_level_navigation(request: &impl RequestHeaders) -> bool {
     }
 }
 
-/// The first usable client key: the configured sources in order, then the minted id cookie.
+/// The first usable client key: the configured sources in order, then the minted id cookie
+/// (`id_cookie`, already looked up with the version cookie).
 fn client_key(
     config: &Config,
     request: &impl RequestHeaders,
     cookies: &[u8],
+    id_cookie: Option<&[u8]>,
 ) -> Option<(KeyOrigin, Vec<u8>)> {
     for (index, source) in config.plugin.key_sources.iter().enumerate() {
         let key = match source {
@@ -212,8 +221,7 @@ fn client_key(
             return Some((KeyOrigin::Source(index), key));
         }
     }
-    cookie::find(cookies, &config.plugin.cookie.id_name, MAX_ID_LEN)
-        .map(|id| (KeyOrigin::IdCookie, id.to_vec()))
+    id_cookie.map(|id| (KeyOrigin::IdCookie, id.to_vec()))
 }
 
 #[cfg(test)]

@@ -100,20 +100,47 @@ pub fn check_token(token: &str) -> Result<(), String> {
     }
 }
 
+/// RFC 6265 cookie-octets as a table: one load per byte instead of five range tests, for a
+/// check that runs on every cookie value the filter reads.
+const COOKIE_OCTETS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = b == 0x21
+            || (b >= 0x23 && b <= 0x2b)
+            || (b >= 0x2d && b <= 0x3a)
+            || (b >= 0x3c && b <= 0x5b)
+            || (b >= 0x5d && b <= 0x7e);
+        b += 1;
+    }
+    table
+};
+
 /// A cookie value the filter accepts as a client key: bounded and made of cookie-octets.
 pub fn is_cookie_value(value: &[u8]) -> bool {
-    value.iter().all(|&b| {
-        b == 0x21
-            || (0x23..=0x2b).contains(&b)
-            || (0x2d..=0x3a).contains(&b)
-            || (0x3c..=0x5b).contains(&b)
-            || (0x5d..=0x7e).contains(&b)
-    })
+    value.iter().all(|&b| COOKIE_OCTETS[usize::from(b)])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookie_octets_are_rfc_6265s() {
+        // cookie-octet = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E
+        let octets: Vec<u8> = (0..=255u8).filter(|&b| is_cookie_value(&[b])).collect();
+        let expected: Vec<u8> = [
+            0x21..=0x21,
+            0x23..=0x2b,
+            0x2d..=0x3a,
+            0x3c..=0x5b,
+            0x5d..=0x7e,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        assert_eq!(octets, expected);
+    }
 
     #[test]
     fn version_names() {
