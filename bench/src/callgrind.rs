@@ -22,7 +22,7 @@ use crate::requests::Shape;
 /// Requests before counting, so that first-use work (V8 tiering, caches, pools) is done.
 const WARM: u64 = 300;
 /// Requests in the two counted batches.
-const BATCHES: (u64, u64) = (300, 1300);
+const BATCHES: (u64, u64) = (200, 700);
 /// How long a dump may take to appear complete.
 const DUMP_PATIENCE: Duration = Duration::from_secs(60);
 

@@ -29,7 +29,7 @@ use requests::Shape;
 #[derive(Parser)]
 struct Args {
     /// Rounds of every variant; the table shows medians.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 4)]
     rounds: usize,
     /// Seconds of load per variant and round.
     #[arg(long, default_value_t = 2)]

@@ -3,6 +3,8 @@
 //! Pure: the request is read through [`RequestHeaders`] and randomness comes in as a closure,
 //! so the filter, `stickyctl explain` and the tests all run exactly this code.
 
+use std::borrow::Cow;
+
 use crate::bucket::bucket_of;
 use crate::config::{Config, KeySource, Repin};
 use crate::cookie;
@@ -153,14 +155,17 @@ pub fn decide(
         }
     }
     let key = key.or_else(|| client_key(config, request, &cookies, id_cookie));
-    let (origin, key, minted_id) = match key {
-        Some((origin, key)) => (origin, key, None),
+    let (origin, bucket, minted_id) = match key {
+        Some((origin, key)) => (origin, bucket_of(config.seed, &key), None),
         None => {
             let id = mint();
-            (KeyOrigin::Minted, id.clone().into_bytes(), Some(id))
+            (
+                KeyOrigin::Minted,
+                bucket_of(config.seed, id.as_bytes()),
+                Some(id),
+            )
         }
     };
-    let bucket = bucket_of(config.seed, &key);
     let version = config.buckets.version_of(bucket);
     Decision {
         version,
@@ -204,24 +209,28 @@ pub fn is_top_level_navigation(request: &impl RequestHeaders) -> bool {
 
 /// The first usable client key: the configured sources in order, then the minted id cookie
 /// (`id_cookie`, already looked up with the version cookie).
-fn client_key(
+/// Keys found in the cookies are borrowed from the `Cookie` header, not copied.
+fn client_key<'c>(
     config: &Config,
     request: &impl RequestHeaders,
-    cookies: &[u8],
-    id_cookie: Option<&[u8]>,
-) -> Option<(KeyOrigin, Vec<u8>)> {
+    cookies: &'c [u8],
+    id_cookie: Option<&'c [u8]>,
+) -> Option<(KeyOrigin, Cow<'c, [u8]>)> {
     for (index, source) in config.plugin.key_sources.iter().enumerate() {
         let key = match source {
-            KeySource::Header(name) => request.header(&name.to_ascii_lowercase()).filter(|v| {
-                !v.is_empty() && v.len() <= MAX_KEY_LEN && std::str::from_utf8(v).is_ok()
-            }),
-            KeySource::Cookie(name) => cookie::find(cookies, name, MAX_KEY_LEN).map(<[u8]>::to_vec),
+            KeySource::Header(name) => request
+                .header(&name.to_ascii_lowercase())
+                .filter(|v| {
+                    !v.is_empty() && v.len() <= MAX_KEY_LEN && std::str::from_utf8(v).is_ok()
+                })
+                .map(Cow::Owned),
+            KeySource::Cookie(name) => cookie::find(cookies, name, MAX_KEY_LEN).map(Cow::Borrowed),
         };
         if let Some(key) = key {
             return Some((KeyOrigin::Source(index), key));
         }
     }
-    id_cookie.map(|id| (KeyOrigin::IdCookie, id.to_vec()))
+    id_cookie.map(|id| (KeyOrigin::IdCookie, Cow::Borrowed(id)))
 }
 
 #[cfg(test)]
