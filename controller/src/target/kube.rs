@@ -128,7 +128,11 @@ impl KubeTarget {
             return Ok(());
         }
         canary.finalizers_mut().retain(|f| f != FINALIZER);
-        self.save(&canary).await.map(drop)
+        match self.save(&canary).await {
+            // The controller released it between our read and write, and the deletion completed.
+            Err(Error::Kube(kube::Error::Api(status))) if status.code == 404 => Ok(()),
+            saved => saved.map(drop),
+        }
     }
 }
 
