@@ -70,20 +70,17 @@ pub fn measure(plan: &[(Variant, Shape, usize)], wasm: &Path) -> Result<Vec<Coun
     if !available() {
         return Ok(counts(vec![None; plan.len()]));
     }
+    if let Some(&(variant, _, _)) = plan.iter().find(|(v, _, _)| !v.direct) {
+        bail!(
+            "{}: callgrind counts direct responses only",
+            variant.label()
+        );
+    }
     let mut envoys: Vec<(Variant, Envoy)> = Vec::new();
-    for &(variant, _, _) in plan {
-        if !variant.direct {
-            bail!(
-                "{}: callgrind counts direct responses only",
-                variant.label()
-            );
-        }
-        let variant = variant.process();
-        if !envoys.iter().any(|(v, _)| *v == variant) {
-            let envoy = Envoy::spawn(variant, NOWHERE, Launch::Callgrind, wasm)
-                .with_context(|| format!("starting {} under callgrind", variant.label()))?;
-            envoys.push((variant, envoy));
-        }
+    for variant in Variant::processes(plan.iter().map(|&(v, _, _)| v)) {
+        let envoy = Envoy::spawn(variant, NOWHERE, Launch::Callgrind, wasm)
+            .with_context(|| format!("starting {} under callgrind", variant.label()))?;
+        envoys.push((variant, envoy));
     }
     let started = Instant::now();
     for (variant, envoy) in &mut envoys {

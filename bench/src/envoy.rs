@@ -83,6 +83,19 @@ impl Variant {
         }
     }
 
+    /// The distinct processes these variants need ([`Variant::process`]), in first-use
+    /// order: one Envoy is started for each.
+    pub fn processes(variants: impl IntoIterator<Item = Variant>) -> Vec<Variant> {
+        let mut processes: Vec<Variant> = Vec::new();
+        for variant in variants {
+            let process = variant.process();
+            if !processes.contains(&process) {
+                processes.push(process);
+            }
+        }
+        processes
+    }
+
     /// Short name for the table.
     pub fn label(self) -> String {
         let filter = match self.filter {

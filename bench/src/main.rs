@@ -12,7 +12,6 @@ mod report;
 mod requests;
 mod wrk;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -132,6 +131,15 @@ fn counted_plan() -> Vec<(Variant, Shape, usize)> {
     ]
 }
 
+/// The running Envoy that serves `variant`.
+fn envoy_of(envoys: &mut [(Variant, Envoy)], variant: Variant) -> Result<&mut Envoy> {
+    envoys
+        .iter_mut()
+        .find(|(v, _)| *v == variant.process())
+        .map(|(_, e)| e)
+        .context("no Envoy for a planned variant")
+}
+
 fn context(args: &Args, placement: Placement) -> Vec<String> {
     // The first non-empty line a program prints, for the record.
     let first_line = |program: &str, args: &[&str]| {
@@ -232,30 +240,16 @@ fn main() -> Result<()> {
     )?;
     let plan = plan();
     let mut envoys: Vec<(Variant, Envoy)> = Vec::new();
-    for &(variant, _, _) in &plan {
-        let variant = variant.process();
-        if !envoys.iter().any(|(v, _)| *v == variant) {
-            let envoy = Envoy::start(
-                variant,
-                upstream.address,
-                Launch::Native(placement.envoy),
-                &wasm,
-            )
-            .with_context(|| format!("starting {}", variant.label()))?;
-            envoys.push((variant, envoy));
-        }
+    for variant in Variant::processes(plan.iter().map(|&(v, _, _)| v)) {
+        let envoy = Envoy::start(
+            variant,
+            upstream.address,
+            Launch::Native(placement.envoy),
+            &wasm,
+        )
+        .with_context(|| format!("starting {}", variant.label()))?;
+        envoys.push((variant, envoy));
     }
-    // The listener each planned row loads.
-    let targets = plan
-        .iter()
-        .map(|&(variant, _, _)| {
-            envoys
-                .iter()
-                .find(|(v, _)| *v == variant.process())
-                .map(|(_, e)| e.address)
-                .context("no Envoy for a planned variant")
-        })
-        .collect::<Result<Vec<SocketAddr>>>()?;
     let load = wrk::Load {
         connections: args.connections,
         duration: Duration::from_secs(args.seconds),
@@ -267,8 +261,9 @@ fn main() -> Result<()> {
         duration: Duration::from_secs(1),
         ..load
     };
-    for (&(variant, shape, _), &target) in plan.iter().zip(&targets) {
-        wrk::run(target, &shape.headers(variant.versions), warm)?;
+    for &(variant, shape, _) in &plan {
+        let envoy = envoy_of(&mut envoys, variant)?;
+        wrk::run(envoy.address, &shape.headers(variant.versions), warm)?;
     }
     // Memory per worker: the same Envoys with two workers, unpinned, each worker warmed.
     for filter in [Filter::None, Filter::Wasm] {
@@ -307,11 +302,7 @@ fn main() -> Result<()> {
     for round in 1..=args.rounds {
         eprintln!("round {round}/{} ...", args.rounds);
         for row in &mut rows {
-            let envoy = envoys
-                .iter_mut()
-                .find(|(v, _)| *v == row.variant.process())
-                .map(|(_, e)| e)
-                .context("no Envoy for a planned variant")?;
+            let envoy = envoy_of(&mut envoys, row.variant)?;
             let headers = row.shape.headers(row.variant.versions);
             let before = envoy.cpu_time()?;
             let sample = wrk::run(envoy.address, &headers, load)?;
