@@ -129,8 +129,9 @@ pub fn decide(
     let pinned = version_cookie
         .and_then(|name| config.version_index(name))
         .filter(|&version| config.is_live(version) || config.is_draining(version));
-    // The client's key, looked up at most once (it may take a header read).
-    let mut key = None;
+    // Where the client's key came from and its bucket, worked out at most once (finding the
+    // key may take a header read).
+    let mut hashed = None;
     if let Some(version) = pinned {
         // A draining version keeps its clients for the rest of their page whatever `repin`
         // says, and loses them at their next navigation.
@@ -142,10 +143,10 @@ pub fn decide(
         // hashes to the pinned version, re-pinning cannot change anything: keep the pin without
         // reading the navigation headers (each read is a host call, the filter's main cost).
         if !config.keys_read_headers {
-            key = client_key(config, request, &cookies, id_cookie);
-            let rehashed = key
+            hashed = hashed_key(config, request, &cookies, id_cookie);
+            let rehashed = hashed
                 .as_ref()
-                .map(|(_, key)| config.buckets.version_for_key(config.seed, key));
+                .map(|&(_, bucket)| config.buckets.version_of(bucket));
             if rehashed == Some(version) {
                 return Decision::fixed(version, Reason::Cookie);
             }
@@ -154,9 +155,9 @@ pub fn decide(
             return Decision::fixed(version, Reason::Cookie);
         }
     }
-    let key = key.or_else(|| client_key(config, request, &cookies, id_cookie));
-    let (origin, bucket, minted_id) = match key {
-        Some((origin, key)) => (origin, bucket_of(config.seed, &key), None),
+    let hashed = hashed.or_else(|| hashed_key(config, request, &cookies, id_cookie));
+    let (origin, bucket, minted_id) = match hashed {
+        Some((origin, bucket)) => (origin, bucket, None),
         None => {
             let id = mint();
             (
@@ -205,6 +206,17 @@ pub fn is_top_level_navigation(request: &impl RequestHeaders) -> bool {
             .header("sec-fetch-mode")
             .is_some_and(|mode| mode.eq_ignore_ascii_case(b"navigate")),
     }
+}
+
+/// The first usable client key's origin and bucket, if the client has a key.
+fn hashed_key(
+    config: &Config,
+    request: &impl RequestHeaders,
+    cookies: &[u8],
+    id_cookie: Option<&[u8]>,
+) -> Option<(KeyOrigin, u16)> {
+    client_key(config, request, cookies, id_cookie)
+        .map(|(origin, key)| (origin, bucket_of(config.seed, &key)))
 }
 
 /// The first usable client key: the configured sources in order, then the minted id cookie

@@ -14,10 +14,11 @@ pub mod names;
 mod plugin;
 
 pub use config::{Config, ConfigError, PluginConfig, VersionWeight};
+pub use decision::{decide, Decision, Reason, RequestHeaders};
 
 /// proxy-wasm callbacks the SDK exports but this filter leaves at their defaults. `make wasm`
 /// removes their exports from the module (`sticky-canary-trim`), so Envoy does not enter the VM
-/// for them on every request: about 1,800 Envoy instructions per call saved, see BENCHMARKS.md.
+/// for them on every request: about 1,700 Envoy instructions per call saved, see BENCHMARKS.md.
 /// Implementing one of them in `plugin.rs` means taking it off this list.
 pub const UNUSED_CALLBACKS: &[&str] = &[
     "proxy_on_request_body",
@@ -27,4 +28,3 @@ pub const UNUSED_CALLBACKS: &[&str] = &[
     "proxy_on_log",
     "proxy_on_done",
 ];
-pub use decision::{decide, Decision, Reason, RequestHeaders};
