@@ -29,6 +29,10 @@ const PLUGIN_CONFIG_POINTER: &str = "/filter_chains/0/filters/0/typed_config/htt
 const BOOTSTRAP_FILE: &str = "bootstrap.json";
 const ADMIN_ADDRESS_FILE: &str = "admin-address";
 const LOG_FILE: &str = "envoy.log";
+/// What Envoy logs when its listener's port is taken.
+const PORT_TAKEN: &str = "Address already in use";
+/// Starts on a fresh port after losing the listener's port to another process.
+const PORT_ATTEMPTS: u32 = 3;
 
 /// A running Envoy; killed when dropped, its directory removed with it.
 pub struct Envoy {
@@ -68,14 +72,35 @@ fn write_json(path: &Path, value: &Value) -> Result<()> {
 impl Envoy {
     /// Starts Envoy with the filter configured by `plugin`, one cluster per upstream in
     /// `upstreams`, and waits until a request through the listener reaches an upstream.
+    ///
+    /// The listener's port is picked free before Envoy starts, so another process can take it
+    /// in between; Envoy then starts without its listener, and this tries again on a new port.
     pub fn start(
         plugin: &PluginConfig,
         upstreams: BTreeMap<String, SocketAddr>,
         options: EnvoyOptions,
     ) -> Result<Envoy> {
+        let mut attempt = 1;
+        loop {
+            let mut envoy = Envoy::spawn(plugin, upstreams.clone(), options, free_port()?)?;
+            match envoy.wait_ready() {
+                Ok(()) => return Ok(envoy),
+                Err(_) if envoy.lost_its_port() && attempt < PORT_ATTEMPTS => attempt += 1,
+                Err(err) => return Err(envoy.explain(err)),
+            }
+        }
+    }
+
+    /// Starts Envoy with its listener on `listen_port`, without waiting for it.
+    fn spawn(
+        plugin: &PluginConfig,
+        upstreams: BTreeMap<String, SocketAddr>,
+        options: EnvoyOptions,
+        listen_port: u16,
+    ) -> Result<Envoy> {
         let envoy_bin = locate::envoy_bin()?;
         let layout = EnvoyLayout {
-            listen_port: free_port()?,
+            listen_port,
             wasm_path: locate::filter_wasm()?,
             upstreams,
         };
@@ -111,16 +136,19 @@ impl Envoy {
             .stderr(log);
         let process = ChildGuard::spawn(command, "envoy")?;
         let listener = SocketAddr::from(([127, 0, 0, 1], layout.listen_port));
-        let mut envoy = Envoy {
+        Ok(Envoy {
             process,
             dir,
             layout,
             // Replaced once Envoy wrote its admin address.
             admin: Http::new(listener),
             listener,
-        };
-        envoy.wait_ready().map_err(|err| envoy.explain(err))?;
-        Ok(envoy)
+        })
+    }
+
+    /// Whether Envoy logged that another process held its listener's port.
+    fn lost_its_port(&self) -> bool {
+        self.log().is_ok_and(|log| log.contains(PORT_TAKEN))
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -136,7 +164,10 @@ impl Envoy {
             Ok((admin.get("/ready", &[])?.status == 200).then_some(()))
         })?;
         let listener = Http::new(self.listener);
-        self.wait_for("the listener to reach an upstream", |_| {
+        self.wait_for("the listener to reach an upstream", |envoy| {
+            if envoy.lost_its_port() {
+                bail!("another process took port {}", envoy.listener.port());
+            }
             // The listener may not be bound yet: connection errors mean "not yet".
             Ok(listener
                 .get(WHOAMI, &[])
@@ -369,4 +400,29 @@ pub fn validate(lds: &Value, cds: &Value) -> Result<Validation> {
             String::from_utf8_lossy(&output.stderr)
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::weights;
+
+    /// What `Envoy::start` retries on: Envoy started on a port another process holds says so in
+    /// its log, and waiting for it fails at once, naming the port, instead of after `PATIENCE`.
+    #[test]
+    fn an_envoy_whose_port_is_taken_says_so() {
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = holder.local_addr().unwrap().port();
+        let nowhere = SocketAddr::from(([127, 0, 0, 1], 9));
+        let mut envoy = Envoy::spawn(
+            &weights(&[("v1", 100.0)]),
+            BTreeMap::from([("v1".to_owned(), nowhere)]),
+            EnvoyOptions::default(),
+            port,
+        )
+        .unwrap();
+        let err = envoy.wait_ready().unwrap_err();
+        assert!(envoy.lost_its_port(), "{:#}", envoy.explain(err));
+        assert_eq!(err.to_string(), format!("another process took port {port}"));
+    }
 }
