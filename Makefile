@@ -7,6 +7,8 @@ VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
 WASM := target/wasm32-wasip1/release/sticky_canary_filter.wasm
+BINARYEN_VERSION := 132.0.0
+WASM_OPT := .work/binaryen/node_modules/binaryen/bin/wasm-opt
 export ISTIO_CRDS ?= $(abspath ../shared/istio/crds.gen.yaml)
 export ENVOY_BIN ?= $(abspath $(ENVOY))
 
@@ -29,14 +31,28 @@ $(ENVOY):
 
 ## wasm: the filter, optimized for size (tests and the demo load this very file). Only this
 ## build gets opt-level z: native builds, benchmarks of the pure code included, stay at 3.
-## (Binaryen's `wasm-opt -Oz` would shrink it to 187 KiB, but Envoy then holds 12 MiB more
-## memory per process: see BENCHMARKS.md.)
-## Then the exports of the callbacks the filter does not implement go (Envoy would enter the VM
-## for each of them on every request): `sticky-canary-trim`, see filter/trim.
-wasm: .work/wasm-target
+## Then the exports of the callbacks the filter does not implement go (`sticky-canary-trim`,
+## see filter/trim), and Binaryen's wasm-opt shrinks what is left: 246 KiB -> 189 KiB.
+## `-ocimfs 20` caps the inlining of functions called from one place only: uncapped, V8 holds
+## 8-12 MiB more memory per Envoy for the giant functions it makes (see BENCHMARKS.md).
+## The features are those rustc's wasm32-wasip1 code uses; Binaryen adds none of its own.
+## Cargo links its pristine output back to $(WASM) on every build, so both steps always start
+## from it; each replaces the file by renaming, never writing through that link.
+wasm: .work/wasm-target $(WASM_OPT)
 	CARGO_PROFILE_RELEASE_OPT_LEVEL=z $(CARGO) build --release -p sticky-canary-filter --target wasm32-wasip1
 	$(CARGO) run -q -p sticky-canary-trim -- $(WASM)
+	node $(WASM_OPT) -Oz -ocimfs 20 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+	  --enable-nontrapping-float-to-int $(WASM) -o $(WASM).opt
+	mv $(WASM).opt $(WASM)
 	@ls -l $(WASM)
+
+## Binaryen from the npm registry (Debian's is version 108): needs Node.js, installed when missing.
+$(WASM_OPT):
+	@command -v npm >/dev/null || { \
+	  echo "installing nodejs and npm (apt-get), for Binaryen's wasm-opt"; \
+	  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+	npm install --silent --no-save --no-audit --no-fund --prefix .work/binaryen binaryen@$(BINARYEN_VERSION)
+	@node $(WASM_OPT) --version | grep -q "version $(firstword $(subst ., ,$(BINARYEN_VERSION)))" || { echo "expected Binaryen $(BINARYEN_VERSION)"; exit 1; }
 
 ## build: the filter (.wasm) and stickyctl, release builds
 build: wasm

@@ -1,9 +1,10 @@
 //! `sticky-canary-trim FILE.wasm`: removes from the filter's module the exports of the
 //! proxy-wasm callbacks it does not implement ([`sticky_canary_filter::UNUSED_CALLBACKS`]).
 //!
-//! The proxy-wasm SDK exports every callback; Envoy calls each one that is exported, for every
-//! request, and entering the VM is the costliest thing the filter does. A callback that is not
-//! exported is treated by the host as "continue", which is what the SDK's defaults return.
+//! The proxy-wasm SDK exports every callback. Envoy calls each per-request one that is
+//! exported, for every request, and entering the VM is the costliest thing the filter does; the
+//! others only keep the SDK's dispatch code in the module. A callback that is not exported is
+//! treated by the host as "continue", which is what the SDK's defaults return.
 //! The file is replaced atomically; running it twice changes nothing the second time.
 
 use std::path::{Path, PathBuf};
