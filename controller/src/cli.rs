@@ -325,7 +325,7 @@ async fn delete(target: &KubeTarget, dry_run: bool, out: &mut String) -> Result<
                 .teardown(&canary)
                 .await?
                 .into_iter()
-                .map(|doc| (doc.label, doc.current, Some(doc.desired))),
+                .map(|doc| (doc.label, doc.current, doc.desired)),
         );
         print_docs(&docs, out);
         return Ok(());
@@ -595,10 +595,17 @@ async fn print_diff<T: Target>(
         current.map(rollout_for_display),
         Some(rollout_for_display(next)),
     )];
+    // Every final object, and what the rollout leaves (shared plugins it is no longer on).
+    let leaving: Vec<Doc> = plan
+        .writes
+        .into_iter()
+        .filter(|w| !plan.objects.iter().any(|o| o.label == w.label))
+        .collect();
     docs.extend(
         plan.objects
             .into_iter()
-            .map(|doc| (doc.label, doc.current, Some(doc.desired))),
+            .chain(leaving)
+            .map(|doc| (doc.label, doc.current, doc.desired)),
     );
     print_docs(&docs, out);
     Ok(())
@@ -652,7 +659,9 @@ async fn render<T: Target>(target: &T, out: &mut String) -> Result<(), Error> {
     let plan = target.plan(&canary).await?;
     for doc in &plan.objects {
         writeln!(out, "---\n# {}", doc.label).ok();
-        out.push_str(&yaml(&for_display(&doc.desired)));
+        if let Some(desired) = &doc.desired {
+            out.push_str(&yaml(&for_display(desired)));
+        }
     }
     Ok(())
 }
@@ -739,7 +748,7 @@ impl RequestHeaders for SyntheticRequest {
 
 async fn explain<T: Target>(target: &T, args: &ExplainArgs, out: &mut String) -> Result<(), Error> {
     let canary = load(target).await?;
-    let config = Config::compile(canary.spec.plugin_config())
+    let config = Config::compile(target.plugin_config(&canary))
         .map_err(|e| Error::Invalid(format!("spec: {e}")))?;
     let mut headers = BTreeMap::new();
     let mut cookies = args.cookies.clone();

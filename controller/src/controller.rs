@@ -2,8 +2,8 @@
 //!
 //! A rollout is reconciled when it changes, when an object it renders to changes (so a hand
 //! edit that drops a managed route or subset is repaired at once, not at the next resync), and
-//! every [`RESYNC`]. A finalizer holds a deleted rollout until its routes and subsets are out of
-//! the user's objects; its WasmPlugin goes with it through the garbage collector. Applied
+//! every [`RESYNC`]. A finalizer holds a deleted rollout until it is out of the shared
+//! WasmPlugins and its routes and subsets are out of the user's objects. Applied
 //! changes and failures are also Kubernetes Events on the rollout, so `kubectl describe` shows
 //! them; recording one is best effort and never holds a reconcile up.
 
@@ -17,12 +17,14 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::Value;
 
 use crate::error::{Error, EXIT_INVALID};
 use crate::model::StickyCanary;
 use crate::reconcile::{converge, teardown};
-use crate::render::istio::{object_name, Kind};
-use crate::render::wasmplugin::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::render::istio::{namespace_and_name, object_name, Kind};
+use crate::render::placement::{placements, rollout_key};
+use crate::render::wasmplugin::{self, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::target::kube::{objects_api, KubeTarget, FINALIZER};
 
 /// How often the controller re-checks a rollout that did not change, as a safety net behind
@@ -104,7 +106,7 @@ async fn finalize(canary: Arc<StickyCanary>, ctx: &Ctx) -> Result<Action, Error>
                 let written = teardown(&target, &canary).await?;
                 tracing::info!(rollout = %name, %namespace, written, "cleaned up");
                 let note = format!(
-                    "removed the managed routes and subsets ({written} object(s) written); the WasmPlugin goes with the rollout"
+                    "left the shared WasmPlugins, removed the managed routes and subsets ({written} object(s) written)"
                 );
                 ctx.publish(&canary, EventType::Normal, "CleanedUp", note)
                     .await;
@@ -148,6 +150,24 @@ pub fn referencing(
         .collect()
 }
 
+/// The rollouts among `rollouts` that a change to shared `plugin` concerns: those with an
+/// entry in it, and those placed on its proxy group (an entry removed by hand comes back).
+pub fn in_plugin(rollouts: &[Arc<StickyCanary>], plugin: &Value) -> Vec<ObjectRef<StickyCanary>> {
+    let at = namespace_and_name(plugin);
+    rollouts
+        .iter()
+        .filter(|rollout| {
+            let namespace = rollout.namespace().unwrap_or_default();
+            let name = rollout.name_any();
+            wasmplugin::entry(plugin, &rollout_key(&namespace, &name)).is_some()
+                || placements(&namespace, &rollout.spec)
+                    .iter()
+                    .any(|p| (p.namespace.clone(), p.plugin_name()) == at)
+        })
+        .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
+        .collect()
+}
+
 /// Runs the controller until SIGINT/SIGTERM, for one namespace or all.
 pub async fn run(client: Client, namespace: Option<&str>) {
     let rollouts: Api<StickyCanary> = match namespace {
@@ -156,9 +176,15 @@ pub async fn run(client: Client, namespace: Option<&str>) {
     };
     let controller = Controller::new(rollouts, watcher::Config::default());
     let store = controller.store();
-    let (plugins, plugin_resource) = objects_api(client.clone(), Kind::WasmPlugin, namespace);
+    // Shared plugins live in the proxies' namespaces, whatever namespace the controller serves.
+    let (plugins, plugin_resource) = objects_api(client.clone(), Kind::WasmPlugin, None);
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let mut controller = controller.owns_with(plugins, plugin_resource, managed);
+    let plugin_store: Store<StickyCanary> = store.clone();
+    let mut controller =
+        controller.watches_with(plugins, plugin_resource, managed, move |plugin| {
+            let plugin = serde_json::to_value(plugin).unwrap_or_default();
+            in_plugin(&plugin_store.state(), &plugin)
+        });
     for kind in [Kind::VirtualService, Kind::DestinationRule] {
         let (api, resource) = objects_api(client.clone(), kind, namespace);
         let store: Store<StickyCanary> = store.clone();

@@ -118,23 +118,51 @@ pub struct Routing {
     pub version_label: Option<String>,
 }
 
-/// Where Istio loads the filter: the module URL, the filter phase, and which proxies.
+/// Where Istio loads the filter: the module URL and which proxies run it.
+///
+/// Every proxy group (a gateway, or callers' sidecars) runs one shared WasmPlugin that carries
+/// every rollout placed on it (see [`crate::render::placement`]), so a gateway serving dozens
+/// of services runs the filter once per request, not once per rollout.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PluginPlacement {
-    /// `oci://...`, `https://...` or `file://...` URL of the filter module.
+    /// `oci://...`, `https://...` or `file://...` URL of the filter module. Rollouts that share
+    /// a proxy group share its WasmPlugin, so they must name the same module.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Pod labels of the proxies that run the filter (usually the ingress gateway).
+    /// Gateways that run the filter for requests to the service. Absent: the ingress gateway
+    /// of the usual installation (`istio: ingressgateway` in `istio-system`), unless
+    /// `selector` or `targetRefs` name a gateway of the rollout's namespace instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateways: Option<Vec<Proxies>>,
+    /// Callers whose sidecars run the filter, on their client side, for their requests to the
+    /// service (mesh-internal hops; see `filter.trustIncomingHeader`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<Proxies>,
+    /// Pod labels of a gateway in the rollout's own namespace (a WasmPlugin selects only the
+    /// workloads of its own namespace, unless it lives in the root namespace).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub selector: BTreeMap<String, String>,
-    /// Gateway API targets instead of a selector.
+    /// Gateway API gateways of the rollout's namespace, instead of a selector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target_refs: Vec<TargetRef>,
 }
 
+/// A group of proxies: the workloads of one namespace with these labels.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Proxies {
+    /// Namespace of the workloads. Default: `istio-system` for gateways, the rollout's own
+    /// namespace for sidecars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Pod labels of the workloads; empty selects every workload of the namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
+}
+
 /// A Gateway API object the plugin attaches to.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetRef {
     /// API group, e.g. `gateway.networking.k8s.io`.

@@ -9,8 +9,10 @@
 pub mod browser;
 pub mod crowd;
 pub mod envoy;
+pub mod envoy_process;
 pub mod load;
 pub mod locate;
+pub mod mesh;
 pub mod operator;
 pub mod process;
 pub mod site;

@@ -1,15 +1,19 @@
-//! A rollout's three Istio objects, from its spec and the live objects, in apply order.
+//! A rollout's Istio objects, from its spec and the live objects, in apply order: its entry
+//! in the shared WasmPlugin of each proxy group it is placed on, the user's VirtualService and
+//! DestinationRule.
 //!
 //! Order is make-before-break: the DestinationRule first gains the subsets of new versions
-//! (keeping those of versions on their way out), then the WasmPlugin and the VirtualService
-//! switch traffic, and only then does the DestinationRule lose the subsets nothing routes to.
-//! So a route never points at a subset that does not exist.
+//! (keeping those of versions on their way out), then the WasmPlugins and the VirtualService
+//! switch traffic, then the rollout leaves the plugins of groups it is no longer placed on,
+//! and only then does the DestinationRule lose the subsets nothing routes to. So a route never
+//! points at a subset that does not exist.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
-use super::{destinationrule, virtualservice, wasmplugin, EditError};
-use crate::model::StickyCanarySpec;
+use super::{destinationrule, placement, virtualservice, wasmplugin, EditError};
+use crate::model::{StickyCanarySpec, DEFAULT_PLUGIN_URL};
 
 /// The kinds of object a rollout writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,10 +53,11 @@ impl Kind {
     }
 }
 
-/// The names of a rollout's objects.
+/// The names of a rollout's own VirtualService and DestinationRule. Its WasmPlugins are the
+/// shared ones of its placements ([`placement::Placement::plugin_name`]), elsewhere.
 pub fn object_name(kind: Kind, rollout: &str, spec: &StickyCanarySpec) -> String {
     match kind {
-        Kind::WasmPlugin => wasmplugin::name(rollout),
+        Kind::WasmPlugin => wasmplugin::legacy_name(rollout),
         Kind::VirtualService => spec
             .routing
             .virtual_service
@@ -69,8 +74,10 @@ pub fn object_name(kind: Kind, rollout: &str, spec: &StickyCanarySpec) -> String
 /// The live objects, as read (`None` when absent).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Live {
-    /// The rollout's WasmPlugin.
-    pub wasm_plugin: Option<Value>,
+    /// Every WasmPlugin stickyctl manages (labelled [`wasmplugin::MANAGED_BY`]), by namespace
+    /// and name: the shared plugins of every proxy group, and single-rollout plugins of
+    /// earlier versions.
+    pub plugins: BTreeMap<(String, String), Value>,
     /// The VirtualService carrying the routes.
     pub virtual_service: Option<Value>,
     /// The DestinationRule carrying the subsets.
@@ -78,14 +85,26 @@ pub struct Live {
 }
 
 impl Live {
-    /// The live object of `kind`.
-    pub fn get(&self, kind: Kind) -> Option<&Value> {
+    /// The live object a write of `kind` named like `object` replaces.
+    pub fn get(&self, kind: Kind, object: &Value) -> Option<&Value> {
         match kind {
-            Kind::WasmPlugin => self.wasm_plugin.as_ref(),
+            Kind::WasmPlugin => self.plugins.get(&namespace_and_name(object)),
             Kind::VirtualService => self.virtual_service.as_ref(),
             Kind::DestinationRule => self.destination_rule.as_ref(),
         }
     }
+}
+
+/// `(namespace, name)` of an object.
+pub fn namespace_and_name(object: &Value) -> (String, String) {
+    let field = |f: &str| {
+        object
+            .pointer(&format!("/metadata/{f}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (field("namespace"), field("name"))
 }
 
 /// One object write, in order.
@@ -94,8 +113,25 @@ pub struct Write {
     /// What is written.
     pub kind: Kind,
     /// The whole object; metadata comes from the live object when there is one, so the write
-    /// carries its resourceVersion.
+    /// carries its resourceVersion. For a deletion, the live object.
     pub object: Value,
+    /// Delete the object (its resourceVersion a precondition) instead of writing it.
+    pub delete: bool,
+    /// What of the object this rollout owns, which its status hash covers: the whole object,
+    /// but for a shared plugin only the rollout's own entry (and the module), so another
+    /// rollout's change is no change of this one.
+    pub owned: Value,
+}
+
+impl Write {
+    fn put(kind: Kind, object: Value) -> Self {
+        Write {
+            kind,
+            owned: object.clone(),
+            object,
+            delete: false,
+        }
+    }
 }
 
 /// The rollout's objects as they should be, and the writes that get there from `live`.
@@ -107,14 +143,12 @@ pub struct Desired {
     pub writes: Vec<Write>,
 }
 
-/// Renders the desired objects of rollout `rollout` in `namespace` and plans their writes;
-/// `owner` is the rollout's reference when it exists on the cluster (see [`wasmplugin::render`]).
+/// Renders the desired objects of rollout `rollout` in `namespace` and plans their writes.
 pub fn desired(
     rollout: &str,
     namespace: &str,
     spec: &StickyCanarySpec,
     live: &Live,
-    owner: Option<&OwnerReference>,
 ) -> Result<Desired, EditError> {
     let name = |kind| object_name(kind, rollout, spec);
     let versions: Vec<&str> = spec.versions.iter().map(|v| v.name.as_str()).collect();
@@ -152,12 +186,12 @@ pub fn desired(
         &dr_base,
         destinationrule::edit(&dr_name, dr_live_spec, &spec.service, label, &versions)?,
     );
-    let leaving = dr_live_spec
+    let leaving_subsets = dr_live_spec
         .map(destinationrule::managed_versions)
         .unwrap_or_default();
     let mut both = versions.clone();
     both.extend(
-        leaving
+        leaving_subsets
             .iter()
             .map(String::as_str)
             .filter(|v| !versions.contains(v)),
@@ -167,80 +201,128 @@ pub fn desired(
         destinationrule::edit(&dr_name, dr_live_spec, &spec.service, label, &both)?,
     );
 
-    let wasm_plugin = {
-        let rendered = wasmplugin::render(rollout, namespace, spec, owner);
-        match &live.wasm_plugin {
-            Some(current) => with_metadata_of(current, rendered),
-            None => rendered,
-        }
+    let key = placement::rollout_key(namespace, rollout);
+    let entry = wasmplugin::Entry {
+        key: key.clone(),
+        url: spec
+            .plugin
+            .url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PLUGIN_URL.to_owned()),
+        value: json!({
+            "name": key,
+            "services": [placement::service_fqdn(&spec.service, namespace)],
+            "config": placement::plugin_config(namespace, rollout, spec),
+        }),
     };
-
-    let objects = vec![
-        Write {
+    let placements = placement::placements(namespace, spec);
+    let mut plugins = Vec::new();
+    for group in &placements {
+        let at = (group.namespace.clone(), group.plugin_name());
+        let plugin = wasmplugin::with_rollout(group, live.plugins.get(&at), &entry)?;
+        let owned = json!({
+            "url": plugin.pointer("/spec/url"),
+            "entry": wasmplugin::entry(&plugin, &key),
+        });
+        plugins.push(Write {
             kind: Kind::WasmPlugin,
-            object: wasm_plugin,
-        },
-        Write {
-            kind: Kind::VirtualService,
-            object: virtual_service,
-        },
-        Write {
-            kind: Kind::DestinationRule,
-            object: dr_final.clone(),
-        },
-    ];
+            object: plugin,
+            delete: false,
+            owned,
+        });
+    }
+    let placed: Vec<(String, String)> = plugins
+        .iter()
+        .map(|w| namespace_and_name(&w.object))
+        .collect();
+    let mut leaving = Vec::new();
+    for (at, plugin) in &live.plugins {
+        if placed.contains(at) {
+            continue;
+        }
+        if at.0 == namespace && wasmplugin::is_legacy_of(plugin, rollout) {
+            leaving.push(deletion(plugin));
+            continue;
+        }
+        match wasmplugin::without_rollout(plugin, &key) {
+            wasmplugin::Leave::Absent => {}
+            wasmplugin::Leave::Keep(rest) => leaving.push(Write::put(Kind::WasmPlugin, rest)),
+            wasmplugin::Leave::Delete => leaving.push(deletion(plugin)),
+        }
+    }
+
+    let mut objects = plugins;
+    objects.push(Write::put(Kind::VirtualService, virtual_service));
+    objects.push(Write::put(Kind::DestinationRule, dr_final.clone()));
     let mut writes = Vec::new();
     let mut dr_current = live.destination_rule.clone();
-    let adds_subsets = versions.iter().any(|v| !leaving.iter().any(|l| l == v));
+    let adds_subsets = versions.iter().any(|v| !leaving_subsets.iter().any(|l| l == v));
     if adds_subsets && dr_current.as_ref() != Some(&dr_first) {
-        writes.push(Write {
-            kind: Kind::DestinationRule,
-            object: dr_first.clone(),
-        });
+        writes.push(Write::put(Kind::DestinationRule, dr_first.clone()));
         dr_current = Some(dr_first);
     }
-    for write in &objects[..2] {
-        if live.get(write.kind) != Some(&write.object) {
+    for write in objects.iter().filter(|w| w.kind != Kind::DestinationRule) {
+        if live.get(write.kind, &write.object) != Some(&write.object) {
             writes.push(write.clone());
         }
     }
+    // The rollout's entry is in its new plugins before it leaves the old ones.
+    writes.extend(leaving);
     if dr_current.as_ref() != Some(&dr_final) {
-        writes.push(Write {
-            kind: Kind::DestinationRule,
-            object: dr_final,
-        });
+        writes.push(Write::put(Kind::DestinationRule, dr_final));
     }
     Ok(Desired { objects, writes })
 }
 
-/// The writes that take a deleted rollout's routes and subsets out of the user's objects,
-/// VirtualService first (nothing routes to a subset any more) and DestinationRule second;
-/// objects that are absent or already clean are left out, so a repeated teardown writes
-/// nothing. The WasmPlugin is not among them: the garbage collector deletes it through its
-/// ownerReference once the rollout is gone.
-pub fn teardown(rollout: &str, spec: &StickyCanarySpec, live: &Live) -> Vec<Write> {
+/// The deletion of live object `object`.
+fn deletion(object: &Value) -> Write {
+    Write {
+        kind: Kind::WasmPlugin,
+        object: object.clone(),
+        delete: true,
+        owned: Value::Null,
+    }
+}
+
+/// The writes that take deleted rollout `rollout` of `namespace` out of everything it
+/// wrote: its entry out of the shared WasmPlugins first (the last one to leave deletes the
+/// plugin), so no proxy stamps for it any more, then its managed routes out of the
+/// VirtualService, then its subsets out of the DestinationRule. Objects that are absent or
+/// already clean are left out, so a repeated teardown writes nothing.
+pub fn teardown(rollout: &str, namespace: &str, spec: &StickyCanarySpec, live: &Live) -> Vec<Write> {
+    let key = placement::rollout_key(namespace, rollout);
+    let plugins = live.plugins.iter().filter_map(|(at, plugin)| {
+        if at.0 == namespace && wasmplugin::is_legacy_of(plugin, rollout) {
+            return Some(deletion(plugin));
+        }
+        match wasmplugin::without_rollout(plugin, &key) {
+            wasmplugin::Leave::Absent => None,
+            wasmplugin::Leave::Keep(rest) => Some(Write::put(Kind::WasmPlugin, rest)),
+            wasmplugin::Leave::Delete => Some(deletion(plugin)),
+        }
+    });
     let cleaned = |kind: Kind, object: &Option<Value>, remove: &dyn Fn(&Value) -> Value| {
         let object = object.as_ref()?;
         let spec = object.get("spec")?;
         let clean = with_spec(object, remove(spec));
-        (clean != *object).then_some(Write {
-            kind,
-            object: clean,
-        })
+        (clean != *object).then(|| Write::put(kind, clean))
     };
-    [
-        cleaned(Kind::VirtualService, &live.virtual_service, &|vs| {
-            virtualservice::remove(vs, rollout, &spec.service)
-        }),
-        cleaned(
-            Kind::DestinationRule,
-            &live.destination_rule,
-            &destinationrule::remove,
-        ),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+    plugins
+        .chain(
+            [
+                cleaned(Kind::VirtualService, &live.virtual_service, &|vs| {
+                    virtualservice::remove(vs, rollout, &spec.service)
+                }),
+                cleaned(
+                    Kind::DestinationRule,
+                    &live.destination_rule,
+                    &destinationrule::remove,
+                ),
+            ]
+            .into_iter()
+            .flatten(),
+        )
+        .collect()
 }
 
 /// The object without what the API server manages, as a GitOps repository or a diff shows it.
@@ -281,28 +363,6 @@ fn with_spec(object: &Value, spec: Value) -> Value {
     object
 }
 
-/// `rendered` carrying the live object's metadata (resourceVersion, uid, user labels), with
-/// the rendered labels and owner (when rendered with one) on top.
-fn with_metadata_of(live: &Value, mut rendered: Value) -> Value {
-    let mut metadata = live.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    if let Some(labels) = rendered
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-    {
-        for (key, value) in labels {
-            metadata["labels"][key] = value.clone();
-        }
-    }
-    if let Some(owners) = rendered.pointer("/metadata/ownerReferences") {
-        metadata["ownerReferences"] = owners.clone();
-    }
-    rendered["metadata"] = metadata;
-    if let Some(status) = live.get("status") {
-        rendered["status"] = status.clone();
-    }
-    rendered
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,13 +385,25 @@ mod tests {
 
     fn apply(live: &mut Live, writes: &[Write]) {
         for w in writes {
-            let slot = match w.kind {
-                Kind::WasmPlugin => &mut live.wasm_plugin,
-                Kind::VirtualService => &mut live.virtual_service,
-                Kind::DestinationRule => &mut live.destination_rule,
-            };
-            *slot = Some(w.object.clone());
+            match (w.kind, w.delete) {
+                (Kind::WasmPlugin, true) => {
+                    live.plugins.remove(&namespace_and_name(&w.object));
+                }
+                (Kind::WasmPlugin, false) => {
+                    live.plugins
+                        .insert(namespace_and_name(&w.object), w.object.clone());
+                }
+                (Kind::VirtualService, _) => live.virtual_service = Some(w.object.clone()),
+                (Kind::DestinationRule, _) => live.destination_rule = Some(w.object.clone()),
+            }
         }
+    }
+
+    fn plugin_names(live: &Live) -> Vec<String> {
+        live.plugins
+            .keys()
+            .map(|(ns, name)| format!("{ns}/{name}"))
+            .collect()
     }
 
     fn kinds(writes: &[Write]) -> Vec<Kind> {
@@ -345,7 +417,7 @@ mod tests {
             ..Live::default()
         };
         let s = spec(&[("v1", 100.0)]);
-        let d = desired("shop", "prod", &s, &live, None).unwrap();
+        let d = desired("shop", "prod", &s, &live).unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -356,7 +428,7 @@ mod tests {
         );
         assert_eq!(d.writes[2].object["metadata"]["resourceVersion"], "7");
         apply(&mut live, &d.writes);
-        assert!(desired("shop", "prod", &s, &live, None)
+        assert!(desired("shop", "prod", &s, &live)
             .unwrap()
             .writes
             .is_empty());
@@ -373,12 +445,11 @@ mod tests {
             "prod",
             &spec(&[("v1", 90.0), ("v2", 10.0)]),
             &live,
-            None,
         )
         .unwrap();
         apply(&mut live, &d.writes);
         // Promote finished: v1 goes away, v2 is stable. The routes switch before the subset goes.
-        let d = desired("shop", "prod", &spec(&[("v2", 100.0)]), &live, None).unwrap();
+        let d = desired("shop", "prod", &spec(&[("v2", 100.0)]), &live).unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -394,7 +465,6 @@ mod tests {
             "prod",
             &spec(&[("v2", 100.0), ("v3", 0.0)]),
             &live,
-            None,
         )
         .unwrap();
         assert_eq!(
@@ -412,7 +482,6 @@ mod tests {
             "prod",
             &spec(&[("v2", 100.0), ("v4", 0.0)]),
             &live,
-            None,
         )
         .unwrap();
         assert_eq!(
@@ -436,7 +505,6 @@ mod tests {
             "prod",
             &spec(&[("v1", 100.0)]),
             &Live::default(),
-            None,
         )
         .unwrap_err();
         assert!(
@@ -447,38 +515,105 @@ mod tests {
     }
 
     #[test]
-    fn the_plugin_gains_its_owner_and_keeps_it() {
+    fn the_plugin_lives_with_the_gateway_and_follows_the_placement() {
         let mut live = Live {
             virtual_service: Some(vs()),
             ..Live::default()
         };
-        let s = spec(&[("v1", 100.0)]);
-        // Created before the rollout existed (or by an older stickyctl): no owner yet.
-        let first = desired("shop", "prod", &s, &live, None).unwrap();
-        apply(&mut live, &first.writes);
-        assert!(live.wasm_plugin.as_ref().unwrap()["metadata"]
-            .get("ownerReferences")
-            .is_none());
-        let owner = OwnerReference {
-            api_version: "stickycanary.io/v1alpha1".into(),
-            kind: "StickyCanary".into(),
-            name: "shop".into(),
-            uid: "u-1".into(),
-            controller: Some(true),
-            block_owner_deletion: None,
-        };
-        let d = desired("shop", "prod", &s, &live, Some(&owner)).unwrap();
-        assert_eq!(kinds(&d.writes), [Kind::WasmPlugin]);
-        assert_eq!(
-            d.writes[0].object["metadata"]["ownerReferences"][0]["uid"],
-            "u-1"
-        );
+        let mut s = spec(&[("v1", 90.0), ("v2", 10.0)]);
+        let d = desired("shop", "prod", &s, &live).unwrap();
         apply(&mut live, &d.writes);
-        // Rendering without an owner (a dry run of a rollout) does not take it away.
-        assert!(desired("shop", "prod", &s, &live, None)
-            .unwrap()
+        assert_eq!(
+            plugin_names(&live),
+            ["istio-system/sticky-canary-gateway-istio-ingressgateway"]
+        );
+        let plugin = live.plugins.values().next().unwrap();
+        let entry = wasmplugin::entry(plugin, "prod/shop").unwrap();
+        assert_eq!(entry["services"], json!(["shop.prod.svc.cluster.local"]));
+        assert_eq!(entry["config"]["cookie"]["name"], "sticky-version.prod.shop");
+        // Placed on another gateway: the entry moves, and the plugin it leaves goes with it.
+        s.plugin.gateways = Some(vec![crate::model::Proxies {
+            namespace: Some("edge".into()),
+            selector: BTreeMap::from([("app".into(), "edge".into())]),
+        }]);
+        let d = desired("shop", "prod", &s, &live).unwrap();
+        assert_eq!(kinds(&d.writes), [Kind::WasmPlugin, Kind::WasmPlugin]);
+        assert!(!d.writes[0].delete && d.writes[1].delete, "make before break");
+        apply(&mut live, &d.writes);
+        assert_eq!(plugin_names(&live), ["edge/sticky-canary-gateway-app-edge"]);
+        assert!(desired("shop", "prod", &s, &live).unwrap().writes.is_empty());
+    }
+
+    #[test]
+    fn rollouts_share_the_gateways_plugin_and_leave_it_to_each_other() {
+        let mut live = Live {
+            virtual_service: Some(vs()),
+            ..Live::default()
+        };
+        let s = spec(&[("v1", 90.0), ("v2", 10.0)]);
+        for rollout in ["shop", "cart"] {
+            let d = desired(rollout, "prod", &s, &live).unwrap();
+            apply(&mut live, &d.writes);
+        }
+        let plugin = live.plugins.values().next().unwrap().clone();
+        let names: Vec<&str> = wasmplugin::entries(&plugin)
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert_eq!(names, ["prod/cart", "prod/shop"]);
+        // What the rollout owns does not change when the other one changes.
+        let owned = |live: &Live| {
+            desired("shop", "prod", &s, live).unwrap().objects[0]
+                .owned
+                .clone()
+        };
+        let before = owned(&live);
+        let d = desired("cart", "prod", &spec(&[("v1", 50.0), ("v2", 50.0)]), &live).unwrap();
+        apply(&mut live, &d.writes);
+        assert_eq!(owned(&live), before);
+        // Deleting one leaves the other's entry; deleting the last deletes the plugin.
+        let writes = teardown("cart", "prod", &s, &live);
+        assert!(!writes[0].delete);
+        apply(&mut live, &writes);
+        assert_eq!(live.plugins.len(), 1);
+        let writes = teardown("shop", "prod", &s, &live);
+        assert!(writes[0].delete);
+        apply(&mut live, &writes);
+        assert!(live.plugins.is_empty());
+    }
+
+    #[test]
+    fn the_single_rollout_plugin_of_earlier_versions_goes_once_the_shared_one_is_there() {
+        let legacy = json!({"apiVersion": wasmplugin::API_VERSION, "kind": wasmplugin::KIND,
+            "metadata": {"name": "sticky-canary-shop", "namespace": "prod", "resourceVersion": "3",
+                         "labels": {wasmplugin::MANAGED_BY_LABEL: wasmplugin::MANAGED_BY}},
+            "spec": {"pluginConfig": {"versions": [{"name": "v1", "weight": 100}]}}});
+        let mut live = Live {
+            virtual_service: Some(vs()),
+            ..Live::default()
+        };
+        live.plugins
+            .insert(namespace_and_name(&legacy), legacy.clone());
+        let d = desired("shop", "prod", &spec(&[("v1", 100.0)]), &live).unwrap();
+        let plugin_writes: Vec<(bool, (String, String))> = d
             .writes
-            .is_empty());
+            .iter()
+            .filter(|w| w.kind == Kind::WasmPlugin)
+            .map(|w| (w.delete, namespace_and_name(&w.object)))
+            .collect();
+        assert_eq!(
+            plugin_writes,
+            [
+                (
+                    false,
+                    (
+                        "istio-system".into(),
+                        "sticky-canary-gateway-istio-ingressgateway".into()
+                    )
+                ),
+                (true, ("prod".into(), "sticky-canary-shop".into())),
+            ]
+        );
     }
 
     #[test]
@@ -492,19 +627,18 @@ mod tests {
         };
         let before = live.clone();
         let s = spec(&[("v1", 90.0), ("v2", 10.0)]);
-        let first = desired("shop", "prod", &s, &live, None).unwrap();
+        let first = desired("shop", "prod", &s, &live).unwrap();
         apply(&mut live, &first.writes);
-        let writes = teardown("shop", &s, &live);
+        let writes = teardown("shop", "prod", &s, &live);
         assert_eq!(
             kinds(&writes),
-            [Kind::VirtualService, Kind::DestinationRule]
+            [Kind::WasmPlugin, Kind::VirtualService, Kind::DestinationRule]
         );
         apply(&mut live, &writes);
-        assert_eq!(live.virtual_service, before.virtual_service);
-        assert_eq!(live.destination_rule, before.destination_rule);
-        assert!(teardown("shop", &s, &live).is_empty(), "idempotent");
+        assert_eq!(live, before);
+        assert!(teardown("shop", "prod", &s, &live).is_empty(), "idempotent");
         assert!(
-            teardown("shop", &s, &Live::default()).is_empty(),
+            teardown("shop", "prod", &s, &Live::default()).is_empty(),
             "nothing there"
         );
     }

@@ -3,6 +3,7 @@
 pub mod destinationrule;
 pub mod envoy;
 pub mod istio;
+pub mod placement;
 pub mod virtualservice;
 pub mod wasmplugin;
 

@@ -1,18 +1,21 @@
 //! Managed header routes in the user's own VirtualService.
 //!
-//! The rollout adds one route per routed version, named `sticky-canary-<rollout>-<version>`,
-//! matching the version header exactly and sending to that version's subset, plus a default
-//! route to stable named `sticky-canary-<rollout>` for traffic that bypasses the filter. Every
-//! edit starts by dropping all managed routes (found by name and destination host) and adds the
-//! current ones back, so repeated edits are idempotent and removed versions leave no route
-//! behind (no header routes piling up, as Argo Rollouts once did).
+//! Before each of the user's routes to the service, the rollout adds one route per routed
+//! version, named `sticky-canary-<rollout>-<version>`: the user route's own match conditions
+//! and settings (timeouts, retries, rewrites) plus the version header, sending to that
+//! version's subset; and after them a route named `sticky-canary-<rollout>` with the user
+//! route's conditions alone, sending to stable, for requests the filter did not stamp (a
+//! module that failed open). So a stamped request takes exactly the path the user's route gave
+//! it, and several services sharing one VirtualService (`/` and `/api`, each with its own
+//! rollout and the same version names) never catch each other's requests. Every edit starts by
+//! dropping all managed routes (found by name and destination host) and adds the current ones
+//! back, so repeated edits are idempotent and removed versions leave no route behind (no
+//! header routes piling up, as Argo Rollouts once did).
 //!
-//! Placement: the version routes go right before the user's first route to the service, so
-//! the user's earlier routes (say `/api` to another service) keep precedence; a user route
-//! there that catches every request would make ours unreachable and is refused, naming it, as
-//! is any user route matching on the version header itself. The default route goes last, and
-//! only when no user route already catches everything: such a route is the user's own default
-//! and stays theirs. User routes are never modified.
+//! A user route before the service's first one that catches every request would make ours
+//! unreachable and is refused, naming it, as is any user route matching on the version header
+//! itself. Without a user route to the service the managed routes go last, the stable one
+//! without conditions. User routes are never modified.
 
 use serde_json::{json, Map, Value};
 
@@ -37,14 +40,17 @@ pub struct ManagedRoutes<'a> {
     pub versions: Vec<&'a str>,
 }
 
+/// Start of every managed route's name.
+const MANAGED_PREFIX: &str = "sticky-canary-";
+
 /// Name of the managed route of `version`.
 pub fn route_name(rollout: &str, version: &str) -> String {
-    format!("sticky-canary-{rollout}-{version}")
+    format!("{MANAGED_PREFIX}{rollout}-{version}")
 }
 
-/// Name of the managed default route.
+/// Name of the managed route to stable for unstamped requests.
 pub fn default_route_name(rollout: &str) -> String {
-    format!("sticky-canary-{rollout}")
+    format!("{MANAGED_PREFIX}{rollout}")
 }
 
 /// The VirtualService `spec` with the managed routes in place; `name` is the VirtualService's,
@@ -69,7 +75,7 @@ pub fn edit(name: &str, spec: &Value, routes: &ManagedRoutes) -> Result<Value, E
         .filter(|route| !is_managed(route, routes.rollout, routes.service))
         .collect();
     for (i, route) in user.iter().enumerate() {
-        if matches_header(route, &header) {
+        if matches_header(route, &header) && !is_any_rollouts(route) {
             return Err(EditError::HeaderConflict {
                 virtual_service: name.to_owned(),
                 route: describe(route, i),
@@ -77,11 +83,14 @@ pub fn edit(name: &str, spec: &Value, routes: &ManagedRoutes) -> Result<Value, E
             });
         }
     }
-    let insert_at = user
+    let ours: Vec<usize> = user
         .iter()
-        .position(|route| destination_hosts(route).any(|h| same_host(h, routes.service)))
-        .unwrap_or(user.len());
-    if let Some((i, route)) = user[..insert_at]
+        .enumerate()
+        .filter(|(_, route)| destination_hosts(route).any(|h| same_host(h, routes.service)))
+        .map(|(i, _)| i)
+        .collect();
+    let first = ours.first().copied().unwrap_or(user.len());
+    if let Some((i, route)) = user[..first]
         .iter()
         .enumerate()
         .find(|(_, route)| is_catch_all(route))
@@ -91,10 +100,27 @@ pub fn edit(name: &str, spec: &Value, routes: &ManagedRoutes) -> Result<Value, E
             route: describe(route, i),
         });
     }
-    let port = user
-        .get(insert_at)
-        .and_then(|route| route.pointer("/route/0/destination/port"))
-        .cloned();
+    let mut out: Vec<Value> = Vec::with_capacity(user.len() * (routes.versions.len() + 2) + 1);
+    if ours.is_empty() {
+        out.extend(user.iter().cloned());
+        out.extend(managed_group(routes, &header, &json!({})));
+    } else {
+        for (i, route) in user.iter().enumerate() {
+            if ours.contains(&i) {
+                out.extend(managed_group(routes, &header, route));
+            }
+            out.push(route.clone());
+        }
+    }
+    spec.insert("http".to_owned(), Value::Array(out));
+    Ok(Value::Object(spec))
+}
+
+/// The managed routes in front of the user's route `user` to the service (`{}` when there is
+/// none): one per version with the route's conditions and the header, then stable's with the
+/// conditions alone; every other setting of the user's route carries over.
+fn managed_group(routes: &ManagedRoutes, header: &str, user: &Value) -> Vec<Value> {
+    let port = user.pointer("/route/0/destination/port").cloned();
     let destination = |version: &str| {
         let mut destination = json!({ "host": routes.service, "subset": subset_name(version) });
         if let Some(port) = &port {
@@ -102,26 +128,54 @@ pub fn edit(name: &str, spec: &Value, routes: &ManagedRoutes) -> Result<Value, E
         }
         json!([{ "destination": destination }])
     };
-    let managed = routes.versions.iter().map(|version| {
-        json!({
-            "name": route_name(routes.rollout, version),
-            "match": [{ "headers": { header.as_str(): { "exact": version } } }],
-            "route": destination(version),
+    let settings: Map<String, Value> = user
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !matches!(k.as_str(), "name" | "match" | "route"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let conditions: Vec<Value> = user
+        .get("match")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let route = |name: String, conditions: Vec<Value>, version: &str| {
+        let mut route = settings.clone();
+        route.insert("name".to_owned(), json!(name));
+        if !conditions.is_empty() {
+            route.insert("match".to_owned(), Value::Array(conditions));
+        }
+        route.insert("route".to_owned(), destination(version));
+        Value::Object(route)
+    };
+    let mut group: Vec<Value> = routes
+        .versions
+        .iter()
+        .map(|version| {
+            let stamped = if conditions.is_empty() {
+                vec![json!({})]
+            } else {
+                conditions.clone()
+            };
+            let stamped = stamped
+                .into_iter()
+                .map(|mut condition| {
+                    condition["headers"][header] = json!({ "exact": version });
+                    condition
+                })
+                .collect();
+            route(route_name(routes.rollout, version), stamped, version)
         })
-    });
-    let user_has_default = user.iter().any(is_catch_all);
-    let mut out: Vec<Value> = Vec::with_capacity(user.len() + routes.versions.len() + 1);
-    out.extend(user[..insert_at].iter().cloned());
-    out.extend(managed);
-    out.extend(user[insert_at..].iter().cloned());
-    if let (false, Some(stable)) = (user_has_default, routes.versions.first()) {
-        out.push(json!({
-            "name": default_route_name(routes.rollout),
-            "route": destination(stable),
-        }));
+        .collect();
+    if let Some(stable) = routes.versions.first() {
+        group.push(route(
+            default_route_name(routes.rollout),
+            conditions,
+            stable,
+        ));
     }
-    spec.insert("http".to_owned(), Value::Array(out));
-    Ok(Value::Object(spec))
+    group
 }
 
 /// The VirtualService `spec` without the managed routes of rollout `rollout` of `service`, for
@@ -145,6 +199,14 @@ fn is_managed(route: &Value, rollout: &str, service: &str) -> bool {
     let named = name == default_route_name(rollout) || name.starts_with(&prefix);
     let hosts: Vec<&str> = destination_hosts(route).collect();
     named && !hosts.is_empty() && hosts.iter().all(|h| *h == service)
+}
+
+/// Whether a route is managed by some rollout (this one or another sharing the VirtualService).
+fn is_any_rollouts(route: &Value) -> bool {
+    route
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|name| name.starts_with(MANAGED_PREFIX))
 }
 
 fn destination_hosts(route: &Value) -> impl Iterator<Item = &str> {
@@ -260,17 +322,21 @@ mod tests {
                     "api",
                     "sticky-canary-shop-v1",
                     "sticky-canary-shop-v2",
-                    "shop",
                     "sticky-canary-shop",
+                    "shop",
                 ],
             ),
             (
-                "user catch-all keeps being the default",
+                "before each of the user's routes to the service",
                 json!({"http": [shop.clone(), catch_all.clone()]}),
                 vec![
                     "sticky-canary-shop-v1",
                     "sticky-canary-shop-v2",
+                    "sticky-canary-shop",
                     "shop",
+                    "sticky-canary-shop-v1",
+                    "sticky-canary-shop-v2",
+                    "sticky-canary-shop",
                     "rest",
                 ],
             ),
@@ -304,14 +370,72 @@ mod tests {
         assert_eq!(
             out["http"][1],
             json!({"name": "sticky-canary-shop-v2",
-                   "match": [{"headers": {"x-sticky-version": {"exact": "v2"}}}],
+                   "match": [{"uri": {"prefix": "/shop"},
+                              "headers": {"x-sticky-version": {"exact": "v2"}}}],
                    "route": [{"destination": {"host": "shop.prod.svc.cluster.local",
                               "subset": "sticky-canary-v2", "port": {"number": 8080}}}]})
         );
-        assert_eq!(out["http"][2], spec["http"][0], "user route untouched");
         assert_eq!(
-            out["http"][3]["route"][0]["destination"]["subset"],
-            "sticky-canary-v1"
+            out["http"][2],
+            json!({"name": "sticky-canary-shop",
+                   "match": [{"uri": {"prefix": "/shop"}}],
+                   "route": [{"destination": {"host": "shop.prod.svc.cluster.local",
+                              "subset": "sticky-canary-v1", "port": {"number": 8080}}}]}),
+            "unstamped requests go to stable"
+        );
+        assert_eq!(out["http"][3], spec["http"][0], "user route untouched");
+    }
+
+    #[test]
+    fn the_users_settings_and_header_conditions_carry_over() {
+        let user = json!({"name": "shop", "timeout": "3s", "retries": {"attempts": 2},
+            "match": [{"uri": {"prefix": "/a"}, "headers": {"x-beta": {"exact": "1"}}},
+                      {"uri": {"prefix": "/b"}}],
+            "route": [{"destination": {"host": "shop"}}]});
+        let out = edit("web", &json!({"http": [user]}), &routes(&["v1"])).unwrap();
+        let managed = &out["http"][0];
+        assert_eq!(managed["timeout"], "3s");
+        assert_eq!(managed["retries"], json!({"attempts": 2}));
+        assert_eq!(
+            managed["match"],
+            json!([{"uri": {"prefix": "/a"}, "headers": {"x-beta": {"exact": "1"},
+                                                       "x-sticky-version": {"exact": "v1"}}},
+                   {"uri": {"prefix": "/b"}, "headers": {"x-sticky-version": {"exact": "v1"}}}])
+        );
+    }
+
+    #[test]
+    fn rollouts_sharing_a_virtual_service_never_catch_each_others_requests() {
+        let mut spec = json!({"http": [user_route("api", "/api", "api"),
+                                       user_route("web", "/", "web")]});
+        for (rollout, service) in [("web", "web"), ("api", "api")] {
+            let r = ManagedRoutes {
+                rollout,
+                service,
+                header: "x-sticky-version",
+                versions: vec!["v1", "v2"],
+            };
+            spec = edit("web", &spec, &r).unwrap();
+        }
+        // Every managed route to a service carries that service's own path condition, so a
+        // request stamped v2 for /api only ever matches the api's routes.
+        for route in spec["http"].as_array().unwrap() {
+            let host = route["route"][0]["destination"]["host"].as_str().unwrap();
+            let prefix = route["match"][0]["uri"]["prefix"].as_str().unwrap();
+            assert_eq!(prefix == "/api", host == "api", "{route}");
+        }
+        assert_eq!(
+            names(&spec),
+            [
+                "sticky-canary-api-v1",
+                "sticky-canary-api-v2",
+                "sticky-canary-api",
+                "api",
+                "sticky-canary-web-v1",
+                "sticky-canary-web-v2",
+                "sticky-canary-web",
+                "web"
+            ]
         );
     }
 
@@ -330,7 +454,7 @@ mod tests {
         }
         assert_eq!(
             names(&current),
-            ["sticky-canary-shop-v3", "shop", "sticky-canary-shop"]
+            ["sticky-canary-shop-v3", "sticky-canary-shop", "shop"]
         );
     }
 

@@ -1,16 +1,19 @@
-//! The Istio `WasmPlugin` that loads the filter with the rollout's versions and weights.
+//! The shared Istio `WasmPlugin` of one proxy group, carrying every rollout placed there.
 //!
-//! The object is wholly owned by the rollout: it is rendered from the spec alone and
-//! replaced whole. Its `pluginConfig` is the filter's own [`PluginConfig`], serialized. It
-//! carries an ownerReference to the rollout, so Kubernetes' garbage collector deletes it with
-//! the rollout: stickyctl needs no right to delete WasmPlugins.
+//! Its `pluginConfig` is the filter's multi-rollout form, `{"rollouts": [{name, services,
+//! config}]}`, each `config` being the filter's own [`PluginConfig`]. A rollout edits only its
+//! own entry, found by name, and keeps every other entry exactly as it is (even fields this
+//! version does not know), so rollouts sharing a gateway never undo each other. Entries are
+//! kept sorted by name, so the object does not change when nothing changed. The plugin cannot
+//! be owned by any one rollout (and owners cannot cross namespaces), so the last rollout to
+//! leave deletes it.
 //!
 //! [`PluginConfig`]: sticky_canary_filter::PluginConfig
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{json, Value};
 
-use crate::model::{StickyCanarySpec, DEFAULT_PLUGIN_URL};
+use super::placement::{Placement, Side};
+use super::EditError;
 
 /// API version of Istio's WasmPlugin.
 pub const API_VERSION: &str = "extensions.istio.io/v1alpha1";
@@ -18,126 +21,269 @@ pub const API_VERSION: &str = "extensions.istio.io/v1alpha1";
 pub const KIND: &str = "WasmPlugin";
 /// Filter phase: after Istio's authentication (so a key source can be a header that
 /// `RequestAuthentication` sets from a JWT claim), before authorization, stats and routing, so
-/// all of them see the stamped version; the filter clears the route cache when it stamps.
+/// all of them see the stamped version; Envoy clears the route cache when the filter stamps.
 pub const PHASE: &str = "AUTHZ";
 /// A module that fails to load lets requests through unstamped: they reach the managed default
 /// route to stable, so a broken plugin degrades the rollout, not the site.
 pub const FAIL_STRATEGY: &str = "FAIL_OPEN";
-/// Label on every object the rollout writes, so operators can find them.
+/// Label on every object the rollout writes, so operators (and stickyctl) can find them.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY: &str = "stickyctl";
 
-/// Name of the WasmPlugin of rollout `rollout`.
-pub fn name(rollout: &str) -> String {
-    format!("sticky-canary-{rollout}")
+/// One rollout's entry in a shared plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// `<namespace>/<rollout>`.
+    pub key: String,
+    /// Module URL the rollout asks for.
+    pub url: String,
+    /// `{name, services, config}` as the filter reads it.
+    pub value: Value,
 }
 
-/// The WasmPlugin of rollout `rollout` in `namespace`, owned by `owner` (the rollout, when it
-/// exists on the cluster; `None` for a rollout not created yet, as `render` shows for GitOps).
-pub fn render(
-    rollout: &str,
-    namespace: &str,
-    spec: &StickyCanarySpec,
-    owner: Option<&OwnerReference>,
-) -> Value {
-    let placement = &spec.plugin;
-    let mut plugin_spec = json!({
-        "url": placement.url.as_deref().unwrap_or(DEFAULT_PLUGIN_URL),
+/// The rollouts' entries of a plugin's config (empty when it has none).
+pub fn entries(plugin: &Value) -> &[Value] {
+    plugin
+        .pointer("/spec/pluginConfig/rollouts")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// The entry of rollout `key` in `plugin`, if it is there.
+pub fn entry<'a>(plugin: &'a Value, key: &str) -> Option<&'a Value> {
+    entries(plugin).iter().find(|e| e["name"] == key)
+}
+
+/// The shared plugin of `placement` with `entry` in it, from `live` (absent: a new plugin).
+/// A plugin that other rollouts share names one module: a rollout asking for another one is
+/// refused, naming the rollouts it would change.
+pub fn with_rollout(
+    placement: &Placement,
+    live: Option<&Value>,
+    entry: &Entry,
+) -> Result<Value, EditError> {
+    let name = placement.plugin_name();
+    let others: Vec<Value> = live
+        .map(entries)
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e["name"] != entry.key.as_str())
+        .cloned()
+        .collect();
+    let live_url = live.and_then(|p| p.pointer("/spec/url")).and_then(Value::as_str);
+    if let (Some(url), false) = (live_url, others.is_empty()) {
+        if url != entry.url {
+            let sharing: Vec<&str> = others.iter().filter_map(|e| e["name"].as_str()).collect();
+            return Err(EditError::Malformed {
+                object: format!("WasmPlugin {}/{name}", placement.namespace),
+                why: format!(
+                    "spec.plugin.url: {} differs from {url}, the module of the rollouts sharing this proxy group ({}); give them one URL",
+                    entry.url,
+                    sharing.join(", ")
+                ),
+            });
+        }
+    }
+    let mut rollouts = others;
+    rollouts.push(entry.value.clone());
+    rollouts.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let mut spec = json!({
+        "url": entry.url,
         "phase": PHASE,
         "failStrategy": FAIL_STRATEGY,
-        "pluginConfig": spec.plugin_config(),
+        "pluginConfig": { "rollouts": rollouts },
     });
-    if !placement.selector.is_empty() {
-        plugin_spec["selector"] = json!({ "matchLabels": placement.selector });
+    if placement.target_refs.is_empty() {
+        if !placement.selector.is_empty() {
+            spec["selector"] = json!({ "matchLabels": placement.selector });
+        }
+    } else {
+        spec["targetRefs"] = json!(placement.target_refs);
     }
-    if !placement.target_refs.is_empty() {
-        plugin_spec["targetRefs"] = json!(placement.target_refs);
+    if placement.side == Side::Sidecar {
+        spec["match"] = json!([{ "mode": "CLIENT" }]);
     }
-    let mut plugin = json!({
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": name(rollout),
-            "namespace": namespace,
-            "labels": { MANAGED_BY_LABEL: MANAGED_BY },
-        },
-        "spec": plugin_spec,
-    });
-    if let Some(owner) = owner {
-        plugin["metadata"]["ownerReferences"] = json!([owner]);
+    Ok(match live {
+        Some(live) => {
+            let mut object = live.clone();
+            object["spec"] = spec;
+            object["metadata"]["labels"][MANAGED_BY_LABEL] = json!(MANAGED_BY);
+            object
+        }
+        None => json!({
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {
+                "name": name,
+                "namespace": placement.namespace,
+                "labels": { MANAGED_BY_LABEL: MANAGED_BY },
+            },
+            "spec": spec,
+        }),
+    })
+}
+
+/// What becomes of shared plugin `live` when rollout `key` leaves it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Leave {
+    /// The rollout has no entry there: nothing to write.
+    Absent,
+    /// The plugin without the rollout's entry.
+    Keep(Value),
+    /// It was the last rollout: the plugin goes, so the proxies stop entering the filter.
+    Delete,
+}
+
+/// Rollout `key` leaving shared plugin `live`.
+pub fn without_rollout(live: &Value, key: &str) -> Leave {
+    if entry(live, key).is_none() {
+        return Leave::Absent;
     }
-    plugin
+    let rest: Vec<Value> = entries(live)
+        .iter()
+        .filter(|e| e["name"] != key)
+        .cloned()
+        .collect();
+    if rest.is_empty() {
+        return Leave::Delete;
+    }
+    let mut object = live.clone();
+    object["spec"]["pluginConfig"]["rollouts"] = Value::Array(rest);
+    Leave::Keep(object)
+}
+
+/// Whether `plugin` is the single-rollout WasmPlugin that stickyctl wrote for rollout
+/// `rollout` before plugins were shared (`sticky-canary-<rollout>` in the rollout's namespace,
+/// its config one rollout's): it must go once the rollout runs from the shared plugins.
+pub fn is_legacy_of(plugin: &Value, rollout: &str) -> bool {
+    plugin.pointer("/metadata/name").and_then(Value::as_str)
+        == Some(legacy_name(rollout).as_str())
+        && plugin.pointer("/metadata/labels").and_then(|l| l.get(MANAGED_BY_LABEL))
+            == Some(&json!(MANAGED_BY))
+        && plugin.pointer("/spec/pluginConfig/versions").is_some()
+}
+
+/// Name of the single-rollout WasmPlugin of earlier versions.
+pub fn legacy_name(rollout: &str) -> String {
+    format!("sticky-canary-{rollout}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TargetRef;
-    use sticky_canary_filter::{PluginConfig, VersionWeight};
+    use std::collections::BTreeMap;
 
-    #[test]
-    fn plugin_config_is_the_filters_config() {
-        let mut spec = StickyCanarySpec::new("shop", "v1");
-        spec.versions[0].weight = 90.0;
-        spec.versions.push(VersionWeight::new("v2", 10.0));
-        let wp = render("shop", "prod", &spec, None);
-        assert_eq!(wp["metadata"]["name"], "sticky-canary-shop");
-        assert_eq!(wp["metadata"]["namespace"], "prod");
-        assert_eq!(wp["spec"]["phase"], "AUTHZ");
-        assert_eq!(wp["spec"]["url"], DEFAULT_PLUGIN_URL);
-        let config = serde_json::to_vec(&wp["spec"]["pluginConfig"]).unwrap();
-        let parsed = PluginConfig::from_json(&config).unwrap();
-        assert_eq!(parsed, spec.plugin_config());
-        assert!(parsed.validate().is_ok());
-        assert!(wp["spec"].get("selector").is_none());
-        assert!(wp["metadata"].get("ownerReferences").is_none());
+    fn gateway() -> Placement {
+        Placement {
+            side: Side::Gateway,
+            namespace: "istio-system".into(),
+            selector: BTreeMap::from([("istio".into(), "ingressgateway".into())]),
+            target_refs: Vec::new(),
+        }
+    }
+
+    fn entry(key: &str, weight: f64) -> Entry {
+        Entry {
+            key: key.into(),
+            url: "file:///filter.wasm".into(),
+            value: json!({"name": key, "services": [format!("{key}.svc")],
+                          "config": {"versions": [{"name": "v1", "weight": weight}]}}),
+        }
+    }
+
+    fn names(plugin: &Value) -> Vec<&str> {
+        entries(plugin)
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect()
     }
 
     #[test]
-    fn owned_by_the_rollout() {
-        let owner = OwnerReference {
-            api_version: "stickycanary.io/v1alpha1".into(),
-            kind: "StickyCanary".into(),
-            name: "shop".into(),
-            uid: "u-1".into(),
-            controller: Some(true),
-            block_owner_deletion: None,
-        };
-        let wp = render(
-            "shop",
-            "prod",
-            &StickyCanarySpec::new("shop", "v1"),
-            Some(&owner),
+    fn a_new_plugin_selects_the_gateway_in_its_namespace() {
+        let p = with_rollout(&gateway(), None, &entry("prod/shop", 100.0)).unwrap();
+        assert_eq!(p["metadata"]["namespace"], "istio-system");
+        assert_eq!(
+            p["metadata"]["name"],
+            "sticky-canary-gateway-istio-ingressgateway"
         );
         assert_eq!(
-            wp["metadata"]["ownerReferences"],
-            json!([{"apiVersion": "stickycanary.io/v1alpha1", "kind": "StickyCanary",
-                    "name": "shop", "uid": "u-1", "controller": true}])
-        );
-    }
-
-    #[test]
-    fn placement_is_rendered() {
-        let mut spec = StickyCanarySpec::new("shop", "v1");
-        spec.plugin.url = Some("oci://registry.local/sticky:1".into());
-        spec.plugin
-            .selector
-            .insert("istio".into(), "ingressgateway".into());
-        spec.plugin.target_refs.push(TargetRef {
-            group: "gateway.networking.k8s.io".into(),
-            kind: "Gateway".into(),
-            name: "web".into(),
-        });
-        let wp = render("shop", "prod", &spec, None);
-        assert_eq!(wp["spec"]["url"], "oci://registry.local/sticky:1");
-        assert_eq!(
-            wp["spec"]["selector"],
+            p["spec"]["selector"],
             json!({"matchLabels": {"istio": "ingressgateway"}})
         );
+        assert_eq!(p["spec"]["phase"], "AUTHZ");
+        assert_eq!(p["spec"]["failStrategy"], "FAIL_OPEN");
+        assert!(p["spec"].get("match").is_none(), "gateways: every request");
+        assert_eq!(names(&p), ["prod/shop"]);
+    }
+
+    #[test]
+    fn sidecars_run_it_on_the_client_side_only() {
+        let mut sidecars = gateway();
+        sidecars.side = Side::Sidecar;
+        let p = with_rollout(&sidecars, None, &entry("prod/shop", 100.0)).unwrap();
+        assert_eq!(p["spec"]["match"], json!([{"mode": "CLIENT"}]));
+    }
+
+    #[test]
+    fn each_rollout_edits_only_its_own_entry() {
+        let mut live = with_rollout(&gateway(), None, &entry("prod/web", 100.0)).unwrap();
+        live["metadata"]["resourceVersion"] = json!("5");
+        // Someone else's entry carries a field this version does not know: it stays.
+        live["spec"]["pluginConfig"]["rollouts"][0]["future"] = json!(true);
+        let p = with_rollout(&gateway(), Some(&live), &entry("prod/api", 100.0)).unwrap();
+        assert_eq!(names(&p), ["prod/api", "prod/web"]);
+        assert_eq!(p["metadata"]["resourceVersion"], "5");
+        assert_eq!(entries(&p)[1]["future"], true);
+        let changed = with_rollout(&gateway(), Some(&p), &entry("prod/api", 50.0)).unwrap();
+        assert_eq!(names(&changed), ["prod/api", "prod/web"]);
+        assert_eq!(entries(&changed)[0]["config"]["versions"][0]["weight"], 50.0);
+        assert_eq!(entries(&changed)[1], entries(&p)[1]);
         assert_eq!(
-            wp["spec"]["targetRefs"],
-            json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "web"}])
+            with_rollout(&gateway(), Some(&p), &entry("prod/api", 100.0)).unwrap(),
+            p,
+            "re-applying the same entry changes nothing"
         );
+    }
+
+    #[test]
+    fn a_shared_plugin_names_one_module() {
+        let live = with_rollout(&gateway(), None, &entry("prod/web", 100.0)).unwrap();
+        let mut other = entry("prod/api", 100.0);
+        other.url = "oci://registry/filter:2".into();
+        let err = with_rollout(&gateway(), Some(&live), &other).unwrap_err();
+        assert!(err.to_string().contains("spec.plugin.url"), "{err}");
+        assert!(err.to_string().contains("prod/web"), "{err}");
+        // Alone in it, a rollout may change the module.
+        let mut web = entry("prod/web", 100.0);
+        web.url = "oci://registry/filter:2".into();
+        let p = with_rollout(&gateway(), Some(&live), &web).unwrap();
+        assert_eq!(p["spec"]["url"], "oci://registry/filter:2");
+    }
+
+    #[test]
+    fn the_last_rollout_to_leave_deletes_the_plugin() {
+        let one = with_rollout(&gateway(), None, &entry("prod/web", 100.0)).unwrap();
+        let two = with_rollout(&gateway(), Some(&one), &entry("prod/api", 100.0)).unwrap();
+        match without_rollout(&two, "prod/api") {
+            Leave::Keep(p) => assert_eq!(names(&p), ["prod/web"]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(without_rollout(&one, "prod/api"), Leave::Absent);
+        assert_eq!(without_rollout(&one, "prod/web"), Leave::Delete);
+    }
+
+    #[test]
+    fn the_single_rollout_plugin_of_earlier_versions_is_recognised() {
+        let legacy = json!({"metadata": {"name": "sticky-canary-shop", "namespace": "prod",
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+            "spec": {"pluginConfig": {"versions": [{"name": "v1", "weight": 100}]}}});
+        assert!(is_legacy_of(&legacy, "shop"));
+        assert!(!is_legacy_of(&legacy, "web"));
+        let shared = with_rollout(&gateway(), None, &entry("prod/shop", 100.0)).unwrap();
+        assert!(!is_legacy_of(&shared, "shop"));
+        let mut users = legacy.clone();
+        users["metadata"]["labels"] = json!({});
+        assert!(!is_legacy_of(&users, "shop"), "not ours");
     }
 }

@@ -14,6 +14,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use sticky_canary_filter::PluginConfig;
 
 use super::{Doc, Plan, Target};
 use crate::error::Error;
@@ -157,24 +158,28 @@ impl Target for EnvoyDir {
         let lds = render_lds(&canary.spec.plugin_config(), &layout)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         // Clusters first: a listener must never route to a cluster Envoy does not know yet.
-        let objects = vec![
-            Doc {
-                label: CDS_FILE.to_owned(),
-                current: self.read_json(CDS_FILE)?,
-                desired: render_cds(&layout),
-            },
-            Doc {
-                label: LDS_FILE.to_owned(),
-                current: self.read_json(LDS_FILE)?,
-                desired: lds,
-            },
-        ];
+        let doc = |label: &str, desired: Value| -> Result<Doc, Error> {
+            Ok(Doc {
+                label: label.to_owned(),
+                current: self.read_json(label)?,
+                owned: desired.clone(),
+                desired: Some(desired),
+            })
+        };
+        let objects = vec![doc(CDS_FILE, render_cds(&layout))?, doc(LDS_FILE, lds)?];
         let writes = objects.iter().filter(|d| !d.in_sync()).cloned().collect();
         Ok(Plan { objects, writes })
     }
 
+    fn plugin_config(&self, canary: &StickyCanary) -> PluginConfig {
+        canary.spec.plugin_config()
+    }
+
     async fn write(&self, doc: &Doc) -> Result<(), Error> {
-        self.write_json(&doc.label, &doc.desired)
+        match &doc.desired {
+            Some(desired) => self.write_json(&doc.label, desired),
+            None => Err(Error::Runtime(format!("{}: the Envoy files are never deleted", doc.label))),
+        }
     }
 }
 

@@ -4,16 +4,23 @@
 //! back as [`Error::Conflict`] so the caller re-reads, re-renders and retries.
 
 use std::path::Path;
+use std::collections::BTreeMap;
 
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
+    Preconditions,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config, Resource, ResourceExt};
+use kube::{Api, Client, Config, ResourceExt};
 use serde_json::Value;
+use sticky_canary_filter::PluginConfig;
 
 use super::{Doc, Plan, Target};
 use crate::error::Error;
 use crate::model::{StickyCanary, StickyCanaryStatus};
 use crate::render::istio::{self, Kind, Live};
+use crate::render::placement;
+use crate::render::wasmplugin::{MANAGED_BY, MANAGED_BY_LABEL};
 
 /// Finalizer the controller puts on every rollout it reconciles, so that deleting the rollout
 /// first takes its managed routes and subsets out of the user's objects. Only the controller
@@ -75,8 +82,17 @@ impl KubeTarget {
 
     async fn live(&self, canary: &StickyCanary) -> Result<Live, Error> {
         let name = |kind| istio::object_name(kind, &self.name, &canary.spec);
+        // Every plugin stickyctl manages, wherever it is: the rollout's placements may name
+        // any namespace, and it must find the plugins it is to leave as well.
+        let (plugins, _) = objects_api(self.client.clone(), Kind::WasmPlugin, None);
+        let managed = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+        let mut by_name = BTreeMap::new();
+        for plugin in plugins.list(&managed).await? {
+            let value = serde_json::to_value(plugin).map_err(|e| Error::Runtime(e.to_string()))?;
+            by_name.insert(istio::namespace_and_name(&value), value);
+        }
         Ok(Live {
-            wasm_plugin: self.read(Kind::WasmPlugin, &name(Kind::WasmPlugin)).await?,
+            plugins: by_name,
             virtual_service: self
                 .read(Kind::VirtualService, &name(Kind::VirtualService))
                 .await?,
@@ -86,23 +102,26 @@ impl KubeTarget {
         })
     }
 
-    fn doc(&self, canary: &StickyCanary, live: &Live, write: &istio::Write) -> Doc {
-        let name = istio::object_name(write.kind, &self.name, &canary.spec);
+    fn doc(live: &Live, write: &istio::Write) -> Doc {
+        let (namespace, name) = istio::namespace_and_name(&write.object);
         Doc {
-            label: format!("{} {}/{name}", write.kind.as_str(), self.namespace),
-            current: live.get(write.kind).cloned(),
-            desired: write.object.clone(),
+            label: format!("{} {namespace}/{name}", write.kind.as_str()),
+            current: live.get(write.kind, &write.object).cloned(),
+            desired: (!write.delete).then(|| write.object.clone()),
+            owned: write.owned.clone(),
         }
     }
 
-    /// The writes that take deleted rollout `canary`'s routes and subsets out of the live
-    /// objects (see [`istio::teardown`]); empty once they are out.
+    /// The writes that take deleted rollout `canary` out of the live objects (see
+    /// [`istio::teardown`]); empty once it is out.
     pub async fn teardown(&self, canary: &StickyCanary) -> Result<Vec<Doc>, Error> {
         let live = self.live(canary).await?;
-        Ok(istio::teardown(&self.name, &canary.spec, &live)
-            .iter()
-            .map(|write| self.doc(canary, &live, write))
-            .collect())
+        Ok(
+            istio::teardown(&self.name, &self.namespace, &canary.spec, &live)
+                .iter()
+                .map(|write| Self::doc(&live, write))
+                .collect(),
+        )
     }
 
     /// Asks the API server to delete the rollout; with finalizers on it, it stays (marked
@@ -205,37 +224,52 @@ impl Target for KubeTarget {
 
     async fn plan(&self, canary: &StickyCanary) -> Result<Plan, Error> {
         let live = self.live(canary).await?;
-        // No owner before the rollout is created (its uid is the server's): the first converge
-        // after the create adds it.
-        let owner = canary.controller_owner_ref(&());
-        let desired = istio::desired(
-            &self.name,
-            &self.namespace,
-            &canary.spec,
-            &live,
-            owner.as_ref(),
-        )?;
-        let doc = |write: &istio::Write| self.doc(canary, &live, write);
+        let desired = istio::desired(&self.name, &self.namespace, &canary.spec, &live)?;
+        let doc = |write: &istio::Write| Self::doc(&live, write);
         Ok(Plan {
             objects: desired.objects.iter().map(doc).collect(),
             writes: desired.writes.iter().map(doc).collect(),
         })
     }
 
+    fn plugin_config(&self, canary: &StickyCanary) -> PluginConfig {
+        placement::plugin_config(&self.namespace, &self.name, &canary.spec)
+    }
+
     async fn write(&self, doc: &Doc) -> Result<(), Error> {
+        let object = doc.desired.as_ref().or(doc.current.as_ref()).ok_or_else(|| {
+            Error::Runtime(format!("{}: neither written nor deleted", doc.label))
+        })?;
         let kind = Kind::ALL
             .into_iter()
-            .find(|k| doc.desired["kind"] == k.as_str())
+            .find(|k| object["kind"] == k.as_str())
             .ok_or_else(|| Error::Runtime(format!("{}: not a kind stickyctl writes", doc.label)))?;
-        let object: DynamicObject = serde_json::from_value(doc.desired.clone())
+        let object: DynamicObject = serde_json::from_value(object.clone())
             .map_err(|e| Error::Runtime(format!("{}: {e}", doc.label)))?;
-        let api = self.objects(kind);
+        let namespace = object.metadata.namespace.as_deref().unwrap_or(&self.namespace);
+        let api = Api::namespaced_with(self.client.clone(), namespace, &api_resource(kind));
         let pp = PostParams::default();
-        match (&object.metadata.resource_version, &object.metadata.name) {
-            (Some(_), Some(name)) => api.replace(name, &pp, &object).await,
-            _ => api.create(&pp, &object).await,
+        if doc.desired.is_none() && object.metadata.resource_version.is_none() {
+            return Err(Error::Runtime(format!("{}: deleting an object never read", doc.label)));
         }
-        .map(drop)
+        match (&doc.desired, &object.metadata.resource_version, &object.metadata.name) {
+            // A deletion only of the object as it was read: anyone's change since is a conflict.
+            (None, Some(version), Some(name)) => {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        resource_version: Some(version.clone()),
+                        uid: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match api.delete(name, &params).await {
+                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                    other => other.map(drop),
+                }
+            }
+            (Some(_), Some(_), Some(name)) => api.replace(name, &pp, &object).await.map(drop),
+            _ => api.create(&pp, &object).await.map(drop),
+        }
         .map_err(conflict_on_409(&doc.label))
     }
 }

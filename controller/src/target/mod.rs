@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use serde_json::Value;
+use sticky_canary_filter::PluginConfig;
 
 use crate::error::Error;
 use crate::model::{StickyCanary, StickyCanaryStatus};
@@ -18,14 +19,16 @@ pub struct Doc {
     pub label: String,
     /// The live object, `None` when absent.
     pub current: Option<Value>,
-    /// The object to write.
-    pub desired: Value,
+    /// The object to write; `None` to delete it.
+    pub desired: Option<Value>,
+    /// The part of it the rollout owns, which the rollout's status hash covers.
+    pub owned: Value,
 }
 
 impl Doc {
     /// Whether the live object already is the desired one.
     pub fn in_sync(&self) -> bool {
-        self.current.as_ref() == Some(&self.desired)
+        self.current == self.desired
     }
 }
 
@@ -57,6 +60,8 @@ pub trait Target {
     /// Reads the live objects and renders `canary` against them; refuses (before any write)
     /// what cannot be rendered.
     fn plan(&self, canary: &StickyCanary) -> impl Future<Output = Result<Plan, Error>> + Send;
+    /// The filter configuration the proxies run for `canary` here (what `explain` decides with).
+    fn plugin_config(&self, canary: &StickyCanary) -> PluginConfig;
     /// Writes one document of a plan; [`Error::Conflict`] when it changed since it was read.
     fn write(&self, doc: &Doc) -> impl Future<Output = Result<(), Error>> + Send;
 }

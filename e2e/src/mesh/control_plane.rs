@@ -1,0 +1,455 @@
+//! etcd, kube-apiserver and istiod on loopback: a real Kubernetes API with RBAC, Istio's
+//! CRDs and ours, and istiod translating what it holds into xDS for the Envoys of
+//! [`super::proxy`]. No kubelet, scheduler or controller-manager runs: workloads are upstream
+//! processes on 127.0.0.1, registered with ServiceEntries that carry their version labels.
+//!
+//! Everything stops when the value is dropped; every process also dies with the test process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::discovery::{self, Scope};
+use kube::{Api, Client};
+use serde_json::{json, Value};
+
+use super::tools::Tools;
+use crate::envoy::free_port;
+use crate::process::ChildGuard;
+
+/// How long each part may take to come up.
+const PATIENCE: Duration = Duration::from_secs(90);
+/// istiod's xDS settings that keep its output to what the upstream Envoy 1.40 runs, each
+/// naming an Istio extension that exists only in Istio's own Envoy build (see the README).
+const ISTIOD_ENV: [(&str, &str); 3] = [
+    // `istio.alpn` filter on every outbound listener.
+    ("PILOT_ENABLE_ALPN_FILTER", "false"),
+    // `istio.metadata_exchange` HTTP, TCP and cluster filters, and the ALPN they negotiate.
+    ("PILOT_ENABLE_METADATA_EXCHANGE", "false"),
+    ("PILOT_DISABLE_MX_ALPN", "true"),
+];
+/// Istio's mesh configuration: no auto mTLS (it would point clusters at istio-agent's SDS
+/// socket, which a bare Envoy has not), the root namespace where it usually is.
+const MESH_CONFIG: &str = "rootNamespace: istio-system\nenableAutoMtls: false\ntrustDomain: cluster.local\n";
+/// The admin identity of the harness (a token of the token file, in `system:masters`).
+const ADMIN_USER: &str = "sticky-harness";
+
+/// A running control plane.
+pub struct ControlPlane {
+    dir: tempfile::TempDir,
+    admin_token: String,
+    /// The kube-apiserver's address.
+    pub api: SocketAddr,
+    /// istiod's plaintext xDS address, where the Envoys connect.
+    pub xds: SocketAddr,
+    // Dropped in reverse order of start: istiod before the API server before etcd.
+    _istiod: ChildGuard,
+    _apiserver: ChildGuard,
+    _etcd: ChildGuard,
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+}
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver (with Istio's CRDs from `istio_crds` and ours) and istiod.
+    pub fn start(istio_crds: &Path) -> Result<ControlPlane> {
+        let tools = Tools::locate()?;
+        let dir = tempfile::Builder::new()
+            .prefix("sticky-mesh-")
+            .tempdir()
+            .context("creating the control plane's directory")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+
+        let etcd_client = free_port()?;
+        let etcd_peer = free_port()?;
+        let etcd = spawn(
+            &tools.etcd,
+            dir.path(),
+            "etcd",
+            &[
+                "--data-dir".into(),
+                dir.path().join("etcd").display().to_string(),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer}"),
+                "--listen-metrics-urls=".into(),
+                "--unsafe-no-fsync".into(),
+                "--log-level=warn".into(),
+            ],
+            &[],
+        )?;
+
+        let (key, public) = service_account_keys()?;
+        std::fs::write(dir.path().join("sa.key"), key)?;
+        std::fs::write(dir.path().join("sa.pub"), public)?;
+        let admin_token = random_token();
+        std::fs::write(
+            dir.path().join("tokens.csv"),
+            format!("{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n"),
+        )?;
+        let api = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let apiserver = spawn(
+            &tools.kube_apiserver,
+            dir.path(),
+            "kube-apiserver",
+            &[
+                format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={}", api.port()),
+                format!("--cert-dir={}", path("pki")),
+                format!("--token-auth-file={}", path("tokens.csv")),
+                "--authorization-mode=RBAC".into(),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                format!("--service-account-issuer=https://{api}"),
+                format!("--service-account-key-file={}", path("sa.pub")),
+                format!("--service-account-signing-key-file={}", path("sa.key")),
+                // No controller-manager makes the ServiceAccounts' token secrets.
+                "--disable-admission-plugins=ServiceAccount".into(),
+                "--enable-priority-and-fairness=false".into(),
+            ],
+            &[],
+        )?;
+        let admin_kubeconfig = dir.path().join("admin.kubeconfig");
+        write_kubeconfig(&admin_kubeconfig, api, &admin_token, "default")?;
+        let client = runtime.block_on(client_for(&admin_kubeconfig))?;
+        wait(
+            "kube-apiserver /readyz",
+            || {
+                runtime.block_on(async {
+                    let request = http_get("/readyz");
+                    Ok(client.request_text(request).await.is_ok_and(|t| t == "ok"))
+                })
+            },
+            &mut [],
+        )?;
+
+        install_crds(&runtime, &client, istio_crds)?;
+        runtime.block_on(apply(
+            &client,
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
+        ))?;
+
+        let xds = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let http = free_port()?;
+        let monitoring = free_port()?;
+        std::fs::write(dir.path().join("mesh.yaml"), MESH_CONFIG)?;
+        let mut env: Vec<(&str, &str)> = ISTIOD_ENV.to_vec();
+        env.extend([("POD_NAMESPACE", "istio-system"), ("POD_NAME", "istiod-0")]);
+        let mut istiod = spawn(
+            &tools.pilot_discovery,
+            dir.path(),
+            "istiod",
+            &[
+                "discovery".into(),
+                format!("--kubeconfig={}", admin_kubeconfig.display()),
+                format!("--meshConfig={}", path("mesh.yaml")),
+                format!("--grpcAddr={xds}"),
+                format!("--httpAddr=127.0.0.1:{http}"),
+                format!("--monitoringAddr=127.0.0.1:{monitoring}"),
+                // No TLS xDS and no webhook server: nothing here speaks them.
+                "--secureGRPCAddr=".into(),
+                "--httpsAddr=".into(),
+                "--domain=cluster.local".into(),
+                "--log_output_level=default:warn".into(),
+            ],
+            &env,
+        )?;
+        let ready = crate::browser::Http::new(SocketAddr::from(([127, 0, 0, 1], http)));
+        let istiod_ready = wait(
+            "istiod /ready",
+            || Ok(ready.get("/ready", &[]).is_ok_and(|r| r.status == 200)),
+            &mut [&mut istiod],
+        );
+        let plane = ControlPlane {
+            admin_token,
+            api,
+            xds,
+            _istiod: istiod,
+            _apiserver: apiserver,
+            _etcd: etcd,
+            runtime,
+            client,
+            dir,
+        };
+        istiod_ready.map_err(|err| plane.explain("istiod", err))?;
+        Ok(plane)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// Adds the end of a part's log to an error.
+    pub fn explain(&self, part: &str, err: anyhow::Error) -> anyhow::Error {
+        let log = std::fs::read_to_string(self.dir.path().join(format!("{part}.log")))
+            .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        err.context(format!("{part} log:\n{}", tail.join("\n")))
+    }
+
+    /// A client with the harness's admin rights.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Runs `future` on the harness's runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// A kubeconfig file for the admin identity, defaulting to `namespace`.
+    pub fn admin_kubeconfig(&self, namespace: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(format!("admin-{namespace}.kubeconfig"));
+        write_kubeconfig(&path, self.api, &self.admin_token, namespace)?;
+        Ok(path)
+    }
+
+    /// A kubeconfig file for ServiceAccount `namespace/name`, with a token the API server
+    /// issued for it (TokenRequest): its rights are exactly what RBAC grants that account.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client(),
+            namespace,
+            &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "ServiceAccount")),
+        );
+        let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                             "spec": {"expirationSeconds": 3600}});
+        let response: Value = self
+            .block_on(api.create_subresource(
+                "token",
+                name,
+                &PostParams::default(),
+                serde_json::to_vec(&request)?,
+            ))
+            .with_context(|| format!("requesting a token for {namespace}/{name}"))?;
+        let token = response
+            .pointer("/status/token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("the TokenRequest for {namespace}/{name} returned no token"))?;
+        let path = self.dir.path().join(format!("{namespace}-{name}.kubeconfig"));
+        write_kubeconfig(&path, self.api, token, namespace)?;
+        Ok(path)
+    }
+
+    /// Creates or updates `object` (server-side apply, as the harness's own field manager).
+    pub fn apply(&self, object: &Value) -> Result<()> {
+        self.block_on(apply(&self.client, object))
+    }
+
+    /// Applies every document of a YAML stream.
+    pub fn apply_yaml(&self, yaml: &str) -> Result<()> {
+        for object in parse_yaml_documents(yaml)? {
+            self.apply(&object)?;
+        }
+        Ok(())
+    }
+
+    /// The object `kind` `namespace/name` of `api_version`, `None` when absent.
+    pub fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>> {
+        self.block_on(async {
+            let api = dynamic_api(&self.client, api_version, kind, Some(namespace)).await?;
+            let object = api.get_opt(name).await?;
+            object
+                .map(|o| serde_json::to_value(o).map_err(anyhow::Error::from))
+                .transpose()
+        })
+    }
+}
+
+/// Creates Istio's CRDs (from `istio_crds`) and ours, and waits until the API serves them.
+fn install_crds(runtime: &tokio::runtime::Runtime, client: &Client, istio_crds: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(istio_crds)
+        .with_context(|| format!("reading Istio's CRDs from {}", istio_crds.display()))?;
+    let mut crds =
+        parse_yaml_documents(&text).with_context(|| format!("parsing {}", istio_crds.display()))?;
+    crds.extend(parse_yaml_documents(&stickyctl::model::crd_yaml())?);
+    let api: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+        )),
+    );
+    runtime.block_on(async {
+        for crd in &crds {
+            apply(client, crd).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let names: Vec<&str> = crds
+        .iter()
+        .filter_map(|c| c.pointer("/metadata/name").and_then(Value::as_str))
+        .collect();
+    wait(
+        "every CRD Established",
+        || {
+            runtime.block_on(async {
+                for name in &names {
+                    let crd = api.get(name).await?;
+                    let established = crd.data["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True");
+                    if !established {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            })
+        },
+        &mut [],
+    )
+}
+
+/// Starts `bin` with `args` and `env`, its output in `<dir>/<name>.log`.
+fn spawn(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> Result<ChildGuard> {
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let mut command = Command::new(bin);
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    ChildGuard::spawn(command, name)
+}
+
+/// Polls `ready` until it holds, one of `processes` exits, or [`PATIENCE`] runs out.
+fn wait(
+    what: &str,
+    mut ready: impl FnMut() -> Result<bool>,
+    processes: &mut [&mut ChildGuard],
+) -> Result<()> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if ready().unwrap_or(false) {
+            return Ok(());
+        }
+        for process in processes.iter_mut() {
+            if let Some(exit) = process.exited() {
+                bail!("{exit} while waiting for {what}");
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no {what} within {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn http_get(path: &str) -> http::Request<Vec<u8>> {
+    let mut request = http::Request::new(Vec::new());
+    *request.uri_mut() = path.parse().unwrap_or_default();
+    request
+}
+
+/// An ECDSA key pair for signing ServiceAccount tokens, as PEM (private, public).
+fn service_account_keys() -> Result<(String, String)> {
+    let key = rcgen::KeyPair::generate().context("generating the ServiceAccount signing key")?;
+    Ok((key.serialize_pem(), key.public_key_pem()))
+}
+
+/// 32 random hex digits, from the OS.
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    // The key pair above drew from the same source; failing here is not expected.
+    getrandom::fill(&mut bytes).unwrap_or_default();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write_kubeconfig(path: &Path, api: SocketAddr, token: &str, namespace: &str) -> Result<()> {
+    // The API server's certificate is self-signed and made at its start: loopback only.
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "mesh", "cluster": {"server": format!("https://{api}"),
+                                                  "insecure-skip-tls-verify": true}}],
+        "users": [{"name": "user", "user": {"token": token}}],
+        "contexts": [{"name": "mesh", "context": {"cluster": "mesh", "user": "user",
+                                                  "namespace": namespace}}],
+        "current-context": "mesh",
+    });
+    std::fs::write(path, serde_json::to_vec_pretty(&config)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+async fn client_for(kubeconfig: &Path) -> Result<Client> {
+    let (client, _) = stickyctl::target::kube::client(Some(kubeconfig))
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(client)
+}
+
+/// The documents of a YAML stream as JSON values, empty documents left out.
+pub fn parse_yaml_documents(yaml: &str) -> Result<Vec<Value>> {
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple(yaml).map_err(|e| anyhow!("invalid YAML: {e}"))?;
+    Ok(documents.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// An API for `kind` of `api_version`, found by discovery.
+async fn dynamic_api(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+) -> Result<Api<DynamicObject>> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (resource, capabilities) = discovery::pinned_kind(client, &gvk)
+        .await
+        .with_context(|| format!("discovering {api_version} {kind}"))?;
+    Ok(match (capabilities.scope, namespace) {
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+        _ => Api::all_with(client.clone(), &resource),
+    })
+}
+
+/// Server-side apply of `object` by the harness's field manager.
+async fn apply(client: &Client, object: &Value) -> Result<()> {
+    let field = |pointer: &str| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("object without {pointer}: {object}"))
+    };
+    let (api_version, kind, name) = (
+        field("/apiVersion")?,
+        field("/kind")?,
+        field("/metadata/name")?,
+    );
+    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
+    let api = dynamic_api(client, api_version, kind, namespace).await?;
+    api.patch(
+        name,
+        &PatchParams::apply("sticky-harness").force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .with_context(|| format!("applying {kind} {}{name}", namespace.map(|n| format!("{n}/")).unwrap_or_default()))?;
+    Ok(())
+}

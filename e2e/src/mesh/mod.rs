@@ -1,0 +1,7 @@
+//! The real mesh on loopback: etcd, kube-apiserver and istiod ([`control_plane`]) built from
+//! their Go modules ([`tools`]), and Envoys that istiod configures ([`proxy`]), so every claim
+//! about Istio is proven by what istiod makes of the objects stickyctl writes.
+
+pub mod control_plane;
+pub mod proxy;
+pub mod tools;
