@@ -4,7 +4,8 @@
 //! A pass reads the rollout, renders it against the live objects and writes what differs, in
 //! order; a conflict anywhere re-reads and starts over. Converging ends only with a pass that
 //! finds nothing to write, so a writer that raced with another re-applies the latest rollout
-//! instead of leaving its own stale render behind; that pass records the status.
+//! instead of leaving its own stale render behind; that pass records the status. Both loops
+//! are bounded: conflicts by [`MAX_ATTEMPTS`], passes by [`MAX_PASSES`].
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +19,19 @@ use crate::target::Target;
 
 /// Attempts before a command gives up on a resource others keep changing.
 pub const MAX_ATTEMPTS: u32 = 40;
+/// Passes of one attempt: a pass writes what differs and the next should find nothing left.
+/// More means that what was written does not read back as written (a server that rewrites
+/// a field), which no further pass will change.
+pub const MAX_PASSES: usize = 4;
+
+/// The error after [`MAX_PASSES`] passes that each still found `docs` to write.
+fn never_settles(docs: &[crate::target::Doc]) -> Error {
+    let labels: Vec<&str> = docs.iter().map(|d| d.label.as_str()).collect();
+    Error::Runtime(format!(
+        "still differing after {MAX_PASSES} passes of writes: {} (the API server keeps changing what was written)",
+        labels.join(", ")
+    ))
+}
 
 /// Runs `f` until it does not return [`Error::Conflict`], backing off between attempts.
 pub async fn retry_on_conflict<T, F, Fut>(mut f: F) -> Result<T, Error>
@@ -59,7 +73,8 @@ fn backoff(attempt: u32) -> Duration {
 pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
     let written = AtomicUsize::new(0);
     retry_on_conflict(|| async {
-        loop {
+        let mut last = Vec::new();
+        for _ in 0..MAX_PASSES {
             let canary = target.load().await?.ok_or_else(|| {
                 Error::Invalid("the rollout does not exist; run `stickyctl init` first".into())
             })?;
@@ -76,7 +91,9 @@ pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
                 target.write(doc).await?;
                 written.fetch_add(1, Ordering::Relaxed);
             }
+            last = plan.writes;
         }
+        Err(never_settles(&last))
     })
     .await?;
     Ok(written.into_inner())
@@ -88,7 +105,8 @@ pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
 pub async fn teardown(target: &KubeTarget, canary: &StickyCanary) -> Result<usize, Error> {
     let written = AtomicUsize::new(0);
     retry_on_conflict(|| async {
-        loop {
+        let mut last = Vec::new();
+        for _ in 0..MAX_PASSES {
             let writes = target.teardown(canary).await?;
             if writes.is_empty() {
                 return Ok(());
@@ -97,7 +115,9 @@ pub async fn teardown(target: &KubeTarget, canary: &StickyCanary) -> Result<usiz
                 target.write(doc).await?;
                 written.fetch_add(1, Ordering::Relaxed);
             }
+            last = writes;
         }
+        Err(never_settles(&last))
     })
     .await?;
     Ok(written.into_inner())

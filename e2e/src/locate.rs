@@ -90,3 +90,18 @@ pub fn stickyctl_bin() -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// Istio's CRDs: `$ISTIO_CRDS`, else `../shared/istio/crds.gen.yaml` beside the repository.
+pub fn istio_crds() -> Result<PathBuf> {
+    let path = match std::env::var_os("ISTIO_CRDS") {
+        Some(path) => PathBuf::from(path),
+        None => workspace_root().join("../shared/istio/crds.gen.yaml"),
+    };
+    if !path.is_file() {
+        bail!(
+            "Istio's CRDs are not at {}: set ISTIO_CRDS to Istio's crds.gen.yaml",
+            path.display()
+        );
+    }
+    Ok(path)
+}

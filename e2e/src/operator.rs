@@ -20,11 +20,13 @@ use crate::process::ChildGuard;
 /// but never for Envoy, so anything longer is a hang.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// `stickyctl --envoy-dir <dir>`.
+/// `stickyctl` driving one target: `--envoy-dir <dir>`, or `--kubeconfig <file> -n <ns>`.
 #[derive(Debug, Clone)]
 pub struct Stickyctl {
     bin: PathBuf,
-    dir: PathBuf,
+    target: Vec<String>,
+    /// The config directory of an `--envoy-dir` target.
+    dir: Option<PathBuf>,
 }
 
 /// How one command ended and what it printed.
@@ -43,25 +45,35 @@ impl Stickyctl {
     pub fn new(dir: &Path) -> Result<Stickyctl> {
         Ok(Stickyctl {
             bin: locate::stickyctl_bin()?,
-            dir: dir.to_owned(),
+            target: vec!["--envoy-dir".to_owned(), dir.display().to_string()],
+            dir: Some(dir.to_owned()),
+        })
+    }
+
+    /// The binary driving the cluster of `kubeconfig`, in `namespace`.
+    pub fn kube(kubeconfig: &Path, namespace: &str) -> Result<Stickyctl> {
+        Ok(Stickyctl {
+            bin: locate::stickyctl_bin()?,
+            target: vec![
+                "--kubeconfig".to_owned(),
+                kubeconfig.display().to_string(),
+                "-n".to_owned(),
+                namespace.to_owned(),
+            ],
+            dir: None,
         })
     }
 
     /// The command as an operator would type it.
     pub fn command_line(&self, args: &[&str]) -> String {
-        format!(
-            "stickyctl --envoy-dir {} {}",
-            self.dir.display(),
-            args.join(" ")
-        )
+        format!("stickyctl {} {}", self.target.join(" "), args.join(" "))
     }
 
-    /// Runs `stickyctl --envoy-dir <dir> args...` to completion, whatever its exit code.
+    /// Runs `stickyctl <target> args...` to completion, whatever its exit code.
     pub fn run(&self, args: &[&str]) -> Result<Run> {
         let mut command = Command::new(&self.bin);
         command
-            .arg("--envoy-dir")
-            .arg(&self.dir)
+            .args(&self.target)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -111,9 +123,13 @@ impl Stickyctl {
         serde_json::from_str(&stdout).with_context(|| format!("parsing status: {stdout}"))
     }
 
-    /// The rollout as stored in the directory (`stickycanary.json`).
+    /// The rollout as stored in the directory (`stickycanary.json`) of an `--envoy-dir` target.
     pub fn rollout(&self) -> Result<StickyCanary> {
-        let path = self.dir.join(ROLLOUT_FILE);
+        let dir = self
+            .dir
+            .as_ref()
+            .ok_or_else(|| anyhow!("the rollout lives in the cluster, not in a directory"))?;
+        let path = dir.join(ROLLOUT_FILE);
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
     }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{destinationrule, placement, virtualservice, wasmplugin, EditError};
+use super::{destinationrule, placement, same_opt, virtualservice, wasmplugin, EditError};
 use crate::model::{StickyCanarySpec, DEFAULT_PLUGIN_URL};
 
 /// The kinds of object a rollout writes.
@@ -257,18 +257,18 @@ pub fn desired(
     let mut writes = Vec::new();
     let mut dr_current = live.destination_rule.clone();
     let adds_subsets = versions.iter().any(|v| !leaving_subsets.iter().any(|l| l == v));
-    if adds_subsets && dr_current.as_ref() != Some(&dr_first) {
+    if adds_subsets && !same_opt(dr_current.as_ref(), Some(&dr_first)) {
         writes.push(Write::put(Kind::DestinationRule, dr_first.clone()));
         dr_current = Some(dr_first);
     }
     for write in objects.iter().filter(|w| w.kind != Kind::DestinationRule) {
-        if live.get(write.kind, &write.object) != Some(&write.object) {
+        if !same_opt(live.get(write.kind, &write.object), Some(&write.object)) {
             writes.push(write.clone());
         }
     }
     // The rollout's entry is in its new plugins before it leaves the old ones.
     writes.extend(leaving);
-    if dr_current.as_ref() != Some(&dr_final) {
+    if !same_opt(dr_current.as_ref(), Some(&dr_final)) {
         writes.push(Write::put(Kind::DestinationRule, dr_final));
     }
     Ok(Desired { objects, writes })

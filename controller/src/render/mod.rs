@@ -7,6 +7,60 @@ pub mod placement;
 pub mod virtualservice;
 pub mod wasmplugin;
 
+use serde_json::Value;
+
+/// Whether two objects say the same thing: equal, with numbers compared by value, since the
+/// API server writes back `30.0` as `30` (Go marshals whole floats without a fraction).
+pub fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_compare_by_value() {
+        assert!(same(&json!({"w": [30.0, 1]}), &json!({"w": [30, 1.0]})));
+        assert!(!same(&json!({"w": 30.5}), &json!({"w": 30})));
+        assert!(!same(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
+        assert!(same_opt(None, None) && !same_opt(Some(&json!(1)), None));
+    }
+}
+
+/// [`same`] for objects that may be absent.
+pub fn same_opt(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_compare_by_value() {
+        assert!(same(&json!({"w": [30.0, 1]}), &json!({"w": [30, 1.0]})));
+        assert!(!same(&json!({"w": 30.5}), &json!({"w": 30})));
+        assert!(!same(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
+        assert!(same_opt(None, None) && !same_opt(Some(&json!(1)), None));
+    }
+}
+
 /// Why the user's Istio objects cannot take the managed routes and subsets; raised before
 /// anything is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -28,7 +28,7 @@ pub struct Doc {
 impl Doc {
     /// Whether the live object already is the desired one.
     pub fn in_sync(&self) -> bool {
-        self.current == self.desired
+        crate::render::same_opt(self.current.as_ref(), self.desired.as_ref())
     }
 }
 

@@ -184,10 +184,6 @@ impl ControlPlane {
         Ok(plane)
     }
 
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
     /// Adds the end of a part's log to an error.
     pub fn explain(&self, part: &str, err: anyhow::Error) -> anyhow::Error {
         let log = std::fs::read_to_string(self.dir.path().join(format!("{part}.log")))
@@ -229,7 +225,7 @@ impl ControlPlane {
                 "token",
                 name,
                 &PostParams::default(),
-                serde_json::to_vec(&request)?,
+                &request,
             ))
             .with_context(|| format!("requesting a token for {namespace}/{name}"))?;
         let token = response

@@ -117,12 +117,12 @@ impl MeshProxy {
     }
 
     /// The Envoy process, for its stats, log and config dump.
-    pub fn envoy(&mut self) -> &mut EnvoyProcess {
-        &mut self.envoy
+    pub fn envoy(&self) -> &EnvoyProcess {
+        &self.envoy
     }
 
-    /// The HTTP filters of the listener on `port`, in order, as istiod built them.
-    pub fn http_filters(&self, port: u16) -> Result<Vec<Value>> {
+    /// The names of the HTTP filters of the listener on `port`, in order, as istiod built them.
+    pub fn http_filters(&self, port: u16) -> Result<Vec<String>> {
         let dump = self.envoy.config_dump("resource=dynamic_listeners")?;
         Ok(dump["configs"]
             .as_array()
@@ -143,9 +143,9 @@ impl MeshProxy {
                             .and_then(Value::as_array)
                             .into_iter()
                             .flatten()
-                            .cloned()
+                            .filter_map(|f| f["name"].as_str().map(str::to_owned))
                     })
-                    .collect::<Vec<Value>>()
+                    .collect::<Vec<String>>()
             })
             .collect())
     }
