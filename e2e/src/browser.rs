@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::site::{RECEIVED_VERSION, SERVED_BY};
+use crate::site::{CALLEE_SERVED_BY, RECEIVED_VERSION, SERVED_BY};
 
 /// An HTTP client for one Envoy listener, sharing kept-alive connections between browsers.
 ///
@@ -32,6 +32,8 @@ pub struct Response {
     pub served_by: Option<String>,
     /// The version header the upstream received, as the filter stamped it.
     pub received_version: Option<String>,
+    /// For a call through the service to another one (`/hop`), the callee's version.
+    pub callee_served_by: Option<String>,
     /// Every `Set-Cookie` header, verbatim.
     pub set_cookies: Vec<String>,
     /// The body as text.
@@ -102,6 +104,7 @@ impl Http {
         };
         let served_by = header(SERVED_BY);
         let received_version = header(RECEIVED_VERSION);
+        let callee_served_by = header(CALLEE_SERVED_BY);
         let set_cookies = response
             .headers()
             .get_all("set-cookie")
@@ -118,6 +121,7 @@ impl Http {
             status,
             served_by,
             received_version,
+            callee_served_by,
             set_cookies,
             body,
         })

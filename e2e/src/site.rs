@@ -24,6 +24,10 @@ pub const RECEIVED_VERSION: &str = "x-received-sticky-version";
 pub const PAGES: [&str; 2] = ["/", "/about"];
 /// The API every page calls from its script.
 pub const WHOAMI: &str = "/api/whoami";
+/// What a service that calls another serves: the callee's answer (see [`hop_router`]).
+pub const HOP: &str = "/hop";
+/// Response header naming the version of the callee that served a [`HOP`].
+pub const CALLEE_SERVED_BY: &str = "x-callee-served-by";
 /// A stylesheet every version has.
 pub const COMMON_CSS: &str = "/assets/common.css";
 
@@ -84,6 +88,51 @@ async fn whoami(State(version): State<Arc<str>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         format!(r#"{{"version":{:?}}}"#, &*version),
     )
+}
+
+/// `/hop`: calls `GET /` of the service `host` through `address` (the caller's sidecar),
+/// with the version header this request carried, and answers with the callee's version in
+/// [`CALLEE_SERVED_BY`] (and 502 when the call fails).
+pub fn hop_router(address: std::net::SocketAddr, host: &str) -> Router {
+    let target: Arc<(String, String)> = Arc::new((format!("http://{address}/"), host.to_owned()));
+    Router::new().route(
+        HOP,
+        get(move |request: Request| {
+            let target = Arc::clone(&target);
+            async move {
+                let version = request
+                    .headers()
+                    .get(DEFAULT_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let called = tokio::task::spawn_blocking(move || call(&target.0, &target.1, version))
+                    .await
+                    .ok()
+                    .flatten();
+                match called {
+                    Some(served) => match HeaderValue::from_str(&served) {
+                        Ok(served) => ([(CALLEE_SERVED_BY, served)], "called\n").into_response(),
+                        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+                    },
+                    None => StatusCode::BAD_GATEWAY.into_response(),
+                }
+            }
+        }),
+    )
+}
+
+/// One call to the callee; the version that served it, `None` on any failure.
+fn call(url: &str, host: &str, version: Option<String>) -> Option<String> {
+    let mut request = ureq::get(url).header("host", host);
+    if let Some(version) = &version {
+        request = request.header(DEFAULT_HEADER, version);
+    }
+    let response = request.call().ok()?;
+    response
+        .headers()
+        .get(SERVED_BY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Marks every response with the serving version and the version header it received.

@@ -22,9 +22,15 @@ pub struct Upstream {
 impl Upstream {
     /// Starts `bin` (the `sticky-upstream` binary) for `version` on a free port.
     pub fn spawn(bin: &Path, version: &str) -> Result<Upstream> {
+        Upstream::spawn_with(bin, version, &[])
+    }
+
+    /// [`Upstream::spawn`] with more arguments (such as `--call`).
+    pub fn spawn_with(bin: &Path, version: &str, args: &[&str]) -> Result<Upstream> {
         let mut command = Command::new(bin);
         command
             .args(["--version", version, "--port", "0"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         let mut process = ChildGuard::spawn(command, &format!("upstream {version}"))?;

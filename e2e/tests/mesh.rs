@@ -6,6 +6,7 @@
 //! binaries come from `tools/control-plane/build`, and a missing piece fails the test.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,17 @@ impl Mesh {
     /// `services` with their versions, each behind the gateway as `<service>.example.com`
     /// with the user's own VirtualService routing every request to it.
     fn start(services: &[(&str, &[&str])]) -> Mesh {
+        Mesh::start_with(services, free_port().unwrap(), &BTreeMap::new())
+    }
+
+    /// [`Mesh::start`] with the services listening on `service_port` (their port in the mesh,
+    /// where a caller's sidecar takes their calls) and the upstreams of the services in `calls`
+    /// calling the service named there through the address named there (see `site::HOP`).
+    fn start_with(
+        services: &[(&str, &[&str])],
+        service_port: u16,
+        calls: &BTreeMap<&str, (SocketAddr, String)>,
+    ) -> Mesh {
         let plane = ControlPlane::start(&locate::istio_crds().unwrap())
             .unwrap_or_else(|e| panic!("cannot start the control plane: {e:?}"));
         let port = free_port().unwrap();
@@ -66,7 +78,13 @@ impl Mesh {
         for (service, versions) in services {
             let mut endpoints = Vec::new();
             for version in *versions {
-                let upstream = Upstream::spawn(bin, &served_name(service, version)).unwrap();
+                let call: Vec<String> = calls
+                    .get(service)
+                    .map(|(address, host)| vec!["--call".into(), address.to_string(), host.clone()])
+                    .unwrap_or_default();
+                let call: Vec<&str> = call.iter().map(String::as_str).collect();
+                let upstream =
+                    Upstream::spawn_with(bin, &served_name(service, version), &call).unwrap();
                 endpoints.push(json!({"address": "127.0.0.1",
                                       "ports": {"http": upstream.address.port()},
                                       "labels": {"version": version}}));
@@ -78,17 +96,18 @@ impl Mesh {
                     "metadata": {"name": service, "namespace": NS},
                     "spec": {"hosts": [format!("{service}.{NS}.svc.cluster.local")],
                              "location": "MESH_INTERNAL", "resolution": "STATIC",
-                             "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}],
+                             "ports": [{"number": service_port, "name": "http", "protocol": "HTTP"}],
                              "endpoints": endpoints}}))
                 .unwrap();
             plane
                 .apply(&json!({
                     "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
                     "metadata": {"name": service, "namespace": NS},
-                    "spec": {"hosts": [host(service)], "gateways": ["istio-system/web"],
+                    "spec": {"hosts": [host(service), format!("{service}.{NS}.svc.cluster.local")],
+                             "gateways": ["istio-system/web", "mesh"],
                              "http": [{"name": service,
                                        "route": [{"destination": {"host": service,
-                                                                  "port": {"number": 8080}}}]}]}}))
+                                                                  "port": {"number": service_port}}}]}]}}))
                 .unwrap();
         }
         let mut gateway = MeshProxy::start(
@@ -350,4 +369,76 @@ fn pins(crowd: &Crowd, cookie: &str) -> Vec<Option<String>> {
         .iter()
         .map(|b| b.cookie(cookie).map(str::to_owned))
         .collect()
+}
+
+/// Across a hop: the gateway stamps a request for `a`; `a` calls `b` through its sidecar,
+/// where `b`'s filter runs on the client side. With `trustIncomingHeader` (the rule for
+/// sidecars behind a gateway that decided), `b` follows the version `a`'s request carried;
+/// the filter does not run on the sidecar's inbound side, nor for calls to other services.
+#[test]
+fn across_a_hop_the_callee_follows_the_trusted_header() {
+    let service_port = free_port().unwrap();
+    let sidecar = SocketAddr::from(([127, 0, 0, 1], service_port));
+    let calls = BTreeMap::from([("a", (sidecar, format!("b.{NS}.svc.cluster.local")))]);
+    let mesh = Mesh::start_with(&[("a", &["v1", "v2"]), ("b", &["v1", "v2"])], service_port, &calls);
+    // The caller's sidecar: one listener bound on loopback, for the calls `a` makes.
+    mesh.plane
+        .apply(&json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+            "metadata": {"name": "a", "namespace": NS},
+            "spec": {"workloadSelector": {"labels": {"app": "a"}},
+                     "egress": [{"port": {"number": service_port, "protocol": "HTTP", "name": "http"},
+                                 "bind": "127.0.0.1", "captureMode": "NONE",
+                                 "hosts": [format!("{NS}/*")]}]}}))
+        .unwrap();
+    let mut a_sidecar = MeshProxy::start(
+        &mesh.plane,
+        Role::Sidecar,
+        "a-0",
+        NS,
+        &BTreeMap::from([("app".to_owned(), "a".to_owned())]),
+    )
+    .unwrap();
+    a_sidecar.wait_for_listener(service_port).unwrap();
+    mesh.init("a");
+    mesh.stickyctl.ok(&["--name", "a", "start", "--canary", "v2"]).unwrap();
+    mesh.stickyctl.ok(&["--name", "a", "set-weight", "50"]).unwrap();
+    let url = format!("file://{}", locate::filter_wasm().unwrap().display());
+    mesh.sticky(&[
+        "init", "--service", "b", "--stable", "v1", "--plugin-url", &url,
+        "--sidecar", "app=a", "--trust-incoming-header",
+    ]);
+    mesh.stickyctl.ok(&["--name", "b", "start", "--canary", "v2"]).unwrap();
+    mesh.stickyctl.ok(&["--name", "b", "set-weight", "50"]).unwrap();
+    let sidecar_plugin = mesh
+        .plane
+        .get("extensions.istio.io/v1alpha1", "WasmPlugin", NS, "sticky-canary-sidecar-app-a")
+        .unwrap()
+        .expect("the callers' plugin lives in their namespace");
+    assert_eq!(sidecar_plugin["spec"]["match"], json!([{"mode": "CLIENT"}]));
+
+    let hop = |browser: &mut Browser| -> Option<(String, String)> {
+        let r = browser.fetch(&mesh.http, "/hop", sticky_canary_e2e::browser::Dest::Api).ok()?;
+        Some((r.served_by?, r.callee_served_by?))
+    };
+    mesh.wait_until("the hop stamped at both ends", |_| {
+        let mut browser = Mesh::browser("a");
+        hop(&mut browser).is_some_and(|(a, b)| {
+            a.strip_prefix("a-") == b.strip_prefix("b-")
+        }) && a_sidecar.envoy().stats().is_ok_and(|stats| {
+            stats.keys().any(|k| k.contains("sticky_canary") && k.contains("trusted"))
+        })
+    });
+    let mut on_v2 = 0;
+    for _ in 0..200 {
+        let mut browser = Mesh::browser("a");
+        let (a, b) = hop(&mut browser).expect("the hop answers");
+        assert_eq!(
+            a.strip_prefix("a-"),
+            b.strip_prefix("b-"),
+            "b follows the version a's request carried"
+        );
+        on_v2 += usize::from(a == "a-v2");
+    }
+    assert!((60..=140).contains(&on_v2), "a's weight decides: {on_v2} of 200 on v2");
 }

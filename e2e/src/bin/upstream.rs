@@ -20,6 +20,11 @@ struct Args {
     /// Port on 127.0.0.1; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Serve `/hop` by calling another service at this address (the caller's sidecar), as
+    /// `HOST` (the service's name), carrying the version header it received, as applications
+    /// propagate it.
+    #[arg(long, value_names = ["ADDRESS", "HOST"], num_args = 2)]
+    call: Option<Vec<String>>,
 }
 
 fn parse_version(name: &str) -> Result<String, String> {
@@ -29,7 +34,11 @@ fn parse_version(name: &str) -> Result<String, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let app = site::router(&args.version_name).context("version name as header value")?;
+    let mut app = site::router(&args.version_name).context("version name as header value")?;
+    if let Some([address, host]) = args.call.as_deref() {
+        let address: SocketAddr = address.parse().context("--call ADDRESS")?;
+        app = app.merge(site::hop_router(address, host));
+    }
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)))
             .await

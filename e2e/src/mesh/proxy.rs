@@ -62,6 +62,9 @@ impl MeshProxy {
                     "WORKLOAD_NAME": name,
                     "INSTANCE_IPS": "127.0.0.1",
                     "MESH_ID": "cluster.local",
+                    // No iptables here: istiod then builds no capturing listeners on
+                    // 0.0.0.0 (15001, 15006), only those a Sidecar object binds.
+                    "INTERCEPTION_MODE": "NONE",
                 },
             },
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
