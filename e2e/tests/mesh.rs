@@ -32,13 +32,14 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A control plane, an ingress gateway fed by it, and services with their versions.
 struct Mesh {
-    _turn: MutexGuard<'static, ()>,
     plane: ControlPlane,
     gateway: MeshProxy,
     http: Http,
     port: u16,
     stickyctl: Stickyctl,
     _upstreams: Vec<Upstream>,
+    // Last, so the next test starts only once all of this one's processes are gone.
+    _turn: MutexGuard<'static, ()>,
 }
 
 /// The upstream of `service`'s `version` names itself `<service>-<version>`.
@@ -129,13 +130,13 @@ impl Mesh {
         let http = gateway.wait_for_listener(port).unwrap();
         let stickyctl = Stickyctl::kube(&plane.admin_kubeconfig(NS).unwrap(), NS).unwrap();
         Mesh {
-            _turn: turn,
             plane,
             gateway,
             http,
             port,
             stickyctl,
             _upstreams: upstreams,
+            _turn: turn,
         }
     }
 
