@@ -4,4 +4,5 @@
 
 pub mod control_plane;
 pub mod proxy;
+pub mod stack;
 pub mod tools;
