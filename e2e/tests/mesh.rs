@@ -77,7 +77,10 @@ impl Mesh {
         let mut on = 0;
         for visit in &visits {
             assert_eq!(visit.not_found(), 0, "a 404 on {service}: {visit:?}");
-            assert!(!visit.mixed(), "a page of {service} mixed versions: {visit:?}");
+            assert!(
+                !visit.mixed(),
+                "a page of {service} mixed versions: {visit:?}"
+            );
             if visit.version() == Some(served.as_str()) {
                 on += 1;
             }
@@ -139,16 +142,26 @@ fn a_rollout_through_the_ingress_gateway() {
         .iter()
         .position(|f| f == "envoy.filters.http.router")
         .unwrap();
-    assert!(wasm < router, "the filter runs before the router: {filters:?}");
+    assert!(
+        wasm < router,
+        "the filter runs before the router: {filters:?}"
+    );
 
     let mut visitors = crowd("shop", 400);
     let share = mesh.visit_share(&mut visitors, "shop", "v2");
-    assert!((0.22..=0.38).contains(&share), "v2 share {share} at weight 30");
+    assert!(
+        (0.22..=0.38).contains(&share),
+        "v2 share {share} at weight 30"
+    );
     // The same visitors again: every one on the version it had.
     let first = pins(&visitors, "sticky-version.prod.shop");
     assert!(first.iter().all(Option::is_some), "every visitor pinned");
     assert_eq!(mesh.visit_share(&mut visitors, "shop", "v2"), share);
-    assert_eq!(pins(&visitors, "sticky-version.prod.shop"), first, "pins hold");
+    assert_eq!(
+        pins(&visitors, "sticky-version.prod.shop"),
+        first,
+        "pins hold"
+    );
 
     // A spoofed version header is overwritten; the QA override reaches the canary.
     let host = b"shop.example.com";
@@ -173,7 +186,11 @@ fn a_rollout_through_the_ingress_gateway() {
         .http
         .get("/", &[("host", host), ("x-sticky-override", b"v2")])
         .unwrap();
-    assert_eq!(qa.served_by.as_deref(), Some("shop-v2"), "QA reaches the canary at 0");
+    assert_eq!(
+        qa.served_by.as_deref(),
+        Some("shop-v2"),
+        "QA reaches the canary at 0"
+    );
 
     mesh.sticky("shop", &["set-weight", "30"]);
     mesh.sticky("shop", &["abort"]);
@@ -220,7 +237,10 @@ fn many_rollouts_on_one_gateway() {
     mesh.wait_until_stamped(&["web", "api"]);
     let filters = mesh.gateway.http_filters(mesh.port).unwrap();
     assert_eq!(
-        filters.iter().filter(|f| f.contains("sticky-canary")).count(),
+        filters
+            .iter()
+            .filter(|f| f.contains("sticky-canary"))
+            .count(),
         1,
         "one filter per request, whatever the number of rollouts: {filters:?}"
     );
@@ -229,8 +249,14 @@ fn many_rollouts_on_one_gateway() {
     let mut api = crowd("api", 400);
     let web_share = mesh.visit_share(&mut web, "web", "v2");
     let api_share = mesh.visit_share(&mut api, "api", "v2");
-    assert!((0.13..=0.27).contains(&web_share), "web v2 {web_share} at 20");
-    assert!((0.73..=0.87).contains(&api_share), "api v2 {api_share} at 80");
+    assert!(
+        (0.13..=0.27).contains(&web_share),
+        "web v2 {web_share} at 20"
+    );
+    assert!(
+        (0.73..=0.87).contains(&api_share),
+        "api v2 {api_share} at 80"
+    );
 
     // The service without a rollout: nothing stamped, no cookie.
     let plain = mesh
@@ -239,7 +265,11 @@ fn many_rollouts_on_one_gateway() {
         .unwrap();
     assert_eq!(plain.served_by.as_deref(), Some("static-v1"));
     assert_eq!(plain.received_version, None, "no header stamped for static");
-    assert!(plain.set_cookies.is_empty(), "no cookie: {:?}", plain.set_cookies);
+    assert!(
+        plain.set_cookies.is_empty(),
+        "no cookie: {:?}",
+        plain.set_cookies
+    );
 
     // api aborts; web's clients stay where they were.
     let web_pins = pins(&web, "sticky-version.prod.web");
@@ -252,7 +282,11 @@ fn many_rollouts_on_one_gateway() {
         })
     });
     assert_eq!(mesh.visit_share(&mut api, "api", "v1"), 1.0);
-    assert_eq!(mesh.visit_share(&mut web, "web", "v2"), web_share, "web unchanged");
+    assert_eq!(
+        mesh.visit_share(&mut web, "web", "v2"),
+        web_share,
+        "web unchanged"
+    );
     assert_eq!(pins(&web, "sticky-version.prod.web"), web_pins);
 
     // api's rollout deleted: web still runs from the shared plugin, api is plain again.
@@ -263,7 +297,10 @@ fn many_rollouts_on_one_gateway() {
     });
     assert_eq!(mesh.visit_share(&mut web, "web", "v2"), web_share);
     let plugin = mesh.gateway_plugin().unwrap().unwrap();
-    assert_eq!(plugin["spec"]["pluginConfig"]["rollouts"][0]["name"], "prod/web");
+    assert_eq!(
+        plugin["spec"]["pluginConfig"]["rollouts"][0]["name"],
+        "prod/web"
+    );
     mesh.sticky("web", &["delete"]);
     assert!(
         mesh.gateway_plugin().unwrap().is_none(),
@@ -319,7 +356,9 @@ fn across_a_hop_the_callee_follows_the_trusted_header() {
     assert_eq!(sidecar_plugin["spec"]["match"], json!([{"mode": "CLIENT"}]));
 
     let hop = |http: &sticky_canary_e2e::browser::Http| -> Option<(String, String)> {
-        let r = MeshStack::browser("a").fetch(http, "/hop", Dest::Api).ok()?;
+        let r = MeshStack::browser("a")
+            .fetch(http, "/hop", Dest::Api)
+            .ok()?;
         Some((r.served_by?, r.callee_served_by?))
     };
     mesh.wait_until("the sidecar's filter trusting a's header", |http| {
@@ -340,7 +379,10 @@ fn across_a_hop_the_callee_follows_the_trusted_header() {
         );
         on_v2 += usize::from(a == "a-v2");
     }
-    assert!((60..=140).contains(&on_v2), "a's weight decides: {on_v2} of 200 on v2");
+    assert!(
+        (60..=140).contains(&on_v2),
+        "a's weight decides: {on_v2} of 200 on v2"
+    );
 }
 
 /// Twenty weight changes pushed by istiod while a crowd browses: not one failed request,
@@ -356,8 +398,8 @@ fn twenty_weight_changes_under_load() {
     };
     mesh.wait_until("the rollout live", |_| applied(1.0));
     let weights = [
-        5.0, 10.0, 20.0, 50.0, 80.0, 50.0, 20.0, 10.0, 5.0, 1.0, 10.0, 30.0, 60.0, 90.0, 99.0, 70.0,
-        40.0, 15.0, 3.0, 25.0,
+        5.0, 10.0, 20.0, 50.0, 80.0, 50.0, 20.0, 10.0, 5.0, 1.0, 10.0, 30.0, 60.0, 90.0, 99.0,
+        70.0, 40.0, 15.0, 3.0, 25.0,
     ];
     let mut browsers: Vec<Browser> = (0..24).map(|_| MeshStack::browser("shop")).collect();
     let http = mesh.http.fresh();

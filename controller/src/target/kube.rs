@@ -3,8 +3,8 @@
 //! Never clobbers: every replace carries the resourceVersion that was read, and a 409 comes
 //! back as [`Error::Conflict`] so the caller re-reads, re-renders and retries.
 
-use std::path::Path;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
@@ -237,22 +237,35 @@ impl Target for KubeTarget {
     }
 
     async fn write(&self, doc: &Doc) -> Result<(), Error> {
-        let object = doc.desired.as_ref().or(doc.current.as_ref()).ok_or_else(|| {
-            Error::Runtime(format!("{}: neither written nor deleted", doc.label))
-        })?;
+        let object = doc
+            .desired
+            .as_ref()
+            .or(doc.current.as_ref())
+            .ok_or_else(|| Error::Runtime(format!("{}: neither written nor deleted", doc.label)))?;
         let kind = Kind::ALL
             .into_iter()
             .find(|k| object["kind"] == k.as_str())
             .ok_or_else(|| Error::Runtime(format!("{}: not a kind stickyctl writes", doc.label)))?;
         let object: DynamicObject = serde_json::from_value(object.clone())
             .map_err(|e| Error::Runtime(format!("{}: {e}", doc.label)))?;
-        let namespace = object.metadata.namespace.as_deref().unwrap_or(&self.namespace);
+        let namespace = object
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(&self.namespace);
         let api = Api::namespaced_with(self.client.clone(), namespace, &api_resource(kind));
         let pp = PostParams::default();
         if doc.desired.is_none() && object.metadata.resource_version.is_none() {
-            return Err(Error::Runtime(format!("{}: deleting an object never read", doc.label)));
+            return Err(Error::Runtime(format!(
+                "{}: deleting an object never read",
+                doc.label
+            )));
         }
-        match (&doc.desired, &object.metadata.resource_version, &object.metadata.name) {
+        match (
+            &doc.desired,
+            &object.metadata.resource_version,
+            &object.metadata.name,
+        ) {
             // A deletion only of the object as it was read: anyone's change since is a conflict.
             (None, Some(version), Some(name)) => {
                 let params = DeleteParams {

@@ -83,7 +83,11 @@ impl MeshStack {
     /// `service_port` (their port in the mesh, where a caller's sidecar takes their calls), each
     /// with the user's own VirtualService routing every request to it; `upstream_bin` is the
     /// `sticky-upstream` binary.
-    pub fn start(upstream_bin: &Path, services: &[Service], service_port: u16) -> Result<MeshStack> {
+    pub fn start(
+        upstream_bin: &Path,
+        services: &[Service],
+        service_port: u16,
+    ) -> Result<MeshStack> {
         let plane = ControlPlane::start(&locate::istio_crds()?)?;
         let port = free_port()?;
         plane.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))?;
@@ -100,7 +104,9 @@ impl MeshStack {
                 let call: Vec<String> = service
                     .calls
                     .iter()
-                    .flat_map(|(address, host)| ["--call".into(), address.to_string(), host.clone()])
+                    .flat_map(|(address, host)| {
+                        ["--call".into(), address.to_string(), host.clone()]
+                    })
                     .collect();
                 let call: Vec<&str> = call.iter().map(String::as_str).collect();
                 let upstream =
@@ -153,7 +159,15 @@ impl MeshStack {
     /// `stickyctl init` of `service` at stable `v1` with the built filter, and `extra` flags.
     pub fn init(&self, service: &str, extra: &[&str]) -> Result<String> {
         let url = MeshStack::plugin_url()?;
-        let mut args = vec!["init", "--service", service, "--stable", "v1", "--plugin-url", &url];
+        let mut args = vec![
+            "init",
+            "--service",
+            service,
+            "--stable",
+            "v1",
+            "--plugin-url",
+            &url,
+        ];
         args.extend_from_slice(extra);
         self.stickyctl.ok(&args)
     }
@@ -201,7 +215,11 @@ impl MeshStack {
     /// The weights of rollout `rollout` (`prod/<name>`) in the shared plugin the gateway runs
     /// now (its ECDS configuration as Envoy holds it), `None` while it holds none.
     pub fn applied_weights(&self, rollout: &str) -> Result<Option<Vec<f64>>> {
-        let dump = self.gateway.envoy().config_dump("").context("the gateway's config")?;
+        let dump = self
+            .gateway
+            .envoy()
+            .config_dump("")
+            .context("the gateway's config")?;
         Ok(dump["configs"]
             .as_array()
             .into_iter()
