@@ -445,3 +445,32 @@ fn twenty_weight_changes_under_load() {
         loads.len()
     );
 }
+
+/// A module that does not load fails open, as the WasmPlugin says: requests pass unstamped
+/// and take the managed route to stable, and none fails.
+#[test]
+fn a_broken_module_fails_open_to_stable() {
+    let mesh = mesh(&[Service::new("shop", &["v1", "v2"])]);
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm this is not a module").unwrap();
+    let url = format!("file://{}", broken.display());
+    mesh.stickyctl
+        .ok(&["init", "--service", "shop", "--stable", "v1", "--plugin-url", &url])
+        .unwrap();
+    mesh.sticky("shop", &["start", "--canary", "v2"]);
+    mesh.sticky("shop", &["set-weight", "50"]);
+    // The managed routes are in place (a spoofed header reaches v2 through them) ...
+    mesh.wait_until("the managed routes at the gateway", |http| {
+        http.get("/", &[("host", b"shop.example.com"), ("x-sticky-version", b"v2")])
+            .is_ok_and(|r| r.served_by.as_deref() == Some("shop-v2"))
+    });
+    // ... and the module that failed to load lets every other request through to stable.
+    let mut visitors = crowd("shop", 100);
+    let visits = visitors.visit(&mesh.http, "/").unwrap();
+    for visit in &visits {
+        assert!(visit.responses().all(|r| r.status == 200), "{visit:?}");
+        assert_eq!(visit.version(), Some("shop-v1"), "{visit:?}");
+        assert_eq!(visit.page.received_version, None, "nothing stamped");
+    }
+}
