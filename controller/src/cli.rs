@@ -831,6 +831,7 @@ async fn explain<T: Target>(target: &T, args: &ExplainArgs, out: &mut String) ->
             "reason": decision.reason.as_str(),
             "bucket": bucket,
             "setsCookie": decision.set_version_cookie,
+            "cookie": config.plugin.cookie.name,
             "weights": canary.spec.versions.iter().map(|v| json!({"name": v.name, "weight": v.weight})).collect::<Vec<_>>(),
         });
         writeln!(out, "{report:#}").ok();
@@ -838,6 +839,7 @@ async fn explain<T: Target>(target: &T, args: &ExplainArgs, out: &mut String) ->
         writeln!(out, "version  {version}").ok();
         writeln!(out, "reason   {} ({why})", decision.reason.as_str()).ok();
         writeln!(out, "weights  {}", canary.spec.summary()).ok();
+        writeln!(out, "cookie   {}", config.plugin.cookie.name).ok();
     }
     Ok(())
 }

@@ -318,12 +318,16 @@ fn across_a_hop_the_callee_follows_the_trusted_header() {
     let mut a = Service::new("a", &["v1", "v2"]);
     a.calls = Some((sidecar, fqdn("b")));
     let mesh = mesh_on(&[a, Service::new("b", &["v1", "v2"])], service_port);
+    let inbound = free_port().unwrap();
     // The caller's sidecar: one listener bound on loopback, for the calls `a` makes.
     mesh.plane
         .apply(&json!({
             "apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
             "metadata": {"name": "a", "namespace": NS},
             "spec": {"workloadSelector": {"labels": {"app": "a"}},
+                     "ingress": [{"port": {"number": inbound, "protocol": "HTTP", "name": "http-in"},
+                                  "bind": "127.0.0.1", "captureMode": "NONE",
+                                  "defaultEndpoint": "127.0.0.1:9"}],
                      "egress": [{"port": {"number": service_port, "protocol": "HTTP", "name": "http"},
                                  "bind": "127.0.0.1", "captureMode": "NONE",
                                  "hosts": [format!("{NS}/*")]}]}}))
@@ -369,6 +373,18 @@ fn across_a_hop_the_callee_follows_the_trusted_header() {
                     .any(|(k, v)| k.contains("sticky_canary") && k.contains("trusted") && *v > 0)
             })
     });
+    // Where routing happens and nowhere else: the caller's outbound side, not its inbound.
+    a_sidecar.wait_for_listener(inbound).unwrap();
+    let sticky = |port| {
+        a_sidecar
+            .http_filters(port)
+            .unwrap()
+            .iter()
+            .filter(|f| f.contains("sticky-canary"))
+            .count()
+    };
+    assert_eq!(sticky(service_port), 1, "outbound: the filter runs once");
+    assert_eq!(sticky(inbound), 0, "inbound: no filter");
     let mut on_v2 = 0;
     for _ in 0..200 {
         let (a, b) = hop(&mesh.http).expect("the hop answers");
