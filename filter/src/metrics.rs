@@ -40,8 +40,8 @@ pub fn check_rollout_name(name: &str) -> Result<(), String> {
     if name.split('.').any(|part| part == VERSION_LABEL) {
         Err(crate::names::quoted(name)
             + " cannot be told apart from the version in the metric names \
-               (sticky_canary.decisions.rollout.<rollout>.version.<version>...): rename it \
-               so that no dot-separated part is `version`")
+               (...rollout.<rollout>.version.<version>...): no dot-separated part may be \
+               `version`")
     } else {
         Ok(())
     }

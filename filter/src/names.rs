@@ -141,9 +141,8 @@ pub fn check_service_name(name: &str) -> Result<(), String> {
     } else {
         // Concatenated rather than `format!`ted: the same text in less code.
         Err(quoted(name)
-            + " is not a valid service name: use a lower-case DNS name such as \
-               shop.prod.svc.cluster.local (labels of at most 63 of a-z, 0-9 and '-', \
-               joined by '.', at most 253 in all)")
+            + " is not a valid service name: use a lower-case DNS name, \
+               e.g. shop.prod.svc.cluster.local")
     }
 }
 
@@ -161,9 +160,8 @@ pub fn check_rollout_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(quoted(name)
-            + " is not a valid rollout name: use <namespace>/<name>, e.g. prod/shop, a \
-               Kubernetes namespace (at most 63 of a-z, 0-9 and '-') and object name (DNS \
-               labels joined by '.')")
+            + " is not a valid rollout name: use <namespace>/<name> of its StickyCanary, \
+               e.g. prod/shop")
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) fn parse(json: &[u8]) -> Result<RolloutsConfig, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(json);
     let walk = Walk {
         sink: Sink::Document(&mut rollouts),
-        path: ROOT.to_owned(),
+        at: At::Root,
         failed_at: &failed_at,
     };
     match walk.deserialize(&mut de).and_then(|()| de.end()) {
@@ -86,24 +86,47 @@ impl Sink<'_> {
     }
 }
 
-/// Reads one value of the multi-rollout form's outer layer at `path`.
+/// Where a value is in the document, as a chain up to the document: written out as a path
+/// such as `rollouts[1].services[0]` only when something fails there.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    /// The document itself.
+    Root,
+    /// A field of an object.
+    Field(&'a At<'a>, &'a str),
+    /// An element of a list.
+    Element(&'a At<'a>, usize),
+}
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match *self {
+            At::Root => f.write_str(ROOT),
+            At::Field(&At::Root, key) => f.write_str(key),
+            At::Field(parent, key) => write!(f, "{parent}.{key}"),
+            At::Element(parent, index) => write!(f, "{parent}[{index}]"),
+        }
+    }
+}
+
+/// Reads one value of the multi-rollout form's outer layer.
 struct Walk<'a> {
     sink: Sink<'a>,
-    /// The value's path, e.g. `rollouts[1].services`.
-    path: String,
+    /// Where the value is.
+    at: At<'a>,
     /// The path of the innermost value that failed, once one has.
     failed_at: &'a Cell<Option<String>>,
 }
 
 /// Records `path` as where parsing failed, unless a value inside it failed first.
-fn record(failed_at: &Cell<Option<String>>, path: String) {
-    let first = failed_at.take().or(Some(path));
-    failed_at.set(first);
+fn record(failed_at: &Cell<Option<String>>, path: &dyn fmt::Display) {
+    let first = failed_at.take().unwrap_or_else(|| path.to_string());
+    failed_at.set(Some(first));
 }
 
-/// `error`, recorded at `path`.
-fn fail_at<E>(failed_at: &Cell<Option<String>>, path: String, error: E) -> E {
-    record(failed_at, path);
+/// `error`, recorded at `at`.
+fn fail_at<E>(failed_at: &Cell<Option<String>>, at: &At, error: E) -> E {
+    record(failed_at, at);
     error
 }
 
@@ -111,8 +134,7 @@ impl<'de> DeserializeSeed<'de> for Walk<'_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        let failed_at = self.failed_at;
-        let path = self.path.clone();
+        let (at, failed_at) = (self.at, self.failed_at);
         let read = match self.sink {
             Sink::Config(out) => match serde_path_to_error::deserialize(deserializer) {
                 Ok(config) => {
@@ -120,9 +142,9 @@ impl<'de> DeserializeSeed<'de> for Walk<'_> {
                     return Ok(());
                 }
                 Err(err) => {
-                    let inside = err.path().to_string();
-                    if inside != "." {
-                        record(failed_at, format!("{path}.{inside}"));
+                    // Outside any field of the config, the config's own path is the one.
+                    if err.path().iter().next().is_some() {
+                        record(failed_at, &format_args!("{at}.{}", err.path()));
                     }
                     Err(err.into_inner())
                 }
@@ -132,7 +154,7 @@ impl<'de> DeserializeSeed<'de> for Walk<'_> {
             Sink::Name(_) | Sink::Service(_) => deserializer.deserialize_str(self),
         };
         // Type errors come from serde's default visitor methods, so they are recorded here.
-        read.inspect_err(|_| record(failed_at, path))
+        read.inspect_err(|_| record(failed_at, &at))
     }
 }
 
@@ -143,10 +165,10 @@ impl<'de> Visitor<'de> for Walk<'_> {
         f.write_str(match self.sink {
             Sink::Document(_) => "an object with `rollouts`",
             Sink::Rollouts(_) => "a list of rollouts",
-            Sink::Rollout(_) => "a rollout: an object with `name`, `services` and `config`",
+            Sink::Rollout(_) => "a rollout object",
             Sink::Services(_) => "a list of service names",
             Sink::Name(_) | Sink::Service(_) => "a string",
-            Sink::Config(_) => "a rollout's configuration",
+            Sink::Config(_) => "a configuration",
         })
     }
 
@@ -162,13 +184,13 @@ impl<'de> Visitor<'de> for Walk<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let Walk {
             mut sink,
-            path,
+            at,
             failed_at,
         } = self;
         if sink.element().is_none() {
             let list = Walk {
                 sink,
-                path,
+                at,
                 failed_at,
             };
             return Err(de::Error::invalid_type(Unexpected::Seq, &list));
@@ -176,7 +198,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
         while let Some((index, element)) = sink.element() {
             let element = Walk {
                 sink: element,
-                path: format!("{path}[{index}]"),
+                at: At::Element(&at, index),
                 failed_at,
             };
             if seq.next_element_seed(element)?.is_none() {
@@ -189,15 +211,15 @@ impl<'de> Visitor<'de> for Walk<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let Walk {
             sink,
-            path,
+            at,
             failed_at,
         } = self;
-        let missing = |field| fail_at(failed_at, path.clone(), de::Error::missing_field(field));
+        let missing = |field| fail_at(failed_at, &at, de::Error::missing_field(field));
         match sink {
             Sink::Document(out) => {
                 let mut rollouts = Vec::new();
                 let mut fields = [Sink::Rollouts(&mut rollouts)];
-                if read_fields(&mut map, &path, failed_at, DOCUMENT_FIELDS, &mut fields)? == 0 {
+                if read_fields(&mut map, &at, failed_at, DOCUMENT_FIELDS, &mut fields)? == 0 {
                     return Err(missing("rollouts"));
                 }
                 *out = rollouts;
@@ -209,7 +231,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
                     Sink::Services(&mut services),
                     Sink::Config(&mut config),
                 ];
-                let seen = read_fields(&mut map, &path, failed_at, ROLLOUT_FIELDS, &mut fields)?;
+                let seen = read_fields(&mut map, &at, failed_at, ROLLOUT_FIELDS, &mut fields)?;
                 if seen & 0b10 == 0 {
                     return Err(missing("services"));
                 }
@@ -222,7 +244,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
             sink => {
                 let object = Walk {
                     sink,
-                    path,
+                    at,
                     failed_at,
                 };
                 return Err(de::Error::invalid_type(Unexpected::Map, &object));
@@ -236,34 +258,30 @@ impl<'de> Visitor<'de> for Walk<'_> {
 /// refusing unknown and repeated fields. Returns which were seen, one bit per field.
 fn read_fields<'de, A: MapAccess<'de>>(
     map: &mut A,
-    path: &str,
+    at: &At<'_>,
     failed_at: &Cell<Option<String>>,
     names: &'static [&'static str],
     sinks: &mut [Sink<'_>],
 ) -> Result<u32, A::Error> {
     let mut seen = 0;
     while let Some(key) = map.next_key::<String>()? {
-        let field = if path == ROOT {
-            key.clone()
-        } else {
-            format!("{path}.{key}")
-        };
+        let field = At::Field(at, &key);
         let found = names
             .iter()
             .position(|name| *name == key)
             .and_then(|index| Some((index, sinks.get_mut(index)?)));
         let Some((index, sink)) = found else {
             let error = de::Error::unknown_field(&key, names);
-            return Err(fail_at(failed_at, field, error));
+            return Err(fail_at(failed_at, &field, error));
         };
         if seen & (1 << index) != 0 {
             let error = de::Error::duplicate_field(names[index]);
-            return Err(fail_at(failed_at, field, error));
+            return Err(fail_at(failed_at, &field, error));
         }
         seen |= 1 << index;
         map.next_value_seed(Walk {
             sink: sink.reborrow(),
-            path: field,
+            at: field,
             failed_at,
         })?;
     }
