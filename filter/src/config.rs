@@ -216,17 +216,7 @@ impl PluginConfig {
 
     /// Parses the JSON, naming the offending field on error.
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
-        let mut de = serde_json::Deserializer::from_slice(json);
-        let config: PluginConfig = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-            let path = err.path().to_string();
-            ConfigError::new(
-                if path == "." { "(root)" } else { &path },
-                err.into_inner().to_string(),
-            )
-        })?;
-        de.end()
-            .map_err(|err| ConfigError::new("(root)", err.to_string()))?;
-        Ok(config)
+        parse_json(json)
     }
 
     /// Checks every rule the filter relies on; `stickyctl` calls this before writing anything.
@@ -251,6 +241,31 @@ impl ConfigError {
             message: message.into(),
         }
     }
+
+    /// The same error for a configuration nested at `prefix` (e.g. `rollouts[1].config`), so
+    /// the message names the field with its full path.
+    pub(crate) fn within(self, prefix: &str) -> Self {
+        ConfigError {
+            field: format!("{prefix}.{}", self.field),
+            message: self.message,
+        }
+    }
+}
+
+/// Parses JSON into `T`, naming the offending field with its full path on error, `(root)`
+/// for the document itself.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, ConfigError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        ConfigError::new(
+            if path == "." { "(root)" } else { &path },
+            err.into_inner().to_string(),
+        )
+    })?;
+    de.end()
+        .map_err(|err| ConfigError::new("(root)", err.to_string()))?;
+    Ok(value)
 }
 
 impl fmt::Display for ConfigError {

@@ -12,9 +12,12 @@ pub mod metrics;
 pub mod names;
 #[cfg(target_arch = "wasm32")]
 mod plugin;
+pub mod rollouts;
+mod rollouts_json;
 
 pub use config::{Config, ConfigError, PluginConfig, VersionWeight};
 pub use decision::{decide, Decision, Reason, RequestHeaders};
+pub use rollouts::{FilterConfig, Rollout, RolloutConfig, Rollouts, RolloutsConfig};
 
 /// proxy-wasm callbacks the SDK exports but this filter leaves at their defaults. `make wasm`
 /// removes their exports from the module (`sticky-canary-trim`), and the host skips a callback

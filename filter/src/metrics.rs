@@ -1,29 +1,68 @@
-//! Names of the decision counters, one per version and reason.
+//! Names of the decision counters, one per version and reason (and rollout, when the filter
+//! serves several).
 //!
-//! The proxy-wasm ABI has no metric labels, so version and reason are encoded in the name and
-//! Envoy's `stats_tags` turn them back into the Prometheus labels `sticky_version` and
-//! `sticky_reason` (the regexes below; Istio takes them as `extraStatTags`-style settings).
-//! Without the tag rules the counters still show, with version and reason in the name.
+//! The proxy-wasm ABI has no metric labels, so rollout, version and reason are encoded in the
+//! name and Envoy's `stats_tags` turn them back into the Prometheus labels `sticky_rollout`,
+//! `sticky_version` and `sticky_reason` (the regexes below; Istio takes them as
+//! `extraStatTags`-style settings). Without the tag rules the counters still show, with
+//! rollout, version and reason in the name.
 
 use crate::decision::Reason;
 
-/// Counter name for decisions of `reason` that chose `version`.
-pub fn decision_counter(version: &str, reason: Reason) -> String {
-    format!(
-        "sticky_canary.decisions.version.{version}.reason.{}",
-        reason.as_str()
-    )
+/// The name part that follows the rollout's name in a multi-rollout counter, and that the
+/// tag rules look for to find where the rollout's name ends.
+const VERSION_LABEL: &str = "version";
+
+/// Counter name for decisions of `reason` that chose `version`. `rollout` is the rollout's
+/// name when the filter serves several ([`crate::rollouts`]); the single-rollout form keeps
+/// the names it always had, so existing dashboards keep working.
+pub fn decision_counter(rollout: Option<&str>, version: &str, reason: Reason) -> String {
+    // Pushed piece by piece rather than `format!`ted: the same name in less code.
+    let mut name = String::from("sticky_canary.decisions.");
+    if let Some(rollout) = rollout {
+        name.push_str("rollout.");
+        name.push_str(rollout);
+        name.push('.');
+    }
+    name.push_str(VERSION_LABEL);
+    name.push('.');
+    name.push_str(version);
+    name.push_str(".reason.");
+    name.push_str(reason.as_str());
+    name
 }
 
+/// Refuses rollout names the tag rules could not split off the counter name. The rollout
+/// regex ends the name at the first `.version.`, so a rollout name with a dot-separated part
+/// `version` (such as `prod/shop.version.b`) would be cut short; every other valid rollout name
+/// is found exactly.
+pub fn check_rollout_name(name: &str) -> Result<(), String> {
+    if name.split('.').any(|part| part == VERSION_LABEL) {
+        Err(crate::names::quoted(name)
+            + " cannot be told apart from the version in the metric names \
+               (...rollout.<rollout>.version.<version>...): no dot-separated part may be \
+               `version`")
+    } else {
+        Ok(())
+    }
+}
+
+/// Envoy tag name of the rollout label.
+pub const ROLLOUT_TAG: &str = "sticky_rollout";
 /// Envoy tag name of the version label.
 pub const VERSION_TAG: &str = "sticky_version";
 /// Envoy tag name of the reason label.
 pub const REASON_TAG: &str = "sticky_reason";
-/// Envoy `stats_tags` regex extracting the version (first group removed, second is the value).
+/// Envoy `stats_tags` regex extracting the rollout (first group removed, second is the value).
 /// Envoy files every Wasm-defined metric under `wasmcustom.` (and drops that prefix again in
-/// `/stats/prometheus`), so the tag rules must match it.
+/// `/stats/prometheus`), so the tag rules must match it. Single-rollout counters have no
+/// rollout part and get no rollout label.
+pub const ROLLOUT_TAG_REGEX: &str =
+    r"^wasmcustom\.sticky_canary\.decisions(\.rollout\.(.+?))\.version\.";
+/// Envoy `stats_tags` regex extracting the version, after the rollout part if there is one
+/// (Envoy matches every rule against the full name).
 pub const VERSION_TAG_REGEX: &str =
-    r"^wasmcustom\.sticky_canary\.decisions(\.version\.(.+?))\.reason\.";
+    r"^wasmcustom\.sticky_canary\.decisions(?:\.rollout\..+?)?(\.version\.(.+?))\.reason\.";
 /// Envoy `stats_tags` regex extracting the reason.
 pub const REASON_TAG_REGEX: &str = r"^wasmcustom\.sticky_canary\.decisions.*?(\.reason\.([a-z]+))$";
 
@@ -34,12 +73,120 @@ mod tests {
     #[test]
     fn names_are_stable() {
         assert_eq!(
-            decision_counter("v2", Reason::Hash),
+            decision_counter(None, "v2", Reason::Hash),
             "sticky_canary.decisions.version.v2.reason.hash"
         );
         assert_eq!(
-            decision_counter("1.2.3", Reason::Override),
+            decision_counter(None, "1.2.3", Reason::Override),
             "sticky_canary.decisions.version.1.2.3.reason.override"
         );
+        assert_eq!(
+            decision_counter(Some("prod/shop"), "v2", Reason::Cookie),
+            "sticky_canary.decisions.rollout.prod/shop.version.v2.reason.cookie"
+        );
+    }
+
+    #[test]
+    fn rollout_names_the_tag_rules_could_not_split_are_refused() {
+        for good in [
+            "prod/shop",
+            "prod/shop.v2",
+            "version/shop",
+            "prod/version",
+            "prod/versions.x",
+        ] {
+            assert!(check_rollout_name(good).is_ok(), "{good}");
+        }
+        for bad in ["prod/shop.version", "prod/a.version.b"] {
+            let err = check_rollout_name(bad).expect_err(bad);
+            assert!(err.contains("cannot be told apart"), "{err}");
+        }
+    }
+
+    /// Envoy's tag extraction as `stats_tags` documents it: every rule is matched against the
+    /// full name, its second group is the tag's value and its first group is cut out of the
+    /// name. (Rust's `regex` agrees with Envoy's ECMAScript engine on these patterns: lazy
+    /// quantifiers, an optional non-capturing group; the e2e test `metrics` checks the real
+    /// Envoy's `/stats/prometheus`.)
+    fn tags(counter: &str) -> (String, Vec<(&'static str, String)>) {
+        let name = format!("wasmcustom.{counter}");
+        let mut cut = Vec::new();
+        let mut tags = Vec::new();
+        for (tag, rule) in [
+            (ROLLOUT_TAG, ROLLOUT_TAG_REGEX),
+            (VERSION_TAG, VERSION_TAG_REGEX),
+            (REASON_TAG, REASON_TAG_REGEX),
+        ] {
+            if let Some(groups) = regex::Regex::new(rule).unwrap().captures(&name) {
+                cut.push(groups.get(1).unwrap().range());
+                tags.push((tag, groups[2].to_owned()));
+            }
+        }
+        cut.sort_by_key(|range| range.start);
+        let mut rest = String::new();
+        let mut at = 0;
+        for range in cut {
+            rest.push_str(&name[at..range.start]);
+            at = range.end;
+        }
+        rest.push_str(&name[at..]);
+        (rest, tags)
+    }
+
+    #[test]
+    fn the_tag_rules_split_both_forms_of_counter_names() {
+        let cases = [
+            (None, "v2", vec![(VERSION_TAG, "v2"), (REASON_TAG, "hash")]),
+            (
+                None,
+                "1.2.3",
+                vec![(VERSION_TAG, "1.2.3"), (REASON_TAG, "hash")],
+            ),
+            (
+                Some("prod/shop"),
+                "v2",
+                vec![
+                    (ROLLOUT_TAG, "prod/shop"),
+                    (VERSION_TAG, "v2"),
+                    (REASON_TAG, "hash"),
+                ],
+            ),
+            (
+                Some("prod/shop.eu.reason.x"),
+                "1.version.2",
+                vec![
+                    (ROLLOUT_TAG, "prod/shop.eu.reason.x"),
+                    (VERSION_TAG, "1.version.2"),
+                    (REASON_TAG, "hash"),
+                ],
+            ),
+            (
+                Some("rollout/version-2"),
+                "rollout",
+                vec![
+                    (ROLLOUT_TAG, "rollout/version-2"),
+                    (VERSION_TAG, "rollout"),
+                    (REASON_TAG, "hash"),
+                ],
+            ),
+        ];
+        for (rollout, version, expected) in cases {
+            let counter = decision_counter(rollout, version, Reason::Hash);
+            let (rest, tags) = tags(&counter);
+            assert_eq!(rest, "wasmcustom.sticky_canary.decisions", "{counter}");
+            let expected: Vec<_> = expected
+                .into_iter()
+                .map(|(tag, value)| (tag, value.to_owned()))
+                .collect();
+            assert_eq!(tags, expected, "{counter}");
+        }
+    }
+
+    /// The names `check_rollout_name` refuses are exactly those the rules would cut short.
+    #[test]
+    fn a_refused_rollout_name_would_be_cut_short() {
+        let counter = decision_counter(Some("prod/a.version.b"), "v1", Reason::Hash);
+        let (_, tags) = tags(&counter);
+        assert_eq!(tags[0], (ROLLOUT_TAG, "prod/a".to_owned()));
     }
 }

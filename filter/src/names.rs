@@ -100,6 +100,71 @@ pub fn check_token(token: &str) -> Result<(), String> {
     }
 }
 
+/// Longest DNS label (RFC 1123), and so longest Kubernetes namespace.
+pub const MAX_DNS_LABEL: usize = 63;
+/// Longest DNS name (RFC 1123 subdomain), and so longest Kubernetes object name.
+pub const MAX_DNS_NAME: usize = 253;
+
+/// Whether `name` is an RFC 1123 DNS name (a Kubernetes "DNS subdomain"): labels of at most
+/// 63 lower-case letters, digits and '-', starting and ending with a letter or digit, joined
+/// by '.', at most 253 bytes in all. Lower-case only, because Envoy and Istio compare host and
+/// cluster names byte for byte. With `single_label`, no '.' is allowed (a Kubernetes
+/// namespace). One pass over the bytes: `str::split` would link a few hundred bytes of
+/// searcher code into the `.wasm`.
+fn is_dns_name(name: &[u8], single_label: bool) -> bool {
+    let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let mut label = 0;
+    let mut previous = b'.';
+    for &b in name {
+        let ok = match b {
+            b'.' => !single_label && alphanumeric(previous),
+            b'-' => previous != b'.',
+            _ => alphanumeric(b),
+        };
+        label = if b == b'.' { 0 } else { label + 1 };
+        if !ok || label > MAX_DNS_LABEL {
+            return false;
+        }
+        previous = b;
+    }
+    name.len() <= MAX_DNS_NAME && alphanumeric(previous)
+}
+
+/// A service a rollout applies to: the host part of Istio's cluster names, a lower-case DNS
+/// name such as `shop.prod.svc.cluster.local`.
+pub fn check_service_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if is_dns_name(name.as_bytes(), false) {
+        Ok(())
+    } else {
+        // Concatenated rather than `format!`ted: the same text in less code.
+        Err(quoted(name)
+            + " is not a valid service name: use a lower-case DNS name, \
+               e.g. shop.prod.svc.cluster.local")
+    }
+}
+
+/// A rollout's name: `<namespace>/<name>` of its `StickyCanary`, a Kubernetes namespace (a DNS
+/// label) and object name (a DNS name), so names are unique across namespaces.
+pub fn check_rollout_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let bytes = name.as_bytes();
+    let slash = bytes.iter().position(|&b| b == b'/').unwrap_or(bytes.len());
+    let (namespace, object) = bytes.split_at(slash);
+    let object = object.get(1..).unwrap_or_default();
+    if is_dns_name(namespace, true) && is_dns_name(object, false) {
+        Ok(())
+    } else {
+        Err(quoted(name)
+            + " is not a valid rollout name: use <namespace>/<name> of its StickyCanary, \
+               e.g. prod/shop")
+    }
+}
+
 /// RFC 6265 cookie-octets as a table: one load per byte instead of five range tests, for a
 /// check that runs on every cookie value the filter reads.
 const COOKIE_OCTETS: [bool; 256] = {
@@ -174,6 +239,70 @@ mod tests {
         assert!(check_cookie_path("/a b").is_err());
         assert!(check_token("Abc-123_~").is_ok());
         assert!(check_token("a:b").is_err());
+    }
+
+    #[test]
+    fn service_names() {
+        for good in [
+            "shop",
+            "shop.prod.svc.cluster.local",
+            "a-1.b2",
+            "9lives",
+            &"x".repeat(63),
+        ] {
+            assert!(check_service_name(good).is_ok(), "{good}");
+        }
+        let long = vec!["x".repeat(63); 4].join(".");
+        for bad in [
+            "",
+            "Shop.prod",
+            "shop..prod",
+            ".shop",
+            "shop.",
+            "-shop",
+            "shop-.prod",
+            "shop_1",
+            "shop:8080",
+            "outbound|8080||shop",
+            &"x".repeat(64),
+            &long,
+        ] {
+            let err = check_service_name(bad).expect_err(bad);
+            assert!(
+                bad.is_empty() || err.contains("not a valid service name"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn rollout_names() {
+        for good in [
+            "prod/shop",
+            "team-a/shop.v2",
+            "a/b",
+            &format!("{}/x", "n".repeat(63)),
+        ] {
+            assert!(check_rollout_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "shop",
+            "/shop",
+            "prod/",
+            "prod/shop/x",
+            "Prod/shop",
+            "prod.eu/shop",
+            "prod/Shop",
+            "prod/shop_1",
+            &format!("{}/x", "n".repeat(64)),
+        ] {
+            let err = check_rollout_name(bad).expect_err(bad);
+            assert!(
+                bad.is_empty() || err.contains("not a valid rollout name"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! The proxy-wasm shell: host calls around the pure [`crate::decision`] and [`crate::config`].
+//! The proxy-wasm shell: host calls around the pure [`crate::decision`] and
+//! [`crate::rollouts`].
 //!
 //! One root context per worker holds the validated configuration and the counter ids; one
-//! small HTTP context per request decides on request headers and sets cookies on the response.
+//! small HTTP context per request finds its rollout, decides on request headers and sets
+//! cookies on the response.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,45 +13,63 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
-use crate::config::Config;
 use crate::decision::{self, Reason, RequestHeaders};
 use crate::metrics;
+use crate::rollouts::{Rollout, Rollouts};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
+/// The property holding the name of the cluster Envoy routed the request to. The route is
+/// resolved before the filter runs (Istio's AUTHZ phase, and before the router on a plain
+/// Envoy), so at request headers time this is the upstream the request is for. Envoy 1.40
+/// answers it then from the route (the upstream host, which `xds.cluster_name` reads, is only
+/// picked later by the router).
+const CLUSTER_NAME: &str = "cluster_name";
+
 /// What every request of one configuration shares.
 struct Active {
-    config: Config,
-    /// Counter ids, indexed by `version * Reason::ALL.len() + reason`.
-    counters: Vec<u32>,
+    rollouts: Rollouts,
+    /// Counter ids per rollout, indexed by `version * Reason::ALL.len() + reason`.
+    counters: Vec<Vec<u32>>,
 }
 
 impl Active {
     /// Validates the configuration and defines its counters; the error is the log line's text.
     fn new(json: &[u8]) -> Result<Self, String> {
-        let config = Config::from_json(json)
+        let rollouts = Rollouts::from_json(json)
             .map_err(|err| format!("invalid plugin configuration: {err}"))?;
-        let counters = config
-            .names
-            .iter()
-            .flat_map(|name| Reason::ALL.map(|reason| metrics::decision_counter(name, reason)))
-            .map(|metric| {
-                proxy_wasm::hostcalls::define_metric(MetricType::Counter, &metric)
-                    .map_err(|status| format!("cannot define metric {metric}: {status:?}"))
-            })
-            .collect::<Result<Vec<u32>, String>>()?;
-        Ok(Active { config, counters })
+        let mut counters = Vec::with_capacity(rollouts.rollouts().len());
+        for rollout in rollouts.rollouts() {
+            counters.push(define_counters(rollout)?);
+        }
+        Ok(Active { rollouts, counters })
     }
 
-    fn counter(&self, version: usize, reason: Reason) -> Option<u32> {
+    fn counter(&self, rollout: usize, version: usize, reason: Reason) -> Option<u32> {
         let reason = Reason::ALL.iter().position(|&r| r == reason)?;
         self.counters
+            .get(rollout)?
             .get(version * Reason::ALL.len() + reason)
             .copied()
     }
+}
+
+/// Defines a rollout's counters: one per version and reason.
+fn define_counters(rollout: &Rollout) -> Result<Vec<u32>, String> {
+    let names = &rollout.config.names;
+    let mut counters = Vec::with_capacity(names.len() * Reason::ALL.len());
+    for version in names {
+        for reason in Reason::ALL {
+            let metric = metrics::decision_counter(rollout.name.as_deref(), version, reason);
+            let id = proxy_wasm::hostcalls::define_metric(MetricType::Counter, &metric)
+                .map_err(|status| format!("cannot define metric {metric}: {status:?}"))?;
+            counters.push(id);
+        }
+    }
+    Ok(counters)
 }
 
 #[derive(Default)]
@@ -139,7 +159,16 @@ impl HttpContext for Request {
         let Some(active) = self.active.clone() else {
             return Action::Continue;
         };
-        let config = &active.config;
+        // A property that cannot be read counts as absent: no rollout, the request untouched.
+        let cluster_name = || {
+            proxy_wasm::hostcalls::get_property(vec![CLUSTER_NAME])
+                .ok()
+                .flatten()
+        };
+        let Some((index, rollout)) = active.rollouts.select(cluster_name) else {
+            return Action::Continue;
+        };
+        let config = &rollout.config;
         let decision = decision::decide(config, &HostHeaders(self), || self.ids.mint());
         let version = &config.names[decision.version];
         if decision.stamps_header() {
@@ -153,7 +182,7 @@ impl HttpContext for Request {
             self.set_cookies
                 .push(config.set_cookie(&config.plugin.cookie.id_name, id));
         }
-        if let Some(counter) = active.counter(decision.version, decision.reason) {
+        if let Some(counter) = active.counter(index, decision.version, decision.reason) {
             proxy_wasm::hostcalls::increment_metric(counter, 1).ok();
         }
         Action::Continue
