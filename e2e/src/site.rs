@@ -36,18 +36,25 @@ pub fn app_script(version: &str) -> String {
     format!("/assets/app-{version}.js")
 }
 
-/// The routes of the site as served by `version`.
-pub fn router(version: &str) -> Result<Router, header::InvalidHeaderValue> {
+/// The routes of the site as served by `version`, with [`HOP`] calling `calls` (the callee's
+/// address and host) when given.
+pub fn router(
+    version: &str,
+    calls: Option<(std::net::SocketAddr, &str)>,
+) -> Result<Router, header::InvalidHeaderValue> {
     let served_by = HeaderValue::from_str(version)?;
     let version: Arc<str> = Arc::from(version);
-    Ok(Router::new()
+    let mut site = Router::new()
         .route(PAGES[0], get(page))
         .route(PAGES[1], get(page))
         .route(COMMON_CSS, get(common_css))
         .route("/assets/{file}", get(asset))
         .route(WHOAMI, get(whoami))
-        .with_state(version)
-        .layer(middleware::from_fn_with_state(served_by, stamp)))
+        .with_state(version);
+    if let Some((address, host)) = calls {
+        site = site.merge(hop_router(address, host));
+    }
+    Ok(site.layer(middleware::from_fn_with_state(served_by, stamp)))
 }
 
 async fn page(State(version): State<Arc<str>>) -> impl IntoResponse {
@@ -93,7 +100,7 @@ async fn whoami(State(version): State<Arc<str>>) -> impl IntoResponse {
 /// `/hop`: calls `GET /` of the service `host` through `address` (the caller's sidecar),
 /// with the version header this request carried, and answers with the callee's version in
 /// [`CALLEE_SERVED_BY`] (and 502 when the call fails).
-pub fn hop_router(address: std::net::SocketAddr, host: &str) -> Router {
+fn hop_router(address: std::net::SocketAddr, host: &str) -> Router {
     let target: Arc<(String, String)> = Arc::new((format!("http://{address}/"), host.to_owned()));
     Router::new().route(
         HOP,

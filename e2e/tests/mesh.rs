@@ -88,6 +88,14 @@ impl Mesh {
         f64::from(on) / visits.len() as f64
     }
 
+    /// Waits until the gateway runs `weights` for rollout `prod/<rollout>`.
+    fn wait_for_weights(&self, rollout: &str, weights: &[f64]) {
+        let key = format!("{NS}/{rollout}");
+        self.wait_until(&format!("{key} at {weights:?} at the gateway"), |_| {
+            self.applied_weights(&key).ok().flatten().as_deref() == Some(weights)
+        });
+    }
+
     /// Waits until a first-time visitor of each of `services` gets a stamped request.
     fn wait_until_stamped(&self, services: &[&str]) {
         self.wait_until("the rollouts live at the gateway", |http| {
@@ -132,6 +140,7 @@ fn a_rollout_through_the_ingress_gateway() {
         plugin["spec"]["pluginConfig"]["rollouts"][0]["name"],
         "prod/shop"
     );
+    mesh.wait_for_weights("shop", &[70.0, 30.0]);
     mesh.wait_until_stamped(&["shop"]);
     let filters = mesh.gateway.http_filters(mesh.port).unwrap();
     let wasm = filters
@@ -234,6 +243,8 @@ fn many_rollouts_on_one_gateway() {
         [&json!("prod/api"), &json!("prod/web")],
         "one plugin, both rollouts"
     );
+    mesh.wait_for_weights("web", &[80.0, 20.0]);
+    mesh.wait_for_weights("api", &[20.0, 80.0]);
     mesh.wait_until_stamped(&["web", "api"]);
     let filters = mesh.gateway.http_filters(mesh.port).unwrap();
     assert_eq!(
@@ -385,6 +396,7 @@ fn across_a_hop_the_callee_follows_the_trusted_header() {
     };
     assert_eq!(sticky(service_port), 1, "outbound: the filter runs once");
     assert_eq!(sticky(inbound), 0, "inbound: no filter");
+    mesh.wait_for_weights("a", &[50.0, 50.0]);
     let mut on_v2 = 0;
     for _ in 0..200 {
         let (a, b) = hop(&mesh.http).expect("the hop answers");
@@ -472,14 +484,25 @@ fn a_broken_module_fails_open_to_stable() {
     std::fs::write(&broken, b"\0asm this is not a module").unwrap();
     let url = format!("file://{}", broken.display());
     mesh.stickyctl
-        .ok(&["init", "--service", "shop", "--stable", "v1", "--plugin-url", &url])
+        .ok(&[
+            "init",
+            "--service",
+            "shop",
+            "--stable",
+            "v1",
+            "--plugin-url",
+            &url,
+        ])
         .unwrap();
     mesh.sticky("shop", &["start", "--canary", "v2"]);
     mesh.sticky("shop", &["set-weight", "50"]);
     // The managed routes are in place (a spoofed header reaches v2 through them) ...
     mesh.wait_until("the managed routes at the gateway", |http| {
-        http.get("/", &[("host", b"shop.example.com"), ("x-sticky-version", b"v2")])
-            .is_ok_and(|r| r.served_by.as_deref() == Some("shop-v2"))
+        http.get(
+            "/",
+            &[("host", b"shop.example.com"), ("x-sticky-version", b"v2")],
+        )
+        .is_ok_and(|r| r.served_by.as_deref() == Some("shop-v2"))
     });
     // ... and the module that failed to load lets every other request through to stable.
     let mut visitors = crowd("shop", 100);

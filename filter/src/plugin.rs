@@ -22,12 +22,13 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// The property holding the name of the cluster Envoy routed the request to. The route is
-/// resolved before the filter runs (Istio's AUTHZ phase, and before the router on a plain
-/// Envoy), so at request headers time this is the upstream the request is for. Envoy 1.40
-/// answers it then from the route (the upstream host, which `xds.cluster_name` reads, is only
-/// picked later by the router).
-const CLUSTER_NAME: &str = "cluster_name";
+/// The properties that may hold the name of the cluster Envoy routed the request to, in the
+/// order they are tried. The route is resolved before the filter runs (Istio's AUTHZ phase,
+/// and before the router on a plain Envoy), so at request headers time this is the upstream
+/// the request is for. Seen on Envoy 1.40: behind istiod's listeners `xds.cluster_name`
+/// answers and `cluster_name` does not (checked by the mesh tests); on the plain Envoy's
+/// listener `cluster_name` answers (checked by the end-to-end tests).
+const CLUSTER_NAME: [&[&str]; 2] = [&["xds", "cluster_name"], &["cluster_name"]];
 
 /// What every request of one configuration shares.
 struct Active {
@@ -161,9 +162,11 @@ impl HttpContext for Request {
         };
         // A property that cannot be read counts as absent: no rollout, the request untouched.
         let cluster_name = || {
-            proxy_wasm::hostcalls::get_property(vec![CLUSTER_NAME])
-                .ok()
-                .flatten()
+            CLUSTER_NAME.iter().find_map(|path| {
+                proxy_wasm::hostcalls::get_property(path.to_vec())
+                    .ok()
+                    .flatten()
+            })
         };
         let Some((index, rollout)) = active.rollouts.select(cluster_name) else {
             return Action::Continue;

@@ -34,11 +34,14 @@ fn parse_version(name: &str) -> Result<String, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let mut app = site::router(&args.version_name).context("version name as header value")?;
-    if let Some([address, host]) = args.call.as_deref() {
-        let address: SocketAddr = address.parse().context("--call ADDRESS")?;
-        app = app.merge(site::hop_router(address, host));
-    }
+    let calls = match args.call.as_deref() {
+        Some([address, host]) => Some((
+            address.parse::<SocketAddr>().context("--call ADDRESS")?,
+            host.as_str(),
+        )),
+        _ => None,
+    };
+    let app = site::router(&args.version_name, calls).context("version name as header value")?;
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)))
             .await

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use anyhow::Result;
 use serde_json::{json, Value};
@@ -16,6 +17,21 @@ use crate::envoy_process::EnvoyProcess;
 
 /// The Istio version istiod is told the proxies run: the development line it was built from.
 pub const PROXY_ISTIO_VERSION: &str = "1.31.0";
+
+/// Proxies started so far, which numbers their node addresses.
+static STARTED: AtomicU8 = AtomicU8::new(0);
+
+/// The address istiod knows the next proxy by: one of TEST-NET-1 (192.0.2.0/24, never routed),
+/// so that istiod, which takes a proxy's labels from the workload instance at its address,
+/// finds none and uses the labels the proxy announces. At 127.0.0.1 it would take the labels of
+/// the ServiceEntry endpoints the upstreams have there. Nothing connects to this address: the
+/// proxies bind where their Gateway and Sidecar objects say (127.0.0.1).
+fn node_address() -> String {
+    format!(
+        "192.0.2.{}",
+        1 + STARTED.fetch_add(1, Ordering::Relaxed) % 250
+    )
+}
 
 /// What the proxy is to istiod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +65,10 @@ impl MeshProxy {
             Role::Sidecar => "sidecar",
         };
         let id = format!("{name}.{namespace}");
+        let address = node_address();
         let bootstrap = json!({
             "node": {
-                "id": format!("{kind}~127.0.0.1~{id}~{namespace}.svc.cluster.local"),
+                "id": format!("{kind}~{address}~{id}~{namespace}.svc.cluster.local"),
                 "cluster": format!("{name}.{namespace}"),
                 "metadata": {
                     "NAMESPACE": namespace,
@@ -60,7 +77,7 @@ impl MeshProxy {
                     "ISTIO_VERSION": PROXY_ISTIO_VERSION,
                     "LABELS": labels,
                     "WORKLOAD_NAME": name,
-                    "INSTANCE_IPS": "127.0.0.1",
+                    "INSTANCE_IPS": address,
                     "MESH_ID": "cluster.local",
                     // No iptables here: istiod then builds no capturing listeners on
                     // 0.0.0.0 (15001, 15006), only those a Sidecar object binds.

@@ -91,6 +91,12 @@ impl MeshStack {
         let plane = ControlPlane::start(&locate::istio_crds()?)?;
         let port = free_port()?;
         plane.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))?;
+        // No istio-agent hands the proxies certificates: plaintext between them, so that
+        // istiod builds no inbound TLS chain that would wait forever for its secret.
+        plane.apply(&json!({
+            "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": "default", "namespace": "istio-system"},
+            "spec": {"mtls": {"mode": "DISABLE"}}}))?;
         plane.apply(&json!({
             "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
             "metadata": {"name": "web", "namespace": "istio-system"},
@@ -192,8 +198,17 @@ impl MeshStack {
                 let log = self.gateway.envoy().log().unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(15).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
+                let counters: Vec<String> = self
+                    .gateway
+                    .envoy()
+                    .stats()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(name, _)| name.contains("sticky_canary") || name.contains("wasm"))
+                    .map(|(name, value)| format!("{name}: {value}"))
+                    .collect();
                 bail!(
-                    "{what}: not seen within {PROPAGATION:?}; the gateway's log ends:\n{}",
+                    "{what}: not seen within {PROPAGATION:?}; the gateway's filter counters: {counters:?}; its log ends:\n{}",
                     tail.join("\n")
                 );
             }
