@@ -17,7 +17,9 @@ use sticky_canary_e2e::crowd::Crowd;
 use sticky_canary_e2e::envoy::free_port;
 use sticky_canary_e2e::load::browse_while;
 use sticky_canary_e2e::mesh::proxy::{MeshProxy, Role};
-use sticky_canary_e2e::mesh::stack::{fqdn, served_name, MeshStack, Service, NS, PROPAGATION};
+use sticky_canary_e2e::mesh::stack::{
+    fqdn, served_name, MeshStack, Service, GATEWAY_PLUGIN, NS, PROPAGATION,
+};
 
 /// One control plane at a time: each is four processes compiling and pushing configuration,
 /// and several at once on a small machine only make each slower.
@@ -474,14 +476,27 @@ fn twenty_weight_changes_under_load() {
     );
 }
 
-/// A module that does not load fails open, as the WasmPlugin says: requests pass unstamped
-/// and take the managed route to stable, and none fails.
+/// A module that loads but fails on every request: the filter traps, and the WasmPlugin's
+/// `FAIL_OPEN` lets the request through unstamped, to the managed route to stable.
+const TRAPPING_MODULE: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) i32.const 1)
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1)
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) unreachable))"#;
+
+/// A broken module fails open, as the WasmPlugin says: requests pass unstamped, take the
+/// managed route to stable, and none fails. (A file that is not a loadable module at all is
+/// another matter: Envoy rejects the filter configuration istiod sends, and with no earlier
+/// configuration to keep, the listener answers 500: see the README.)
 #[test]
 fn a_broken_module_fails_open_to_stable() {
     let mesh = mesh(&[Service::new("shop", &["v1", "v2"])]);
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.wasm");
-    std::fs::write(&broken, b"\0asm this is not a module").unwrap();
+    std::fs::write(&broken, wat::parse_str(TRAPPING_MODULE).unwrap()).unwrap();
     let url = format!("file://{}", broken.display());
     mesh.stickyctl
         .ok(&[
@@ -496,7 +511,7 @@ fn a_broken_module_fails_open_to_stable() {
         .unwrap();
     mesh.sticky("shop", &["start", "--canary", "v2"]);
     mesh.sticky("shop", &["set-weight", "50"]);
-    // The managed routes are in place (a spoofed header reaches v2 through them) ...
+    // The managed routes are in place (a request carrying the header reaches v2) ...
     mesh.wait_until("the managed routes at the gateway", |http| {
         http.get(
             "/",
@@ -504,7 +519,25 @@ fn a_broken_module_fails_open_to_stable() {
         )
         .is_ok_and(|r| r.served_by.as_deref() == Some("shop-v2"))
     });
-    // ... and the module that failed to load lets every other request through to stable.
+    // ... the gateway took the module (it runs, it is not a configuration Envoy refused) ...
+    let filters = mesh.gateway.http_filters(mesh.port).unwrap();
+    assert!(
+        filters.iter().any(|f| f.contains(GATEWAY_PLUGIN)),
+        "{filters:?}"
+    );
+    let stats = mesh.gateway.envoy().stats().unwrap();
+    let ecds = |what: &str| {
+        stats
+            .iter()
+            .filter(|(k, _)| k.contains(GATEWAY_PLUGIN) && k.ends_with(what))
+            .map(|(_, v)| *v)
+            .sum::<u64>()
+    };
+    assert!(
+        ecds(".update_success") > 0 && ecds(".update_rejected") == 0,
+        "{stats:?}"
+    );
+    // ... and the failing module lets every other request through to stable.
     let mut visitors = crowd("shop", 100);
     let visits = visitors.visit(&mesh.http, "/").unwrap();
     for visit in &visits {
