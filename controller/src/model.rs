@@ -162,7 +162,9 @@ pub struct Proxies {
 }
 
 /// A Gateway API object the plugin attaches to.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetRef {
     /// API group, e.g. `gateway.networking.k8s.io`.

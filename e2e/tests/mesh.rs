@@ -115,15 +115,19 @@ impl Mesh {
     fn init(&self, service: &str) {
         let url = format!("file://{}", locate::filter_wasm().unwrap().display());
         self.sticky(&[
-            "init", "--service", service, "--stable", "v1", "--plugin-url", &url,
+            "init",
+            "--service",
+            service,
+            "--stable",
+            "v1",
+            "--plugin-url",
+            &url,
         ]);
     }
 
     /// Runs a `stickyctl` command that must succeed.
     fn sticky(&self, args: &[&str]) -> String {
-        self.stickyctl
-            .ok(args)
-            .unwrap_or_else(|e| panic!("{e:?}"))
+        self.stickyctl.ok(args).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     /// A first-time visitor of `service`.
@@ -159,7 +163,10 @@ impl Mesh {
         let mut on = 0;
         for visit in &visits {
             assert_eq!(visit.not_found(), 0, "a 404 on {service}: {visit:?}");
-            assert!(!visit.mixed(), "a page of {service} mixed versions: {visit:?}");
+            assert!(
+                !visit.mixed(),
+                "a page of {service} mixed versions: {visit:?}"
+            );
             if visit.version() == Some(served.as_str()) {
                 on += 1;
             }
@@ -193,7 +200,10 @@ fn a_rollout_through_the_ingress_gateway() {
         )
         .unwrap()
         .expect("the shared plugin lives in the gateway's namespace");
-    assert_eq!(plugin["spec"]["pluginConfig"]["rollouts"][0]["name"], "prod/shop");
+    assert_eq!(
+        plugin["spec"]["pluginConfig"]["rollouts"][0]["name"],
+        "prod/shop"
+    );
     let filters = mesh.gateway.http_filters(mesh.port).unwrap();
     let wasm = filters
         .iter()
@@ -203,7 +213,10 @@ fn a_rollout_through_the_ingress_gateway() {
         .iter()
         .position(|f| f == "envoy.filters.http.router")
         .unwrap();
-    assert!(wasm < router, "the filter runs before the router: {filters:?}");
+    assert!(
+        wasm < router,
+        "the filter runs before the router: {filters:?}"
+    );
 
     mesh.wait_until("the canary at 30%", |http| {
         let mut browser = Mesh::browser("shop");
@@ -213,7 +226,10 @@ fn a_rollout_through_the_ingress_gateway() {
     });
     let mut visitors = crowd("shop", 400);
     let share = mesh.visit_share(&mut visitors, "shop", "v2");
-    assert!((0.22..=0.38).contains(&share), "v2 share {share} at weight 30");
+    assert!(
+        (0.22..=0.38).contains(&share),
+        "v2 share {share} at weight 30"
+    );
     // The same visitors again: every one on the version it had.
     let first: Vec<Option<String>> = visitors
         .browsers
@@ -231,7 +247,10 @@ fn a_rollout_through_the_ingress_gateway() {
     // A spoofed version header is overwritten; the QA override reaches the canary.
     let spoofed = mesh
         .http
-        .get("/", &[("host", b"shop.example.com"), ("x-sticky-version", b"v9")])
+        .get(
+            "/",
+            &[("host", b"shop.example.com"), ("x-sticky-version", b"v9")],
+        )
         .unwrap();
     assert!(
         matches!(spoofed.received_version.as_deref(), Some("v1" | "v2")),
@@ -288,10 +307,17 @@ fn many_rollouts_on_one_gateway() {
         .iter()
         .map(|r| &r["name"])
         .collect();
-    assert_eq!(names, [&json!("prod/api"), &json!("prod/web")], "one plugin, both rollouts");
+    assert_eq!(
+        names,
+        [&json!("prod/api"), &json!("prod/web")],
+        "one plugin, both rollouts"
+    );
     let filters = mesh.gateway.http_filters(mesh.port).unwrap();
     assert_eq!(
-        filters.iter().filter(|f| f.contains("sticky-canary")).count(),
+        filters
+            .iter()
+            .filter(|f| f.contains("sticky-canary"))
+            .count(),
         1,
         "one filter per request, whatever the number of rollouts: {filters:?}"
     );
@@ -307,8 +333,14 @@ fn many_rollouts_on_one_gateway() {
     let mut api = crowd("api", 400);
     let web_share = mesh.visit_share(&mut web, "web", "v2");
     let api_share = mesh.visit_share(&mut api, "api", "v2");
-    assert!((0.13..=0.27).contains(&web_share), "web v2 {web_share} at 20");
-    assert!((0.73..=0.87).contains(&api_share), "api v2 {api_share} at 80");
+    assert!(
+        (0.13..=0.27).contains(&web_share),
+        "web v2 {web_share} at 20"
+    );
+    assert!(
+        (0.73..=0.87).contains(&api_share),
+        "api v2 {api_share} at 80"
+    );
 
     // The service without a rollout: nothing stamped, no cookie.
     let plain = mesh
@@ -317,7 +349,11 @@ fn many_rollouts_on_one_gateway() {
         .unwrap();
     assert_eq!(plain.served_by.as_deref(), Some("static-v1"));
     assert_eq!(plain.received_version, None, "no header stamped for static");
-    assert!(plain.set_cookies.is_empty(), "no cookie: {:?}", plain.set_cookies);
+    assert!(
+        plain.set_cookies.is_empty(),
+        "no cookie: {:?}",
+        plain.set_cookies
+    );
 
     // api aborts; web's clients stay where they were.
     let web_pins = pins(&web, "sticky-version.prod.web");

@@ -256,7 +256,9 @@ pub fn desired(
     objects.push(Write::put(Kind::DestinationRule, dr_final.clone()));
     let mut writes = Vec::new();
     let mut dr_current = live.destination_rule.clone();
-    let adds_subsets = versions.iter().any(|v| !leaving_subsets.iter().any(|l| l == v));
+    let adds_subsets = versions
+        .iter()
+        .any(|v| !leaving_subsets.iter().any(|l| l == v));
     if adds_subsets && !same_opt(dr_current.as_ref(), Some(&dr_first)) {
         writes.push(Write::put(Kind::DestinationRule, dr_first.clone()));
         dr_current = Some(dr_first);
@@ -289,7 +291,12 @@ fn deletion(object: &Value) -> Write {
 /// plugin), so no proxy stamps for it any more, then its managed routes out of the
 /// VirtualService, then its subsets out of the DestinationRule. Objects that are absent or
 /// already clean are left out, so a repeated teardown writes nothing.
-pub fn teardown(rollout: &str, namespace: &str, spec: &StickyCanarySpec, live: &Live) -> Vec<Write> {
+pub fn teardown(
+    rollout: &str,
+    namespace: &str,
+    spec: &StickyCanarySpec,
+    live: &Live,
+) -> Vec<Write> {
     let key = placement::rollout_key(namespace, rollout);
     let plugins = live.plugins.iter().filter_map(|(at, plugin)| {
         if at.0 == namespace && wasmplugin::is_legacy_of(plugin, rollout) {
@@ -440,13 +447,7 @@ mod tests {
             virtual_service: Some(vs()),
             ..Live::default()
         };
-        let d = desired(
-            "shop",
-            "prod",
-            &spec(&[("v1", 90.0), ("v2", 10.0)]),
-            &live,
-        )
-        .unwrap();
+        let d = desired("shop", "prod", &spec(&[("v1", 90.0), ("v2", 10.0)]), &live).unwrap();
         apply(&mut live, &d.writes);
         // Promote finished: v1 goes away, v2 is stable. The routes switch before the subset goes.
         let d = desired("shop", "prod", &spec(&[("v2", 100.0)]), &live).unwrap();
@@ -460,13 +461,7 @@ mod tests {
         );
         // Adding v3: its subset exists before anything routes to it.
         apply(&mut live, &d.writes);
-        let d = desired(
-            "shop",
-            "prod",
-            &spec(&[("v2", 100.0), ("v3", 0.0)]),
-            &live,
-        )
-        .unwrap();
+        let d = desired("shop", "prod", &spec(&[("v2", 100.0), ("v3", 0.0)]), &live).unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -477,13 +472,7 @@ mod tests {
         );
         // Swapping a version for another in one go: union first, then prune.
         apply(&mut live, &d.writes);
-        let d = desired(
-            "shop",
-            "prod",
-            &spec(&[("v2", 100.0), ("v4", 0.0)]),
-            &live,
-        )
-        .unwrap();
+        let d = desired("shop", "prod", &spec(&[("v2", 100.0), ("v4", 0.0)]), &live).unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -500,13 +489,7 @@ mod tests {
 
     #[test]
     fn missing_virtual_service_is_refused() {
-        let err = desired(
-            "shop",
-            "prod",
-            &spec(&[("v1", 100.0)]),
-            &Live::default(),
-        )
-        .unwrap_err();
+        let err = desired("shop", "prod", &spec(&[("v1", 100.0)]), &Live::default()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("VirtualService prod/shop does not exist"),
@@ -530,7 +513,10 @@ mod tests {
         let plugin = live.plugins.values().next().unwrap();
         let entry = wasmplugin::entry(plugin, "prod/shop").unwrap();
         assert_eq!(entry["services"], json!(["shop.prod.svc.cluster.local"]));
-        assert_eq!(entry["config"]["cookie"]["name"], "sticky-version.prod.shop");
+        assert_eq!(
+            entry["config"]["cookie"]["name"],
+            "sticky-version.prod.shop"
+        );
         // Placed on another gateway: the entry moves, and the plugin it leaves goes with it.
         s.plugin.gateways = Some(vec![crate::model::Proxies {
             namespace: Some("edge".into()),
@@ -538,10 +524,16 @@ mod tests {
         }]);
         let d = desired("shop", "prod", &s, &live).unwrap();
         assert_eq!(kinds(&d.writes), [Kind::WasmPlugin, Kind::WasmPlugin]);
-        assert!(!d.writes[0].delete && d.writes[1].delete, "make before break");
+        assert!(
+            !d.writes[0].delete && d.writes[1].delete,
+            "make before break"
+        );
         apply(&mut live, &d.writes);
         assert_eq!(plugin_names(&live), ["edge/sticky-canary-gateway-app-edge"]);
-        assert!(desired("shop", "prod", &s, &live).unwrap().writes.is_empty());
+        assert!(desired("shop", "prod", &s, &live)
+            .unwrap()
+            .writes
+            .is_empty());
     }
 
     #[test]
@@ -632,7 +624,11 @@ mod tests {
         let writes = teardown("shop", "prod", &s, &live);
         assert_eq!(
             kinds(&writes),
-            [Kind::WasmPlugin, Kind::VirtualService, Kind::DestinationRule]
+            [
+                Kind::WasmPlugin,
+                Kind::VirtualService,
+                Kind::DestinationRule
+            ]
         );
         apply(&mut live, &writes);
         assert_eq!(live, before);

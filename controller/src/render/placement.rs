@@ -292,7 +292,10 @@ mod tests {
             plugin_config("prod", "shop", &spec).cookie.name,
             "sticky-version.prod.shop"
         );
-        assert_eq!(plugin_config("prod", "shop", &spec).cookie.id_name, "sticky-id");
+        assert_eq!(
+            plugin_config("prod", "shop", &spec).cookie.id_name,
+            "sticky-id"
+        );
         assert!(plugin_config("prod", "shop", &spec).validate().is_ok());
         spec.filter.cookie.name = "shop-pin".into();
         assert_eq!(plugin_config("prod", "shop", &spec).cookie.name, "shop-pin");

@@ -71,7 +71,9 @@ pub fn with_rollout(
         .filter(|e| e["name"] != entry.key.as_str())
         .cloned()
         .collect();
-    let live_url = live.and_then(|p| p.pointer("/spec/url")).and_then(Value::as_str);
+    let live_url = live
+        .and_then(|p| p.pointer("/spec/url"))
+        .and_then(Value::as_str);
     if let (Some(url), false) = (live_url, others.is_empty()) {
         if url != entry.url {
             let sharing: Vec<&str> = others.iter().filter_map(|e| e["name"].as_str()).collect();
@@ -157,9 +159,10 @@ pub fn without_rollout(live: &Value, key: &str) -> Leave {
 /// `rollout` before plugins were shared (`sticky-canary-<rollout>` in the rollout's namespace,
 /// its config one rollout's): it must go once the rollout runs from the shared plugins.
 pub fn is_legacy_of(plugin: &Value, rollout: &str) -> bool {
-    plugin.pointer("/metadata/name").and_then(Value::as_str)
-        == Some(legacy_name(rollout).as_str())
-        && plugin.pointer("/metadata/labels").and_then(|l| l.get(MANAGED_BY_LABEL))
+    plugin.pointer("/metadata/name").and_then(Value::as_str) == Some(legacy_name(rollout).as_str())
+        && plugin
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(MANAGED_BY_LABEL))
             == Some(&json!(MANAGED_BY))
         && plugin.pointer("/spec/pluginConfig/versions").is_some()
 }
@@ -237,7 +240,10 @@ mod tests {
         assert_eq!(entries(&p)[1]["future"], true);
         let changed = with_rollout(&gateway(), Some(&p), &entry("prod/api", 50.0)).unwrap();
         assert_eq!(names(&changed), ["prod/api", "prod/web"]);
-        assert_eq!(entries(&changed)[0]["config"]["versions"][0]["weight"], 50.0);
+        assert_eq!(
+            entries(&changed)[0]["config"]["versions"][0]["weight"],
+            50.0
+        );
         assert_eq!(entries(&changed)[1], entries(&p)[1]);
         assert_eq!(
             with_rollout(&gateway(), Some(&p), &entry("prod/api", 100.0)).unwrap(),

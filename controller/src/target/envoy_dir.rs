@@ -178,7 +178,10 @@ impl Target for EnvoyDir {
     async fn write(&self, doc: &Doc) -> Result<(), Error> {
         match &doc.desired {
             Some(desired) => self.write_json(&doc.label, desired),
-            None => Err(Error::Runtime(format!("{}: the Envoy files are never deleted", doc.label))),
+            None => Err(Error::Runtime(format!(
+                "{}: the Envoy files are never deleted",
+                doc.label
+            ))),
         }
     }
 }

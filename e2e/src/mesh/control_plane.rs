@@ -33,7 +33,8 @@ const ISTIOD_ENV: [(&str, &str); 3] = [
 ];
 /// Istio's mesh configuration: no auto mTLS (it would point clusters at istio-agent's SDS
 /// socket, which a bare Envoy has not), the root namespace where it usually is.
-const MESH_CONFIG: &str = "rootNamespace: istio-system\nenableAutoMtls: false\ntrustDomain: cluster.local\n";
+const MESH_CONFIG: &str =
+    "rootNamespace: istio-system\nenableAutoMtls: false\ntrustDomain: cluster.local\n";
 /// The admin identity of the harness (a token of the token file, in `system:masters`).
 const ADMIN_USER: &str = "sticky-harness";
 
@@ -205,7 +206,10 @@ impl ControlPlane {
 
     /// A kubeconfig file for the admin identity, defaulting to `namespace`.
     pub fn admin_kubeconfig(&self, namespace: &str) -> Result<PathBuf> {
-        let path = self.dir.path().join(format!("admin-{namespace}.kubeconfig"));
+        let path = self
+            .dir
+            .path()
+            .join(format!("admin-{namespace}.kubeconfig"));
         write_kubeconfig(&path, self.api, &self.admin_token, namespace)?;
         Ok(path)
     }
@@ -221,18 +225,16 @@ impl ControlPlane {
         let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                              "spec": {"expirationSeconds": 3600}});
         let response: Value = self
-            .block_on(api.create_subresource(
-                "token",
-                name,
-                &PostParams::default(),
-                &request,
-            ))
+            .block_on(api.create_subresource("token", name, &PostParams::default(), &request))
             .with_context(|| format!("requesting a token for {namespace}/{name}"))?;
         let token = response
             .pointer("/status/token")
             .and_then(Value::as_str)
             .ok_or_else(|| anyhow!("the TokenRequest for {namespace}/{name} returned no token"))?;
-        let path = self.dir.path().join(format!("{namespace}-{name}.kubeconfig"));
+        let path = self
+            .dir
+            .path()
+            .join(format!("{namespace}-{name}.kubeconfig"));
         write_kubeconfig(&path, self.api, token, namespace)?;
         Ok(path)
     }
@@ -269,7 +271,11 @@ impl ControlPlane {
 }
 
 /// Creates Istio's CRDs (from `istio_crds`) and ours, and waits until the API serves them.
-fn install_crds(runtime: &tokio::runtime::Runtime, client: &Client, istio_crds: &Path) -> Result<()> {
+fn install_crds(
+    runtime: &tokio::runtime::Runtime,
+    client: &Client,
+    istio_crds: &Path,
+) -> Result<()> {
     let text = std::fs::read_to_string(istio_crds)
         .with_context(|| format!("reading Istio's CRDs from {}", istio_crds.display()))?;
     let mut crds =
@@ -438,7 +444,9 @@ async fn apply(client: &Client, object: &Value) -> Result<()> {
         field("/kind")?,
         field("/metadata/name")?,
     );
-    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str);
     let api = dynamic_api(client, api_version, kind, namespace).await?;
     api.patch(
         name,
@@ -446,6 +454,11 @@ async fn apply(client: &Client, object: &Value) -> Result<()> {
         &Patch::Apply(object),
     )
     .await
-    .with_context(|| format!("applying {kind} {}{name}", namespace.map(|n| format!("{n}/")).unwrap_or_default()))?;
+    .with_context(|| {
+        format!(
+            "applying {kind} {}{name}",
+            namespace.map(|n| format!("{n}/")).unwrap_or_default()
+        )
+    })?;
     Ok(())
 }

@@ -103,15 +103,17 @@ impl MeshProxy {
 
     /// Waits until istiod gave the proxy an active listener on 127.0.0.1:`port`.
     pub fn wait_for_listener(&mut self, port: u16) -> Result<Http> {
-        let result = self.envoy.wait_for(&format!("a listener on port {port}"), |envoy| {
-            let dump = envoy.config_dump("resource=dynamic_listeners")?;
-            let active = dump["configs"].as_array().into_iter().flatten().any(|l| {
-                l.get("warming_state").is_none()
-                    && l.pointer("/active_state/listener/address/socket_address/port_value")
-                        == Some(&json!(port))
+        let result = self
+            .envoy
+            .wait_for(&format!("a listener on port {port}"), |envoy| {
+                let dump = envoy.config_dump("resource=dynamic_listeners")?;
+                let active = dump["configs"].as_array().into_iter().flatten().any(|l| {
+                    l.get("warming_state").is_none()
+                        && l.pointer("/active_state/listener/address/socket_address/port_value")
+                            == Some(&json!(port))
+                });
+                Ok(active.then_some(()))
             });
-            Ok(active.then_some(()))
-        });
         result.map_err(|err| self.envoy.explain(err))?;
         Ok(Http::new(SocketAddr::from(([127, 0, 0, 1], port))))
     }
