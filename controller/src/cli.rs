@@ -107,8 +107,8 @@ enum Command {
     Explain(ExplainArgs),
     /// Print the objects the rollout renders to, as YAML (for GitOps repositories).
     Render,
-    /// Delete the rollout: its managed routes and subsets leave the user's objects, and its
-    /// WasmPlugin goes with it (garbage collection).
+    /// Delete the rollout: its entry leaves the shared WasmPlugins (the last rollout to leave
+    /// one deletes it), its managed routes and subsets leave the user's objects.
     Delete {
         #[command(flatten)]
         dry: DryRun,
@@ -350,7 +350,7 @@ async fn delete(target: &KubeTarget, dry_run: bool, out: &mut String) -> Result<
     retry_on_conflict(|| target.remove_finalizer()).await?;
     writeln!(
         out,
-        "delete {}: applied ({}); the WasmPlugin goes with the rollout",
+        "delete {}: applied ({}); it left the shared WasmPlugins",
         canary.name_any(),
         objects(written, "written")
     )

@@ -32,10 +32,12 @@
 //! Served, for the kinds of the loaded CRDs and the built-in `events.k8s.io/v1` Event (what a
 //! controller's event recorder writes; see [`fake_apiserver::builtin_kinds`]), namespaced:
 //! `/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}[/status]]` and the all-namespaces
-//! list/watch `/apis/{group}/{version}/{plural}`. Unknown group/plural: 404.
+//! list/watch `/apis/{group}/{version}/{plural}` (with the same selectors: how stickyctl finds
+//! the WasmPlugins it manages wherever they are). Unknown group/plural: 404.
 //! - GET, LIST (`labelSelector`, `fieldSelector` on metadata.name/namespace; `limit` is ignored:
 //!   one page), POST (409 AlreadyExists; `generateName`), PUT (resourceVersion required and must
-//!   be current, else 409 Conflict), DELETE (finalizers honoured; `preconditions.resourceVersion`).
+//!   be current, else 409 Conflict), DELETE (finalizers honoured; `preconditions.resourceVersion`
+//!   in the DeleteOptions body must be current, else 409 Conflict; 404 when absent).
 //! - PATCH by Content-Type: merge patch, JSON patch (with `test`), apply (`fieldManager`
 //!   required, `force=true`, creates when missing); strategic merge patch -> 415. A patch that
 //!   carries `metadata.resourceVersion` must match the current one (409).

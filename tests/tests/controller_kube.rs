@@ -8,6 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sticky_canary_filter::PluginConfig;
 use sticky_canary_tests::all_crds;
 use stickyctl::cli::run;
 use stickyctl::error::Error;
@@ -21,9 +22,11 @@ use support::{cluster, cluster_with, NS};
 async fn every_command_end_to_end() {
     let Some(c) = cluster() else { return };
     c.init().await;
+    // The managed routes go before the user's route to the service: one per version, then
+    // stable's for unstamped requests, with the user route's conditions.
     assert_eq!(
         c.route_names(),
-        ["sticky-canary-shop-v1", "shop", "sticky-canary-shop"]
+        ["sticky-canary-shop-v1", "sticky-canary-shop", "shop"]
     );
     assert_eq!(c.subsets(), ["sticky-canary-v1"]);
     assert_eq!(c.plugin_weights(), json!([{"name": "v1", "weight": 100.0}]));
@@ -34,8 +37,8 @@ async fn every_command_end_to_end() {
         [
             "sticky-canary-shop-v1",
             "sticky-canary-shop-v2",
-            "shop",
-            "sticky-canary-shop"
+            "sticky-canary-shop",
+            "shop"
         ]
     );
     c.ok(&["set-weight", "10"]).await;
@@ -61,23 +64,24 @@ async fn every_command_end_to_end() {
     let explain: Value =
         serde_json::from_str(&c.ok(&["explain", "--key", "alice", "-o", "json"]).await).unwrap();
     assert_eq!(explain["reason"], "hash");
-    let pinned: Value = serde_json::from_str(
-        &c.ok(&[
-            "explain",
-            "--key",
-            "alice",
-            "--cookie",
-            "sticky-version=v2",
-            "-o",
-            "json",
-        ])
-        .await,
-    )
-    .unwrap();
+    // The pin cookie is the rollout's own in the mesh (rollouts share the gateway and maybe
+    // the host), so a pin of the bare default name is some other rollout's and not read.
+    let cluster = &c;
+    let explain_with = move |cookie: &'static str| async move {
+        let out = cluster
+            .ok(&[
+                "explain", "--key", "alice", "--cookie", cookie, "-o", "json",
+            ])
+            .await;
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    let pinned = explain_with("sticky-version.prod.shop=v2").await;
     assert_eq!(
         (pinned["version"].as_str(), pinned["reason"].as_str()),
         (Some("v2"), Some("cookie"))
     );
+    let foreign = explain_with("sticky-version=v2").await;
+    assert_eq!(foreign["reason"], "hash", "{foreign:#}");
 
     let rendered = c.ok(&["render"]).await;
     let crds = all_crds().unwrap();
@@ -110,7 +114,7 @@ async fn every_command_end_to_end() {
     assert!(out.contains("promote: remove v1"), "{out}");
     assert_eq!(
         c.route_names(),
-        ["sticky-canary-shop-v2", "shop", "sticky-canary-shop"]
+        ["sticky-canary-shop-v2", "sticky-canary-shop", "shop"]
     );
     assert_eq!(c.subsets(), ["sticky-canary-v2"]);
     assert_eq!(c.status().await["phase"], "Promoted");
@@ -149,7 +153,7 @@ async fn dry_run_prints_a_diff_and_writes_nothing() {
         .ok(&["init", "--service", "shop", "--stable", "v1", "--dry-run"])
         .await;
     assert!(
-        out.contains("+++ b/WasmPlugin prod/sticky-canary-shop"),
+        out.contains("+++ b/WasmPlugin istio-system/sticky-canary-gateway-istio-ingressgateway"),
         "{out}"
     );
     assert!(c.server.write_requests().is_empty());
@@ -268,6 +272,9 @@ impl Target for Killed {
     }
     async fn plan(&self, c: &stickyctl::model::StickyCanary) -> Result<Plan, Error> {
         self.inner.plan(c).await
+    }
+    fn plugin_config(&self, c: &stickyctl::model::StickyCanary) -> PluginConfig {
+        self.inner.plugin_config(c)
     }
     async fn write(&self, doc: &Doc) -> Result<(), Error> {
         let left = self.writes_left.load(std::sync::atomic::Ordering::SeqCst);

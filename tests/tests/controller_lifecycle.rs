@@ -1,18 +1,18 @@
 //! The controller over a rollout's life against the fake Kubernetes API: hand edits of the
 //! objects it writes are repaired through its watches (long before the resync), deleting a
 //! rollout takes only the managed routes and subsets out of the user's objects (with the
-//! controller's finalizer, with `stickyctl delete` and no controller, or both at once), the
-//! WasmPlugin is owned by its rollout for the garbage collector, and what the controller does
-//! is recorded as Kubernetes Events.
+//! controller's finalizer, with `stickyctl delete` and no controller, or both at once) and
+//! its entry out of the gateway's shared WasmPlugin (the last rollout to leave deletes the
+//! plugin, which no rollout can own), and what the controller does is recorded as Kubernetes
+//! Events.
 
 mod support;
 
 use serde_json::{json, Value};
-use support::{cluster, eventually, names, Cluster, NS};
+use support::{cluster, eventually, names, Cluster, GATEWAY_NS, GATEWAY_PLUGIN, NS, WP};
 
 const VS: (&str, &str) = ("networking.istio.io/v1", "VirtualService");
 const DR: (&str, &str) = ("networking.istio.io/v1", "DestinationRule");
-const WP: (&str, &str) = ("extensions.istio.io/v1alpha1", "WasmPlugin");
 const SC: (&str, &str) = ("stickycanary.io/v1alpha1", "StickyCanary");
 const FINALIZER: &str = "stickycanary.io/cleanup";
 
@@ -77,7 +77,7 @@ async fn hand_edits_are_repaired_through_the_watches() {
     c.rollout_at_ten_percent().await;
     let vs = c.find(VS, "shop").unwrap();
     let dr = c.find(DR, "shop").unwrap();
-    let plugin = c.find(WP, "sticky-canary-shop").unwrap();
+    let plugin = c.gateway_plugin().unwrap();
     let _controller = c.start_controller();
     eventually("the controller put its finalizer on", || c.has_finalizer()).await;
 
@@ -103,9 +103,13 @@ async fn hand_edits_are_repaired_through_the_watches() {
         user[0]["match"][0]["uri"]["prefix"], "/store",
         "the user's own edit stays"
     );
+    // The managed routes carry the user route's conditions, so they follow the user's edit
+    // and are otherwise exactly what they were.
     for (i, route) in vs["spec"]["http"].as_array().unwrap().iter().enumerate() {
         if route["name"] != "shop" {
-            assert_eq!(repaired["spec"]["http"][i], *route, "managed route {i}");
+            let mut expected = route.clone();
+            expected["match"][0]["uri"]["prefix"] = json!("/store");
+            assert_eq!(repaired["spec"]["http"][i], expected, "managed route {i}");
         }
     }
 
@@ -114,13 +118,27 @@ async fn hand_edits_are_repaired_through_the_watches() {
         let subsets = dr["spec"]["subsets"].as_array_mut().unwrap();
         subsets.retain(|s| s["name"] != "sticky-canary-v2");
     });
-    c.edit(WP, "sticky-canary-shop", |wp| {
-        wp["spec"]["pluginConfig"]["versions"] =
-            json!([{"name": "v1", "weight": 50.0}, {"name": "v2", "weight": 50.0}]);
-    });
+    // The shared plugin is in the gateway's namespace, not the one the controller serves:
+    // its cluster-wide watch still sees the edit.
+    c.server
+        .update(WP.0, WP.1, GATEWAY_NS, GATEWAY_PLUGIN, |wp| {
+            wp["spec"]["pluginConfig"]["rollouts"][0]["config"]["versions"] =
+                json!([{"name": "v1", "weight": 50.0}, {"name": "v2", "weight": 50.0}]);
+        })
+        .expect("edit the shared WasmPlugin");
     eventually("the subset and the weights are back", || {
         c.find(DR, "shop").unwrap()["spec"] == dr["spec"]
-            && c.find(WP, "sticky-canary-shop").unwrap()["spec"] == plugin["spec"]
+            && c.gateway_plugin().unwrap()["spec"] == plugin["spec"]
+    })
+    .await;
+    // An entry dropped by hand comes back too (the plugin still exists, without it).
+    c.server
+        .update(WP.0, WP.1, GATEWAY_NS, GATEWAY_PLUGIN, |wp| {
+            wp["spec"]["pluginConfig"]["rollouts"] = json!([]);
+        })
+        .expect("empty the shared WasmPlugin");
+    eventually("the rollout's entry is back", || {
+        c.gateway_plugin().unwrap()["spec"] == plugin["spec"]
     })
     .await;
     eventually("the repairs are recorded as Events", || {
@@ -136,17 +154,24 @@ async fn deleting_a_rollout_leaves_only_the_users_routes_and_subsets() {
     let _controller = c.start_controller();
     eventually("the controller put its finalizer on", || c.has_finalizer()).await;
 
-    // The WasmPlugin is owned by the rollout: the garbage collector deletes it with it.
-    let rollout = c.find(SC, "shop").unwrap();
-    let plugin = c.find(WP, "sticky-canary-shop").unwrap();
-    assert_eq!(
-        plugin["metadata"]["ownerReferences"],
-        json!([{"apiVersion": SC.0, "kind": SC.1, "name": "shop",
-                "uid": rollout["metadata"]["uid"], "controller": true}])
+    // The WasmPlugin is the gateway's, shared, in the gateway's namespace: no rollout owns
+    // it (owners cannot cross namespaces), so no garbage collector deletes it; the last
+    // rollout leaving it does.
+    let plugin = c.gateway_plugin().expect("the gateway's shared WasmPlugin");
+    assert!(
+        plugin["metadata"].get("ownerReferences").is_none(),
+        "{plugin:#}"
     );
-    assert!(rollout["metadata"]["uid"]
-        .as_str()
-        .is_some_and(|u| !u.is_empty()));
+    assert_eq!(plugin["metadata"]["namespace"], GATEWAY_NS);
+    assert_eq!(
+        plugin["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "stickyctl"
+    );
+    assert_eq!(c.plugin_rollouts(), ["prod/shop"]);
+    assert!(
+        c.find(WP, "sticky-canary-shop").is_none(),
+        "no plugin per rollout"
+    );
 
     c.server
         .delete(SC.0, SC.1, NS, "shop")
@@ -154,6 +179,10 @@ async fn deleting_a_rollout_leaves_only_the_users_routes_and_subsets() {
     eventually("the rollout is gone", || c.find(SC, "shop").is_none()).await;
     assert_eq!(c.find(VS, "shop").unwrap()["spec"], user_vs);
     assert_eq!(c.find(DR, "shop").unwrap()["spec"], user_dr);
+    assert!(
+        c.gateway_plugin().is_none(),
+        "the last rollout to leave the shared plugin deleted it"
+    );
     eventually("the clean-up is recorded as an Event", || {
         c.event_reasons().iter().any(|r| r == "CleanedUp")
     })
@@ -177,13 +206,22 @@ async fn stickyctl_delete_needs_no_controller() {
             && dry.contains("-  - labels:\n-      version: v2\n-    name: sticky-canary-v2"),
         "{dry}"
     );
+    // The rollout is the plugin's only one: the plugin goes, every line of it.
+    let plugin_diff = format!("--- a/WasmPlugin {GATEWAY_NS}/{GATEWAY_PLUGIN}\n+++ b/WasmPlugin {GATEWAY_NS}/{GATEWAY_PLUGIN}\n");
+    assert!(dry.contains(&plugin_diff), "{dry}");
+    assert!(
+        dry.contains("-  name: sticky-canary-gateway-istio-ingressgateway"),
+        "{dry}"
+    );
     assert!(c.server.write_requests().is_empty());
+    assert!(c.gateway_plugin().is_some());
 
     let out = c.ok(&["delete"]).await;
     assert!(out.contains("delete shop: applied"), "{out}");
     assert!(c.find(SC, "shop").is_none(), "deleted, finalizer removed");
     assert_eq!(c.find(VS, "shop").unwrap()["spec"], user_vs);
     assert_eq!(c.find(DR, "shop").unwrap()["spec"], user_dr);
+    assert!(c.gateway_plugin().is_none(), "the last rollout deleted it");
 
     let again = c.sticky(&["delete", "--name", "shop"]).await;
     assert_eq!(again.code, 2, "{again:?}");
@@ -201,4 +239,5 @@ async fn stickyctl_delete_and_the_controller_agree() {
     eventually("the rollout is gone", || c.find(SC, "shop").is_none()).await;
     assert_eq!(c.find(VS, "shop").unwrap()["spec"], user_vs);
     assert_eq!(c.find(DR, "shop").unwrap()["spec"], user_dr);
+    assert!(c.gateway_plugin().is_none());
 }

@@ -3,10 +3,13 @@
 //! make is turned into the RBAC verb the real server would check, and those verbs are compared
 //! with the ClusterRoles both ways: a missing verb would fail in a cluster, a granted verb the
 //! code never uses is privilege nobody needs (no `delete` on the user's objects, for one).
+//! The operator's roles are also checked by where each request goes, as they are bound: the
+//! rollout's namespace, the gateway's (`istio-system`, where the shared WasmPlugin lives) and
+//! all namespaces (the one list that finds the plugins stickyctl manages).
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,7 +17,7 @@ use sticky_canary_filter::VersionWeight;
 use sticky_canary_tests::fake_apiserver::parse_path;
 use sticky_canary_tests::{repo_root, RecordedRequest};
 use stickyctl::model::{StickyCanary, StickyCanarySpec};
-use support::{cluster, eventually, names, Cluster, NS};
+use support::{cluster, eventually, names, Cluster, GATEWAY_NS, NS};
 
 /// `(apiGroup, resource[/subresource], verb)`.
 type Permission = (String, String, String);
@@ -75,6 +78,19 @@ fn permission(request: &RecordedRequest) -> Permission {
 
 fn used(c: &Cluster) -> BTreeSet<Permission> {
     c.server.requests().iter().map(permission).collect()
+}
+
+/// The permissions used, by the namespace of the request (`None`: all namespaces).
+fn used_by_namespace(c: &Cluster) -> BTreeMap<Option<String>, BTreeSet<Permission>> {
+    let mut by_namespace: BTreeMap<_, BTreeSet<_>> = BTreeMap::new();
+    for request in c.server.requests() {
+        let namespace = parse_path(&request.path).and_then(|p| p.namespace);
+        by_namespace
+            .entry(namespace)
+            .or_default()
+            .insert(permission(&request));
+    }
+    by_namespace
 }
 
 #[test]
@@ -143,6 +159,8 @@ async fn the_controller_role_is_what_the_controller_uses() {
     c.server
         .create(rollout)
         .expect("create the rollout (GitOps)");
+    // An earlier version's plugin of the rollout, which the controller removes.
+    c.seed_legacy_plugin();
     c.server.clear_requests();
 
     let controller = c.start_controller();
@@ -194,12 +212,15 @@ async fn the_controller_role_is_what_the_controller_uses() {
             .all(|r| !r.starts_with("sticky-canary-")),
         "cleaned up"
     );
+    assert!(c.legacy_plugin().is_none() && c.gateway_plugin().is_none());
     assert_eq!(used(&c), granted("stickyctl-controller"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_role_is_what_the_cli_uses() {
     let Some(c) = cluster() else { return };
+    // An earlier version's plugin of the rollout, which the first command removes.
+    c.seed_legacy_plugin();
     c.server.clear_requests();
     c.init().await;
     for args in [
@@ -224,5 +245,16 @@ async fn the_operator_role_is_what_the_cli_uses() {
         sc["metadata"]["finalizers"] = json!(["stickycanary.io/cleanup"]);
     });
     c.ok(&["delete"]).await;
-    assert_eq!(used(&c), granted("stickyctl-operator"));
+    assert!(c.legacy_plugin().is_none() && c.gateway_plugin().is_none());
+    // As the roles are bound: RoleBindings in the rollout's namespace and in the gateway's,
+    // and a ClusterRoleBinding for the list across all namespaces.
+    let expected = BTreeMap::from([
+        (None, granted("stickyctl-operator-plugins")),
+        (
+            Some(GATEWAY_NS.to_owned()),
+            granted("stickyctl-operator-proxies"),
+        ),
+        (Some(NS.to_owned()), granted("stickyctl-operator")),
+    ]);
+    assert_eq!(used_by_namespace(&c), expected);
 }

@@ -1,13 +1,13 @@
 //! Every object stickyctl renders validates against Istio's own CRD schemas (and the rollout
 //! itself against the shipped StickyCanary CRD), for the shapes of spec it supports.
 
-use kube::Resource;
 use serde_json::{json, Value};
 use sticky_canary_filter::config::KeySource;
 use sticky_canary_filter::VersionWeight;
 use sticky_canary_tests::all_crds;
-use stickyctl::model::{StickyCanary, StickyCanarySpec, TargetRef};
-use stickyctl::render::istio::{desired, for_display, Live};
+use stickyctl::model::{Proxies, StickyCanary, StickyCanarySpec, TargetRef};
+use stickyctl::render::istio::{desired, for_display, Kind, Live};
+use stickyctl::render::placement::placements;
 
 fn user_vs() -> Value {
     json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
@@ -44,6 +44,22 @@ fn specs() -> Vec<(&'static str, StickyCanarySpec)> {
         kind: "Gateway".into(),
         name: "web".into(),
     });
+    // Two gateways (the usual one and another namespace's) and callers' sidecars.
+    let mut spread = canary.clone();
+    spread.plugin.gateways = Some(vec![
+        Proxies {
+            namespace: None,
+            selector: [("istio".to_owned(), "ingressgateway".to_owned())].into(),
+        },
+        Proxies {
+            namespace: Some("edge".into()),
+            selector: [("app".to_owned(), "edge-gateway".to_owned())].into(),
+        },
+    ]);
+    spread.plugin.sidecars = vec![Proxies {
+        namespace: Some("web".into()),
+        selector: [("app".to_owned(), "web".to_owned())].into(),
+    }];
     let mut retiring = canary.clone();
     retiring.versions = vec![
         VersionWeight::new("v2", 100.0),
@@ -55,6 +71,7 @@ fn specs() -> Vec<(&'static str, StickyCanarySpec)> {
         ("canary", canary),
         ("selector, key sources, token, label", placed),
         ("targetRefs", gateway_api),
+        ("gateways and sidecars", spread),
         ("retiring", retiring),
     ]
 }
@@ -67,17 +84,13 @@ fn rendered_objects_validate_against_istio_schemas() {
             virtual_service: Some(user_vs()),
             ..Live::default()
         };
-        // As `render` shows a rollout not created yet, and as the cluster gets it: owned.
-        let mut owner = StickyCanary::new("shop", spec.clone());
-        owner.metadata.uid = Some("0c8d7a4e-5b1f-4a52-9c3e-2f6d1e0b9a77".into());
-        for owner in [None, owner.controller_owner_ref(&())] {
-            let out = desired("shop", "prod", &spec, &live, owner.as_ref())
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(out.objects.len(), 3, "{name}");
-            for write in out.objects.iter().chain(&out.writes) {
-                crds.validate(&for_display(&write.object))
-                    .unwrap_or_else(|e| panic!("{name}: {} rejected: {e}", write.kind.as_str()));
-            }
+        // One shared WasmPlugin per proxy group, then the VirtualService and DestinationRule.
+        let out = desired("shop", "prod", &spec, &live).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let groups = placements("prod", &spec).len();
+        assert_eq!(out.objects.len(), groups + 2, "{name}");
+        for write in out.objects.iter().chain(&out.writes) {
+            crds.validate(&for_display(&write.object))
+                .unwrap_or_else(|e| panic!("{name}: {} rejected: {e}", write.kind.as_str()));
         }
         let mut rollout = serde_json::to_value(StickyCanary::new("shop", spec)).unwrap();
         rollout["metadata"]["namespace"] = json!("prod");
@@ -94,8 +107,13 @@ fn a_typo_in_a_rendered_route_would_be_caught() {
         virtual_service: Some(user_vs()),
         ..Live::default()
     };
-    let out = desired("shop", "prod", &spec, &live, None).unwrap();
-    let mut vs = for_display(&out.objects[1].object);
+    let out = desired("shop", "prod", &spec, &live).unwrap();
+    let vs = out
+        .objects
+        .iter()
+        .find(|w| w.kind == Kind::VirtualService)
+        .unwrap();
+    let mut vs = for_display(&vs.object);
     vs["spec"]["http"][1]["match"][0]["headers"]["x-sticky-version"] = json!({"exactly": "v1"});
     assert!(
         crds.validate(&vs).is_err(),

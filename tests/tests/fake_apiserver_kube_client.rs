@@ -9,7 +9,7 @@ use kube::api::{
 use kube::runtime::watcher;
 use kube::Client;
 use serde_json::{json, Value};
-use sticky_canary_tests::samples::virtual_service;
+use sticky_canary_tests::samples::{virtual_service, wasm_plugin};
 use sticky_canary_tests::{istio_crds, FakeApiServer};
 
 const NS: &str = "prod";
@@ -527,4 +527,181 @@ async fn racing_writers_from_the_same_read_have_exactly_one_winner() {
         stored["spec"]["hosts"],
         json!([format!("writer-{}", winners[0])])
     );
+}
+
+fn wasm_plugins(client: &Client, namespace: Option<&str>) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("extensions.istio.io", "v1alpha1", "WasmPlugin"),
+        "wasmplugins",
+    );
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// `namespace/name` of each object, in order.
+fn located(objects: &[DynamicObject]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o.metadata.namespace.clone().unwrap_or_default(),
+                o.metadata.name.clone().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// WasmPlugins in two namespaces, the ones named `managed-*` labelled as stickyctl's.
+fn seed_plugins(server: &FakeApiServer, names: &[(&str, &str)]) {
+    for (namespace, name) in names {
+        let mut plugin = wasm_plugin(namespace, name);
+        if name.starts_with("managed") {
+            plugin["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "stickyctl"});
+        }
+        server.create(plugin).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_list_across_namespaces_takes_a_label_selector() {
+    let Some((server, client)) = start() else {
+        return;
+    };
+    seed_plugins(
+        &server,
+        &[
+            ("prod", "managed-legacy"),
+            ("prod", "users"),
+            ("istio-system", "managed-gateway"),
+            ("istio-system", "mesh-wide"),
+        ],
+    );
+    let all = wasm_plugins(&client, None);
+    let managed = all
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=stickyctl"))
+        .await
+        .unwrap();
+    assert_eq!(
+        located(&managed.items),
+        ["istio-system/managed-gateway", "prod/managed-legacy"]
+    );
+    assert_eq!(
+        managed.metadata.resource_version,
+        Some(server.resource_version().to_string())
+    );
+    let everything = all.list(&ListParams::default()).await.unwrap();
+    assert_eq!(everything.items.len(), 4);
+    let requests = server.requests();
+    let list = requests.iter().find(|r| r.method == "GET").unwrap();
+    assert_eq!(list.path, "/apis/extensions.istio.io/v1alpha1/wasmplugins");
+    assert!(
+        list.query
+            .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dstickyctl"),
+        "{list:?}"
+    );
+}
+
+#[tokio::test]
+async fn delete_with_a_resource_version_precondition() {
+    let Some((server, client)) = start() else {
+        return;
+    };
+    seed_plugins(&server, &[("istio-system", "managed-gateway")]);
+    let api = wasm_plugins(&client, Some("istio-system"));
+    let read = api.get("managed-gateway").await.unwrap();
+    let read_version = read.metadata.resource_version.clone().unwrap();
+    let precondition = |version: &str| DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            resource_version: Some(version.to_owned()),
+            uid: None,
+        }),
+        ..DeleteParams::default()
+    };
+    // Someone changes it after the read: the delete of what was read is refused.
+    server
+        .update(
+            "extensions.istio.io/v1alpha1",
+            "WasmPlugin",
+            "istio-system",
+            "managed-gateway",
+            |p| p["spec"]["pluginConfig"] = json!({"rollouts": []}),
+        )
+        .unwrap();
+    let stale = api
+        .delete("managed-gateway", &precondition(&read_version))
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(stale), (409, "Conflict".into()));
+    let current = api.get("managed-gateway").await.unwrap();
+    assert_ne!(current.metadata.resource_version, Some(read_version));
+    // The delete of the current version goes through; then there is nothing to delete.
+    let version = current.metadata.resource_version.unwrap();
+    api.delete("managed-gateway", &precondition(&version))
+        .await
+        .unwrap();
+    assert!(server
+        .get(
+            "extensions.istio.io/v1alpha1",
+            "WasmPlugin",
+            "istio-system",
+            "managed-gateway"
+        )
+        .is_none());
+    let gone = api
+        .delete("managed-gateway", &precondition(&version))
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(gone), (404, "NotFound".into()));
+}
+
+#[tokio::test]
+async fn a_cluster_wide_watcher_with_a_label_selector() {
+    let Some((server, client)) = start() else {
+        return;
+    };
+    seed_plugins(&server, &[("prod", "managed-legacy"), ("prod", "users")]);
+    let config = watcher::Config::default().labels("app.kubernetes.io/managed-by=stickyctl");
+    let mut events = watcher(wasm_plugins(&client, None), config).boxed();
+    let mut seen = Vec::new();
+    while let Some(event) = events.try_next().await.unwrap() {
+        let done = matches!(event, watcher::Event::InitDone);
+        seen.push(describe(&event));
+        if done {
+            break;
+        }
+    }
+    assert_eq!(seen, ["init", "init-apply managed-legacy", "init-done"]);
+    // Changes in any namespace, of labelled plugins only.
+    seed_plugins(
+        &server,
+        &[
+            ("istio-system", "mesh-wide"),
+            ("istio-system", "managed-gateway"),
+        ],
+    );
+    server
+        .delete(
+            "extensions.istio.io/v1alpha1",
+            "WasmPlugin",
+            "prod",
+            "managed-legacy",
+        )
+        .unwrap();
+    server
+        .delete(
+            "extensions.istio.io/v1alpha1",
+            "WasmPlugin",
+            "prod",
+            "users",
+        )
+        .unwrap();
+    let next: Vec<String> = events
+        .take(2)
+        .map(|e| describe(&e.unwrap()))
+        .collect()
+        .await;
+    assert_eq!(next, ["apply managed-gateway", "delete managed-legacy"]);
 }

@@ -1,7 +1,8 @@
 //! Every YAML document shipped in `istio/` parses, and every Istio or StickyCanary object in it
 //! validates against the CRD schemas (unknown fields are errors). Kubernetes built-in kinds
 //! (RBAC, Deployment, ...) have no schema here: they must at least name apiVersion, kind and
-//! metadata.name.
+//! metadata.name. The example WasmPlugin is exactly what stickyctl writes for the example
+//! rollout, so the shape it documents cannot drift from the code.
 
 use std::path::Path;
 
@@ -108,4 +109,40 @@ fn the_checker_rejects_what_it_must() {
     let unnamed: Value =
         serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {}});
     assert!(check_document(Some(&crds), &unnamed).is_err());
+}
+
+/// The one document of a YAML file of `istio/examples`, or the one of `kind` among them.
+fn example(file: &str, kind: &str) -> Value {
+    let path = istio_manifest_dir().join("examples").join(file);
+    let docs = documents(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    docs.into_iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("{}: no {kind}", path.display()))
+}
+
+#[test]
+fn the_example_wasmplugin_is_what_stickyctl_writes_for_the_example_rollout() {
+    use stickyctl::model::StickyCanary;
+    use stickyctl::render::istio::{desired, for_display, Kind, Live};
+    let rollout: StickyCanary =
+        serde_json::from_value(example("stickycanary.yaml", "StickyCanary")).unwrap();
+    let live = Live {
+        virtual_service: Some(example("demo-service.yaml", "VirtualService")),
+        destination_rule: Some(example("demo-service.yaml", "DestinationRule")),
+        ..Live::default()
+    };
+    let out = desired("shop", "shop", &rollout.spec, &live).unwrap();
+    let plugins: Vec<Value> = out
+        .objects
+        .iter()
+        .filter(|w| w.kind == Kind::WasmPlugin)
+        .map(|w| for_display(&w.object))
+        .collect();
+    let shown = example("wasmplugin.yaml", "WasmPlugin");
+    assert_eq!(plugins.len(), 1, "one proxy group: the ingress gateway");
+    assert!(
+        stickyctl::render::same(&plugins[0], &shown),
+        "istio/examples/wasmplugin.yaml differs from what stickyctl writes:\n{}",
+        serde_norway::to_string(&plugins[0]).unwrap()
+    );
 }

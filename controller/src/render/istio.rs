@@ -18,7 +18,7 @@ use crate::model::{StickyCanarySpec, DEFAULT_PLUGIN_URL};
 /// The kinds of object a rollout writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
-    /// `extensions.istio.io/v1alpha1` WasmPlugin, owned by the rollout.
+    /// `extensions.istio.io/v1alpha1` WasmPlugin, shared by the rollouts of a proxy group.
     WasmPlugin,
     /// `networking.istio.io/v1` VirtualService, the user's, edited.
     VirtualService,

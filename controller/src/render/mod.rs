@@ -24,20 +24,6 @@ pub fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn numbers_compare_by_value() {
-        assert!(same(&json!({"w": [30.0, 1]}), &json!({"w": [30, 1.0]})));
-        assert!(!same(&json!({"w": 30.5}), &json!({"w": 30})));
-        assert!(!same(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
-        assert!(same_opt(None, None) && !same_opt(Some(&json!(1)), None));
-    }
-}
-
 /// [`same`] for objects that may be absent.
 pub fn same_opt(a: Option<&Value>, b: Option<&Value>) -> bool {
     match (a, b) {

@@ -191,6 +191,20 @@ fn conflict_on_409(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
     }
 }
 
+/// The error of replacing `what` as it was read: a 409 (changed since) and a 404 (deleted
+/// since) both mean the read is stale, so both are [`Error::Conflict`] and the caller
+/// re-reads and renders again. A 404 is no rare case: the last rollout leaving a shared
+/// WasmPlugin deletes it while another rollout, having read it, is joining it; that one must
+/// create it anew, not fail.
+fn stale_on_replace(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
+    move |err| match &err {
+        kube::Error::Api(status) if status.code == 404 => {
+            Error::Conflict(format!("{what} (deleted since it was read)"))
+        }
+        _ => conflict_on_409(what)(err),
+    }
+}
+
 impl Target for KubeTarget {
     async fn load(&self) -> Result<Option<StickyCanary>, Error> {
         Ok(self.rollouts().get_opt(&self.name).await?)
@@ -280,9 +294,48 @@ impl Target for KubeTarget {
                     other => other.map(drop),
                 }
             }
-            (Some(_), Some(_), Some(name)) => api.replace(name, &pp, &object).await.map(drop),
+            (Some(_), Some(_), Some(name)) => {
+                return api
+                    .replace(name, &pp, &object)
+                    .await
+                    .map(drop)
+                    .map_err(stale_on_replace(&doc.label));
+            }
             _ => api.create(&pp, &object).await.map(drop),
         }
         .map_err(conflict_on_409(&doc.label))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn api_error(code: u16) -> kube::Error {
+        let mut status = Status::failure("test", "Test");
+        status.code = code;
+        kube::Error::Api(status.boxed())
+    }
+
+    #[test]
+    fn a_replace_of_an_object_deleted_since_it_was_read_is_a_conflict() {
+        let what = "WasmPlugin istio-system/sticky-canary-gateway-istio-ingressgateway";
+        assert!(
+            matches!(stale_on_replace(what)(api_error(404)), Error::Conflict(w) if w.starts_with(what))
+        );
+        assert!(matches!(
+            stale_on_replace(what)(api_error(409)),
+            Error::Conflict(_)
+        ));
+        assert!(matches!(
+            stale_on_replace(what)(api_error(422)),
+            Error::Kube(_)
+        ));
+        // Elsewhere a 404 stays what it is (a rollout that is gone, for one).
+        assert!(matches!(
+            conflict_on_409(what)(api_error(404)),
+            Error::Kube(_)
+        ));
     }
 }

@@ -12,6 +12,14 @@ use stickyctl::cli::{run, Outcome};
 
 /// The namespace every test works in.
 pub const NS: &str = "prod";
+/// Where the ingress gateway runs, and so its shared WasmPlugin.
+pub const GATEWAY_NS: &str = "istio-system";
+/// The shared WasmPlugin of the ingress gateway (`istio: ingressgateway`).
+pub const GATEWAY_PLUGIN: &str = "sticky-canary-gateway-istio-ingressgateway";
+/// The single-rollout WasmPlugin earlier versions wrote for rollout `shop`, in [`NS`].
+pub const LEGACY_PLUGIN: &str = "sticky-canary-shop";
+/// apiVersion and kind of Istio's WasmPlugin.
+pub const WP: (&str, &str) = ("extensions.istio.io/v1alpha1", "WasmPlugin");
 
 /// A fake API server and a kubeconfig file for it.
 pub struct Cluster {
@@ -87,13 +95,52 @@ impl Cluster {
             .expect("edit the rollout");
     }
 
-    /// The versions and weights in the rollout's WasmPlugin.
+    /// The shared WasmPlugin of the ingress gateway, if it exists.
+    pub fn gateway_plugin(&self) -> Option<Value> {
+        self.server.get(WP.0, WP.1, GATEWAY_NS, GATEWAY_PLUGIN)
+    }
+
+    /// The entry of rollout `name` of [`NS`] in the gateway's shared WasmPlugin, if any.
+    pub fn plugin_entry(&self, name: &str) -> Option<Value> {
+        let key = format!("{NS}/{name}");
+        self.gateway_plugin()?["spec"]["pluginConfig"]["rollouts"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == key.as_str())
+            .cloned()
+    }
+
+    /// The names of the entries of the gateway's shared WasmPlugin, in order.
+    pub fn plugin_rollouts(&self) -> Vec<String> {
+        self.gateway_plugin()
+            .map(|p| names(&p["spec"]["pluginConfig"]["rollouts"]))
+            .unwrap_or_default()
+    }
+
+    /// Seeds the single-rollout WasmPlugin an earlier stickyctl wrote for rollout `shop`:
+    /// `sticky-canary-shop` in the rollout's namespace, with one rollout's config.
+    pub fn seed_legacy_plugin(&self) {
+        self.server
+            .create(json!({"apiVersion": WP.0, "kind": WP.1,
+                "metadata": {"name": LEGACY_PLUGIN, "namespace": NS,
+                             "labels": {"app.kubernetes.io/managed-by": "stickyctl"}},
+                "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}},
+                         "url": "oci://registry.internal/sticky-canary/filter:0.1.0",
+                         "phase": "AUTHZ", "failStrategy": "FAIL_OPEN",
+                         "pluginConfig": {"versions": [{"name": "v1", "weight": 100.0}]}}}))
+            .expect("seed the legacy WasmPlugin");
+    }
+
+    /// The legacy single-rollout WasmPlugin of rollout `shop`, if it is still there.
+    pub fn legacy_plugin(&self) -> Option<Value> {
+        self.server.get(WP.0, WP.1, NS, LEGACY_PLUGIN)
+    }
+
+    /// The versions and weights of rollout `shop` in the gateway's shared WasmPlugin.
     pub fn plugin_weights(&self) -> Value {
-        self.get(
-            "extensions.istio.io/v1alpha1",
-            "WasmPlugin",
-            "sticky-canary-shop",
-        )["spec"]["pluginConfig"]["versions"]
+        self.plugin_entry("shop")
+            .unwrap_or_else(|| panic!("no entry {NS}/shop in {GATEWAY_NS}/{GATEWAY_PLUGIN}"))
+            ["config"]["versions"]
             .clone()
     }
 
@@ -136,18 +183,11 @@ impl Cluster {
         assert_eq!(routes, expected_routes);
     }
 
-    /// `stickyctl init` of service `shop` at stable `v1`.
+    /// `stickyctl init` of service `shop` at stable `v1`, on the default placement: the
+    /// ingress gateway (`istio: ingressgateway` in `istio-system`).
     pub async fn init(&self) {
-        self.ok(&[
-            "init",
-            "--service",
-            "shop",
-            "--stable",
-            "v1",
-            "--selector",
-            "istio=ingressgateway",
-        ])
-        .await;
+        self.ok(&["init", "--service", "shop", "--stable", "v1"])
+            .await;
     }
 }
 
