@@ -21,7 +21,7 @@ use sticky_canary_filter::bucket::{percent_to_basis_points, BUCKETS};
 use sticky_canary_filter::names::check_version_name;
 use sticky_canary_filter::VersionWeight;
 
-use crate::model::{Phase, StickyCanarySpec};
+use crate::model::{Phase, Proxies, StickyCanarySpec};
 
 /// A change an operator asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -226,6 +226,69 @@ pub fn validate(spec: &StickyCanarySpec) -> Result<(), OpError> {
             "spec.routing.versionLabel: {label:?} is not a label key"
         )));
     }
+    let groups = [
+        (
+            "gateways",
+            spec.plugin.gateways.as_deref().unwrap_or_default(),
+        ),
+        ("sidecars", &spec.plugin.sidecars),
+    ];
+    for (field, groups) in groups {
+        for (i, group) in groups.iter().enumerate() {
+            check_proxies(&format!("spec.plugin.{field}[{i}]"), group)?;
+        }
+    }
+    for (key, value) in &spec.plugin.selector {
+        check_label(&format!("spec.plugin.selector.{key}"), key, value)?;
+    }
+    Ok(())
+}
+
+/// A group of proxies names a namespace (a DNS label) and labels Kubernetes accepts.
+fn check_proxies(field: &str, proxies: &Proxies) -> Result<(), OpError> {
+    if let Some(namespace) = &proxies.namespace {
+        let ok = !namespace.is_empty()
+            && namespace.len() <= 63
+            && namespace
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !namespace.starts_with('-')
+            && !namespace.ends_with('-');
+        if !ok {
+            return Err(OpError::Invalid(format!(
+                "{field}.namespace: {namespace:?} is not a namespace name"
+            )));
+        }
+    }
+    for (key, value) in &proxies.selector {
+        check_label(&format!("{field}.selector.{key}"), key, value)?;
+    }
+    Ok(())
+}
+
+/// A label key (an optional DNS prefix and `/`, then a name) and value as Kubernetes takes them.
+fn check_label(field: &str, key: &str, value: &str) -> Result<(), OpError> {
+    let name_ok = |n: &str, max: usize| {
+        n.len() <= max
+            && (n.is_empty()
+                || (n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && n.ends_with(|c: char| c.is_ascii_alphanumeric())))
+    };
+    let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+    let prefix_ok = prefix.is_empty() || check_host(prefix).is_ok();
+    if name.is_empty() || !name_ok(name, 63) || !prefix_ok {
+        return Err(OpError::Invalid(format!(
+            "{field}: {key:?} is not a label key"
+        )));
+    }
+    if !name_ok(value, 63) {
+        return Err(OpError::Invalid(format!(
+            "{field}: {value:?} is not a label value"
+        )));
+    }
     Ok(())
 }
 
@@ -329,6 +392,50 @@ fn check_host(host: &str) -> Result<(), OpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placement_refusals_name_the_field() {
+        let refused = |edit: &dyn Fn(&mut StickyCanarySpec)| {
+            let mut spec = StickyCanarySpec::new("shop", "v1");
+            edit(&mut spec);
+            validate(&spec).unwrap_err().to_string()
+        };
+        let gateway = |namespace: &str, key: &str, value: &str| Proxies {
+            namespace: Some(namespace.to_owned()),
+            selector: [(key.to_owned(), value.to_owned())].into(),
+        };
+        let cases: [(&dyn Fn(&mut StickyCanarySpec), &str); 4] = [
+            (
+                &|s| s.plugin.gateways = Some(vec![gateway("Istio_System", "istio", "gw")]),
+                "spec.plugin.gateways[0].namespace: \"Istio_System\" is not a namespace name",
+            ),
+            (
+                &|s| s.plugin.sidecars = vec![gateway("prod", "app", "web app")],
+                "spec.plugin.sidecars[0].selector.app: \"web app\" is not a label value",
+            ),
+            (
+                &|s| s.plugin.sidecars = vec![gateway("prod", "bad key", "x")],
+                "spec.plugin.sidecars[0].selector.bad key: \"bad key\" is not a label key",
+            ),
+            (
+                &|s| {
+                    s.plugin.selector.insert("-x".into(), "y".into());
+                },
+                "spec.plugin.selector.-x",
+            ),
+        ];
+        for (edit, message) in cases {
+            let err = refused(edit);
+            assert!(err.contains(message), "{err}");
+        }
+        let mut fine = StickyCanarySpec::new("shop", "v1");
+        fine.plugin.gateways = Some(vec![gateway(
+            "istio-system",
+            "app.kubernetes.io/name",
+            "gw",
+        )]);
+        assert!(validate(&fine).is_ok());
+    }
 
     fn spec(versions: &[(&str, f64)], retiring: Option<&str>) -> StickyCanarySpec {
         with_versions(
