@@ -22,12 +22,13 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// The property holding the name of the cluster Envoy routed the request to. The route is
+/// The property path of the name of the cluster Envoy routed the request to. The route is
 /// resolved before the filter runs (Istio's AUTHZ phase, and before the router on a plain
-/// Envoy), so at request headers time this is the upstream the request is for. Envoy 1.40
-/// answers it then from the route (the upstream host, which `xds.cluster_name` reads, is only
-/// picked later by the router).
-const CLUSTER_NAME: &str = "cluster_name";
+/// Envoy), so at request headers time this is the service the request is for. Envoy 1.40
+/// answers `xds.cluster_name` then, from the route; the older top-level `cluster_name` is not
+/// found until the router has picked an upstream host (checked against Envoy 1.40: see the
+/// e2e test `gateway`).
+const CLUSTER_NAME: [&str; 2] = ["xds", "cluster_name"];
 
 /// What every request of one configuration shares.
 struct Active {
@@ -161,7 +162,7 @@ impl HttpContext for Request {
         };
         // A property that cannot be read counts as absent: no rollout, the request untouched.
         let cluster_name = || {
-            proxy_wasm::hostcalls::get_property(vec![CLUSTER_NAME])
+            proxy_wasm::hostcalls::get_property(CLUSTER_NAME.to_vec())
                 .ok()
                 .flatten()
         };
