@@ -236,6 +236,15 @@ impl Browser {
         self
     }
 
+    /// Sends `name: value` on every request from now on, instead of any value set before: a
+    /// browser moving to another site of a gateway changes its `Host`, keeping its cookies.
+    pub fn set_header(&mut self, name: &str, value: &str) {
+        self.extra_headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.extra_headers
+            .push((name.to_owned(), value.as_bytes().to_vec()));
+    }
+
     /// The value of a cookie in the jar.
     pub fn cookie(&self, name: &str) -> Option<&str> {
         self.jar.get(name).map(String::as_str)

@@ -41,6 +41,21 @@ pub struct Envoy {
     layout: EnvoyLayout,
     admin: Http,
     listener: SocketAddr,
+    probe_host: Option<String>,
+}
+
+/// Renders the listener and cluster discovery files (`lds.json`, `cds.json`) for a layout.
+pub type Render<'a> = dyn Fn(&EnvoyLayout) -> Result<(Value, Value)> + 'a;
+
+/// What an Envoy's listener serves, rendered once the listener's port is known.
+pub struct Site<'a> {
+    /// The layout's upstreams by version: a service's (see [`Envoy::start`]), or none for a
+    /// listener whose clusters are its own (a gateway's, see [`crate::gateway`]).
+    pub upstreams: BTreeMap<String, SocketAddr>,
+    /// Renders `lds.json` and `cds.json` for the layout.
+    pub render: Box<Render<'a>>,
+    /// The `Host` of the readiness probe, for a listener that routes by host.
+    pub probe_host: Option<String>,
 }
 
 /// Options for [`Envoy::start`].
@@ -80,9 +95,14 @@ impl Envoy {
         upstreams: BTreeMap<String, SocketAddr>,
         options: EnvoyOptions,
     ) -> Result<Envoy> {
+        Envoy::start_site(&service_site(plugin, upstreams), options)
+    }
+
+    /// [`Envoy::start`] for any listener.
+    pub fn start_site(site: &Site, options: EnvoyOptions) -> Result<Envoy> {
         let mut attempt = 1;
         loop {
-            let mut envoy = Envoy::spawn(plugin, upstreams.clone(), options, free_port()?)?;
+            let mut envoy = Envoy::spawn(site, options, free_port()?)?;
             match envoy.wait_ready() {
                 Ok(()) => return Ok(envoy),
                 Err(_) if envoy.lost_its_port() && attempt < PORT_ATTEMPTS => attempt += 1,
@@ -92,18 +112,14 @@ impl Envoy {
     }
 
     /// Starts Envoy with its listener on `listen_port`, without waiting for it.
-    fn spawn(
-        plugin: &PluginConfig,
-        upstreams: BTreeMap<String, SocketAddr>,
-        options: EnvoyOptions,
-        listen_port: u16,
-    ) -> Result<Envoy> {
+    fn spawn(site: &Site, options: EnvoyOptions, listen_port: u16) -> Result<Envoy> {
         let envoy_bin = locate::envoy_bin()?;
         let layout = EnvoyLayout {
             listen_port,
             wasm_path: locate::filter_wasm()?,
-            upstreams,
+            upstreams: site.upstreams.clone(),
         };
+        let (lds, cds) = (site.render)(&layout)?;
         let dir = tempfile::Builder::new()
             .prefix("sticky-envoy-")
             .tempdir()
@@ -112,8 +128,8 @@ impl Envoy {
             &dir.path().join(LAYOUT_FILE),
             &serde_json::to_value(&layout)?,
         )?;
-        write_json(&dir.path().join(CDS_FILE), &render_cds(&layout))?;
-        write_json(&dir.path().join(LDS_FILE), &render_lds(plugin, &layout)?)?;
+        write_json(&dir.path().join(CDS_FILE), &cds)?;
+        write_json(&dir.path().join(LDS_FILE), &lds)?;
         write_json(
             &dir.path().join(BOOTSTRAP_FILE),
             &render_bootstrap(dir.path(), 0),
@@ -143,6 +159,7 @@ impl Envoy {
             // Replaced once Envoy wrote its admin address.
             admin: Http::new(listener),
             listener,
+            probe_host: site.probe_host.clone(),
         })
     }
 
@@ -164,13 +181,18 @@ impl Envoy {
             Ok((admin.get("/ready", &[])?.status == 200).then_some(()))
         })?;
         let listener = Http::new(self.listener);
+        let probe_host = self.probe_host.clone();
+        let probe: Vec<(&str, &[u8])> = probe_host
+            .iter()
+            .map(|host| ("host", host.as_bytes()))
+            .collect();
         self.wait_for("the listener to reach an upstream", |envoy| {
             if envoy.lost_its_port() {
                 bail!("another process took port {}", envoy.listener.port());
             }
             // The listener may not be bound yet: connection errors mean "not yet".
             Ok(listener
-                .get(WHOAMI, &[])
+                .get(WHOAMI, &probe)
                 .ok()
                 .filter(|r| r.status == 200)
                 .map(|_| ()))
@@ -220,7 +242,8 @@ impl Envoy {
         self.dir.path()
     }
 
-    /// The layout Envoy was started with.
+    /// The layout Envoy was started with (without upstreams for a listener whose clusters
+    /// are its own).
     pub fn layout(&self) -> &EnvoyLayout {
         &self.layout
     }
@@ -262,6 +285,13 @@ impl Envoy {
             plugin_config(listener) == Some(expected.as_str())
         })?;
         serde_json::from_str(&expected).context("parsing the filter configuration of lds.json")
+    }
+
+    /// Waits until the active listener runs the filter with this `pluginConfig` JSON.
+    pub fn wait_for_plugin_config(&mut self, json: &str) -> Result<()> {
+        self.wait_for_listener("the new filter configuration", |listener| {
+            plugin_config(listener) == Some(json)
+        })
     }
 
     /// Waits until the active listener (warmed and serving new connections) satisfies `done`.
@@ -337,7 +367,19 @@ impl Envoy {
     }
 }
 
-/// The filter configuration inside a listener as `render_lds` renders it.
+/// The site of one service: the listener `render_lds` renders for `plugin`, one cluster per
+/// upstream.
+fn service_site(plugin: &PluginConfig, upstreams: BTreeMap<String, SocketAddr>) -> Site<'_> {
+    Site {
+        upstreams,
+        render: Box::new(|layout: &EnvoyLayout| {
+            Ok((render_lds(plugin, layout)?, render_cds(layout)))
+        }),
+        probe_host: None,
+    }
+}
+
+/// The filter configuration inside a listener as `render_listener` renders it.
 fn plugin_config(listener: &Value) -> Option<&str> {
     listener.pointer(PLUGIN_CONFIG_POINTER)?.as_str()
 }
@@ -414,13 +456,9 @@ mod tests {
         let holder = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = holder.local_addr().unwrap().port();
         let nowhere = SocketAddr::from(([127, 0, 0, 1], 9));
-        let mut envoy = Envoy::spawn(
-            &weights(&[("v1", 100.0)]),
-            BTreeMap::from([("v1".to_owned(), nowhere)]),
-            EnvoyOptions::default(),
-            port,
-        )
-        .unwrap();
+        let plugin = weights(&[("v1", 100.0)]);
+        let site = service_site(&plugin, BTreeMap::from([("v1".to_owned(), nowhere)]));
+        let mut envoy = Envoy::spawn(&site, EnvoyOptions::default(), port).unwrap();
         let err = envoy.wait_ready().unwrap_err();
         assert!(envoy.lost_its_port(), "{:#}", envoy.explain(err));
         assert_eq!(err.to_string(), format!("another process took port {port}"));

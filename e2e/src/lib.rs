@@ -2,7 +2,8 @@
 //!
 //! A [`stack::Stack`] is the whole picture on one machine: one upstream process per version
 //! ([`upstream`], serving the [`site`]), and an Envoy ([`envoy`]) that runs the built filter
-//! and reads its listener from a file, so weights change live. [`browser`] and [`crowd`]
+//! and reads its listener from a file, so weights change live; a [`gateway::Gateway`] puts
+//! several services behind one Envoy, as an Istio ingress gateway does. [`browser`] and [`crowd`]
 //! play the clients, sending the `Sec-Fetch-*` headers real browsers send; [`load`] keeps them
 //! browsing while an [`operator`] runs the real `stickyctl` to change the rollout.
 
@@ -10,6 +11,7 @@ pub mod browser;
 pub mod crowd;
 pub mod envoy;
 pub mod envoy_process;
+pub mod gateway;
 pub mod load;
 pub mod locate;
 pub mod mesh;

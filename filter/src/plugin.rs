@@ -22,13 +22,13 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// The properties that may hold the name of the cluster Envoy routed the request to, in the
-/// order they are tried. The route is resolved before the filter runs (Istio's AUTHZ phase,
-/// and before the router on a plain Envoy), so at request headers time this is the upstream
-/// the request is for. Seen on Envoy 1.40: behind istiod's listeners `xds.cluster_name`
-/// answers and `cluster_name` does not (checked by the mesh tests); on the plain Envoy's
-/// listener `cluster_name` answers (checked by the end-to-end tests).
-const CLUSTER_NAME: [&[&str]; 2] = [&["xds", "cluster_name"], &["cluster_name"]];
+/// The property path of the name of the cluster Envoy routed the request to. The route is
+/// resolved before the filter runs (Istio's AUTHZ phase, and before the router on a plain
+/// Envoy), so at request headers time this is the service the request is for. Envoy 1.40
+/// answers `xds.cluster_name` then, from the route; the older top-level `cluster_name` is not
+/// found until the router has picked an upstream host (checked against Envoy 1.40: see the
+/// e2e test `gateway`).
+const CLUSTER_NAME: [&str; 2] = ["xds", "cluster_name"];
 
 /// What every request of one configuration shares.
 struct Active {
@@ -162,11 +162,9 @@ impl HttpContext for Request {
         };
         // A property that cannot be read counts as absent: no rollout, the request untouched.
         let cluster_name = || {
-            CLUSTER_NAME.iter().find_map(|path| {
-                proxy_wasm::hostcalls::get_property(path.to_vec())
-                    .ok()
-                    .flatten()
-            })
+            proxy_wasm::hostcalls::get_property(CLUSTER_NAME.to_vec())
+                .ok()
+                .flatten()
         };
         let Some((index, rollout)) = active.rollouts.select(cluster_name) else {
             return Action::Continue;

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sticky_canary_filter::metrics::{REASON_TAG, REASON_TAG_REGEX, VERSION_TAG, VERSION_TAG_REGEX};
+use sticky_canary_filter::metrics::{
+    REASON_TAG, REASON_TAG_REGEX, ROLLOUT_TAG, ROLLOUT_TAG_REGEX, VERSION_TAG, VERSION_TAG_REGEX,
+};
 use sticky_canary_filter::{ConfigError, PluginConfig};
 
 /// Where a plain Envoy listens and where each version runs; stored as JSON in the envoy dir.
@@ -69,7 +71,7 @@ pub fn cluster_name(version: &str) -> String {
 
 /// The Envoy bootstrap: admin on 127.0.0.1, listeners and clusters from the files in `dir`,
 /// and stats tags that turn the filter's counter names into `sticky_version`/`sticky_reason`
-/// labels.
+/// labels (and `sticky_rollout`, for a filter serving several rollouts).
 pub fn render_bootstrap(dir: &Path, admin_port: u16) -> Value {
     let file_source = |file: &str| {
         json!({
@@ -90,6 +92,7 @@ pub fn render_bootstrap(dir: &Path, admin_port: u16) -> Value {
         },
         "stats_config": {
             "stats_tags": [
+                { "tag_name": ROLLOUT_TAG, "regex": ROLLOUT_TAG_REGEX },
                 { "tag_name": VERSION_TAG, "regex": VERSION_TAG_REGEX },
                 { "tag_name": REASON_TAG, "regex": REASON_TAG_REGEX },
             ],
@@ -137,6 +140,25 @@ pub fn render_lds(plugin: &PluginConfig, layout: &EnvoyLayout) -> Result<Value, 
             "route": { "cluster": cluster_name(&stable.name) },
         }));
     }
+    let virtual_hosts = json!([{ "name": "app", "domains": ["*"], "routes": routes }]);
+    Ok(render_listener(
+        &plugin_json,
+        &layout.wasm_path,
+        layout.listen_port,
+        virtual_hosts,
+    ))
+}
+
+/// The listener discovery file of one HTTP listener on 127.0.0.1 that runs the filter (loaded
+/// from `wasm_path`, configured with the `pluginConfig` JSON `plugin_json`, not checked here)
+/// before the router, with these virtual hosts. [`render_lds`] serves one service with it;
+/// the end-to-end tests build a gateway in front of several.
+pub fn render_listener(
+    plugin_json: &str,
+    wasm_path: &Path,
+    listen_port: u16,
+    virtual_hosts: Value,
+) -> Value {
     let wasm = json!({
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -152,7 +174,7 @@ pub fn render_lds(plugin: &PluginConfig, layout: &EnvoyLayout) -> Result<Value, 
                 "failure_policy": "FAIL_OPEN",
                 "vm_config": {
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": { "local": { "filename": layout.wasm_path } },
+                    "code": { "local": { "filename": wasm_path } },
                 },
             },
         },
@@ -162,10 +184,7 @@ pub fn render_lds(plugin: &PluginConfig, layout: &EnvoyLayout) -> Result<Value, 
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": LISTENER_NAME,
-            "route_config": {
-                "name": LISTENER_NAME,
-                "virtual_hosts": [{ "name": "app", "domains": ["*"], "routes": routes }],
-            },
+            "route_config": { "name": LISTENER_NAME, "virtual_hosts": virtual_hosts },
             "http_filters": [
                 wasm,
                 {
@@ -178,14 +197,14 @@ pub fn render_lds(plugin: &PluginConfig, layout: &EnvoyLayout) -> Result<Value, 
         },
     });
     // Files read through `path_config_source` hold a `DiscoveryResponse`.
-    Ok(json!({
+    json!({
         "resources": [{
             "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
             "name": LISTENER_NAME,
-            "address": socket_address(layout.listen_port),
+            "address": socket_address(listen_port),
             "filter_chains": [{ "filters": [manager] }],
         }],
-    }))
+    })
 }
 
 /// The cluster discovery file: one static cluster per version in the layout.
@@ -193,31 +212,34 @@ pub fn render_cds(layout: &EnvoyLayout) -> Value {
     let clusters = layout
         .upstreams
         .iter()
-        .map(|(version, address)| {
-            json!({
-                "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-                "name": cluster_name(version),
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "load_assignment": {
-                    "cluster_name": cluster_name(version),
-                    "endpoints": [{
-                        "lb_endpoints": [{
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {
-                                        "address": address.ip().to_string(),
-                                        "port_value": address.port(),
-                                    },
-                                },
-                            },
-                        }],
-                    }],
-                },
-            })
-        })
+        .map(|(version, address)| render_cluster(&cluster_name(version), *address))
         .collect::<Vec<_>>();
     json!({ "resources": clusters })
+}
+
+/// A static cluster `name` of one endpoint, as an entry of the cluster discovery file.
+pub fn render_cluster(name: &str, address: SocketAddr) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{
+                "lb_endpoints": [{
+                    "endpoint": {
+                        "address": {
+                            "socket_address": {
+                                "address": address.ip().to_string(),
+                                "port_value": address.port(),
+                            },
+                        },
+                    },
+                }],
+            }],
+        },
+    })
 }
 
 fn socket_address(port: u16) -> Value {
@@ -316,6 +338,7 @@ mod tests {
         assert_eq!(
             b["stats_config"]["stats_tags"],
             json!([
+                {"tag_name": "sticky_rollout", "regex": ROLLOUT_TAG_REGEX},
                 {"tag_name": "sticky_version", "regex": VERSION_TAG_REGEX},
                 {"tag_name": "sticky_reason", "regex": REASON_TAG_REGEX},
             ])
