@@ -404,7 +404,8 @@ mod tests {
             namespace: Some(namespace.to_owned()),
             selector: [(key.to_owned(), value.to_owned())].into(),
         };
-        let cases: [(&dyn Fn(&mut StickyCanarySpec), &str); 4] = [
+        type Edit<'a> = &'a dyn Fn(&mut StickyCanarySpec);
+        let cases: [(Edit, &str); 4] = [
             (
                 &|s| s.plugin.gateways = Some(vec![gateway("Istio_System", "istio", "gw")]),
                 "spec.plugin.gateways[0].namespace: \"Istio_System\" is not a namespace name",
