@@ -4,31 +4,24 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use sticky_canary_filter::PluginConfig;
-use stickyctl::fsutil::write_atomic;
 use stickyctl::render::envoy::{
     render_bootstrap, render_cds, render_lds, EnvoyLayout, CDS_FILE, LAYOUT_FILE, LDS_FILE,
     LISTENER_NAME,
 };
 
 use crate::browser::Http;
+use crate::envoy_process::{write_json, EnvoyProcess};
 use crate::locate;
-use crate::process::ChildGuard;
 use crate::site::WHOAMI;
 
-/// How long Envoy may take to start or to apply a configuration (it compiles the .wasm).
-const PATIENCE: Duration = Duration::from_secs(30);
 /// Where, in a rendered listener, the filter's configuration string sits.
 const PLUGIN_CONFIG_POINTER: &str = "/filter_chains/0/filters/0/typed_config/http_filters/0/typed_config/config/configuration/value";
-const BOOTSTRAP_FILE: &str = "bootstrap.json";
-const ADMIN_ADDRESS_FILE: &str = "admin-address";
-const LOG_FILE: &str = "envoy.log";
 /// What Envoy logs when its listener's port is taken.
 const PORT_TAKEN: &str = "Address already in use";
 /// Starts on a fresh port after losing the listener's port to another process.
@@ -36,10 +29,8 @@ const PORT_ATTEMPTS: u32 = 3;
 
 /// A running Envoy; killed when dropped, its directory removed with it.
 pub struct Envoy {
-    process: ChildGuard,
-    dir: tempfile::TempDir,
+    process: EnvoyProcess,
     layout: EnvoyLayout,
-    admin: Http,
     listener: SocketAddr,
     probe_host: Option<String>,
 }
@@ -79,11 +70,6 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn write_json(path: &Path, value: &Value) -> Result<()> {
-    let text = serde_json::to_vec_pretty(value)?;
-    write_atomic(path, &text).with_context(|| format!("writing {}", path.display()))
-}
-
 impl Envoy {
     /// Starts Envoy with the filter configured by `plugin`, one cluster per upstream in
     /// `upstreams`, and waits until a request through the listener reaches an upstream.
@@ -113,7 +99,6 @@ impl Envoy {
 
     /// Starts Envoy with its listener on `listen_port`, without waiting for it.
     fn spawn(site: &Site, options: EnvoyOptions, listen_port: u16) -> Result<Envoy> {
-        let envoy_bin = locate::envoy_bin()?;
         let layout = EnvoyLayout {
             listen_port,
             wasm_path: locate::filter_wasm()?,
@@ -130,35 +115,12 @@ impl Envoy {
         )?;
         write_json(&dir.path().join(CDS_FILE), &cds)?;
         write_json(&dir.path().join(LDS_FILE), &lds)?;
-        write_json(
-            &dir.path().join(BOOTSTRAP_FILE),
-            &render_bootstrap(dir.path(), 0),
-        )?;
-        let log = std::fs::File::create(dir.path().join(LOG_FILE))?;
-        let mut command = Command::new(&envoy_bin);
-        command
-            .arg("--config-path")
-            .arg(dir.path().join(BOOTSTRAP_FILE))
-            .arg("--admin-address-path")
-            .arg(dir.path().join(ADMIN_ADDRESS_FILE))
-            .args(["--concurrency", &options.concurrency.to_string()])
-            // Several Envoys run side by side: no shared memory for hot restarts.
-            .arg("--disable-hot-restart")
-            // A replaced listener closes its old connections at once instead of over 10 min.
-            .args(["--drain-strategy", "immediate", "--drain-time-s", "1"])
-            .args(["--log-level", "warning"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let process = ChildGuard::spawn(command, "envoy")?;
-        let listener = SocketAddr::from(([127, 0, 0, 1], layout.listen_port));
+        let bootstrap = render_bootstrap(dir.path(), 0);
+        let process = EnvoyProcess::spawn("envoy", dir, &bootstrap, options.concurrency, &[])?;
         Ok(Envoy {
             process,
-            dir,
             layout,
-            // Replaced once Envoy wrote its admin address.
-            admin: Http::new(listener),
-            listener,
+            listener: SocketAddr::from(([127, 0, 0, 1], listen_port)),
             probe_host: site.probe_host.clone(),
         })
     }
@@ -169,67 +131,31 @@ impl Envoy {
     }
 
     fn wait_ready(&mut self) -> Result<()> {
-        let address_file = self.dir.path().join(ADMIN_ADDRESS_FILE);
-        let admin: SocketAddr = self.wait_for("the admin address", |_| {
-            Ok(std::fs::read_to_string(&address_file)
-                .ok()
-                .and_then(|text| text.trim().parse().ok()))
-        })?;
-        self.admin = Http::new(admin);
-        let admin = self.admin.clone();
-        self.wait_for("/ready", |_| {
-            Ok((admin.get("/ready", &[])?.status == 200).then_some(()))
-        })?;
+        self.process.wait_ready()?;
         let listener = Http::new(self.listener);
+        let port = self.listener.port();
         let probe_host = self.probe_host.clone();
         let probe: Vec<(&str, &[u8])> = probe_host
             .iter()
             .map(|host| ("host", host.as_bytes()))
             .collect();
-        self.wait_for("the listener to reach an upstream", |envoy| {
-            if envoy.lost_its_port() {
-                bail!("another process took port {}", envoy.listener.port());
-            }
-            // The listener may not be bound yet: connection errors mean "not yet".
-            Ok(listener
-                .get(WHOAMI, &probe)
-                .ok()
-                .filter(|r| r.status == 200)
-                .map(|_| ()))
-        })
-    }
-
-    /// Polls `probe` until it yields a value, Envoy dies, or patience runs out.
-    fn wait_for<T>(
-        &mut self,
-        what: &str,
-        mut probe: impl FnMut(&Self) -> Result<Option<T>>,
-    ) -> Result<T> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(value) = probe(self)? {
-                return Ok(value);
-            }
-            if let Some(exit) = self.process.exited() {
-                bail!("{exit} while waiting for {what}");
-            }
-            if Instant::now() > deadline {
-                bail!("Envoy did not show {what} within {PATIENCE:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process
+            .wait_for("the listener to reach an upstream", |envoy| {
+                if envoy.log().is_ok_and(|log| log.contains(PORT_TAKEN)) {
+                    bail!("another process took port {port}");
+                }
+                // The listener may not be bound yet: connection errors mean "not yet".
+                Ok(listener
+                    .get(WHOAMI, &probe)
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .map(|_| ()))
+            })
     }
 
     /// Adds the end of Envoy's log to an error, since that is where Envoy says what went wrong.
     fn explain(&self, err: anyhow::Error) -> anyhow::Error {
-        let log = self.log().unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        err.context(format!(
-            "Envoy log ({}):\n{}",
-            self.log_path().display(),
-            tail.join("\n")
-        ))
+        self.process.explain(err)
     }
 
     /// The listener's address: where clients connect.
@@ -239,7 +165,7 @@ impl Envoy {
 
     /// The directory holding the bootstrap, `lds.json`, `cds.json` and the layout.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.process.dir()
     }
 
     /// The layout Envoy was started with (without upstreams for a listener whose clusters
@@ -248,19 +174,14 @@ impl Envoy {
         &self.layout
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join(LOG_FILE)
-    }
-
     /// Everything Envoy logged so far.
     pub fn log(&self) -> Result<String> {
-        let bytes = std::fs::read(self.log_path()).context("reading Envoy's log")?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        self.process.log()
     }
 
     /// Replaces `lds.json` (atomically, as the controller does) without waiting for Envoy.
     pub fn write_lds(&self, lds: &Value) -> Result<()> {
-        write_json(&self.dir.path().join(LDS_FILE), lds)
+        write_json(&self.dir().join(LDS_FILE), lds)
     }
 
     /// Reconfigures the running Envoy with `plugin` and waits until its listener serves it.
@@ -272,7 +193,7 @@ impl Envoy {
     /// Waits until the active listener runs the filter configuration of the `lds.json` now in
     /// the directory, whoever wrote it (the harness or `stickyctl`), and returns it.
     pub fn wait_for_lds_file(&mut self) -> Result<PluginConfig> {
-        let path = self.dir.path().join(LDS_FILE);
+        let path = self.dir().join(LDS_FILE);
         let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let lds: Value =
             serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
@@ -296,10 +217,10 @@ impl Envoy {
 
     /// Waits until the active listener (warmed and serving new connections) satisfies `done`.
     pub fn wait_for_listener(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Result<()> {
-        self.wait_for(what, |envoy| {
-            Ok(envoy.active_listener()?.filter(|l| done(l)).map(|_| ()))
-        })
-        .map_err(|err| self.explain(err))
+        let result = self.process.wait_for(what, |process| {
+            Ok(active_listener(process)?.filter(|l| done(l)).map(|_| ()))
+        });
+        result.map_err(|err| self.explain(err))
     }
 
     /// The filter configuration of the active listener.
@@ -311,51 +232,23 @@ impl Envoy {
             .map(str::to_owned))
     }
 
-    /// The active listener from `/config_dump`; `None` while a new version is warming.
     fn active_listener(&self) -> Result<Option<Value>> {
-        let dump = self
-            .admin
-            .get("/config_dump?resource=dynamic_listeners", &[])?
-            .body;
-        let mut dump: Value = serde_json::from_str(&dump).context("parsing /config_dump")?;
-        let Some(listener) = dump["configs"]
-            .as_array_mut()
-            .into_iter()
-            .flatten()
-            .find(|l| l["name"] == LISTENER_NAME)
-        else {
-            return Ok(None);
-        };
-        if listener.get("warming_state").is_some() {
-            return Ok(None);
-        }
-        Ok(Some(listener["active_state"]["listener"].take()))
+        active_listener(&self.process)
     }
 
     /// Every counter and gauge from `/stats`, by name.
     pub fn stats(&self) -> Result<BTreeMap<String, u64>> {
-        let text = self.admin.get("/stats", &[])?.body;
-        // Lines are `name: value`; histograms have non-numeric values and are skipped.
-        Ok(text
-            .lines()
-            .filter_map(|line| {
-                let (name, value) = line.rsplit_once(": ")?;
-                Some((name.to_owned(), value.parse().ok()?))
-            })
-            .collect())
+        self.process.stats()
     }
 
     /// One counter or gauge from `/stats`; absent counts as an error, so typos fail loudly.
     pub fn stat(&self, name: &str) -> Result<u64> {
-        self.stats()?
-            .get(name)
-            .copied()
-            .ok_or_else(|| anyhow!("Envoy has no stat {name:?}"))
+        self.process.stat(name)
     }
 
     /// Waits until `stat` differs from `before` and returns its new value.
     pub fn wait_for_stat_change(&mut self, stat: &str, before: u64) -> Result<u64> {
-        self.wait_for(stat, |envoy| {
+        self.process.wait_for(stat, |envoy| {
             let now = envoy.stat(stat)?;
             Ok((now != before).then_some(now))
         })
@@ -363,8 +256,25 @@ impl Envoy {
 
     /// The Prometheus exposition from `/stats/prometheus`.
     pub fn prometheus(&self) -> Result<String> {
-        Ok(self.admin.get("/stats/prometheus", &[])?.body)
+        self.process.prometheus()
     }
+}
+
+/// The active listener from `/config_dump`; `None` while a new version is warming.
+fn active_listener(process: &EnvoyProcess) -> Result<Option<Value>> {
+    let mut dump = process.config_dump("resource=dynamic_listeners")?;
+    let Some(listener) = dump["configs"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .find(|l| l["name"] == LISTENER_NAME)
+    else {
+        return Ok(None);
+    };
+    if listener.get("warming_state").is_some() {
+        return Ok(None);
+    }
+    Ok(Some(listener["active_state"]["listener"].take()))
 }
 
 /// The site of one service: the listener `render_lds` renders for `plugin`, one cluster per
@@ -421,7 +331,7 @@ pub fn validate(lds: &Value, cds: &Value) -> Result<Validation> {
             serde_json::json!({ "listeners": strip_type(lds), "clusters": strip_type(cds) }),
         );
     }
-    let path = dir.path().join(BOOTSTRAP_FILE);
+    let path = dir.path().join("bootstrap.json");
     write_json(&path, &bootstrap)?;
     let output = Command::new(&envoy_bin)
         .args([
