@@ -765,10 +765,17 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
     if let Some(note) = drain_note(spec) {
         writeln!(out, "{note}").ok();
     }
-    writeln!(out, "\n{:<56} STATE", "OBJECT").ok();
+    let width = plan
+        .objects
+        .iter()
+        .map(|d| d.label.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    writeln!(out, "\n{:<width$} STATE", "OBJECT").ok();
     for doc in &plan.objects {
         let state = if doc.in_sync() { "in sync" } else { "drifted" };
-        writeln!(out, "{:<56} {state}", doc.label).ok();
+        writeln!(out, "{:<width$} {state}", doc.label).ok();
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 pub mod browser;
 pub mod crowd;
+pub mod demo;
 pub mod envoy;
 pub mod envoy_process;
 pub mod gateway;

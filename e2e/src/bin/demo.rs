@@ -36,22 +36,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(&Args::parse()) {
-        Ok(broken) if broken.is_empty() => {
-            println!("\nOK: no 404, no page mixing versions, nobody moved from canary to stable.");
-            ExitCode::SUCCESS
-        }
-        Ok(broken) => {
-            for invariant in broken {
-                eprintln!("BROKEN: {invariant}");
-            }
-            ExitCode::FAILURE
-        }
-        Err(err) => {
-            eprintln!("sticky-demo failed: {err:?}");
-            ExitCode::FAILURE
-        }
-    }
+    sticky_canary_e2e::demo::exit(
+        "sticky-demo",
+        "no 404, no page mixing versions, nobody moved from canary to stable.",
+        run(&Args::parse()),
+    )
 }
 
 /// Runs `stickyctl --envoy-dir <dir> args...` as an operator would, echoing the command and

@@ -25,22 +25,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(&Args::parse()) {
-        Ok(broken) if broken.is_empty() => {
-            println!("\nOK: no 404, no page mixing versions, nobody moved back from a canary, and each service kept its own clients.");
-            ExitCode::SUCCESS
-        }
-        Ok(broken) => {
-            for invariant in broken {
-                eprintln!("BROKEN: {invariant}");
-            }
-            ExitCode::FAILURE
-        }
-        Err(err) => {
-            eprintln!("sticky-demo-mesh failed: {err:?}");
-            ExitCode::FAILURE
-        }
-    }
+    sticky_canary_e2e::demo::exit(
+        "sticky-demo-mesh",
+        "no 404, no page mixing versions, nobody moved back from a canary, and each service kept its own clients.",
+        run(&Args::parse()),
+    )
 }
 
 /// Runs `stickyctl --name <rollout> args...` as an operator would, echoing it and its output.
@@ -107,24 +96,13 @@ fn run(args: &Args) -> Result<Vec<String>> {
         "The gateway (istio-system, istio=ingressgateway) listens on http://127.0.0.1:{}; web.example.com and api.example.com are behind it, each with versions v1 and v2.\n",
         mesh.port
     );
-    let url = MeshStack::plugin_url()?;
     let mut broken = Vec::new();
 
     println!("0) Two teams start their canaries, each with its own weight:");
     for (service, weight) in [("web", "10"), ("api", "50")] {
-        type_command(
-            &mesh,
-            service,
-            &[
-                "init",
-                "--service",
-                service,
-                "--stable",
-                "v1",
-                "--plugin-url",
-                &url,
-            ],
-        )?;
+        let init = MeshStack::init_args(service)?;
+        let init: Vec<&str> = init.iter().map(String::as_str).collect();
+        type_command(&mesh, service, &init)?;
         type_command(&mesh, service, &["start", "--canary", "v2"])?;
         type_command(&mesh, service, &["set-weight", weight])?;
     }

@@ -162,10 +162,10 @@ impl MeshStack {
         Ok(format!("file://{}", locate::filter_wasm()?.display()))
     }
 
-    /// `stickyctl init` of `service` at stable `v1` with the built filter, and `extra` flags.
-    pub fn init(&self, service: &str, extra: &[&str]) -> Result<String> {
+    /// The arguments of `stickyctl init` of `service` at stable `v1` with the built filter.
+    pub fn init_args(service: &str) -> Result<Vec<String>> {
         let url = MeshStack::plugin_url()?;
-        let mut args = vec![
+        Ok([
             "init",
             "--service",
             service,
@@ -173,7 +173,15 @@ impl MeshStack {
             "v1",
             "--plugin-url",
             &url,
-        ];
+        ]
+        .map(str::to_owned)
+        .to_vec())
+    }
+
+    /// `stickyctl init` of `service` (see [`MeshStack::init_args`]) with `extra` flags.
+    pub fn init(&self, service: &str, extra: &[&str]) -> Result<String> {
+        let init = MeshStack::init_args(service)?;
+        let mut args: Vec<&str> = init.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         self.stickyctl.ok(&args)
     }
