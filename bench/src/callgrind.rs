@@ -2,12 +2,17 @@
 //!
 //! Throughput on a shared 2-CPU VM varies by 10-30 % from run to run, too much to see a few
 //! percent; instruction counts are exact and repeat within a few hundred per request. Each
-//! Envoy runs under callgrind with a direct-response listener, so no upstream does work that
-//! would need separating. Counting is switched on once Envoy answers (start-up, mostly V8
-//! compiling the module, is six times faster uncounted). One kept-alive connection sends a
-//! warm-up, then two batches of requests, each between `callgrind_control -z` and `-d`; the
-//! difference of the two dumps divided by the difference of the batch sizes is the cost of
-//! one request, with the connection, timers and the control requests themselves cancelled out.
+//! Envoy runs under callgrind, most with a direct-response listener, whose cost is Envoy's
+//! smallest. The multi-rollout rows proxy instead (a request finds its rollout from the
+//! cluster its route names, and a direct response names none), to a native Envoy answering
+//! itself: a separate process, which callgrind does not count. Counting is switched on once
+//! Envoy answers (start-up, mostly V8 compiling the module, is six times faster uncounted).
+//! One kept-alive connection sends a warm-up, then two batches of requests, each between
+//! `callgrind_control -z` and `-d`; the difference of the two dumps divided by the difference
+//! of the batch sizes is the cost of one request, with the connection, timers and the control
+//! requests themselves cancelled out. A row whose requests differ (one per service of a
+//! gateway) sends them in turn; the batch sizes are multiples of its number of services, so
+//! every service gets its share of both batches.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,12 +21,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use sticky_canary_e2e::browser::Http;
 
-use crate::envoy::{Envoy, Launch, Variant, NOWHERE};
+use crate::envoy::{Envoy, Launch, Variant, NOWHERE, UPSTREAM};
 use crate::requests::Shape;
 
 /// Requests before counting, so that first-use work (V8 tiering, caches, pools) is done.
 const WARM: u64 = 300;
-/// Requests in the two counted batches.
+/// Requests in the two counted batches: multiples of every gateway's number of services
+/// (1, 10, 50).
 const BATCHES: (u64, u64) = (200, 700);
 /// How long a dump may take to appear complete.
 const DUMP_PATIENCE: Duration = Duration::from_secs(60);
@@ -70,15 +76,19 @@ pub fn measure(plan: &[(Variant, Shape, usize)], wasm: &Path) -> Result<Vec<Coun
     if !available() {
         return Ok(counts(vec![None; plan.len()]));
     }
-    if let Some(&(variant, _, _)) = plan.iter().find(|(v, _, _)| !v.direct) {
-        bail!(
-            "{}: callgrind counts direct responses only",
-            variant.label()
-        );
-    }
+    // Only proxying rows need the upstream; it runs natively, uncounted.
+    let upstream = if plan.iter().any(|(v, _, _)| !v.direct) {
+        Some(Envoy::start(UPSTREAM, NOWHERE, Launch::Native(None), wasm)?)
+    } else {
+        None
+    };
     let mut envoys: Vec<(Variant, Envoy)> = Vec::new();
     for variant in Variant::processes(plan.iter().map(|&(v, _, _)| v)) {
-        let envoy = Envoy::spawn(variant, NOWHERE, Launch::Callgrind, wasm)
+        let target = match (&upstream, variant.direct) {
+            (Some(upstream), false) => upstream.address,
+            _ => NOWHERE,
+        };
+        let envoy = Envoy::spawn(variant, target, Launch::Callgrind, wasm)
             .with_context(|| format!("starting {} under callgrind", variant.label()))?;
         envoys.push((variant, envoy));
     }
@@ -97,16 +107,16 @@ pub fn measure(plan: &[(Variant, Shape, usize)], wasm: &Path) -> Result<Vec<Coun
         let threads: Vec<_> = envoys
             .iter_mut()
             .map(|(variant, envoy)| {
-                let rows: Vec<(usize, Shape, usize)> = plan
+                let rows: Vec<(usize, Variant, Shape)> = plan
                     .iter()
                     .enumerate()
                     .filter(|(_, (v, _, _))| v.process() == *variant)
-                    .map(|(i, &(v, shape, _))| (i, shape, v.versions))
+                    .map(|(i, &(v, shape, _))| (i, v, shape))
                     .collect();
                 scope.spawn(move || {
                     rows.into_iter()
-                        .map(|(i, shape, versions)| {
-                            Ok((i, per_request_of(envoy, &shape.headers(versions))?))
+                        .map(|(i, variant, shape)| {
+                            Ok((i, per_request_of(envoy, &variant.requests(shape))?))
                         })
                         .collect()
                 })
@@ -126,21 +136,27 @@ pub fn measure(plan: &[(Variant, Shape, usize)], wasm: &Path) -> Result<Vec<Coun
     Ok(counts(per_request))
 }
 
-/// Instructions per request of these headers on `envoy`, which runs under callgrind.
-fn per_request_of(envoy: &mut Envoy, headers: &[(&str, String)]) -> Result<u64> {
+/// Instructions per request on `envoy`, which runs under callgrind, of these requests (their
+/// extra headers) sent in turn.
+fn per_request_of(envoy: &mut Envoy, requests: &[Vec<(&str, String)>]) -> Result<u64> {
     let out = envoy
         .callgrind_out()
         .context("instructions are counted only under callgrind")?;
     let pid = envoy.pid();
-    let headers: Vec<(&str, &[u8])> = headers
+    let requests: Vec<Vec<(&str, &[u8])>> = requests
         .iter()
-        .map(|(name, value)| (*name, value.as_bytes()))
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|(name, value)| (*name, value.as_bytes()))
+                .collect()
+        })
         .collect();
     // One client, so one kept-alive connection for the warm-up and both batches.
     let http = Http::new(envoy.address);
     let send = |n: u64| -> Result<()> {
-        for _ in 0..n {
-            let response = http.get("/", &headers)?;
+        for headers in requests.iter().cycle().take(n as usize) {
+            let response = http.get("/", headers)?;
             if response.status != 200 {
                 bail!("status {} from the Envoy under callgrind", response.status);
             }

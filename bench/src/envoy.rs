@@ -3,8 +3,10 @@
 //!
 //! Every listener starts as the one `stickyctl::render::envoy` renders for the filter (the
 //! listener users run), then loses the filter, swaps it for the Lua equivalent, or answers
-//! itself instead of proxying. The upstream is an Envoy too (direct response): a fast local
-//! server whose cost is the same for every variant. An Envoy may also run under callgrind,
+//! itself instead of proxying. A multi-rollout variant runs a gateway of services instead
+//! (`sticky_canary_e2e::gateway`, with Istio's cluster names), all in one filter
+//! configuration. The upstream is an Envoy too (direct response): a fast local server whose
+//! cost is the same for every variant. An Envoy may also run under callgrind,
 //! which counts the instructions it executes (see [`crate::callgrind`]).
 
 use std::collections::BTreeMap;
@@ -17,6 +19,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use sticky_canary_e2e::browser::Http;
 use sticky_canary_e2e::envoy::free_port;
+use sticky_canary_e2e::gateway::{self, Service};
 use sticky_canary_e2e::locate;
 use sticky_canary_e2e::process::ChildGuard;
 use stickyctl::fsutil::write_atomic;
@@ -25,7 +28,8 @@ use stickyctl::render::envoy::{
 };
 
 use crate::lua;
-use crate::requests;
+use crate::requests::{self, Shape};
+use sticky_canary_filter::config::DEFAULT_COOKIE;
 
 /// How long Envoy may take to start natively (it compiles the .wasm first).
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -68,7 +72,20 @@ pub struct Variant {
     pub direct: bool,
     /// Envoy worker threads (`--concurrency`); each runs its own Wasm VM.
     pub workers: u8,
+    /// 0: one service behind the listener `stickyctl` renders, the single-rollout form. N: a
+    /// gateway of N services, each in a rollout of its own in one multi-rollout configuration
+    /// (see [`requests::rollouts_config`]), its requests spread evenly over them.
+    pub rollouts: usize,
 }
+
+/// The upstream of proxying Envoys: an Envoy answering every request itself.
+pub const UPSTREAM: Variant = Variant {
+    filter: Filter::None,
+    versions: 2,
+    direct: true,
+    workers: 1,
+    rollouts: 0,
+};
 
 impl Variant {
     /// The variant whose Envoy process serves this one: one process per distinct
@@ -103,9 +120,11 @@ impl Variant {
             Filter::Wasm => "wasm filter",
             Filter::Lua => "lua filter",
         };
-        let versions = match self.filter {
-            Filter::None => String::new(),
-            _ => format!(", {} versions", self.versions),
+        let versions = match (self.filter, self.rollouts) {
+            (Filter::None, 0) => String::new(),
+            (Filter::None, n) => format!(", gateway of {n} services"),
+            (_, 0) => format!(", {} versions", self.versions),
+            (_, n) => format!(", {n} rollouts of {} versions", self.versions),
         };
         let direct = if self.direct { ", direct response" } else { "" };
         let workers = match self.workers {
@@ -114,12 +133,45 @@ impl Variant {
         };
         format!("{filter}{versions}{direct}{workers}")
     }
+
+    /// The requests of `shape` to this variant, to be sent in turn.
+    pub fn requests(self, shape: Shape) -> Vec<Vec<(&'static str, String)>> {
+        match self.rollouts {
+            0 => vec![shape.headers(self.versions)],
+            n => shape.gateway_requests(n, self.versions),
+        }
+    }
+
+    /// The services of a gateway variant, every version of every one served by `upstream`.
+    fn services(self, upstream: SocketAddr) -> Vec<Service> {
+        (0..self.rollouts)
+            .map(|index| Service {
+                host: requests::service_host(index),
+                versions: (1..=self.versions)
+                    .map(|i| (format!("v{i}"), upstream))
+                    .collect(),
+                in_rollout: true,
+            })
+            .collect()
+    }
 }
 
 /// The listener of `variant`, as Envoy reads it from `lds.json`.
-fn listener(variant: Variant, layout: &EnvoyLayout) -> Result<Value> {
+fn listener(variant: Variant, layout: &EnvoyLayout, upstream: SocketAddr) -> Result<Value> {
     let config = requests::config(variant.versions);
-    let mut lds = render_lds(&config.plugin, layout)?;
+    let mut lds = match variant.rollouts {
+        0 => render_lds(&config.plugin, layout)?,
+        _ if variant.direct => bail!(
+            "{}: a request finds its rollout from the cluster its route names, and a direct \
+             response names none",
+            variant.label()
+        ),
+        _ => {
+            let plugin = requests::rollouts_config(variant.rollouts, variant.versions);
+            let json = serde_json::to_string(&plugin)?;
+            gateway::render_lds(&variant.services(upstream), &json, layout)
+        }
+    };
     let manager = lds.pointer_mut(MANAGER_POINTER).ok_or_else(|| {
         anyhow!("rendered listener has no connection manager at {MANAGER_POINTER}")
     })?;
@@ -131,6 +183,9 @@ fn listener(variant: Variant, layout: &EnvoyLayout) -> Result<Value> {
         Filter::Wasm => {}
         Filter::None => {
             filters.remove(0);
+        }
+        Filter::Lua if variant.rollouts > 0 => {
+            bail!("{}: the Lua filter serves one rollout", variant.label())
         }
         Filter::Lua => filters[0] = lua::filter(&config),
     }
@@ -210,9 +265,20 @@ impl Envoy {
                 .with_context(|| format!("writing {}", path.display()))?;
             Ok(path)
         };
-        write(CDS_FILE, &render_cds(&layout))?;
-        write(LDS_FILE, &listener(variant, &layout)?)?;
-        let bootstrap = write("bootstrap.json", &render_bootstrap(dir.path(), 0))?;
+        let cds = match variant.rollouts {
+            0 => render_cds(&layout),
+            _ => gateway::render_cds(&variant.services(upstream)),
+        };
+        write(CDS_FILE, &cds)?;
+        write(LDS_FILE, &listener(variant, &layout, upstream)?)?;
+        let mut bootstrap = render_bootstrap(dir.path(), 0);
+        if launch == Launch::Callgrind {
+            // Without sinks Envoy still walks every stat on its flush timer (every 5 s), work
+            // that grows with the number of clusters and lands in whichever batch it falls
+            // into: under callgrind, flush only when the admin interface asks.
+            bootstrap["stats_flush_on_admin"] = Value::Bool(true);
+        }
+        let bootstrap = write("bootstrap.json", &bootstrap)?;
         let log = std::fs::File::create(dir.path().join("envoy.log"))?;
         let mut command = match launch {
             Launch::Native(Some(cpu)) => {
@@ -259,21 +325,27 @@ impl Envoy {
         })
     }
 
-    /// Waits for a `200`; with a filter, also for the cookies that prove it ran.
+    /// Waits for a `200`; with a filter, also for the cookies that prove it ran (on the first
+    /// service of a gateway, and its rollout's cookie).
     pub fn wait_ready(&mut self, variant: Variant) -> Result<()> {
         let http = Http::new(self.address);
+        let (host, cookie) = match variant.rollouts {
+            0 => (None, DEFAULT_COOKIE.to_owned()),
+            _ => (Some(requests::service_host(0)), requests::version_cookie(0)),
+        };
+        let probe: Vec<(&str, &[u8])> = host.iter().map(|h| ("host", h.as_bytes())).collect();
         let patience = match self.launch {
             Launch::Native(_) => PATIENCE,
             Launch::Callgrind => CALLGRIND_PATIENCE,
         };
         let deadline = Instant::now() + patience;
         loop {
-            if let Ok(response) = http.get("/", &[]) {
+            if let Ok(response) = http.get("/", &probe) {
                 if response.status == 200 {
-                    let decided = response.cookie("sticky-version").is_some();
+                    let decided = response.cookie(&cookie).is_some();
                     if decided != (variant.filter != Filter::None) {
                         bail!(
-                            "{}: the response {} a sticky-version cookie",
+                            "{}: the response {} a {cookie} cookie",
                             variant.label(),
                             if decided { "unexpectedly has" } else { "lacks" }
                         );

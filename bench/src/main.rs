@@ -2,7 +2,8 @@
 //! own Envoy (`--concurrency 1`) behind one local upstream, with load from wrk. Variants run
 //! interleaved, round after round, so a slow moment of the machine hits all of them alike;
 //! the table holds medians. Before the load, the instructions per request of the same Envoys
-//! (direct response) under callgrind. Prints the table and writes it into BENCHMARKS.md.
+//! (direct response) under callgrind, and of the filter serving 1, 10 and 50 rollouts on one
+//! gateway. Prints the table and writes it into BENCHMARKS.md.
 
 mod callgrind;
 mod envoy;
@@ -45,9 +46,13 @@ struct Args {
     /// Skip the native benchmarks (criterion, callgrind).
     #[arg(long)]
     skip_native: bool,
-    /// Skip counting Envoy's instructions per request under callgrind (about a minute).
+    /// Skip counting Envoy's instructions per request under callgrind (a few minutes).
     #[arg(long)]
     skip_callgrind: bool,
+    /// Count only the multi-rollout rows under callgrind, print them and write nothing (a
+    /// partial run must not replace the whole table).
+    #[arg(long)]
+    rollouts_only: bool,
 }
 
 /// Where things run: the Envoy under test alone on one CPU, wrk and the upstream on another.
@@ -85,12 +90,14 @@ fn plan() -> Vec<(Variant, Shape, usize)> {
         versions,
         direct: false,
         workers: 1,
+        rollouts: 0,
     };
     let direct = |filter| Variant {
         filter,
         versions: 2,
         direct: true,
         workers: 1,
+        rollouts: 0,
     };
     vec![
         (proxy(Filter::None, 2), Shape::New, 0),
@@ -109,16 +116,17 @@ fn plan() -> Vec<(Variant, Shape, usize)> {
     ]
 }
 
-/// The rows of the instruction table (direct response), in the order each Envoy counts them;
-/// `baseline` indexes this list.
+/// The rows of the instruction table, in the order each Envoy counts them; `baseline`
+/// indexes this list. Direct responses, then [`rollouts_plan`].
 fn counted_plan() -> Vec<(Variant, Shape, usize)> {
     let direct = |filter, versions| Variant {
         filter,
         versions,
         direct: true,
         workers: 1,
+        rollouts: 0,
     };
-    vec![
+    let mut plan = vec![
         (direct(Filter::None, 2), Shape::New, 0),
         (direct(Filter::Wasm, 2), Shape::New, 0),
         (direct(Filter::Lua, 2), Shape::New, 0),
@@ -128,7 +136,39 @@ fn counted_plan() -> Vec<(Variant, Shape, usize)> {
         (direct(Filter::None, 20), Shape::Worst, 6),
         (direct(Filter::Wasm, 20), Shape::Worst, 6),
         (direct(Filter::Lua, 20), Shape::Worst, 6),
-    ]
+    ];
+    let offset = plan.len();
+    plan.extend(
+        rollouts_plan()
+            .into_iter()
+            .map(|(variant, shape, baseline)| (variant, shape, baseline + offset)),
+    );
+    plan
+}
+
+/// The multi-rollout rows: one filter serving 1, 10 and 50 rollouts of a gateway, returning
+/// clients (cookie path) spread evenly over the services, each against no filter on the same
+/// gateway; and the single-rollout form on the same terms, so the two forms compare. All
+/// proxied: a request finds its rollout from the cluster its route names, and a direct
+/// response names none. `baseline` indexes this list.
+fn rollouts_plan() -> Vec<(Variant, Shape, usize)> {
+    let proxy = |filter, rollouts| Variant {
+        filter,
+        versions: 2,
+        direct: false,
+        workers: 1,
+        rollouts,
+    };
+    let mut plan = vec![
+        (proxy(Filter::None, 0), Shape::Pinned, 0),
+        (proxy(Filter::Wasm, 0), Shape::Pinned, 0),
+    ];
+    for rollouts in [1, 10, 50] {
+        let baseline = plan.len();
+        plan.push((proxy(Filter::None, rollouts), Shape::Pinned, baseline));
+        plan.push((proxy(Filter::Wasm, rollouts), Shape::Pinned, baseline));
+    }
+    plan
 }
 
 /// The running Envoy that serves `variant`.
@@ -205,6 +245,12 @@ fn main() -> Result<()> {
         None => locate::filter_wasm()?,
     };
     let wasm_bytes = std::fs::metadata(&wasm)?.len();
+    if args.rollouts_only {
+        eprintln!("callgrind: instructions per request, multi-rollout rows only ...");
+        let counts = callgrind::measure(&rollouts_plan(), &wasm)?;
+        println!("{}", report::instruction_table(&counts));
+        return Ok(());
+    }
     let native = if args.skip_native {
         Vec::new()
     } else {
@@ -226,14 +272,8 @@ fn main() -> Result<()> {
     };
 
     eprintln!("starting Envoys ...");
-    let upstream_variant = Variant {
-        filter: Filter::None,
-        versions: 2,
-        direct: true,
-        workers: 1,
-    };
     let upstream = Envoy::start(
-        upstream_variant,
+        envoy::UPSTREAM,
         envoy::NOWHERE,
         Launch::Native(placement.load),
         &wasm,
@@ -272,6 +312,7 @@ fn main() -> Result<()> {
             versions: 2,
             direct: false,
             workers: 2,
+            rollouts: 0,
         };
         let envoy = Envoy::start(variant, upstream.address, Launch::Native(None), &wasm)
             .with_context(|| format!("starting {}", variant.label()))?;
@@ -331,4 +372,44 @@ fn main() -> Result<()> {
         .with_context(|| format!("writing {}", output.display()))?;
     eprintln!("written to {}", output.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row is compared with the no-filter Envoy of the same listener (service or gateway
+    /// of as many services) and mode, on the same requests.
+    #[test]
+    fn every_counted_row_has_the_no_filter_row_of_its_kind_as_baseline() {
+        let plan = counted_plan();
+        for &(variant, shape, baseline) in &plan {
+            let (base, base_shape, _) = plan[baseline];
+            assert_eq!(base.filter, Filter::None, "{}", variant.label());
+            assert_eq!(
+                (base.direct, base.rollouts, base_shape),
+                (variant.direct, variant.rollouts, shape),
+                "{}",
+                variant.label()
+            );
+        }
+        let rollouts: Vec<usize> = plan
+            .iter()
+            .filter(|(v, _, _)| v.filter == Filter::Wasm && v.rollouts > 0)
+            .map(|(v, _, _)| v.rollouts)
+            .collect();
+        assert_eq!(rollouts, [1, 10, 50]);
+    }
+
+    /// A gateway's requests go to every service in turn, each with its own rollout's cookie.
+    #[test]
+    fn gateway_requests_spread_over_the_services() {
+        let variant = rollouts_plan()[7].0;
+        assert_eq!(variant.label(), "wasm filter, 50 rollouts of 2 versions");
+        let requests = variant.requests(Shape::Pinned);
+        assert_eq!(requests.len(), 50);
+        assert_eq!(requests[3][0], ("host", requests::service_host(3)));
+        assert!(requests[3][1].1.contains("; sticky-version.svc-3=v2"));
+        requests::rollouts_config(50, 2).validate().unwrap();
+    }
 }

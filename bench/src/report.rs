@@ -257,31 +257,7 @@ impl Report {
             return;
         }
         let _ = writeln!(w);
-        let _ = writeln!(
-            w,
-            "| Envoy (callgrind) | request | instructions/request | added vs no filter | vs no filter |"
-        );
-        let _ = writeln!(w, "|---|---|--:|--:|--:|");
-        for count in &self.instructions {
-            let base = self
-                .instructions
-                .get(count.baseline)
-                .and_then(|b| b.per_request);
-            let (figure, added, ratio) = match (count.per_request, base) {
-                (Some(n), Some(b)) => (
-                    n.to_string(),
-                    format!("{:+}", n as i64 - b as i64),
-                    format!("{:.2}", n as f64 / b as f64),
-                ),
-                _ => ("n/a (no valgrind)".into(), "-".into(), "-".into()),
-            };
-            let _ = writeln!(
-                w,
-                "| {} | {} | {figure} | {added} | {ratio} |",
-                count.variant.label(),
-                count.shape.label(),
-            );
-        }
+        w.push_str(&instruction_table(&self.instructions));
     }
 
     fn targets(&self) -> Vec<String> {
@@ -332,9 +308,9 @@ impl Report {
             ));
         }
         lines.push(format!(
-            ".wasm: {:.0} KiB (≤ 200 KB: {})",
+            ".wasm: {:.0} KiB (≤ 200 KiB: {})",
             self.wasm_bytes as f64 / 1024.0,
-            verdict(self.wasm_bytes <= 200_000)
+            verdict(self.wasm_bytes <= 200 * 1024)
         ));
         let rss = |filter: Filter, workers: u8| {
             self.memory
@@ -363,6 +339,36 @@ impl Report {
         }
         lines
     }
+}
+
+/// The callgrind table: instructions per request and what the filter adds to its no-filter
+/// row.
+pub fn instruction_table(counts: &[Count]) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(
+        w,
+        "| Envoy (callgrind) | request | instructions/request | added vs no filter | vs no filter |"
+    );
+    let _ = writeln!(w, "|---|---|--:|--:|--:|");
+    for count in counts {
+        let base = counts.get(count.baseline).and_then(|b| b.per_request);
+        let (figure, added, ratio) = match (count.per_request, base) {
+            (Some(n), Some(b)) => (
+                n.to_string(),
+                format!("{:+}", n as i64 - b as i64),
+                format!("{:.2}", n as f64 / b as f64),
+            ),
+            _ => ("n/a (no valgrind)".into(), "-".into(), "-".into()),
+        };
+        let _ = writeln!(
+            w,
+            "| {} | {} | {figure} | {added} | {ratio} |",
+            count.variant.label(),
+            count.shape.label(),
+        );
+    }
+    out
 }
 
 /// `document` with its generated block replaced by `block`, or `block` appended when the
@@ -407,6 +413,7 @@ mod tests {
                 versions: 2,
                 direct: true,
                 workers: 1,
+                rollouts: 0,
             },
             shape: Shape::Pinned,
             baseline: 0,

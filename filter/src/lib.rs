@@ -3,6 +3,8 @@
 //!
 //! The decision and the configuration are pure and compile natively (`stickyctl` uses them
 //! for `explain` and to render the WasmPlugin); only [`plugin`] touches the proxy-wasm host.
+//! One filter serves one rollout for every request, or many, each request taking the rollout
+//! of its service ([`rollouts`]).
 
 pub mod bucket;
 pub mod config;

@@ -282,9 +282,10 @@ fn owner(rollouts: &[Rollout], index: usize) -> String {
 }
 
 /// Rollout indices by service name: a hash table with open addressing, keyed by xxh64 (which
-/// the bucketing links in anyway). std's `HashMap` would do the same job with 2.8 KB more code
-/// in the `.wasm` (generic insert and rehash, SipHash, and a WASI `random_get` for its keys);
-/// here the table is sized once, at configuration time, and only looked up per request.
+/// the bucketing links in anyway). std's `HashMap` did the same job with 2.8 KB more code in
+/// the `.wasm` (its generic insert and rehash), and its default hasher would add SipHash and a
+/// WASI `random_get` for the keys; here the table is sized once, at configuration time, and
+/// only looked up per request.
 /// Nothing here needs keys a client cannot guess: the names come from the configuration, and
 /// a client cannot choose which cluster name Envoy looks up.
 #[derive(Debug, Clone)]
@@ -329,19 +330,21 @@ impl ServiceIndex {
         self.find(service).ok()
     }
 
-    /// Adds `service` for `rollout`, or returns the rollout it belongs to already. Beyond the
-    /// capacity it was made with, it refuses (returns `Some`) rather than fill the table.
+    /// Adds `service` for `rollout`, or returns the rollout it belongs to already. With half
+    /// its slots taken it refuses, returning `Some(rollout)`, rather than fill the table;
+    /// `compile_rollouts` makes room for every service, so that does not happen.
     fn insert(&mut self, service: &str, rollout: usize) -> Option<usize> {
         let at = match self.find(service.as_bytes()) {
             Ok(owner) => return Some(owner),
             Err(at) => at,
         };
-        if 2 * (self.entries.len() + 1) > self.slots.len() {
-            return Some(rollout);
+        let entries = self.entries.len() + 1;
+        let room = 2 * entries <= self.slots.len();
+        match (self.slots.get_mut(at), u32::try_from(entries)) {
+            (Some(slot), Ok(entry)) if room => *slot = entry,
+            _ => return Some(rollout),
         }
         self.entries.push((service.to_owned(), rollout));
-        let slot = self.slots.get_mut(at)?;
-        *slot = u32::try_from(self.entries.len()).ok()?;
         None
     }
 
@@ -479,6 +482,28 @@ mod tests {
             .select(cluster("api.prod.svc.cluster.local"))
             .unwrap();
         assert_eq!(index, 1);
+    }
+
+    #[test]
+    fn the_service_index_finds_every_service_and_only_those() {
+        let services: Vec<String> = (0..1000).map(|i| format!("svc-{i}.ns")).collect();
+        let mut index = ServiceIndex::with_capacity(services.len());
+        for (i, service) in services.iter().enumerate() {
+            assert_eq!(index.insert(service, i / 3), None, "{service}");
+        }
+        assert_eq!(index.insert("svc-7.ns", 999), Some(2), "taken");
+        for (i, service) in services.iter().enumerate() {
+            assert_eq!(index.get(service.as_bytes()), Some(i / 3), "{service}");
+        }
+        for unknown in ["svc-1000.ns", "svc-1.n", "", "svc-1.ns."] {
+            assert_eq!(index.get(unknown.as_bytes()), None, "{unknown}");
+        }
+        let mut one = ServiceIndex::with_capacity(1);
+        assert_eq!(one.insert("a", 0), None);
+        assert_eq!(one.insert("b", 1), Some(1), "full");
+        assert_eq!((one.get(b"a"), one.get(b"b")), (Some(0), None));
+        let empty = ServiceIndex::with_capacity(0);
+        assert!(empty.is_empty() && empty.get(b"svc-1.ns").is_none());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The parser of the multi-rollout form, `{"rollouts": [...]}`, written by hand, naming the
 //! field of every error with its full path as the single form's derived parser does.
 //!
-//! Deriving it would have cost 12 KB of the `.wasm`, more than its size budget leaves: serde
+//! Deriving it cost 10.5 KB of the `.wasm` (measured), more than its size budget left: serde
 //! instantiates its JSON reader and `serde_path_to_error`'s path tracking anew for every type
 //! it parses, and the multi-rollout form adds four (the document, the list of rollouts, a
 //! rollout, the list of services). Here one visitor type, [`Walk`], reads all four, so the
