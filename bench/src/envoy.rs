@@ -12,17 +12,15 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use sticky_canary_e2e::browser::Http;
 use sticky_canary_e2e::envoy::free_port;
+use sticky_canary_e2e::envoy_process::{write_json, EnvoyProcess};
 use sticky_canary_e2e::gateway::{self, Service};
-use sticky_canary_e2e::locate;
-use sticky_canary_e2e::process::ChildGuard;
-use stickyctl::fsutil::write_atomic;
 use stickyctl::render::envoy::{
     render_bootstrap, render_cds, render_lds, EnvoyLayout, CDS_FILE, LDS_FILE,
 };
@@ -40,8 +38,6 @@ const CALLGRIND_PATIENCE: Duration = Duration::from_secs(300);
 const BODY: &str = "{\"ok\":true}\n";
 /// How long a stopping Envoy under callgrind may take to write its last profile and exit.
 const STOP_PATIENCE: Duration = Duration::from_secs(20);
-/// Lines of Envoy's log an error quotes.
-const LOG_TAIL: usize = 20;
 /// Callgrind's output file in the Envoy's directory; dumps append `.1`, `.2`, ...
 const CALLGRIND_OUT: &str = "callgrind.out";
 /// Where the HTTP connection manager sits in a listener rendered by `render_lds`.
@@ -219,11 +215,11 @@ pub enum Launch {
 
 /// A running Envoy; stopped when dropped.
 pub struct Envoy {
-    process: ChildGuard,
+    process: EnvoyProcess,
     /// Where clients connect.
     pub address: SocketAddr,
     launch: Launch,
-    dir: tempfile::TempDir,
+    callgrind_out: PathBuf,
 }
 
 impl Envoy {
@@ -247,7 +243,6 @@ impl Envoy {
         launch: Launch,
         wasm: &Path,
     ) -> Result<Envoy> {
-        let envoy_bin = locate::envoy_bin()?;
         let layout = EnvoyLayout {
             listen_port: free_port()?,
             wasm_path: wasm.to_owned(),
@@ -259,18 +254,15 @@ impl Envoy {
             .prefix("sticky-bench-")
             .tempdir()
             .context("creating Envoy's config directory")?;
-        let write = |file: &str, value: &Value| -> Result<PathBuf> {
-            let path = dir.path().join(file);
-            write_atomic(&path, &serde_json::to_vec_pretty(value)?)
-                .with_context(|| format!("writing {}", path.display()))?;
-            Ok(path)
-        };
         let cds = match variant.rollouts {
             0 => render_cds(&layout),
             _ => gateway::render_cds(&variant.services(upstream)),
         };
-        write(CDS_FILE, &cds)?;
-        write(LDS_FILE, &listener(variant, &layout, upstream)?)?;
+        write_json(&dir.path().join(CDS_FILE), &cds)?;
+        write_json(
+            &dir.path().join(LDS_FILE),
+            &listener(variant, &layout, upstream)?,
+        )?;
         let mut bootstrap = render_bootstrap(dir.path(), 0);
         if launch == Launch::Callgrind {
             // Without sinks Envoy still walks every stat on its flush timer (every 5 s), work
@@ -278,50 +270,40 @@ impl Envoy {
             // into: under callgrind, flush only when the admin interface asks.
             bootstrap["stats_flush_on_admin"] = Value::Bool(true);
         }
-        let bootstrap = write("bootstrap.json", &bootstrap)?;
-        let log = std::fs::File::create(dir.path().join("envoy.log"))?;
-        let mut command = match launch {
-            Launch::Native(Some(cpu)) => {
-                let mut taskset = Command::new("taskset");
-                taskset.args(["-c", &cpu.to_string()]).arg(&envoy_bin);
-                taskset
-            }
-            Launch::Native(None) => Command::new(&envoy_bin),
-            Launch::Callgrind => {
-                let mut valgrind = Command::new("valgrind");
-                valgrind
-                    .arg("--tool=callgrind")
-                    // `.venv/bin/envoy` is a Python script that execs the real binary; the
-                    // exec keeps the process id that callgrind_control addresses.
-                    .arg("--trace-children=yes")
-                    // V8 writes and rewrites the machine code it runs.
-                    .arg("--smc-check=all-non-file")
-                    // Start-up is six times faster uncounted; counting starts with
-                    // `callgrind_control --instr=on` (see `crate::callgrind`).
-                    .arg("--instr-atstart=no")
-                    .arg(format!(
-                        "--callgrind-out-file={}",
-                        dir.path().join(CALLGRIND_OUT).display()
-                    ))
-                    .arg(&envoy_bin);
-                valgrind
-            }
+        let launcher: Vec<String> = match launch {
+            Launch::Native(Some(cpu)) => vec!["taskset".into(), "-c".into(), cpu.to_string()],
+            Launch::Native(None) => Vec::new(),
+            Launch::Callgrind => vec![
+                "valgrind".into(),
+                "--tool=callgrind".into(),
+                // `.venv/bin/envoy` is a Python script that execs the real binary; the
+                // exec keeps the process id that callgrind_control addresses.
+                "--trace-children=yes".into(),
+                // V8 writes and rewrites the machine code it runs.
+                "--smc-check=all-non-file".into(),
+                // Start-up is six times faster uncounted; counting starts with
+                // `callgrind_control --instr=on` (see `crate::callgrind`).
+                "--instr-atstart=no".into(),
+                format!(
+                    "--callgrind-out-file={}",
+                    dir.path().join(CALLGRIND_OUT).display()
+                ),
+            ],
         };
-        command
-            .arg("--config-path")
-            .arg(&bootstrap)
-            .args(["--concurrency", &variant.workers.to_string()])
-            .arg("--disable-hot-restart")
-            .args(["--log-level", "error"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let process = ChildGuard::spawn(command, &format!("envoy ({})", variant.label()))?;
+        let callgrind_out = dir.path().join(CALLGRIND_OUT);
+        let process = EnvoyProcess::spawn_via(
+            &launcher,
+            &format!("envoy ({})", variant.label()),
+            dir,
+            &bootstrap,
+            variant.workers,
+            &[],
+        )?;
         Ok(Envoy {
             process,
             address: SocketAddr::from(([127, 0, 0, 1], layout.listen_port)),
             launch,
-            dir,
+            callgrind_out,
         })
     }
 
@@ -338,47 +320,34 @@ impl Envoy {
             Launch::Native(_) => PATIENCE,
             Launch::Callgrind => CALLGRIND_PATIENCE,
         };
-        let deadline = Instant::now() + patience;
-        loop {
-            if let Ok(response) = http.get("/", &probe) {
-                if response.status == 200 {
-                    let decided = response.cookie(&cookie).is_some();
-                    if decided != (variant.filter != Filter::None) {
-                        bail!(
-                            "{}: the response {} a {cookie} cookie",
-                            variant.label(),
-                            if decided { "unexpectedly has" } else { "lacks" }
-                        );
+        let label = variant.label();
+        let ready =
+            self.process
+                .wait_for_within("a 200", patience, |_| match http.get("/", &probe) {
+                    Ok(response) if response.status == 200 => {
+                        let decided = response.cookie(&cookie).is_some();
+                        if decided != (variant.filter != Filter::None) {
+                            bail!(
+                                "{label}: the response {} a {cookie} cookie",
+                                if decided { "unexpectedly has" } else { "lacks" }
+                            );
+                        }
+                        Ok(Some(()))
                     }
-                    return Ok(());
-                }
-            }
-            if let Some(exit) = self.process.exited() {
-                // The directory goes with this Envoy, so the error carries the log's end.
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(LOG_TAIL).collect();
-                bail!(
-                    "{exit} before answering; the end of its log:\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("{} did not answer within {patience:?}", variant.label());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                    _ => Ok(None),
+                });
+        ready.map_err(|err| self.process.explain(err))
     }
 
     /// The process id: Envoy's own, also under callgrind (valgrind and the Python launcher
     /// exec in place rather than fork).
     pub fn pid(&mut self) -> u32 {
-        self.process.child_mut().id()
+        self.process.pid()
     }
 
     /// Where callgrind writes its dumps (`<file>.<n>`), when this Envoy runs under it.
     pub fn callgrind_out(&self) -> Option<PathBuf> {
-        (self.launch == Launch::Callgrind).then(|| self.dir.path().join(CALLGRIND_OUT))
+        (self.launch == Launch::Callgrind).then(|| self.callgrind_out.clone())
     }
 
     /// CPU time this Envoy has used so far, all threads, user and system: from the scheduler's

@@ -47,11 +47,31 @@ impl EnvoyProcess {
         concurrency: u8,
         args: &[&str],
     ) -> Result<EnvoyProcess> {
+        EnvoyProcess::spawn_via(&[], name, dir, bootstrap, concurrency, args)
+    }
+
+    /// [`EnvoyProcess::spawn`] with Envoy run by `launcher` (a program and its arguments, such
+    /// as `taskset -c 1` or `valgrind --tool=callgrind`), which is given Envoy's command line.
+    pub fn spawn_via(
+        launcher: &[String],
+        name: &str,
+        dir: tempfile::TempDir,
+        bootstrap: &Value,
+        concurrency: u8,
+        args: &[&str],
+    ) -> Result<EnvoyProcess> {
         let envoy_bin = locate::envoy_bin()?;
         let bootstrap_path = dir.path().join(BOOTSTRAP_FILE);
         write_json(&bootstrap_path, bootstrap)?;
         let log = std::fs::File::create(dir.path().join(LOG_FILE))?;
-        let mut command = Command::new(&envoy_bin);
+        let mut command = match launcher.split_first() {
+            Some((program, launcher_args)) => {
+                let mut command = Command::new(program);
+                command.args(launcher_args).arg(&envoy_bin);
+                command
+            }
+            None => Command::new(&envoy_bin),
+        };
         command
             .arg("--config-path")
             .arg(&bootstrap_path)
@@ -140,6 +160,16 @@ impl EnvoyProcess {
             self.log_path().display(),
             tail.join("\n")
         ))
+    }
+
+    /// The process id (Envoy's own under a launcher that execs it, as taskset and valgrind do).
+    pub fn pid(&mut self) -> u32 {
+        self.process.child_mut().id()
+    }
+
+    /// `Some(description)` once the process has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        self.process.exited()
     }
 
     /// The directory holding the bootstrap and the log.
