@@ -1,4 +1,6 @@
-//! The RBAC rules shipped in `istio/rbac.yaml` are exactly what the code needs: the controller
+//! The RBAC rules shipped in `istio/rbac.yaml` are exactly what the code needs (fake-only: it
+//! reads the fake's request log; `real_apiserver.rs` runs the controller as its ServiceAccount
+//! on a real RBAC authorizer): the controller
 //! and the CLI run through a whole rollout against the fake API server, every request they
 //! make is turned into the RBAC verb the real server would check, and those verbs are compared
 //! with the ClusterRoles both ways: a missing verb would fail in a cluster, a granted verb the
@@ -77,13 +79,18 @@ fn permission(request: &RecordedRequest) -> Permission {
 }
 
 fn used(c: &Cluster) -> BTreeSet<Permission> {
-    c.server.requests().iter().map(permission).collect()
+    c.fake()
+        .expect("the fake API server")
+        .requests()
+        .iter()
+        .map(permission)
+        .collect()
 }
 
 /// The permissions used, by the namespace of the request (`None`: all namespaces).
 fn used_by_namespace(c: &Cluster) -> BTreeMap<Option<String>, BTreeSet<Permission>> {
     let mut by_namespace: BTreeMap<_, BTreeSet<_>> = BTreeMap::new();
-    for request in c.server.requests() {
+    for request in c.fake().expect("the fake API server").requests() {
         let namespace = parse_path(&request.path).and_then(|p| p.namespace);
         by_namespace
             .entry(namespace)
@@ -156,12 +163,10 @@ async fn the_controller_role_is_what_the_controller_uses() {
     ];
     let mut rollout = serde_json::to_value(StickyCanary::new("shop", spec)).unwrap();
     rollout["metadata"]["namespace"] = json!(NS);
-    c.server
-        .create(rollout)
-        .expect("create the rollout (GitOps)");
+    c.create(rollout).expect("create the rollout (GitOps)");
     // An earlier version's plugin of the rollout, which the controller removes.
     c.seed_legacy_plugin();
-    c.server.clear_requests();
+    c.clear_writes();
 
     let controller = c.start_controller();
     eventually("the rollout is applied", || {
@@ -180,28 +185,25 @@ async fn the_controller_role_is_what_the_controller_uses() {
     .await;
     // Two repairs: the second Event of a kind is a patch of the first one's series.
     for _ in 0..2 {
-        c.server
-            .update(
-                "networking.istio.io/v1",
-                "VirtualService",
-                NS,
-                "shop",
-                |vs| {
-                    vs["spec"]["http"]
-                        .as_array_mut()
-                        .unwrap()
-                        .retain(|r| r["name"] != "sticky-canary-shop-v2");
-                },
-            )
-            .unwrap();
+        c.update(
+            "networking.istio.io/v1",
+            "VirtualService",
+            NS,
+            "shop",
+            |vs| {
+                vs["spec"]["http"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|r| r["name"] != "sticky-canary-shop-v2");
+            },
+        )
+        .unwrap();
         eventually("the route is repaired", || c.route_names() == applied).await;
     }
-    c.server
-        .delete("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
+    c.delete("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
         .unwrap();
     eventually("the rollout is cleaned up and gone", || {
-        c.server
-            .get("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
+        c.get_in("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
             .is_none()
     })
     .await;
@@ -221,7 +223,7 @@ async fn the_operator_role_is_what_the_cli_uses() {
     let Some(c) = cluster() else { return };
     // An earlier version's plugin of the rollout, which the first command removes.
     c.seed_legacy_plugin();
-    c.server.clear_requests();
+    c.clear_writes();
     c.init().await;
     for args in [
         &["start", "--canary", "v2"][..],
