@@ -1,6 +1,4 @@
-//! The RBAC rules shipped in `istio/rbac.yaml` are exactly what the code needs (fake-only: it
-//! reads the fake's request log; `real_apiserver.rs` runs the controller as its ServiceAccount
-//! on a real RBAC authorizer): the controller
+//! The RBAC rules shipped in `istio/rbac.yaml` are exactly what the code needs: the controller
 //! and the CLI run through a whole rollout against the fake API server, every request they
 //! make is turned into the RBAC verb the real server would check, and those verbs are compared
 //! with the ClusterRoles both ways: a missing verb would fail in a cluster, a granted verb the
@@ -8,6 +6,10 @@
 //! The operator's roles are also checked by where each request goes, as they are bound: the
 //! rollout's namespace, the gateway's (`istio-system`, where the shared WasmPlugin lives) and
 //! all namespaces (the one list that finds the plugins stickyctl manages).
+//!
+//! Fake-only: it reads the fake's log of every request, which a real server does not give a
+//! test. `real_apiserver.rs` runs the controller as its ServiceAccount on a real RBAC
+//! authorizer.
 
 mod support;
 
