@@ -8,7 +8,10 @@ mod support;
 use serde_json::{json, Value};
 use sticky_canary_filter::VersionWeight;
 use sticky_canary_tests::repo_root;
+use stickyctl::error::Error;
 use stickyctl::model::{StickyCanary, StickyCanarySpec};
+use stickyctl::reconcile::converge;
+use stickyctl::target::kube::KubeTarget;
 use support::{
     assert_same, eventually, names, start_controller_with, with_plane, Backend, GATEWAY_NS,
     GATEWAY_PLUGIN, NS, SC, WP,
@@ -60,21 +63,36 @@ async fn a_wasmplugin_istios_cel_rule_refuses_is_reported_and_nothing_is_half_ap
     );
     assert_eq!(c.get(VS.0, VS.1, "shop"), user_vs, "the user's routes only");
 
-    // The same rollout applied by GitOps: the controller writes nothing of it either, and
-    // says why in an Event.
+    // The same rollout applied by GitOps: converging it (what the controller's reconcile
+    // does) is refused by the dry run before any write, with the server's words.
     let mut rollout = rollout_at(10.0);
     rollout["spec"]["plugin"]["url"] = json!("ftp://registry.internal/sticky-canary/filter.wasm");
     c.create(rollout).expect("create the rollout (GitOps)");
+    c.clear_writes();
+    let target = KubeTarget::new(c.kube_client(), NS, "shop");
+    match converge(&target).await {
+        Err(err @ Error::Invalid(_)) => {
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!("the API server refuses {plugin}: "))
+                    && message.contains("url must have schema one of"),
+                "{message}"
+            );
+        }
+        other => panic!("converging a rollout the server refuses: {other:?}"),
+    }
+    assert!(c.writes().is_empty(), "{:?}", c.writes());
+    // The controller fails the same way: it records that, and writes nothing. (Not which
+    // error: kube-rs's recorder makes later Events of one reason a series of the first, whose
+    // note stays, and the first may be a retried conflict on adding the finalizer.)
     let _controller = c.start_controller();
-    eventually("the refusal is recorded as an Event", || {
-        c.list("events.k8s.io/v1", "Event").iter().any(|e| {
-            e["reason"] == "ReconcileFailed"
-                && e["note"]
-                    .as_str()
-                    .is_some_and(|n| n.contains("url must have schema one of"))
-        })
+    eventually("the failure is recorded as an Event", || {
+        c.list("events.k8s.io/v1", "Event")
+            .iter()
+            .any(|e| e["reason"] == "ReconcileFailed" && e["regarding"]["name"] == "shop")
     })
     .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert!(c.gateway_plugin().is_none(), "no WasmPlugin");
     assert!(
         c.get_in(DR.0, DR.1, NS, "shop").is_none(),
