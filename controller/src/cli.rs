@@ -422,8 +422,9 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
             next.spec = change.spec;
             annotate(&mut next, &change.action);
             // Refuse what cannot be rendered (a shadowing route, a version without upstream)
-            // before the rollout changes.
-            target.plan(&next).await?;
+            // or what the API server would refuse, before the rollout changes.
+            let plan = target.plan(&next).await?;
+            target.check(&plan).await?;
             target.save(&next).await?;
             Ok(Some(change.action))
         })
@@ -521,7 +522,8 @@ async fn init_rollout<T: Target>(
             Some(existing) if existing.spec.service == fresh.spec.service => Ok(false),
             Some(existing) => Err(already_exists(&existing)),
             None => {
-                target.plan(&fresh).await?;
+                let plan = target.plan(&fresh).await?;
+                target.check(&plan).await?;
                 target.save(&fresh).await.map(|_| true)
             }
         }

@@ -87,6 +87,8 @@ pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
                 }
                 return Ok(());
             }
+            // The server's own validation first: a plan it refuses in part is not started.
+            target.check(&plan).await?;
             for doc in &plan.writes {
                 target.write(doc).await?;
                 written.fetch_add(1, Ordering::Relaxed);

@@ -6,6 +6,10 @@
 //! The operator's roles are also checked by where each request goes, as they are bound: the
 //! rollout's namespace, the gateway's (`istio-system`, where the shared WasmPlugin lives) and
 //! all namespaces (the one list that finds the plugins stickyctl manages).
+//!
+//! Fake-only: it reads the fake's log of every request, which a real server does not give a
+//! test. `real_apiserver.rs` runs the controller as its ServiceAccount on a real RBAC
+//! authorizer.
 
 mod support;
 
@@ -77,13 +81,18 @@ fn permission(request: &RecordedRequest) -> Permission {
 }
 
 fn used(c: &Cluster) -> BTreeSet<Permission> {
-    c.server.requests().iter().map(permission).collect()
+    c.fake()
+        .expect("the fake API server")
+        .requests()
+        .iter()
+        .map(permission)
+        .collect()
 }
 
 /// The permissions used, by the namespace of the request (`None`: all namespaces).
 fn used_by_namespace(c: &Cluster) -> BTreeMap<Option<String>, BTreeSet<Permission>> {
     let mut by_namespace: BTreeMap<_, BTreeSet<_>> = BTreeMap::new();
-    for request in c.server.requests() {
+    for request in c.fake().expect("the fake API server").requests() {
         let namespace = parse_path(&request.path).and_then(|p| p.namespace);
         by_namespace
             .entry(namespace)
@@ -156,12 +165,10 @@ async fn the_controller_role_is_what_the_controller_uses() {
     ];
     let mut rollout = serde_json::to_value(StickyCanary::new("shop", spec)).unwrap();
     rollout["metadata"]["namespace"] = json!(NS);
-    c.server
-        .create(rollout)
-        .expect("create the rollout (GitOps)");
+    c.create(rollout).expect("create the rollout (GitOps)");
     // An earlier version's plugin of the rollout, which the controller removes.
     c.seed_legacy_plugin();
-    c.server.clear_requests();
+    c.clear_writes();
 
     let controller = c.start_controller();
     eventually("the rollout is applied", || {
@@ -180,28 +187,25 @@ async fn the_controller_role_is_what_the_controller_uses() {
     .await;
     // Two repairs: the second Event of a kind is a patch of the first one's series.
     for _ in 0..2 {
-        c.server
-            .update(
-                "networking.istio.io/v1",
-                "VirtualService",
-                NS,
-                "shop",
-                |vs| {
-                    vs["spec"]["http"]
-                        .as_array_mut()
-                        .unwrap()
-                        .retain(|r| r["name"] != "sticky-canary-shop-v2");
-                },
-            )
-            .unwrap();
+        c.update(
+            "networking.istio.io/v1",
+            "VirtualService",
+            NS,
+            "shop",
+            |vs| {
+                vs["spec"]["http"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|r| r["name"] != "sticky-canary-shop-v2");
+            },
+        )
+        .unwrap();
         eventually("the route is repaired", || c.route_names() == applied).await;
     }
-    c.server
-        .delete("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
+    c.delete("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
         .unwrap();
     eventually("the rollout is cleaned up and gone", || {
-        c.server
-            .get("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
+        c.get_in("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
             .is_none()
     })
     .await;
@@ -221,7 +225,7 @@ async fn the_operator_role_is_what_the_cli_uses() {
     let Some(c) = cluster() else { return };
     // An earlier version's plugin of the rollout, which the first command removes.
     c.seed_legacy_plugin();
-    c.server.clear_requests();
+    c.clear_writes();
     c.init().await;
     for args in [
         &["start", "--canary", "v2"][..],

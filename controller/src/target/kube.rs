@@ -112,6 +112,28 @@ impl KubeTarget {
         }
     }
 
+    /// The API a document is written through, and the object it writes (or deletes).
+    fn api_for(&self, doc: &Doc) -> Result<(Api<DynamicObject>, DynamicObject), Error> {
+        let object = doc
+            .desired
+            .as_ref()
+            .or(doc.current.as_ref())
+            .ok_or_else(|| Error::Runtime(format!("{}: neither written nor deleted", doc.label)))?;
+        let kind = Kind::ALL
+            .into_iter()
+            .find(|k| object["kind"] == k.as_str())
+            .ok_or_else(|| Error::Runtime(format!("{}: not a kind stickyctl writes", doc.label)))?;
+        let object: DynamicObject = serde_json::from_value(object.clone())
+            .map_err(|e| Error::Runtime(format!("{}: {e}", doc.label)))?;
+        let namespace = object
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(&self.namespace);
+        let api = Api::namespaced_with(self.client.clone(), namespace, &api_resource(kind));
+        Ok((api, object))
+    }
+
     /// The writes that take deleted rollout `canary` out of the live objects (see
     /// [`istio::teardown`]); empty once it is out.
     pub async fn teardown(&self, canary: &StickyCanary) -> Result<Vec<Doc>, Error> {
@@ -205,6 +227,22 @@ fn stale_on_replace(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
     }
 }
 
+/// The error of a dry-run write of `what`: the server refusing the object itself (422
+/// Invalid: a schema or CEL rule of its CRD; 400 BadRequest: a body it cannot decode) is bad
+/// input found before anything was written, so [`Error::Invalid`] with the server's own
+/// words, which name the field and the rule; other errors as they are.
+fn refused(what: &str) -> impl FnOnce(Error) -> Error + '_ {
+    move |err| match &err {
+        Error::Kube(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
+            Error::Invalid(format!(
+                "the API server refuses {what}: {}; nothing was written",
+                status.message
+            ))
+        }
+        _ => err,
+    }
+}
+
 impl Target for KubeTarget {
     async fn load(&self) -> Result<Option<StickyCanary>, Error> {
         Ok(self.rollouts().get_opt(&self.name).await?)
@@ -250,24 +288,31 @@ impl Target for KubeTarget {
         placement::plugin_config(&self.namespace, &self.name, &canary.spec)
     }
 
+    async fn check(&self, plan: &Plan) -> Result<(), Error> {
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        // Deletions are left out: the server validates nothing of an object it removes.
+        for doc in plan.writes.iter().filter(|d| d.desired.is_some()) {
+            let (api, object) = self.api_for(doc)?;
+            let checked = match (&object.metadata.resource_version, &object.metadata.name) {
+                (Some(_), Some(name)) => api
+                    .replace(name, &dry_run, &object)
+                    .await
+                    .map_err(stale_on_replace(&doc.label)),
+                _ => api
+                    .create(&dry_run, &object)
+                    .await
+                    .map_err(conflict_on_409(&doc.label)),
+            };
+            checked.map_err(refused(&doc.label))?;
+        }
+        Ok(())
+    }
+
     async fn write(&self, doc: &Doc) -> Result<(), Error> {
-        let object = doc
-            .desired
-            .as_ref()
-            .or(doc.current.as_ref())
-            .ok_or_else(|| Error::Runtime(format!("{}: neither written nor deleted", doc.label)))?;
-        let kind = Kind::ALL
-            .into_iter()
-            .find(|k| object["kind"] == k.as_str())
-            .ok_or_else(|| Error::Runtime(format!("{}: not a kind stickyctl writes", doc.label)))?;
-        let object: DynamicObject = serde_json::from_value(object.clone())
-            .map_err(|e| Error::Runtime(format!("{}: {e}", doc.label)))?;
-        let namespace = object
-            .metadata
-            .namespace
-            .as_deref()
-            .unwrap_or(&self.namespace);
-        let api = Api::namespaced_with(self.client.clone(), namespace, &api_resource(kind));
+        let (api, object) = self.api_for(doc)?;
         let pp = PostParams::default();
         if doc.desired.is_none() && object.metadata.resource_version.is_none() {
             return Err(Error::Runtime(format!(
@@ -316,6 +361,34 @@ mod tests {
         let mut status = Status::failure("test", "Test");
         status.code = code;
         kube::Error::Api(status.boxed())
+    }
+
+    #[test]
+    fn a_dry_run_the_server_refuses_is_invalid_input_naming_the_object_and_the_rule() {
+        let what = "WasmPlugin istio-system/sticky-canary-gateway-istio-ingressgateway";
+        let mut status = Status::failure(
+            "spec.url: Invalid value: \"ftp://x\": url must have schema one of [http, https, file, oci]",
+            "Invalid",
+        );
+        status.code = 422;
+        let err = refused(what)(Error::Kube(kube::Error::Api(status.boxed())));
+        assert_eq!(err.exit_code(), crate::error::EXIT_INVALID);
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("the API server refuses {what}: spec.url: "))
+                && message.contains("url must have schema one of")
+                && message.ends_with("nothing was written"),
+            "{message}"
+        );
+        // A conflict is retried, and a server failure is no refusal of the input.
+        assert!(matches!(
+            refused(what)(Error::Conflict(what.into())),
+            Error::Conflict(_)
+        ));
+        assert!(matches!(
+            refused(what)(Error::Kube(api_error(500))),
+            Error::Kube(_)
+        ));
     }
 
     #[test]

@@ -64,4 +64,13 @@ pub trait Target {
     fn plugin_config(&self, canary: &StickyCanary) -> PluginConfig;
     /// Writes one document of a plan; [`Error::Conflict`] when it changed since it was read.
     fn write(&self, doc: &Doc) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Asks the store whether it takes every write of `plan`, writing nothing, so that a
+    /// refusal (a Kubernetes API server's schema or CEL rule, which rendering cannot know
+    /// all of) comes before the first write and a plan is never applied in part:
+    /// [`Error::Invalid`] naming the object and the rule. Targets that check nothing beyond
+    /// rendering accept every plan.
+    fn check(&self, plan: &Plan) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = plan;
+        async { Ok(()) }
+    }
 }

@@ -1,13 +1,46 @@
-//! A fake cluster for the controller tests: the fake API server with the user's VirtualService,
-//! a kubeconfig pointing at it, `stickyctl` commands run in-process, and the controller run in
-//! the background. Each test binary uses a part of it.
-#![allow(dead_code)]
+//! A cluster for the controller tests, on one of two backends: the in-process fake API server
+//! or a real kube-apiserver (with etcd, RBAC, Istio's CRDs and ours: `sticky_canary_e2e`'s
+//! [`ControlPlane`]). Either way it holds the user's VirtualService in [`NS`], gives a
+//! kubeconfig and a kube client for it, runs `stickyctl` commands in-process and the controller
+//! in the background. Each test binary uses a part of it.
+//!
+//! # Which tests run where
+//!
+//! A test of behaviour a real server has (commands end to end, dry runs, idempotency, racing
+//! operators and their resourceVersion conflicts, watches driving the controller, the
+//! finalizer, the status subresource, preconditioned deletes, Istio's schemas) is written
+//! once with [`on_both_backends!`], which makes a `<name>::fake` and a `<name>::real` test of
+//! it. What only the fake can be made to do on demand stays fake-only: injected 409 storms,
+//! and counting every request the code makes (the RBAC verbs, the order of writes, the number
+//! of 409s): a real server keeps no request log a test can read. Those fake-only details sit
+//! inside shared tests behind [`Cluster::fake`]. What only the real server shows (CEL rules,
+//! a real RBAC authorizer) is in `real_apiserver.rs`.
+//!
+//! # Sharing the real control plane
+//!
+//! One control plane per test binary, started by the first real-backend test (about 5 s) on a
+//! thread of its own that lives as long as the process: its processes die with the thread that
+//! spawned them (`PR_SET_PDEATHSIG`), so no test thread may own them. Real-backend tests of one
+//! binary take turns ([`TURN`]): they all use [`NS`] and the gateway's shared WasmPlugin in
+//! [`GATEWAY_NS`], and each starts by deleting what the previous one left there. One control
+//! plane at a time, and one test on it at a time, is what two shared cores can carry. Without
+//! the control-plane binaries, or without Istio's CRDs under `CI=true`, a real-backend test
+//! fails.
+#![allow(dead_code, unused_macros)]
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+use kube::Api;
 use serde_json::{json, Value};
-use sticky_canary_tests::{all_crds, FakeApiServer};
+use sticky_canary_e2e::mesh::control_plane::ControlPlane;
+use sticky_canary_tests::crds_path::missing_input;
+use sticky_canary_tests::{all_crds, istio_crds_path, FakeApiServer};
 use stickyctl::cli::{run, Outcome};
 
 /// The namespace every test works in.
@@ -20,51 +53,353 @@ pub const GATEWAY_PLUGIN: &str = "sticky-canary-gateway-istio-ingressgateway";
 pub const LEGACY_PLUGIN: &str = "sticky-canary-shop";
 /// apiVersion and kind of Istio's WasmPlugin.
 pub const WP: (&str, &str) = ("extensions.istio.io/v1alpha1", "WasmPlugin");
+/// apiVersion and kind of the rollout.
+pub const SC: (&str, &str) = ("stickycanary.io/v1alpha1", "StickyCanary");
+/// The kinds stickyctl writes (and the tests seed): what a real-backend test starts without,
+/// and whose writes [`Cluster::writes`] reports there.
+const WRITTEN_KINDS: [(&str, &str); 4] = [
+    SC,
+    ("networking.istio.io/v1", "VirtualService"),
+    ("networking.istio.io/v1", "DestinationRule"),
+    WP,
+];
 
-/// A fake API server and a kubeconfig file for it.
+/// Writes a test body once for both backends: `on_both_backends! { async fn name(backend) {
+/// ... } }` makes the tests `name::fake` and `name::real`, each with `backend` bound to its
+/// [`Backend`].
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(#[$meta:meta])* async fn $name:ident($backend:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fake() {
+                let $backend = $crate::support::Backend::Fake;
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real() {
+                let $backend = $crate::support::Backend::Real;
+                $body
+            }
+        }
+    };
+}
+
+/// Which API server a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The in-process fake API server of `sticky_canary_tests`.
+    Fake,
+    /// The real kube-apiserver of the shared [`ControlPlane`].
+    Real,
+}
+
+impl Backend {
+    /// A cluster with the demo service's VirtualService; `None` (after a loud banner) when
+    /// Istio's CRDs are not available outside CI.
+    pub fn cluster_with(self, http: Value) -> Option<Cluster> {
+        let api = match self {
+            Backend::Fake => ApiServer::Fake(FakeApiServer::start(all_crds()?)),
+            Backend::Real => ApiServer::Real(Real::take_turn()?),
+        };
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let kubeconfig = dir.path().join("kubeconfig");
+        match &api {
+            ApiServer::Fake(server) => server
+                .write_kubeconfig(&kubeconfig, NS)
+                .expect("write the kubeconfig"),
+            ApiServer::Real(real) => {
+                std::fs::copy(&real.kubeconfig, &kubeconfig).expect("copy the kubeconfig");
+            }
+        }
+        let cluster = Cluster {
+            api,
+            kubeconfig,
+            _dir: dir,
+        };
+        cluster
+            .create(
+                json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                "metadata": {"name": "shop", "namespace": NS},
+                "spec": {"hosts": ["shop.example.com"], "http": http}}),
+            )
+            .expect("create the user's VirtualService");
+        Some(cluster)
+    }
+
+    /// [`Backend::cluster_with`] the user's one route to the service.
+    pub fn cluster(self) -> Option<Cluster> {
+        self.cluster_with(
+            json!([{"name": "shop", "match": [{"uri": {"prefix": "/shop"}}],
+            "route": [{"destination": {"host": "shop", "port": {"number": 8080}}}]}]),
+        )
+    }
+}
+
+/// A fake cluster with the demo service's VirtualService (see [`Backend::cluster_with`]).
+pub fn cluster_with(http: Value) -> Option<Cluster> {
+    Backend::Fake.cluster_with(http)
+}
+
+/// A fake cluster with the user's one route to the service.
+pub fn cluster() -> Option<Cluster> {
+    Backend::Fake.cluster()
+}
+
+/// A cluster of either backend, and a kubeconfig file for it.
 pub struct Cluster {
-    pub server: FakeApiServer,
+    api: ApiServer,
     pub kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-/// A fake cluster with the demo service's VirtualService; `None` (after a loud banner) when
-/// Istio's CRDs are not available outside CI.
-pub fn cluster_with(http: Value) -> Option<Cluster> {
-    let server = FakeApiServer::start(all_crds()?);
-    server
-        .create(
-            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": "shop", "namespace": NS},
-            "spec": {"hosts": ["shop.example.com"], "http": http}}),
-        )
-        .expect("create the user's VirtualService");
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig, NS).unwrap();
-    Some(Cluster {
-        server,
-        kubeconfig,
-        _dir: dir,
-    })
+enum ApiServer {
+    Fake(FakeApiServer),
+    Real(Real),
 }
 
-/// [`cluster_with`] the user's one route to the service.
-pub fn cluster() -> Option<Cluster> {
-    cluster_with(
-        json!([{"name": "shop", "match": [{"uri": {"prefix": "/shop"}}],
-        "route": [{"destination": {"host": "shop", "port": {"number": 8080}}}]}]),
-    )
+/// Runs `future` to its end from synchronous test code inside the test's (multi-threaded)
+/// runtime, so that `eventually` conditions can read the real server as they read the fake.
+pub fn block<F: Future>(future: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}
+
+/// Where the API serves `kind` of `api_version`: the plural is the kind's, lowercased, with
+/// `-y` turned into `-ies` (every kind these tests touch follows that rule).
+fn api_resource(api_version: &str, kind: &str) -> ApiResource {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let lower = kind.to_ascii_lowercase();
+    let plural = match lower.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{lower}s"),
+    };
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural)
+}
+
+fn to_value(object: DynamicObject) -> Value {
+    serde_json::to_value(object).expect("a DynamicObject serializes")
 }
 
 impl Cluster {
+    /// The backend this cluster runs on.
+    pub fn backend(&self) -> Backend {
+        match self.api {
+            ApiServer::Fake(_) => Backend::Fake,
+            ApiServer::Real(_) => Backend::Real,
+        }
+    }
+
+    /// The fake API server, for what only it can do (injected conflicts, the request log);
+    /// `None` on the real backend.
+    pub fn fake(&self) -> Option<&FakeApiServer> {
+        match &self.api {
+            ApiServer::Fake(server) => Some(server),
+            ApiServer::Real(_) => None,
+        }
+    }
+
+    /// A kube client with every right (no RBAC on the fake, the admin identity on the real).
+    pub fn kube_client(&self) -> kube::Client {
+        match &self.api {
+            ApiServer::Fake(server) => {
+                kube::Client::try_from(server.kube_config()).expect("a client for the fake")
+            }
+            ApiServer::Real(real) => real.client.clone(),
+        }
+    }
+
+    fn dynamic(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Api<DynamicObject> {
+        let resource = api_resource(api_version, kind);
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.kube_client(), ns, &resource),
+            None => Api::all_with(self.kube_client(), &resource),
+        }
+    }
+
+    /// Creates an object (seeding, or another actor's write).
+    pub fn create(&self, object: Value) -> Result<Value, String> {
+        match &self.api {
+            ApiServer::Fake(server) => server.create(object).map_err(|e| format!("{e:?}")),
+            ApiServer::Real(_) => {
+                let namespace = object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default");
+                let api = self.dynamic(
+                    object["apiVersion"].as_str().unwrap_or_default(),
+                    object["kind"].as_str().unwrap_or_default(),
+                    Some(namespace),
+                );
+                let object: DynamicObject =
+                    serde_json::from_value(object.clone()).map_err(|e| e.to_string())?;
+                block(api.create(&PostParams::default(), &object))
+                    .map(to_value)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// An object in `namespace`, or `None` when it does not exist.
+    pub fn get_in(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
+        match &self.api {
+            ApiServer::Fake(server) => server.get(api_version, kind, namespace, name),
+            ApiServer::Real(_) => {
+                let api = self.dynamic(api_version, kind, Some(namespace));
+                block(api.get_opt(name))
+                    .unwrap_or_else(|e| panic!("get {kind} {namespace}/{name}: {e}"))
+                    .map(to_value)
+            }
+        }
+    }
+
+    /// All objects of a kind in all namespaces, in namespace/name order.
+    pub fn list(&self, api_version: &str, kind: &str) -> Vec<Value> {
+        match &self.api {
+            ApiServer::Fake(server) => server.list(api_version, kind),
+            ApiServer::Real(_) => {
+                let api = self.dynamic(api_version, kind, None);
+                block(api.list(&Default::default()))
+                    .unwrap_or_else(|e| panic!("list {kind}: {e}"))
+                    .items
+                    .into_iter()
+                    .map(to_value)
+                    .collect()
+            }
+        }
+    }
+
+    /// Changes an object out of band, like another operator or `kubectl edit` would: reads it,
+    /// lets `edit` change it, and writes it back with the resourceVersion it read (again from
+    /// a fresh read when someone, the controller for one, wrote in between).
+    pub fn update(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        mut edit: impl FnMut(&mut Value),
+    ) -> Result<Value, String> {
+        match &self.api {
+            ApiServer::Fake(server) => server
+                .update(api_version, kind, namespace, name, edit)
+                .map_err(|e| format!("{e:?}")),
+            ApiServer::Real(_) => {
+                let api = self.dynamic(api_version, kind, Some(namespace));
+                for _ in 0..20 {
+                    let mut object = to_value(block(api.get(name)).map_err(|e| e.to_string())?);
+                    edit(&mut object);
+                    let object: DynamicObject =
+                        serde_json::from_value(object).map_err(|e| e.to_string())?;
+                    match block(api.replace(name, &PostParams::default(), &object)) {
+                        Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                        other => return other.map(to_value).map_err(|e| e.to_string()),
+                    }
+                }
+                Err(format!("{kind} {namespace}/{name} keeps changing"))
+            }
+        }
+    }
+
+    /// Deletes an object out of band (with finalizers on it, it is only marked for deletion).
+    pub fn delete(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), String> {
+        match &self.api {
+            ApiServer::Fake(server) => server
+                .delete(api_version, kind, namespace, name)
+                .map(drop)
+                .map_err(|e| format!("{e:?}")),
+            ApiServer::Real(_) => {
+                let api = self.dynamic(api_version, kind, Some(namespace));
+                block(api.delete(name, &DeleteParams::default()))
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Forgets the writes so far: [`Cluster::writes`] reports the ones after this.
+    pub fn clear_writes(&self) {
+        match &self.api {
+            ApiServer::Fake(server) => server.clear_requests(),
+            ApiServer::Real(real) => {
+                let versions = self.resource_versions();
+                *real.since.lock().unwrap_or_else(|e| e.into_inner()) = versions;
+            }
+        }
+    }
+
+    /// The writes since [`Cluster::clear_writes`]: on the fake every request that could have
+    /// changed something; on the real server (which logs nothing a test can read) every
+    /// object of the kinds stickyctl writes that was created, changed or deleted.
+    pub fn writes(&self) -> Vec<String> {
+        match &self.api {
+            ApiServer::Fake(server) => server
+                .write_requests()
+                .iter()
+                .map(|r| format!("{} {}?{} -> {}", r.method, r.path, r.query, r.status))
+                .collect(),
+            ApiServer::Real(real) => {
+                let before = real.since.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let now = self.resource_versions();
+                let mut changed: Vec<String> = now
+                    .iter()
+                    .filter(|(object, version)| before.get(*object) != Some(version))
+                    .map(|(object, _)| format!("written: {object}"))
+                    .collect();
+                changed.extend(
+                    before
+                        .keys()
+                        .filter(|object| !now.contains_key(*object))
+                        .map(|object| format!("deleted: {object}")),
+                );
+                changed
+            }
+        }
+    }
+
+    /// `kind namespace/name` -> resourceVersion of every object of [`WRITTEN_KINDS`].
+    fn resource_versions(&self) -> BTreeMap<String, String> {
+        let mut versions = BTreeMap::new();
+        for (api_version, kind) in WRITTEN_KINDS {
+            for object in self.list(api_version, kind) {
+                let meta = &object["metadata"];
+                versions.insert(
+                    format!(
+                        "{kind} {}/{}",
+                        meta["namespace"].as_str().unwrap_or(""),
+                        meta["name"].as_str().unwrap_or("")
+                    ),
+                    meta["resourceVersion"].as_str().unwrap_or("").to_owned(),
+                );
+            }
+        }
+        versions
+    }
+
     /// Runs `stickyctl` in-process against this cluster.
     pub async fn sticky(&self, args: &[&str]) -> Outcome {
-        let mut argv = vec![
-            "stickyctl",
-            "--kubeconfig",
-            self.kubeconfig.to_str().unwrap(),
-        ];
+        let kubeconfig = self.kubeconfig.to_str().expect("a UTF-8 temporary path");
+        let mut argv = vec!["stickyctl", "--kubeconfig", kubeconfig];
         argv.extend_from_slice(args);
         run(argv).await
     }
@@ -78,26 +413,24 @@ impl Cluster {
 
     /// An object of the namespace, which must exist.
     pub fn get(&self, api_version: &str, kind: &str, name: &str) -> Value {
-        self.server
-            .get(api_version, kind, NS, name)
+        self.get_in(api_version, kind, NS, name)
             .unwrap_or_else(|| panic!("{kind} {name} missing"))
     }
 
     /// The rollout `shop`.
     pub fn rollout(&self) -> Value {
-        self.get("stickycanary.io/v1alpha1", "StickyCanary", "shop")
+        self.get(SC.0, SC.1, "shop")
     }
 
     /// Edits the rollout `shop` behind stickyctl's back, as a GitOps sync or a hand edit would.
-    pub fn edit_rollout(&self, edit: impl FnOnce(&mut Value)) {
-        self.server
-            .update("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop", edit)
+    pub fn edit_rollout(&self, edit: impl FnMut(&mut Value)) {
+        self.update(SC.0, SC.1, NS, "shop", edit)
             .expect("edit the rollout");
     }
 
     /// The shared WasmPlugin of the ingress gateway, if it exists.
     pub fn gateway_plugin(&self) -> Option<Value> {
-        self.server.get(WP.0, WP.1, GATEWAY_NS, GATEWAY_PLUGIN)
+        self.get_in(WP.0, WP.1, GATEWAY_NS, GATEWAY_PLUGIN)
     }
 
     /// The entry of rollout `name` of [`NS`] in the gateway's shared WasmPlugin, if any.
@@ -120,20 +453,19 @@ impl Cluster {
     /// Seeds the single-rollout WasmPlugin an earlier stickyctl wrote for rollout `shop`:
     /// `sticky-canary-shop` in the rollout's namespace, with one rollout's config.
     pub fn seed_legacy_plugin(&self) {
-        self.server
-            .create(json!({"apiVersion": WP.0, "kind": WP.1,
-                "metadata": {"name": LEGACY_PLUGIN, "namespace": NS,
-                             "labels": {"app.kubernetes.io/managed-by": "stickyctl"}},
-                "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}},
-                         "url": "oci://registry.internal/sticky-canary/filter:0.1.0",
-                         "phase": "AUTHZ", "failStrategy": "FAIL_OPEN",
-                         "pluginConfig": {"versions": [{"name": "v1", "weight": 100.0}]}}}))
+        self.create(json!({"apiVersion": WP.0, "kind": WP.1,
+            "metadata": {"name": LEGACY_PLUGIN, "namespace": NS,
+                         "labels": {"app.kubernetes.io/managed-by": "stickyctl"}},
+            "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}},
+                     "url": "oci://registry.internal/sticky-canary/filter:0.1.0",
+                     "phase": "AUTHZ", "failStrategy": "FAIL_OPEN",
+                     "pluginConfig": {"versions": [{"name": "v1", "weight": 100.0}]}}}))
             .expect("seed the legacy WasmPlugin");
     }
 
     /// The legacy single-rollout WasmPlugin of rollout `shop`, if it is still there.
     pub fn legacy_plugin(&self) -> Option<Value> {
-        self.server.get(WP.0, WP.1, NS, LEGACY_PLUGIN)
+        self.get_in(WP.0, WP.1, NS, LEGACY_PLUGIN)
     }
 
     /// The versions and weights of rollout `shop` in the gateway's shared WasmPlugin.
@@ -156,7 +488,7 @@ impl Cluster {
 
     /// `stickyctl status -o json`.
     pub async fn status(&self) -> Value {
-        serde_json::from_str(&self.ok(&["status", "-o", "json"]).await).unwrap()
+        serde_json::from_str(&self.ok(&["status", "-o", "json"]).await).expect("status JSON")
     }
 
     /// The cluster objects say exactly what the rollout says.
@@ -164,7 +496,7 @@ impl Cluster {
         let rollout = self.rollout();
         let status = self.status().await;
         assert_eq!(status["inSync"], true, "{status:#}");
-        assert_eq!(self.plugin_weights(), rollout["spec"]["versions"]);
+        assert_same(&self.plugin_weights(), &rollout["spec"]["versions"]);
         let versions: Vec<String> = names(&rollout["spec"]["versions"]);
         let expected_subsets: Vec<String> = versions
             .iter()
@@ -191,6 +523,16 @@ impl Cluster {
     }
 }
 
+/// Asserts that `actual` is `expected` with numbers compared by value: the real server
+/// answers `30` for the `30.0` stickyctl wrote, as [`stickyctl::render::same`] allows.
+#[track_caller]
+pub fn assert_same(actual: &Value, expected: &Value) {
+    assert!(
+        stickyctl::render::same(actual, expected),
+        "{actual:#}\nis not\n{expected:#}"
+    );
+}
+
 /// The `name`s of a list of routes, subsets or versions.
 pub fn names(list: &Value) -> Vec<String> {
     list.as_array()
@@ -215,9 +557,13 @@ impl Drop for RunningController {
 impl Cluster {
     /// Starts the controller on this cluster's namespace.
     pub fn start_controller(&self) -> RunningController {
-        let client = kube::Client::try_from(self.server.kube_config()).unwrap();
-        RunningController(tokio::spawn(stickyctl::controller::run(client, Some(NS))))
+        start_controller_with(self.kube_client())
     }
+}
+
+/// Starts the controller on [`NS`] with `client` (and its rights).
+pub fn start_controller_with(client: kube::Client) -> RunningController {
+    RunningController(tokio::spawn(stickyctl::controller::run(client, Some(NS))))
 }
 
 /// Waits until `done` holds, polling; panics naming `what` after a generous bound (far below
@@ -231,4 +577,171 @@ pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     tokio::time::timeout(Duration::from_secs(30), wait)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
+/// Work for the control plane's thread, which owns it.
+type Job = Box<dyn FnOnce(&ControlPlane) + Send>;
+
+/// The shared control plane: where its admin kubeconfig is, and the way to its thread.
+struct Plane {
+    admin_kubeconfig: PathBuf,
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+/// The control plane of this test binary, started by the first real-backend test.
+static PLANE: OnceLock<Result<Plane, String>> = OnceLock::new();
+/// One real-backend test at a time on the shared control plane (see the module doc).
+static TURN: Mutex<()> = Mutex::new(());
+
+/// Starts the control plane on a thread that keeps it (and so its processes) for the life of
+/// the test process, with the namespaces the tests write in.
+fn start_plane() -> Result<Plane, String> {
+    let crds = istio_crds_path();
+    let (ready, started) = mpsc::channel();
+    let (jobs, queue) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("control-plane".into())
+        .spawn(move || {
+            let begun = std::time::Instant::now();
+            let plane = ControlPlane::start(&crds).and_then(|plane| {
+                plane.apply(&json!({"apiVersion": "v1", "kind": "Namespace",
+                                    "metadata": {"name": NS}}))?;
+                let kubeconfig = plane.admin_kubeconfig(NS)?;
+                Ok((plane, kubeconfig))
+            });
+            match plane {
+                Ok((plane, kubeconfig)) => {
+                    eprintln!("control plane up in {:?}", begun.elapsed());
+                    // The receiver waits for this; it cannot have gone.
+                    let _ = ready.send(Ok(kubeconfig));
+                    // Serve jobs until the process ends (the sender lives in a static).
+                    for job in queue {
+                        job(&plane);
+                    }
+                }
+                Err(err) => {
+                    let _ = ready.send(Err(format!("cannot start the control plane: {err:?}")));
+                }
+            }
+        })
+        .map_err(|e| format!("spawning the control plane's thread: {e}"))?;
+    let admin_kubeconfig = started
+        .recv()
+        .map_err(|_| "the control plane's thread died".to_owned())??;
+    Ok(Plane {
+        admin_kubeconfig,
+        jobs: Mutex::new(jobs),
+    })
+}
+
+/// Runs `job` on the shared control plane (on its thread) and returns what it returns.
+pub fn with_plane<T: Send + 'static>(job: impl FnOnce(&ControlPlane) -> T + Send + 'static) -> T {
+    let plane = PLANE
+        .get()
+        .expect("with_plane needs a real-backend cluster first")
+        .as_ref()
+        .expect("the control plane started");
+    let (reply, answer) = mpsc::channel();
+    plane
+        .jobs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(Box::new(move |p: &ControlPlane| {
+            let _ = reply.send(job(p));
+        }))
+        .expect("the control plane's thread is running");
+    tokio::task::block_in_place(|| answer.recv().expect("the control plane's job answered"))
+}
+
+/// A turn on the shared real API server.
+struct Real {
+    kubeconfig: PathBuf,
+    client: kube::Client,
+    /// resourceVersions at the last [`Cluster::clear_writes`].
+    since: Mutex<BTreeMap<String, String>>,
+    // Last, so the next test starts only once this one's client is gone.
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Real {
+    /// Waits for the turn, starts the control plane if this is the first, and leaves nothing
+    /// of earlier tests in [`NS`] and [`GATEWAY_NS`]. `None` (after a loud banner) when
+    /// Istio's CRDs are missing outside CI.
+    fn take_turn() -> Option<Real> {
+        let crds = istio_crds_path();
+        if !crds.exists() {
+            missing_input(&format!("Istio CRD file {} not found", crds.display()));
+            return None;
+        }
+        // A test that failed during its turn poisons the lock; the next one may still run.
+        let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        let plane = PLANE
+            .get_or_init(start_plane)
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let kubeconfig = plane.admin_kubeconfig.clone();
+        let client = block(stickyctl::target::kube::client(Some(&kubeconfig)))
+            .unwrap_or_else(|e| panic!("a client for the control plane: {e}"))
+            .0;
+        let real = Real {
+            kubeconfig,
+            client,
+            since: Mutex::new(BTreeMap::new()),
+            _turn: turn,
+        };
+        real.clean();
+        Some(real)
+    }
+
+    /// Deletes every object the tests write in [`NS`] and [`GATEWAY_NS`] (finalizers first,
+    /// as no controller is left to remove them), and the Events there, and waits until they
+    /// are gone.
+    fn clean(&self) {
+        let mut kinds: Vec<(&str, &str)> = WRITTEN_KINDS.to_vec();
+        kinds.push(("events.k8s.io/v1", "Event"));
+        for namespace in [NS, GATEWAY_NS] {
+            for (api_version, kind) in &kinds {
+                let api: Api<DynamicObject> = Api::namespaced_with(
+                    self.client.clone(),
+                    namespace,
+                    &api_resource(api_version, kind),
+                );
+                let objects = block(api.list(&Default::default()))
+                    .unwrap_or_else(|e| panic!("list {kind} in {namespace}: {e}"));
+                for object in objects {
+                    let name = object.metadata.name.clone().unwrap_or_default();
+                    if object
+                        .metadata
+                        .finalizers
+                        .as_ref()
+                        .is_some_and(|f| !f.is_empty())
+                    {
+                        let patch = json!({"metadata": {"finalizers": null}});
+                        block(api.patch(
+                            &name,
+                            &kube::api::PatchParams::default(),
+                            &kube::api::Patch::Merge(&patch),
+                        ))
+                        .unwrap_or_else(|e| panic!("unfinalize {kind} {namespace}/{name}: {e}"));
+                    }
+                    match block(api.delete(&name, &DeleteParams::default())) {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(status)) if status.code == 404 => {}
+                        Err(e) => panic!("delete {kind} {namespace}/{name}: {e}"),
+                    }
+                }
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while !block(api.list(&Default::default()))
+                    .map(|l| l.items.is_empty())
+                    .unwrap_or(false)
+                {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{kind} in {namespace} not gone"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
 }
