@@ -235,21 +235,12 @@ pub fn desired(
         .iter()
         .map(|w| namespace_and_name(&w.object))
         .collect();
-    let mut leaving = Vec::new();
-    for (at, plugin) in &live.plugins {
-        if placed.contains(at) {
-            continue;
-        }
-        if at.0 == namespace && wasmplugin::is_legacy_of(plugin, rollout) {
-            leaving.push(deletion(plugin));
-            continue;
-        }
-        match wasmplugin::without_rollout(plugin, &key) {
-            wasmplugin::Leave::Absent => {}
-            wasmplugin::Leave::Keep(rest) => leaving.push(Write::put(Kind::WasmPlugin, rest)),
-            wasmplugin::Leave::Delete => leaving.push(deletion(plugin)),
-        }
-    }
+    let leaving: Vec<Write> = live
+        .plugins
+        .iter()
+        .filter(|(at, _)| !placed.contains(at))
+        .filter_map(|(at, plugin)| leave(plugin, &at.0, namespace, rollout))
+        .collect();
 
     let mut objects = plugins;
     objects.push(Write::put(Kind::VirtualService, virtual_service));
@@ -276,6 +267,21 @@ pub fn desired(
     Ok(Desired { objects, writes })
 }
 
+/// The write that takes rollout `rollout` of `namespace` out of `plugin` (of namespace
+/// `plugin_namespace`): its entry out of a shared plugin (the plugin deleted when it was the
+/// last), or the rollout's own single-rollout plugin of earlier versions deleted; `None` when
+/// the rollout is not in it.
+fn leave(plugin: &Value, plugin_namespace: &str, namespace: &str, rollout: &str) -> Option<Write> {
+    if plugin_namespace == namespace && wasmplugin::is_legacy_of(plugin, rollout) {
+        return Some(deletion(plugin));
+    }
+    match wasmplugin::without_rollout(plugin, &placement::rollout_key(namespace, rollout)) {
+        wasmplugin::Leave::Absent => None,
+        wasmplugin::Leave::Keep(rest) => Some(Write::put(Kind::WasmPlugin, rest)),
+        wasmplugin::Leave::Delete => Some(deletion(plugin)),
+    }
+}
+
 /// The deletion of live object `object`.
 fn deletion(object: &Value) -> Write {
     Write {
@@ -297,17 +303,10 @@ pub fn teardown(
     spec: &StickyCanarySpec,
     live: &Live,
 ) -> Vec<Write> {
-    let key = placement::rollout_key(namespace, rollout);
-    let plugins = live.plugins.iter().filter_map(|(at, plugin)| {
-        if at.0 == namespace && wasmplugin::is_legacy_of(plugin, rollout) {
-            return Some(deletion(plugin));
-        }
-        match wasmplugin::without_rollout(plugin, &key) {
-            wasmplugin::Leave::Absent => None,
-            wasmplugin::Leave::Keep(rest) => Some(Write::put(Kind::WasmPlugin, rest)),
-            wasmplugin::Leave::Delete => Some(deletion(plugin)),
-        }
-    });
+    let plugins = live
+        .plugins
+        .iter()
+        .filter_map(|(at, plugin)| leave(plugin, &at.0, namespace, rollout));
     let cleaned = |kind: Kind, object: &Option<Value>, remove: &dyn Fn(&Value) -> Value| {
         let object = object.as_ref()?;
         let spec = object.get("spec")?;
