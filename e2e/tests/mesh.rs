@@ -202,6 +202,33 @@ fn a_rollout_through_the_ingress_gateway() {
         Some("shop-v2"),
         "QA reaches the canary at 0"
     );
+    // With a token in the rollout (edited as a GitOps sync would), the bare override is
+    // ignored and only `<version>:<token>` reaches the canary.
+    mesh.plane
+        .apply(
+            &json!({"apiVersion": "stickycanary.io/v1alpha1", "kind": "StickyCanary",
+                       "metadata": {"name": "shop", "namespace": NS},
+                       "spec": {"filter": {"override": {"header": "x-sticky-override",
+                                                        "token": "s3cret"}}}}),
+        )
+        .unwrap();
+    mesh.sticky("shop", &["set-weight", "0"]);
+    let served = |http: &sticky_canary_e2e::browser::Http, value: &[u8]| {
+        http.get("/", &[("host", host), ("x-sticky-override", value)])
+            .ok()
+            .and_then(|r| r.served_by)
+    };
+    mesh.wait_until("the override token at the gateway", |http| {
+        served(http, b"v2:s3cret").as_deref() == Some("shop-v2")
+    });
+    for _ in 0..10 {
+        assert_eq!(
+            served(&mesh.http, b"v2").as_deref(),
+            Some("shop-v1"),
+            "no token"
+        );
+        assert_eq!(served(&mesh.http, b"v2:wrong").as_deref(), Some("shop-v1"));
+    }
 
     mesh.sticky("shop", &["set-weight", "30"]);
     mesh.sticky("shop", &["abort"]);
