@@ -12,6 +12,7 @@ pub mod crowd;
 pub mod demo;
 pub mod envoy;
 pub mod envoy_process;
+pub mod exposition;
 pub mod gateway;
 pub mod load;
 pub mod locate;

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use sticky_canary_e2e::browser::{Browser, Dest, Visit};
 use sticky_canary_e2e::crowd::{par_map, Tally};
+use sticky_canary_e2e::exposition::decisions;
 use sticky_canary_e2e::gateway::Gateway;
 use sticky_canary_e2e::site::WHOAMI;
 use sticky_canary_e2e::stack::weights;
@@ -179,34 +180,6 @@ fn requests_to_a_service_without_a_rollout_are_untouched() {
         );
     }
     assert_eq!(decisions(), before);
-}
-
-/// `sticky_canary_decisions{sticky_rollout=..,sticky_version=..,sticky_reason=..}` values,
-/// by (rollout, version, reason); `None` as rollout for a series without the label.
-fn decisions(exposition: &str) -> BTreeMap<(Option<String>, String, String), u64> {
-    exposition
-        .lines()
-        .filter_map(|line| {
-            let labels = line.strip_prefix("sticky_canary_decisions{")?;
-            let (labels, value) = labels.split_once("} ")?;
-            let label = |name: &str| {
-                labels.split(',').find_map(|pair| {
-                    pair.strip_prefix(name)?
-                        .strip_prefix("=\"")?
-                        .strip_suffix('"')
-                        .map(str::to_owned)
-                })
-            };
-            Some((
-                (
-                    label("sticky_rollout"),
-                    label("sticky_version")?,
-                    label("sticky_reason")?,
-                ),
-                value.trim().parse().ok()?,
-            ))
-        })
-        .collect()
 }
 
 /// The counters, as Prometheus scrapes them from the real Envoy: the bootstrap's stats tags

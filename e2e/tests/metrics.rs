@@ -7,27 +7,16 @@ use std::collections::BTreeMap;
 
 use sticky_canary_e2e::browser::Browser;
 use sticky_canary_e2e::crowd::{Crowd, Tally};
+use sticky_canary_e2e::exposition;
 use sticky_canary_e2e::stack::weights;
 
-/// `sticky_canary_decisions{sticky_version=..,sticky_reason=..}` values, by (version, reason).
+/// `sticky_canary_decisions{sticky_version=..,sticky_reason=..}` values, by (version, reason):
+/// the single-rollout form's counters carry no rollout label.
 fn decisions(exposition: &str) -> BTreeMap<(String, String), u64> {
-    exposition
-        .lines()
-        .filter_map(|line| {
-            let labels = line.strip_prefix("sticky_canary_decisions{")?;
-            let (labels, value) = labels.split_once("} ")?;
-            let label = |name: &str| {
-                labels.split(',').find_map(|pair| {
-                    pair.strip_prefix(name)?
-                        .strip_prefix("=\"")?
-                        .strip_suffix('"')
-                        .map(str::to_owned)
-                })
-            };
-            Some((
-                (label("sticky_version")?, label("sticky_reason")?),
-                value.trim().parse().ok()?,
-            ))
+    exposition::decisions(exposition)
+        .into_iter()
+        .filter_map(|((rollout, version, reason), value)| {
+            rollout.is_none().then_some(((version, reason), value))
         })
         .collect()
 }
