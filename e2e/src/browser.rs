@@ -229,6 +229,12 @@ impl Browser {
         Browser::default()
     }
 
+    /// A browser that already holds cookie `name=value`, as a returning visitor does.
+    pub fn with_cookie(mut self, name: &str, value: &str) -> Browser {
+        self.jar.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
     /// Sends `name: value` on every request from now on.
     pub fn with_header(mut self, name: &str, value: &str) -> Browser {
         self.extra_headers

@@ -20,6 +20,7 @@ use sticky_canary_e2e::mesh::proxy::{MeshProxy, Role};
 use sticky_canary_e2e::mesh::stack::{
     fqdn, served_name, MeshStack, Service, GATEWAY_PLUGIN, NS, PROPAGATION,
 };
+use sticky_canary_filter::config::DEFAULT_ID_COOKIE;
 
 /// One control plane at a time: each is four processes compiling and pushing configuration,
 /// and several at once on a small machine only make each slower.
@@ -110,9 +111,17 @@ impl Mesh {
     }
 }
 
+/// `size` visitors of `service` holding the ids `client-0`, `client-1`, ... (as if the
+/// filter had minted them), so that which of them the hash puts on the canary is the same on
+/// every run and a share check cannot fail by chance. First-time visitors, whose ids the
+/// filter mints, are the end-to-end tests' subject.
 fn crowd(service: &str, size: usize) -> Crowd {
     Crowd {
-        browsers: (0..size).map(|_| MeshStack::browser(service)).collect(),
+        browsers: (0..size)
+            .map(|i| {
+                MeshStack::browser(service).with_cookie(DEFAULT_ID_COOKIE, &format!("client-{i}"))
+            })
+            .collect(),
     }
 }
 
