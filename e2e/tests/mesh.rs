@@ -534,17 +534,9 @@ fn a_broken_module_fails_open_to_stable() {
     let broken = dir.path().join("broken.wasm");
     std::fs::write(&broken, wat::parse_str(TRAPPING_MODULE).unwrap()).unwrap();
     let url = format!("file://{}", broken.display());
-    mesh.stickyctl
-        .ok(&[
-            "init",
-            "--service",
-            "shop",
-            "--stable",
-            "v1",
-            "--plugin-url",
-            &url,
-        ])
-        .unwrap();
+    let init = MeshStack::init_args("shop", &url);
+    let init: Vec<&str> = init.iter().map(String::as_str).collect();
+    mesh.stickyctl.ok(&init).unwrap();
     mesh.sticky("shop", &["start", "--canary", "v2"]);
     mesh.sticky("shop", &["set-weight", "50"]);
     // The managed routes are in place (a request carrying the header reaches v2) ...

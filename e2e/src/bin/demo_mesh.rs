@@ -100,7 +100,7 @@ fn run(args: &Args) -> Result<Vec<String>> {
 
     println!("0) Two teams start their canaries, each with its own weight:");
     for (service, weight) in [("web", "10"), ("api", "50")] {
-        let init = MeshStack::init_args(service)?;
+        let init = MeshStack::init_args(service, &MeshStack::plugin_url()?);
         let init: Vec<&str> = init.iter().map(String::as_str).collect();
         type_command(&mesh, service, &init)?;
         type_command(&mesh, service, &["start", "--canary", "v2"])?;

@@ -162,25 +162,25 @@ impl MeshStack {
         Ok(format!("file://{}", locate::filter_wasm()?.display()))
     }
 
-    /// The arguments of `stickyctl init` of `service` at stable `v1` with the built filter.
-    pub fn init_args(service: &str) -> Result<Vec<String>> {
-        let url = MeshStack::plugin_url()?;
-        Ok([
+    /// The arguments of `stickyctl init` of `service` at stable `v1` with the module at `url`.
+    pub fn init_args(service: &str, url: &str) -> Vec<String> {
+        [
             "init",
             "--service",
             service,
             "--stable",
             "v1",
             "--plugin-url",
-            &url,
+            url,
         ]
         .map(str::to_owned)
-        .to_vec())
+        .to_vec()
     }
 
-    /// `stickyctl init` of `service` (see [`MeshStack::init_args`]) with `extra` flags.
+    /// `stickyctl init` of `service` with the built filter (see [`MeshStack::init_args`]) and
+    /// `extra` flags.
     pub fn init(&self, service: &str, extra: &[&str]) -> Result<String> {
-        let init = MeshStack::init_args(service)?;
+        let init = MeshStack::init_args(service, &MeshStack::plugin_url()?);
         let mut args: Vec<&str> = init.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         self.stickyctl.ok(&args)
