@@ -22,11 +22,13 @@ use sticky_canary_filter::{decide, Config, Reason, RequestHeaders};
 
 use crate::controller;
 use crate::error::{Error, EXIT_INVALID, EXIT_OK};
+use crate::metrics::PrometheusMetrics;
 use crate::model::{self, Proxies, StickyCanary, StickyCanarySpec, TargetRef, ACTION_ANNOTATION};
 use crate::ops::{self, Op};
 use crate::reconcile::{self, converge, retry_on_conflict};
 use crate::render::istio::for_display;
 use crate::render::placement;
+use crate::rollout::{self, describe, Command as RolloutCommand, Input};
 use crate::status;
 use crate::target::envoy_dir::EnvoyDir;
 use crate::target::kube::{self as kube_target, KubeTarget};
@@ -97,11 +99,32 @@ enum Command {
         #[command(flatten)]
         dry: DryRun,
     },
-    /// Versions, weights, step, phase, and whether the live objects match.
+    /// Switch automatic progression on or off: each step holds for `spec.auto.intervalSeconds`,
+    /// is judged against stable, then goes on, holds or rolls back.
+    Auto {
+        /// `on` or `off`.
+        state: Switch,
+        #[command(flatten)]
+        dry: DryRun,
+    },
+    /// Hold automatic progression where it is (commands still work).
+    Pause {
+        #[command(flatten)]
+        dry: DryRun,
+    },
+    /// Let automatic progression go on; the held step's interval starts over.
+    Resume {
+        #[command(flatten)]
+        dry: DryRun,
+    },
+    /// Versions, weights, step, phase, the current verdict, and whether the live objects match.
     Status {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// Print a line per look until the rollout ends (stable, promoted, aborted, rolled back).
+        #[arg(long, conflicts_with = "output")]
+        watch: bool,
     },
     /// Which version a client gets now and why, decided by the filter's own code.
     Explain(ExplainArgs),
@@ -113,10 +136,24 @@ enum Command {
         #[command(flatten)]
         dry: DryRun,
     },
-    /// Run the reconcile loop on every StickyCanary (of `--namespace`, or all).
-    Controller,
+    /// Run the reconcile loop on every StickyCanary (of `--namespace`, or all), or on the
+    /// rollout of `--envoy-dir`; rollouts with `auto` on are judged against Prometheus.
+    Controller(ControllerArgs),
     /// Print the StickyCanary CRD.
     Crd,
+}
+
+#[derive(Debug, Args)]
+struct ControllerArgs {
+    /// Prometheus base URL the automatic steps read their metrics from.
+    #[arg(long, env = "STICKY_PROMETHEUS", value_name = "URL")]
+    prometheus: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Args)]
@@ -290,11 +327,11 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
         out.push_str(&model::crd_yaml());
         return Ok(());
     }
+    let metrics =
+        |args: &ControllerArgs| args.prometheus.clone().map(|url| PrometheusMetrics { url });
     if let Some(dir) = &cli.envoy_dir {
-        if let Command::Controller = cli.command {
-            return Err(Error::Invalid(
-                "the controller runs on Kubernetes; with --envoy-dir every command applies its change itself".into(),
-            ));
+        if let Command::Controller(args) = &cli.command {
+            return controller::run_envoy_dir(dir, metrics(args)).await;
         }
         if let Command::Delete { .. } = cli.command {
             return Err(Error::Invalid(
@@ -305,8 +342,8 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
         return command(&target, &cli, out).await;
     }
     let (client, default_namespace) = kube_target::client(cli.kubeconfig.as_deref()).await?;
-    if let Command::Controller = cli.command {
-        controller::run(client, cli.namespace.as_deref()).await;
+    if let Command::Controller(args) = &cli.command {
+        controller::run(client, cli.namespace.as_deref(), metrics(args)).await;
         return Ok(());
     }
     let namespace = cli.namespace.clone().unwrap_or(default_namespace);
@@ -384,73 +421,51 @@ async fn only_rollout(api: &Api<StickyCanary>, namespace: &str) -> Result<String
 }
 
 async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(), Error> {
-    let (op, dry) = match &cli.command {
+    let op = |op: Op| RolloutCommand::Op(op);
+    let (command, dry) = match &cli.command {
         Command::Init(init) => return init_rollout(target, cli, init, out).await,
-        Command::Status { output } => return show_status(target, *output, out).await,
+        Command::Status { output, watch } => {
+            return match watch {
+                true => watch_status(target, out).await,
+                false => show_status(target, *output, out).await,
+            }
+        }
         Command::Explain(args) => return explain(target, args, out).await,
         Command::Render => return render(target, out).await,
-        Command::Controller | Command::Crd | Command::Delete { .. } => {
+        Command::Controller(_) | Command::Crd | Command::Delete { .. } => {
             unreachable!("handled before a target is opened")
         }
         Command::Start { canary, dry } => (
-            Op::Start {
+            op(Op::Start {
                 canary: canary.clone(),
-            },
+            }),
             dry,
         ),
-        Command::SetWeight { percent, dry } => (Op::SetWeight(*percent), dry),
-        Command::Next { dry } => (Op::Next, dry),
-        Command::Promote { finish, dry } => (Op::Promote { finish: *finish }, dry),
-        Command::Abort { dry } => (Op::Abort, dry),
+        Command::SetWeight { percent, dry } => (op(Op::SetWeight(*percent)), dry),
+        Command::Next { dry } => (op(Op::Next), dry),
+        Command::Promote { finish, dry } => (op(Op::Promote { finish: *finish }), dry),
+        Command::Abort { dry } => (op(Op::Abort), dry),
+        Command::Auto { state, dry } => (RolloutCommand::Auto(*state == Switch::On), dry),
+        Command::Pause { dry } => (RolloutCommand::Pause, dry),
+        Command::Resume { dry } => (RolloutCommand::Resume, dry),
     };
+    let input = Input::Command(command);
     if dry.dry_run {
         let current = load(target).await?;
-        let next = planned(&current, &op)?;
+        let next = planned(&current, &input)?;
         return print_diff(target, Some(&current), &next, out).await;
     }
-    // Abort and `promote --finish` remove the other version in the same run; plain `promote`
-    // stops after the switch, while the old version drains.
-    let two_steps = matches!(op, Op::Promote { finish: true } | Op::Abort);
-    let mut changed = false;
-    loop {
-        let action = retry_on_conflict(|| async {
-            let current = load(target).await?;
-            let Some(change) = ops::apply(&current.spec, &op)? else {
-                return Ok(None);
-            };
-            let mut next = current.clone();
-            next.spec = change.spec;
-            annotate(&mut next, &change.action);
-            // Refuse what cannot be rendered (a shadowing route, a version without upstream)
-            // or what the API server would refuse, before the rollout changes.
-            let plan = target.plan(&next).await?;
-            target.check(&plan).await?;
-            target.save(&next).await?;
-            Ok(Some(change.action))
-        })
-        .await?;
-        let written = converge(target).await?;
-        match action {
-            Some(action) => {
-                changed = true;
-                writeln!(out, "{action}: applied ({})", objects(written, "written")).ok();
-                let current = load(target).await?;
-                if !(two_steps && current.spec.retiring.is_some()) {
-                    break;
-                }
-            }
-            None => {
-                if !changed {
-                    writeln!(
-                        out,
-                        "nothing to change ({})",
-                        objects(written, "re-applied")
-                    )
-                    .ok();
-                }
-                break;
-            }
-        }
+    let done = reconcile::advance(target, &input).await?;
+    if done.actions.is_empty() {
+        writeln!(
+            out,
+            "nothing to change ({})",
+            objects(done.written, "re-applied")
+        )
+        .ok();
+    }
+    for (action, written) in &done.actions {
+        writeln!(out, "{action}: applied ({})", objects(*written, "written")).ok();
     }
     if let Some(note) = drain_note(&load(target).await?.spec) {
         writeln!(out, "{note}").ok();
@@ -458,7 +473,7 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
     Ok(())
 }
 
-/// What an operator needs to know about a draining version: when its clients leave and how
+/// What a person needs to know about a draining version: when its clients leave and how
 /// it goes away.
 fn drain_note(spec: &StickyCanarySpec) -> Option<String> {
     let drained = spec.versions.iter().find(|v| v.drain)?;
@@ -472,13 +487,20 @@ fn drain_note(spec: &StickyCanarySpec) -> Option<String> {
     Some(note)
 }
 
-/// The rollout after `op` and, for abort and `promote --finish`, its second step, in memory.
-fn planned(current: &StickyCanary, op: &Op) -> Result<StickyCanary, Error> {
+/// The rollout after `input` and the transitions it asks to follow with, in memory.
+fn planned(current: &StickyCanary, input: &Input) -> Result<StickyCanary, Error> {
     let mut next = current.clone();
-    while let Some(change) = ops::apply(&next.spec, op)? {
-        next.spec = change.spec;
-        annotate(&mut next, &change.action);
-        if next.spec.retiring.is_none() {
+    for _ in 0..reconcile::MAX_PASSES {
+        let status = next.status.clone().unwrap_or_default();
+        let transition = rollout::transition(&next.spec, &status, input, jiff::Timestamp::now())?;
+        if let Some(spec) = transition.spec {
+            next.spec = spec;
+        }
+        if let Some(action) = &transition.action {
+            annotate(&mut next, action);
+        }
+        next.status = transition.status.or(next.status);
+        if !transition.again {
             break;
         }
     }
@@ -726,11 +748,18 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
         .map(|d| json!({"object": d.label, "inSync": d.in_sync()}))
         .collect();
     let in_sync = plan.objects.iter().all(Doc::in_sync);
+    let state = canary.status.clone().unwrap_or_default();
+    let phase = rollout::phase_for(spec, state.phase);
     let report = json!({
         "name": canary.name_any(),
         "namespace": canary.namespace(),
         "service": spec.service,
-        "phase": ops::phase(spec, action),
+        "phase": phase,
+        "auto": spec.auto.enabled,
+        "paused": spec.paused,
+        "step": state.step,
+        "verdicts": state.verdicts,
+        "message": state.message,
         "versions": versions,
         "steps": spec.steps,
         "stepIndex": ops::step_index(spec),
@@ -750,8 +779,16 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
     let steps: Vec<String> = spec.steps.iter().map(f64::to_string).collect();
     writeln!(out, "rollout  {}", canary.name_any()).ok();
     writeln!(out, "service  {}", spec.service).ok();
-    writeln!(out, "phase    {:?}", ops::phase(spec, action)).ok();
+    writeln!(out, "phase    {phase:?}").ok();
     writeln!(out, "step     {step} (steps {})", steps.join(" ")).ok();
+    let now = jiff::Timestamp::now();
+    writeln!(out, "auto     {}", describe::progression(spec, &state, now)).ok();
+    if let Some(verdict) = state.step.as_ref().and_then(|s| s.verdict.as_ref()) {
+        writeln!(out, "verdict  {:?}: {}", verdict.outcome, verdict.reason).ok();
+    }
+    if let Some(message) = &state.message {
+        writeln!(out, "message  {message}").ok();
+    }
     writeln!(out, "\n{:<24} {:<9} {:>7}", "VERSION", "ROLE", "WEIGHT").ok();
     for (i, v) in spec.versions.iter().enumerate() {
         writeln!(
@@ -780,6 +817,30 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
         writeln!(out, "{:<width$} {state}", doc.label).ok();
     }
     Ok(())
+}
+
+/// Prints a line per look at the rollout, until it ends (stable, promoted, aborted or rolled
+/// back, with nothing left to remove). Lines go out as they come, not at the end.
+async fn watch_status<T: Target>(target: &T, out: &mut String) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut last = String::new();
+    loop {
+        let canary = load(target).await?;
+        let state = canary.status.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let line = describe::line(&canary.spec, &state, now);
+        if line != last {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{} {line}", now.strftime("%H:%M:%S")).ok();
+            stdout.flush().ok();
+            last = line;
+        }
+        if describe::ended(&canary.spec, &state) {
+            writeln!(out, "{}", describe::line(&canary.spec, &state, now)).ok();
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// A synthetic request for `explain`.

@@ -7,6 +7,7 @@
 //! changes and failures are also Kubernetes Events on the rollout, so `kubectl describe` shows
 //! them; recording one is best effort and never holds a reconcile up.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,14 +19,18 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::error::{Error, EXIT_INVALID};
 use crate::model::StickyCanary;
-use crate::reconcile::{converge, teardown};
+use crate::notify;
+use crate::reconcile::{converge, look, teardown, Metrics};
 use crate::render::istio::{namespace_and_name, object_name, Kind};
 use crate::render::placement::{placements, rollout_key};
 use crate::render::wasmplugin::{self, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::target::envoy_dir::EnvoyDir;
 use crate::target::kube::{objects_api, KubeTarget, FINALIZER};
+use crate::target::Target;
 
 /// How often the controller re-checks a rollout that did not change, as a safety net behind
 /// the watches on the objects it writes.
@@ -34,18 +39,27 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub const REPORTER: &str = "stickyctl";
 
 /// What the controller's reconciler needs.
-pub struct Ctx {
+pub struct Ctx<M> {
     /// The cluster.
     pub client: Client,
     /// Where Events go.
     pub recorder: Recorder,
+    /// Where automatic rollouts' metrics come from (`--prometheus`); without it they wait.
+    pub metrics: Option<M>,
+    /// The webhook client.
+    pub http: reqwest::Client,
 }
 
-impl Ctx {
-    /// The context of a controller talking to `client`.
-    pub fn new(client: Client) -> Self {
+impl<M: Metrics> Ctx<M> {
+    /// The context of a controller talking to `client`, reading metrics from `metrics`.
+    pub fn new(client: Client, metrics: Option<M>) -> Self {
         let recorder = Recorder::new(client.clone(), Reporter::from(REPORTER));
-        Ctx { client, recorder }
+        Ctx {
+            client,
+            recorder,
+            metrics,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// Records an Event on `canary`; a failure is logged, never returned, because a lost
@@ -66,7 +80,10 @@ impl Ctx {
 
 /// The kube-rs reconciler: converge a live rollout (after putting the finalizer on it), or
 /// tear down a deleted one (then take the finalizer off); a failure is also an Event.
-pub async fn reconcile(canary: Arc<StickyCanary>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+pub async fn reconcile<M: Metrics>(
+    canary: Arc<StickyCanary>,
+    ctx: Arc<Ctx<M>>,
+) -> Result<Action, Error> {
     let result = finalize(Arc::clone(&canary), &ctx).await;
     if let Err(error) = &result {
         ctx.publish(
@@ -80,7 +97,7 @@ pub async fn reconcile(canary: Arc<StickyCanary>, ctx: Arc<Ctx>) -> Result<Actio
     result
 }
 
-async fn finalize(canary: Arc<StickyCanary>, ctx: &Ctx) -> Result<Action, Error> {
+async fn finalize<M: Metrics>(canary: Arc<StickyCanary>, ctx: &Ctx<M>) -> Result<Action, Error> {
     let namespace = canary.namespace().ok_or_else(|| {
         Error::Invalid(format!(
             "StickyCanary {} has no namespace",
@@ -100,7 +117,22 @@ async fn finalize(canary: Arc<StickyCanary>, ctx: &Ctx) -> Result<Action, Error>
                     ctx.publish(&canary, EventType::Normal, "Applied", note)
                         .await;
                 }
-                Ok(Action::requeue(RESYNC))
+                if !canary.spec.auto.enabled {
+                    return Ok(Action::requeue(RESYNC));
+                }
+                let Some(metrics) = &ctx.metrics else {
+                    let note = "auto is on, but the controller runs without --prometheus: the rollout waits".to_owned();
+                    ctx.publish(&canary, EventType::Warning, "NoMetrics", note).await;
+                    return Ok(Action::requeue(RESYNC));
+                };
+                let (done, again) = look(&target, metrics).await?;
+                for (action, _) in &done.actions {
+                    ctx.publish(&canary, EventType::Normal, "Step", action.clone()).await;
+                }
+                if let Some(url) = &canary.spec.auto.webhook {
+                    notify::send(&ctx.http, url, &format!("{namespace}/{name}"), done.notices);
+                }
+                Ok(Action::requeue(again.unwrap_or(RESYNC)))
             }
             finalizer::Event::Cleanup(canary) => {
                 let written = teardown(&target, &canary).await?;
@@ -125,7 +157,7 @@ async fn finalize(canary: Arc<StickyCanary>, ctx: &Ctx) -> Result<Action, Error>
 }
 
 /// The kube-rs error policy: bad input waits for a human (a minute), anything else retries soon.
-pub fn error_policy(canary: Arc<StickyCanary>, error: &Error, _: Arc<Ctx>) -> Action {
+pub fn error_policy<M>(canary: Arc<StickyCanary>, error: &Error, _: Arc<Ctx<M>>) -> Action {
     tracing::warn!(rollout = %canary.name_any(), %error, "reconcile failed");
     Action::requeue(if error.exit_code() == EXIT_INVALID {
         Duration::from_secs(60)
@@ -169,7 +201,11 @@ pub fn in_plugin(rollouts: &[Arc<StickyCanary>], plugin: &Value) -> Vec<ObjectRe
 }
 
 /// Runs the controller until SIGINT/SIGTERM, for one namespace or all.
-pub async fn run(client: Client, namespace: Option<&str>) {
+pub async fn run<M: Metrics + Send + 'static>(
+    client: Client,
+    namespace: Option<&str>,
+    metrics: Option<M>,
+) {
     let rollouts: Api<StickyCanary> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -200,13 +236,73 @@ pub async fn run(client: Client, namespace: Option<&str>) {
     }
     controller
         .shutdown_on_signal()
-        .run(reconcile, error_policy, Arc::new(Ctx::new(client)))
+        .run(reconcile, error_policy, Arc::new(Ctx::new(client, metrics)))
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "reconcile error");
             }
         })
         .await;
+}
+
+/// How long the plain-Envoy controller waits between passes over a rollout that is not
+/// automatic (or not there yet).
+pub const ENVOY_DIR_PERIOD: Duration = Duration::from_secs(5);
+
+/// Runs the controller on a plain Envoy's config directory until SIGINT/SIGTERM: converges
+/// its rollout and, when it is automatic, looks at it as on Kubernetes. The directory's lock
+/// is held for one pass at a time, so commands run in between.
+pub async fn run_envoy_dir<M: Metrics>(dir: &Path, metrics: Option<M>) -> Result<(), Error> {
+    let http = reqwest::Client::new();
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| Error::Runtime(format!("cannot watch for SIGTERM: {e}")))?;
+    loop {
+        let wait = match envoy_dir_pass(dir, metrics.as_ref(), &http).await {
+            Ok(wait) => wait,
+            // A typo in the path stops the controller; anything else is retried.
+            Err(error) if error.exit_code() == EXIT_INVALID && !dir.is_dir() => return Err(error),
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "pass failed");
+                ENVOY_DIR_PERIOD
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
+        }
+    }
+}
+
+async fn envoy_dir_pass<M: Metrics>(
+    dir: &Path,
+    metrics: Option<&M>,
+    http: &reqwest::Client,
+) -> Result<Duration, Error> {
+    let target = EnvoyDir::open(dir).await?;
+    let Some(canary) = target.load().await? else {
+        return Ok(ENVOY_DIR_PERIOD);
+    };
+    let written = converge(&target).await?;
+    if written > 0 {
+        tracing::info!(dir = %dir.display(), written, "converged");
+    }
+    let (Some(metrics), true) = (metrics, canary.spec.auto.enabled) else {
+        if canary.spec.auto.enabled {
+            tracing::warn!(
+                "auto is on, but the controller runs without --prometheus: the rollout waits"
+            );
+        }
+        return Ok(ENVOY_DIR_PERIOD);
+    };
+    let (done, again) = look(&target, metrics).await?;
+    for (action, _) in &done.actions {
+        tracing::info!(rollout = %canary.name_any(), %action, "step");
+    }
+    if let Some(url) = &canary.spec.auto.webhook {
+        notify::send(http, url, &canary.name_any(), done.notices);
+    }
+    Ok(again.unwrap_or(ENVOY_DIR_PERIOD))
 }
 
 #[cfg(test)]

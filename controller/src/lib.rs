@@ -1,12 +1,16 @@
 //! stickyctl: the rollout model of sticky-canary, its renderers and its targets.
 
+pub mod analysis;
 pub mod cli;
 pub mod controller;
 pub mod error;
 pub mod fsutil;
+pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod ops;
 pub mod reconcile;
 pub mod render;
+pub mod rollout;
 pub mod status;
 pub mod target;

@@ -70,6 +70,79 @@ pub struct StickyCanarySpec {
     /// Where and how Istio loads the filter.
     #[serde(default)]
     pub plugin: PluginPlacement,
+    /// Whether and how the steps run themselves (`stickyctl auto on|off`).
+    #[serde(default)]
+    pub auto: AutoSpec,
+    /// How each step is judged.
+    #[serde(default)]
+    pub analysis: crate::analysis::AnalysisSpec,
+    /// Holds automatic progression where it is (`stickyctl pause`, `stickyctl resume`);
+    /// commands still work.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// Automatic progression: each step holds its weight for an interval, is judged (see
+/// [`crate::analysis`]), then goes on, holds or rolls back.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoSpec {
+    /// The steps run themselves.
+    #[serde(default)]
+    pub enabled: bool,
+    /// How long each step holds its weight before it is judged, in seconds (a weight change
+    /// takes about 20 s to reach Istio's proxies, and Prometheus scrapes every 15-30 s).
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u32,
+    /// Step weights the rollout does not enter by itself: it waits there for `stickyctl next`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<f64>,
+    /// What happens after the last step passed.
+    #[serde(default)]
+    pub promotion: Promotion,
+    /// How an automatic rollback sends the canary's clients back.
+    #[serde(default)]
+    pub rollback: RollbackMode,
+    /// How long a step may stay inconclusive (too little evidence) before `onInconclusive`
+    /// applies, in seconds.
+    #[serde(default = "default_inconclusive_deadline")]
+    pub inconclusive_deadline_seconds: u32,
+    /// What an inconclusive step does at its deadline.
+    #[serde(default)]
+    pub on_inconclusive: OnInconclusive,
+    /// URL notified (Slack-compatible JSON) of every step, hold, rollback and promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
+/// What happens after the last step passed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Promotion {
+    /// Wait for `stickyctl promote`.
+    #[default]
+    Gate,
+    /// Promote by itself.
+    Auto,
+}
+
+/// How a rollback sends the canary's clients back.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum RollbackMode {
+    /// Everyone back to stable now, pages open on the canary included.
+    #[default]
+    Immediate,
+    /// Nobody new reaches the canary; its clients keep it until their next page.
+    Drain,
+}
+
+/// What an inconclusive step does at its deadline.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum OnInconclusive {
+    /// Stay on the step, waiting for evidence or a person.
+    #[default]
+    Hold,
+    /// Roll back.
+    Rollback,
 }
 
 /// The filter's settings other than the versions, with the filter's own types and defaults.
@@ -193,6 +266,9 @@ pub enum Phase {
     Aborting,
     /// The canary was removed; stable is the only version.
     Aborted,
+    /// The analysis failed the canary and sent its clients back to stable (`status.message`
+    /// says why); the canary is removed once nobody is on it.
+    RolledBack,
 }
 
 /// What was last applied to the proxies and when.
@@ -217,6 +293,61 @@ pub struct StickyCanaryStatus {
     /// Applied changes, oldest first, at most [`HISTORY_LIMIT`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// The current step of an automatic rollout: when it started and its evidence so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepStatus>,
+    /// Verdicts of the steps judged so far, oldest first, at most [`HISTORY_LIMIT`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<StepVerdict>,
+    /// Why the rollout stands where it does, in words (a hold, a rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The step an automatic rollout is on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepStatus {
+    /// The canary weight of the step, in percent.
+    pub weight: f64,
+    /// When the weight was set (RFC 3339).
+    pub started: String,
+    /// What the step waits for, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+    /// Counts since the step started, from the metrics; absent until the first look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::analysis::Evidence>,
+    /// The judgement at the last look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::analysis::Verdict>,
+}
+
+/// What a step waits for.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Waiting {
+    /// A gate: `stickyctl next` enters the next step.
+    Gate,
+    /// The last step passed: `stickyctl promote` finishes.
+    Promotion,
+    /// Too little evidence at the deadline: held until evidence or a person comes.
+    Evidence,
+    /// `stickyctl pause`: `stickyctl resume` goes on.
+    Resume,
+}
+
+/// The verdict a judged step ended with.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepVerdict {
+    /// The canary weight of the step, in percent.
+    pub weight: f64,
+    /// When the step started and when it was judged (RFC 3339).
+    pub started: String,
+    /// When it was judged.
+    pub judged: String,
+    /// The verdict, with its numbers and reasons.
+    pub verdict: crate::analysis::Verdict,
 }
 
 /// One applied desired state.
@@ -256,6 +387,29 @@ fn default_steps() -> Vec<f64> {
     DEFAULT_STEPS.to_vec()
 }
 
+fn default_interval() -> u32 {
+    60
+}
+
+fn default_inconclusive_deadline() -> u32 {
+    600
+}
+
+impl Default for AutoSpec {
+    fn default() -> Self {
+        AutoSpec {
+            enabled: false,
+            interval_seconds: default_interval(),
+            gates: Vec::new(),
+            promotion: Promotion::default(),
+            rollback: RollbackMode::default(),
+            inconclusive_deadline_seconds: default_inconclusive_deadline(),
+            on_inconclusive: OnInconclusive::default(),
+            webhook: None,
+        }
+    }
+}
+
 fn default_header() -> String {
     DEFAULT_HEADER.to_owned()
 }
@@ -286,6 +440,9 @@ impl StickyCanarySpec {
             filter: FilterSettings::default(),
             routing: Routing::default(),
             plugin: PluginPlacement::default(),
+            auto: AutoSpec::default(),
+            analysis: crate::analysis::AnalysisSpec::default(),
+            paused: false,
         }
     }
 

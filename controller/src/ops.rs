@@ -21,7 +21,7 @@ use sticky_canary_filter::bucket::{percent_to_basis_points, BUCKETS};
 use sticky_canary_filter::names::check_version_name;
 use sticky_canary_filter::VersionWeight;
 
-use crate::model::{Phase, Proxies, StickyCanarySpec};
+use crate::model::{Proxies, StickyCanarySpec};
 
 /// A change an operator asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +43,12 @@ pub enum Op {
     },
     /// Send every client back to stable, then remove the canary.
     Abort,
+    /// The analysis failed the canary: as [`Op::Abort`], or with `drain`, nobody new reaches
+    /// the canary and its clients keep it until their next page.
+    Rollback {
+        /// Let the canary's clients finish their pages.
+        drain: bool,
+    },
 }
 
 /// A new spec and the history line that describes it.
@@ -75,8 +81,8 @@ pub fn init(service: &str, stable: &str) -> Result<StickyCanarySpec, OpError> {
 /// Applies `op` to `spec`; `None` when the spec already is what `op` asks for.
 pub fn apply(spec: &StickyCanarySpec, op: &Op) -> Result<Option<Change>, OpError> {
     validate(spec)?;
-    if let (Some(retiring), false) = (&spec.retiring, matches!(op, Op::Promote { .. } | Op::Abort))
-    {
+    let ends = matches!(op, Op::Promote { .. } | Op::Abort | Op::Rollback { .. });
+    if let (Some(retiring), false) = (&spec.retiring, ends) {
         return Err(OpError::WrongPhase(format!(
             "version {retiring:?} is being removed; run `promote --finish` or `abort` to finish first"
         )));
@@ -134,46 +140,62 @@ pub fn apply(spec: &StickyCanarySpec, op: &Op) -> Result<Option<Change>, OpError
             let action = format!("next {}", percent(next));
             set_canary(spec, next, action)?
         }
-        Op::Promote { .. } | Op::Abort => match (&spec.retiring, spec.canary()) {
-            // A draining version stays until its pages are done: only `--finish` or `abort`
-            // cut the drain short.
-            (Some(_), _) if *op == (Op::Promote { finish: false }) && spec.versions[1].drain => {
-                return Ok(None)
-            }
-            (Some(retiring), _) => {
-                let keep = spec
-                    .versions
-                    .iter()
-                    .filter(|v| v.name != *retiring)
-                    .cloned()
-                    .collect();
-                let verb = if *op == Op::Abort { "abort" } else { "promote" };
-                (
-                    with_versions(spec, keep, None),
-                    format!("{verb}: remove {retiring}"),
-                )
-            }
-            (None, None) => return Ok(None),
-            (None, Some(canary)) => {
-                let canary = canary.name.clone();
-                if *op == Op::Abort {
-                    let versions = vec![
-                        VersionWeight::new(&stable, 100.0),
-                        VersionWeight::new(&canary, 0.0),
-                    ];
+        Op::Promote { .. } | Op::Abort | Op::Rollback { .. } => {
+            match (&spec.retiring, spec.canary()) {
+                // A draining version stays until its pages are done: only `--finish` or `abort`
+                // cut the drain short.
+                (Some(_), _)
+                    if *op == (Op::Promote { finish: false }) && spec.versions[1].drain =>
+                {
+                    return Ok(None)
+                }
+                (Some(retiring), _) => {
+                    let keep = spec
+                        .versions
+                        .iter()
+                        .filter(|v| v.name != *retiring)
+                        .cloned()
+                        .collect();
+                    let verb = match op {
+                        Op::Abort => "abort",
+                        Op::Rollback { .. } => "rollback",
+                        _ => "promote",
+                    };
                     (
-                        with_versions(spec, versions, Some(&canary)),
-                        format!("abort {canary}"),
-                    )
-                } else {
-                    let versions = vec![VersionWeight::new(&canary, 100.0), draining(&stable)];
-                    (
-                        with_versions(spec, versions, Some(&stable)),
-                        format!("promote {canary}"),
+                        with_versions(spec, keep, None),
+                        format!("{verb}: remove {retiring}"),
                     )
                 }
+                (None, None) => return Ok(None),
+                (None, Some(canary)) => {
+                    let canary = canary.name.clone();
+                    if let Op::Abort | Op::Rollback { .. } = op {
+                        let drain = *op == (Op::Rollback { drain: true });
+                        let gone = if drain {
+                            draining(&canary)
+                        } else {
+                            VersionWeight::new(&canary, 0.0)
+                        };
+                        let versions = vec![VersionWeight::new(&stable, 100.0), gone];
+                        let verb = if *op == Op::Abort {
+                            "abort"
+                        } else {
+                            "rollback"
+                        };
+                        (
+                            with_versions(spec, versions, Some(&canary)),
+                            format!("{verb} {canary}"),
+                        )
+                    } else {
+                        let versions = vec![VersionWeight::new(&canary, 100.0), draining(&stable)];
+                        (
+                            with_versions(spec, versions, Some(&stable)),
+                            format!("promote {canary}"),
+                        )
+                    }
+                }
             }
-        },
+        }
     };
     let (new_spec, action) = change;
     validate(&new_spec)?;
@@ -290,20 +312,6 @@ fn check_label(field: &str, key: &str, value: &str) -> Result<(), OpError> {
         )));
     }
     Ok(())
-}
-
-/// Where the rollout stands, from its spec and the last action recorded on it.
-pub fn phase(spec: &StickyCanarySpec, last_action: &str) -> Phase {
-    let promoted = last_action.starts_with("promote");
-    let aborted = last_action.starts_with("abort");
-    match (&spec.retiring, spec.versions.len()) {
-        (Some(_), _) if promoted => Phase::Promoting,
-        (Some(_), _) => Phase::Aborting,
-        (None, 1) if promoted => Phase::Promoted,
-        (None, 1) if aborted => Phase::Aborted,
-        (None, 1) => Phase::Stable,
-        (None, _) => Phase::Progressing,
-    }
 }
 
 /// Index in `spec.steps` of the canary's weight, when it is exactly on a step.
@@ -732,21 +740,9 @@ mod tests {
     }
 
     #[test]
-    fn phases_and_steps() {
+    fn steps() {
         let canary = spec(&[("v1", 90.0), ("v2", 10.0)], None);
-        let retiring = spec(&[("v2", 100.0), ("v1", 0.0)], Some("v1"));
         let single = spec(&[("v1", 100.0)], None);
-        let cases = [
-            (&single, "", Phase::Stable),
-            (&canary, "set-weight 10", Phase::Progressing),
-            (&retiring, "promote v2", Phase::Promoting),
-            (&retiring, "abort v2", Phase::Aborting),
-            (&single, "promote: remove v1", Phase::Promoted),
-            (&single, "abort: remove v2", Phase::Aborted),
-        ];
-        for (s, action, expected) in cases {
-            assert_eq!(phase(s, action), expected, "{action}");
-        }
         assert_eq!(step_index(&canary), Some(2));
         assert_eq!(step_index(&spec(&[("v1", 93.0), ("v2", 7.0)], None)), None);
         assert_eq!(step_index(&single), None);

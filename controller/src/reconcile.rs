@@ -11,8 +11,12 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use kube::ResourceExt;
+
+use crate::analysis::Snapshot;
 use crate::error::Error;
-use crate::model::StickyCanary;
+use crate::model::{StickyCanary, ACTION_ANNOTATION};
+use crate::rollout::{self, Input};
 use crate::status;
 use crate::target::kube::KubeTarget;
 use crate::target::Target;
@@ -75,9 +79,7 @@ pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
     retry_on_conflict(|| async {
         let mut last = Vec::new();
         for _ in 0..MAX_PASSES {
-            let canary = target.load().await?.ok_or_else(|| {
-                Error::Invalid("the rollout does not exist; run `stickyctl init` first".into())
-            })?;
+            let canary = target.load().await?.ok_or_else(missing)?;
             let plan = target.plan(&canary).await?;
             if plan.writes.is_empty() {
                 let hash = status::hash_objects(plan.objects.iter().map(|d| &d.owned));
@@ -99,6 +101,92 @@ pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
     })
     .await?;
     Ok(written.into_inner())
+}
+
+/// What [`advance`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Advanced {
+    /// The spec changes made, in order, each with the objects written to apply it (empty:
+    /// nothing changed).
+    pub actions: Vec<(String, usize)>,
+    /// The notifications the transitions made, in order.
+    pub notices: Vec<String>,
+    /// Objects written while converging, in all.
+    pub written: usize,
+}
+
+/// Runs `input` through [`rollout::transition`] on the stored rollout and applies the result:
+/// the spec (after the target checked that it takes the objects it renders to), the status,
+/// then the objects. A transition that asks to run again once applied (abort, `promote
+/// --finish`, an immediate rollback: make before break) runs again, at most
+/// [`MAX_PASSES`] times.
+pub async fn advance<T: Target>(target: &T, input: &Input) -> Result<Advanced, Error> {
+    let mut done = Advanced::default();
+    for _ in 0..MAX_PASSES {
+        let transition = retry_on_conflict(|| async {
+            let current = target.load().await?.ok_or_else(missing)?;
+            let status = current.status.clone().unwrap_or_default();
+            let now = jiff::Timestamp::now();
+            let transition = rollout::transition(&current.spec, &status, input, now)?;
+            let mut saved = current.clone();
+            if let Some(spec) = &transition.spec {
+                let mut next = current.clone();
+                next.spec = spec.clone();
+                if let Some(action) = &transition.action {
+                    next.annotations_mut()
+                        .insert(ACTION_ANNOTATION.to_owned(), action.clone());
+                }
+                // Refuse what cannot be rendered (a shadowing route, a version without
+                // upstream) or what the API server would refuse, before the rollout changes.
+                let plan = target.plan(&next).await?;
+                target.check(&plan).await?;
+                saved = target.save(&next).await?;
+            }
+            if let Some(status) = &transition.status {
+                target.save_status(&saved, status).await?;
+            }
+            Ok(transition)
+        })
+        .await?;
+        let written = converge(target).await?;
+        done.written += written;
+        done.notices.extend(transition.notices);
+        if let (Some(_), Some(action)) = (&transition.spec, transition.action) {
+            done.actions.push((action, written));
+        }
+        if !transition.again {
+            break;
+        }
+    }
+    Ok(done)
+}
+
+/// Where an automatic rollout's looks come from: Prometheus, or what a test hands in.
+pub trait Metrics: Sync {
+    /// The metrics of `canary`'s versions now, or why they cannot be read.
+    fn snapshot(
+        &self,
+        canary: &StickyCanary,
+    ) -> impl Future<Output = Result<Snapshot, String>> + Send;
+}
+
+/// One look at an automatic rollout: read its metrics and [`advance`] on them. Also returns
+/// when to look again; `None` when the rollout is not automatic.
+pub async fn look<T: Target, M: Metrics>(
+    target: &T,
+    metrics: &M,
+) -> Result<(Advanced, Option<Duration>), Error> {
+    let canary = target.load().await?.ok_or_else(missing)?;
+    if !canary.spec.auto.enabled {
+        return Ok((Advanced::default(), None));
+    }
+    let snapshot = metrics.snapshot(&canary).await;
+    let done = advance(target, &Input::Look(snapshot)).await?;
+    Ok((done, Some(rollout::auto::look_period(&canary.spec))))
+}
+
+fn missing() -> Error {
+    Error::Invalid("the rollout does not exist; run `stickyctl init` first".into())
 }
 
 /// Takes deleted rollout `canary`'s managed routes and subsets out of the user's objects, pass

@@ -1,8 +1,9 @@
 //! The status a rollout gets after its objects were applied, pure.
 //!
 //! Whoever applies the objects (the CLI reconciling once, or the controller) records what it
-//! applied: phase, canary weight and step, a hash of the applied objects, and a history entry
-//! when that hash changes. Nothing changes when the same state is observed again, so an
+//! applied: canary weight and step, a hash of the applied objects, and a history entry when
+//! that hash changes. The phase is the transitions' ([`crate::rollout`]); it is corrected
+//! here only where the spec contradicts it. Nothing changes when the same state is observed again, so an
 //! idempotent reconcile does not write the status either.
 
 use serde_json::Value;
@@ -12,6 +13,7 @@ use crate::model::{
     Applied, HistoryEntry, StickyCanary, StickyCanaryStatus, ACTION_ANNOTATION, HISTORY_LIMIT,
 };
 use crate::ops;
+use crate::rollout;
 
 /// A stable hash of the applied objects, as 16 hex digits.
 pub fn hash_objects<'a>(objects: impl IntoIterator<Item = &'a Value>) -> String {
@@ -41,12 +43,11 @@ pub fn observe(canary: &StickyCanary, hash: &str, now: &str) -> Option<StickyCan
     let generation = canary.metadata.generation;
     let action = last_action(canary);
     let mut next = StickyCanaryStatus {
-        phase: ops::phase(spec, action),
+        phase: rollout::phase_for(spec, previous.phase),
         canary_weight: spec.canary().map_or(0.0, |c| c.weight),
         step_index: ops::step_index(spec),
         observed_generation: generation,
-        last_applied: previous.last_applied.clone(),
-        history: previous.history.clone(),
+        ..previous.clone()
     };
     let same_hash = previous.last_applied.as_ref().map(|a| a.hash.as_str()) == Some(hash);
     if !same_hash || previous.observed_generation != generation {
