@@ -23,7 +23,10 @@ use sticky_canary_filter::{decide, Config, Reason, RequestHeaders};
 use crate::controller;
 use crate::error::{Error, EXIT_INVALID, EXIT_OK};
 use crate::metrics::PrometheusMetrics;
-use crate::model::{self, Proxies, StickyCanary, StickyCanarySpec, TargetRef, ACTION_ANNOTATION};
+use crate::model::{
+    self, AutoSpec, OnInconclusive, Promotion, Proxies, RollbackMode, StickyCanary,
+    StickyCanarySpec, TargetRef, ACTION_ANNOTATION,
+};
 use crate::ops::{self, Op};
 use crate::reconcile::{self, converge, retry_on_conflict};
 use crate::render::istio::for_display;
@@ -216,7 +219,89 @@ struct InitArgs {
     #[arg(long, value_delimiter = ',')]
     steps: Option<Vec<f64>>,
     #[command(flatten)]
+    auto: AutoArgs,
+    #[command(flatten)]
     dry: DryRun,
+}
+
+/// The automatic progression settings `init` can set (`spec.auto`).
+#[derive(Debug, Args)]
+struct AutoArgs {
+    /// Let the steps run themselves (`stickyctl auto on` later does the same).
+    #[arg(long)]
+    auto: bool,
+    /// Seconds each step holds its weight before it is judged.
+    #[arg(long, value_name = "SECONDS")]
+    interval: Option<u32>,
+    /// A step weight the rollout waits at for `stickyctl next`; repeatable.
+    #[arg(long = "gate", value_name = "PERCENT")]
+    gates: Vec<f64>,
+    /// After the last step: wait for `stickyctl promote` (gate) or promote by itself (auto).
+    #[arg(long, value_enum)]
+    promotion: Option<PromotionArg>,
+    /// How an automatic rollback sends the canary's clients back.
+    #[arg(long, value_enum)]
+    rollback: Option<RollbackArg>,
+    /// What a step without enough evidence does at its deadline.
+    #[arg(long, value_enum)]
+    on_inconclusive: Option<InconclusiveArg>,
+    /// Seconds a step may stay inconclusive before `--on-inconclusive` applies.
+    #[arg(long, value_name = "SECONDS")]
+    inconclusive_deadline: Option<u32>,
+    /// URL notified of every step, hold, rollback and promotion (Slack-compatible JSON).
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PromotionArg {
+    Gate,
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RollbackArg {
+    Immediate,
+    Drain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InconclusiveArg {
+    Hold,
+    Rollback,
+}
+
+impl AutoArgs {
+    /// Sets what was given on `auto`.
+    fn apply(&self, auto: &mut AutoSpec) {
+        auto.enabled = self.auto;
+        if let Some(interval) = self.interval {
+            auto.interval_seconds = interval;
+        }
+        auto.gates.clone_from(&self.gates);
+        if let Some(promotion) = self.promotion {
+            auto.promotion = match promotion {
+                PromotionArg::Gate => Promotion::Gate,
+                PromotionArg::Auto => Promotion::Auto,
+            };
+        }
+        if let Some(rollback) = self.rollback {
+            auto.rollback = match rollback {
+                RollbackArg::Immediate => RollbackMode::Immediate,
+                RollbackArg::Drain => RollbackMode::Drain,
+            };
+        }
+        if let Some(on) = self.on_inconclusive {
+            auto.on_inconclusive = match on {
+                InconclusiveArg::Hold => OnInconclusive::Hold,
+                InconclusiveArg::Rollback => OnInconclusive::Rollback,
+            };
+        }
+        if let Some(deadline) = self.inconclusive_deadline {
+            auto.inconclusive_deadline_seconds = deadline;
+        }
+        auto.webhook.clone_from(&self.webhook);
+    }
 }
 
 #[derive(Debug, Args)]
@@ -638,6 +723,7 @@ fn init_spec(args: &InitArgs) -> Result<StickyCanarySpec, Error> {
     if let Some(steps) = &args.steps {
         spec.steps = steps.clone();
     }
+    args.auto.apply(&mut spec.auto);
     ops::validate(&spec)?;
     Ok(spec)
 }

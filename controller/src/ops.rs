@@ -263,6 +263,35 @@ pub fn validate(spec: &StickyCanarySpec) -> Result<(), OpError> {
     for (key, value) in &spec.plugin.selector {
         check_label(&format!("spec.plugin.selector.{key}"), key, value)?;
     }
+    check_auto(spec)?;
+    spec.analysis.validate().map_err(OpError::Invalid)
+}
+
+/// Automatic progression's settings: an interval to judge in, gates on steps, a webhook URL.
+fn check_auto(spec: &StickyCanarySpec) -> Result<(), OpError> {
+    let auto = &spec.auto;
+    if auto.interval_seconds == 0 {
+        return Err(OpError::Invalid(
+            "spec.auto.intervalSeconds: must be at least 1".into(),
+        ));
+    }
+    for (i, gate) in auto.gates.iter().enumerate() {
+        if !spec.steps.contains(gate) {
+            return Err(OpError::Invalid(format!(
+                "spec.auto.gates[{i}]: {gate} is not one of spec.steps"
+            )));
+        }
+    }
+    if let Some(url) = &auto.webhook {
+        let ok = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        if ok.is_none_or(|rest| rest.is_empty() || rest.contains(char::is_whitespace)) {
+            return Err(OpError::Invalid(format!(
+                "spec.auto.webhook: {url:?} is not an http(s) URL"
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -716,7 +745,19 @@ mod tests {
         bad_sum.versions[0].weight = 90.0;
         let mut bad_retiring = spec(&[("v1", 90.0), ("v2", 10.0)], None);
         bad_retiring.retiring = Some("v2".into());
+        let mut no_interval = spec(&[("v1", 100.0)], None);
+        no_interval.auto.interval_seconds = 0;
+        let mut bad_gate = spec(&[("v1", 100.0)], None);
+        bad_gate.auto.gates = vec![20.0, 30.0];
+        let mut bad_webhook = spec(&[("v1", 100.0)], None);
+        bad_webhook.auto.webhook = Some("hooks.slack.com/x".into());
         let cases = [
+            (no_interval, "spec.auto.intervalSeconds: must be at least 1"),
+            (bad_gate, "spec.auto.gates[1]: 30 is not one of spec.steps"),
+            (
+                bad_webhook,
+                "spec.auto.webhook: \"hooks.slack.com/x\" is not an http(s) URL",
+            ),
             (bad_steps, "spec.steps[1]"),
             (no_steps, "spec.steps: must not be empty"),
             (bad_label, "versionLabel"),

@@ -563,7 +563,11 @@ impl Cluster {
 
 /// Starts the controller on [`NS`] with `client` (and its rights).
 pub fn start_controller_with(client: kube::Client) -> RunningController {
-    RunningController(tokio::spawn(stickyctl::controller::run(client, Some(NS))))
+    RunningController(tokio::spawn(stickyctl::controller::run(
+        client,
+        Some(NS),
+        None::<stickyctl::metrics::PrometheusMetrics>,
+    )))
 }
 
 /// Waits until `done` holds, polling; panics naming `what` after a generous bound (far below
