@@ -1,5 +1,6 @@
 //! stickyctl: the rollout model of sticky-canary, its renderers and its targets.
 
+pub mod analysis;
 pub mod cli;
 pub mod controller;
 pub mod error;
