@@ -12,6 +12,9 @@ pub mod evidence;
 pub mod sequential;
 pub mod verdict;
 
+#[cfg(test)]
+mod simulation;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
