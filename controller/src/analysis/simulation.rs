@@ -158,36 +158,24 @@ impl World {
     }
 }
 
-/// Walks a step at `weight`; the look (1-based) at which it failed, if it did, and whether
-/// it passed.
-fn walk_step(
-    world: &mut World,
-    spec: &AnalysisSpec,
-    weight: f64,
-    judged: usize,
-    max_looks: u32,
-) -> StepEnd {
+/// Walks a step at `weight` as the state machine would (hold, then go on once it passes;
+/// an inconclusive step is left after [`MAX_LOOKS`]); whether it failed the canary.
+fn step_fails(world: &mut World, spec: &AnalysisSpec, weight: f64, judged: usize) -> bool {
     let plan = StepPlan {
         weight,
         judged_steps: judged,
     };
     let mut evidence = Evidence::start(&world.snapshot(), spec, plan);
-    for look in 1..=max_looks {
+    for look in 1..=MAX_LOOKS {
         world.run(weight);
         evidence.observe(&world.snapshot(), spec);
         match judge(spec, &evidence).outcome {
-            Outcome::Fail => return StepEnd::Failed(look),
-            Outcome::Pass if look >= HOLD_LOOKS => return StepEnd::Passed,
+            Outcome::Fail => return true,
+            Outcome::Pass if look >= HOLD_LOOKS => return false,
             _ => {}
         }
     }
-    StepEnd::Held
-}
-
-enum StepEnd {
-    Passed,
-    Failed(u32),
-    Held,
+    false
 }
 
 /// Walks every default step; whether the canary was rolled back.
@@ -199,12 +187,9 @@ fn rolled_back(seed: u64, rate: f64, stable: Behaviour, canary: Behaviour) -> bo
         .filter(|&w| w < 100.0)
         .collect();
     let mut world = World::new(seed, rate, stable, canary);
-    judged.iter().any(|&weight| {
-        matches!(
-            walk_step(&mut world, &spec, weight, judged.len(), MAX_LOOKS),
-            StepEnd::Failed(_)
-        )
-    })
+    judged
+        .iter()
+        .any(|&weight| step_fails(&mut world, &spec, weight, judged.len()))
 }
 
 /// A/A: the canary is stable. However often each step is judged, the share of rollouts
