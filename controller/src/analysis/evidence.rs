@@ -15,6 +15,34 @@ use super::AnalysisSpec;
 /// The filter's decision reason of fresh, weight-following decisions.
 pub const HASH_REASON: &str = "hash";
 
+/// A cumulative counter as Prometheus returns it: one raw value per series (a proxy, a label
+/// combination), keyed by the series' labels. Increases are taken per series and then added,
+/// so one proxy restarting (its counter reset) does not look like a reset of the sum.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(transparent)]
+pub struct Counter(pub BTreeMap<String, u64>);
+
+impl Counter {
+    /// A counter of one series (labels `""`).
+    pub fn single(value: u64) -> Counter {
+        Counter(BTreeMap::from([(String::new(), value)]))
+    }
+
+    /// The sum over every series.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// What was counted between `before` and `self`: per series, resets handled; a series
+    /// new in `self` counts whole, a series gone from it adds nothing.
+    pub fn increase_since(&self, before: &Counter) -> u64 {
+        self.0
+            .iter()
+            .map(|(series, &now)| increase(before.0.get(series).copied().unwrap_or(0), now))
+            .sum()
+    }
+}
+
 /// One cumulative latency bucket: requests that took at most `leMs` milliseconds.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -147,22 +175,38 @@ impl Histogram {
     }
 }
 
-/// One version's raw cumulative counters at one look.
+/// One version's raw cumulative counters at one look, per series.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionSample {
     /// The version's name.
     pub version: String,
     /// Requests served.
-    pub requests: u64,
-    /// 5xx responses among them.
-    pub errors: u64,
-    /// Latency of its requests.
     #[serde(default)]
-    pub latency: Histogram,
+    pub requests: Counter,
+    /// 5xx responses among them.
+    #[serde(default)]
+    pub errors: Counter,
+    /// Latency of its requests, a histogram per series.
+    #[serde(default)]
+    pub latency: BTreeMap<String, Histogram>,
     /// The filter's decisions that chose this version, by reason (`hash`, `cookie`, ...).
     #[serde(default)]
-    pub decisions: BTreeMap<String, u64>,
+    pub decisions: BTreeMap<String, Counter>,
+}
+
+impl VersionSample {
+    /// Fresh (hash) decisions since `before`.
+    fn hash_since(&self, before: &VersionSample) -> u64 {
+        match (
+            self.decisions.get(HASH_REASON),
+            before.decisions.get(HASH_REASON),
+        ) {
+            (Some(now), Some(then)) => now.increase_since(then),
+            (Some(now), None) => now.total(),
+            (None, _) => 0,
+        }
+    }
 }
 
 /// What one look at Prometheus returns: both versions' counters at one time.
@@ -197,13 +241,17 @@ pub struct ArmEvidence {
 impl ArmEvidence {
     /// Adds what happened between two samples of one version.
     fn add_increase(&mut self, before: &VersionSample, now: &VersionSample) {
-        self.requests += increase(before.requests, now.requests);
-        self.errors += increase(before.errors, now.errors);
-        self.latency
-            .add(&now.latency.increase_since(&before.latency));
-        for (reason, &count) in &now.decisions {
-            let base = before.decisions.get(reason).copied().unwrap_or(0);
-            *self.decisions.entry(reason.clone()).or_default() += increase(base, count);
+        self.requests += now.requests.increase_since(&before.requests);
+        self.errors += now.errors.increase_since(&before.errors);
+        let empty = Histogram::default();
+        for (series, histogram) in &now.latency {
+            let then = before.latency.get(series).unwrap_or(&empty);
+            self.latency.add(&histogram.increase_since(then));
+        }
+        let none = Counter::default();
+        for (reason, counter) in &now.decisions {
+            let then = before.decisions.get(reason).unwrap_or(&none);
+            *self.decisions.entry(reason.clone()).or_default() += counter.increase_since(then);
         }
     }
 
@@ -269,7 +317,11 @@ impl Evidence {
             data_plane: dataplane::Progress::new(snapshot.at, plan.weight, spec),
         };
         // Stable's whole history so far places the boundary, before the step's requests.
-        evidence.place_boundary(&snapshot.stable.latency, spec);
+        let mut history = Histogram::default();
+        for histogram in snapshot.stable.latency.values() {
+            history.add(histogram);
+        }
+        evidence.place_boundary(&history, spec);
         evidence
     }
 
@@ -279,34 +331,8 @@ impl Evidence {
         if snapshot.at <= self.last.at {
             return;
         }
-        let canary_hash = increase(
-            self.last
-                .canary
-                .decisions
-                .get(HASH_REASON)
-                .copied()
-                .unwrap_or(0),
-            snapshot
-                .canary
-                .decisions
-                .get(HASH_REASON)
-                .copied()
-                .unwrap_or(0),
-        );
-        let stable_hash = increase(
-            self.last
-                .stable
-                .decisions
-                .get(HASH_REASON)
-                .copied()
-                .unwrap_or(0),
-            snapshot
-                .stable
-                .decisions
-                .get(HASH_REASON)
-                .copied()
-                .unwrap_or(0),
-        );
+        let canary_hash = snapshot.canary.hash_since(&self.last.canary);
+        let stable_hash = snapshot.stable.hash_since(&self.last.stable);
         self.stable
             .add_increase(&self.last.stable, &snapshot.stable);
         self.canary
@@ -355,10 +381,10 @@ pub(crate) mod tests {
     ) -> VersionSample {
         VersionSample {
             version: version.to_owned(),
-            requests,
-            errors,
-            latency: Histogram::from_pairs(buckets),
-            decisions: BTreeMap::from([(HASH_REASON.to_owned(), hash)]),
+            requests: Counter::single(requests),
+            errors: Counter::single(errors),
+            latency: BTreeMap::from([(String::new(), Histogram::from_pairs(buckets))]),
+            decisions: BTreeMap::from([(HASH_REASON.to_owned(), Counter::single(hash))]),
         }
     }
 
@@ -371,6 +397,20 @@ pub(crate) mod tests {
             weight: 10.0,
             judged_steps: 6,
         }
+    }
+
+    #[test]
+    fn counters_increase_per_series() {
+        let counter = |pairs: &[(&str, u64)]| {
+            Counter(pairs.iter().map(|&(k, v)| (k.to_owned(), v)).collect())
+        };
+        let before = counter(&[("a", 100), ("b", 50)]);
+        // b restarted: its 5 are new, a's 10 too; the sum went down, yet 15 were counted.
+        assert_eq!(counter(&[("a", 110), ("b", 5)]).increase_since(&before), 15);
+        // A new proxy counts whole; one gone adds nothing.
+        assert_eq!(counter(&[("a", 100), ("c", 7)]).increase_since(&before), 7);
+        assert_eq!(counter(&[("a", 110), ("b", 5)]).total(), 115);
+        assert_eq!(Counter::default().increase_since(&before), 0);
     }
 
     #[test]

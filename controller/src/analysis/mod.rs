@@ -18,7 +18,9 @@ mod simulation;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use evidence::{ArmEvidence, Bucket, Evidence, Histogram, Snapshot, StepPlan, VersionSample};
+pub use evidence::{
+    ArmEvidence, Bucket, Counter, Evidence, Histogram, Snapshot, StepPlan, VersionSample,
+};
 pub use verdict::{judge, ArmCounts, Check, Outcome, Verdict};
 
 /// How the canary is judged (`spec.analysis`). Every field has a default, so `analysis: {}`

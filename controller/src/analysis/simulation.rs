@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Binomial, Distribution};
 
-use super::evidence::HASH_REASON;
+use super::evidence::{Counter, HASH_REASON};
 use super::{judge, AnalysisSpec, Evidence, Histogram, Outcome, Snapshot, StepPlan, VersionSample};
 use crate::model::DEFAULT_STEPS;
 
@@ -101,10 +101,10 @@ impl Counters {
             .collect();
         VersionSample {
             version: self.version.to_owned(),
-            requests: self.requests,
-            errors: self.errors,
-            latency: Histogram::from_pairs(&pairs),
-            decisions: BTreeMap::from([(HASH_REASON.to_owned(), self.hash)]),
+            requests: Counter::single(self.requests),
+            errors: Counter::single(self.errors),
+            latency: BTreeMap::from([(String::new(), Histogram::from_pairs(&pairs))]),
+            decisions: BTreeMap::from([(HASH_REASON.to_owned(), Counter::single(self.hash))]),
         }
     }
 }
