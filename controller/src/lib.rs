@@ -7,6 +7,7 @@ pub mod error;
 pub mod fsutil;
 pub mod model;
 pub mod ops;
+pub mod prometheus;
 pub mod reconcile;
 pub mod render;
 pub mod status;
