@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod ops;
+pub mod prometheus;
 pub mod reconcile;
 pub mod render;
 pub mod rollout;

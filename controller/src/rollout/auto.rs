@@ -88,9 +88,10 @@ fn progress(
             evidence
         }
         None => {
+            // The rollout's alpha is split over every step judged with both versions live.
             let plan = StepPlan {
                 weight: canary.weight,
-                judged_steps: status.verdicts.len(),
+                judged_steps: spec.steps.iter().filter(|&&s| s < 100.0).count(),
             };
             Evidence::start(snapshot, &spec.analysis, plan)
         }

@@ -1,0 +1,445 @@
+//! The thin shell between Prometheus and the analysis: instant queries of raw counters at a
+//! time, turned into a [`Snapshot`]; and the check, before anything is written, that every
+//! template is one Prometheus accepts and reads metrics it has.
+
+pub mod queries;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Deserialize;
+
+use crate::analysis::{AnalysisSpec, Counter, Histogram, Snapshot, VersionSample};
+use crate::error::Error;
+pub use queries::{Field, RolloutRef};
+
+/// Longest a query may take, Prometheus's own evaluation included.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest to wait for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A Prometheus server's HTTP API.
+#[derive(Debug, Clone)]
+pub struct Prometheus {
+    client: reqwest::Client,
+    query_url: reqwest::Url,
+}
+
+/// One series of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its value.
+    pub value: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Response {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default)]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Data {
+    result_type: String,
+    result: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct Sample {
+    metric: BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+/// Why a query gave nothing usable.
+#[derive(Debug)]
+enum QueryError {
+    /// Prometheus refused the query itself (`bad_data`): the template is wrong.
+    Rejected(String),
+    /// Anything else: unreachable, timeout, server error, a result of the wrong type.
+    Failed(String),
+}
+
+impl Prometheus {
+    /// A client of the Prometheus at `url` (`http://host:9090`, with or without a path prefix).
+    pub fn new(url: &str) -> Result<Prometheus, Error> {
+        let base = reqwest::Url::parse(url)
+            .map_err(|err| Error::Invalid(format!("--prometheus {url:?}: {err}")))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(Error::Invalid(format!(
+                "--prometheus {url:?}: not an http(s) URL"
+            )));
+        }
+        let path = format!("{}/api/v1/query", base.path().trim_end_matches('/'));
+        let mut query_url = base;
+        query_url.set_path(&path);
+        let client = reqwest::Client::builder()
+            .timeout(QUERY_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|err| Error::Runtime(format!("HTTP client for Prometheus: {err}")))?;
+        Ok(Prometheus { client, query_url })
+    }
+
+    /// Evaluates `query` at `at`: the series of the instant vector it returns.
+    pub async fn query(&self, query: &str, at: Timestamp) -> Result<Vec<Series>, Error> {
+        self.instant(query, at).await.map_err(|err| match err {
+            QueryError::Rejected(why) => {
+                Error::Invalid(format!("Prometheus rejects `{query}`: {why}"))
+            }
+            QueryError::Failed(why) => Error::Runtime(why),
+        })
+    }
+
+    async fn instant(&self, query: &str, at: Timestamp) -> Result<Vec<Series>, QueryError> {
+        let failed = |what: &str, err: &dyn std::fmt::Display| {
+            QueryError::Failed(format!("Prometheus at {}: {what}: {err}", self.query_url))
+        };
+        let time = format!("{:.3}", at.as_millisecond() as f64 / 1000.0);
+        let timeout = format!("{}s", QUERY_TIMEOUT.as_secs());
+        let response = self
+            .client
+            .get(self.query_url.clone())
+            .query(&[("query", query), ("time", &time), ("timeout", &timeout)])
+            .send()
+            .await
+            .map_err(|err| failed("query failed", &err))?;
+        let status = response.status();
+        let body: Response = response
+            .json()
+            .await
+            .map_err(|err| failed(&format!("answered {status} with no API response"), &err))?;
+        if body.status != "success" {
+            let why = body.error.unwrap_or_default();
+            return Err(match body.error_type.as_deref() {
+                Some("bad_data") => QueryError::Rejected(why),
+                other => failed(&format!("error {}", other.unwrap_or("unknown")), &why),
+            });
+        }
+        let data = body
+            .data
+            .ok_or_else(|| failed("a success without data", &"?"))?;
+        if data.result_type != "vector" {
+            return Err(QueryError::Rejected(format!(
+                "it returns a {}, not an instant vector of counters",
+                data.result_type
+            )));
+        }
+        let samples: Vec<Sample> =
+            serde_json::from_value(data.result).map_err(|err| failed("unreadable vector", &err))?;
+        samples
+            .into_iter()
+            .map(|sample| {
+                let value: f64 = sample
+                    .value
+                    .1
+                    .parse()
+                    .map_err(|err| failed("unreadable sample value", &err))?;
+                Ok(Series {
+                    labels: sample.metric,
+                    value,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs the template of `field` for `version`; a rejected template names the field.
+    async fn field(
+        &self,
+        spec: &AnalysisSpec,
+        rollout: &RolloutRef,
+        field: Field,
+        version: &str,
+        at: Timestamp,
+    ) -> Result<Vec<Series>, Error> {
+        let query = queries::render(
+            &queries::template(spec, field),
+            spec.provider,
+            rollout,
+            version,
+        );
+        self.instant(&query, at).await.map_err(|err| match err {
+            QueryError::Rejected(why) => Error::Invalid(format!(
+                "{}: Prometheus rejects `{query}`: {why}",
+                field.path()
+            )),
+            QueryError::Failed(why) => Error::Runtime(format!("{} ({query}): {why}", field.path())),
+        })
+    }
+
+    /// Both versions' raw counters at `at`.
+    pub async fn snapshot(
+        &self,
+        spec: &AnalysisSpec,
+        rollout: &RolloutRef,
+        at: Timestamp,
+    ) -> Result<Snapshot, Error> {
+        let (stable, canary) = futures::try_join!(
+            self.version(spec, rollout, &rollout.stable, at),
+            self.version(spec, rollout, &rollout.canary, at)
+        )?;
+        Ok(Snapshot { at, stable, canary })
+    }
+
+    async fn version(
+        &self,
+        spec: &AnalysisSpec,
+        rollout: &RolloutRef,
+        version: &str,
+        at: Timestamp,
+    ) -> Result<VersionSample, Error> {
+        let (requests, errors, latency, decisions) = futures::try_join!(
+            self.field(spec, rollout, Field::Requests, version, at),
+            self.field(spec, rollout, Field::Errors, version, at),
+            self.field(spec, rollout, Field::LatencyBuckets, version, at),
+            self.field(spec, rollout, Field::Decisions, version, at),
+        )?;
+        Ok(VersionSample {
+            version: version.to_owned(),
+            requests: counter(Field::Requests, &requests)?,
+            errors: counter(Field::Errors, &errors)?,
+            latency: histograms(&latency)?,
+            decisions: by_reason(&decisions)?,
+        })
+    }
+
+    /// Refuses, naming the field, a template Prometheus rejects, one that reads a metric
+    /// Prometheus has no series of, a latency template without `le` or a decisions template
+    /// without `sticky_reason` labels, and a requests template that finds nothing of stable
+    /// (which serves traffic before any canary does). Nothing is written before this passes.
+    pub async fn validate_queries(
+        &self,
+        spec: &AnalysisSpec,
+        rollout: &RolloutRef,
+        at: Timestamp,
+    ) -> Result<(), Error> {
+        spec.validate().map_err(Error::Invalid)?;
+        for field in Field::ALL {
+            let template = queries::template(spec, field);
+            for name in queries::metric_names(&template) {
+                let known = self
+                    .query(&format!("group({{__name__={:?}}})", name), at)
+                    .await?;
+                if known.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "{}: Prometheus has no series of metric `{name}` (a typo, or nothing \
+                         scrapes it yet)",
+                        field.path()
+                    )));
+                }
+            }
+            for version in [&rollout.stable, &rollout.canary] {
+                let series = self.field(spec, rollout, field, version, at).await?;
+                match field {
+                    Field::Requests => {
+                        counter(field, &series)?;
+                        if version == &rollout.stable && series.is_empty() {
+                            return Err(Error::Invalid(format!(
+                                "{}: no series for the stable version {version}: check the \
+                                 template's labels against what Prometheus has",
+                                field.path()
+                            )));
+                        }
+                    }
+                    Field::Errors => drop(counter(field, &series)?),
+                    Field::LatencyBuckets => drop(histograms(&series)?),
+                    Field::Decisions => drop(by_reason(&series)?),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A raw counter value as an integer; refuses what no counter holds (negative, fractional
+/// beyond rounding, not finite), which is what `rate()` or `increase()` return.
+fn count(field: Field, series: &Series) -> Result<u64, Error> {
+    let value = series.value;
+    if !value.is_finite() || value < 0.0 || (value - value.round()).abs() > 1e-6 * value.max(1.0) {
+        return Err(Error::Invalid(format!(
+            "{}: {value} is not a raw counter (the template must return cumulative counts, \
+             not rate() or increase())",
+            field.path()
+        )));
+    }
+    Ok(value.round() as u64)
+}
+
+/// The series' identity: its labels but the ones the analysis groups by.
+fn series_key(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "__name__" | "le" | "sticky_reason"))
+        .map(|(name, value)| format!("{name}={value:?}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn counter(field: Field, series: &[Series]) -> Result<Counter, Error> {
+    let mut counter = Counter::default();
+    for s in series {
+        *counter.0.entry(series_key(&s.labels)).or_default() += count(field, s)?;
+    }
+    Ok(counter)
+}
+
+fn histograms(series: &[Series]) -> Result<BTreeMap<String, Histogram>, Error> {
+    let field = Field::LatencyBuckets;
+    let mut pairs: BTreeMap<String, Vec<(f64, u64)>> = BTreeMap::new();
+    for s in series {
+        let le = s.labels.get("le").ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: a series without an `le` label: the template must return histogram buckets",
+                field.path()
+            ))
+        })?;
+        let le: f64 = le.parse().map_err(|_| {
+            Error::Invalid(format!(
+                "{}: `le` label {le:?} is not a number",
+                field.path()
+            ))
+        })?;
+        pairs
+            .entry(series_key(&s.labels))
+            .or_default()
+            .push((le, count(field, s)?));
+    }
+    Ok(pairs
+        .into_iter()
+        .map(|(key, pairs)| (key, Histogram::from_pairs(&pairs)))
+        .collect())
+}
+
+fn by_reason(series: &[Series]) -> Result<BTreeMap<String, Counter>, Error> {
+    let field = Field::Decisions;
+    let mut reasons: BTreeMap<String, Counter> = BTreeMap::new();
+    for s in series {
+        let reason = s.labels.get("sticky_reason").ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: a series without a `sticky_reason` label",
+                field.path()
+            ))
+        })?;
+        *reasons
+            .entry(reason.clone())
+            .or_default()
+            .0
+            .entry(series_key(&s.labels))
+            .or_default() += count(field, s)?;
+    }
+    Ok(reasons)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(labels: &[(&str, &str)], value: f64) -> Series {
+        Series {
+            labels: labels
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            value,
+        }
+    }
+
+    #[test]
+    fn series_become_counters_per_series() {
+        let got = counter(
+            Field::Requests,
+            &[
+                series(&[("__name__", "x"), ("instance", "a")], 10.0),
+                series(&[("instance", "b")], 5.0),
+            ],
+        )
+        .unwrap();
+        assert_eq!(got.total(), 15);
+        assert_eq!(
+            got.0.keys().collect::<Vec<_>>(),
+            [r#"instance="a""#, r#"instance="b""#]
+        );
+        for bad in [0.5, -1.0, f64::NAN, f64::INFINITY] {
+            let err = counter(Field::Errors, &[series(&[], bad)]).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("spec.analysis.queries.errors: "),
+                "{err}"
+            );
+            assert_eq!(err.exit_code(), crate::error::EXIT_INVALID);
+        }
+        assert_eq!(
+            counter(Field::Requests, &[series(&[], 1.23456789e9)])
+                .unwrap()
+                .total(),
+            1_234_567_890
+        );
+    }
+
+    #[test]
+    fn buckets_become_histograms_per_series() {
+        let got = histograms(&[
+            series(&[("le", "+Inf"), ("pod", "a")], 10.0),
+            series(&[("le", "5"), ("pod", "a")], 8.0),
+            series(&[("le", "0.5"), ("pod", "a")], 2.0),
+            series(&[("le", "+Inf"), ("pod", "b")], 1.0),
+        ])
+        .unwrap();
+        assert_eq!(
+            got[r#"pod="a""#],
+            Histogram::from_pairs(&[(0.5, 2), (5.0, 8), (f64::INFINITY, 10)])
+        );
+        assert_eq!(got[r#"pod="b""#].count, 1);
+        let err = histograms(&[series(&[], 1.0)]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("spec.analysis.queries.latencyBuckets: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn decisions_group_by_reason() {
+        let got = by_reason(&[
+            series(&[("sticky_reason", "hash"), ("pod", "a")], 3.0),
+            series(&[("sticky_reason", "hash"), ("pod", "b")], 4.0),
+            series(&[("sticky_reason", "cookie"), ("pod", "a")], 9.0),
+        ])
+        .unwrap();
+        assert_eq!(got["hash"].total(), 7);
+        assert_eq!(got["cookie"].total(), 9);
+        let err = by_reason(&[series(&[("pod", "a")], 1.0)]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("spec.analysis.queries.decisions: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn urls() {
+        let prometheus = Prometheus::new("http://127.0.0.1:9090/prom/").unwrap();
+        assert_eq!(
+            prometheus.query_url.as_str(),
+            "http://127.0.0.1:9090/prom/api/v1/query"
+        );
+        let prometheus = Prometheus::new("http://127.0.0.1:9090").unwrap();
+        assert_eq!(
+            prometheus.query_url.as_str(),
+            "http://127.0.0.1:9090/api/v1/query"
+        );
+        for bad in ["", "127.0.0.1:9090", "ftp://x"] {
+            let err = Prometheus::new(bad).unwrap_err();
+            assert!(err.to_string().starts_with("--prometheus "), "{err}");
+        }
+    }
+}
