@@ -181,7 +181,7 @@ pub async fn look<T: Target, M: Metrics>(
         return Ok((Advanced::default(), None));
     }
     let snapshot = metrics.snapshot(&canary).await;
-    let done = advance(target, &Input::Look(snapshot)).await?;
+    let done = advance(target, &Input::Look(Box::new(snapshot))).await?;
     Ok((done, Some(rollout::auto::look_period(&canary.spec))))
 }
 

@@ -43,7 +43,7 @@ pub enum Input {
     /// A person's command.
     Command(Command),
     /// A look at the metrics by the controller: what it read, or why it could not.
-    Look(Result<Snapshot, String>),
+    Look(Box<Result<Snapshot, String>>),
 }
 
 /// The outcome of a transition: what to write and what to tell.
