@@ -22,12 +22,12 @@ use sticky_canary_filter::{decide, Config, Reason, RequestHeaders};
 
 use crate::controller;
 use crate::error::{Error, EXIT_INVALID, EXIT_OK};
-use crate::metrics::PrometheusMetrics;
 use crate::model::{
     self, AutoSpec, OnInconclusive, Promotion, Proxies, RollbackMode, StickyCanary,
     StickyCanarySpec, TargetRef, ACTION_ANNOTATION,
 };
 use crate::ops::{self, Op};
+use crate::prometheus::Prometheus;
 use crate::reconcile::{self, converge, retry_on_conflict};
 use crate::render::istio::for_display;
 use crate::render::placement;
@@ -413,10 +413,10 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
         return Ok(());
     }
     let metrics =
-        |args: &ControllerArgs| args.prometheus.clone().map(|url| PrometheusMetrics { url });
+        |args: &ControllerArgs| args.prometheus.as_deref().map(Prometheus::new).transpose();
     if let Some(dir) = &cli.envoy_dir {
         if let Command::Controller(args) = &cli.command {
-            return controller::run_envoy_dir(dir, metrics(args)).await;
+            return controller::run_envoy_dir(dir, metrics(args)?).await;
         }
         if let Command::Delete { .. } = cli.command {
             return Err(Error::Invalid(
@@ -428,7 +428,7 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
     }
     let (client, default_namespace) = kube_target::client(cli.kubeconfig.as_deref()).await?;
     if let Command::Controller(args) = &cli.command {
-        controller::run(client, cli.namespace.as_deref(), metrics(args)).await;
+        controller::run(client, cli.namespace.as_deref(), metrics(args)?).await;
         return Ok(());
     }
     let namespace = cli.namespace.clone().unwrap_or(default_namespace);

@@ -22,9 +22,10 @@ use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::error::{Error, EXIT_INVALID};
+use crate::metrics::Metrics;
 use crate::model::StickyCanary;
 use crate::notify;
-use crate::reconcile::{converge, look, teardown, Metrics};
+use crate::reconcile::{converge, look, teardown};
 use crate::render::istio::{namespace_and_name, object_name, Kind};
 use crate::render::placement::{placements, rollout_key};
 use crate::render::wasmplugin::{self, MANAGED_BY, MANAGED_BY_LABEL};

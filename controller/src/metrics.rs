@@ -1,16 +1,45 @@
-//! TEMPORARY: the Prometheus-backed [`Metrics`] lands with the analysis branch.
+//! Where an automatic rollout's looks come from: the [`Metrics`] the controller reads, and
+//! its Prometheus implementation. Tests hand in their own.
+
+use std::future::Future;
+
+use kube::ResourceExt;
+
 use crate::analysis::Snapshot;
 use crate::model::StickyCanary;
-use crate::reconcile::Metrics;
+use crate::prometheus::{Prometheus, RolloutRef};
 
-/// Reads the looks of automatic rollouts from Prometheus.
-pub struct PrometheusMetrics {
-    /// Base URL.
-    pub url: String,
+/// The metrics of a rollout's versions.
+pub trait Metrics: Sync {
+    /// Both versions' raw counters now, or why they cannot be read.
+    fn snapshot(
+        &self,
+        canary: &StickyCanary,
+    ) -> impl Future<Output = Result<Snapshot, String>> + Send;
 }
 
-impl Metrics for PrometheusMetrics {
-    async fn snapshot(&self, _canary: &StickyCanary) -> Result<Snapshot, String> {
-        Err(format!("{}: not wired yet", self.url))
+/// What the queries of `canary` are about; `None` without a live canary.
+pub fn rollout_ref(canary: &StickyCanary) -> Option<RolloutRef> {
+    let spec = &canary.spec;
+    Some(RolloutRef {
+        name: canary.name_any(),
+        namespace: canary.namespace().unwrap_or_default(),
+        service: spec.service.clone(),
+        stable: spec.stable()?.name.clone(),
+        canary: spec.versions.get(1)?.name.clone(),
+    })
+}
+
+impl Metrics for Prometheus {
+    async fn snapshot(&self, canary: &StickyCanary) -> Result<Snapshot, String> {
+        let rollout = rollout_ref(canary).ok_or("no canary to compare with stable")?;
+        Prometheus::snapshot(
+            self,
+            &canary.spec.analysis,
+            &rollout,
+            jiff::Timestamp::now(),
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 }

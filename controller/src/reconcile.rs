@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
-use crate::analysis::Snapshot;
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::model::{StickyCanary, ACTION_ANNOTATION};
 use crate::rollout::{self, Input};
 use crate::status;
@@ -159,15 +159,6 @@ pub async fn advance<T: Target>(target: &T, input: &Input) -> Result<Advanced, E
         }
     }
     Ok(done)
-}
-
-/// Where an automatic rollout's looks come from: Prometheus, or what a test hands in.
-pub trait Metrics: Sync {
-    /// The metrics of `canary`'s versions now, or why they cannot be read.
-    fn snapshot(
-        &self,
-        canary: &StickyCanary,
-    ) -> impl Future<Output = Result<Snapshot, String>> + Send;
 }
 
 /// One look at an automatic rollout: read its metrics and [`advance`] on them. Also returns

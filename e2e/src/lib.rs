@@ -22,3 +22,4 @@ pub mod process;
 pub mod site;
 pub mod stack;
 pub mod upstream;
+pub mod webhook;

@@ -102,6 +102,25 @@ impl Stickyctl {
         })
     }
 
+    /// Starts a long-running command (`controller`), its output appended to `log`; stopped
+    /// when the guard drops (or killed by the test, as a crash).
+    pub fn spawn(&self, args: &[&str], log: &Path) -> Result<ChildGuard> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let mut command = Command::new(&self.bin);
+        command
+            .args(&self.target)
+            .args(args)
+            .env("RUST_LOG", "warn,stickyctl=debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        ChildGuard::spawn(command, &self.command_line(args))
+    }
+
     /// Runs a command that must succeed; returns its standard output.
     pub fn ok(&self, args: &[&str]) -> Result<String> {
         let run = self.run(args)?;

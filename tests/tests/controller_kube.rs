@@ -318,7 +318,7 @@ on_both_backends! {
         assert!(err.to_string().contains("killed"));
         assert_eq!(c.status().await["inSync"], false, "the change is half done");
 
-        let controller = tokio::spawn(stickyctl::controller::run(client, Some(NS), None::<stickyctl::metrics::PrometheusMetrics>));
+        let controller = tokio::spawn(stickyctl::controller::run(client, Some(NS), None::<stickyctl::prometheus::Prometheus>));
         let converged = async {
             loop {
                 if c.status().await["inSync"] == true

@@ -69,6 +69,10 @@ fn progress(
             };
         }
     };
+    // At 0% there is nothing to judge: the steps begin.
+    if canary.weight == 0.0 {
+        return forward(spec, status, step.clone(), None, now);
+    }
     let elapsed = elapsed(status, now);
     let snapshot = match look {
         Ok(snapshot) => snapshot,
@@ -125,21 +129,27 @@ fn progress(
                     status.message.as_deref().unwrap_or_default(),
                 )
             } else {
-                forward(spec, status, judged, &verdict, now)
+                forward(spec, status, judged, Some(&verdict), now)
             }
         }
     }
 }
 
-/// A step that passed its interval: the next step, or a wait for a person.
+/// A step that passed its interval (`verdict`), or the canary at 0% before the first step:
+/// the next step, or a wait for a person (notified once).
 fn forward(
     spec: &StickyCanarySpec,
     status: &StickyCanaryStatus,
     judged: StepStatus,
-    verdict: &Verdict,
+    verdict: Option<&Verdict>,
     now: Timestamp,
 ) -> Transition {
     let weight = judged.weight;
+    let passed = match verdict {
+        Some(_) => format!("step {weight}% passed"),
+        None => format!("the canary is at {weight}%"),
+    };
+    let why = verdict.map_or(String::new(), |v| format!(" ({})", v.reason));
     let next_weight = spec.steps.iter().copied().find(|&s| s > weight);
     let wait = match next_weight {
         None if spec.auto.promotion == Promotion::Auto => None,
@@ -154,17 +164,19 @@ fn forward(
         Some(_) => None,
     };
     if let Some((waiting, what)) = wait {
+        let first = judged.waiting != Some(waiting);
         let mut next = status.clone();
         let mut step = judged;
         step.waiting = Some(waiting);
         next.step = Some(step);
-        next.message = Some(format!("step {weight}% passed; {what}"));
+        next.message = Some(format!("{passed}; {what}"));
         return Transition {
-            status: Some(next),
-            notices: vec![format!(
-                "step {weight}% passed ({}); {what}",
-                verdict.reason
-            )],
+            notices: if first {
+                vec![format!("{passed}{why}; {what}")]
+            } else {
+                Vec::new()
+            },
+            status: (next != *status).then_some(next),
             ..Transition::default()
         };
     }
@@ -177,7 +189,7 @@ fn forward(
     status.step = Some(judged);
     let mut change = finish(spec, &status, &op, now);
     if let Some(notice) = change.notices.first_mut() {
-        *notice = format!("step {weight}% passed ({}); {notice}", verdict.reason);
+        *notice = format!("{passed}{why}; {notice}");
     }
     change
 }

@@ -503,4 +503,23 @@ mod looks {
         assert_eq!((step.weight, step.started), (30.0, at(40).to_string()));
         assert_eq!(t.spec, None);
     }
+
+    #[test]
+    fn at_zero_the_steps_begin_unless_the_first_is_a_gate() {
+        let mut s = auto_spec(&[10.0, 100.0]);
+        s.versions = vec![
+            VersionWeight::new("v1", 100.0),
+            VersionWeight::new("v2", 0.0),
+        ];
+        let status = started(&s);
+        let seen = Ok(World::new().snapshot());
+        let t = transition(&s, &status, &Input::Look(Box::new(seen.clone())), at(1)).unwrap();
+        assert_eq!(t.spec.unwrap().summary(), "v1=90 v2=10");
+        assert_eq!(t.action.as_deref(), Some("next 10"));
+        assert_eq!(t.notices, ["the canary is at 0%; next 10: v1=90 v2=10"]);
+        s.auto.gates = vec![10.0];
+        let t = transition(&s, &status, &Input::Look(Box::new(seen)), at(1)).unwrap();
+        assert_eq!(t.spec, None);
+        assert_eq!(t.status.unwrap().step.unwrap().waiting, Some(Waiting::Gate));
+    }
 }

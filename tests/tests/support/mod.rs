@@ -566,7 +566,7 @@ pub fn start_controller_with(client: kube::Client) -> RunningController {
     RunningController(tokio::spawn(stickyctl::controller::run(
         client,
         Some(NS),
-        None::<stickyctl::metrics::PrometheusMetrics>,
+        None::<stickyctl::prometheus::Prometheus>,
     )))
 }
 
