@@ -26,6 +26,7 @@ use crate::model::{
     self, AutoSpec, OnInconclusive, Promotion, Proxies, RollbackMode, StickyCanary,
     StickyCanarySpec, TargetRef, ACTION_ANNOTATION,
 };
+use crate::notify;
 use crate::ops::{self, Op};
 use crate::prometheus::Prometheus;
 use crate::reconcile::{self, converge, retry_on_conflict};
@@ -541,6 +542,23 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         return print_diff(target, Some(&current), &next, out).await;
     }
     let done = reconcile::advance(target, &input).await?;
+    let current = load(target).await?;
+    if let Some(url) = &current.spec.auto.webhook {
+        let (client, label) = (reqwest::Client::new(), notify::label(&current));
+        let delivered = notify::deliver(&client, url, &label, done.notices.clone());
+        // The change is applied; its notices get a bounded wait, never an error.
+        if tokio::time::timeout(NOTICE_PATIENCE, delivered)
+            .await
+            .is_err()
+        {
+            writeln!(
+                out,
+                "warning: the webhook did not take every notice within {}s",
+                NOTICE_PATIENCE.as_secs()
+            )
+            .ok();
+        }
+    }
     if done.actions.is_empty() {
         writeln!(
             out,
@@ -552,11 +570,14 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
     for (action, written) in &done.actions {
         writeln!(out, "{action}: applied ({})", objects(*written, "written")).ok();
     }
-    if let Some(note) = drain_note(&load(target).await?.spec) {
+    if let Some(note) = drain_note(&current.spec) {
         writeln!(out, "{note}").ok();
     }
     Ok(())
 }
+
+/// How long a command waits for the webhook to take its notices.
+const NOTICE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// What a person needs to know about a draining version: when its clients leave and how
 /// it goes away.

@@ -131,7 +131,7 @@ async fn finalize<M: Metrics>(canary: Arc<StickyCanary>, ctx: &Ctx<M>) -> Result
                     ctx.publish(&canary, EventType::Normal, "Step", action.clone()).await;
                 }
                 if let Some(url) = &canary.spec.auto.webhook {
-                    notify::send(&ctx.http, url, &format!("{namespace}/{name}"), done.notices);
+                    notify::send(&ctx.http, url, &notify::label(&canary), done.notices);
                 }
                 Ok(Action::requeue(again.unwrap_or(RESYNC)))
             }
@@ -301,7 +301,7 @@ async fn envoy_dir_pass<M: Metrics>(
         tracing::info!(rollout = %canary.name_any(), %action, "step");
     }
     if let Some(url) = &canary.spec.auto.webhook {
-        notify::send(http, url, &canary.name_any(), done.notices);
+        notify::send(http, url, &notify::label(&canary), done.notices);
     }
     Ok(again.unwrap_or(ENVOY_DIR_PERIOD))
 }

@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
+use kube::ResourceExt;
 use serde_json::{json, Value};
+
+use crate::model::StickyCanary;
 
 /// Attempts per notice before it is dropped.
 pub const ATTEMPTS: u32 = 5;
@@ -20,17 +23,30 @@ pub fn payload(rollout: &str, notice: &str) -> Value {
     json!({ "text": format!("{rollout}: {notice}") })
 }
 
-/// Posts `notices` of `rollout` to `url` in the background, in order.
+/// How a rollout is named in its notices: `namespace/name`, or the name alone where there
+/// is no namespace (a plain Envoy's directory).
+pub fn label(canary: &StickyCanary) -> String {
+    match canary.namespace() {
+        Some(namespace) => format!("{namespace}/{}", canary.name_any()),
+        None => canary.name_any(),
+    }
+}
+
+/// Posts `notices` of `rollout` to `url` in the background, in order (the controller).
 pub fn send(client: &reqwest::Client, url: &str, rollout: &str, notices: Vec<String>) {
     if notices.is_empty() {
         return;
     }
     let (client, url, rollout) = (client.clone(), url.to_owned(), rollout.to_owned());
-    tokio::spawn(async move {
-        for notice in notices {
-            post(&client, &url, &payload(&rollout, &notice)).await;
-        }
-    });
+    tokio::spawn(async move { deliver(&client, &url, &rollout, notices).await });
+}
+
+/// Posts `notices` of `rollout` to `url`, in order, each with its bounded retries (a command,
+/// which has already applied its change and only waits for its notices before it exits).
+pub async fn deliver(client: &reqwest::Client, url: &str, rollout: &str, notices: Vec<String>) {
+    for notice in notices {
+        post(client, url, &payload(rollout, &notice)).await;
+    }
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: &Value) {

@@ -1,0 +1,423 @@
+//! Automatic rollouts on real parts: the shipped `stickyctl controller --envoy-dir` judging a
+//! real Envoy with the filter from a real Prometheus that scrapes it every second, while
+//! `sticky-load` browses, against upstreams whose error rate and latency each test sets.
+//! Intervals are seconds, not minutes, so a whole rollout takes well under a minute.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sticky_canary_e2e::envoy::EnvoyOptions;
+use sticky_canary_e2e::operator::Stickyctl;
+use sticky_canary_e2e::process::ChildGuard;
+use sticky_canary_e2e::prometheus::Prometheus;
+use sticky_canary_e2e::site::Faults;
+use sticky_canary_e2e::stack::{weights, Stack};
+use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
+use sticky_canary_e2e::webhook::Webhook;
+use stickyctl::model::StickyCanary;
+use stickyctl::target::envoy_dir::ROLLOUT_FILE;
+
+const STABLE: &str = "v1";
+const CANARY: &str = "v2";
+/// Seconds each step holds (Prometheus scrapes every second; the controller looks every
+/// second at this interval).
+const INTERVAL: &str = "4";
+
+/// A rollout of `shop` on a live Envoy, Prometheus scraping it, and the logs of its parts.
+struct Rollout {
+    stack: Stack,
+    ctl: Stickyctl,
+    prometheus: Prometheus,
+    logs: tempfile::TempDir,
+}
+
+fn upstream_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_sticky-upstream"))
+}
+
+/// Starts the stack with `faults` per version, runs `stickyctl init` (steps 5-50-100, a short
+/// interval, auto on, then `extra` flags), lets `edit` change the stored spec (as an operator
+/// edits `stickycanary.json`), and starts the canary at 0%.
+fn rollout(
+    faults: &[(&str, Faults)],
+    extra: &[&str],
+    edit: impl FnOnce(&mut StickyCanary),
+) -> Rollout {
+    let faults: BTreeMap<String, Faults> = faults
+        .iter()
+        .map(|(v, f)| ((*v).to_owned(), f.clone()))
+        .collect();
+    let plugin = weights(&[(STABLE, 100.0), (CANARY, 0.0)]);
+    let mut stack = Stack::start_faulty(upstream_bin(), &plugin, EnvoyOptions::default(), &faults)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let ctl = Stickyctl::new(stack.envoy.dir()).unwrap();
+    let mut init = vec![
+        "init",
+        "--service",
+        "shop",
+        "--stable",
+        STABLE,
+        "--steps",
+        "5,50,100",
+        "--interval",
+        INTERVAL,
+        "--auto",
+    ];
+    init.extend(extra);
+    ctl.ok(&init).unwrap_or_else(|e| panic!("{e:#}"));
+    stack.wait_for_lds_file().unwrap();
+    let path = stack.envoy.dir().join(ROLLOUT_FILE);
+    let mut stored: StickyCanary = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut stored);
+    std::fs::write(&path, serde_json::to_vec_pretty(&stored).unwrap()).unwrap();
+    let prometheus = Prometheus::start(&[stack.envoy.admin_address().unwrap()])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    Rollout {
+        stack,
+        ctl,
+        prometheus,
+        logs: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Rollout {
+    /// `sticky-load` for `seconds`: a steady crowd, one visit in ten by a new visitor.
+    fn load(&self, seconds: u64) -> Traffic {
+        let options = TrafficOptions {
+            visits_per_second: 60.0,
+            seconds,
+            new_every: 10,
+        };
+        Traffic::start(
+            Path::new(env!("CARGO_BIN_EXE_sticky-load")),
+            self.stack.envoy.listener(),
+            options,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    fn controller_log(&self) -> PathBuf {
+        self.logs.path().join("controller.log")
+    }
+
+    /// The real controller on the Envoy's directory, reading this Prometheus.
+    fn controller(&self) -> ChildGuard {
+        self.ctl
+            .spawn(
+                &["controller", "--prometheus", &self.prometheus.url()],
+                &self.controller_log(),
+            )
+            .unwrap()
+    }
+
+    fn status(&self) -> Value {
+        self.ctl.status().unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Polls `status -o json` until `done` holds, for at most `within`.
+    fn wait(&self, what: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.status();
+            if done(&status) {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{what}: not within {within:?}\nstatus: {status:#}\ncontroller log:\n{}",
+                    std::fs::read_to_string(self.controller_log()).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+fn phase(status: &Value) -> &str {
+    status["phase"].as_str().unwrap_or_default()
+}
+
+fn waiting(status: &Value) -> &str {
+    status["step"]["waiting"].as_str().unwrap_or_default()
+}
+
+/// The actions of the rollout's history, oldest first.
+fn actions(ctl: &Stickyctl) -> Vec<String> {
+    let rollout = ctl.rollout().unwrap();
+    let history = rollout.status.unwrap_or_default().history;
+    history.into_iter().map(|h| h.action).collect()
+}
+
+fn seconds_between(from: &Value, to: &Value) -> i64 {
+    let parse = |v: &Value| v.as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    parse(to).as_second() - parse(from).as_second()
+}
+
+/// Scenarios 1 and 7: identical versions (a real A/A run) walk every step, each with its
+/// verdict in the status, and the canary is promoted; no step is taken twice.
+#[test]
+fn a_healthy_canary_walks_every_step_and_is_promoted() {
+    let r = rollout(&[], &["--promotion", "auto"], |_| {});
+    let _load = r.load(120);
+    let _controller = r.controller();
+    r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    let status = r.wait("promoted", Duration::from_secs(90), |s| {
+        phase(s) == "Promoted"
+    });
+    assert_eq!(status["versions"][0]["name"], CANARY, "{status:#}");
+    let verdicts: Vec<(f64, &str)> = status["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["weight"].as_f64().unwrap(),
+                v["verdict"]["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [(5.0, "Pass"), (50.0, "Pass"), (100.0, "Pass")],
+        "{status:#}"
+    );
+    for verdict in status["verdicts"].as_array().unwrap() {
+        assert!(
+            seconds_between(&verdict["started"], &verdict["judged"]) >= 4,
+            "each step holds its interval: {verdict:#}"
+        );
+        let canary = &verdict["verdict"]["canary"];
+        assert!(canary["requests"].as_u64().unwrap() >= 200, "{verdict:#}");
+    }
+    let steps: Vec<String> = actions(&r.ctl)
+        .into_iter()
+        .filter(|a| a.starts_with("next") || a.starts_with("promote"))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "next 5",
+            "next 50",
+            "next 100",
+            "promote v2",
+            "promote: remove v1"
+        ]
+    );
+}
+
+/// Scenario 2: a canary failing 5 % of its requests (stable 0.1 %) at 5 % is rolled back
+/// within two intervals, and the status says why, with the numbers.
+#[test]
+fn a_canary_failing_five_percent_is_rolled_back_saying_why() {
+    let faults = [
+        (STABLE, Faults::errors(0.001)),
+        (CANARY, Faults::errors(0.05)),
+    ];
+    let r = rollout(&faults, &[], |_| {});
+    let _load = r.load(120);
+    let _controller = r.controller();
+    r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    let status = r.wait("rolled back", Duration::from_secs(60), |s| {
+        phase(s) == "RolledBack"
+    });
+    let last = status["verdicts"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["weight"], 5.0, "{status:#}");
+    assert_eq!(last["verdict"]["outcome"], "Fail");
+    assert!(
+        seconds_between(&last["started"], &last["judged"]) <= 8,
+        "caught within two intervals: {last:#}"
+    );
+    let message = status["message"].as_str().unwrap();
+    assert!(message.starts_with("rolled back at 5%:"), "{message}");
+    assert!(message.contains("5xx"), "{message}");
+    let failed: Vec<&str> = last["verdict"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "Fail")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(failed.contains(&"errors"), "{last:#}");
+    // Immediate: the canary is gone, everyone on stable.
+    let status = r.wait("canary removed", Duration::from_secs(10), |s| {
+        s["versions"].as_array().unwrap().len() == 1
+    });
+    assert_eq!(status["versions"][0]["name"], STABLE);
+}
+
+/// Scenario 3: a canary adding 200 ms is rolled back by the latency test.
+#[test]
+fn a_slow_canary_is_rolled_back() {
+    let faults = [(CANARY, Faults::delay(Duration::from_millis(200)))];
+    let r = rollout(&faults, &[], |_| {});
+    let _load = r.load(120);
+    let _controller = r.controller();
+    r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    let status = r.wait("rolled back", Duration::from_secs(60), |s| {
+        phase(s) == "RolledBack"
+    });
+    let last = status["verdicts"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    let failed: Vec<&str> = last["verdict"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "Fail")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(failed.contains(&"latency"), "{last:#}");
+}
+
+/// Scenario 4: without traffic the step is inconclusive, held at its deadline, never promoted.
+#[test]
+fn without_traffic_the_step_is_held_never_promoted() {
+    let r = rollout(
+        &[],
+        &["--promotion", "auto", "--inconclusive-deadline", "4"],
+        |_| {},
+    );
+    let _controller = r.controller();
+    r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    let status = r.wait("held", Duration::from_secs(30), |s| {
+        waiting(s) == "Evidence"
+    });
+    assert_eq!(status["step"]["weight"], 5.0, "{status:#}");
+    assert_eq!(status["step"]["verdict"]["outcome"], "Inconclusive");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("held at 5%"),
+        "{status:#}"
+    );
+    // Three more intervals: still held at 5 %.
+    std::thread::sleep(Duration::from_secs(12));
+    let status = r.status();
+    assert_eq!(phase(&status), "Progressing");
+    assert_eq!(status["versions"][1]["weight"], 5.0, "{status:#}");
+}
+
+/// Scenario 5: a weight the data plane did not apply fails its step. The controller drives a
+/// copy of the Envoy's directory, so Envoy keeps the old weight while the rollout moves on.
+#[test]
+fn a_weight_the_data_plane_did_not_apply_fails_its_step() {
+    let r = rollout(&[], &[], |c| {
+        c.spec.analysis.data_plane.deadline_seconds = 3;
+    });
+    let _load = r.load(120);
+    r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    r.ctl.ok(&["set-weight", "5"]).unwrap();
+    // Envoy runs 5 %; from here on only the copy moves.
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(r.stack.envoy.dir()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let ctl = Stickyctl::new(copy.path()).unwrap();
+    ctl.ok(&["set-weight", "50"]).unwrap();
+    let _controller = ctl
+        .spawn(
+            &["controller", "--prometheus", &r.prometheus.url()],
+            &r.controller_log(),
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        let status = ctl.status().unwrap();
+        if phase(&status) == "RolledBack" || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(phase(&status), "RolledBack", "{status:#}");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.starts_with("rolled back at 50%:"), "{message}");
+    assert!(
+        message.contains("the data plane did not apply the weight"),
+        "{message}"
+    );
+}
+
+/// Scenario 6: the controller killed mid-step resumes that step with its evidence: the same
+/// start, the same baseline, more looks; no step is taken twice.
+#[test]
+fn a_controller_killed_mid_step_resumes_it() {
+    let r = rollout(&[], &["--promotion", "auto", "--interval", "8"], |_| {});
+    let _load = r.load(120);
+    let controller = r.controller();
+    r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    let before = r.wait("a step with evidence", Duration::from_secs(40), |s| {
+        s["step"]["weight"] == 50.0 && s["step"]["evidence"]["looks"].as_u64() >= Some(2)
+    });
+    drop(controller);
+    let _controller = r.controller();
+    let after = r.wait("more looks", Duration::from_secs(20), |s| {
+        s["step"]["evidence"]["looks"].as_u64() > before["step"]["evidence"]["looks"].as_u64()
+    });
+    assert_eq!(after["step"]["started"], before["step"]["started"]);
+    assert_eq!(
+        after["step"]["evidence"]["baseline"],
+        before["step"]["evidence"]["baseline"]
+    );
+    r.wait("promoted", Duration::from_secs(60), |s| {
+        phase(s) == "Promoted"
+    });
+    let steps: Vec<String> = actions(&r.ctl)
+        .into_iter()
+        .filter(|a| a.starts_with("next"))
+        .collect();
+    assert_eq!(steps, ["next 5", "next 50", "next 100"]);
+}
+
+/// Scenario 8: pause, resume, a manual gate and `auto off`, each notified to a webhook that
+/// fails its first request (the notice is retried).
+#[test]
+fn pause_resume_gate_and_auto_off_are_notified() {
+    let webhook = Webhook::start(1).unwrap();
+    let r = rollout(&[], &["--gate", "50", "--webhook", &webhook.url()], |_| {});
+    let _load = r.load(120);
+    let _controller = r.controller();
+    r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    let wait = Duration::from_secs(40);
+    r.wait("at the gate", wait, |s| waiting(s) == "Gate");
+    webhook.wait_for("50% is a gate", wait).unwrap();
+    r.ctl.ok(&["pause"]).unwrap();
+    r.ctl.ok(&["next"]).unwrap();
+    let paused = r.wait("paused at 50", wait, |s| waiting(s) == "Resume");
+    assert_eq!(paused["versions"][1]["weight"], 50.0);
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(r.status()["versions"][1]["weight"], 50.0, "paused: no step");
+    r.ctl.ok(&["resume"]).unwrap();
+    r.wait("on to 100", wait, |s| s["versions"][1]["weight"] == 100.0);
+    r.ctl.ok(&["auto", "off"]).unwrap();
+    std::thread::sleep(Duration::from_secs(9));
+    let status = r.status();
+    assert_eq!(phase(&status), "Progressing", "auto off: no promotion");
+    for needle in [
+        "the canary is at 0%; next 5",
+        "step 5% passed",
+        "50% is a gate",
+        "pause",
+        "next 50",
+        "resume",
+        "next 100",
+        "auto off",
+    ] {
+        webhook.wait_for(needle, wait).unwrap();
+    }
+    let texts = webhook.texts();
+    assert!(texts.iter().all(|t| t.starts_with("shop: ")), "{texts:#?}");
+}
