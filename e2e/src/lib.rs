@@ -22,4 +22,5 @@ pub mod process;
 pub mod prometheus;
 pub mod site;
 pub mod stack;
+pub mod traffic;
 pub mod upstream;

@@ -10,6 +10,7 @@ use sticky_canary_e2e::envoy::EnvoyOptions;
 use sticky_canary_e2e::prometheus::Prometheus;
 use sticky_canary_e2e::site::{Faults, WHOAMI};
 use sticky_canary_e2e::stack::{weights, Stack};
+use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
 use stickyctl::analysis::{AnalysisSpec, Evidence, Snapshot, StepPlan, VersionSample};
 use stickyctl::error::EXIT_INVALID;
 use stickyctl::prometheus::{self as shell, RolloutRef};
@@ -17,7 +18,7 @@ use stickyctl::prometheus::{self as shell, RolloutRef};
 /// Requests sent through the listener, over a few threads.
 const REQUESTS: usize = 600;
 const THREADS: usize = 4;
-/// Scrapes to wait for Envoy's next stats flush (5 s) to reach Prometheus.
+/// Scrapes to wait for Envoy's next stats flush to reach Prometheus.
 const FLUSH_LOOKS: usize = 10;
 /// The canary fails every 10th request and adds 30 ms (above Envoy's 25 ms bucket).
 const CANARY_FAULTS: Faults = Faults {
@@ -33,8 +34,8 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A snapshot scraped after now in which the latency histograms have caught up with the
-/// request counters: Envoy publishes histograms at its stats flush (every 5 s), counters at
-/// once.
+/// request counters: Envoy publishes histograms at its stats flush (every second in the
+/// bootstrap stickyctl renders), counters at once.
 fn settled(
     prometheus: &mut Prometheus,
     client: &shell::Prometheus,
@@ -168,6 +169,38 @@ fn a_snapshot_counts_what_envoy_served_per_version() {
         "{}",
         verdict.reason
     );
+
+    // Load from the client process: returning visitors keep their version by cookie, first
+    // visits are hashed; every request is one decision or the other.
+    let start = settled(&mut prometheus, &client, &spec, &rollout, &rt);
+    let mut evidence = Evidence::start(&start, &spec, plan);
+    let load = Path::new(env!("CARGO_BIN_EXE_sticky-load"));
+    let options = TrafficOptions {
+        visits_per_second: 20.0,
+        seconds: 3,
+        new_every: 4,
+    };
+    let summary = Traffic::start(load, stack.envoy.listener(), options)
+        .and_then(Traffic::finish)
+        .expect("the load runs");
+    let end = settled(&mut prometheus, &client, &spec, &rollout, &rt);
+    evidence.observe(&end, &spec);
+    assert_eq!(summary.transport_errors, 0);
+    for (arm, version) in [(&evidence.stable, "v1"), (&evidence.canary, "v2")] {
+        let served = summary.of(version);
+        assert!(served.pages > 0, "{version}: {summary:?}");
+        assert_eq!(arm.requests, served.requests, "{version} requests");
+        assert_eq!(arm.errors, served.errors, "{version} 5xx");
+        assert_eq!(
+            arm.decisions_of("hash") + arm.decisions_of("cookie"),
+            served.requests,
+            "{version} decisions"
+        );
+        assert!(
+            arm.decisions_of("cookie") > arm.decisions_of("hash"),
+            "{version}: {arm:?}"
+        );
+    }
 
     // Bad templates are refused naming their field.
     let now = jiff::Timestamp::now();
