@@ -254,6 +254,11 @@ impl Envoy {
         })
     }
 
+    /// Where the admin interface listens: Prometheus scrapes `/stats/prometheus` there.
+    pub fn admin_address(&self) -> Result<SocketAddr> {
+        self.process.admin_address()
+    }
+
     /// The Prometheus exposition from `/stats/prometheus`.
     pub fn prometheus(&self) -> Result<String> {
         self.process.prometheus()

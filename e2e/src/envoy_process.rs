@@ -32,7 +32,7 @@ pub struct EnvoyProcess {
     process: ChildGuard,
     dir: tempfile::TempDir,
     name: String,
-    admin: Option<Http>,
+    admin: Option<(SocketAddr, Http)>,
 }
 
 impl EnvoyProcess {
@@ -104,10 +104,10 @@ impl EnvoyProcess {
                 .ok()
                 .and_then(|text| text.trim().parse().ok()))
         })?;
-        let admin = Http::new(admin);
-        self.admin = Some(admin.clone());
+        let http = Http::new(admin);
+        self.admin = Some((admin, http.clone()));
         self.wait_for("/ready", |_| {
-            Ok((admin.get("/ready", &[])?.status == 200).then_some(()))
+            Ok((http.get("/ready", &[])?.status == 200).then_some(()))
         })
     }
 
@@ -115,6 +115,15 @@ impl EnvoyProcess {
     pub fn admin(&self) -> Result<&Http> {
         self.admin
             .as_ref()
+            .map(|(_, http)| http)
+            .ok_or_else(|| anyhow!("{}: its admin address is not known yet", self.name))
+    }
+
+    /// Where the admin interface listens (what Prometheus scrapes `/stats/prometheus` from).
+    pub fn admin_address(&self) -> Result<SocketAddr> {
+        self.admin
+            .as_ref()
+            .map(|&(address, _)| address)
             .ok_or_else(|| anyhow!("{}: its admin address is not known yet", self.name))
     }
 

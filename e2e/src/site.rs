@@ -6,7 +6,9 @@
 //! request lands on another gets a 404. Every response says which version served it and what
 //! version header the upstream received, so tests can check the filter's decision.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -36,11 +38,40 @@ pub fn app_script(version: &str) -> String {
     format!("/assets/app-{version}.js")
 }
 
+/// What a version does wrong, for the tests of the canary analysis.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Faults {
+    /// Share of requests answered 500, spread evenly and deterministically: request `n`
+    /// (from 1) fails when `floor(n·rate)` steps up, so 0.05 fails every 20th request.
+    pub error_rate: f64,
+    /// Added to every response.
+    pub delay: Duration,
+}
+
+impl Faults {
+    /// The `sticky-upstream` arguments that inject these faults.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--error-rate".to_owned(),
+            self.error_rate.to_string(),
+            "--delay-ms".to_owned(),
+            self.delay.as_millis().to_string(),
+        ]
+    }
+
+    /// Whether request `n` (counted from 1) fails.
+    pub fn fails(&self, n: u64) -> bool {
+        let failed = |n: u64| (n as f64 * self.error_rate).floor();
+        failed(n) > failed(n - 1)
+    }
+}
+
 /// The routes of the site as served by `version`, with [`HOP`] calling `calls` (the callee's
-/// address and host) when given.
+/// address and host) when given, and `faults` injected into every response.
 pub fn router(
     version: &str,
     calls: Option<(std::net::SocketAddr, &str)>,
+    faults: Faults,
 ) -> Result<Router, header::InvalidHeaderValue> {
     let served_by = HeaderValue::from_str(version)?;
     let version: Arc<str> = Arc::from(version);
@@ -54,7 +85,28 @@ pub fn router(
     if let Some((address, host)) = calls {
         site = site.merge(hop_router(address, host));
     }
+    if faults != Faults::default() {
+        let state = Arc::new((faults, AtomicU64::new(0)));
+        site = site.layer(middleware::from_fn_with_state(state, inject));
+    }
     Ok(site.layer(middleware::from_fn_with_state(served_by, stamp)))
+}
+
+/// Delays the response and fails the share of requests `faults` asks for.
+async fn inject(
+    State(state): State<Arc<(Faults, AtomicU64)>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (faults, served) = &*state;
+    let n = served.fetch_add(1, Ordering::Relaxed) + 1;
+    if !faults.delay.is_zero() {
+        tokio::time::sleep(faults.delay).await;
+    }
+    if faults.fails(n) {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    next.run(request).await
 }
 
 async fn page(State(version): State<Arc<str>>) -> impl IntoResponse {
@@ -153,4 +205,34 @@ async fn stamp(State(served_by): State<HeaderValue>, request: Request, next: Nex
         headers.insert(RECEIVED_VERSION, received);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_fail_the_share_asked_for_evenly() {
+        let cases = [
+            (0.0, 1000, 0),
+            (0.05, 1000, 50),
+            (0.001, 1000, 1),
+            (1.0, 10, 10),
+            (0.3, 10, 3),
+        ];
+        for (error_rate, requests, failed) in cases {
+            let faults = Faults {
+                error_rate,
+                ..Faults::default()
+            };
+            let count = (1..=requests).filter(|&n| faults.fails(n)).count();
+            assert_eq!(count, failed, "{error_rate}");
+        }
+        let every_20th = Faults {
+            error_rate: 0.05,
+            ..Faults::default()
+        };
+        let failing: Vec<u64> = (1..=60).filter(|&n| every_20th.fails(n)).collect();
+        assert_eq!(failing, [20, 40, 60]);
+    }
 }

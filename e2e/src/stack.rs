@@ -9,6 +9,7 @@ use sticky_canary_filter::{PluginConfig, VersionWeight};
 
 use crate::browser::Http;
 use crate::envoy::{Envoy, EnvoyOptions};
+use crate::site::Faults;
 use crate::upstream::Upstream;
 
 /// Upstreams and Envoy, all stopped when dropped.
@@ -34,10 +35,25 @@ impl Stack {
         plugin: &PluginConfig,
         options: EnvoyOptions,
     ) -> Result<Stack> {
+        Stack::start_faulty(upstream_bin, plugin, options, &BTreeMap::new())
+    }
+
+    /// [`Stack::start_with`] with upstreams that inject `faults` (by version; the others
+    /// serve well).
+    pub fn start_faulty(
+        upstream_bin: &Path,
+        plugin: &PluginConfig,
+        options: EnvoyOptions,
+        faults: &BTreeMap<String, Faults>,
+    ) -> Result<Stack> {
         let upstreams = plugin
             .versions
             .iter()
-            .map(|v| Upstream::spawn(upstream_bin, &v.name))
+            .map(|v| {
+                let args = faults.get(&v.name).map(Faults::args).unwrap_or_default();
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Upstream::spawn_with(upstream_bin, &v.name, &args)
+            })
             .collect::<Result<Vec<_>>>()?;
         let addresses: BTreeMap<String, _> = upstreams
             .iter()

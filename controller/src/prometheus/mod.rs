@@ -224,10 +224,16 @@ impl Prometheus {
     ) -> Result<(), Error> {
         spec.validate().map_err(Error::Invalid)?;
         for field in Field::ALL {
-            let template = queries::template(spec, field);
-            for name in queries::metric_names(&template) {
+            // Syntax first: a rejected template says nothing about its metrics.
+            let stable = self
+                .field(spec, rollout, field, &rollout.stable, at)
+                .await?;
+            let canary = self
+                .field(spec, rollout, field, &rollout.canary, at)
+                .await?;
+            for name in queries::metric_names(&queries::template(spec, field)) {
                 let known = self
-                    .query(&format!("group({{__name__={:?}}})", name), at)
+                    .query(&format!("group({{__name__={name:?}}})"), at)
                     .await?;
                 if known.is_empty() {
                     return Err(Error::Invalid(format!(
@@ -237,23 +243,20 @@ impl Prometheus {
                     )));
                 }
             }
-            for version in [&rollout.stable, &rollout.canary] {
-                let series = self.field(spec, rollout, field, version, at).await?;
+            for series in [&stable, &canary] {
                 match field {
-                    Field::Requests => {
-                        counter(field, &series)?;
-                        if version == &rollout.stable && series.is_empty() {
-                            return Err(Error::Invalid(format!(
-                                "{}: no series for the stable version {version}: check the \
-                                 template's labels against what Prometheus has",
-                                field.path()
-                            )));
-                        }
-                    }
-                    Field::Errors => drop(counter(field, &series)?),
-                    Field::LatencyBuckets => drop(histograms(&series)?),
-                    Field::Decisions => drop(by_reason(&series)?),
+                    Field::Requests | Field::Errors => drop(counter(field, series)?),
+                    Field::LatencyBuckets => drop(histograms(series)?),
+                    Field::Decisions => drop(by_reason(series)?),
                 }
+            }
+            if field == Field::Requests && stable.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{}: no series for the stable version {}: check the template's labels \
+                     against what Prometheus has",
+                    field.path(),
+                    rollout.stable
+                )));
             }
         }
         Ok(())

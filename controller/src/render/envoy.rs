@@ -71,7 +71,9 @@ pub fn cluster_name(version: &str) -> String {
 
 /// The Envoy bootstrap: admin on 127.0.0.1, listeners and clusters from the files in `dir`,
 /// and stats tags that turn the filter's counter names into `sticky_version`/`sticky_reason`
-/// labels (and `sticky_rollout`, for a filter serving several rollouts).
+/// labels (and `sticky_rollout`, for a filter serving several rollouts). Stats are flushed
+/// every second (Envoy's default is 5 s), so latency histograms in `/stats/prometheus` keep up
+/// with the counters that the canary analysis compares them with.
 pub fn render_bootstrap(dir: &Path, admin_port: u16) -> Value {
     let file_source = |file: &str| {
         json!({
@@ -85,6 +87,7 @@ pub fn render_bootstrap(dir: &Path, admin_port: u16) -> Value {
     };
     json!({
         "node": { "id": "sticky-canary", "cluster": "sticky-canary" },
+        "stats_flush_interval": "1s",
         "admin": { "address": socket_address(admin_port) },
         "dynamic_resources": {
             "lds_config": file_source(LDS_FILE),

@@ -25,6 +25,19 @@ struct Args {
     /// propagate it.
     #[arg(long, value_names = ["ADDRESS", "HOST"], num_args = 2)]
     call: Option<Vec<String>>,
+    /// Share of requests answered 500, spread evenly (0.05: every 20th).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    error_rate: f64,
+    /// Milliseconds added to every response.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("{text:?} is not a share between 0 and 1")),
+    }
 }
 
 fn parse_version(name: &str) -> Result<String, String> {
@@ -41,7 +54,12 @@ async fn main() -> Result<()> {
         )),
         _ => None,
     };
-    let app = site::router(&args.version_name, calls).context("version name as header value")?;
+    let faults = site::Faults {
+        error_rate: args.error_rate,
+        delay: std::time::Duration::from_millis(args.delay_ms),
+    };
+    let app =
+        site::router(&args.version_name, calls, faults).context("version name as header value")?;
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)))
             .await
