@@ -513,6 +513,33 @@ mod tests {
         assert!(version.subresources.as_ref().unwrap().status.is_some());
     }
 
+    /// Kubernetes takes only structural schemas: `items` one schema, never a tuple's list.
+    #[test]
+    fn crd_schema_is_structural() {
+        fn walk(path: &str, value: &serde_json::Value, bad: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (key, child) in map {
+                        if key == "items" && child.is_array() {
+                            bad.push(path.to_owned());
+                        }
+                        walk(&format!("{path}.{key}"), child, bad);
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, child) in items.iter().enumerate() {
+                        walk(&format!("{path}[{i}]"), child, bad);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let crd = serde_json::to_value(StickyCanary::crd()).unwrap();
+        let mut bad = Vec::new();
+        walk("", &crd, &mut bad);
+        assert!(bad.is_empty(), "tuple schemas at {bad:?}");
+    }
+
     #[test]
     fn shipped_crd_is_the_generated_one() {
         let shipped = include_str!("../../istio/stickycanary-crd.yaml");

@@ -47,7 +47,7 @@ fn rollout(
 ) -> Rollout {
     let faults: BTreeMap<String, Faults> = faults
         .iter()
-        .map(|(v, f)| ((*v).to_owned(), f.clone()))
+        .map(|(v, f)| ((*v).to_owned(), *f))
         .collect();
     let plugin = weights(&[(STABLE, 100.0), (CANARY, 0.0)]);
     let mut stack = Stack::start_faulty(upstream_bin(), &plugin, EnvoyOptions::default(), &faults)
@@ -135,6 +135,13 @@ impl Rollout {
     }
 }
 
+fn errors(error_rate: f64) -> Faults {
+    Faults {
+        error_rate,
+        delay: Duration::ZERO,
+    }
+}
+
 fn phase(status: &Value) -> &str {
     status["phase"].as_str().unwrap_or_default()
 }
@@ -211,10 +218,7 @@ fn a_healthy_canary_walks_every_step_and_is_promoted() {
 /// within two intervals, and the status says why, with the numbers.
 #[test]
 fn a_canary_failing_five_percent_is_rolled_back_saying_why() {
-    let faults = [
-        (STABLE, Faults::errors(0.001)),
-        (CANARY, Faults::errors(0.05)),
-    ];
+    let faults = [(STABLE, errors(0.001)), (CANARY, errors(0.05))];
     let r = rollout(&faults, &[], |_| {});
     let _load = r.load(120);
     let _controller = r.controller();
@@ -255,7 +259,13 @@ fn a_canary_failing_five_percent_is_rolled_back_saying_why() {
 /// Scenario 3: a canary adding 200 ms is rolled back by the latency test.
 #[test]
 fn a_slow_canary_is_rolled_back() {
-    let faults = [(CANARY, Faults::delay(Duration::from_millis(200)))];
+    let faults = [(
+        CANARY,
+        Faults {
+            error_rate: 0.0,
+            delay: Duration::from_millis(200),
+        },
+    )];
     let r = rollout(&faults, &[], |_| {});
     let _load = r.load(120);
     let _controller = r.controller();

@@ -37,6 +37,7 @@ pub struct Progress {
     pub stable: u64,
     /// The last complete window that missed the weight, as (canary, stable) decisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<u64>>")]
     pub missed: Option<(u64, u64)>,
     /// When a window first showed the weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
