@@ -115,6 +115,10 @@ enum Command {
     },
     /// Run the reconcile loop on every StickyCanary (of `--namespace`, or all).
     Controller,
+    /// One plan file for every workload of a release: apply it, see where it stands, roll
+    /// it back.
+    #[command(subcommand)]
+    Plan(crate::plan::command::PlanCommand),
     /// Print the StickyCanary CRD.
     Crd,
 }
@@ -290,6 +294,14 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
         out.push_str(&model::crd_yaml());
         return Ok(());
     }
+    if let Command::Plan(plan) = &cli.command {
+        let at = crate::plan::command::Where {
+            namespace: cli.namespace.as_deref(),
+            kubeconfig: cli.kubeconfig.as_deref(),
+            envoy_dir: cli.envoy_dir.as_deref(),
+        };
+        return crate::plan::command::execute(plan, at, out).await;
+    }
     if let Some(dir) = &cli.envoy_dir {
         if let Command::Controller = cli.command {
             return Err(Error::Invalid(
@@ -389,7 +401,7 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         Command::Status { output } => return show_status(target, *output, out).await,
         Command::Explain(args) => return explain(target, args, out).await,
         Command::Render => return render(target, out).await,
-        Command::Controller | Command::Crd | Command::Delete { .. } => {
+        Command::Controller | Command::Crd | Command::Delete { .. } | Command::Plan(_) => {
             unreachable!("handled before a target is opened")
         }
         Command::Start { canary, dry } => (

@@ -6,6 +6,7 @@ pub mod error;
 pub mod fsutil;
 pub mod model;
 pub mod ops;
+pub mod plan;
 pub mod reconcile;
 pub mod render;
 pub mod status;
