@@ -425,7 +425,7 @@ async fn a_failure_mid_plan_says_exactly_which_entries_are_applied_and_status_ag
     let out = c.sticky(&["plan", "apply", &path]).await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stdout.contains("entry 1 (a): applied; VirtualService prod/a http[main].route[a].weight 100 -> 90; VirtualService prod/a http[main].route[a-canary].weight 0 -> 10\n"),
+        out.stdout.contains("entry 1 (a): applied: VirtualService prod/a http[main].route[a].weight 100 -> 90; VirtualService prod/a http[main].route[a-canary].weight 0 -> 10\n"),
         "{}",
         out.stdout
     );
@@ -466,4 +466,56 @@ async fn a_conflict_storm_is_retried_and_each_entry_written_once() {
     c.clear_writes();
     c.ok(&["plan", "apply", &path]).await;
     assert!(c.writes().is_empty(), "{:?}", c.writes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_runs_with_the_rights_of_stickyctl_plan_operator_in_rbac_yaml() {
+    let Some(c) = Backend::Real.cluster() else {
+        return;
+    };
+    with_controller_manager();
+    let rbac = std::fs::read_to_string(sticky_canary_tests::repo_root().join("istio/rbac.yaml")).expect("istio/rbac.yaml");
+    let kubeconfig = with_plane(move |plane| {
+        plane.apply_yaml(&rbac)?;
+        plane.apply(&json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "release-team", "namespace": NS}}))?;
+        plane.apply(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "release-team-plan", "namespace": NS},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "stickyctl-plan-operator"},
+            "subjects": [{"kind": "ServiceAccount", "name": "release-team", "namespace": NS}]}))?;
+        plane.service_account_kubeconfig(NS, "release-team")
+    })
+    .expect("a ServiceAccount bound to stickyctl-plan-operator");
+    c.create(ingress("web", json!({}))).expect("the stable Ingress");
+    c.create(ingress("web-canary", json!({CANARY: "true"}))).expect("the canary Ingress");
+    c.create(virtual_service("map", &[("map", 100), ("map-canary", 0)])).expect("the VirtualService");
+    for (name, count) in [("dispatcher", 2), ("dispatcher-canary", 0), ("batch", 1), ("batch-canary", 0)] {
+        c.create(deployment(name, count)).expect("a Deployment");
+    }
+    let (_dir, path) = plan_file(
+        "- {project: web, type: INGRESS_NGINX, weight: 50}\n\
+         - {project: map, type: ISTIO_VSVC, weight: 50}\n\
+         - {project: dispatcher, type: DEPLOYMENT_REPLICAS, weight: 2}\n\
+         - {project: batch, type: DEPLOYMENT_SINGLETON, weight: 1}\n",
+    );
+    let kubeconfig = kubeconfig.to_str().expect("a UTF-8 path").to_owned();
+    let as_release_team = |command: &'static str| {
+        let (kubeconfig, path) = (kubeconfig.clone(), path.clone());
+        async move { stickyctl::cli::run(["stickyctl", "--kubeconfig", &kubeconfig, "plan", command, &path]).await }
+    };
+    for command in ["apply", "status", "rollback"] {
+        let out = as_release_team(command).await;
+        assert_eq!(out.code, 0, "plan {command}: {}{}", out.stdout, out.stderr);
+    }
+    assert_eq!(c.get(ING.0, ING.1, "web-canary")["metadata"]["annotations"][CANARY_WEIGHT], "0");
+    assert_eq!((replicas(&c, "batch"), replicas(&c, "batch-canary")), (1, 0));
+    // What the role leaves out is refused: the stable Deployment's spec, say.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(
+        stickyctl::target::kube::client(Some(std::path::Path::new(&kubeconfig))).await.expect("a client").0,
+        NS,
+    );
+    match deployments.delete("batch", &Default::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("the plan operator may not delete Deployments: {other:?}"),
+    }
 }

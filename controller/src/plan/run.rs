@@ -368,13 +368,15 @@ async fn apply_entry(place: &Place, p: &Prepared, timeout: Duration) -> Result<(
             let report = match written.as_slice() {
                 [] => "nothing to change".to_owned(),
                 writes => {
-                    let mut text = String::from("applied");
-                    for w in writes {
-                        for c in &w.changes {
-                            write!(text, "; {} {} {} -> {}", w.object.label(), c.field, c.from, c.to).ok();
-                        }
-                    }
-                    text
+                    let changes: Vec<String> = writes
+                        .iter()
+                        .flat_map(|w| {
+                            w.changes
+                                .iter()
+                                .map(|c| format!("{} {} {} -> {}", w.object.label(), c.field, c.from, c.to))
+                        })
+                        .collect();
+                    format!("applied: {}", changes.join("; "))
                 }
             };
             Ok((!written.is_empty(), report))
@@ -396,10 +398,14 @@ async fn apply_sticky<T: Target>(target: &T, entry: &Entry, names: &Names) -> Re
     })
     .await?;
     let written = converge(target).await?;
+    let objects = |n: usize| match n {
+        1 => "1 object".to_owned(),
+        n => format!("{n} objects"),
+    };
     let report = match (changed, written) {
         (false, 0) => "nothing to change".to_owned(),
-        (false, n) => format!("weight unchanged; {n} drifted objects re-applied"),
-        (true, n) => format!("applied: canary at {}% ({n} objects written)", entry.weight),
+        (false, n) => format!("applied: weight unchanged, {} drifted and re-applied", objects(n)),
+        (true, n) => format!("applied: canary at {}% ({} written)", entry.weight, objects(n)),
     };
     Ok((changed || written > 0, report))
 }
