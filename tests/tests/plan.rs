@@ -519,3 +519,55 @@ async fn a_plan_runs_with_the_rights_of_stickyctl_plan_operator_in_rbac_yaml() {
         other => panic!("the plan operator may not delete Deployments: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_envoy_takes_sticky_entries_and_refuses_the_kubernetes_kinds() {
+    use stickyctl::render::envoy::LAYOUT_FILE;
+    use stickyctl::target::envoy_dir::ROLLOUT_FILE;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let layout = json!({"listenPort": 10000, "wasmPath": "/filter.wasm",
+        "upstreams": {"v1": "127.0.0.1:8001", "v2": "127.0.0.1:8002"}});
+    std::fs::write(dir.path().join(LAYOUT_FILE), layout.to_string()).expect("the layout");
+    let d = dir.path().to_str().expect("a UTF-8 path").to_owned();
+    let sticky = |args: Vec<String>| {
+        let d = d.clone();
+        async move {
+            let mut argv = vec!["stickyctl".to_owned(), "--envoy-dir".to_owned(), d];
+            argv.extend(args);
+            stickyctl::cli::run(argv).await
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    for setup in [&["init", "--service", "shop", "--stable", "v1"][..], &["start", "--canary", "v2"]] {
+        assert_eq!(sticky(args(setup)).await.code, 0);
+    }
+    let (_plan, path) = plan_file("- {project: shop, type: STICKY, weight: 25}\n");
+    let rollout = || -> Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(ROLLOUT_FILE)).expect("the rollout")).expect("JSON")
+    };
+    let out = sticky(args(&["plan", "apply", &path])).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("entry 1 (shop): applied: canary at 25%"), "{}", out.stdout);
+    support::assert_same(&rollout()["spec"]["versions"], &json!([{"name": "v1", "weight": 75.0}, {"name": "v2", "weight": 25.0}]));
+    let status: Value = serde_json::from_str(&sticky(args(&["plan", "status", &path, "-o", "json"])).await.stdout).expect("status JSON");
+    assert_eq!(in_sync(&status), [true]);
+    assert_eq!(sticky(args(&["plan", "rollback", &path])).await.code, 0);
+    assert_eq!(rollout()["spec"]["versions"][1]["weight"].as_f64(), Some(0.0));
+
+    let (_other, other) = plan_file(
+        "- {project: shop, type: STICKY, weight: 5}\n- {project: map, type: ISTIO_VSVC, weight: 5}\n- {project: web, type: INGRESS_NGINX, weight: 5}\n",
+    );
+    let out = sticky(args(&["plan", "apply", &other])).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("entry 2 (map): type ISTIO_VSVC needs Kubernetes")
+            && out.stderr.contains("entry 3 (web): type INGRESS_NGINX needs Kubernetes"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(rollout()["spec"]["versions"][1]["weight"].as_f64(), Some(0.0), "nothing applied");
+    let (_named, named) = plan_file("- {project: cart, type: STICKY, weight: 5}\n");
+    let out = sticky(args(&["plan", "apply", &named])).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("entry 1 (cart): rollout: the Envoy directory holds rollout \"shop\", not \"cart\""), "{}", out.stderr);
+}
