@@ -43,7 +43,9 @@ fn deployment(name: &str, replicas: i32) -> Value {
 fn virtual_service(name: &str, destinations: &[(&str, u64)]) -> Value {
     let route: Vec<Value> = destinations
         .iter()
-        .map(|(host, w)| json!({"destination": {"host": host, "port": {"number": 80}}, "weight": w}))
+        .map(
+            |(host, w)| json!({"destination": {"host": host, "port": {"number": 80}}, "weight": w}),
+        )
         .collect();
     json!({"apiVersion": VS.0, "kind": VS.1,
         "metadata": {"name": name, "namespace": NS},
@@ -120,14 +122,21 @@ async fn hold_pods(c: &Cluster, app: &str, hold: bool) {
     if hold {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while pods_of(c, app).await.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "no pod of {app} appeared");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no pod of {app} appeared"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     for pod in pods_of(c, app).await {
         let finalizers: Value = if hold { json!([HOLD]) } else { json!(null) };
         pods(c)
-            .patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})))
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+            )
             .await
             .expect("patch the pod's finalizers");
     }
@@ -144,7 +153,10 @@ impl PodLog {
     async fn start(c: &Cluster, a: &str, b: &str) -> PodLog {
         let api = pods(c);
         let selector = format!("app in ({a},{b})");
-        let list = api.list(&ListParams::default().labels(&selector)).await.expect("list pods");
+        let list = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .expect("list pods");
         let initial = list
             .items
             .iter()
@@ -155,7 +167,11 @@ impl PodLog {
         let log = Arc::clone(&events);
         let task = tokio::spawn(async move {
             let params = WatchParams::default().labels(&selector).timeout(290);
-            let mut stream = api.watch(&params, &version).await.expect("watch pods").boxed();
+            let mut stream = api
+                .watch(&params, &version)
+                .await
+                .expect("watch pods")
+                .boxed();
             while let Some(Ok(event)) = stream.next().await {
                 let (kind, pod) = match event {
                     WatchEvent::Added(p) => ("added", p),
@@ -164,10 +180,18 @@ impl PodLog {
                     _ => continue,
                 };
                 let app = pod.labels().get("app").cloned().unwrap_or_default();
-                log.lock().unwrap_or_else(|e| e.into_inner()).push((kind.to_owned(), pod.name_any(), app));
+                log.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    kind.to_owned(),
+                    pod.name_any(),
+                    app,
+                ));
             }
         });
-        PodLog { events, initial, task }
+        PodLog {
+            events,
+            initial,
+            task,
+        }
     }
 
     /// Replays the log: asserts that no moment had a Pod of both, and returns the apps in the
@@ -199,11 +223,21 @@ impl PodLog {
 async fn seed_every_kind(c: &Cluster) {
     c.init().await;
     c.ok(&["start", "--canary", "v2"]).await;
-    c.create(ingress("web", json!({}))).expect("the stable Ingress");
-    c.create(ingress("web-canary", json!({CANARY: "true"}))).expect("the canary Ingress");
-    c.create(virtual_service("map", &[("map", 60), ("map-legacy", 30), ("map-canary", 10)]))
-        .expect("the VirtualService");
-    for (name, count) in [("dispatcher", 4), ("dispatcher-canary", 0), ("batch", 1), ("batch-canary", 0)] {
+    c.create(ingress("web", json!({})))
+        .expect("the stable Ingress");
+    c.create(ingress("web-canary", json!({CANARY: "true"})))
+        .expect("the canary Ingress");
+    c.create(virtual_service(
+        "map",
+        &[("map", 60), ("map-legacy", 30), ("map-canary", 10)],
+    ))
+    .expect("the VirtualService");
+    for (name, count) in [
+        ("dispatcher", 4),
+        ("dispatcher-canary", 0),
+        ("batch", 1),
+        ("batch-canary", 0),
+    ] {
         c.create(deployment(name, count)).expect("a Deployment");
     }
 }
@@ -245,55 +279,107 @@ async fn every_kind_is_previewed_checked_and_applied_and_a_second_apply_writes_n
         assert!(dry.contains(line), "{line:?} missing from:\n{dry}");
     }
     assert_eq!(before, [c.get(SC.0, SC.1, "shop")]);
-    assert!(c.get(ING.0, ING.1, "web-canary")["metadata"]["annotations"].get(CANARY_WEIGHT).is_none());
+    assert!(c.get(ING.0, ING.1, "web-canary")["metadata"]["annotations"]
+        .get(CANARY_WEIGHT)
+        .is_none());
     assert_eq!(replicas(&c, "batch-canary"), 0);
 
     let applied = c.ok(&["plan", "apply", &path]).await;
     eprintln!("{applied}");
-    assert!(applied.contains("entry 5 (batch): handed over to canary in "), "{applied}");
-    assert!(applied.ends_with("plan applied: entries 1-5 (shop, web, map, dispatcher, batch)\n"), "{applied}");
+    assert!(
+        applied.contains("entry 5 (batch): handed over to canary in "),
+        "{applied}"
+    );
+    assert!(
+        applied.ends_with("plan applied: entries 1-5 (shop, web, map, dispatcher, batch)\n"),
+        "{applied}"
+    );
     let weights_of_shop = c.rollout()["spec"]["versions"].clone();
-    support::assert_same(&weights_of_shop, &json!([{"name": "v1", "weight": 90.0}, {"name": "v2", "weight": 10.0}]));
-    assert_eq!(c.get(ING.0, ING.1, "web-canary")["metadata"]["annotations"][CANARY_WEIGHT], "10");
-    assert_eq!(version_of(&c.get(ING.0, ING.1, "web")), stable_ingress, "only the canary Ingress is written");
+    support::assert_same(
+        &weights_of_shop,
+        &json!([{"name": "v1", "weight": 90.0}, {"name": "v2", "weight": 10.0}]),
+    );
+    assert_eq!(
+        c.get(ING.0, ING.1, "web-canary")["metadata"]["annotations"][CANARY_WEIGHT],
+        "10"
+    );
+    assert_eq!(
+        version_of(&c.get(ING.0, ING.1, "web")),
+        stable_ingress,
+        "only the canary Ingress is written"
+    );
     assert_eq!(weights(&c, "map"), [40, 20, 40]);
-    assert_eq!((replicas(&c, "dispatcher"), replicas(&c, "dispatcher-canary")), (4, 1));
-    assert_eq!((replicas(&c, "batch"), replicas(&c, "batch-canary")), (0, 1));
+    assert_eq!(
+        (
+            replicas(&c, "dispatcher"),
+            replicas(&c, "dispatcher-canary")
+        ),
+        (4, 1)
+    );
+    assert_eq!(
+        (replicas(&c, "batch"), replicas(&c, "batch-canary")),
+        (0, 1)
+    );
 
     let status = plan_status(&c, &path).await;
     assert_eq!(in_sync(&status), [true; 5], "{status:#}");
     assert_eq!(status["inSync"], true);
     let dispatcher = &status["entries"][3];
-    assert_eq!((dispatcher["current"].as_f64(), dispatcher["share"].as_f64()), (Some(1.0), Some(20.0)), "1 canary beside 4 stable is 20%");
+    assert_eq!(
+        (dispatcher["current"].as_f64(), dispatcher["share"].as_f64()),
+        (Some(1.0), Some(20.0)),
+        "1 canary beside 4 stable is 20%"
+    );
     assert_eq!(status["entries"][4]["current"].as_f64(), Some(1.0));
     let table = c.ok(&["plan", "status", &path]).await;
-    assert!(table.contains("1 canary beside 4 stable replicas") && table.ends_with("every entry is as the file says\n"), "{table}");
+    assert!(
+        table.contains("1 canary beside 4 stable replicas")
+            && table.ends_with("every entry is as the file says\n"),
+        "{table}"
+    );
 
     // Idempotent: the same plan again writes nothing.
     let versions = |c: &Cluster| {
         (
             version_of(&c.get(ING.0, ING.1, "web-canary")),
             version_of(&c.get(VS.0, VS.1, "map")),
-            ["dispatcher-canary", "batch", "batch-canary"].map(|d| c.get(DEPLOY.0, DEPLOY.1, d)["metadata"]["generation"].clone()),
+            ["dispatcher-canary", "batch", "batch-canary"]
+                .map(|d| c.get(DEPLOY.0, DEPLOY.1, d)["metadata"]["generation"].clone()),
         )
     };
     let written = versions(&c);
     c.clear_writes();
     let again = c.ok(&["plan", "apply", &path]).await;
-    assert!(again.ends_with("nothing to change: every entry is as the file says\n"), "{again}");
+    assert!(
+        again.ends_with("nothing to change: every entry is as the file says\n"),
+        "{again}"
+    );
     assert!(c.writes().is_empty(), "{:?}", c.writes());
     assert_eq!(versions(&c), written);
 
     // Rollback: every entry back on stable, the singleton handed back.
     let back = c.ok(&["plan", "rollback", &path]).await;
     eprintln!("{back}");
-    assert_eq!(c.rollout()["spec"]["versions"][1]["weight"].as_f64(), Some(0.0));
-    assert_eq!(c.get(ING.0, ING.1, "web-canary")["metadata"]["annotations"][CANARY_WEIGHT], "0");
+    assert_eq!(
+        c.rollout()["spec"]["versions"][1]["weight"].as_f64(),
+        Some(0.0)
+    );
+    assert_eq!(
+        c.get(ING.0, ING.1, "web-canary")["metadata"]["annotations"][CANARY_WEIGHT],
+        "0"
+    );
     assert_eq!(weights(&c, "map"), [67, 33, 0]);
     assert_eq!(replicas(&c, "dispatcher-canary"), 0);
-    assert_eq!((replicas(&c, "batch"), replicas(&c, "batch-canary")), (1, 0));
+    assert_eq!(
+        (replicas(&c, "batch"), replicas(&c, "batch-canary")),
+        (1, 0)
+    );
     let status = plan_status(&c, &path).await;
-    assert_eq!(in_sync(&status), [false; 5], "every entry now differs from the file: {status:#}");
+    assert_eq!(
+        in_sync(&status),
+        [false; 5],
+        "every entry now differs from the file: {status:#}"
+    );
     // And forward again: the legacy destination comes back with its share.
     c.ok(&["plan", "apply", &path]).await;
     assert_eq!(weights(&c, "map"), [40, 20, 40]);
@@ -324,22 +410,43 @@ async fn a_singleton_handover_waits_until_the_old_pods_are_gone_never_both_and_r
         .await;
         // The old pod still exists: the command waits, the canary stays at 0.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(replicas(&c, "batch-canary"), 0, "scaled up while the old pod still existed");
+        assert_eq!(
+            replicas(&c, "batch-canary"),
+            0,
+            "scaled up while the old pod still existed"
+        );
         assert_eq!(support::block(pods_of(&c, "batch")).len(), 1);
         hold_pods(&c, "batch", false).await;
     };
     let (out, ()) = tokio::join!(apply, old_version_goes_slowly);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("entry 1 (batch): handed over to canary in "), "{}", out.stdout);
-    assert!(out.stdout.contains("the old pods were gone after "), "{}", out.stdout);
-    eventually("the canary's pod exists", || !support::block(pods_of(&c, "batch-canary")).is_empty()).await;
-    assert_eq!(log.assert_never_both("batch", "batch-canary"), ["batch-canary"]);
+    assert!(
+        out.stdout
+            .contains("entry 1 (batch): handed over to canary in "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("the old pods were gone after "),
+        "{}",
+        out.stdout
+    );
+    eventually("the canary's pod exists", || {
+        !support::block(pods_of(&c, "batch-canary")).is_empty()
+    })
+    .await;
+    assert_eq!(
+        log.assert_never_both("batch", "batch-canary"),
+        ["batch-canary"]
+    );
 
     // Back, with the canary's pod held past the timeout: the command stops, says what it did
     // and what it did not, and the stable one is not scaled up.
     hold_pods(&c, "batch-canary", true).await;
     let log = PodLog::start(&c, "batch", "batch-canary").await;
-    let out = c.sticky(&["plan", "rollback", &path, "--timeout", "1"]).await;
+    let out = c
+        .sticky(&["plan", "rollback", &path, "--timeout", "1"])
+        .await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr.contains("timed out after 1s waiting for Deployment prod/batch-canary's pods to be gone (1 pods")
@@ -349,17 +456,31 @@ async fn a_singleton_handover_waits_until_the_old_pods_are_gone_never_both_and_r
         "{}",
         out.stderr
     );
-    assert_eq!((replicas(&c, "batch"), replicas(&c, "batch-canary")), (0, 0));
+    assert_eq!(
+        (replicas(&c, "batch"), replicas(&c, "batch-canary")),
+        (0, 0)
+    );
     // Run again while still held: it resumes the wait (and stops again), never scales up.
-    let out = c.sticky(&["plan", "rollback", &path, "--timeout", "1"]).await;
+    let out = c
+        .sticky(&["plan", "rollback", &path, "--timeout", "1"])
+        .await;
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(replicas(&c, "batch"), 0);
     // Released, the next run finishes the handover.
     hold_pods(&c, "batch-canary", false).await;
     let out = c.ok(&["plan", "rollback", &path]).await;
-    assert!(out.contains("entry 1 (batch): stable runs alone after "), "{out}");
-    assert_eq!((replicas(&c, "batch"), replicas(&c, "batch-canary")), (1, 0));
-    eventually("the stable pod exists", || !support::block(pods_of(&c, "batch")).is_empty()).await;
+    assert!(
+        out.contains("entry 1 (batch): stable runs alone after "),
+        "{out}"
+    );
+    assert_eq!(
+        (replicas(&c, "batch"), replicas(&c, "batch-canary")),
+        (1, 0)
+    );
+    eventually("the stable pod exists", || {
+        !support::block(pods_of(&c, "batch")).is_empty()
+    })
+    .await;
     assert_eq!(log.assert_never_both("batch", "batch-canary"), ["batch"]);
 }
 
@@ -368,10 +489,13 @@ async fn refusals_name_the_entry_and_come_before_any_write() {
     let Some(c) = Backend::Real.cluster() else {
         return;
     };
-    c.create(virtual_service("map", &[("map", 100), ("map-canary", 0)])).expect("the VirtualService");
-    c.create(ingress("web", json!({}))).expect("the stable Ingress");
+    c.create(virtual_service("map", &[("map", 100), ("map-canary", 0)]))
+        .expect("the VirtualService");
+    c.create(ingress("web", json!({})))
+        .expect("the stable Ingress");
     // Not a canary: no canary annotation.
-    c.create(ingress("web-canary", json!({CANARY_WEIGHT: "0"}))).expect("an Ingress");
+    c.create(ingress("web-canary", json!({CANARY_WEIGHT: "0"})))
+        .expect("an Ingress");
     let (_dir, path) = plan_file(
         "- {project: map, type: ISTIO_VSVC, weight: 10}\n\
          - {project: web, type: INGRESS_NGINX, weight: 10}\n\
@@ -389,22 +513,35 @@ async fn refusals_name_the_entry_and_come_before_any_write() {
     ] {
         assert!(out.stderr.contains(line), "{line:?} missing from {}", out.stderr);
     }
-    assert_eq!(version_of(&c.get(VS.0, VS.1, "map")), map, "entry 1 is valid but not applied");
+    assert_eq!(
+        version_of(&c.get(VS.0, VS.1, "map")),
+        map,
+        "entry 1 is valid but not applied"
+    );
     let status = plan_status(&c, &path).await;
     assert_eq!(in_sync(&status), [false; 4]);
-    assert!(status["entries"][1]["problem"].as_str().unwrap_or_default().contains("is not a canary Ingress"));
+    assert!(status["entries"][1]["problem"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("is not a canary Ingress"));
     // A file error comes before the cluster is even read.
     let (_bad, bad) = plan_file("- {project: map, type: ISTIO_VSVC, weight: 101}\n");
     let out = c.sticky(&["plan", "apply", &bad]).await;
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("entry 1 (map): weight 101: must be an integer percent from 0 to 100"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("entry 1 (map): weight 101: must be an integer percent from 0 to 100"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Three plain splits on the fake API, which can fail a write on demand.
 fn three_splits(c: &Cluster) -> (tempfile::TempDir, String) {
     for name in ["a", "b", "c"] {
         let canary = format!("{name}-canary");
-        c.create(virtual_service(name, &[(name, 100), (&canary, 0)])).expect("a VirtualService");
+        c.create(virtual_service(name, &[(name, 100), (&canary, 0)]))
+            .expect("a VirtualService");
     }
     plan_file(
         "- {project: a, type: ISTIO_VSVC, weight: 10}\n\
@@ -430,19 +567,33 @@ async fn a_failure_mid_plan_says_exactly_which_entries_are_applied_and_status_ag
         out.stdout
     );
     assert!(
-        out.stderr.contains("entry 2 (b): ") && out.stderr.contains("injected failure")
-            && out.stderr.contains("applied: entry 1 (a); not applied: entries 2-3 (b, c)"),
+        out.stderr.contains("entry 2 (b): ")
+            && out.stderr.contains("injected failure")
+            && out
+                .stderr
+                .contains("applied: entry 1 (a); not applied: entries 2-3 (b, c)"),
         "{}",
         out.stderr
     );
-    assert_eq!((weights(&c, "a"), weights(&c, "b"), weights(&c, "c")), (vec![90, 10], vec![100, 0], vec![100, 0]));
+    assert_eq!(
+        (weights(&c, "a"), weights(&c, "b"), weights(&c, "c")),
+        (vec![90, 10], vec![100, 0], vec![100, 0])
+    );
     let status = plan_status(&c, &path).await;
     assert_eq!(in_sync(&status), [true, false, false], "{status:#}");
     // The next run applies the rest, and only the rest.
     c.clear_writes();
     let out = c.ok(&["plan", "apply", &path]).await;
-    assert!(out.contains("entry 1 (a): nothing to change") || out.contains("entry 1 (a) ISTIO_VSVC in prod\n    nothing to change"), "{out}");
-    let writes: Vec<String> = c.writes().into_iter().filter(|w| w.starts_with("PUT")).collect();
+    assert!(
+        out.contains("entry 1 (a): nothing to change")
+            || out.contains("entry 1 (a) ISTIO_VSVC in prod\n    nothing to change"),
+        "{out}"
+    );
+    let writes: Vec<String> = c
+        .writes()
+        .into_iter()
+        .filter(|w| w.starts_with("PUT"))
+        .collect();
     assert_eq!(writes.len(), 2, "{writes:?}");
     assert_eq!(in_sync(&plan_status(&c, &path).await), [true; 3]);
 }
@@ -457,8 +608,14 @@ async fn a_conflict_storm_is_retried_and_each_entry_written_once() {
     c.clear_writes();
     fake.fail_next_writes(5);
     let out = c.ok(&["plan", "apply", &path]).await;
-    assert!(out.ends_with("plan applied: entries 1-3 (a, b, c)\n"), "{out}");
-    assert_eq!((weights(&c, "a"), weights(&c, "b"), weights(&c, "c")), (vec![90, 10], vec![80, 20], vec![70, 30]));
+    assert!(
+        out.ends_with("plan applied: entries 1-3 (a, b, c)\n"),
+        "{out}"
+    );
+    assert_eq!(
+        (weights(&c, "a"), weights(&c, "b"), weights(&c, "c")),
+        (vec![90, 10], vec![80, 20], vec![70, 30])
+    );
     let writes = c.writes();
     let conflicts = writes.iter().filter(|w| w.ends_with("-> 409")).count();
     let done = writes.iter().filter(|w| w.ends_with("-> 200")).count();
@@ -474,7 +631,8 @@ async fn a_plan_runs_with_the_rights_of_stickyctl_plan_operator_in_rbac_yaml() {
         return;
     };
     with_controller_manager();
-    let rbac = std::fs::read_to_string(sticky_canary_tests::repo_root().join("istio/rbac.yaml")).expect("istio/rbac.yaml");
+    let rbac = std::fs::read_to_string(sticky_canary_tests::repo_root().join("istio/rbac.yaml"))
+        .expect("istio/rbac.yaml");
     let kubeconfig = with_plane(move |plane| {
         plane.apply_yaml(&rbac)?;
         plane.apply(&json!({"apiVersion": "v1", "kind": "ServiceAccount",
@@ -486,10 +644,18 @@ async fn a_plan_runs_with_the_rights_of_stickyctl_plan_operator_in_rbac_yaml() {
         plane.service_account_kubeconfig(NS, "release-team")
     })
     .expect("a ServiceAccount bound to stickyctl-plan-operator");
-    c.create(ingress("web", json!({}))).expect("the stable Ingress");
-    c.create(ingress("web-canary", json!({CANARY: "true"}))).expect("the canary Ingress");
-    c.create(virtual_service("map", &[("map", 100), ("map-canary", 0)])).expect("the VirtualService");
-    for (name, count) in [("dispatcher", 2), ("dispatcher-canary", 0), ("batch", 1), ("batch-canary", 0)] {
+    c.create(ingress("web", json!({})))
+        .expect("the stable Ingress");
+    c.create(ingress("web-canary", json!({CANARY: "true"})))
+        .expect("the canary Ingress");
+    c.create(virtual_service("map", &[("map", 100), ("map-canary", 0)]))
+        .expect("the VirtualService");
+    for (name, count) in [
+        ("dispatcher", 2),
+        ("dispatcher-canary", 0),
+        ("batch", 1),
+        ("batch-canary", 0),
+    ] {
         c.create(deployment(name, count)).expect("a Deployment");
     }
     let (_dir, path) = plan_file(
@@ -501,17 +667,36 @@ async fn a_plan_runs_with_the_rights_of_stickyctl_plan_operator_in_rbac_yaml() {
     let kubeconfig = kubeconfig.to_str().expect("a UTF-8 path").to_owned();
     let as_release_team = |command: &'static str| {
         let (kubeconfig, path) = (kubeconfig.clone(), path.clone());
-        async move { stickyctl::cli::run(["stickyctl", "--kubeconfig", &kubeconfig, "plan", command, &path]).await }
+        async move {
+            stickyctl::cli::run([
+                "stickyctl",
+                "--kubeconfig",
+                &kubeconfig,
+                "plan",
+                command,
+                &path,
+            ])
+            .await
+        }
     };
     for command in ["apply", "status", "rollback"] {
         let out = as_release_team(command).await;
         assert_eq!(out.code, 0, "plan {command}: {}{}", out.stdout, out.stderr);
     }
-    assert_eq!(c.get(ING.0, ING.1, "web-canary")["metadata"]["annotations"][CANARY_WEIGHT], "0");
-    assert_eq!((replicas(&c, "batch"), replicas(&c, "batch-canary")), (1, 0));
+    assert_eq!(
+        c.get(ING.0, ING.1, "web-canary")["metadata"]["annotations"][CANARY_WEIGHT],
+        "0"
+    );
+    assert_eq!(
+        (replicas(&c, "batch"), replicas(&c, "batch-canary")),
+        (1, 0)
+    );
     // What the role leaves out is refused: the stable Deployment's spec, say.
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(
-        stickyctl::target::kube::client(Some(std::path::Path::new(&kubeconfig))).await.expect("a client").0,
+        stickyctl::target::kube::client(Some(std::path::Path::new(&kubeconfig)))
+            .await
+            .expect("a client")
+            .0,
         NS,
     );
     match deployments.delete("batch", &Default::default()).await {
@@ -538,21 +723,41 @@ async fn a_plain_envoy_takes_sticky_entries_and_refuses_the_kubernetes_kinds() {
         }
     };
     let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    for setup in [&["init", "--service", "shop", "--stable", "v1"][..], &["start", "--canary", "v2"]] {
+    for setup in [
+        &["init", "--service", "shop", "--stable", "v1"][..],
+        &["start", "--canary", "v2"],
+    ] {
         assert_eq!(sticky(args(setup)).await.code, 0);
     }
     let (_plan, path) = plan_file("- {project: shop, type: STICKY, weight: 25}\n");
     let rollout = || -> Value {
-        serde_json::from_slice(&std::fs::read(dir.path().join(ROLLOUT_FILE)).expect("the rollout")).expect("JSON")
+        serde_json::from_slice(&std::fs::read(dir.path().join(ROLLOUT_FILE)).expect("the rollout"))
+            .expect("JSON")
     };
     let out = sticky(args(&["plan", "apply", &path])).await;
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("entry 1 (shop): applied: canary at 25%"), "{}", out.stdout);
-    support::assert_same(&rollout()["spec"]["versions"], &json!([{"name": "v1", "weight": 75.0}, {"name": "v2", "weight": 25.0}]));
-    let status: Value = serde_json::from_str(&sticky(args(&["plan", "status", &path, "-o", "json"])).await.stdout).expect("status JSON");
+    assert!(
+        out.stdout
+            .contains("entry 1 (shop): applied: canary at 25%"),
+        "{}",
+        out.stdout
+    );
+    support::assert_same(
+        &rollout()["spec"]["versions"],
+        &json!([{"name": "v1", "weight": 75.0}, {"name": "v2", "weight": 25.0}]),
+    );
+    let status: Value = serde_json::from_str(
+        &sticky(args(&["plan", "status", &path, "-o", "json"]))
+            .await
+            .stdout,
+    )
+    .expect("status JSON");
     assert_eq!(in_sync(&status), [true]);
     assert_eq!(sticky(args(&["plan", "rollback", &path])).await.code, 0);
-    assert_eq!(rollout()["spec"]["versions"][1]["weight"].as_f64(), Some(0.0));
+    assert_eq!(
+        rollout()["spec"]["versions"][1]["weight"].as_f64(),
+        Some(0.0)
+    );
 
     let (_other, other) = plan_file(
         "- {project: shop, type: STICKY, weight: 5}\n- {project: map, type: ISTIO_VSVC, weight: 5}\n- {project: web, type: INGRESS_NGINX, weight: 5}\n",
@@ -560,14 +765,27 @@ async fn a_plain_envoy_takes_sticky_entries_and_refuses_the_kubernetes_kinds() {
     let out = sticky(args(&["plan", "apply", &other])).await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
-        out.stderr.contains("entry 2 (map): type ISTIO_VSVC needs Kubernetes")
-            && out.stderr.contains("entry 3 (web): type INGRESS_NGINX needs Kubernetes"),
+        out.stderr
+            .contains("entry 2 (map): type ISTIO_VSVC needs Kubernetes")
+            && out
+                .stderr
+                .contains("entry 3 (web): type INGRESS_NGINX needs Kubernetes"),
         "{}",
         out.stderr
     );
-    assert_eq!(rollout()["spec"]["versions"][1]["weight"].as_f64(), Some(0.0), "nothing applied");
+    assert_eq!(
+        rollout()["spec"]["versions"][1]["weight"].as_f64(),
+        Some(0.0),
+        "nothing applied"
+    );
     let (_named, named) = plan_file("- {project: cart, type: STICKY, weight: 5}\n");
     let out = sticky(args(&["plan", "apply", &named])).await;
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("entry 1 (cart): rollout: the Envoy directory holds rollout \"shop\", not \"cart\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "entry 1 (cart): rollout: the Envoy directory holds rollout \"shop\", not \"cart\""
+        ),
+        "{}",
+        out.stderr
+    );
 }

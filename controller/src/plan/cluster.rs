@@ -24,7 +24,12 @@ pub struct Cluster {
 fn resource(kind: ObjectKind) -> ApiResource {
     let (group, version, kind, plural) = match kind {
         ObjectKind::Ingress => ("networking.k8s.io", "v1", "Ingress", "ingresses"),
-        ObjectKind::VirtualService => ("networking.istio.io", "v1", "VirtualService", "virtualservices"),
+        ObjectKind::VirtualService => (
+            "networking.istio.io",
+            "v1",
+            "VirtualService",
+            "virtualservices",
+        ),
         ObjectKind::DeploymentScale => ("apps", "v1", "Deployment", "deployments"),
     };
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
@@ -62,8 +67,14 @@ impl Cluster {
     }
 
     /// An Ingress or a VirtualService, `None` when it does not exist.
-    pub async fn object(&self, kind: ObjectKind, namespace: &str, name: &str) -> Result<Option<Value>, Error> {
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &resource(kind));
+    pub async fn object(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, Error> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &resource(kind));
         let object = api.get_opt(name).await?;
         object
             .map(|o| serde_json::to_value(o).map_err(|e| Error::Runtime(e.to_string())))
@@ -85,7 +96,10 @@ impl Cluster {
             0
         } else {
             let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-            pods.list(&ListParams::default().labels(&selector)).await?.items.len()
+            pods.list(&ListParams::default().labels(&selector))
+                .await?
+                .items
+                .len()
         };
         let generation = deployment.metadata.generation.unwrap_or(0);
         Ok(Some(Workload {
@@ -93,7 +107,8 @@ impl Cluster {
             name: name.to_owned(),
             resource_version: deployment.metadata.resource_version.unwrap_or_default(),
             replicas,
-            status_replicas: status.replicas.unwrap_or(0) + status.terminating_replicas.unwrap_or(0),
+            status_replicas: status.replicas.unwrap_or(0)
+                + status.terminating_replicas.unwrap_or(0),
             observed: status.observed_generation.unwrap_or(0) >= generation,
             pods,
         }))
@@ -142,13 +157,32 @@ mod tests {
         let selector = LabelSelector {
             match_labels: Some([("app".to_owned(), "job".to_owned())].into()),
             match_expressions: Some(vec![
-                LabelSelectorRequirement { key: "tier".into(), operator: "In".into(), values: Some(vec!["a".into(), "b".into()]) },
-                LabelSelectorRequirement { key: "x".into(), operator: "NotIn".into(), values: Some(vec!["c".into()]) },
-                LabelSelectorRequirement { key: "y".into(), operator: "Exists".into(), values: None },
-                LabelSelectorRequirement { key: "z".into(), operator: "DoesNotExist".into(), values: None },
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["a".into(), "b".into()]),
+                },
+                LabelSelectorRequirement {
+                    key: "x".into(),
+                    operator: "NotIn".into(),
+                    values: Some(vec!["c".into()]),
+                },
+                LabelSelectorRequirement {
+                    key: "y".into(),
+                    operator: "Exists".into(),
+                    values: None,
+                },
+                LabelSelectorRequirement {
+                    key: "z".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
             ]),
         };
-        assert_eq!(selector_text(&selector), "app=job,tier in (a,b),x notin (c),y,!z");
+        assert_eq!(
+            selector_text(&selector),
+            "app=job,tier in (a,b),x notin (c),y,!z"
+        );
         assert_eq!(selector_text(&LabelSelector::default()), "");
     }
 }

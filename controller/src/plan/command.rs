@@ -70,7 +70,9 @@ pub struct Where<'a> {
 /// Runs one `plan` subcommand.
 pub async fn execute(command: &PlanCommand, at: Where<'_>, out: &mut String) -> Result<(), Error> {
     let path = match command {
-        PlanCommand::Apply { file, .. } | PlanCommand::Status { file, .. } | PlanCommand::Rollback { file, .. } => file,
+        PlanCommand::Apply { file, .. }
+        | PlanCommand::Status { file, .. }
+        | PlanCommand::Rollback { file, .. } => file,
     };
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let source = path.display().to_string();
@@ -87,12 +89,34 @@ pub async fn execute(command: &PlanCommand, at: Where<'_>, out: &mut String) -> 
         }
     };
     match command {
-        PlanCommand::Apply { dry_run, timeout, .. } => {
-            run::apply(&place, &entries, Goal::File, *dry_run, Duration::from_secs(*timeout), out).await
+        PlanCommand::Apply {
+            dry_run, timeout, ..
+        } => {
+            run::apply(
+                &place,
+                &entries,
+                Goal::File,
+                *dry_run,
+                Duration::from_secs(*timeout),
+                out,
+            )
+            .await
         }
-        PlanCommand::Rollback { dry_run, timeout, .. } => {
-            run::apply(&place, &entries, Goal::Stable, *dry_run, Duration::from_secs(*timeout), out).await
+        PlanCommand::Rollback {
+            dry_run, timeout, ..
+        } => {
+            run::apply(
+                &place,
+                &entries,
+                Goal::Stable,
+                *dry_run,
+                Duration::from_secs(*timeout),
+                out,
+            )
+            .await
         }
-        PlanCommand::Status { output, .. } => run::status(&place, &entries, &source, *output == Format::Json, out).await,
+        PlanCommand::Status { output, .. } => {
+            run::status(&place, &entries, &source, *output == Format::Json, out).await
+        }
     }
 }

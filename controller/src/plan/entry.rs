@@ -16,7 +16,7 @@ use crate::model::StickyCanary;
 #[derive(Debug, Clone)]
 pub enum Live {
     /// `STICKY`: the rollout.
-    Sticky(Option<StickyCanary>),
+    Sticky(Option<Box<StickyCanary>>),
     /// `INGRESS_NGINX`: the stable and the canary Ingress.
     Ingress {
         /// `<project>`.
@@ -49,9 +49,9 @@ pub enum Decision {
         /// The scale writes, each against the Deployment as read.
         writes: Vec<Write>,
         /// The stable Deployment as read.
-        stable: Workload,
+        stable: Box<Workload>,
         /// The canary Deployment as read.
-        canary: Workload,
+        canary: Box<Workload>,
     },
 }
 
@@ -85,15 +85,25 @@ pub fn objects(entry: &Entry, names: &Names) -> Vec<String> {
 
 /// What applying `entry` to `live` takes, or why it cannot be applied.
 pub fn decide(entry: &Entry, names: &Names, live: &Live) -> Result<Decision, Refusal> {
-    let mismatch = || Refusal::new("type", format!("read objects of another type than {}", entry.kind.as_str()));
+    let mismatch = || {
+        Refusal::new(
+            "type",
+            format!("read objects of another type than {}", entry.kind.as_str()),
+        )
+    };
     match (entry.kind, live) {
-        (Kind::Sticky, Live::Sticky(rollout)) => {
-            Ok(Decision::Sticky(sticky::edit(names, rollout.as_ref(), entry.weight)?.map(Box::new)))
-        }
+        (Kind::Sticky, Live::Sticky(rollout)) => Ok(Decision::Sticky(
+            sticky::edit(names, rollout.as_deref(), entry.weight)?.map(Box::new),
+        )),
         (Kind::IngressNginx, Live::Ingress { stable, canary }) => Ok(Decision::Writes(
-            ingress::edit(names, stable.as_ref(), canary.as_ref(), i64::from(entry.count()))?
-                .into_iter()
-                .collect(),
+            ingress::edit(
+                names,
+                stable.as_ref(),
+                canary.as_ref(),
+                i64::from(entry.count()),
+            )?
+            .into_iter()
+            .collect(),
         )),
         (Kind::IstioVsvc, Live::VirtualService(vs)) => Ok(Decision::Writes(
             vsvc::edit(names, vs.as_ref(), entry.count().unsigned_abs().into())?
@@ -112,8 +122,8 @@ pub fn decide(entry: &Entry, names: &Names, live: &Live) -> Result<Decision, Ref
             Ok(Decision::Handover {
                 steps: singleton::handover(stable, canary, runs),
                 writes,
-                stable: stable.clone(),
-                canary: canary.clone(),
+                stable: Box::new(stable.clone()),
+                canary: Box::new(canary.clone()),
             })
         }
         _ => Err(mismatch()),
@@ -141,25 +151,44 @@ pub fn standing(entry: &Entry, names: &Names, live: &Live, rendered_in_sync: boo
         Live::Sticky(Some(rollout)) => {
             let (current, detail) = match sticky::canary_weight(rollout) {
                 Some((name, w)) => (w, format!("canary {name} at {w}%")),
-                None => (0.0, format!("no canary: every client on {}", rollout.spec.versions[0].name)),
+                None => (
+                    0.0,
+                    format!(
+                        "no canary: every client on {}",
+                        rollout.spec.versions[0].name
+                    ),
+                ),
             };
             Ok((Some(current), Some(current), detail))
         }
         Live::Sticky(None) => Err(()),
-        Live::Ingress { stable, canary } => ingress::standing(names, stable.as_ref(), canary.as_ref())
-            .map(|s| {
-                let written = s.written.unwrap_or_else(|| "absent".into());
-                (Some(s.share), Some(s.share), format!("canary-weight {written} of {}", s.total))
-            })
-            .map_err(drop),
+        Live::Ingress { stable, canary } => {
+            ingress::standing(names, stable.as_ref(), canary.as_ref())
+                .map(|s| {
+                    let written = s.written.unwrap_or_else(|| "absent".into());
+                    (
+                        Some(s.share),
+                        Some(s.share),
+                        format!("canary-weight {written} of {}", s.total),
+                    )
+                })
+                .map_err(drop)
+        }
         Live::VirtualService(vs) => vsvc::routes(names, vs.as_ref())
             .map(|routes| {
                 let weights: Vec<u64> = routes.iter().map(vsvc::Route::canary_weight).collect();
-                let agreed = weights.iter().all(|w| *w == weights[0]).then(|| weights[0] as f64);
+                let agreed = weights
+                    .iter()
+                    .all(|w| *w == weights[0])
+                    .then(|| weights[0] as f64);
                 let detail = routes
                     .iter()
                     .map(|r| {
-                        let split: Vec<String> = r.destinations.iter().map(|(d, w)| format!("{d} {w}")).collect();
+                        let split: Vec<String> = r
+                            .destinations
+                            .iter()
+                            .map(|(d, w)| format!("{d} {w}"))
+                            .collect();
                         format!("route {}: {}", r.key, split.join(", "))
                     })
                     .collect::<Vec<_>>()
@@ -175,15 +204,28 @@ pub fn standing(entry: &Entry, names: &Names, live: &Live, rendered_in_sync: boo
                             Side::Stable => (0.0, 0.0),
                             Side::Canary => (1.0, 100.0),
                         };
-                        (Some(current), Some(share), format!("{} runs alone", side.as_str()))
+                        (
+                            Some(current),
+                            Some(share),
+                            format!("{} runs alone", side.as_str()),
+                        )
                     }
-                    singleton::Standing::Neither => (None, None, "neither runs (a handover between its steps, or both at 0)".into()),
-                    singleton::Standing::Both => (None, None, "both may run: run the plan to hand over".into()),
+                    singleton::Standing::Neither => (
+                        None,
+                        None,
+                        "neither runs (a handover between its steps, or both at 0)".into(),
+                    ),
+                    singleton::Standing::Both => {
+                        (None, None, "both may run: run the plan to hand over".into())
+                    }
                 },
                 _ => (
                     Some(f64::from(canary.replicas)),
                     replicas::share(stable, canary),
-                    format!("{} canary beside {} stable replicas", canary.replicas, stable.replicas),
+                    format!(
+                        "{} canary beside {} stable replicas",
+                        canary.replicas, stable.replicas
+                    ),
                 ),
             })
             .map_err(drop),
@@ -195,7 +237,9 @@ pub fn standing(entry: &Entry, names: &Names, live: &Live, rendered_in_sync: boo
             status.detail = detail;
             status.in_sync = decision.is_empty() && rendered_in_sync;
             if decision.is_empty() && !rendered_in_sync {
-                status.detail.push_str("; its objects drifted from the rollout");
+                status
+                    .detail
+                    .push_str("; its objects drifted from the rollout");
             }
         }
         (Ok((current, share, detail)), Err(refusal)) => {
@@ -238,15 +282,27 @@ mod tests {
     fn replicas_status_is_the_share_the_counts_give() {
         let (e, n) = entry("- {project: d, type: DEPLOYMENT_REPLICAS, weight: 1}\n");
         let s = standing(&e, &n, &deployments((4, 4, 4), (1, 1, 1)), true);
-        assert_eq!((s.current, s.share, s.in_sync), (Some(1.0), Some(20.0), true));
+        assert_eq!(
+            (s.current, s.share, s.in_sync),
+            (Some(1.0), Some(20.0), true)
+        );
         assert_eq!(s.detail, "1 canary beside 4 stable replicas");
         assert_eq!(s.objects, ["Deployment prod/d", "Deployment prod/d-canary"]);
         let s = standing(&e, &n, &deployments((4, 4, 4), (0, 0, 0)), true);
-        assert_eq!((s.current, s.share, s.in_sync), (Some(0.0), Some(0.0), false));
-        let missing = Live::Deployments { stable: None, canary: Some(workload("d-canary", 1, 1, 1)) };
+        assert_eq!(
+            (s.current, s.share, s.in_sync),
+            (Some(0.0), Some(0.0), false)
+        );
+        let missing = Live::Deployments {
+            stable: None,
+            canary: Some(workload("d-canary", 1, 1, 1)),
+        };
         let s = standing(&e, &n, &missing, true);
         assert!(!s.in_sync);
-        assert_eq!(s.problem.as_deref(), Some("stable: Deployment prod/d (the stable release's) does not exist"));
+        assert_eq!(
+            s.problem.as_deref(),
+            Some("stable: Deployment prod/d (the stable release's) does not exist")
+        );
     }
 
     #[test]
@@ -260,13 +316,26 @@ mod tests {
         ];
         for (s, c, current, in_sync, detail) in cases {
             let got = standing(&e, &n, &deployments(s, c), true);
-            assert_eq!((got.current, got.in_sync), (current, in_sync), "{s:?} {c:?}");
+            assert_eq!(
+                (got.current, got.in_sync),
+                (current, in_sync),
+                "{s:?} {c:?}"
+            );
             assert!(got.detail.starts_with(detail), "{}", got.detail);
         }
-        let Decision::Handover { steps, writes, .. } = decide(&e, &n, &deployments((1, 1, 1), (0, 0, 0))).unwrap() else {
+        let Decision::Handover { steps, writes, .. } =
+            decide(&e, &n, &deployments((1, 1, 1), (0, 0, 0))).unwrap()
+        else {
             panic!("a handover")
         };
-        assert_eq!(steps, [Step::ScaleDown(Side::Stable), Step::AwaitGone(Side::Stable), Step::ScaleUp(Side::Canary)]);
+        assert_eq!(
+            steps,
+            [
+                Step::ScaleDown(Side::Stable),
+                Step::AwaitGone(Side::Stable),
+                Step::ScaleUp(Side::Canary)
+            ]
+        );
         assert_eq!(writes.len(), 2);
     }
 
@@ -276,7 +345,10 @@ mod tests {
         let ing = |name: &str, a: Value| json!({"metadata": {"name": name, "namespace": "prod", "annotations": a}});
         let live = |w: &str| Live::Ingress {
             stable: Some(ing("web", json!({}))),
-            canary: Some(ing("web-canary", json!({ingress::CANARY: "true", ingress::WEIGHT: w}))),
+            canary: Some(ing(
+                "web-canary",
+                json!({ingress::CANARY: "true", ingress::WEIGHT: w}),
+            )),
         };
         for (weight, in_sync) in [("10", true), ("0", false)] {
             let s = standing(&e, &n, &live(weight), true);
@@ -288,8 +360,15 @@ mod tests {
             {"name": "a", "route": [{"destination": {"host": "map"}, "weight": 90}, {"destination": {"host": "map-canary"}, "weight": 10}]},
             {"name": "b", "route": [{"destination": {"host": "map"}, "weight": 80}, {"destination": {"host": "map-canary"}, "weight": 20}]}]}});
         let s = standing(&e, &n, &Live::VirtualService(Some(vs)), true);
-        assert_eq!((s.current, s.in_sync), (None, false), "routes disagree: {s:?}");
-        assert_eq!(s.detail, "route a: map 90, map-canary 10; route b: map 80, map-canary 20");
+        assert_eq!(
+            (s.current, s.in_sync),
+            (None, false),
+            "routes disagree: {s:?}"
+        );
+        assert_eq!(
+            s.detail,
+            "route a: map 90, map-canary 10; route b: map 80, map-canary 20"
+        );
     }
 
     #[test]
@@ -298,14 +377,23 @@ mod tests {
         use sticky_canary_filter::VersionWeight;
         let (e, n) = entry("- {project: server, type: STICKY, weight: 10}\n");
         let mut spec = StickyCanarySpec::new("server", "v1");
-        spec.versions = vec![VersionWeight::new("v1", 90.0), VersionWeight::new("v2", 10.0)];
-        let live = Live::Sticky(Some(StickyCanary::new("server", spec)));
+        spec.versions = vec![
+            VersionWeight::new("v1", 90.0),
+            VersionWeight::new("v2", 10.0),
+        ];
+        let live = Live::Sticky(Some(Box::new(StickyCanary::new("server", spec))));
         let s = standing(&e, &n, &live, true);
-        assert_eq!((s.current, s.share, s.in_sync), (Some(10.0), Some(10.0), true));
+        assert_eq!(
+            (s.current, s.share, s.in_sync),
+            (Some(10.0), Some(10.0), true)
+        );
         assert_eq!(s.detail, "canary v2 at 10%");
         let drifted = standing(&e, &n, &live, false);
         assert!(!drifted.in_sync && drifted.detail.ends_with("drifted from the rollout"));
         let none = standing(&e, &n, &Live::Sticky(None), true);
-        assert!(none.problem.unwrap().starts_with("rollout: StickyCanary prod/server does not exist"));
+        assert!(none
+            .problem
+            .unwrap()
+            .starts_with("rollout: StickyCanary prod/server does not exist"));
     }
 }

@@ -260,7 +260,11 @@ pub fn check_weight(kind: Kind, weight: &Value) -> Result<f64, String> {
     let rule = || format!("must be {}", kind.weight_rule());
     let number = weight.as_f64().ok_or_else(rule)?;
     let in_range = match kind {
-        Kind::Sticky => return percent_to_basis_points(number).map(|_| number).map_err(|_| rule()),
+        Kind::Sticky => {
+            return percent_to_basis_points(number)
+                .map(|_| number)
+                .map_err(|_| rule())
+        }
         Kind::IngressNginx | Kind::IstioVsvc => (0.0..=100.0).contains(&number),
         Kind::DeploymentReplicas => (0.0..=MAX_REPLICAS).contains(&number),
         Kind::DeploymentSingleton => number == 0.0 || number == 1.0,
@@ -295,7 +299,9 @@ fn check_host(host: &str) -> Result<(), String> {
     if host.len() <= 253 && host.split('.').all(|label| check_name(label).is_ok()) {
         Ok(())
     } else {
-        Err(format!("{host:?} is not a service host (dot-separated Kubernetes names)"))
+        Err(format!(
+            "{host:?} is not a service host (dot-separated Kubernetes names)"
+        ))
     }
 }
 
@@ -381,7 +387,11 @@ mod tests {
             (Kind::IstioVsvc, json!(null), None),
             (Kind::DeploymentReplicas, json!(0), Some(0.0)),
             (Kind::DeploymentReplicas, json!(250), Some(250.0)),
-            (Kind::DeploymentReplicas, json!(2147483647), Some(2147483647.0)),
+            (
+                Kind::DeploymentReplicas,
+                json!(2147483647),
+                Some(2147483647.0),
+            ),
             (Kind::DeploymentReplicas, json!(2147483648u64), None),
             (Kind::DeploymentReplicas, json!(1.5), None),
             (Kind::DeploymentReplicas, json!(-1), None),

@@ -71,7 +71,11 @@ fn weight_total(canary: &Value, label: &str) -> Result<i64, Refusal> {
 
 /// Checks that `canary` (the object named `names.canary`, if it exists) is a canary Ingress
 /// beside an existing, non-canary `stable` one; its weight total.
-fn check(names: &Names, stable: Option<&Value>, canary: Option<&Value>) -> Result<(Value, i64), Refusal> {
+fn check(
+    names: &Names,
+    stable: Option<&Value>,
+    canary: Option<&Value>,
+) -> Result<(Value, i64), Refusal> {
     let stable_label = Object::new(ObjectKind::Ingress, &names.namespace, &names.stable).label();
     let canary_label = Object::new(ObjectKind::Ingress, &names.namespace, &names.canary).label();
     let stable = stable.ok_or_else(|| {
@@ -83,7 +87,10 @@ fn check(names: &Names, stable: Option<&Value>, canary: Option<&Value>) -> Resul
     if annotation(stable, CANARY).and_then(go_bool) == Some(true) {
         return Err(Refusal::new(
             "stable",
-            format!("{stable_label} is a canary Ingress itself ({CANARY} is {:?})", annotation(stable, CANARY).unwrap_or_default()),
+            format!(
+                "{stable_label} is a canary Ingress itself ({CANARY} is {:?})",
+                annotation(stable, CANARY).unwrap_or_default()
+            ),
         ));
     }
     let canary = canary.ok_or_else(|| {
@@ -112,7 +119,11 @@ fn check(names: &Names, stable: Option<&Value>, canary: Option<&Value>) -> Resul
 }
 
 /// Where the canary stands (for `plan status`), or why it is not a canary beside its stable.
-pub fn standing(names: &Names, stable: Option<&Value>, canary: Option<&Value>) -> Result<Standing, Refusal> {
+pub fn standing(
+    names: &Names,
+    stable: Option<&Value>,
+    canary: Option<&Value>,
+) -> Result<Standing, Refusal> {
     let (canary, total) = check(names, stable, canary)?;
     let written = annotation(&canary, WEIGHT).map(str::to_owned);
     let read = written.as_deref().and_then(go_int).unwrap_or(0);
@@ -197,8 +208,16 @@ mod tests {
             (json!({CANARY: "true", WEIGHT: "100"}), 100, None),
             (json!({CANARY: "1", WEIGHT: "5"}), 20, Some("20")),
             (json!({CANARY: "True"}), 30, Some("30")),
-            (json!({CANARY: "true", WEIGHT_TOTAL: "1000"}), 10, Some("100")),
-            (json!({CANARY: "true", WEIGHT_TOTAL: "1000", WEIGHT: "100"}), 10, None),
+            (
+                json!({CANARY: "true", WEIGHT_TOTAL: "1000"}),
+                10,
+                Some("100"),
+            ),
+            (
+                json!({CANARY: "true", WEIGHT_TOTAL: "1000", WEIGHT: "100"}),
+                10,
+                None,
+            ),
             (json!({CANARY: "true", WEIGHT_TOTAL: "50"}), 10, Some("5")),
             // "010" is 10 to ingress-nginx: nothing to write.
             (json!({CANARY: "true", WEIGHT: "010"}), 10, None),
@@ -229,7 +248,9 @@ mod tests {
                     assert_eq!(write.changes.len(), 1);
                     assert_eq!(write.changes[0].to, *weight);
                 }
-                (got, expected) => panic!("{annotations} {percent}: {got:?}, expected {expected:?}"),
+                (got, expected) => {
+                    panic!("{annotations} {percent}: {got:?}, expected {expected:?}")
+                }
             }
         }
     }
@@ -238,7 +259,15 @@ mod tests {
     fn what_is_not_a_canary_beside_its_stable_is_refused_by_name() {
         let plain = ingress("web", json!({}));
         let canary = ingress("web-canary", json!({CANARY: "true"}));
-        let cases: &[(Option<Value>, Option<Value>, i64, &str, &str)] = &[
+        // (stable, canary, percent, the refused field, the message's start)
+        type Case = (
+            Option<Value>,
+            Option<Value>,
+            i64,
+            &'static str,
+            &'static str,
+        );
+        let cases: &[Case] = &[
             (None, Some(canary.clone()), 10, "stable", "Ingress prod/web does not exist"),
             (
                 Some(ingress("web", json!({CANARY: "t"}))),
@@ -292,8 +321,8 @@ mod tests {
             ),
         ];
         for (stable, canary, percent, field, message) in cases {
-            let refusal = edit(&names(), stable.as_ref(), canary.as_ref(), *percent)
-                .expect_err(message);
+            let refusal =
+                edit(&names(), stable.as_ref(), canary.as_ref(), *percent).expect_err(message);
             assert_eq!(refusal.field, *field, "{refusal}");
             assert!(refusal.message.starts_with(message), "{refusal}");
             if *field != "weight" {
@@ -311,9 +340,19 @@ mod tests {
         let cases: &[(Value, Option<&str>, i64, f64)] = &[
             (json!({CANARY: "true"}), None, 100, 0.0),
             (json!({CANARY: "true", WEIGHT: "25"}), Some("25"), 100, 25.0),
-            (json!({CANARY: "true", WEIGHT: "25", WEIGHT_TOTAL: "50"}), Some("25"), 50, 50.0),
+            (
+                json!({CANARY: "true", WEIGHT: "25", WEIGHT_TOTAL: "50"}),
+                Some("25"),
+                50,
+                50.0,
+            ),
             (json!({CANARY: "true", WEIGHT: "x"}), Some("x"), 100, 0.0),
-            (json!({CANARY: "true", WEIGHT: "250"}), Some("250"), 100, 100.0),
+            (
+                json!({CANARY: "true", WEIGHT: "250"}),
+                Some("250"),
+                100,
+                100.0,
+            ),
         ];
         for (annotations, written, total, share) in cases {
             let canary = ingress("web-canary", annotations.clone());
@@ -332,10 +371,25 @@ mod tests {
 
     #[test]
     fn go_parsers_accept_what_go_accepts() {
-        for (text, value) in [("1", Some(true)), ("TRUE", Some(true)), ("F", Some(false)), ("yes", None), ("", None)] {
+        for (text, value) in [
+            ("1", Some(true)),
+            ("TRUE", Some(true)),
+            ("F", Some(false)),
+            ("yes", None),
+            ("", None),
+        ] {
             assert_eq!(go_bool(text), value, "{text:?}");
         }
-        for (text, value) in [("10", Some(10)), ("+7", Some(7)), ("-3", Some(-3)), ("007", Some(7)), (" 1", None), ("1.0", None), ("", None), ("+", None)] {
+        for (text, value) in [
+            ("10", Some(10)),
+            ("+7", Some(7)),
+            ("-3", Some(-3)),
+            ("007", Some(7)),
+            (" 1", None),
+            ("1.0", None),
+            ("", None),
+            ("+", None),
+        ] {
             assert_eq!(go_int(text), value, "{text:?}");
         }
     }

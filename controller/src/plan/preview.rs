@@ -41,15 +41,23 @@ pub fn handover(steps: &[Step], stable: &Workload, canary: &Workload, out: &mut 
     };
     for step in steps {
         let line = match *step {
-            Step::ScaleDown(side) => format!("{}: replicas {} -> 0", label(side), match side {
-                Side::Stable => stable.replicas,
-                Side::Canary => canary.replicas,
-            }),
+            Step::ScaleDown(side) => format!(
+                "{}: replicas {} -> 0",
+                label(side),
+                match side {
+                    Side::Stable => stable.replicas,
+                    Side::Canary => canary.replicas,
+                }
+            ),
             Step::AwaitGone(side) => format!("wait until {}'s pods are gone", label(side)),
-            Step::ScaleUp(side) => format!("{}: replicas {} -> 1", label(side), match side {
-                Side::Stable => stable.replicas,
-                Side::Canary => canary.replicas,
-            }),
+            Step::ScaleUp(side) => format!(
+                "{}: replicas {} -> 1",
+                label(side),
+                match side {
+                    Side::Stable => stable.replicas,
+                    Side::Canary => canary.replicas,
+                }
+            ),
             Step::Done => continue,
         };
         writeln!(out, "    {line}").ok();
@@ -129,7 +137,12 @@ fn number(value: Option<f64>) -> String {
 
 /// The status table, and which entries differ from the file.
 pub fn status_table(entries: &[EntryStatus], out: &mut String) {
-    let project_width = entries.iter().map(|e| e.project.len()).max().unwrap_or(0).max(7);
+    let project_width = entries
+        .iter()
+        .map(|e| e.project.len())
+        .max()
+        .unwrap_or(0)
+        .max(7);
     writeln!(
         out,
         "{:<5} {:<project_width$} {:<20} {:>6} {:>6} {:>7}  {:<8} DETAIL",
@@ -137,7 +150,10 @@ pub fn status_table(entries: &[EntryStatus], out: &mut String) {
     )
     .ok();
     for e in entries {
-        let share = e.share.map(|s| format!("{}%", number(Some(s)))).unwrap_or_else(|| "-".into());
+        let share = e
+            .share
+            .map(|s| format!("{}%", number(Some(s))))
+            .unwrap_or_else(|| "-".into());
         let state = if e.in_sync { "in sync" } else { "differs" };
         let detail = match &e.problem {
             Some(problem) => format!("{}; {problem}", e.detail),
@@ -156,7 +172,11 @@ pub fn status_table(entries: &[EntryStatus], out: &mut String) {
         )
         .ok();
     }
-    let differ: Vec<usize> = entries.iter().filter(|e| !e.in_sync).map(|e| e.entry).collect();
+    let differ: Vec<usize> = entries
+        .iter()
+        .filter(|e| !e.in_sync)
+        .map(|e| e.entry)
+        .collect();
     match differ.len() {
         0 => writeln!(out, "\nevery entry is as the file says").ok(),
         1 => writeln!(out, "\nentry {} differs from the file", ranges(&differ)).ok(),
@@ -199,11 +219,25 @@ mod tests {
             problem: None,
         };
         let mut out = String::new();
-        status_table(&[entry(1, true), entry(2, true), entry(3, false), entry(4, false)], &mut out);
-        assert!(out.ends_with("\nentries 3-4 differ from the file\n"), "{out}");
+        status_table(
+            &[
+                entry(1, true),
+                entry(2, true),
+                entry(3, false),
+                entry(4, false),
+            ],
+            &mut out,
+        );
+        assert!(
+            out.ends_with("\nentries 3-4 differ from the file\n"),
+            "{out}"
+        );
         assert!(out.contains("20%"), "{out}");
         let mut out = String::new();
         status_table(&[entry(1, true)], &mut out);
-        assert!(out.ends_with("\nevery entry is as the file says\n"), "{out}");
+        assert!(
+            out.ends_with("\nevery entry is as the file says\n"),
+            "{out}"
+        );
     }
 }

@@ -61,12 +61,20 @@ mod tests {
     #[test]
     fn only_the_canary_is_scaled_and_only_when_it_differs() {
         let stable = workload("d", 4, 4, 4);
-        let cases = [(0, 1, Some(1)), (1, 1, None), (3, 0, Some(0)), (0, 0, None), (2, 250, Some(250))];
+        let cases = [
+            (0, 1, Some(1)),
+            (1, 1, None),
+            (3, 0, Some(0)),
+            (0, 0, None),
+            (2, 250, Some(250)),
+        ];
         for (now, count, expected) in cases {
             let canary = workload("d-canary", now, now, 0);
             let write = edit(&names(), Some(&stable), Some(&canary), count).expect("both exist");
             assert_eq!(
-                write.as_ref().map(|w| (w.object.label(), w.desired["spec"]["replicas"].as_i64())),
+                write
+                    .as_ref()
+                    .map(|w| (w.object.label(), w.desired["spec"]["replicas"].as_i64())),
                 expected.map(|r| ("Deployment prod/d-canary".to_owned(), Some(r))),
                 "{now} -> {count}"
             );
@@ -77,8 +85,20 @@ mod tests {
     fn a_missing_deployment_is_refused_by_name() {
         let w = workload("d", 1, 1, 1);
         let stable = edit(&names(), None, Some(&w), 1).unwrap_err();
-        assert_eq!(stable, Refusal::new("stable", "Deployment prod/d (the stable release's) does not exist"));
+        assert_eq!(
+            stable,
+            Refusal::new(
+                "stable",
+                "Deployment prod/d (the stable release's) does not exist"
+            )
+        );
         let canary = edit(&names(), Some(&w), None, 1).unwrap_err();
-        assert_eq!(canary, Refusal::new("canary", "Deployment prod/d-canary (the canary release's) does not exist"));
+        assert_eq!(
+            canary,
+            Refusal::new(
+                "canary",
+                "Deployment prod/d-canary (the canary release's) does not exist"
+            )
+        );
     }
 }

@@ -93,16 +93,20 @@ async fn read(place: &Place, entry: &Entry, names: &Names) -> Result<Live, Error
                     )));
                 }
             }
-            return Ok(Live::Sticky(rollout));
+            return Ok(Live::Sticky(rollout.map(Box::new)));
         }
         Place::Kube { cluster, .. } => cluster,
     };
     let ns = &names.namespace;
     Ok(match entry.kind {
-        Kind::Sticky => Live::Sticky(sticky_target(cluster, names).load().await?),
+        Kind::Sticky => Live::Sticky(sticky_target(cluster, names).load().await?.map(Box::new)),
         Kind::IngressNginx => Live::Ingress {
-            stable: cluster.object(ObjectKind::Ingress, ns, &names.stable).await?,
-            canary: cluster.object(ObjectKind::Ingress, ns, &names.canary).await?,
+            stable: cluster
+                .object(ObjectKind::Ingress, ns, &names.stable)
+                .await?,
+            canary: cluster
+                .object(ObjectKind::Ingress, ns, &names.canary)
+                .await?,
         },
         Kind::IstioVsvc => Live::VirtualService(
             cluster
@@ -138,10 +142,14 @@ impl Prepared {
 }
 
 /// What the rollout of `live` (after `decision`) renders to against `target`'s live objects.
-async fn render<T: Target>(target: &T, live: &Live, decision: &Decision) -> Result<Option<Plan>, Error> {
+async fn render<T: Target>(
+    target: &T,
+    live: &Live,
+    decision: &Decision,
+) -> Result<Option<Plan>, Error> {
     let rollout = match (decision, live) {
         (Decision::Sticky(Some(next)), _) => next.as_ref(),
-        (Decision::Sticky(None), Live::Sticky(Some(current))) => current,
+        (Decision::Sticky(None), Live::Sticky(Some(current))) => current.as_ref(),
         _ => return Ok(None),
     };
     target.plan(rollout).await.map(Some)
@@ -153,7 +161,9 @@ async fn prepare(place: &Place, entries: &[Entry]) -> Result<Vec<Prepared>, Erro
     let mut refusals = Vec::new();
     for entry in entries {
         let names = naming::resolve(entry, place.namespace());
-        let live = read(place, entry, &names).await.map_err(|e| within(entry, e))?;
+        let live = read(place, entry, &names)
+            .await
+            .map_err(|e| within(entry, e))?;
         let decision = match entry::decide(entry, &names, &live) {
             Ok(decision) => decision,
             Err(refusal) => {
@@ -162,7 +172,9 @@ async fn prepare(place: &Place, entries: &[Entry]) -> Result<Vec<Prepared>, Erro
             }
         };
         let rendered = match place {
-            Place::Kube { cluster, .. } => render(&sticky_target(cluster, &names), &live, &decision).await,
+            Place::Kube { cluster, .. } => {
+                render(&sticky_target(cluster, &names), &live, &decision).await
+            }
             Place::EnvoyDir(dir) => render(dir, &live, &decision).await,
         };
         let rendered = match rendered.map_err(|e| within(entry, e)) {
@@ -198,7 +210,9 @@ async fn check(place: &Place, prepared: &[Prepared]) -> Result<usize, Error> {
         let result = async {
             if let Some(plan) = &p.rendered {
                 match place {
-                    Place::Kube { cluster, .. } => sticky_target(cluster, &p.names).check(plan).await?,
+                    Place::Kube { cluster, .. } => {
+                        sticky_target(cluster, &p.names).check(plan).await?
+                    }
                     Place::EnvoyDir(dir) => dir.check(plan).await?,
                 }
                 checked += plan.writes.len();
@@ -247,7 +261,12 @@ fn print_preview(prepared: &[Prepared], out: &mut String) {
                 }
             }
             Decision::Writes(writes) => preview::writes(writes, out),
-            Decision::Handover { steps, stable, canary, .. } => {
+            Decision::Handover {
+                steps,
+                stable,
+                canary,
+                ..
+            } => {
                 preview::handover(steps, stable, canary, out);
             }
         }
@@ -288,10 +307,14 @@ pub async fn apply(
     print_preview(&prepared, out);
     let changing = prepared.iter().filter(|p| !p.is_empty()).count();
     if changing == 0 {
-        writeln!(out, "nothing to change: every entry is as the {} says", match goal {
-            Goal::File => "file",
-            Goal::Stable => "rollback",
-        })
+        writeln!(
+            out,
+            "nothing to change: every entry is as the {} says",
+            match goal {
+                Goal::File => "file",
+                Goal::Stable => "rollback",
+            }
+        )
         .ok();
         return Ok(());
     }
@@ -303,7 +326,11 @@ pub async fn apply(
         .ok();
         return Ok(());
     }
-    writeln!(out, "the API server accepts all {checked} writes (dry run); applying").ok();
+    writeln!(
+        out,
+        "the API server accepts all {checked} writes (dry run); applying"
+    )
+    .ok();
     let mut wrote_any = false;
     for (i, p) in prepared.iter().enumerate() {
         let result = apply_entry(place, p, timeout).await;
@@ -329,7 +356,12 @@ pub async fn apply(
             }
         }
     }
-    writeln!(out, "plan applied: {}", preview::entries(&prepared.iter().map(|p| &p.entry).collect::<Vec<_>>())).ok();
+    writeln!(
+        out,
+        "plan applied: {}",
+        preview::entries(&prepared.iter().map(|p| &p.entry).collect::<Vec<_>>())
+    )
+    .ok();
     Ok(())
 }
 
@@ -344,7 +376,11 @@ fn err_text(err: &Error) -> Error {
 
 /// Applies one entry, read and edited again (on every conflict too); whether it wrote, and
 /// what it did.
-async fn apply_entry(place: &Place, p: &Prepared, timeout: Duration) -> Result<(bool, String), Error> {
+async fn apply_entry(
+    place: &Place,
+    p: &Prepared,
+    timeout: Duration,
+) -> Result<(bool, String), Error> {
     let (entry, names) = (&p.entry, &p.names);
     let cluster = match place {
         Place::EnvoyDir(dir) => return apply_sticky(dir, entry, names).await,
@@ -356,7 +392,9 @@ async fn apply_entry(place: &Place, p: &Prepared, timeout: Duration) -> Result<(
         Kind::IngressNginx | Kind::IstioVsvc | Kind::DeploymentReplicas => {
             let written = retry_on_conflict(|| async {
                 let live = read(place, entry, names).await?;
-                let Decision::Writes(writes) = entry::decide(entry, names, &live).map_err(|r| refused(entry, r))? else {
+                let Decision::Writes(writes) =
+                    entry::decide(entry, names, &live).map_err(|r| refused(entry, r))?
+                else {
                     return Err(Error::Runtime("not a plain write".into()));
                 };
                 for write in &writes {
@@ -371,9 +409,9 @@ async fn apply_entry(place: &Place, p: &Prepared, timeout: Duration) -> Result<(
                     let changes: Vec<String> = writes
                         .iter()
                         .flat_map(|w| {
-                            w.changes
-                                .iter()
-                                .map(|c| format!("{} {} {} -> {}", w.object.label(), c.field, c.from, c.to))
+                            w.changes.iter().map(|c| {
+                                format!("{} {} {} -> {}", w.object.label(), c.field, c.from, c.to)
+                            })
                         })
                         .collect();
                     format!("applied: {}", changes.join("; "))
@@ -385,10 +423,16 @@ async fn apply_entry(place: &Place, p: &Prepared, timeout: Duration) -> Result<(
 }
 
 /// `STICKY`: the weight through `set-weight`'s transition, saved as read, then converged.
-async fn apply_sticky<T: Target>(target: &T, entry: &Entry, names: &Names) -> Result<(bool, String), Error> {
+async fn apply_sticky<T: Target>(
+    target: &T,
+    entry: &Entry,
+    names: &Names,
+) -> Result<(bool, String), Error> {
     let changed = retry_on_conflict(|| async {
         let current = target.load().await?;
-        let Some(next) = super::sticky::edit(names, current.as_ref(), entry.weight).map_err(|r| refused(entry, r))? else {
+        let Some(next) = super::sticky::edit(names, current.as_ref(), entry.weight)
+            .map_err(|r| refused(entry, r))?
+        else {
             return Ok(false);
         };
         let plan = target.plan(&next).await?;
@@ -404,15 +448,27 @@ async fn apply_sticky<T: Target>(target: &T, entry: &Entry, names: &Names) -> Re
     };
     let report = match (changed, written) {
         (false, 0) => "nothing to change".to_owned(),
-        (false, n) => format!("applied: weight unchanged, {} drifted and re-applied", objects(n)),
-        (true, n) => format!("applied: canary at {}% ({} written)", entry.weight, objects(n)),
+        (false, n) => format!(
+            "applied: weight unchanged, {} drifted and re-applied",
+            objects(n)
+        ),
+        (true, n) => format!(
+            "applied: canary at {}% ({} written)",
+            entry.weight,
+            objects(n)
+        ),
     };
     Ok((changed || written > 0, report))
 }
 
 /// `DEPLOYMENT_SINGLETON`: hands over to the side the entry names, never both running.
 /// Bounded by `timeout` (the old pods' going) and by [`MAX_ATTEMPTS`] conflicting writes.
-async fn hand_over(cluster: &Cluster, entry: &Entry, names: &Names, timeout: Duration) -> Result<(bool, String), Error> {
+async fn hand_over(
+    cluster: &Cluster,
+    entry: &Entry,
+    names: &Names,
+    timeout: Duration,
+) -> Result<(bool, String), Error> {
     let runs = Side::of_weight(entry.count());
     let started = Instant::now();
     let mut done: Vec<String> = Vec::new();
@@ -431,7 +487,8 @@ async fn hand_over(cluster: &Cluster, entry: &Entry, names: &Names, timeout: Dur
     loop {
         let stable = cluster.workload(&names.namespace, &names.stable).await?;
         let canary = cluster.workload(&names.namespace, &names.canary).await?;
-        let (stable, canary) = both(names, stable.as_ref(), canary.as_ref()).map_err(|r| refused(entry, r))?;
+        let (stable, canary) =
+            both(names, stable.as_ref(), canary.as_ref()).map_err(|r| refused(entry, r))?;
         let step = singleton::step(stable, canary, runs);
         let (workload, replicas) = match step {
             Step::Done => break,
@@ -463,7 +520,10 @@ async fn hand_over(cluster: &Cluster, entry: &Entry, names: &Names, timeout: Dur
             Err(Error::Conflict(what)) => {
                 conflicts += 1;
                 if conflicts >= MAX_ATTEMPTS {
-                    return Err(halfway(&done, format!("gave up after {MAX_ATTEMPTS} conflicts: {what} keeps changing")));
+                    return Err(halfway(
+                        &done,
+                        format!("gave up after {MAX_ATTEMPTS} conflicts: {what} keeps changing"),
+                    ));
                 }
             }
             Err(err) => return Err(halfway(&done, err.to_string())),
@@ -479,21 +539,36 @@ async fn hand_over(cluster: &Cluster, entry: &Entry, names: &Names, timeout: Dur
             done.join(", "),
             gone.as_secs_f64()
         ),
-        (_, None) => format!("{} runs alone after {:.2}s ({})", runs.as_str(), took.as_secs_f64(), done.join(", ")),
+        (_, None) => format!(
+            "{} runs alone after {:.2}s ({})",
+            runs.as_str(),
+            took.as_secs_f64(),
+            done.join(", ")
+        ),
     };
     Ok((!done.is_empty(), report))
 }
 
 /// `plan status`: where each entry stands against the file, as a table or JSON.
-pub async fn status(place: &Place, entries: &[Entry], source: &str, json: bool, out: &mut String) -> Result<(), Error> {
+pub async fn status(
+    place: &Place,
+    entries: &[Entry],
+    source: &str,
+    json: bool,
+    out: &mut String,
+) -> Result<(), Error> {
     check_place(place, entries)?;
     let mut statuses: Vec<EntryStatus> = Vec::new();
     for entry in entries {
         let names = naming::resolve(entry, place.namespace());
-        let live = read(place, entry, &names).await.map_err(|e| within(entry, e))?;
+        let live = read(place, entry, &names)
+            .await
+            .map_err(|e| within(entry, e))?;
         let decision = entry::decide(entry, &names, &live).ok();
         let rendered = match (&decision, place) {
-            (Some(d), Place::Kube { cluster, .. }) => render(&sticky_target(cluster, &names), &live, d).await,
+            (Some(d), Place::Kube { cluster, .. }) => {
+                render(&sticky_target(cluster, &names), &live, d).await
+            }
             (Some(d), Place::EnvoyDir(dir)) => render(dir, &live, d).await,
             (None, _) => Ok(None),
         };

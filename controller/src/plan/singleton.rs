@@ -69,7 +69,10 @@ fn pick<'a>(side: Side, stable: &'a Workload, canary: &'a Workload) -> &'a Workl
 
 /// The next move towards `runs` running alone.
 pub fn step(stable: &Workload, canary: &Workload, runs: Side) -> Step {
-    let (on, off) = (pick(runs, stable, canary), pick(runs.other(), stable, canary));
+    let (on, off) = (
+        pick(runs, stable, canary),
+        pick(runs.other(), stable, canary),
+    );
     if off.replicas > 0 {
         Step::ScaleDown(runs.other())
     } else if off.may_run() {
@@ -97,7 +100,9 @@ pub fn handover(stable: &Workload, canary: &Workload, runs: Side) -> Vec<Step> {
         };
         match next {
             Step::ScaleDown(_) => moved.replicas = 0,
-            Step::AwaitGone(_) => (moved.status_replicas, moved.pods, moved.observed) = (0, 0, true),
+            Step::AwaitGone(_) => {
+                (moved.status_replicas, moved.pods, moved.observed) = (0, 0, true)
+            }
             _ => moved.replicas = 1,
         }
         steps.push(next);
@@ -107,7 +112,12 @@ pub fn handover(stable: &Workload, canary: &Workload, runs: Side) -> Vec<Step> {
 
 /// The scale writes of a handover from here, each against the Deployment as read: what the
 /// server is asked to check before anything is written.
-pub fn writes(names: &Names, stable: Option<&Workload>, canary: Option<&Workload>, runs: Side) -> Result<Vec<Write>, Refusal> {
+pub fn writes(
+    names: &Names,
+    stable: Option<&Workload>,
+    canary: Option<&Workload>,
+    runs: Side,
+) -> Result<Vec<Write>, Refusal> {
     let (stable, canary) = both(names, stable, canary)?;
     Ok(handover(stable, canary, runs)
         .into_iter()
@@ -176,11 +186,21 @@ mod tests {
         for (s, c, runs, expected) in cases {
             let stable = workload("job", s.0, s.1, s.2);
             let canary = workload("job-canary", c.0, c.1, c.2);
-            assert_eq!(step(&stable, &canary, *runs), *expected, "{s:?} {c:?} {runs:?}");
+            assert_eq!(
+                step(&stable, &canary, *runs),
+                *expected,
+                "{s:?} {c:?} {runs:?}"
+            );
         }
         // A spec the controller has not seen yet may still start pods: wait for it.
-        let unseen = Workload { observed: false, ..workload("job", 0, 0, 0) };
-        assert_eq!(step(&unseen, &workload("job-canary", 0, 0, 0), Canary), AwaitGone(Stable));
+        let unseen = Workload {
+            observed: false,
+            ..workload("job", 0, 0, 0)
+        };
+        assert_eq!(
+            step(&unseen, &workload("job-canary", 0, 0, 0), Canary),
+            AwaitGone(Stable)
+        );
     }
 
     #[test]
@@ -194,17 +214,26 @@ mod tests {
                         for cs in 0..3 {
                             for cp in 0..3usize {
                                 for observed in [true, false] {
-                                    let stable = Workload { observed, ..workload("job", sr, ss, sp) };
+                                    let stable = Workload {
+                                        observed,
+                                        ..workload("job", sr, ss, sp)
+                                    };
                                     let canary = workload("job-canary", cr, cs, cp);
                                     for runs in [Stable, Canary] {
                                         let next = step(&stable, &canary, runs);
                                         if let ScaleUp(side) = next {
                                             assert_eq!(side, runs);
                                             let other = pick(runs.other(), &stable, &canary);
-                                            assert!(!other.may_run(), "{stable:?} {canary:?} {runs:?}");
+                                            assert!(
+                                                !other.may_run(),
+                                                "{stable:?} {canary:?} {runs:?}"
+                                            );
                                         }
                                         if next == Done {
-                                            assert_eq!(standing(&stable, &canary), Standing::Alone(runs));
+                                            assert_eq!(
+                                                standing(&stable, &canary),
+                                                Standing::Alone(runs)
+                                            );
                                         }
                                     }
                                 }
@@ -220,10 +249,16 @@ mod tests {
     fn the_preview_lists_the_whole_handover_from_where_it_stands() {
         let running = workload("job", 1, 1, 1);
         let idle = workload("job-canary", 0, 0, 0);
-        assert_eq!(handover(&running, &idle, Canary), [ScaleDown(Stable), AwaitGone(Stable), ScaleUp(Canary)]);
+        assert_eq!(
+            handover(&running, &idle, Canary),
+            [ScaleDown(Stable), AwaitGone(Stable), ScaleUp(Canary)]
+        );
         assert_eq!(handover(&running, &idle, Stable), []);
         let halfway = workload("job", 0, 1, 1);
-        assert_eq!(handover(&halfway, &idle, Canary), [AwaitGone(Stable), ScaleUp(Canary)]);
+        assert_eq!(
+            handover(&halfway, &idle, Canary),
+            [AwaitGone(Stable), ScaleUp(Canary)]
+        );
         let names = Names {
             namespace: "prod".into(),
             rollout: "job".into(),
@@ -234,10 +269,24 @@ mod tests {
         let labels: Vec<(String, i64)> = writes(&names, Some(&running), Some(&idle), Canary)
             .unwrap()
             .iter()
-            .map(|w| (w.object.label(), w.desired["spec"]["replicas"].as_i64().unwrap()))
+            .map(|w| {
+                (
+                    w.object.label(),
+                    w.desired["spec"]["replicas"].as_i64().unwrap(),
+                )
+            })
             .collect();
-        assert_eq!(labels, [("Deployment prod/job".to_owned(), 0), ("Deployment prod/job-canary".to_owned(), 1)]);
-        assert_eq!(writes(&names, None, Some(&idle), Canary).unwrap_err().field, "stable");
+        assert_eq!(
+            labels,
+            [
+                ("Deployment prod/job".to_owned(), 0),
+                ("Deployment prod/job-canary".to_owned(), 1)
+            ]
+        );
+        assert_eq!(
+            writes(&names, None, Some(&idle), Canary).unwrap_err().field,
+            "stable"
+        );
     }
 
     #[test]

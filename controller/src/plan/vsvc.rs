@@ -48,8 +48,12 @@ pub fn apportion(total: u64, proportions: &[u64]) -> Vec<u64> {
 /// Whether destination host `host` is the service `name` (either may be fully qualified).
 fn is_host(host: &str, name: &str) -> bool {
     host == name
-        || host.strip_prefix(name).is_some_and(|rest| rest.starts_with('.'))
-        || name.strip_prefix(host).is_some_and(|rest| rest.starts_with('.'))
+        || host
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('.'))
+        || name
+            .strip_prefix(host)
+            .is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// One HTTP route that has the canary's host, as it stands.
@@ -208,7 +212,11 @@ pub fn edit(names: &Names, vs: Option<&Value>, percent: u64) -> Result<Option<Wr
             if *before != *after {
                 changes.push(FieldChange::new(
                     format!("http[{}].route[{label}].weight", route.key),
-                    if absent { "-".to_owned() } else { before.to_string() },
+                    if absent {
+                        "-".to_owned()
+                    } else {
+                        before.to_string()
+                    },
                     after.to_string(),
                 ));
             }
@@ -326,11 +334,20 @@ mod tests {
     fn two_destinations_split_and_a_second_apply_writes_nothing() {
         let start = vs(json!([{"name": "map", "route": [
             dest("map", Some(100)), dest("map-canary.prod.svc.cluster.local", Some(0))]}]));
-        let cases: &[(u64, &[u64])] = &[(10, &[90, 10]), (0, &[100, 0]), (100, &[0, 100]), (1, &[99, 1])];
+        let cases: &[(u64, &[u64])] = &[
+            (10, &[90, 10]),
+            (0, &[100, 0]),
+            (100, &[0, 100]),
+            (1, &[99, 1]),
+        ];
         for (percent, expected) in cases {
             let after = step(&start, *percent);
             assert_eq!(weights(&after, 0), *expected, "{percent}");
-            assert_eq!(edit(&names(), Some(&after), *percent), Ok(None), "idempotent");
+            assert_eq!(
+                edit(&names(), Some(&after), *percent),
+                Ok(None),
+                "idempotent"
+            );
         }
         assert_eq!(edit(&names(), Some(&start), 0), Ok(None));
         let write = edit(&names(), Some(&start), 10).unwrap().unwrap();
@@ -338,7 +355,11 @@ mod tests {
             write.changes,
             [
                 FieldChange::new("http[map].route[map].weight", "100", "90"),
-                FieldChange::new("http[map].route[map-canary.prod.svc.cluster.local].weight", "0", "10"),
+                FieldChange::new(
+                    "http[map].route[map-canary.prod.svc.cluster.local].weight",
+                    "0",
+                    "10"
+                ),
             ]
         );
         // Only the weights and the record change; the read's resourceVersion is kept.
@@ -374,7 +395,9 @@ mod tests {
         let after = step(&current, 10);
         assert_eq!(weights(&after, 0), [45, 45, 10]);
         // All others at 0 and no record: equal shares.
-        let bare = vs(json!([{"route": [dest("map", Some(0)), dest("map-legacy", None), dest("map-canary", Some(100))]}]));
+        let bare = vs(
+            json!([{"route": [dest("map", Some(0)), dest("map-legacy", None), dest("map-canary", Some(100))]}]),
+        );
         assert_eq!(weights(&step(&bare, 10), 0), [45, 45, 10]);
     }
 
@@ -390,7 +413,10 @@ mod tests {
         assert_eq!(after["spec"]["http"][1], start["spec"]["http"][1]);
         assert_eq!(weights(&after, 2), [20, 80]);
         let got = routes(&names(), Some(&after)).unwrap();
-        let keys: Vec<(&str, u64)> = got.iter().map(|r| (r.key.as_str(), r.canary_weight())).collect();
+        let keys: Vec<(&str, u64)> = got
+            .iter()
+            .map(|r| (r.key.as_str(), r.canary_weight()))
+            .collect();
         assert_eq!(keys, [("api", 20), ("#2", 20)]);
     }
 

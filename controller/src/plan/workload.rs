@@ -111,7 +111,13 @@ mod tests {
             (workload("a", 0, 0, 1), true),
             (workload("a", 0, 1, 0), true),
             (workload("a", 1, 0, 0), true),
-            (Workload { observed: false, ..workload("a", 0, 0, 0) }, true),
+            (
+                Workload {
+                    observed: false,
+                    ..workload("a", 0, 0, 0)
+                },
+                true,
+            ),
             (workload("a", 0, 0, 0), false),
         ];
         for (w, expected) in cases {
