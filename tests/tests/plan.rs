@@ -449,7 +449,7 @@ async fn a_singleton_handover_waits_until_the_old_pods_are_gone_never_both_and_r
         .await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stderr.contains("timed out after 1s waiting for Deployment prod/batch-canary's pods to be gone (1 pods")
+        out.stderr.contains("timed out after 1s waiting for Deployment prod/batch-canary's pods to be gone (1 left")
             && out.stderr.contains("Deployment prod/batch was not scaled up")
             && out.stderr.contains("done so far: Deployment prod/batch-canary scaled to 0; run the plan again to resume")
             && out.stderr.contains("applied: no entry; not applied: entry 1 (batch)"),

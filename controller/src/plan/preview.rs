@@ -35,28 +35,19 @@ pub fn writes(writes: &[Write], out: &mut String) {
 
 /// The moves of a singleton's handover, one per line.
 pub fn handover(steps: &[Step], stable: &Workload, canary: &Workload, out: &mut String) {
-    let label = |side: Side| match side {
-        Side::Stable => stable.label(),
-        Side::Canary => canary.label(),
-    };
+    let pick = |side| if side == Side::Stable { stable } else { canary };
     for step in steps {
         let line = match *step {
             Step::ScaleDown(side) => format!(
                 "{}: replicas {} -> 0",
-                label(side),
-                match side {
-                    Side::Stable => stable.replicas,
-                    Side::Canary => canary.replicas,
-                }
+                pick(side).label(),
+                pick(side).replicas
             ),
-            Step::AwaitGone(side) => format!("wait until {}'s pods are gone", label(side)),
+            Step::AwaitGone(side) => format!("wait until {}'s pods are gone", pick(side).label()),
             Step::ScaleUp(side) => format!(
                 "{}: replicas {} -> 1",
-                label(side),
-                match side {
-                    Side::Stable => stable.replicas,
-                    Side::Canary => canary.replicas,
-                }
+                pick(side).label(),
+                pick(side).replicas
             ),
             Step::Done => continue,
         };

@@ -342,13 +342,15 @@ pub async fn apply(
             Err(err) => {
                 let done: Vec<&Entry> = prepared[..i].iter().map(|p| &p.entry).collect();
                 let rest: Vec<&Entry> = prepared[i..].iter().map(|p| &p.entry).collect();
+                let refusal = err.exit_code() == EXIT_INVALID;
                 let message = format!(
                     "{}\napplied: {}; not applied: {}",
-                    within(&p.entry, err_text(&err)),
+                    within(&p.entry, err),
                     preview::entries(&done),
                     preview::entries(&rest)
                 );
-                return Err(if wrote_any || err.exit_code() != EXIT_INVALID {
+                // A refusal is exit code 2 only while nothing was written.
+                return Err(if wrote_any || !refusal {
                     Error::Runtime(message)
                 } else {
                     Error::Invalid(message)
@@ -363,15 +365,6 @@ pub async fn apply(
     )
     .ok();
     Ok(())
-}
-
-/// An error's message as an error of the same kind (for [`within`]).
-fn err_text(err: &Error) -> Error {
-    if err.exit_code() == EXIT_INVALID {
-        Error::Invalid(err.to_string())
-    } else {
-        Error::Runtime(err.to_string())
-    }
 }
 
 /// Applies one entry, read and edited again (on every conflict too); whether it wrote, and
@@ -489,30 +482,43 @@ async fn hand_over(
         let canary = cluster.workload(&names.namespace, &names.canary).await?;
         let (stable, canary) =
             both(names, stable.as_ref(), canary.as_ref()).map_err(|r| refused(entry, r))?;
+        let pick = |side| if side == Side::Stable { stable } else { canary };
         let step = singleton::step(stable, canary, runs);
-        let (workload, replicas) = match step {
-            Step::Done => break,
-            Step::AwaitGone(side) => {
-                let waiting = if side == Side::Stable { stable } else { canary };
-                if started.elapsed() >= timeout {
-                    return Err(halfway(&done, format!(
-                        "timed out after {}s waiting for {}'s pods to be gone ({} pods, {} counted by its controller); {} was not scaled up",
+        // The whole handover is bounded, not only its wait: someone scaling the old one up
+        // again and again cannot keep it going.
+        if step != Step::Done && started.elapsed() >= timeout {
+            let why = match step {
+                Step::AwaitGone(side) => {
+                    let waiting = pick(side);
+                    format!(
+                        "timed out after {}s waiting for {}'s pods to be gone ({} left, {} replicas counted by its controller); {} was not scaled up",
                         timeout.as_secs(),
                         waiting.label(),
                         waiting.pods,
                         waiting.status_replicas,
-                        if side == Side::Stable { canary.label() } else { stable.label() },
-                    )));
+                        pick(side.other()).label(),
+                    )
                 }
+                _ => format!(
+                    "timed out after {}s handing over to {}",
+                    timeout.as_secs(),
+                    pick(runs).label()
+                ),
+            };
+            return Err(halfway(&done, why));
+        }
+        let (workload, replicas) = match step {
+            Step::Done => break,
+            Step::AwaitGone(_) => {
                 tokio::time::sleep(POLL).await;
                 continue;
             }
-            Step::ScaleDown(side) => (if side == Side::Stable { stable } else { canary }, 0),
+            Step::ScaleDown(side) => (pick(side), 0),
             Step::ScaleUp(side) => {
                 if gone_after.is_none() && !done.is_empty() {
                     gone_after = Some(started.elapsed());
                 }
-                (if side == Side::Stable { stable } else { canary }, 1)
+                (pick(side), 1)
             }
         };
         match cluster.write(&workload.scale_to(replicas), false).await {
@@ -525,6 +531,7 @@ async fn hand_over(
                         format!("gave up after {MAX_ATTEMPTS} conflicts: {what} keeps changing"),
                     ));
                 }
+                tokio::time::sleep(POLL).await;
             }
             Err(err) => return Err(halfway(&done, err.to_string())),
         }
