@@ -149,14 +149,21 @@ impl Entry {
     }
 }
 
-/// The field names of an entry, for the message on an unknown one.
-const FIELDS: &str = "project, type, weight, namespace, rollout, virtualService, stable, canary";
-
 /// Parses and checks a whole plan file; `source` names it in messages.
 pub fn parse(text: &str, source: &str) -> Result<Vec<Entry>, Error> {
     let invalid = |m: String| Error::Invalid(format!("{source}: {m}"));
-    let items: Vec<Value> = serde_saphyr::from_str(text)
-        .map_err(|e| invalid(format!("not a list of plan entries: {e}")))?;
+    let document: Value = serde_saphyr::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        invalid(format!(
+            "not valid YAML: {}",
+            message.strip_prefix("error: ").unwrap_or(&message)
+        ))
+    })?;
+    let items = match document {
+        Value::Array(items) => items,
+        Value::Null => Vec::new(),
+        _ => return Err(invalid("not a list of plan entries".into())),
+    };
     if items.is_empty() {
         return Err(invalid("the plan has no entries".into()));
     }
@@ -195,14 +202,7 @@ fn entry(index: usize, item: Value) -> Result<Entry, String> {
             "{what}: expected a mapping with project, type and weight"
         ));
     }
-    let raw: RawEntry = serde_json::from_value(item).map_err(|e| {
-        let message = e.to_string();
-        if message.starts_with("unknown field") {
-            format!("{what}: {message} (fields: {FIELDS})")
-        } else {
-            format!("{what}: {message}")
-        }
-    })?;
+    let raw: RawEntry = serde_json::from_value(item).map_err(|e| format!("{what}: {e}"))?;
     let overrides = Overrides {
         rollout: raw.rollout,
         virtual_service: raw.virtual_service,
@@ -419,6 +419,7 @@ mod tests {
             ("", "p.yaml: the plan has no entries"),
             ("[]", "p.yaml: the plan has no entries"),
             ("project: server\n", "p.yaml: not a list of plan entries"),
+            ("- {project: [\n", "p.yaml: not valid YAML: line 1"),
             ("- [1, 2]\n", "p.yaml: entry 1: expected a mapping"),
             (
                 "- {project: web, type: INGRESS_NGINX, weigth: 10}\n",

@@ -307,15 +307,11 @@ pub async fn apply(
     print_preview(&prepared, out);
     let changing = prepared.iter().filter(|p| !p.is_empty()).count();
     if changing == 0 {
-        writeln!(
-            out,
-            "nothing to change: every entry is as the {} says",
-            match goal {
-                Goal::File => "file",
-                Goal::Stable => "rollback",
-            }
-        )
-        .ok();
+        let already = match goal {
+            Goal::File => "every entry is as the file says",
+            Goal::Stable => "every entry is on stable already",
+        };
+        writeln!(out, "nothing to change: {already}").ok();
         return Ok(());
     }
     if dry_run {
