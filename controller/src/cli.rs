@@ -115,12 +115,12 @@ enum Command {
     },
     /// Run the reconcile loop on every StickyCanary (of `--namespace`, or all).
     Controller,
+    /// Print the StickyCanary CRD.
+    Crd,
     /// One plan file for every workload of a release: apply it, see where it stands, roll
     /// it back.
     #[command(subcommand)]
     Plan(crate::plan::command::PlanCommand),
-    /// Print the StickyCanary CRD.
-    Crd,
 }
 
 #[derive(Debug, Args)]
@@ -290,10 +290,6 @@ where
 }
 
 async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
-    if let Command::Crd = cli.command {
-        out.push_str(&model::crd_yaml());
-        return Ok(());
-    }
     if let Command::Plan(plan) = &cli.command {
         let at = crate::plan::command::Where {
             namespace: cli.namespace.as_deref(),
@@ -301,6 +297,10 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
             envoy_dir: cli.envoy_dir.as_deref(),
         };
         return crate::plan::command::execute(plan, at, out).await;
+    }
+    if let Command::Crd = cli.command {
+        out.push_str(&model::crd_yaml());
+        return Ok(());
     }
     if let Some(dir) = &cli.envoy_dir {
         if let Command::Controller = cli.command {
