@@ -145,6 +145,10 @@ enum Command {
     Controller(ControllerArgs),
     /// Print the StickyCanary CRD.
     Crd,
+    /// One plan file for every workload of a release: apply it, see where it stands, roll
+    /// it back.
+    #[command(subcommand)]
+    Plan(crate::plan::command::PlanCommand),
 }
 
 #[derive(Debug, Args)]
@@ -409,6 +413,14 @@ where
 }
 
 async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
+    if let Command::Plan(plan) = &cli.command {
+        let at = crate::plan::command::Where {
+            namespace: cli.namespace.as_deref(),
+            kubeconfig: cli.kubeconfig.as_deref(),
+            envoy_dir: cli.envoy_dir.as_deref(),
+        };
+        return crate::plan::command::execute(plan, at, out).await;
+    }
     if let Command::Crd = cli.command {
         out.push_str(&model::crd_yaml());
         return Ok(());
@@ -518,7 +530,7 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         }
         Command::Explain(args) => return explain(target, args, out).await,
         Command::Render => return render(target, out).await,
-        Command::Controller(_) | Command::Crd | Command::Delete { .. } => {
+        Command::Controller(_) | Command::Crd | Command::Delete { .. } | Command::Plan(_) => {
             unreachable!("handled before a target is opened")
         }
         Command::Start { canary, dry } => (

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod ops;
+pub mod plan;
 pub mod prometheus;
 pub mod reconcile;
 pub mod render;

@@ -45,10 +45,8 @@ fn rollout(
     extra: &[&str],
     edit: impl FnOnce(&mut StickyCanary),
 ) -> Rollout {
-    let faults: BTreeMap<String, Faults> = faults
-        .iter()
-        .map(|(v, f)| ((*v).to_owned(), *f))
-        .collect();
+    let faults: BTreeMap<String, Faults> =
+        faults.iter().map(|(v, f)| ((*v).to_owned(), *f)).collect();
     let plugin = weights(&[(STABLE, 100.0), (CANARY, 0.0)]);
     let mut stack = Stack::start_faulty(upstream_bin(), &plugin, EnvoyOptions::default(), &faults)
         .unwrap_or_else(|e| panic!("{e:#}"));

@@ -206,7 +206,7 @@ pub fn objects_api(
 }
 
 /// A 409 as [`Error::Conflict`] naming `what`; other errors as they are.
-fn conflict_on_409(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
+pub(crate) fn conflict_on_409(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
     move |err| match &err {
         kube::Error::Api(status) if status.code == 409 => Error::Conflict(what.to_owned()),
         _ => Error::Kube(err),
@@ -218,7 +218,7 @@ fn conflict_on_409(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
 /// re-reads and renders again. A 404 is no rare case: the last rollout leaving a shared
 /// WasmPlugin deletes it while another rollout, having read it, is joining it; that one must
 /// create it anew, not fail.
-fn stale_on_replace(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
+pub(crate) fn stale_on_replace(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
     move |err| match &err {
         kube::Error::Api(status) if status.code == 404 => {
             Error::Conflict(format!("{what} (deleted since it was read)"))
@@ -231,7 +231,7 @@ fn stale_on_replace(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
 /// Invalid: a schema or CEL rule of its CRD; 400 BadRequest: a body it cannot decode) is bad
 /// input found before anything was written, so [`Error::Invalid`] with the server's own
 /// words, which name the field and the rule; other errors as they are.
-fn refused(what: &str) -> impl FnOnce(Error) -> Error + '_ {
+pub(crate) fn refused(what: &str) -> impl FnOnce(Error) -> Error + '_ {
     move |err| match &err {
         Error::Kube(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
             Error::Invalid(format!(

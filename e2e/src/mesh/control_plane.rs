@@ -1,7 +1,8 @@
 //! etcd, kube-apiserver and istiod on loopback: a real Kubernetes API with RBAC, Istio's
 //! CRDs and ours, and istiod translating what it holds into xDS for the Envoys of
-//! [`super::proxy`]. No kubelet, scheduler or controller-manager runs: workloads are upstream
-//! processes on 127.0.0.1, registered with ServiceEntries that carry their version labels.
+//! [`super::proxy`]. No kubelet or scheduler runs: workloads are upstream processes on
+//! 127.0.0.1, registered with ServiceEntries that carry their version labels. The
+//! controller-manager runs only when a test asks ([`ControlPlane::start_controller_manager`]).
 //!
 //! Everything stops when the value is dropped; every process also dies with the test process.
 
@@ -47,6 +48,7 @@ pub struct ControlPlane {
     /// istiod's plaintext xDS address, where the Envoys connect.
     pub xds: SocketAddr,
     // Dropped in reverse order of start: istiod before the API server before etcd.
+    controller_manager: std::sync::Mutex<Option<ChildGuard>>,
     _istiod: ChildGuard,
     _apiserver: ChildGuard,
     _etcd: ChildGuard,
@@ -171,6 +173,7 @@ impl ControlPlane {
             &mut [&mut istiod],
         );
         let plane = ControlPlane {
+            controller_manager: std::sync::Mutex::new(None),
             admin_token,
             api,
             xds,
@@ -183,6 +186,42 @@ impl ControlPlane {
         };
         istiod_ready.map_err(|err| plane.explain("istiod", err))?;
         Ok(plane)
+    }
+
+    /// Starts kube-controller-manager (once; later calls find it running) with the
+    /// Deployment and ReplicaSet controllers alone: Deployments then get ReplicaSets, Pods
+    /// and a status, as on a cluster. No scheduler or kubelet runs, so the Pods stay Pending
+    /// on no node, and the API server removes such a Pod at once when it is deleted.
+    /// Must be called on the thread that keeps the control plane (its processes die with it).
+    pub fn start_controller_manager(&self) -> Result<()> {
+        let mut running = self
+            .controller_manager
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(process) = running.as_mut() {
+            return match process.exited() {
+                None => Ok(()),
+                Some(exited) => Err(self.explain("kube-controller-manager", anyhow!(exited))),
+            };
+        }
+        let tools = Tools::locate()?;
+        let kubeconfig = self.dir.path().join("admin.kubeconfig");
+        let process = spawn(
+            &tools.kube_controller_manager,
+            self.dir.path(),
+            "kube-controller-manager",
+            &[
+                format!("--kubeconfig={}", kubeconfig.display()),
+                "--controllers=deployment,replicaset".into(),
+                "--leader-elect=false".into(),
+                // Nothing here scrapes or probes it.
+                "--secure-port=0".into(),
+                "--v=1".into(),
+            ],
+            &[],
+        )?;
+        *running = Some(process);
+        Ok(())
     }
 
     /// Adds the end of a part's log to an error.

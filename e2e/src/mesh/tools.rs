@@ -15,6 +15,8 @@ pub struct Tools {
     pub etcd: PathBuf,
     /// kube-apiserver.
     pub kube_apiserver: PathBuf,
+    /// kube-controller-manager (its Deployment and ReplicaSet controllers, on demand).
+    pub kube_controller_manager: PathBuf,
     /// istiod (`pilot-discovery`).
     pub pilot_discovery: PathBuf,
 }
@@ -51,6 +53,7 @@ impl Tools {
         Ok(Tools {
             etcd: path("etcd")?,
             kube_apiserver: path("kube-apiserver")?,
+            kube_controller_manager: path("kube-controller-manager")?,
             pilot_discovery: path("pilot-discovery")?,
         })
     }

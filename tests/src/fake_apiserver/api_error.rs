@@ -56,6 +56,19 @@ impl ApiError {
         )
     }
 
+    /// 500 for a failure the test injected (a server that fails mid-change).
+    pub fn internal(resource: &ResourceKind, name: &str) -> Self {
+        Self::new(
+            500,
+            "InternalError",
+            format!(
+                "Internal error occurred: injected failure writing {} {name:?}",
+                resource.qualified_plural()
+            ),
+            None,
+        )
+    }
+
     /// 404 for a URL no CRD serves.
     pub fn unknown_resource(path: &str) -> Self {
         Self::new(

@@ -123,6 +123,12 @@ impl FakeApiServer {
         self.shared.store().fail_next_writes(count);
     }
 
+    /// Lets `successes` writes through (create, replace, patch, delete; dry runs do not count),
+    /// then fails the next one with a 500 without changing anything: a failure mid-change.
+    pub fn fail_write_after(&self, successes: usize) {
+        self.shared.store().fail_write_after(successes);
+    }
+
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.requests().clone()

@@ -118,6 +118,8 @@ pub struct Store {
     compacted_through: u64,
     events: broadcast::Sender<Arc<Event>>,
     injected_conflicts: usize,
+    /// Writes to let through before one fails with a 500 (`None`: no failure injected).
+    injected_failure: Option<usize>,
 }
 
 fn now() -> String {
@@ -180,6 +182,7 @@ impl Store {
             compacted_through: 0,
             events,
             injected_conflicts: 0,
+            injected_failure: None,
         }
     }
 
@@ -196,6 +199,7 @@ impl Store {
             compacted_through: self.last_resource_version,
             events: broadcast::channel(1).0,
             injected_conflicts: 0,
+            injected_failure: None,
         }
     }
 
@@ -214,11 +218,25 @@ impl Store {
         self.injected_conflicts = count;
     }
 
+    /// Lets `successes` writes through, then fails the next one with a 500 Internal Server
+    /// Error without changing anything (once): a server failing in the middle of a change.
+    pub fn fail_write_after(&mut self, successes: usize) {
+        self.injected_failure = Some(successes);
+    }
+
     /// Consumes one injected fault, if any: called by every write entry point.
     fn injected_fault(&mut self, resource: &ResourceKind, name: &str) -> Result<(), ApiError> {
         if self.injected_conflicts > 0 {
             self.injected_conflicts -= 1;
             return Err(ApiError::conflict(resource, name));
+        }
+        match self.injected_failure {
+            Some(0) => {
+                self.injected_failure = None;
+                return Err(ApiError::internal(resource, name));
+            }
+            Some(left) => self.injected_failure = Some(left - 1),
+            None => {}
         }
         Ok(())
     }

@@ -64,6 +64,16 @@ const WRITTEN_KINDS: [(&str, &str); 4] = [
     WP,
 ];
 
+/// What else a real-backend test starts without: the objects `stickyctl plan` edits, and
+/// what the controller-manager (when a test runs it) makes of Deployments. Deleting a
+/// Deployment does not delete its ReplicaSets and Pods: no garbage collector runs.
+const PLAN_KINDS: [(&str, &str); 4] = [
+    ("networking.k8s.io/v1", "Ingress"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "ReplicaSet"),
+    ("v1", "Pod"),
+];
+
 /// Writes a test body once for both backends: `on_both_backends! { async fn name(backend) {
 /// ... } }` makes the tests `name::fake` and `name::real`, each with `backend` bound to its
 /// [`Backend`].
@@ -170,12 +180,13 @@ pub fn block<F: Future>(future: F) -> F::Output {
 }
 
 /// Where the API serves `kind` of `api_version`: the plural is the kind's, lowercased, with
-/// `-y` turned into `-ies` (every kind these tests touch follows that rule).
+/// `-y` turned into `-ies` and `-s` into `-ses` (every kind these tests touch follows that rule).
 fn api_resource(api_version: &str, kind: &str) -> ApiResource {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let lower = kind.to_ascii_lowercase();
     let plural = match lower.strip_suffix('y') {
         Some(stem) => format!("{stem}ies"),
+        None if lower.ends_with('s') => format!("{lower}es"),
         None => format!("{lower}s"),
     };
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural)
@@ -702,6 +713,7 @@ impl Real {
     /// are gone.
     fn clean(&self) {
         let mut kinds: Vec<(&str, &str)> = WRITTEN_KINDS.to_vec();
+        kinds.extend(PLAN_KINDS);
         kinds.push(("events.k8s.io/v1", "Event"));
         for namespace in [NS, GATEWAY_NS] {
             for (api_version, kind) in &kinds {
