@@ -166,6 +166,12 @@ fn default_deadline_seconds() -> u64 {
 /// Sequential tests run per judged step: errors and latency.
 pub const TESTS_PER_STEP: usize = 2;
 
+/// Steps of a rollout that are judged: those with stable still live next to the canary
+/// (below 100 %). The rollout's `alpha` is split over them.
+pub fn judged_steps(steps: &[f64]) -> usize {
+    steps.iter().filter(|&&weight| weight < 100.0).count()
+}
+
 impl AnalysisSpec {
     /// Refuses values no analysis can use, naming the field as the spec spells it.
     pub fn validate(&self) -> Result<(), String> {
@@ -326,6 +332,13 @@ mod tests {
             ..AnalysisSpec::default()
         };
         assert_eq!(edge.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_default_rollout_judges_six_steps() {
+        assert_eq!(judged_steps(&crate::model::DEFAULT_STEPS), 6);
+        assert_eq!(judged_steps(&[10.0, 100.0]), 1);
+        assert_eq!(judged_steps(&[]), 0);
     }
 
     #[test]
