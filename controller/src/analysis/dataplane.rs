@@ -35,13 +35,23 @@ pub struct Progress {
     pub canary: u64,
     /// Fresh decisions for stable in the current window.
     pub stable: u64,
-    /// The last complete window that missed the weight, as (canary, stable) decisions.
+    /// The last complete window that missed the weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub missed: Option<(u64, u64)>,
+    pub missed: Option<Window>,
     /// When a window first showed the weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub reached: Option<Timestamp>,
+}
+
+/// Fresh decisions of a window, per version.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    /// For the canary.
+    pub canary: u64,
+    /// For stable.
+    pub stable: u64,
 }
 
 /// Decisions a window needs so that the tolerance is four standard deviations of the share's
@@ -87,7 +97,10 @@ impl Progress {
         if self.distance(self.canary, self.stable) <= self.tolerance {
             self.reached = Some(at);
         } else {
-            self.missed = Some((self.canary, self.stable));
+            self.missed = Some(Window {
+                canary: self.canary,
+                stable: self.stable,
+            });
             self.window_start = at;
             self.canary = 0;
             self.stable = 0;
@@ -140,6 +153,7 @@ pub fn check(evidence: &Evidence) -> Check {
         )
     } else if let Some(missed) = progress
         .missed
+        .map(|w| (w.canary, w.stable))
         .filter(|_| elapsed >= progress.deadline_seconds as f64)
     {
         (
@@ -155,7 +169,7 @@ pub fn check(evidence: &Evidence) -> Check {
         let counted = (progress.canary, progress.stable);
         let missed = progress
             .missed
-            .map(|m| format!(" (last window: {})", decided(m)))
+            .map(|m| format!(" (last window: {})", decided((m.canary, m.stable))))
             .unwrap_or_default();
         (
             Outcome::Inconclusive,
