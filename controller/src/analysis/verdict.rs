@@ -98,6 +98,37 @@ pub struct Verdict {
     pub stable: ArmSummary,
 }
 
+impl Verdict {
+    /// One line for a person following the rollout: each version's requests, error rate and
+    /// p99, the sequential statistics against their threshold, the outcome.
+    pub fn line(&self) -> String {
+        let arm = |a: &ArmSummary| {
+            let p99 = a
+                .p99_ms
+                .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0} ms"));
+            format!(
+                "{} {} req {} 5xx p99 {p99}",
+                a.version,
+                a.requests,
+                percent(a.error_rate)
+            )
+        };
+        let statistics: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| c.name == "errors" || c.name == "latency")
+            .map(|c| format!("{} {}/{}", c.name, number(c.statistic), number(c.threshold)))
+            .collect();
+        format!(
+            "canary {} | stable {} | {} | {:?}",
+            arm(&self.canary),
+            arm(&self.stable),
+            statistics.join(" "),
+            self.outcome
+        )
+    }
+}
+
 /// `0.049` as `4.9%`.
 pub(crate) fn percent(share: f64) -> String {
     let pct = share * 100.0;
@@ -265,7 +296,12 @@ fn latency(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
             share: rate(canary.requests, canary.requests + stable.requests),
             statistic: 1.0,
             threshold: 1.0 / evidence.alpha,
-            outcome: Outcome::Inconclusive,
+            // At 100 % stable serves nothing more: there is nothing to wait for.
+            outcome: if evidence.weight < 100.0 {
+                Outcome::Inconclusive
+            } else {
+                Outcome::Pass
+            },
             reason: format!(
                 "latency: waiting for {} stable requests to place the slow boundary near its p{}",
                 boundary_requests(spec),
@@ -589,6 +625,40 @@ mod tests {
             names,
             ["errors", "latency", "maxErrorRate", "evidence", "dataPlane"]
         );
+    }
+
+    #[test]
+    fn a_line_for_people() {
+        let spec = AnalysisSpec::default();
+        let evidence = step(&spec, 5.0, Arm(1000, 49, 10, 50), Arm(19000, 19, 190, 950));
+        assert_eq!(
+            judge(&spec, &evidence).line(),
+            "canary v2 1000 req 4.9% 5xx p99 25 ms | stable v1 19000 req 0.1% 5xx p99 25 ms | \
+             errors 3.4e26/240 latency 0.57/240 | Fail"
+        );
+    }
+
+    #[test]
+    fn at_full_weight_nothing_waits_for_stable() {
+        let spec = AnalysisSpec::default();
+        let start = Snapshot {
+            at: at(0),
+            stable: sample("v1", 0, 0, &[], 0),
+            canary: sample("v2", 0, 0, &[], 0),
+        };
+        let plan = StepPlan {
+            weight: 100.0,
+            judged_steps: 6,
+        };
+        let mut evidence = Evidence::start(&start, &spec, plan);
+        let later = Snapshot {
+            at: at(60),
+            stable: sample("v1", 0, 0, &[], 0),
+            canary: sample("v2", 500, 0, &[(5.0, 500), (f64::INFINITY, 500)], 100),
+        };
+        evidence.observe(&later, &spec);
+        let verdict = judge(&spec, &evidence);
+        assert_eq!(verdict.outcome, Outcome::Pass, "{}", verdict.reason);
     }
 
     #[test]
