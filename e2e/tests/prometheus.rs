@@ -47,7 +47,7 @@ fn settled(
         |v: &VersionSample| v.latency.values().map(|h| h.count).sum::<u64>() == v.requests.total();
     for _ in 0..FLUSH_LOOKS {
         prometheus
-            .wait_for_scrapes_after(SystemTime::now(), 1)
+            .wait_for_scrapes_after(SystemTime::now())
             .expect("a scrape");
         let snapshot = rt
             .block_on(client.snapshot(spec, rollout, jiff::Timestamp::now()))

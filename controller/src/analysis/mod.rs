@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use evidence::{
     ArmEvidence, Bucket, Counter, Evidence, Histogram, Snapshot, StepPlan, VersionSample,
 };
-pub use verdict::{judge, ArmCounts, Check, Outcome, Verdict};
+pub use verdict::{judge, ArmCounts, ArmSummary, Check, Outcome, Verdict};
 
 /// How the canary is judged (`spec.analysis`). Every field has a default, so `analysis: {}`
 /// is a complete, sensible configuration.
