@@ -26,6 +26,7 @@ pub struct Prometheus {
     address: SocketAddr,
     dir: tempfile::TempDir,
     agent: ureq::Agent,
+    targets: usize,
 }
 
 /// The Prometheus binary: `$PROMETHEUS_BIN`, else `prometheus` on the `PATH` (`make setup`
@@ -51,7 +52,7 @@ impl Prometheus {
         let mut attempt = 1;
         loop {
             let mut prometheus = Prometheus::spawn(targets, free_port()?)?;
-            match prometheus.wait_ready(targets.len()) {
+            match prometheus.wait_ready() {
                 Ok(()) => return Ok(prometheus),
                 Err(_) if prometheus.lost_its_port() && attempt < PORT_ATTEMPTS => attempt += 1,
                 Err(err) => return Err(prometheus.explain(err)),
@@ -64,12 +65,12 @@ impl Prometheus {
             .prefix("sticky-prometheus-")
             .tempdir()
             .context("creating Prometheus's directory")?;
-        let targets: Vec<String> = targets.iter().map(|t| format!("{t:?}")).collect();
+        let quoted: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         let config = format!(
             "global:\n  scrape_interval: {SCRAPE_INTERVAL_SECONDS}s\n  scrape_timeout: {SCRAPE_INTERVAL_SECONDS}s\n\
              scrape_configs:\n  - job_name: envoy\n    metrics_path: /stats/prometheus\n    \
              static_configs:\n      - targets: [{}]\n",
-            targets.join(", ")
+            quoted.join(", ")
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).context("writing prometheus.yml")?;
@@ -98,6 +99,7 @@ impl Prometheus {
             address,
             dir,
             agent,
+            targets: targets.len(),
         })
     }
 
@@ -154,7 +156,7 @@ impl Prometheus {
         }
     }
 
-    fn wait_ready(&mut self, targets: usize) -> Result<()> {
+    fn wait_ready(&mut self) -> Result<()> {
         self.wait_for("/-/ready", |p| {
             // Connection refused means "not listening yet".
             Ok(p.get("/-/ready")
@@ -162,18 +164,18 @@ impl Prometheus {
                 .filter(|(status, _)| *status == 200)
                 .map(drop))
         })?;
-        self.wait_for_scrapes_after(SystemTime::UNIX_EPOCH, targets)
+        self.wait_for_scrapes_after(SystemTime::UNIX_EPOCH)
     }
 
-    /// The targets' last successful scrapes, once every one of the `targets` has one.
-    fn last_scrapes(&self, targets: usize) -> Result<Option<Vec<SystemTime>>> {
+    /// The targets' last successful scrapes, once every one has one.
+    fn last_scrapes(&self) -> Result<Option<Vec<SystemTime>>> {
         let (_, body) = self.get("/api/v1/targets?state=active")?;
         let json: Value = serde_json::from_str(&body).context("parsing /api/v1/targets")?;
         let active = json["data"]["activeTargets"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        if active.len() < targets {
+        if active.len() < self.targets {
             return Ok(None);
         }
         let mut scrapes = Vec::new();
@@ -192,9 +194,9 @@ impl Prometheus {
 
     /// Waits until every target was scraped successfully after `after`, so what happened
     /// before it is in Prometheus.
-    pub fn wait_for_scrapes_after(&mut self, after: SystemTime, targets: usize) -> Result<()> {
+    pub fn wait_for_scrapes_after(&mut self, after: SystemTime) -> Result<()> {
         self.wait_for("a scrape of every target", |p| {
-            Ok(p.last_scrapes(targets)?
+            Ok(p.last_scrapes()?
                 .filter(|scrapes| scrapes.iter().all(|&at| at > after))
                 .map(drop))
         })

@@ -35,22 +35,31 @@ pub struct Progress {
     pub canary: u64,
     /// Fresh decisions for stable in the current window.
     pub stable: u64,
-    /// The last complete window that missed the weight, as (canary, stable) decisions.
+    /// The last complete window that missed the weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<Vec<u64>>")]
-    pub missed: Option<(u64, u64)>,
+    pub missed: Option<Window>,
     /// When a window first showed the weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub reached: Option<Timestamp>,
 }
 
-/// Decisions a window needs so that the tolerance is three standard deviations of the
-/// share's sampling noise (at least 20): a window of a correctly applied weight misses it
-/// by chance about 3 times in 1,000.
+/// Fresh decisions of a window, per version.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    /// For the canary.
+    pub canary: u64,
+    /// For stable.
+    pub stable: u64,
+}
+
+/// Decisions a window needs so that the tolerance is four standard deviations of the share's
+/// sampling noise (at least 20): a window of a correctly applied weight misses it by chance
+/// about 6 times in 100,000, so a rollout's steps are not failed by the noise of their windows.
 pub fn window_decisions(weight: f64, tolerance: f64) -> u64 {
     let p = (weight / 100.0).clamp(0.0, 1.0);
-    let needed = (9.0 * p * (1.0 - p) / (tolerance * tolerance)).ceil() as u64;
+    let needed = (16.0 * p * (1.0 - p) / (tolerance * tolerance)).ceil() as u64;
     needed.max(20)
 }
 
@@ -88,7 +97,10 @@ impl Progress {
         if self.distance(self.canary, self.stable) <= self.tolerance {
             self.reached = Some(at);
         } else {
-            self.missed = Some((self.canary, self.stable));
+            self.missed = Some(Window {
+                canary: self.canary,
+                stable: self.stable,
+            });
             self.window_start = at;
             self.canary = 0;
             self.stable = 0;
@@ -141,6 +153,7 @@ pub fn check(evidence: &Evidence) -> Check {
         )
     } else if let Some(missed) = progress
         .missed
+        .map(|w| (w.canary, w.stable))
         .filter(|_| elapsed >= progress.deadline_seconds as f64)
     {
         (
@@ -156,7 +169,7 @@ pub fn check(evidence: &Evidence) -> Check {
         let counted = (progress.canary, progress.stable);
         let missed = progress
             .missed
-            .map(|m| format!(" (last window: {})", decided(m)))
+            .map(|m| format!(" (last window: {})", decided((m.canary, m.stable))))
             .unwrap_or_default();
         (
             Outcome::Inconclusive,
@@ -194,9 +207,10 @@ mod tests {
 
     #[test]
     fn window_sizes() {
-        assert_eq!(window_decisions(50.0, 0.05), 900);
-        assert_eq!(window_decisions(5.0, 0.05), 171);
-        assert_eq!(window_decisions(1.0, 0.05), 36);
+        assert_eq!(window_decisions(50.0, 0.05), 1600);
+        assert_eq!(window_decisions(5.0, 0.05), 304);
+        assert_eq!(window_decisions(1.0, 0.05), 64);
+        assert_eq!(window_decisions(20.0, 0.1), 256);
         assert_eq!(window_decisions(100.0, 0.05), 20);
         assert_eq!(window_decisions(0.0, 0.05), 20);
     }
@@ -229,18 +243,18 @@ mod tests {
         // (looks, outcome, words in the reason)
         type Case = (Vec<(u64, u64)>, Outcome, &'static str);
         let cases: Vec<Case> = vec![
-            (vec![], Outcome::Inconclusive, "0 of 171 counted"),
-            (vec![(5, 60)], Outcome::Inconclusive, "65 of 171 counted"),
-            (vec![(9, 171)], Outcome::Pass, "reached after 15 s"),
+            (vec![], Outcome::Inconclusive, "0 of 304 counted"),
+            (vec![(5, 60)], Outcome::Inconclusive, "65 of 304 counted"),
+            (vec![(16, 304)], Outcome::Pass, "reached after 15 s"),
             // The old weight (20 %) first, then the new one: the first window misses, the
             // next shows it; passed is passed, and the window that showed it is kept.
-            (vec![(40, 160), (10, 190), (0, 500)], Outcome::Pass, "gave the canary 5.0% (10/200): weight 5% ± 5 points reached after 30 s"),
+            (vec![(80, 320), (20, 380), (0, 500)], Outcome::Pass, "gave the canary 5.0% (20/400): weight 5% ± 5 points reached after 30 s"),
             // Still at the old weight, but before the deadline: waiting.
-            (vec![(40, 160); 4], Outcome::Inconclusive, "last window: fresh decisions gave the canary 20.0% (40/200)"),
+            (vec![(80, 320); 4], Outcome::Inconclusive, "last window: fresh decisions gave the canary 20.0% (80/400)"),
             // Past the deadline (120 s) with a window that missed: the step fails.
-            (vec![(40, 160); 8], Outcome::Fail, "did not apply the weight: fresh decisions gave the canary 20.0% (40/200), not weight 5% ± 5 points within 120 s"),
+            (vec![(80, 320); 8], Outcome::Fail, "did not apply the weight: fresh decisions gave the canary 20.0% (80/400), not weight 5% ± 5 points within 120 s"),
             // No traffic at all, long past the deadline: nothing to judge, not a failure.
-            (vec![(0, 0); 20], Outcome::Inconclusive, "0 of 171 counted"),
+            (vec![(0, 0); 20], Outcome::Inconclusive, "0 of 304 counted"),
         ];
         for (looks, outcome, words) in cases {
             let check = after(&looks);
@@ -253,10 +267,10 @@ mod tests {
                 check.reason
             );
         }
-        let passed = after(&[(9, 171)]);
-        assert_eq!(passed.canary.events, 9);
-        assert!((passed.statistic - (0.05f64 - 9.0 / 180.0).abs()).abs() < 1e-12);
+        let passed = after(&[(16, 304)]);
+        assert_eq!(passed.canary.events, 16);
+        assert!((passed.statistic - (0.05f64 - 16.0 / 320.0).abs()).abs() < 1e-12);
         assert_eq!(passed.threshold, 0.05);
-        assert!((passed.share - 9.0 / 180.0).abs() < 1e-12);
+        assert!((passed.share - 16.0 / 320.0).abs() < 1e-12);
     }
 }

@@ -519,10 +519,13 @@ pub(crate) mod tests {
         assert_eq!(evidence.canary.latency.count, 150);
         assert_eq!(evidence.canary.decisions_of(HASH_REASON), 15);
         assert_eq!(evidence.elapsed_seconds(), 30.0);
-        // What the status stores comes back whole.
+        // What the status stores comes back whole, bucket bounds to the bit.
         let json = serde_json::to_string(&evidence).unwrap();
         let back: Evidence = serde_json::from_str(&json).unwrap();
         assert_eq!(back, evidence);
+        let odd = Histogram::from_pairs(&[(0.1 + 0.2, 1), (1.0 / 3.0, 2), (2.5e-3, 3)]);
+        let json = serde_json::to_string(&odd).unwrap();
+        assert_eq!(serde_json::from_str::<Histogram>(&json).unwrap(), odd);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use evidence::{
     ArmEvidence, Bucket, Counter, Evidence, Histogram, Snapshot, StepPlan, VersionSample,
 };
-pub use verdict::{judge, ArmCounts, Check, Outcome, Verdict};
+pub use verdict::{judge, ArmCounts, ArmSummary, Check, Outcome, Verdict};
 
 /// How the canary is judged (`spec.analysis`). Every field has a default, so `analysis: {}`
 /// is a complete, sensible configuration.
@@ -46,11 +46,11 @@ pub struct AnalysisSpec {
     /// verdict is inconclusive, never a promotion on three requests.
     #[serde(default = "default_min_requests")]
     pub min_requests: u64,
-    /// The canary fails whatever stable does once more than this share of its requests are
-    /// 5xx (judged from `minRequests` canary requests on). In (0, 1].
+    /// The canary fails, whatever stable does, once its share of 5xx responses is shown above
+    /// this (a sequential test too, so noise at one look does not fail it). In (0, 1].
     #[serde(default = "default_max_error_rate")]
     pub max_error_rate: f64,
-    /// The canary fails once its p99 (the `latencyQuantile`) is above this many
+    /// The canary fails once its p99 (the `latencyQuantile`) is shown above this many
     /// milliseconds, judged at the first bucket boundary at or above it. Unset: no guard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_p99_ms: Option<f64>,
@@ -76,9 +76,11 @@ pub enum Provider {
 }
 
 /// Query templates (PromQL) replacing the provider's defaults. Placeholders: `{service}`,
-/// `{namespace}`, `{rollout}`, `{version}`, `{cluster}` (the version's upstream cluster).
-/// Each must return raw cumulative counters, summed to one series per version (per `le` for
-/// latency buckets, per `sticky_reason` for decisions), never `rate()` or `increase()`.
+/// `{serviceName}` (its first DNS label), `{namespace}`, `{rollout}` (`namespace/name`),
+/// `{version}`, `{cluster}` (a regex of the version's upstream cluster). Each must return raw
+/// cumulative counters of one version, best one series per proxy (increases are taken per
+/// series), with `le` labels for latency buckets and `sticky_reason` for decisions; never
+/// `rate()` or `increase()`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Queries {
@@ -165,6 +167,12 @@ fn default_deadline_seconds() -> u64 {
 
 /// Sequential tests run per judged step: errors and latency.
 pub const TESTS_PER_STEP: usize = 2;
+
+/// Steps of a rollout that are judged: those with stable still live next to the canary
+/// (below 100 %). The rollout's `alpha` is split over them.
+pub fn judged_steps(steps: &[f64]) -> usize {
+    steps.iter().filter(|&&weight| weight < 100.0).count()
+}
 
 impl AnalysisSpec {
     /// Refuses values no analysis can use, naming the field as the spec spells it.
@@ -326,6 +334,73 @@ mod tests {
             ..AnalysisSpec::default()
         };
         assert_eq!(edge.validate(), Ok(()));
+    }
+
+    /// The schema of `value` as kube's derive writes it into the CRD.
+    fn crd_schema<T: JsonSchema>() -> serde_json::Value {
+        let generator = schemars::generate::SchemaSettings::openapi3()
+            .with(|s| {
+                s.inline_subschemas = true;
+                s.meta_schema = None;
+            })
+            .with_transform(schemars::transform::AddNullable::default())
+            .with_transform(kube::core::schema::StructuralSchemaRewriter)
+            .with_transform(kube::core::schema::OptionalEnum)
+            .into_generator();
+        serde_json::to_value(generator.into_root_schema_for::<T>()).unwrap()
+    }
+
+    /// Kubernetes takes only structural schemas: every node typed, `items` one schema (no
+    /// tuples), no references.
+    fn assert_structural(path: &str, schema: &serde_json::Value) {
+        let Some(node) = schema.as_object() else {
+            return;
+        };
+        assert!(node.get("$ref").is_none(), "{path}: a reference");
+        assert!(node.get("prefixItems").is_none(), "{path}: a tuple");
+        let typed = node.contains_key("type")
+            || node.contains_key("x-kubernetes-preserve-unknown-fields")
+            || node.contains_key("x-kubernetes-int-or-string");
+        assert!(typed, "{path}: no type in {schema}");
+        if let Some(items) = node.get("items") {
+            assert!(
+                items.is_object(),
+                "{path}: items is not one schema: {items}"
+            );
+            assert_structural(&format!("{path}[]"), items);
+        }
+        for (name, property) in node
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .into_iter()
+            .flatten()
+        {
+            assert_structural(&format!("{path}.{name}"), property);
+        }
+        if let Some(values) = node.get("additionalProperties").filter(|v| v.is_object()) {
+            assert_structural(&format!("{path}{{}}"), values);
+        }
+    }
+
+    #[test]
+    fn spec_evidence_and_verdicts_have_structural_schemas() {
+        let schemas = [
+            ("spec.analysis", crd_schema::<AnalysisSpec>()),
+            ("evidence", crd_schema::<Evidence>()),
+            ("verdict", crd_schema::<Verdict>()),
+        ];
+        for (path, schema) in &schemas {
+            let _: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps =
+                serde_json::from_value(schema.clone()).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_structural(path, schema);
+        }
+    }
+
+    #[test]
+    fn the_default_rollout_judges_six_steps() {
+        assert_eq!(judged_steps(&crate::model::DEFAULT_STEPS), 6);
+        assert_eq!(judged_steps(&[10.0, 100.0]), 1);
+        assert_eq!(judged_steps(&[]), 0);
     }
 
     #[test]

@@ -69,6 +69,44 @@ pub fn canary_worse(
     }
 }
 
+/// Ratios to the limit of the alternative rates mixed by [`rate_above`], equally weighted.
+const RATE_RATIOS: [f64; 8] = [1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0];
+
+/// The guard's test of "the canary's rate of events is at most `limit`", valid at every look
+/// like the comparison: a mixture, over rates q above the limit, of the likelihood ratios
+/// (q/p₀)ˣ((1−q)/(1−p₀))ⁿ⁻ˣ of `events` among `trials`. For any true rate at most the limit
+/// each ratio, and so the mixture, is a supermartingale, so it reaches 1/α with probability at
+/// most α: a canary within its limit is not failed by the noise of many looks.
+pub fn rate_above(alpha: f64, limit: f64, events: u64, trials: u64) -> Test {
+    let observed_above = trials > 0 && events as f64 > limit * trials as f64;
+    if !(limit > 0.0 && limit < 1.0) || trials == 0 {
+        return Test {
+            log_statistic: 0.0,
+            canary_worse: observed_above,
+            rejects: false,
+        };
+    }
+    let (x, rest) = (events as f64, (trials - events.min(trials)) as f64);
+    let terms: Vec<f64> = RATE_RATIOS
+        .iter()
+        .map(|ratio| limit * ratio)
+        .filter(|&q| q < 1.0)
+        .map(|q| x * (q / limit).ln() + rest * ((1.0 - q) / (1.0 - limit)).ln())
+        .collect();
+    let weight = -(terms.len() as f64).ln();
+    let top = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let log_statistic = if top.is_finite() {
+        weight + top + terms.iter().map(|t| (t - top).exp()).sum::<f64>().ln()
+    } else {
+        0.0
+    };
+    Test {
+        log_statistic,
+        canary_worse: observed_above,
+        rejects: observed_above && log_statistic >= -alpha.ln(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +206,56 @@ mod tests {
             assert_eq!(test.log_statistic, 0.0);
             assert!(!test.rejects);
         }
+    }
+
+    #[test]
+    fn the_guard_fails_only_a_rate_shown_above_its_limit() {
+        let alpha = 0.05 / 12.0;
+        // (events, trials, rejects)
+        let cases = [
+            (1, 3, false),    // 33 %, but three requests show nothing
+            (16, 295, false), // 5.4 % against 5 %: not shown above
+            (30, 300, false), // 10 %: not yet shown with 300
+            (45, 300, true),  // 15 %
+            (0, 100_000, false),
+            (6, 1000, false), // 0.6 % against a 1 % limit (maxP99)
+            (40, 1000, true), // 4 % against 1 %
+        ];
+        for (events, trials, rejects) in cases {
+            let limit = if trials == 1000 { 0.01 } else { 0.05 };
+            let test = rate_above(alpha, limit, events, trials);
+            assert_eq!(
+                test.rejects, rejects,
+                "{events}/{trials} vs {limit}: {test:?}"
+            );
+        }
+        assert!(!rate_above(alpha, 0.05, 0, 0).rejects);
+        assert!(
+            !rate_above(alpha, 1.0, 10, 10).rejects,
+            "a limit of 100 % is never exceeded"
+        );
+    }
+
+    /// Simulated: a canary exactly at its limit, looked at after every 20 requests up to
+    /// 5,000, is failed at most α of the time.
+    #[test]
+    fn the_guard_keeps_its_level_over_many_looks() {
+        let alpha = 0.05;
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let runs = 400;
+        let failed = (0..runs)
+            .filter(|_| {
+                let (mut events, mut trials) = (0, 0);
+                (0..250).any(|_| {
+                    for _ in 0..20 {
+                        trials += 1;
+                        events += u64::from(rng.random_bool(0.05));
+                    }
+                    rate_above(alpha, 0.05, events, trials).rejects
+                })
+            })
+            .count();
+        assert!(failed as f64 / runs as f64 <= alpha, "{failed}/{runs}");
     }
 
     #[test]

@@ -10,7 +10,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Binomial, Distribution};
 
 use super::evidence::{Counter, HASH_REASON};
-use super::{judge, AnalysisSpec, Evidence, Histogram, Outcome, Snapshot, StepPlan, VersionSample};
+use super::{
+    judge, judged_steps, AnalysisSpec, Evidence, Histogram, Outcome, Snapshot, StepPlan,
+    VersionSample,
+};
 use crate::model::DEFAULT_STEPS;
 
 /// Seconds between looks (a Prometheus scrape interval).
@@ -18,7 +21,7 @@ const LOOK_SECONDS: u64 = 15;
 /// Looks a step holds before it may go on (the default 1-minute interval).
 const HOLD_LOOKS: u32 = 4;
 /// Looks after which an inconclusive step is left (held, not rolled back) by the simulation.
-const MAX_LOOKS: u32 = 40;
+const MAX_LOOKS: u32 = 30;
 /// Latency bucket bounds (ms) and the share of requests in each bucket's range; the rest is
 /// beyond the last bound. Stable's p99 lies in (50, 100].
 const LATENCY: [(f64, f64); 10] = [
@@ -291,7 +294,7 @@ fn detection_time(effect: Behaviour, weight: f64, rate: f64, seed: u64) -> Optio
         error_rate: 0.001,
         slow: 0.0,
     };
-    let judged = DEFAULT_STEPS.iter().filter(|&&w| w < 100.0).count();
+    let judged = judged_steps(&DEFAULT_STEPS);
     let mut world = World::new(seed, rate, stable, effect);
     let mut evidence = Evidence::start(
         &world.snapshot(),

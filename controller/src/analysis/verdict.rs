@@ -98,6 +98,37 @@ pub struct Verdict {
     pub stable: ArmSummary,
 }
 
+impl Verdict {
+    /// One line for a person following the rollout: each version's requests, error rate and
+    /// p99, the sequential statistics against their threshold, the outcome.
+    pub fn line(&self) -> String {
+        let arm = |a: &ArmSummary| {
+            let p99 = a
+                .p99_ms
+                .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0} ms"));
+            format!(
+                "{} {} req {} 5xx p99 {p99}",
+                a.version,
+                a.requests,
+                percent(a.error_rate)
+            )
+        };
+        let statistics: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| c.name == "errors" || c.name == "latency")
+            .map(|c| format!("{} {}/{}", c.name, number(c.statistic), number(c.threshold)))
+            .collect();
+        format!(
+            "canary {} | stable {} | {} | {:?}",
+            arm(&self.canary),
+            arm(&self.stable),
+            statistics.join(" "),
+            self.outcome
+        )
+    }
+}
+
 /// `0.049` as `4.9%`.
 pub(crate) fn percent(share: f64) -> String {
     let pct = share * 100.0;
@@ -138,10 +169,10 @@ pub fn judge(spec: &AnalysisSpec, evidence: &Evidence) -> Verdict {
     let mut checks = vec![
         errors(spec, evidence),
         latency(spec, evidence),
-        max_error_rate(spec, canary),
+        max_error_rate(spec, evidence),
     ];
     if let Some(limit) = spec.max_p99_ms {
-        checks.push(max_p99(spec, canary, limit));
+        checks.push(max_p99(spec, evidence, limit));
     }
     checks.push(minimum(spec, evidence));
     checks.push(dataplane::check(evidence));
@@ -265,7 +296,12 @@ fn latency(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
             share: rate(canary.requests, canary.requests + stable.requests),
             statistic: 1.0,
             threshold: 1.0 / evidence.alpha,
-            outcome: Outcome::Inconclusive,
+            // At 100 % stable serves nothing more: there is nothing to wait for.
+            outcome: if evidence.weight < 100.0 {
+                Outcome::Inconclusive
+            } else {
+                Outcome::Pass
+            },
             reason: format!(
                 "latency: waiting for {} stable requests to place the slow boundary near its p{}",
                 boundary_requests(spec),
@@ -287,33 +323,31 @@ fn latency(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
     )
 }
 
-/// A guard's check: the canary's `events` among its `requests` against `limit`.
-fn guard(spec: &AnalysisSpec, name: &str, what: &str, canary: ArmCounts, limit: f64) -> Check {
-    let observed = rate(canary.events, canary.requests);
-    let (outcome, reason) = if canary.requests < spec.min_requests {
-        (
-            Outcome::Inconclusive,
-            format!(
-                "{name}: judged from {} canary requests, {} so far",
-                spec.min_requests, canary.requests
-            ),
-        )
-    } else if observed > limit {
+/// A guard's check: the canary's `events` among its `requests` against `limit`, failed once
+/// the sequential guard test shows the rate above it.
+fn guard(evidence: &Evidence, name: &str, what: &str, canary: ArmCounts, limit: f64) -> Check {
+    let test = sequential::rate_above(evidence.alpha, limit, canary.events, canary.requests);
+    let statistic = test.log_statistic.min(MAX_LOG_STATISTIC).exp();
+    let threshold = 1.0 / evidence.alpha;
+    let numbers = format!("canary {what} {}", counted(canary.events, canary.requests));
+    let (outcome, reason) = if test.rejects {
         (
             Outcome::Fail,
             format!(
-                "canary {what} {} is above {name} {}",
-                counted(canary.events, canary.requests),
-                percent(limit)
+                "{numbers} is above {name} {}: statistic {} ≥ {} = 1/α",
+                percent(limit),
+                number(statistic),
+                number(threshold)
             ),
         )
     } else {
         (
             Outcome::Pass,
             format!(
-                "canary {what} {} within {name} {}",
-                counted(canary.events, canary.requests),
-                percent(limit)
+                "{numbers} not shown above {name} {} (statistic {} < {})",
+                percent(limit),
+                number(statistic),
+                number(threshold)
             ),
         )
     };
@@ -322,22 +356,23 @@ fn guard(spec: &AnalysisSpec, name: &str, what: &str, canary: ArmCounts, limit: 
         canary,
         stable: ArmCounts::default(),
         share: 0.0,
-        statistic: observed,
-        threshold: limit,
+        statistic,
+        threshold,
         outcome,
         reason,
     }
 }
 
-fn max_error_rate(spec: &AnalysisSpec, canary: &ArmEvidence) -> Check {
+fn max_error_rate(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
     let counts = ArmCounts {
-        requests: canary.requests,
-        events: canary.errors,
+        requests: evidence.canary.requests,
+        events: evidence.canary.errors,
     };
-    guard(spec, "maxErrorRate", "5xx", counts, spec.max_error_rate)
+    guard(evidence, "maxErrorRate", "5xx", counts, spec.max_error_rate)
 }
 
-fn max_p99(spec: &AnalysisSpec, canary: &ArmEvidence, limit_ms: f64) -> Check {
+fn max_p99(spec: &AnalysisSpec, evidence: &Evidence, limit_ms: f64) -> Check {
+    let canary = &evidence.canary;
     // Requests above the first bound at or above the limit: a canary whose quantile is at
     // most the limit never fails, however coarse the buckets.
     let Some(bound) = canary.latency.bound_at_or_above(limit_ms) else {
@@ -351,11 +386,7 @@ fn max_p99(spec: &AnalysisSpec, canary: &ArmEvidence, limit_ms: f64) -> Check {
             share: 0.0,
             statistic: 0.0,
             threshold: 1.0 - spec.latency_quantile,
-            outcome: if canary.latency.count < spec.min_requests {
-                Outcome::Inconclusive
-            } else {
-                Outcome::Pass
-            },
+            outcome: Outcome::Pass,
             reason: format!(
                 "maxP99: no latency bucket at or above {limit_ms} ms to judge it by ({} canary requests)",
                 canary.latency.count
@@ -367,7 +398,7 @@ fn max_p99(spec: &AnalysisSpec, canary: &ArmEvidence, limit_ms: f64) -> Check {
         events: canary.latency.above(bound),
     };
     guard(
-        spec,
+        evidence,
         "maxP99",
         &format!("requests slower than {bound} ms"),
         counts,
@@ -508,24 +539,24 @@ mod tests {
                 Outcome::Fail, "latency", "canary slower than 25 ms 100.0% (1000/1000) vs stable 1.0% (190/19000)",
             ),
             (
-                // Both versions fail 6 %: no worse than stable, but beyond the guard.
-                &spec, 5.0, Arm(1000, 60, 10, 50), Arm(19000, 1140, 190, 950),
-                Outcome::Fail, "maxErrorRate", "canary 5xx 6.0% (60/1000) is above maxErrorRate 5.0%",
+                // Both versions fail 9 %: no worse than stable, but beyond the guard.
+                &spec, 5.0, Arm(1000, 90, 10, 50), Arm(19000, 1710, 190, 950),
+                Outcome::Fail, "maxErrorRate", "canary 5xx 9.0% (90/1000) is above maxErrorRate 5.0%: statistic",
             ),
             (
                 // Both versions are as slow, beyond the guard.
-                &guarded, 5.0, Arm(1000, 1, 200, 50), Arm(19000, 19, 3800, 950),
-                Outcome::Fail, "maxP99", "canary requests slower than 250 ms 2.0% (20/1000) is above maxP99 1.0%",
+                &guarded, 5.0, Arm(1000, 1, 400, 50), Arm(19000, 19, 7600, 950),
+                Outcome::Fail, "maxP99", "canary requests slower than 250 ms 4.0% (40/1000) is above maxP99 1.0%",
             ),
             (
                 // Far fewer errors than stable: the statistic is large, the canary better.
-                &spec, 50.0, Arm(10000, 0, 100, 500), Arm(10000, 200, 100, 500),
+                &spec, 50.0, Arm(10000, 0, 100, 1000), Arm(10000, 200, 100, 1000),
                 Outcome::Pass, "errors", "the canary no worse",
             ),
             (
                 // The fresh decisions never followed the weight: after the deadline it fails.
-                &spec, 50.0, Arm(10000, 0, 100, 10), Arm(10000, 0, 100, 990),
-                Outcome::Inconclusive, "dataPlane", "last window: fresh decisions gave the canary 1.0% (10/1000)",
+                &spec, 50.0, Arm(10000, 0, 100, 20), Arm(10000, 0, 100, 1980),
+                Outcome::Inconclusive, "dataPlane", "last window: fresh decisions gave the canary 1.0% (20/2000)",
             ),
             (
                 // At 100 % there is no stable to compare with.
@@ -594,6 +625,40 @@ mod tests {
             names,
             ["errors", "latency", "maxErrorRate", "evidence", "dataPlane"]
         );
+    }
+
+    #[test]
+    fn a_line_for_people() {
+        let spec = AnalysisSpec::default();
+        let evidence = step(&spec, 5.0, Arm(1000, 49, 10, 50), Arm(19000, 19, 190, 950));
+        assert_eq!(
+            judge(&spec, &evidence).line(),
+            "canary v2 1000 req 4.9% 5xx p99 25 ms | stable v1 19000 req 0.1% 5xx p99 25 ms | \
+             errors 3.4e26/240 latency 0.57/240 | Fail"
+        );
+    }
+
+    #[test]
+    fn at_full_weight_nothing_waits_for_stable() {
+        let spec = AnalysisSpec::default();
+        let start = Snapshot {
+            at: at(0),
+            stable: sample("v1", 0, 0, &[], 0),
+            canary: sample("v2", 0, 0, &[], 0),
+        };
+        let plan = StepPlan {
+            weight: 100.0,
+            judged_steps: 6,
+        };
+        let mut evidence = Evidence::start(&start, &spec, plan);
+        let later = Snapshot {
+            at: at(60),
+            stable: sample("v1", 0, 0, &[], 0),
+            canary: sample("v2", 500, 0, &[(5.0, 500), (f64::INFINITY, 500)], 100),
+        };
+        evidence.observe(&later, &spec);
+        let verdict = judge(&spec, &evidence);
+        assert_eq!(verdict.outcome, Outcome::Pass, "{}", verdict.reason);
     }
 
     #[test]

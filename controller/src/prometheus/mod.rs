@@ -24,6 +24,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct Prometheus {
     client: reqwest::Client,
     query_url: reqwest::Url,
+    targets_url: reqwest::Url,
 }
 
 /// One series of an instant vector.
@@ -79,15 +80,55 @@ impl Prometheus {
                 "--prometheus {url:?}: not an http(s) URL"
             )));
         }
-        let path = format!("{}/api/v1/query", base.path().trim_end_matches('/'));
-        let mut query_url = base;
-        query_url.set_path(&path);
+        let api = |endpoint: &str| {
+            let mut url = base.clone();
+            url.set_path(&format!(
+                "{}/api/v1/{endpoint}",
+                base.path().trim_end_matches('/')
+            ));
+            url
+        };
+        let (query_url, targets_url) = (api("query"), api("targets"));
         let client = reqwest::Client::builder()
             .timeout(QUERY_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|err| Error::Runtime(format!("HTTP client for Prometheus: {err}")))?;
-        Ok(Prometheus { client, query_url })
+        Ok(Prometheus {
+            client,
+            query_url,
+            targets_url,
+        })
+    }
+
+    /// The longest scrape interval among Prometheus's active targets (`None` without any):
+    /// a step shorter than it would judge looks that saw no new sample.
+    pub async fn scrape_interval(&self) -> Result<Option<Duration>, Error> {
+        let failed = |err: &dyn std::fmt::Display| {
+            Error::Runtime(format!("Prometheus at {}: {err}", self.targets_url))
+        };
+        let body: serde_json::Value = self
+            .client
+            .get(self.targets_url.clone())
+            .query(&[("state", "active")])
+            .send()
+            .await
+            .map_err(|err| failed(&err))?
+            .json()
+            .await
+            .map_err(|err| failed(&err))?;
+        let targets = body["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut longest = None;
+        for target in &targets {
+            let text = target["scrapeInterval"].as_str().unwrap_or_default();
+            let interval = parse_duration(text)
+                .ok_or_else(|| failed(&format!("unreadable scrapeInterval {text:?}")))?;
+            longest = longest.max(Some(interval));
+        }
+        Ok(longest)
     }
 
     /// Evaluates `query` at `at`: the series of the instant vector it returns.
@@ -263,6 +304,38 @@ impl Prometheus {
     }
 }
 
+/// A Prometheus duration (`15s`, `1m30s`, `500ms`, `1h`).
+fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let (number, tail) = rest.split_at(digits);
+        let number: u64 = number.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "ms" => {
+                total += Duration::from_millis(number);
+                rest = tail;
+                continue;
+            }
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 604_800,
+            "y" => 31_536_000,
+            _ => return None,
+        };
+        total += Duration::from_secs(number.checked_mul(seconds)?);
+        rest = tail;
+    }
+    (!text.is_empty()).then_some(total)
+}
+
 /// A raw counter value as an integer; refuses what no counter holds (negative, fractional
 /// beyond rounding, not finite), which is what `rate()` or `increase()` return.
 fn count(field: Field, series: &Series) -> Result<u64, Error> {
@@ -426,6 +499,26 @@ mod tests {
                 .starts_with("spec.analysis.queries.decisions: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn durations() {
+        let cases = [
+            ("15s", Some(15_000)),
+            ("1m30s", Some(90_000)),
+            ("500ms", Some(500)),
+            ("1h", Some(3_600_000)),
+            ("", None),
+            ("5", None),
+            ("1x", None),
+        ];
+        for (text, millis) in cases {
+            assert_eq!(
+                parse_duration(text).map(|d| d.as_millis() as u64),
+                millis,
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
