@@ -833,6 +833,9 @@ async fn explain<T: Target>(target: &T, args: &ExplainArgs, out: &mut String) ->
             format!("the key hashes to bucket {bucket} of 10000, which is {version}'s range")
         }
         (Reason::Hash, None, false) => "the hash decided".to_owned(),
+        (Reason::Preflight, ..) => {
+            "a CORS preflight carries no cookies: it goes to the first live version".to_owned()
+        }
     };
     if args.output == Output::Json {
         let report = json!({
