@@ -375,8 +375,7 @@ impl Config {
             ));
         }
         if let Some(domain) = &cookie.domain {
-            names::check_cookie_domain(domain)
-                .map_err(|m| ConfigError::new("cookie.domain", m))?;
+            names::check_cookie_domain(domain).map_err(|m| ConfigError::new("cookie.domain", m))?;
         }
         names::check_cookie_path(&cookie.path).map_err(|m| ConfigError::new("cookie.path", m))?;
         if cookie.max_age == 0 {
@@ -446,15 +445,11 @@ impl Config {
 }
 
 fn cookie_attributes(cookie: &CookieConfig) -> String {
-    let mut out = String::new();
-    if let Some(domain) = &cookie.domain {
-        out.push_str("; Domain=");
-        out.push_str(domain);
-    }
-    out.push_str("; Path=");
-    out.push_str(&cookie.path);
-    out.push_str("; Max-Age=");
-    out.push_str(&cookie.max_age.to_string());
+    let domain = match &cookie.domain {
+        Some(domain) => format!("; Domain={domain}"),
+        None => String::new(),
+    };
+    let mut out = format!("{domain}; Path={}; Max-Age={}", cookie.path, cookie.max_age);
     if cookie.http_only {
         out.push_str("; HttpOnly");
     }
@@ -536,10 +531,17 @@ mod tests {
             );
         }
         let json = serde_json::to_string(&c.plugin).unwrap();
-        assert!(json.contains(r#""cookie":{"name":"sticky-version","idName":"sticky-id","domain":"shop.example","#), "{json}");
+        assert!(
+            json.contains(
+                r#""cookie":{"name":"sticky-version","idName":"sticky-id","domain":"shop.example","#
+            ),
+            "{json}"
+        );
         let host_only = PluginConfig::new(c.plugin.versions.clone());
         assert_eq!(host_only.cookie.domain, None);
-        assert!(!serde_json::to_string(&host_only).unwrap().contains("domain"));
+        assert!(!serde_json::to_string(&host_only)
+            .unwrap()
+            .contains("domain"));
     }
 
     #[test]

@@ -584,23 +584,37 @@ mod tests {
         let c = config("", 50.0, 50.0);
         // Pinned to v2 while the id now hashes to v1: a real navigation would move it.
         let moved = format!("sticky-version=v2; sticky-id={}", id_in(&c, 0));
-        let navigation: [(&str, &[u8]); 2] =
-            [("sec-fetch-dest", b"document"), ("sec-fetch-mode", b"navigate")];
+        let navigation: [(&str, &[u8]); 2] = [
+            ("sec-fetch-dest", b"document"),
+            ("sec-fetch-mode", b"navigate"),
+        ];
         let prefetch_link: [(&str, &[u8]); 2] =
             [("sec-fetch-dest", b"empty"), ("sec-fetch-mode", b"no-cors")];
-        let prerendered_script: [(&str, &[u8]); 2] =
-            [("sec-fetch-dest", b"script"), ("sec-fetch-mode", b"no-cors")];
+        let prerendered_script: [(&str, &[u8]); 2] = [
+            ("sec-fetch-dest", b"script"),
+            ("sec-fetch-mode", b"no-cors"),
+        ];
         // (fetch metadata, purpose header, its value, whether the pin may move)
         let cases: [(&[(&str, &[u8])], &str, &[u8], bool); 12] = [
             (&navigation, "sec-purpose", b"prefetch", false),
             (&navigation, "sec-purpose", b"prefetch;prerender", false),
-            (&navigation, "sec-purpose", b"prefetch;anonymous-client-ip", false),
+            (
+                &navigation,
+                "sec-purpose",
+                b"prefetch;anonymous-client-ip",
+                false,
+            ),
             (&navigation, "sec-purpose", b"Prefetch", false),
             (&navigation, "purpose", b"prefetch", false),
             (&navigation[..1], "purpose", b"prefetch", false),
             (&navigation[1..], "sec-purpose", b"prefetch", false),
             (&prefetch_link, "sec-purpose", b"prefetch", false),
-            (&prerendered_script, "sec-purpose", b"prefetch;prerender", false),
+            (
+                &prerendered_script,
+                "sec-purpose",
+                b"prefetch;prerender",
+                false,
+            ),
             // Not speculative: the navigation moves the pin.
             (&navigation, "sec-purpose", b"prefetcher", true),
             (&navigation, "purpose", b"preview", true),
@@ -636,7 +650,10 @@ mod tests {
         assert_eq!((d.version, d.reason), (0, Reason::Cookie));
         headers[0].1 = b"sticky-id=i1";
         let d = decide(&drained, &req(&headers), no_mint);
-        assert_eq!((d.version, d.reason, d.set_version_cookie), (1, Reason::Hash, true));
+        assert_eq!(
+            (d.version, d.reason, d.set_version_cookie),
+            (1, Reason::Hash, true)
+        );
     }
 
     #[test]
@@ -660,14 +677,24 @@ mod tests {
         // Not preflights: decided and pinned as any new client.
         for headers in [
             &[(":method", &b"OPTIONS"[..])][..],
-            &[(":method", b"GET"), ("access-control-request-method", b"POST")],
-            &[(":method", b"options"), ("access-control-request-method", b"POST")],
+            &[
+                (":method", b"GET"),
+                ("access-control-request-method", b"POST"),
+            ],
+            &[
+                (":method", b"options"),
+                ("access-control-request-method", b"POST"),
+            ],
         ] {
             let d = decide(&c, &req(headers), || "m".into());
-            assert_eq!((d.reason, d.minted_id.as_deref()), (Reason::Hash, Some("m")));
+            assert_eq!(
+                (d.reason, d.minted_id.as_deref()),
+                (Reason::Hash, Some("m"))
+            );
         }
         // A preflight that does carry a pin, a key or an override is decided as usual.
-        let pinned: Vec<(&str, &[u8])> = [&preflight[..2], &[("cookie", b"sticky-version=v2")]].concat();
+        let pinned: Vec<(&str, &[u8])> =
+            [&preflight[..2], &[("cookie", b"sticky-version=v2")]].concat();
         assert_eq!(decide(&c, &req(&pinned), no_mint).reason, Reason::Cookie);
         let keyed: Vec<(&str, &[u8])> = [&preflight[..2], &[("cookie", b"sticky-id=i1")]].concat();
         assert_eq!(decide(&c, &req(&keyed), no_mint).reason, Reason::Hash);

@@ -152,7 +152,10 @@ pub fn check_service_name(name: &str) -> Result<(), String> {
 /// rather than ignored as browsers do, so the configuration says exactly what is sent.
 pub fn check_cookie_domain(domain: &str) -> Result<(), String> {
     let bytes = domain.as_bytes();
-    let last_label = &bytes[bytes.iter().rposition(|&b| b == b'.').map_or(0, |dot| dot + 1)..];
+    let last_label = &bytes[bytes
+        .iter()
+        .rposition(|&b| b == b'.')
+        .map_or(0, |dot| dot + 1)..];
     if is_dns_name(bytes, false) && !last_label.iter().all(u8::is_ascii_digit) {
         Ok(())
     } else {
@@ -259,7 +262,12 @@ mod tests {
 
     #[test]
     fn cookie_domains() {
-        for good in ["shop.example", "example", "a-1.shop.test", "xn--bcher-kva.example"] {
+        for good in [
+            "shop.example",
+            "example",
+            "a-1.shop.test",
+            "xn--bcher-kva.example",
+        ] {
             assert_eq!(check_cookie_domain(good), Ok(()), "{good}");
         }
         for bad in [

@@ -786,8 +786,14 @@ mod tests {
         Rollouts::from_json(shared_id.as_bytes()).unwrap();
         // ... with one domain; an id cookie of their own may have any.
         for (shop, api) in [
-            (r#"{"domain":"shop.example"}"#, r#"{"name":"v-api","domain":"shop.example"}"#),
-            (r#"{"domain":"shop.example"}"#, r#"{"name":"v-api","idName":"api-id"}"#),
+            (
+                r#"{"domain":"shop.example"}"#,
+                r#"{"name":"v-api","domain":"shop.example"}"#,
+            ),
+            (
+                r#"{"domain":"shop.example"}"#,
+                r#"{"name":"v-api","idName":"api-id"}"#,
+            ),
         ] {
             let json = format!(
                 r#"{{"rollouts":[{},{}]}}"#,
