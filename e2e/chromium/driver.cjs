@@ -10,7 +10,8 @@
 //   {"op": "responses", "tab"}             what the tab's frames received so far:
 //                                          [{url, status, servedBy, method}], then forgets them
 //   {"op": "cookies"}                      the browser's cookies
-//   {"op": "addCookie", "url", "name", "value"}  adds a cookie for that URL's host
+//   {"op": "addCookie", "scope", "name", "value"}  adds a cookie: host-only for a URL's host,
+//                                          or for a domain (`.shop.test`) and its hosts
 // The browser closes when stdin does.
 //
 // Arguments: the directory of the playwright-core package, the Chromium executable, then any
@@ -21,7 +22,13 @@ const { createInterface } = require('node:readline');
 async function main() {
 const [playwright, executablePath, ...args] = process.argv.slice(2);
 const { chromium } = require(playwright);
-const browser = await chromium.launch({ executablePath, args, headless: true });
+// Playwright turns the back/forward cache off by default; browsers have it on.
+const browser = await chromium.launch({
+  executablePath,
+  args,
+  headless: true,
+  ignoreDefaultArgs: ['--disable-back-forward-cache'],
+});
 const context = await browser.newContext();
 const tabs = [];
 const seen = new Map();
@@ -58,7 +65,8 @@ const ops = {
     return tabs[tab].url();
   },
   async back({ tab }) {
-    const response = await tabs[tab].goBack({ waitUntil: 'load' });
+    // A page restored from the back/forward cache fires no load event: wait for the commit.
+    const response = await tabs[tab].goBack({ waitUntil: 'commit' });
     return response ? response.status() : null;
   },
   async responses({ tab }) {
@@ -68,8 +76,9 @@ const ops = {
   async cookies() {
     return await context.cookies();
   },
-  async addCookie({ url, name, value }) {
-    await context.addCookies([{ url, name, value }]);
+  async addCookie({ scope, name, value }) {
+    const where = scope.startsWith('http') ? { url: scope } : { domain: scope, path: '/' };
+    await context.addCookies([{ name, value, ...where }]);
   },
 };
 

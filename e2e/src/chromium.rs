@@ -141,9 +141,10 @@ impl Chromium {
         self.call(json!({"op": "cookies"}))
     }
 
-    /// Adds cookie `name=value` for the site of `url`, as an earlier visit would have.
-    pub fn add_cookie(&mut self, url: &str, name: &str, value: &str) -> Result<()> {
-        self.call::<Value>(json!({"op": "addCookie", "url": url, "name": name, "value": value}))
+    /// Adds cookie `name=value`, as an earlier visit would have: host-only for the host of
+    /// `scope` when it is a URL, else for the domain `scope` (such as `.shop.test`).
+    pub fn add_cookie(&mut self, scope: &str, name: &str, value: &str) -> Result<()> {
+        self.call::<Value>(json!({"op": "addCookie", "scope": scope, "name": name, "value": value}))
             .map(drop)
     }
 

@@ -203,9 +203,18 @@ fn not_found(browser: &mut Chromium, tab: Tab) -> Vec<Seen> {
     seen.into_iter().filter(|r| r.status == 404).collect()
 }
 
-fn launch() -> Chromium {
+/// Chromium, resolving the test domain to 127.0.0.1 and taking the rig's `www.` and `api.`
+/// origins for secure ones, as HTTPS origins would be: browsers send Fetch Metadata
+/// (`Sec-Fetch-*`), which tells the filter a navigation, only to secure origins (127.0.0.1 is
+/// one), and the tests serve plain HTTP.
+fn launch(rig: &Rig) -> Chromium {
     let rules = format!("--host-resolver-rules=MAP *.{DOMAIN} 127.0.0.1");
-    match Chromium::launch(&[&rules]) {
+    let secure = format!(
+        "--unsafely-treat-insecure-origin-as-secure={},{}",
+        rig.on("www", ""),
+        rig.on("api", "")
+    );
+    match Chromium::launch(&[&rules, &secure]) {
         Ok(browser) => browser,
         Err(err) => panic!("the real-browser tests need Chromium, Node.js and playwright-core (make setup): {err:#}"),
     }
@@ -255,7 +264,7 @@ struct Speculated {
 fn speculate(kind: &str, strip: Strip) -> Speculated {
     let (before, after, id) = before_and_after(plain_http);
     let mut rig = Rig::start(&before, strip);
-    let mut browser = launch();
+    let mut browser = launch(&rig);
     let tab = browser.tab().unwrap();
     browser
         .add_cookie(&rig.local("/"), DEFAULT_ID_COOKIE, &id)
@@ -328,4 +337,238 @@ fn speculation_rules_prefetch_and_prerender_never_move_a_pin_mid_page() {
             "{kind}: without the rule the open page mixes versions: {control:?}"
         );
     }
+}
+
+/// Whether the page in `tab` was restored from the back/forward cache (see [`watch_restores`]).
+fn restored(browser: &mut Chromium, tab: Tab) -> bool {
+    browser.eval(tab, "window.restored === true").unwrap()
+}
+
+/// Makes the page in `tab` remember a restore from the back/forward cache.
+fn watch_restores(browser: &mut Chromium, tab: Tab) {
+    browser
+        .eval::<Value>(
+            tab,
+            "window.addEventListener('pageshow', (e) => { window.restored = e.persisted; })",
+        )
+        .unwrap();
+}
+
+/// What two tabs saw: tab A stays on its page while tab B navigates, then goes back.
+#[derive(Debug)]
+struct TwoTabs {
+    /// Tab B's new page.
+    navigated: PageCheck,
+    /// Tab A's page, loaded before the ramp, checked after tab B's navigation.
+    other_tab: PageCheck,
+    /// Tab B's first page again, after history back.
+    back: PageCheck,
+    /// Whether it came from the back/forward cache.
+    back_from_cache: bool,
+    /// 404s the tabs saw.
+    not_found: Vec<Seen>,
+}
+
+fn two_tabs(repin: Repin) -> TwoTabs {
+    let (before, after, id) = before_and_after(|plugin| {
+        plain_http(plugin);
+        plugin.repin = repin;
+    });
+    let mut rig = Rig::start(&before, &[]);
+    let mut browser = launch(&rig);
+    let (a, b) = (browser.tab().unwrap(), browser.tab().unwrap());
+    browser
+        .add_cookie(&rig.local("/"), DEFAULT_ID_COOKIE, &id)
+        .unwrap();
+    browser.goto(a, &rig.local(PAGES[0])).unwrap();
+    browser.goto(b, &rig.local(PAGES[0])).unwrap();
+    watch_restores(&mut browser, b);
+    rig.ramp(&after);
+    browser.goto(b, &rig.local(PAGES[1])).unwrap();
+    let navigated = check(&mut browser, b, WHOAMI);
+    let other_tab = check(&mut browser, a, WHOAMI);
+    browser.back(b).unwrap();
+    let back_from_cache = restored(&mut browser, b);
+    let back = check(&mut browser, b, WHOAMI);
+    let mut not_found = not_found(&mut browser, a);
+    not_found.extend(self::not_found(&mut browser, b));
+    TwoTabs {
+        navigated,
+        other_tab,
+        back,
+        back_from_cache,
+        not_found,
+    }
+}
+
+/// Two tabs of one browser share its cookies. During a ramp, a navigation in one tab re-pins
+/// the client, and the page still open in the other tab, and the page the back/forward cache
+/// restores, then load from the new version: the measured effect, every later request of
+/// those pages. With `repin: expiry` pins do not move while the cookie lives, and no page
+/// mixes (the documented way to remove the effect, at the cost of weight changes reaching
+/// pinned clients only when their cookie expires).
+#[test]
+fn two_tabs_share_the_pin_a_navigation_in_one_moves_the_others_unless_pins_last_until_expiry() {
+    let kept = two_tabs(Repin::Expiry);
+    println!("repin expiry: {kept:?}");
+    for page in [&kept.navigated, &kept.other_tab, &kept.back] {
+        assert!(page.page == "v1" && page.consistent(), "{kept:?}");
+    }
+    assert!(kept.not_found.is_empty(), "{kept:?}");
+
+    let moved = two_tabs(Repin::Navigation);
+    println!("repin navigation: {moved:?}");
+    assert!(
+        moved.navigated.page == "v2" && moved.navigated.consistent(),
+        "{moved:?}"
+    );
+    let mixed = |page: &PageCheck| page.page == "v1" && page.api == "v2" && page.asset == 404;
+    assert!(
+        mixed(&moved.other_tab),
+        "the other tab's page mixes: {moved:?}"
+    );
+    assert!(
+        moved.back_from_cache,
+        "Chromium restored the page: {moved:?}"
+    );
+    assert!(mixed(&moved.back), "so does the restored page: {moved:?}");
+}
+
+/// A page on `www.` calling the API on `api.` of the same domain, during a ramp, with the
+/// cookies' `domain` set to the shared domain (or host-only, the control): the page loads
+/// from v1 and calls the API, the weights move to 10/90, the page calls it again, then the
+/// client navigates (and moves to v2) and the new page calls it.
+fn sibling_hosts(domain: Option<&str>) -> [PageCheck; 3] {
+    let (before, after, id) = before_and_after(|plugin| {
+        plain_http(plugin);
+        plugin.cookie.domain = domain.map(str::to_owned);
+    });
+    let mut rig = Rig::start(&before, &[]);
+    let mut browser = launch(&rig);
+    let tab = browser.tab().unwrap();
+    let scope = match domain {
+        Some(domain) => format!(".{domain}"),
+        None => rig.on("www", "/"),
+    };
+    browser.add_cookie(&scope, DEFAULT_ID_COOKIE, &id).unwrap();
+    let api = rig.on("api", WHOAMI);
+    browser.goto(tab, &rig.on("www", PAGES[0])).unwrap();
+    let first = check(&mut browser, tab, &api);
+    rig.ramp(&after);
+    let same_page = check(&mut browser, tab, &api);
+    browser.goto(tab, &rig.on("www", PAGES[1])).unwrap();
+    let next = check(&mut browser, tab, &api);
+    assert!(not_found(&mut browser, tab).is_empty() || domain.is_none());
+    [first, same_page, next]
+}
+
+/// With `cookie.domain`, the API host gets the page's pin: every page's API calls go to its
+/// own version, before and after the ramp. Host-only cookies (the control) give the API host a
+/// pin of its own, which stays on v1 while the pages move to v2.
+#[test]
+fn a_page_on_www_calls_the_api_on_a_sibling_host_with_the_pages_version() {
+    let shared = sibling_hosts(Some(DOMAIN));
+    println!("domain {DOMAIN}: {shared:?}");
+    let versions: Vec<&str> = shared.iter().map(|c| c.page.as_str()).collect();
+    assert_eq!(versions, ["v1", "v1", "v2"], "{shared:?}");
+    assert!(shared.iter().all(PageCheck::consistent), "{shared:?}");
+
+    let host_only = sibling_hosts(None);
+    println!("host-only: {host_only:?}");
+    assert_eq!(host_only[2].page, "v2", "{host_only:?}");
+    assert_eq!(
+        host_only[2].api, "v1",
+        "host-only cookies: the API keeps its own pin: {host_only:?}"
+    );
+}
+
+/// The request header that makes a CORS preflight one, removed for the control run.
+const PREFLIGHT: Strip = &["access-control-request-method"];
+
+/// How many preflighted calls each page makes.
+const CALLS: usize = 3;
+
+/// A page on `www.` makes `CALLS` preflighted calls (a custom header) to `api.` with
+/// credentials, the weights move to 10/90, the client navigates (to v2) and the new page makes
+/// as many: which version answered each call, per page, and the decisions the filter made.
+fn preflighted(strip: Strip) -> (Vec<(String, Vec<String>)>, BTreeMap<(String, String), u64>) {
+    let (before, after, id) = before_and_after(|plugin| {
+        plain_http(plugin);
+        plugin.cookie.domain = Some(DOMAIN.to_owned());
+    });
+    let mut rig = Rig::start(&before, strip);
+    let mut browser = launch(&rig);
+    let tab = browser.tab().unwrap();
+    browser
+        .add_cookie(&format!(".{DOMAIN}"), DEFAULT_ID_COOKIE, &id)
+        .unwrap();
+    let calls = format!(
+        r#"(async () => {{
+            const answers = [];
+            for (let i = 0; i < {CALLS}; i++) {{
+                const r = await fetch({:?}, {{ credentials: 'include', headers: {{ 'x-shop-client': 'web' }} }})
+                    .then(async (r) => (r.ok ? (await r.json()).version : `status ${{r.status}}`), (e) => `failed: ${{e}}`);
+                answers.push(r);
+            }}
+            return [document.body.dataset.version, answers];
+        }})()"#,
+        rig.on("api", WHOAMI)
+    );
+    browser.goto(tab, &rig.on("www", PAGES[0])).unwrap();
+    rig.ramp(&after);
+    let before_calls = rig.decisions();
+    let mut pages = vec![browser.eval(tab, &calls).unwrap()];
+    browser.goto(tab, &rig.on("www", PAGES[1])).unwrap();
+    pages.push(browser.eval(tab, &calls).unwrap());
+    let decided = rig
+        .decisions()
+        .into_iter()
+        .map(|(series, count)| {
+            let before = before_calls.get(&series).copied().unwrap_or(0);
+            (series, count - before)
+        })
+        .filter(|&(_, count)| count > 0)
+        .collect();
+    (pages, decided)
+}
+
+/// CORS preflights carry no cookies. The filter sends them to the first live version (v1 at
+/// 10/90) without minting an id or setting a cookie, and the calls themselves, which carry the
+/// cookies, go to the page's version. Without the rule (control), each preflight is a new
+/// client: an id minted, hashed (to v2 for most) and cookies set that the browser throws away.
+#[test]
+fn cors_preflights_mint_no_id_and_the_calls_keep_the_pages_version() {
+    let (pages, decided) = preflighted(&[]);
+    println!("{pages:?} {decided:?}");
+    for (page, answers) in &pages {
+        assert!(answers.iter().all(|a| a == page), "{pages:?}");
+    }
+    let page_versions: Vec<&str> = pages.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(page_versions, ["v1", "v2"]);
+    let key = |v: &str, r: &str| (v.to_owned(), r.to_owned());
+    assert_eq!(
+        decided.get(&key("v1", "preflight")),
+        Some(&(2 * CALLS as u64)),
+        "{decided:?}"
+    );
+    // The navigation that moved the client, and nothing else, was hashed.
+    let hashed: u64 = decided
+        .iter()
+        .filter(|((_, reason), _)| reason == "hash")
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(hashed, 1, "{decided:?}");
+
+    let (control, decided) = preflighted(PREFLIGHT);
+    println!("control: {control:?} {decided:?}");
+    let hashed: u64 = decided
+        .iter()
+        .filter(|((_, reason), _)| reason == "hash")
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(
+        hashed,
+        1 + 2 * CALLS as u64,
+        "every preflight minted an id: {decided:?}"
+    );
 }
