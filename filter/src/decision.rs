@@ -595,7 +595,8 @@ mod tests {
             ("sec-fetch-mode", b"no-cors"),
         ];
         // (fetch metadata, purpose header, its value, whether the pin may move)
-        let cases: [(&[(&str, &[u8])], &str, &[u8], bool); 12] = [
+        type Case<'a> = (&'a [(&'a str, &'a [u8])], &'a str, &'a [u8], bool);
+        let cases: [Case; 12] = [
             (&navigation, "sec-purpose", b"prefetch", false),
             (&navigation, "sec-purpose", b"prefetch;prerender", false),
             (
