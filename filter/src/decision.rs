@@ -218,10 +218,9 @@ pub fn is_top_level_navigation(request: &impl RequestHeaders) -> bool {
 }
 
 /// A request the browser sends ahead of a navigation the user may never make: speculation
-/// rules' prefetch (`Sec-Purpose: prefetch`) and prerender (`Sec-Purpose: prefetch;prerender`,
-/// also on the prerendered page's own requests), and the older `Purpose: prefetch`. Chromium
-/// commits their `Set-Cookie` at once, while the page that asked for them is still open, so
-/// such a request must never move a pin.
+/// rules' prefetch (`Sec-Purpose: prefetch`) and prerender (`Sec-Purpose: prefetch;prerender`),
+/// and the older `Purpose: prefetch`. Chromium commits their `Set-Cookie` at once, while the
+/// page that asked for them is still open, so such a request must never move a pin.
 pub fn is_speculative(request: &impl RequestHeaders) -> bool {
     let purpose = request
         .header("sec-purpose")
