@@ -541,14 +541,8 @@ mod tests {
     #[test]
     fn a_pin_its_id_confirms_is_kept_without_reading_the_navigation_headers() {
         let c = config("", 50.0, 50.0);
-        let id_in = |v: usize| {
-            (0..)
-                .map(|i| format!("id{i}"))
-                .find(|id| c.buckets.version_for_key(c.seed, id.as_bytes()) == v)
-                .unwrap()
-        };
         let navigation: (&str, &[u8]) = ("sec-fetch-dest", b"document");
-        let confirmed = format!("sticky-version=v2; sticky-id={}", id_in(1));
+        let confirmed = format!("sticky-version=v2; sticky-id={}", id_in(&c, 1));
         let r = req(&[("cookie", confirmed.as_bytes()), navigation]);
         let d = decide(&c, &r, no_mint);
         assert_eq!(
@@ -557,7 +551,7 @@ mod tests {
         );
         assert!(!r.was_read("sec-fetch-dest") && !r.was_read("sec-fetch-mode"));
         // The weights moved since this client was pinned: its navigation re-pins it.
-        let moved = format!("sticky-version=v2; sticky-id={}", id_in(0));
+        let moved = format!("sticky-version=v2; sticky-id={}", id_in(&c, 0));
         let r = req(&[("cookie", moved.as_bytes()), navigation]);
         let d = decide(&c, &r, no_mint);
         assert_eq!(
