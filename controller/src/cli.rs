@@ -217,6 +217,10 @@ struct InitArgs {
     /// Cookie carrying a stable client key (such as a session id); repeatable, after headers.
     #[arg(long = "key-cookie")]
     key_cookies: Vec<String>,
+    /// Domain of both cookies, such as shop.example, so that sibling hosts (a page on
+    /// www.shop.example calling api.shop.example) share the pin (default: host-only).
+    #[arg(long, value_name = "DOMAIN")]
+    cookie_domain: Option<String>,
     /// Hash salt (default: the service).
     #[arg(long)]
     salt: Option<String>,
@@ -750,6 +754,7 @@ fn init_spec(args: &InitArgs) -> Result<StickyCanarySpec, Error> {
         .map(KeySource::Header)
         .chain(args.key_cookies.iter().cloned().map(KeySource::Cookie))
         .collect();
+    spec.filter.cookie.domain = args.cookie_domain.clone();
     if let Some(salt) = &args.salt {
         spec.filter.salt = salt.clone();
     }
@@ -1013,6 +1018,9 @@ async fn explain<T: Target>(target: &T, args: &ExplainArgs, out: &mut String) ->
             format!("the key hashes to bucket {bucket} of 10000, which is {version}'s range")
         }
         (Reason::Hash, None, false) => "the hash decided".to_owned(),
+        (Reason::Preflight, ..) => {
+            "a CORS preflight carries no cookies: it goes to the first live version".to_owned()
+        }
     };
     if args.output == Output::Json {
         let report = json!({
@@ -1021,6 +1029,7 @@ async fn explain<T: Target>(target: &T, args: &ExplainArgs, out: &mut String) ->
             "bucket": bucket,
             "setsCookie": decision.set_version_cookie,
             "cookie": config.plugin.cookie.name,
+            "cookieDomain": config.plugin.cookie.domain,
             "weights": canary.spec.versions.iter().map(|v| json!({"name": v.name, "weight": v.weight})).collect::<Vec<_>>(),
         });
         writeln!(out, "{report:#}").ok();
@@ -1028,7 +1037,11 @@ async fn explain<T: Target>(target: &T, args: &ExplainArgs, out: &mut String) ->
         writeln!(out, "version  {version}").ok();
         writeln!(out, "reason   {} ({why})", decision.reason.as_str()).ok();
         writeln!(out, "weights  {}", canary.spec.summary()).ok();
-        writeln!(out, "cookie   {}", config.plugin.cookie.name).ok();
+        let scope = match &config.plugin.cookie.domain {
+            Some(domain) => format!("domain {domain}"),
+            None => "host-only".to_owned(),
+        };
+        writeln!(out, "cookie   {} ({scope})", config.plugin.cookie.name).ok();
     }
     Ok(())
 }

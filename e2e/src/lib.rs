@@ -4,10 +4,12 @@
 //! ([`upstream`], serving the [`site`]), and an Envoy ([`envoy`]) that runs the built filter
 //! and reads its listener from a file, so weights change live; a [`gateway::Gateway`] puts
 //! several services behind one Envoy, as an Istio ingress gateway does. [`browser`] and [`crowd`]
-//! play the clients, sending the `Sec-Fetch-*` headers real browsers send; [`load`] keeps them
+//! play the clients, sending the `Sec-Fetch-*` headers real browsers send, and [`chromium`] is
+//! a real one; [`load`] keeps them
 //! browsing while an [`operator`] runs the real `stickyctl` to change the rollout.
 
 pub mod browser;
+pub mod chromium;
 pub mod crowd;
 pub mod demo;
 pub mod envoy;

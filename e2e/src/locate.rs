@@ -105,3 +105,55 @@ pub fn istio_crds() -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// Node.js, which runs the Playwright driver of the real-browser tests: `$NODE_BIN`, else
+/// `node` on the `PATH` (`make setup` installs it from Debian when missing).
+pub fn node_bin() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NODE_BIN") {
+        return existing(PathBuf::from(path), "NODE_BIN");
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("node"))
+        .find(|path| path.is_file());
+    on_path.ok_or_else(|| {
+        anyhow::anyhow!(
+            "node is not on the PATH: run `make setup` (installs nodejs from Debian) or point \
+             NODE_BIN at it"
+        )
+    })
+}
+
+/// Debian's Chromium for the real-browser tests: `$CHROMIUM_BIN`, else `/usr/bin/chromium`
+/// (`make setup` installs the `chromium` package when missing).
+pub fn chromium_bin() -> Result<PathBuf> {
+    match std::env::var_os("CHROMIUM_BIN") {
+        Some(path) => existing(PathBuf::from(path), "CHROMIUM_BIN"),
+        None => existing(
+            PathBuf::from("/usr/bin/chromium"),
+            "make setup (apt-get install chromium)",
+        ),
+    }
+}
+
+/// The `playwright-core` package that drives Chromium: `$PLAYWRIGHT_CORE`, else the one
+/// `make setup` installs into `.work/playwright/`.
+pub fn playwright_core() -> Result<PathBuf> {
+    match std::env::var_os("PLAYWRIGHT_CORE") {
+        Some(path) => existing(PathBuf::from(path), "PLAYWRIGHT_CORE"),
+        None => existing(
+            workspace_root().join(".work/playwright/node_modules/playwright-core"),
+            "make setup (npm install playwright-core into .work/playwright/)",
+        ),
+    }
+}
+
+/// `path` if it exists, else an error saying what provides it.
+fn existing(path: PathBuf, provider: &str) -> Result<PathBuf> {
+    if path.exists() {
+        Ok(path)
+    } else {
+        bail!("{} is missing: see {provider}", path.display())
+    }
+}

@@ -4,14 +4,18 @@
 //! Each version's pages load a script that only that version has (`/assets/app-<version>.js`,
 //! as a bundler's content-hashed file name would be), so a page from one version whose script
 //! request lands on another gets a 404. Every response says which version served it and what
-//! version header the upstream received, so tests can check the filter's decision.
+//! version header the upstream received, so tests can check the filter's decision. Pages say
+//! their version in `data-version`, and the script sets `window.app` to its own, so a real
+//! browser can check from the page that it did not mix versions. Every version answers CORS
+//! alike, so pages of another host (`www.` calling `api.`) can call it with credentials. The
+//! page's icon is inline, so a real browser does not ask for `/favicon.ico`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -89,7 +93,9 @@ pub fn router(
         let state = Arc::new((faults, AtomicU64::new(0)));
         site = site.layer(middleware::from_fn_with_state(state, inject));
     }
-    Ok(site.layer(middleware::from_fn_with_state(served_by, stamp)))
+    Ok(site
+        .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn_with_state(served_by, stamp)))
 }
 
 /// Delays the response and fails the share of requests `faults` asks for.
@@ -117,9 +123,10 @@ async fn page(State(version): State<Arc<str>>) -> impl IntoResponse {
     let html = format!(
         r#"<!doctype html>
 <html><head><title>shop {version}</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="{COMMON_CSS}">
 <script src="{script}"></script>
-</head><body data-fetch="{WHOAMI}"><h1>shop {version}</h1><nav>{links}</nav></body></html>
+</head><body data-fetch="{WHOAMI}" data-version="{version}"><h1>shop {version}</h1><nav>{links}</nav></body></html>
 "#,
         script = app_script(&version)
     );
@@ -134,7 +141,10 @@ async fn asset(State(version): State<Arc<str>>, Path(file): Path<String>) -> Res
     if format!("/assets/{file}") == app_script(&version) {
         (
             [(header::CONTENT_TYPE, "text/javascript")],
-            format!("fetch({WHOAMI:?}); // app {version}\n"),
+            format!(
+                "window.app = {:?}; fetch({WHOAMI:?}); // app {version}\n",
+                &*version
+            ),
         )
             .into_response()
     } else {
@@ -193,6 +203,44 @@ fn call(url: &str, host: &str, version: Option<String>) -> Option<String> {
         .get(SERVED_BY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// CORS for pages of any origin, with credentials: an `OPTIONS` request with an `Origin` is a
+/// preflight and answered at once (allowing what it asks for, cached by nobody, so every
+/// call is preflighted again); other requests with an `Origin` get the allow headers.
+async fn cors(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let origin = headers.get(header::ORIGIN).cloned();
+    let asked_headers = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+    let Some(origin) = origin else {
+        return next.run(request).await;
+    };
+    let preflight = request.method() == Method::OPTIONS;
+    let mut response = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    if preflight {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST"),
+        );
+        if let Some(asked) = asked_headers {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
+        }
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("0"),
+        );
+    }
+    response
 }
 
 /// Marks every response with the serving version and the version header it received.

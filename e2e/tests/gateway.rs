@@ -197,8 +197,8 @@ fn decisions_are_counted_per_rollout_version_and_reason_on_stats_prometheus() {
         .collect();
     assert!(unlabelled.is_empty(), "{unlabelled:#?}");
     let before = decisions(&exposition);
-    // A series per rollout, version and reason: 2 × 4 for the shop, 1 × 4 for the api.
-    assert_eq!(before.len(), 12, "{before:?}");
+    // A series per rollout, version and reason: 2 × 5 for the shop, 1 × 5 for the api.
+    assert_eq!(before.len(), 15, "{before:?}");
     assert!(before.keys().all(|(rollout, _, _)| rollout.is_some()));
     let mut browsers = vec![Browser::new(); 120];
     let shop = Tally::of(&visit(&gateway, &mut browsers, SHOP));

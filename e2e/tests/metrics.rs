@@ -28,7 +28,7 @@ fn decisions_are_counted_per_version_and_reason_on_stats_prometheus() {
     let before = decisions(&stack.envoy.prometheus().unwrap());
     assert_eq!(
         before.len(),
-        8,
+        10,
         "a series per version and reason: {before:?}"
     );
     let mut crowd = Crowd::new(300);
@@ -54,6 +54,7 @@ fn decisions_are_counted_per_version_and_reason_on_stats_prometheus() {
             3 * pages(version),
         );
         expected.insert((version.to_owned(), "trusted".to_owned()), 0);
+        expected.insert((version.to_owned(), "preflight".to_owned()), 0);
         let overrides = if version == "v2" { 7 * 4 } else { 0 };
         expected.insert((version.to_owned(), "override".to_owned()), overrides);
     }

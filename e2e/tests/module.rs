@@ -1,6 +1,6 @@
 //! The module every other test loads is the one `make wasm` trims: the callbacks the filter
 //! leaves at their defaults are not exported (so Envoy skips them on every request), the ones
-//! it implements are.
+//! it implements are; and it fits the size target.
 
 use sticky_canary_e2e::locate;
 use sticky_canary_filter::UNUSED_CALLBACKS;
@@ -39,4 +39,20 @@ fn the_built_filter_exports_only_the_callbacks_it_implements() {
             path.display()
         );
     }
+}
+
+/// The project's size target for the module (see BENCHMARKS.md): every Envoy worker compiles
+/// and holds it, and Istio fetches it to every proxy.
+const MAX_MODULE_BYTES: u64 = 200 * 1024;
+
+#[test]
+fn the_built_filter_fits_the_size_target() {
+    let path = locate::filter_wasm().expect("the filter is built");
+    let size = std::fs::metadata(&path).expect("the filter exists").len();
+    assert!(
+        size <= MAX_MODULE_BYTES,
+        "{} is {size} bytes, over the target of {MAX_MODULE_BYTES}: run `make wasm` (which \
+         optimizes it), or find the bytes (BENCHMARKS.md says where they went before)",
+        path.display()
+    );
 }

@@ -105,6 +105,7 @@ fn cookie_names_and_attributes_follow_the_configuration() {
         cookie: CookieConfig {
             name: "ver".to_owned(),
             id_name: "cid".to_owned(),
+            domain: Some("shop.test".to_owned()),
             path: "/shop".to_owned(),
             max_age: 600,
             http_only: false,
@@ -120,11 +121,17 @@ fn cookie_names_and_attributes_follow_the_configuration() {
     let version = response.served_by.clone().unwrap();
     assert_eq!(
         response.set_cookie("ver"),
-        Some(format!("ver={version}; Path=/shop; Max-Age=600; SameSite=Strict").as_str())
+        Some(
+            format!("ver={version}; Domain=shop.test; Path=/shop; Max-Age=600; SameSite=Strict")
+                .as_str()
+        )
     );
     let id = response.cookie("cid").unwrap();
     assert_eq!(
         response.set_cookie("cid"),
-        Some(format!("cid={id}; Path=/shop; Max-Age=600; SameSite=Strict").as_str())
+        Some(
+            format!("cid={id}; Domain=shop.test; Path=/shop; Max-Age=600; SameSite=Strict")
+                .as_str()
+        )
     );
 }

@@ -90,6 +90,11 @@ pub struct CookieConfig {
     pub name: String,
     /// Name of the cookie that keeps the minted client id.
     pub id_name: String,
+    /// `Domain` attribute: `shop.example` shares both cookies with every host under it (a page
+    /// on `www.shop.example` calling `api.shop.example`); `None`, the default, keeps them
+    /// host-only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     /// `Path` attribute.
     pub path: String,
     /// `Max-Age` in seconds: how long a pin lasts for clients that never navigate.
@@ -163,6 +168,7 @@ impl Default for CookieConfig {
         CookieConfig {
             name: DEFAULT_COOKIE.to_owned(),
             id_name: DEFAULT_ID_COOKIE.to_owned(),
+            domain: None,
             path: "/".to_owned(),
             max_age: DEFAULT_MAX_AGE,
             http_only: true,
@@ -296,6 +302,8 @@ pub struct Config {
     /// Whether finding a client's key may read a header (a `keySources` entry is a header),
     /// rather than only the `Cookie` header the decision reads anyway.
     pub keys_read_headers: bool,
+    /// The version a CORS preflight goes to: the first live one, stable unless it is at 0.
+    pub preflight_version: usize,
     /// Everything after `name=value` in a `Set-Cookie`, precomputed.
     cookie_attributes: String,
 }
@@ -366,6 +374,9 @@ impl Config {
                 "must differ from `cookie.name`",
             ));
         }
+        if let Some(domain) = &cookie.domain {
+            names::check_cookie_domain(domain).map_err(|m| ConfigError::new("cookie.domain", m))?;
+        }
         names::check_cookie_path(&cookie.path).map_err(|m| ConfigError::new("cookie.path", m))?;
         if cookie.max_age == 0 {
             return Err(ConfigError::new(
@@ -398,6 +409,7 @@ impl Config {
                 .iter()
                 .any(|source| matches!(source, KeySource::Header(_))),
             cookie_attributes: cookie_attributes(cookie),
+            preflight_version: basis_points.iter().position(|&bp| bp > 0).unwrap_or(0),
             basis_points,
             buckets,
             plugin,
@@ -433,7 +445,11 @@ impl Config {
 }
 
 fn cookie_attributes(cookie: &CookieConfig) -> String {
-    let mut out = format!("; Path={}; Max-Age={}", cookie.path, cookie.max_age);
+    let domain = match &cookie.domain {
+        Some(domain) => format!("; Domain={domain}"),
+        None => String::new(),
+    };
+    let mut out = format!("{domain}; Path={}; Max-Age={}", cookie.path, cookie.max_age);
     if cookie.http_only {
         out.push_str("; HttpOnly");
     }
@@ -499,6 +515,33 @@ mod tests {
         );
         let again = serde_json::to_vec(&c.plugin).unwrap();
         assert_eq!(Config::from_json(&again).unwrap(), c);
+    }
+
+    #[test]
+    fn a_cookie_domain_is_on_both_cookies_and_optional() {
+        let c = Config::from_json(
+            br#"{"versions":[{"name":"v1","weight":100}],"cookie":{"domain":"shop.example"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.plugin.cookie.domain.as_deref(), Some("shop.example"));
+        for name in ["sticky-version", "sticky-id"] {
+            assert_eq!(
+                c.set_cookie(name, "x"),
+                format!("{name}=x; Domain=shop.example; Path=/; Max-Age=86400; HttpOnly; Secure; SameSite=Lax")
+            );
+        }
+        let json = serde_json::to_string(&c.plugin).unwrap();
+        assert!(
+            json.contains(
+                r#""cookie":{"name":"sticky-version","idName":"sticky-id","domain":"shop.example","#
+            ),
+            "{json}"
+        );
+        let host_only = PluginConfig::new(c.plugin.versions.clone());
+        assert_eq!(host_only.cookie.domain, None);
+        assert!(!serde_json::to_string(&host_only)
+            .unwrap()
+            .contains("domain"));
     }
 
     #[test]
@@ -590,6 +633,26 @@ mod tests {
                 r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"idName":"sticky-version"}}"#,
                 "cookie.idName",
                 "differ",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"domain":"https://shop.example"}}"#,
+                "cookie.domain",
+                "is not a domain",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"domain":"shop.example:443"}}"#,
+                "cookie.domain",
+                "without scheme, port, path",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"domain":"shop.example/api"}}"#,
+                "cookie.domain",
+                "is not a domain",
+            ),
+            (
+                r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"domain":""}}"#,
+                "cookie.domain",
+                "is not a domain",
             ),
             (
                 r#"{"versions":[{"name":"v1","weight":100}],"cookie":{"path":"/a;b"}}"#,

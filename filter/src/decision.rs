@@ -32,15 +32,19 @@ pub enum Reason {
     Cookie,
     /// The weighted hash of the client key decided.
     Hash,
+    /// A CORS preflight, which never carries cookies: sent to the first live version, with
+    /// no id minted and no cookie set (see [`is_preflight`]).
+    Preflight,
 }
 
 impl Reason {
     /// Every reason, in metric order.
-    pub const ALL: [Reason; 4] = [
+    pub const ALL: [Reason; 5] = [
         Reason::Override,
         Reason::Trusted,
         Reason::Cookie,
         Reason::Hash,
+        Reason::Preflight,
     ];
 
     /// The reason as it appears in metric names and `stickyctl explain`.
@@ -50,6 +54,7 @@ impl Reason {
             Reason::Trusted => "trusted",
             Reason::Cookie => "cookie",
             Reason::Hash => "hash",
+            Reason::Preflight => "preflight",
         }
     }
 }
@@ -151,13 +156,17 @@ pub fn decide(
                 return Decision::fixed(version, Reason::Cookie);
             }
         }
-        if !is_top_level_navigation(request) {
+        if !is_top_level_navigation(request) || is_speculative(request) {
             return Decision::fixed(version, Reason::Cookie);
         }
     }
     let hashed = hashed.or_else(|| hashed_key(config, request, &cookies, id_cookie));
     let (origin, bucket, minted_id) = match hashed {
         Some((origin, bucket)) => (origin, bucket, None),
+        // Only a request without any key can be a preflight, so only those pay for the check.
+        None if is_preflight(request) => {
+            return Decision::fixed(config.preflight_version, Reason::Preflight);
+        }
         None => {
             let id = mint();
             (
@@ -206,6 +215,34 @@ pub fn is_top_level_navigation(request: &impl RequestHeaders) -> bool {
             .header("sec-fetch-mode")
             .is_some_and(|mode| mode.eq_ignore_ascii_case(b"navigate")),
     }
+}
+
+/// A request the browser sends ahead of a navigation the user may never make: speculation
+/// rules' prefetch (`Sec-Purpose: prefetch`) and prerender (`Sec-Purpose: prefetch;prerender`),
+/// and the older `Purpose: prefetch`. Chromium commits their `Set-Cookie` at once, while the
+/// page that asked for them is still open, so such a request must never move a pin.
+pub fn is_speculative(request: &impl RequestHeaders) -> bool {
+    let purpose = request
+        .header("sec-purpose")
+        .or_else(|| request.header("purpose"));
+    // A structured-header token, possibly with parameters or more items after it.
+    purpose.is_some_and(|p| {
+        p.len() >= PREFETCH.len()
+            && p[..PREFETCH.len()].eq_ignore_ascii_case(PREFETCH)
+            && matches!(p.get(PREFETCH.len()), None | Some(b';' | b',' | b' '))
+    })
+}
+
+const PREFETCH: &[u8] = b"prefetch";
+
+/// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method`. Browsers send it without
+/// cookies and ignore the cookies of its response, so deciding it by hash would mint an id and
+/// set cookies for nothing, and send it to a version chosen by that throwaway id.
+pub fn is_preflight(request: &impl RequestHeaders) -> bool {
+    request.header("access-control-request-method").is_some()
+        && request
+            .header(":method")
+            .is_some_and(|method| method == b"OPTIONS")
 }
 
 /// The first usable client key's origin and bucket, if the client has a key.
@@ -504,14 +541,8 @@ mod tests {
     #[test]
     fn a_pin_its_id_confirms_is_kept_without_reading_the_navigation_headers() {
         let c = config("", 50.0, 50.0);
-        let id_in = |v: usize| {
-            (0..)
-                .map(|i| format!("id{i}"))
-                .find(|id| c.buckets.version_for_key(c.seed, id.as_bytes()) == v)
-                .unwrap()
-        };
         let navigation: (&str, &[u8]) = ("sec-fetch-dest", b"document");
-        let confirmed = format!("sticky-version=v2; sticky-id={}", id_in(1));
+        let confirmed = format!("sticky-version=v2; sticky-id={}", id_in(&c, 1));
         let r = req(&[("cookie", confirmed.as_bytes()), navigation]);
         let d = decide(&c, &r, no_mint);
         assert_eq!(
@@ -520,7 +551,7 @@ mod tests {
         );
         assert!(!r.was_read("sec-fetch-dest") && !r.was_read("sec-fetch-mode"));
         // The weights moved since this client was pinned: its navigation re-pins it.
-        let moved = format!("sticky-version=v2; sticky-id={}", id_in(0));
+        let moved = format!("sticky-version=v2; sticky-id={}", id_in(&c, 0));
         let r = req(&[("cookie", moved.as_bytes()), navigation]);
         let d = decide(&c, &r, no_mint);
         assert_eq!(
@@ -531,6 +562,139 @@ mod tests {
         // Within a page the moved pin holds.
         let r = req(&[("cookie", moved.as_bytes()), ("sec-fetch-dest", b"script")]);
         assert_eq!(decide(&c, &r, no_mint).reason, Reason::Cookie);
+    }
+
+    /// An id that hashes to version `v` of `c`.
+    fn id_in(c: &Config, v: usize) -> String {
+        (0..)
+            .map(|i| format!("id{i}"))
+            .find(|id| c.buckets.version_for_key(c.seed, id.as_bytes()) == v)
+            .unwrap()
+    }
+
+    #[test]
+    fn speculative_requests_never_move_a_pin() {
+        let c = config("", 50.0, 50.0);
+        // Pinned to v2 while the id now hashes to v1: a real navigation would move it.
+        let moved = format!("sticky-version=v2; sticky-id={}", id_in(&c, 0));
+        let navigation: [(&str, &[u8]); 2] = [
+            ("sec-fetch-dest", b"document"),
+            ("sec-fetch-mode", b"navigate"),
+        ];
+        let prefetch_link: [(&str, &[u8]); 2] =
+            [("sec-fetch-dest", b"empty"), ("sec-fetch-mode", b"no-cors")];
+        let prerendered_script: [(&str, &[u8]); 2] = [
+            ("sec-fetch-dest", b"script"),
+            ("sec-fetch-mode", b"no-cors"),
+        ];
+        // (fetch metadata, purpose header, its value, whether the pin may move)
+        type Case<'a> = (&'a [(&'a str, &'a [u8])], &'a str, &'a [u8], bool);
+        let cases: [Case; 12] = [
+            (&navigation, "sec-purpose", b"prefetch", false),
+            (&navigation, "sec-purpose", b"prefetch;prerender", false),
+            (
+                &navigation,
+                "sec-purpose",
+                b"prefetch;anonymous-client-ip",
+                false,
+            ),
+            (&navigation, "sec-purpose", b"Prefetch", false),
+            (&navigation, "purpose", b"prefetch", false),
+            (&navigation[..1], "purpose", b"prefetch", false),
+            (&navigation[1..], "sec-purpose", b"prefetch", false),
+            (&prefetch_link, "sec-purpose", b"prefetch", false),
+            (
+                &prerendered_script,
+                "sec-purpose",
+                b"prefetch;prerender",
+                false,
+            ),
+            // Not speculative: the navigation moves the pin.
+            (&navigation, "sec-purpose", b"prefetcher", true),
+            (&navigation, "purpose", b"preview", true),
+            (&navigation, "x-purpose", b"prefetch", true),
+        ];
+        for (metadata, purpose, value, moves) in cases {
+            let mut headers = vec![("cookie", moved.as_bytes()), (purpose, value)];
+            headers.extend_from_slice(metadata);
+            let d = decide(&c, &req(&headers), no_mint);
+            let expected = if moves {
+                (0, Reason::Hash, true)
+            } else {
+                (1, Reason::Cookie, false)
+            };
+            assert_eq!(
+                (d.version, d.reason, d.set_version_cookie),
+                expected,
+                "{metadata:?} {purpose}: {}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        // A draining pin is kept too; a client without a pin is decided and pinned as usual.
+        let drained = Config::from_json(
+            br#"{"versions":[{"name":"v1","weight":0,"drain":true},{"name":"v2","weight":100}]}"#,
+        )
+        .unwrap();
+        let mut headers = vec![
+            ("cookie", &b"sticky-version=v1; sticky-id=i1"[..]),
+            ("sec-purpose", b"prefetch;prerender"),
+        ];
+        headers.extend_from_slice(&navigation);
+        let d = decide(&drained, &req(&headers), no_mint);
+        assert_eq!((d.version, d.reason), (0, Reason::Cookie));
+        headers[0].1 = b"sticky-id=i1";
+        let d = decide(&drained, &req(&headers), no_mint);
+        assert_eq!(
+            (d.version, d.reason, d.set_version_cookie),
+            (1, Reason::Hash, true)
+        );
+    }
+
+    #[test]
+    fn a_preflight_goes_to_the_first_live_version_without_an_id_or_cookies() {
+        let preflight: [(&str, &[u8]); 3] = [
+            (":method", b"OPTIONS"),
+            ("access-control-request-method", b"POST"),
+            ("x-sticky-version", b"v2"),
+        ];
+        for (v1, v2, expected) in [(50.0, 50.0, 0), (100.0, 0.0, 0), (0.0, 100.0, 1)] {
+            let c = config("", v1, v2);
+            let d = decide(&c, &req(&preflight), no_mint);
+            assert_eq!(
+                (d.version, d.reason, d.set_version_cookie, &d.minted_id),
+                (expected, Reason::Preflight, false, &None),
+                "{v1}/{v2}"
+            );
+            assert!(d.stamps_header(), "a spoofed version header is overwritten");
+        }
+        let c = config("", 0.0, 100.0);
+        // Not preflights: decided and pinned as any new client.
+        for headers in [
+            &[(":method", &b"OPTIONS"[..])][..],
+            &[
+                (":method", b"GET"),
+                ("access-control-request-method", b"POST"),
+            ],
+            &[
+                (":method", b"options"),
+                ("access-control-request-method", b"POST"),
+            ],
+        ] {
+            let d = decide(&c, &req(headers), || "m".into());
+            assert_eq!(
+                (d.reason, d.minted_id.as_deref()),
+                (Reason::Hash, Some("m"))
+            );
+        }
+        // A preflight that does carry a pin, a key or an override is decided as usual.
+        let pinned: Vec<(&str, &[u8])> =
+            [&preflight[..2], &[("cookie", b"sticky-version=v2")]].concat();
+        assert_eq!(decide(&c, &req(&pinned), no_mint).reason, Reason::Cookie);
+        let keyed: Vec<(&str, &[u8])> = [&preflight[..2], &[("cookie", b"sticky-id=i1")]].concat();
+        assert_eq!(decide(&c, &req(&keyed), no_mint).reason, Reason::Hash);
+        let forced: Vec<(&str, &[u8])> =
+            [&preflight[..2], &[("x-sticky-override", b"v1")]].concat();
+        assert_eq!(decide(&c, &req(&forced), no_mint).reason, Reason::Override);
     }
 
     #[test]
@@ -661,6 +825,23 @@ mod tests {
             }
             let nav = decide(&c, &req(&[("cookie", cookie.as_bytes()), ("sec-fetch-dest", b"document")]), no_mint);
             prop_assert_eq!((nav.version, nav.set_version_cookie), (other, true));
+        }
+
+        /// Whatever the weights, a speculative request keeps a live pin and sets no cookie.
+        #[test]
+        fn no_speculative_request_moves_a_pin(
+            id in "[a-f0-9]{32}",
+            canary in 1u16..100,
+            pinned_canary in any::<bool>(),
+            value in prop_oneof![Just("prefetch"), Just("prefetch;prerender"), Just("PREFETCH")],
+            legacy in any::<bool>(),
+        ) {
+            let c = config("", f64::from(100 - canary), f64::from(canary));
+            let pin = usize::from(pinned_canary);
+            let cookie = format!("sticky-id={id}; sticky-version={}", c.names[pin]);
+            let purpose = if legacy { "purpose" } else { "sec-purpose" };
+            let d = decide(&c, &req(&[("cookie", cookie.as_bytes()), ("sec-fetch-dest", b"document"), (purpose, value.as_bytes())]), no_mint);
+            prop_assert_eq!((d.version, d.set_version_cookie, d.minted_id), (pin, false, None));
         }
 
         /// Never panics, whatever the headers hold.

@@ -146,6 +146,25 @@ pub fn check_service_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// A cookie `Domain`: a lower-case DNS name such as `shop.example`, which shares the cookie
+/// with every host under it. A URL, a port or a path there would make browsers drop the
+/// cookie, and an IP address cannot be shared with other hosts; a leading dot is refused
+/// rather than ignored as browsers do, so the configuration says exactly what is sent.
+pub fn check_cookie_domain(domain: &str) -> Result<(), String> {
+    let bytes = domain.as_bytes();
+    let last_label = &bytes[bytes
+        .iter()
+        .rposition(|&b| b == b'.')
+        .map_or(0, |dot| dot + 1)..];
+    if is_dns_name(bytes, false) && !last_label.iter().all(u8::is_ascii_digit) {
+        Ok(())
+    } else {
+        Err(quoted(domain)
+            + " is not a domain: give a lower-case domain name without scheme, port, path or \
+               leading dot, e.g. shop.example")
+    }
+}
+
 /// A rollout's name: `<namespace>/<name>` of its `StickyCanary`, a Kubernetes namespace (a DNS
 /// label) and object name (a DNS name), so names are unique across namespaces.
 pub fn check_rollout_name(name: &str) -> Result<(), String> {
@@ -239,6 +258,34 @@ mod tests {
         assert!(check_cookie_path("/a b").is_err());
         assert!(check_token("Abc-123_~").is_ok());
         assert!(check_token("a:b").is_err());
+    }
+
+    #[test]
+    fn cookie_domains() {
+        for good in [
+            "shop.example",
+            "example",
+            "a-1.shop.test",
+            "xn--bcher-kva.example",
+        ] {
+            assert_eq!(check_cookie_domain(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "https://shop.example",
+            "shop.example:8443",
+            "shop.example/api",
+            ".shop.example",
+            "shop.example.",
+            "Shop.Example",
+            "shop example",
+            "127.0.0.1",
+            "shop..example",
+            "-shop.example",
+        ] {
+            let err = check_cookie_domain(bad).expect_err(bad);
+            assert!(err.contains("is not a domain"), "{bad}: {err}");
+        }
     }
 
     #[test]

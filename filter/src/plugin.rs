@@ -10,10 +10,9 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
-use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
 
 use crate::decision::{self, Reason, RequestHeaders};
+use crate::ids::Ids;
 use crate::metrics;
 use crate::rollouts::{Rollout, Rollouts};
 
@@ -129,29 +128,28 @@ impl RequestHeaders for HostHeaders<'_> {
     }
 }
 
-/// Mints client ids: 128 random bits as hex, from a ChaCha generator seeded once per VM with
-/// the host's entropy (WASI `random_get`). Asking the host for every id cost a host call per new
-/// client, about 5,400 Envoy instructions. Ids only spread clients over buckets, so should the
-/// host ever fail to provide entropy the filter still serves, from a fixed seed, with a warning.
+/// Mints client ids ([`Ids`]), keyed once per VM with the host's entropy (WASI `random_get`).
+/// Asking the host for every id cost a host call per new client, about 5,400 Envoy
+/// instructions. Ids only spread clients over buckets, so should the host ever fail to provide
+/// entropy the filter still serves, from a fixed key, with a warning.
 #[derive(Default)]
-struct IdMint(RefCell<Option<StdRng>>);
+struct IdMint(RefCell<Option<Ids>>);
 
 impl IdMint {
     fn mint(&self) -> String {
-        let mut rng = self.0.borrow_mut();
-        let rng = rng.get_or_insert_with(|| {
-            StdRng::try_from_os_rng().unwrap_or_else(|_| {
+        let mut ids = self.0.borrow_mut();
+        ids.get_or_insert_with(|| {
+            let mut key = [0u8; 16];
+            if getrandom::fill(&mut key).is_err() {
                 proxy_wasm::hostcalls::log(
                     LogLevel::Warn,
                     "sticky-canary: no entropy from the host",
                 )
                 .ok();
-                StdRng::seed_from_u64(0)
-            })
-        });
-        let mut bytes = [0u8; 16];
-        rng.fill_bytes(&mut bytes);
-        format!("{:032x}", u128::from_le_bytes(bytes))
+            }
+            Ids::new(key)
+        })
+        .next_id()
     }
 }
 

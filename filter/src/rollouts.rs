@@ -11,7 +11,7 @@
 use serde::Serialize;
 use xxhash_rust::xxh64::xxh64;
 
-use crate::config::{Config, ConfigError, PluginConfig};
+use crate::config::{Config, ConfigError, CookieConfig, PluginConfig};
 use crate::{metrics, names, rollouts_json};
 
 /// The wire form of a whole `pluginConfig`: one rollout for every request, or rollouts by
@@ -248,28 +248,69 @@ fn compile_rollout(
 /// id cookie may be shared (it only holds the client's id, and one id per client is best), but
 /// no rollout's id cookie may be another's version cookie.
 fn check_cookies(config: &Config, earlier: &[Rollout]) -> Result<(), ConfigError> {
-    let cookie = &config.plugin.cookie;
     for (other, rollout) in earlier.iter().enumerate() {
         let theirs = &rollout.config.plugin.cookie;
-        let (field, value, kind) = if cookie.name == theirs.name {
-            ("cookie.name", &cookie.name, "version cookie")
-        } else if cookie.name == theirs.id_name {
-            ("cookie.name", &cookie.name, "id cookie")
-        } else if cookie.id_name == theirs.name {
-            ("cookie.idName", &cookie.id_name, "version cookie")
-        } else {
-            continue;
-        };
-        return Err(ConfigError::new(
-            field,
-            format!(
-                "{} is the {kind} of {} already: each rollout needs a version cookie of its own",
-                names::quoted(value),
-                owner(earlier, other)
-            ),
-        ));
+        if let Some((field, why)) =
+            cookie_collision(&config.plugin.cookie, theirs, &owner(earlier, other))
+        {
+            return Err(ConfigError::new(field, why));
+        }
     }
     Ok(())
+}
+
+/// Whether the cookies of a rollout (`mine`) collide with those of another rollout on the same
+/// proxy (`theirs`, named `owner` in the message): the field of `mine` at fault and why. Names collide as [`check_cookies`] says. A shared id cookie must also have one
+/// `Domain` and `Path`: a browser keeps a cookie per name, domain and path, so with two of
+/// them it would send the client two ids, and the filter would read whichever comes first.
+/// `stickyctl` checks a shared WasmPlugin's rollouts with this before writing it.
+pub fn cookie_collision(
+    mine: &CookieConfig,
+    theirs: &CookieConfig,
+    owner: &str,
+) -> Option<(&'static str, String)> {
+    let (field, value, kind) = if mine.name == theirs.name {
+        ("cookie.name", &mine.name, "version cookie")
+    } else if mine.name == theirs.id_name {
+        ("cookie.name", &mine.name, "id cookie")
+    } else if mine.id_name == theirs.name {
+        ("cookie.idName", &mine.id_name, "version cookie")
+    } else if mine.id_name != theirs.id_name {
+        return None;
+    } else if mine.domain != theirs.domain || mine.path != theirs.path {
+        let field = if mine.domain != theirs.domain {
+            "cookie.domain"
+        } else {
+            "cookie.path"
+        };
+        return Some((
+            field,
+            format!(
+                "the id cookie {} is shared with {owner}, which sets it with {}: rollouts \
+                 sharing an id cookie must give it the same domain and path (or name their own)",
+                names::quoted(&mine.id_name),
+                attributes(theirs)
+            ),
+        ));
+    } else {
+        return None;
+    };
+    Some((
+        field,
+        format!(
+            "{} is the {kind} of {owner} already: each rollout needs a version cookie of its own",
+            names::quoted(value)
+        ),
+    ))
+}
+
+/// A cookie's scope as a message shows it: `domain "shop.example", path "/"`.
+fn attributes(cookie: &CookieConfig) -> String {
+    let domain = match &cookie.domain {
+        Some(domain) => format!("domain {}", names::quoted(domain)),
+        None => "no domain (host-only)".to_owned(),
+    };
+    format!("{domain}, path {}", names::quoted(&cookie.path))
 }
 
 /// Rollout `index` as error messages name it: `rollout "prod/shop" (rollouts[0])`.
@@ -626,6 +667,21 @@ mod tests {
                 "must differ from `cookie.name`",
             ),
             (
+                two(&rollout("prod/api", r#"["api"]"#, &with_cookie(r#"{"name":"v-api","domain":"shop.example"}"#))),
+                "rollouts[1].config.cookie.domain",
+                r#"the id cookie "sticky-id" is shared with rollout "prod/shop" (rollouts[0]), which sets it with no domain (host-only), path "/": rollouts sharing an id cookie must give it the same domain and path"#,
+            ),
+            (
+                two(&rollout("prod/api", r#"["api"]"#, &with_cookie(r#"{"name":"v-api","path":"/api"}"#))),
+                "rollouts[1].config.cookie.path",
+                r#"shared with rollout "prod/shop" (rollouts[0]), which sets it with no domain (host-only), path "/""#,
+            ),
+            (
+                two(&rollout("prod/api", r#"["api"]"#, &with_cookie(r#"{"name":"v-api","domain":"https://shop.example"}"#))),
+                "rollouts[1].config.cookie.domain",
+                "is not a domain",
+            ),
+            (
                 r#"{"rollouts":[{"name":"prod/shop","services":["shop"]}]}"#.to_owned(),
                 "rollouts[0]",
                 "missing field `config`",
@@ -728,6 +784,24 @@ mod tests {
             &with_cookie(r#"{"name":"v-api"}"#),
         ));
         Rollouts::from_json(shared_id.as_bytes()).unwrap();
+        // ... with one domain; an id cookie of their own may have any.
+        for (shop, api) in [
+            (
+                r#"{"domain":"shop.example"}"#,
+                r#"{"name":"v-api","domain":"shop.example"}"#,
+            ),
+            (
+                r#"{"domain":"shop.example"}"#,
+                r#"{"name":"v-api","idName":"api-id"}"#,
+            ),
+        ] {
+            let json = format!(
+                r#"{{"rollouts":[{},{}]}}"#,
+                rollout("prod/shop", r#"["shop"]"#, &with_cookie(shop)),
+                rollout("prod/api", r#"["api"]"#, &with_cookie(api)),
+            );
+            Rollouts::from_json(json.as_bytes()).unwrap();
+        }
     }
 
     #[test]

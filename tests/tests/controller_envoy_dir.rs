@@ -135,3 +135,69 @@ async fn a_version_without_upstream_is_refused_before_any_write() {
     );
     assert_eq!(modified(d), before);
 }
+
+/// The filter configuration of the listener Envoy loads.
+fn listener_config(dir: &Path) -> Value {
+    let lds = read(dir, LDS_FILE);
+    let filter =
+        &lds["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0];
+    let config = filter["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .unwrap();
+    serde_json::from_str(config).unwrap()
+}
+
+/// `init --cookie-domain` shares both cookies with the sibling hosts, the spec and `explain`
+/// show it, and a value that is not a domain is refused naming the field, before any write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cookie_domain_goes_from_init_to_the_filter_and_explain() {
+    let dir = envoy_dir();
+    let d = dir.path();
+    let out = sticky(
+        d,
+        &[
+            "init",
+            "--service",
+            "shop",
+            "--stable",
+            "v1",
+            "--cookie-domain",
+            "https://shop.example",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("cookie.domain: \"https://shop.example\" is not a domain"),
+        "{}",
+        out.stderr
+    );
+    assert!(!d.join(ROLLOUT_FILE).exists(), "nothing written");
+    ok(
+        d,
+        &[
+            "init",
+            "--service",
+            "shop",
+            "--stable",
+            "v1",
+            "--cookie-domain",
+            "shop.example",
+        ],
+    )
+    .await;
+    assert_eq!(
+        read(d, ROLLOUT_FILE)["spec"]["filter"]["cookie"]["domain"],
+        "shop.example"
+    );
+    assert_eq!(listener_config(d)["cookie"]["domain"], "shop.example");
+    let explain = ok(d, &["explain", "--key", "alice"]).await;
+    assert!(
+        explain.contains("cookie   sticky-version (domain shop.example)"),
+        "{explain}"
+    );
+    let json: Value =
+        serde_json::from_str(&ok(d, &["explain", "--key", "alice", "-o", "json"]).await).unwrap();
+    assert_eq!(json["cookieDomain"], "shop.example");
+}

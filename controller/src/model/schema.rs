@@ -31,6 +31,7 @@ pub fn cookie(_: &mut SchemaGenerator) -> Schema {
         "properties": {
             "name": { "type": "string" },
             "idName": { "type": "string" },
+            "domain": { "type": "string" },
             "path": { "type": "string" },
             "maxAge": { "type": "integer", "format": "uint64", "minimum": 1 },
             "httpOnly": { "type": "boolean" },
@@ -94,7 +95,11 @@ mod tests {
 
     #[test]
     fn object_schemas_list_exactly_the_fields_of_the_filter_types() {
-        let cookie = serde_json::to_value(CookieConfig::default()).unwrap();
+        let cookie = serde_json::to_value(CookieConfig {
+            domain: Some("shop.example".into()),
+            ..CookieConfig::default()
+        })
+        .unwrap();
         let override_ = serde_json::to_value(OverrideConfig {
             header: "x".into(),
             token: Some("t".into()),

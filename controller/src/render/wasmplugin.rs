@@ -11,6 +11,8 @@
 //! [`PluginConfig`]: sticky_canary_filter::PluginConfig
 
 use serde_json::{json, Value};
+use sticky_canary_filter::config::CookieConfig;
+use sticky_canary_filter::rollouts::cookie_collision;
 
 use super::placement::{Placement, Side};
 use super::EditError;
@@ -87,6 +89,7 @@ pub fn with_rollout(
             });
         }
     }
+    check_cookies(placement, &others, entry)?;
     let mut rollouts = others;
     rollouts.push(entry.value.clone());
     rollouts.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
@@ -124,6 +127,42 @@ pub fn with_rollout(
             "spec": spec,
         }),
     })
+}
+
+/// The filter's cookie rule for rollouts sharing a proxy ([`cookie_collision`]), checked
+/// against the entries already in the plugin before one is added, so a collision is refused
+/// before anything is written, naming the rollout it collides with.
+fn check_cookies(placement: &Placement, others: &[Value], entry: &Entry) -> Result<(), EditError> {
+    let mine = cookie_of(&entry.value);
+    for other in others {
+        let owner = format!("rollout {}", other["name"]);
+        if let Some((field, why)) = cookie_collision(&mine, &cookie_of(other), &owner) {
+            return Err(EditError::Malformed {
+                object: format!(
+                    "WasmPlugin {}/{}",
+                    placement.namespace,
+                    placement.plugin_name()
+                ),
+                why: format!("spec.filter.{field}: {why}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The cookie settings of an entry, read field by field (an entry written by another version
+/// of stickyctl may hold fields this one does not know), defaults for what is absent.
+fn cookie_of(entry: &Value) -> CookieConfig {
+    let cookie = &entry["config"]["cookie"];
+    let text = |field: &str| cookie[field].as_str().map(str::to_owned);
+    let defaults = CookieConfig::default();
+    CookieConfig {
+        name: text("name").unwrap_or(defaults.name),
+        id_name: text("idName").unwrap_or(defaults.id_name),
+        domain: text("domain"),
+        path: text("path").unwrap_or(defaults.path),
+        ..CookieConfig::default()
+    }
 }
 
 /// What becomes of shared plugin `live` when rollout `key` leaves it.
@@ -191,7 +230,8 @@ mod tests {
             key: key.into(),
             url: "file:///filter.wasm".into(),
             value: json!({"name": key, "services": [format!("{key}.svc")],
-                          "config": {"versions": [{"name": "v1", "weight": weight}]}}),
+                          "config": {"versions": [{"name": "v1", "weight": weight}],
+                                     "cookie": {"name": format!("v.{key}")}}}),
         }
     }
 
@@ -265,6 +305,29 @@ mod tests {
         web.url = "oci://registry/filter:2".into();
         let p = with_rollout(&gateway(), Some(&live), &web).unwrap();
         assert_eq!(p["spec"]["url"], "oci://registry/filter:2");
+    }
+
+    #[test]
+    fn rollouts_sharing_a_plugin_never_share_a_version_cookie_nor_scope_an_id_cookie_apart() {
+        let mut web = entry("prod/web", 100.0);
+        web.value["config"]["cookie"]["domain"] = json!("shop.example");
+        let live = with_rollout(&gateway(), None, &web).unwrap();
+        let refused = |cookie: Value| {
+            let mut api = entry("prod/api", 100.0);
+            api.value["config"]["cookie"] = cookie;
+            with_rollout(&gateway(), Some(&live), &api)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused(json!({"name": "v.prod/web", "domain": "shop.example"}));
+        assert!(err.contains(r#"spec.filter.cookie.name: "v.prod/web" is the version cookie of rollout "prod/web" already"#), "{err}");
+        let err = refused(json!({"name": "v.prod/api"}));
+        assert!(err.contains(r#"spec.filter.cookie.domain: the id cookie "sticky-id" is shared with rollout "prod/web", which sets it with domain "shop.example", path "/""#), "{err}");
+        let mut api = entry("prod/api", 100.0);
+        api.value["config"]["cookie"]["domain"] = json!("shop.example");
+        with_rollout(&gateway(), Some(&live), &api).unwrap();
+        // Changing one's own entry is checked against the others only.
+        with_rollout(&gateway(), Some(&live), &web).unwrap();
     }
 
     #[test]
