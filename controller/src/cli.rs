@@ -117,6 +117,9 @@ enum Command {
     Controller,
     /// Print the StickyCanary CRD.
     Crd,
+    /// Print the stats settings Istio's proxies need for the filter's counters and the
+    /// per-version cluster stats (a bootstrap addition, JSON; the chart ships it).
+    ProxyStats,
 }
 
 #[derive(Debug, Args)]
@@ -286,9 +289,16 @@ where
 }
 
 async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
-    if let Command::Crd = cli.command {
-        out.push_str(&model::crd_yaml());
-        return Ok(());
+    match cli.command {
+        Command::Crd => {
+            out.push_str(&model::crd_yaml());
+            return Ok(());
+        }
+        Command::ProxyStats => {
+            out.push_str(&crate::render::proxy_stats::istio_bootstrap_override_json());
+            return Ok(());
+        }
+        _ => {}
     }
     if let Some(dir) = &cli.envoy_dir {
         if let Command::Controller = cli.command {
@@ -389,7 +399,7 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         Command::Status { output } => return show_status(target, *output, out).await,
         Command::Explain(args) => return explain(target, args, out).await,
         Command::Render => return render(target, out).await,
-        Command::Controller | Command::Crd | Command::Delete { .. } => {
+        Command::Controller | Command::Crd | Command::ProxyStats | Command::Delete { .. } => {
             unreachable!("handled before a target is opened")
         }
         Command::Start { canary, dry } => (
