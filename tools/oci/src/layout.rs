@@ -32,20 +32,26 @@ pub fn write(dir: &Path, image: &Image, tag: &str) -> Result<()> {
     let write = |path: &Path, bytes: &[u8]| {
         std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
     };
-    for blob in [&image.manifest, &image.config].into_iter().chain(&image.layers) {
+    for blob in [&image.manifest, &image.config]
+        .into_iter()
+        .chain(&image.layers)
+    {
         let digest = blob.digest();
         let hex = digest.trim_start_matches("sha256:");
         write(&blobs.join(hex), &blob.bytes)?;
     }
     write(
         &staging.join("oci-layout"),
-        json!({"imageLayoutVersion": "1.0.0"}).to_string().as_bytes(),
+        json!({"imageLayoutVersion": "1.0.0"})
+            .to_string()
+            .as_bytes(),
     )?;
     write(&staging.join("index.json"), &index(image, tag).bytes)?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
-    std::fs::rename(&staging, dir).with_context(|| format!("moving the layout to {}", dir.display()))
+    std::fs::rename(&staging, dir)
+        .with_context(|| format!("moving the layout to {}", dir.display()))
 }
 
 #[cfg(test)]

@@ -38,7 +38,8 @@ enum Which {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let read =
+        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     let image = match &cli.image {
         Which::Filter { wasm } => images::filter(&read(wasm)?, &cli.tag),
         Which::Controller { stickyctl } => images::controller(&read(stickyctl)?, &cli.tag),
