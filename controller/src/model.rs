@@ -366,6 +366,15 @@ mod tests {
     }
 
     #[test]
+    fn the_charts_crd_is_the_generated_one() {
+        let shipped = include_str!("../../charts/sticky-canary/crds/stickycanary-crd.yaml");
+        assert!(
+            shipped == crd_yaml(),
+            "charts/sticky-canary/crds/stickycanary-crd.yaml is stale: regenerate it with `stickyctl crd > charts/sticky-canary/crds/stickycanary-crd.yaml`"
+        );
+    }
+
+    #[test]
     fn minimal_spec_gets_defaults() {
         let spec: StickyCanarySpec = serde_json::from_value(serde_json::json!({
             "service": "shop", "versions": [{"name": "v1", "weight": 100}]

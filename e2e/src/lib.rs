@@ -8,6 +8,7 @@
 //! browsing while an [`operator`] runs the real `stickyctl` to change the rollout.
 
 pub mod browser;
+pub mod chart;
 pub mod crowd;
 pub mod demo;
 pub mod envoy;

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use sticky_canary_e2e::chart;
 use sticky_canary_e2e::envoy::free_port;
 use sticky_canary_e2e::locate::{self, workspace_root};
-use sticky_canary_e2e::mesh::control_plane::parse_yaml_documents;
 use sticky_canary_e2e::mesh::proxy::{istio_stats_config, AgentStats};
 use sticky_canary_e2e::mesh::stack::{served_name, MeshStack, Service, NS};
 use sticky_canary_e2e::mesh::tools::InstallTools;
@@ -411,36 +411,13 @@ fn the_install_guide_runs_against_a_real_control_plane() {
             .unwrap(),
     )
     .unwrap();
-    let set = |name: &str, value: String| format!("{name}={value}");
-    let rendered = run(
-        &tools.helm,
-        &[
-            "template",
-            "sticky-canary",
-            "charts/sticky-canary",
-            "--namespace",
-            CHART_NS,
-            "--include-crds",
-            "--kube-version",
-            "1.36.3",
-            "--set",
-            &set("images.registry", registry.address.clone()),
-            "--set",
-            &set(
-                "images.controller.digest",
-                controller.split_once('@').unwrap().1.to_owned(),
-            ),
-            "--set",
-            &set(
-                "images.filter.digest",
-                filter.split_once('@').unwrap().1.to_owned(),
-            ),
-            "--set",
-            "rollouts[0].name=web,rollouts[0].namespace=prod,rollouts[0].service=web.prod.svc.cluster.local,rollouts[0].stable=v1",
-        ],
-    )
+    let objects = chart::render(&[
+        &format!("images.registry={}", registry.address),
+        &format!("images.controller.digest={}", controller.split_once('@').unwrap().1),
+        &format!("images.filter.digest={}", filter.split_once('@').unwrap().1),
+        "rollouts[0].name=web,rollouts[0].namespace=prod,rollouts[0].service=web.prod.svc.cluster.local,rollouts[0].stable=v1",
+    ])
     .unwrap();
-    let objects = parse_yaml_documents(&rendered).unwrap();
     let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
     assert!(
         kinds.is_superset(&BTreeSet::from([

@@ -53,3 +53,26 @@ pub fn istio_bootstrap_override_json() -> String {
     text.push('\n');
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_ships_the_rendered_settings() {
+        let shipped = include_str!("../../../charts/sticky-canary/files/proxy-stats.json");
+        assert!(
+            shipped == istio_bootstrap_override_json(),
+            "charts/sticky-canary/files/proxy-stats.json is stale: regenerate it with `stickyctl proxy-stats > charts/sticky-canary/files/proxy-stats.json`"
+        );
+    }
+
+    #[test]
+    fn the_tag_rules_are_the_plain_envoy_bootstraps() {
+        let plain = crate::render::envoy::render_bootstrap(std::path::Path::new("/d"), 1);
+        assert_eq!(
+            istio_bootstrap_override()["stats_config"]["stats_tags"],
+            plain["stats_config"]["stats_tags"]
+        );
+    }
+}
