@@ -149,6 +149,9 @@ struct InitArgs {
     /// URL of the filter module (oci://, https:// or file://).
     #[arg(long)]
     plugin_url: Option<String>,
+    /// SHA-256 of the module (64 hex digits): for an oci:// URL, the image's digest.
+    #[arg(long, value_name = "HEX")]
+    plugin_sha256: Option<String>,
     /// Label `KEY=VALUE` of the gateway that runs the filter; repeatable (default: the
     /// usual ingress gateway, istio=ingressgateway).
     #[arg(long = "selector", value_name = "KEY=VALUE")]
@@ -574,6 +577,18 @@ fn init_spec(args: &InitArgs) -> Result<StickyCanarySpec, Error> {
     spec.routing.destination_rule = args.destination_rule.clone();
     spec.routing.version_label = args.version_label.clone();
     spec.plugin.url = args.plugin_url.clone();
+    if let Some(sha256) = &args.plugin_sha256 {
+        let hex = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !hex {
+            return Err(Error::Invalid(format!(
+                "--plugin-sha256 {sha256:?}: expected 64 lowercase hex digits (an image digest without its sha256: prefix)"
+            )));
+        }
+    }
+    spec.plugin.sha256 = args.plugin_sha256.clone();
     let labels = |flag: &str, pairs: &[String]| -> Result<BTreeMap<String, String>, Error> {
         pairs
             .iter()

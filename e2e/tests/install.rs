@@ -307,12 +307,19 @@ fn the_install_guide_runs_against_a_real_control_plane() {
     );
     let plugin_url = shell.var("PLUGIN_URL").unwrap();
     assert_eq!(plugin_url, format!("oci://{filter}"));
+    let plugin_sha256 = shell.var("PLUGIN_SHA256").unwrap();
+    assert_eq!(
+        Some(plugin_sha256.as_str()),
+        filter.split_once("@sha256:").map(|(_, d)| d)
+    );
     let cache = tempfile::tempdir().unwrap();
     let fetched = run(
         &tools.wasm_fetch,
         &[
             "-url",
             &plugin_url,
+            "-sha256",
+            &plugin_sha256,
             "-insecure",
             &registry.address,
             "-dir",
@@ -454,8 +461,10 @@ fn the_install_guide_runs_against_a_real_control_plane() {
         .stderr(log);
     let mut controller_process = ChildGuard::spawn(command, "stickyctl controller").unwrap();
 
-    // 5. A first sticky canary: v1 for everyone, the controller reconciling it too.
+    // 5. A first sticky canary: v1 for everyone, the module pinned by its digest.
     block("init");
+    let plugin = mesh.gateway_plugin().unwrap().expect("the shared plugin");
+    assert_eq!(plugin["spec"]["sha256"], plugin_sha256.as_str(), "{plugin}");
     mesh.wait_until("every new visitor stamped v1", |http| {
         MeshStack::browser("shop")
             .visit(http, "/")

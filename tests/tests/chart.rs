@@ -180,6 +180,10 @@ fn the_images_are_pinned_by_digest_and_the_declared_rollout_uses_the_filter_imag
         format!("oci://registry.example.com/platform/sticky-canary/filter@{DIGEST}")
     );
     assert_eq!(
+        rollout["spec"]["plugin"]["sha256"],
+        DIGEST.trim_start_matches("sha256:")
+    );
+    assert_eq!(
         rollout["spec"]["plugin"]["gateways"][0],
         serde_json::json!({"namespace": "istio-system", "selector": {"istio": "ingressgateway"}})
     );
