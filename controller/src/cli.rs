@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -117,6 +117,13 @@ enum Command {
     Controller,
     /// Print the StickyCanary CRD.
     Crd,
+    /// Print the bootstrap of the plain Envoy that `--envoy-dir` drives (JSON): admin on
+    /// 127.0.0.1, listeners and clusters from the directory's files, the filter's stats tags.
+    Bootstrap {
+        /// Port of Envoy's admin interface on 127.0.0.1.
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+    },
     /// Print the stats settings Istio's proxies need for the filter's counters and the
     /// per-version cluster stats (a bootstrap addition, JSON; the chart ships it).
     ProxyStats,
@@ -301,6 +308,9 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
             out.push_str(&crate::render::proxy_stats::istio_bootstrap_override_json());
             return Ok(());
         }
+        Command::Bootstrap { admin_port } => {
+            return print_bootstrap(cli.envoy_dir.as_deref(), admin_port, out)
+        }
         _ => {}
     }
     if let Some(dir) = &cli.envoy_dir {
@@ -402,7 +412,11 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         Command::Status { output } => return show_status(target, *output, out).await,
         Command::Explain(args) => return explain(target, args, out).await,
         Command::Render => return render(target, out).await,
-        Command::Controller | Command::Crd | Command::ProxyStats | Command::Delete { .. } => {
+        Command::Controller
+        | Command::Crd
+        | Command::ProxyStats
+        | Command::Bootstrap { .. }
+        | Command::Delete { .. } => {
             unreachable!("handled before a target is opened")
         }
         Command::Start { canary, dry } => (
@@ -559,6 +573,25 @@ async fn init_rollout<T: Target>(
         )
         .ok();
     }
+    Ok(())
+}
+
+/// The bootstrap of the Envoy reading `dir`'s files, which it names by absolute path.
+fn print_bootstrap(dir: Option<&Path>, admin_port: u16, out: &mut String) -> Result<(), Error> {
+    let dir = dir.ok_or_else(|| {
+        Error::Invalid("bootstrap renders a plain Envoy's bootstrap: pass --envoy-dir DIR".into())
+    })?;
+    if !dir.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{}: no such directory",
+            dir.display()
+        )));
+    }
+    let absolute = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    let bootstrap = crate::render::envoy::render_bootstrap(&absolute, admin_port);
+    // Plain data; serializing it cannot fail.
+    let text = serde_json::to_string_pretty(&bootstrap).expect("the bootstrap serializes");
+    writeln!(out, "{text}").ok();
     Ok(())
 }
 
