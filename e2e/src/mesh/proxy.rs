@@ -239,3 +239,40 @@ impl MeshProxy {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_templates_stats_config_without_its_optional_parts() {
+        let template = r#"{
+  "stats_config": {
+    "use_all_default_tags": false,
+    "stats_tags": [
+      {"tag_name": "cluster_name", "regex": "^cluster(\\.(.+);)"},
+      {{- range $a, $tag := .extraStatTags }}
+      {"regex": "({{ $tag }}=\\.=(.*?);\\.;)", "tag_name": "{{ $tag }}"},
+      {{- end }}
+      {"tag_name": "cache", "regex": "(cache\\.(.+?)\\.)"}
+    ],
+    {{- if .histogram_buckets }}
+    "histogram_bucket_settings": {{ toJson .histogram_buckets }},
+    {{- end }}
+    "stats_matcher": {"inclusion_list": {"patterns": [{"prefix": "istio"}]}}
+  },
+  "admin": {}
+}"#;
+        let config = istio_stats_config(template).unwrap();
+        assert_eq!(config["use_all_default_tags"], false);
+        let tags: Vec<&str> = config["stats_tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["tag_name"].as_str())
+            .collect();
+        assert_eq!(tags, ["cluster_name", "cache"]);
+        assert!(config.get("histogram_bucket_settings").is_none());
+        assert!(istio_stats_config("{}").is_err());
+    }
+}
