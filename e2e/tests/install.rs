@@ -289,7 +289,18 @@ fn the_install_guide_runs_against_a_real_control_plane() {
     let ids: Vec<&str> = blocks.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(
         ids,
-        ["push", "install", "init", "canary", "qa", "step", "abort", "promote", "remove"],
+        [
+            "push",
+            "install",
+            "init",
+            "canary",
+            "qa",
+            "step",
+            "abort",
+            "promote",
+            "delete",
+            "uninstall"
+        ],
         "the guide's runnable blocks, in order (each is checked below)"
     );
 
@@ -488,6 +499,8 @@ fn the_install_guide_runs_against_a_real_control_plane() {
         &format!("images.controller.digest={}", controller.split_once('@').unwrap().1),
         &format!("images.filter.digest={}", filter.split_once('@').unwrap().1),
         "rollouts[0].name=web,rollouts[0].namespace=prod,rollouts[0].service=web.prod.svc.cluster.local,rollouts[0].stable=v1",
+        "operators.namespaces={prod}",
+        "operators.subjects[0].kind=Group,operators.subjects[0].name=release-team,operators.subjects[0].apiGroup=rbac.authorization.k8s.io",
     ])
     .unwrap();
     let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
@@ -495,6 +508,7 @@ fn the_install_guide_runs_against_a_real_control_plane() {
         kinds.is_superset(&BTreeSet::from([
             "ClusterRole",
             "ClusterRoleBinding",
+            "RoleBinding",
             "ConfigMap",
             "CustomResourceDefinition",
             "Deployment",
@@ -525,6 +539,20 @@ fn the_install_guide_runs_against_a_real_control_plane() {
         .stdout(log.try_clone().unwrap())
         .stderr(log);
     let mut controller_process = ChildGuard::spawn(command, "stickyctl controller").unwrap();
+
+    // From here on the rollout commands run as a member of the operators' group, with only
+    // the rights the chart's bindings of the operator roles give it.
+    let operator = mesh.plane.operator_kubeconfig("default").unwrap();
+    shell
+        .set("KUBECONFIG", &operator.display().to_string())
+        .unwrap();
+    let refused = shell.run("(operator)", "helm list --namespace sticky-canary-system");
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("forbidden")),
+        "the operator may not read the release: {refused:?}"
+    );
 
     // 5. A first sticky canary: v1 for everyone, the module pinned by its digest.
     block("init");
@@ -688,11 +716,15 @@ fn the_install_guide_runs_against_a_real_control_plane() {
     );
 
     // 10. Removal: the shared plugin and the chart's objects gone; the CRD stays.
-    block("remove");
+    block("delete");
     assert!(
         mesh.gateway_plugin().unwrap().is_none(),
         "the plugin is gone"
     );
+    shell
+        .set("KUBECONFIG", &admin.display().to_string())
+        .unwrap();
+    block("uninstall");
     let gone = mesh
         .plane
         .get("apps/v1", "Deployment", CHART_NS, "stickyctl-controller")

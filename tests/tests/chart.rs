@@ -8,7 +8,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -26,6 +26,8 @@ fn full_values() -> Vec<String> {
         format!("images.filter.digest={DIGEST}"),
         "rollouts[0].name=shop,rollouts[0].namespace=shop,rollouts[0].service=shop.shop.svc.cluster.local,rollouts[0].stable=v1".into(),
         "rolloutDefaults.filter.keySources[0].header=x-user-id".into(),
+        "operators.namespaces={shop,web}".into(),
+        "operators.subjects[0].kind=Group,operators.subjects[0].name=release-team,operators.subjects[0].apiGroup=rbac.authorization.k8s.io".into(),
     ]
 }
 
@@ -78,6 +80,9 @@ fn check_builtin(object: &Value) -> Result<(), String> {
         }
         (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRoleBinding")) => {
             check_typed::<ClusterRoleBinding>(object)
+        }
+        (Some("rbac.authorization.k8s.io/v1"), Some("RoleBinding")) => {
+            check_typed::<RoleBinding>(object)
         }
         (Some("apiextensions.k8s.io/v1"), Some("CustomResourceDefinition")) => {
             check_typed::<CustomResourceDefinition>(object)
@@ -199,6 +204,42 @@ fn the_images_are_pinned_by_digest_and_the_declared_rollout_uses_the_filter_imag
     let json: Value =
         serde_json::from_str(dashboard["data"]["sticky-canary.json"].as_str().unwrap()).unwrap();
     assert_eq!(json["uid"], "sticky-canary");
+}
+
+#[test]
+fn the_operators_are_bound_where_their_requests_go() {
+    let objects = rendered(&full_values());
+    let mut bindings: Vec<(String, String, String)> = objects
+        .iter()
+        .filter(|o| {
+            (o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding")
+                && o["roleRef"]["name"] != "stickyctl-controller"
+        })
+        .map(|o| {
+            assert_eq!(o["subjects"][0]["name"], "release-team", "{o}");
+            (
+                o["kind"].as_str().unwrap().to_owned(),
+                o["metadata"]["namespace"].as_str().unwrap_or("").to_owned(),
+                o["roleRef"]["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    bindings.sort();
+    let binding = |kind: &str, ns: &str, role: &str| (kind.into(), ns.into(), role.into());
+    assert_eq!(
+        bindings,
+        [
+            binding("ClusterRoleBinding", "", "stickyctl-operator-plugins"),
+            binding("RoleBinding", "istio-system", "stickyctl-operator-proxies"),
+            binding("RoleBinding", "shop", "stickyctl-operator"),
+            binding("RoleBinding", "web", "stickyctl-operator"),
+        ]
+    );
+    let none = rendered(&["images.registry=r.example".into()]);
+    assert!(
+        !none.iter().any(|o| o["kind"] == "RoleBinding"),
+        "no subjects, no bindings"
+    );
 }
 
 #[test]

@@ -37,11 +37,17 @@ const MESH_CONFIG: &str =
     "rootNamespace: istio-system\nenableAutoMtls: false\ntrustDomain: cluster.local\n";
 /// The admin identity of the harness (a token of the token file, in `system:masters`).
 const ADMIN_USER: &str = "sticky-harness";
+/// A person releasing services: a user of the token file in group [`OPERATOR_GROUP`], with no
+/// rights but those RBAC bindings give that group.
+const OPERATOR_USER: &str = "release-operator";
+/// The operator's group.
+pub const OPERATOR_GROUP: &str = "release-team";
 
 /// A running control plane.
 pub struct ControlPlane {
     dir: tempfile::TempDir,
     admin_token: String,
+    operator_token: String,
     /// The kube-apiserver's address.
     pub api: SocketAddr,
     /// istiod's plaintext xDS address, where the Envoys connect.
@@ -91,9 +97,13 @@ impl ControlPlane {
         std::fs::write(dir.path().join("sa.key"), key)?;
         std::fs::write(dir.path().join("sa.pub"), public)?;
         let admin_token = random_token();
+        let operator_token = random_token();
         std::fs::write(
             dir.path().join("tokens.csv"),
-            format!("{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n"),
+            format!(
+                "{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n\
+                 {operator_token},{OPERATOR_USER},{OPERATOR_USER},\"{OPERATOR_GROUP}\"\n"
+            ),
         )?;
         let api = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let path = |name: &str| dir.path().join(name).display().to_string();
@@ -172,6 +182,7 @@ impl ControlPlane {
         );
         let plane = ControlPlane {
             admin_token,
+            operator_token,
             api,
             xds,
             _istiod: istiod,
@@ -211,6 +222,16 @@ impl ControlPlane {
             .path()
             .join(format!("admin-{namespace}.kubeconfig"));
         write_kubeconfig(&path, self.api, &self.admin_token, namespace)?;
+        Ok(path)
+    }
+
+    /// A kubeconfig file for a user of group [`OPERATOR_GROUP`], defaulting to `namespace`.
+    pub fn operator_kubeconfig(&self, namespace: &str) -> Result<PathBuf> {
+        let path = self
+            .dir
+            .path()
+            .join(format!("operator-{namespace}.kubeconfig"));
+        write_kubeconfig(&path, self.api, &self.operator_token, namespace)?;
         Ok(path)
     }
 
