@@ -55,9 +55,11 @@ $(WASM_OPT):
 	npm install --silent --no-save --no-audit --no-fund --prefix .work/binaryen binaryen@$(BINARYEN_VERSION)
 	@node $(WASM_OPT) --version | grep -q "version $(firstword $(subst ., ,$(BINARYEN_VERSION)))" || { echo "expected Binaryen $(BINARYEN_VERSION)"; exit 1; }
 
-## control-plane: etcd, kube-apiserver and istiod for the mesh tests, built from their Go modules
-## at the versions in tools/control-plane/versions.env, cached in ~/.cache/sticky-canary/ (a cold
-## build takes about 9 minutes on 2 cores; later runs reuse the binaries).
+## control-plane: etcd, kube-apiserver and istiod for the mesh tests, and Helm, the distribution
+## registry, crane and wasm-fetch for the install tests, built from their Go modules at the
+## versions in tools/control-plane/versions.env, cached in ~/.cache/sticky-canary/ (a cold build
+## takes about 9 minutes on 2 cores for the control plane and 8 more for the install tools; later
+## runs reuse the binaries).
 control-plane:
 	@command -v go >/dev/null || { echo "go is missing: the control-plane binaries are built with Go >= 1.26" >&2; exit 1; }
 	bash tools/control-plane/build >/dev/null
