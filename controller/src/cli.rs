@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -145,6 +145,16 @@ enum Command {
     Controller(ControllerArgs),
     /// Print the StickyCanary CRD.
     Crd,
+    /// Print the bootstrap of the plain Envoy that `--envoy-dir` drives (JSON): admin on
+    /// 127.0.0.1, listeners and clusters from the directory's files, the filter's stats tags.
+    Bootstrap {
+        /// Port of Envoy's admin interface on 127.0.0.1.
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+    },
+    /// Print the stats settings Istio's proxies need for the filter's counters and the
+    /// per-version cluster stats (a bootstrap addition, JSON; the chart ships it).
+    ProxyStats,
     /// One plan file for every workload of a release: apply it, see where it stands, roll
     /// it back.
     #[command(subcommand)]
@@ -191,6 +201,9 @@ struct InitArgs {
     /// URL of the filter module (oci://, https:// or file://).
     #[arg(long)]
     plugin_url: Option<String>,
+    /// SHA-256 of the module (64 hex digits): for an oci:// URL, the image's digest.
+    #[arg(long, value_name = "HEX")]
+    plugin_sha256: Option<String>,
     /// Label `KEY=VALUE` of the gateway that runs the filter; repeatable (default: the
     /// usual ingress gateway, istio=ingressgateway).
     #[arg(long = "selector", value_name = "KEY=VALUE")]
@@ -425,9 +438,19 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
         };
         return crate::plan::command::execute(plan, at, out).await;
     }
-    if let Command::Crd = cli.command {
-        out.push_str(&model::crd_yaml());
-        return Ok(());
+    match cli.command {
+        Command::Crd => {
+            out.push_str(&model::crd_yaml());
+            return Ok(());
+        }
+        Command::ProxyStats => {
+            out.push_str(&crate::render::proxy_stats::istio_bootstrap_override_json());
+            return Ok(());
+        }
+        Command::Bootstrap { admin_port } => {
+            return print_bootstrap(cli.envoy_dir.as_deref(), admin_port, out)
+        }
+        _ => {}
     }
     let metrics =
         |args: &ControllerArgs| args.prometheus.as_deref().map(Prometheus::new).transpose();
@@ -534,7 +557,12 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         }
         Command::Explain(args) => return explain(target, args, out).await,
         Command::Render => return render(target, out).await,
-        Command::Controller(_) | Command::Crd | Command::Delete { .. } | Command::Plan(_) => {
+        Command::Controller(_)
+        | Command::Crd
+        | Command::ProxyStats
+        | Command::Bootstrap { .. }
+        | Command::Delete { .. }
+        | Command::Plan(_) => {
             unreachable!("handled before a target is opened")
         }
         Command::Start { canary, dry } => (
@@ -693,6 +721,25 @@ async fn init_rollout<T: Target>(
     Ok(())
 }
 
+/// The bootstrap of the Envoy reading `dir`'s files, which it names by absolute path.
+fn print_bootstrap(dir: Option<&Path>, admin_port: u16, out: &mut String) -> Result<(), Error> {
+    let dir = dir.ok_or_else(|| {
+        Error::Invalid("bootstrap renders a plain Envoy's bootstrap: pass --envoy-dir DIR".into())
+    })?;
+    if !dir.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{}: no such directory",
+            dir.display()
+        )));
+    }
+    let absolute = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    let bootstrap = crate::render::envoy::render_bootstrap(&absolute, admin_port);
+    // Plain data; serializing it cannot fail.
+    let text = serde_json::to_string_pretty(&bootstrap).expect("the bootstrap serializes");
+    writeln!(out, "{text}").ok();
+    Ok(())
+}
+
 fn already_exists(existing: &StickyCanary) -> Error {
     Error::Invalid(format!(
         "rollout {} already exists for service {} ({}); pass another --name",
@@ -708,6 +755,18 @@ fn init_spec(args: &InitArgs) -> Result<StickyCanarySpec, Error> {
     spec.routing.destination_rule = args.destination_rule.clone();
     spec.routing.version_label = args.version_label.clone();
     spec.plugin.url = args.plugin_url.clone();
+    if let Some(sha256) = &args.plugin_sha256 {
+        let hex = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !hex {
+            return Err(Error::Invalid(format!(
+                "--plugin-sha256 {sha256:?}: expected 64 lowercase hex digits (an image digest without its sha256: prefix)"
+            )));
+        }
+    }
+    spec.plugin.sha256 = args.plugin_sha256.clone();
     let labels = |flag: &str, pairs: &[String]| -> Result<BTreeMap<String, String>, Error> {
         pairs
             .iter()

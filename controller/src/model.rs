@@ -203,6 +203,12 @@ pub struct PluginPlacement {
     /// a proxy group share its WasmPlugin, so they must name the same module.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// SHA-256 of the module, hex: for an `oci://` URL the image's (its manifest's) digest,
+    /// as `crane push` prints it after `sha256:`. Istio's agent refuses a module that does not
+    /// match. Rollouts that share a proxy group must name the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
     /// Gateways that run the filter for requests to the service. Absent: the ingress gateway
     /// of the usual installation (`istio: ingressgateway` in `istio-system`), unless
     /// `selector` or `targetRefs` name a gateway of the rollout's namespace instead.
@@ -546,6 +552,15 @@ mod tests {
         assert!(
             shipped == crd_yaml(),
             "istio/stickycanary-crd.yaml is stale: regenerate it with `stickyctl crd > istio/stickycanary-crd.yaml`"
+        );
+    }
+
+    #[test]
+    fn the_charts_crd_is_the_generated_one() {
+        let shipped = include_str!("../../charts/sticky-canary/crds/stickycanary-crd.yaml");
+        assert!(
+            shipped == crd_yaml(),
+            "charts/sticky-canary/crds/stickycanary-crd.yaml is stale: regenerate it with `stickyctl crd > charts/sticky-canary/crds/stickycanary-crd.yaml`"
         );
     }
 

@@ -20,6 +20,7 @@ use crate::site::{CALLEE_SERVED_BY, RECEIVED_VERSION, SERVED_BY};
 #[derive(Clone)]
 pub struct Http {
     agent: ureq::Agent,
+    address: SocketAddr,
     base: String,
 }
 
@@ -73,6 +74,7 @@ impl Http {
             .build();
         Http {
             agent: config.into(),
+            address,
             base: format!("http://{address}"),
         }
     }
@@ -82,8 +84,14 @@ impl Http {
         let config = self.agent.config().clone();
         Http {
             agent: config.into(),
+            address: self.address,
             base: self.base.clone(),
         }
+    }
+
+    /// The address it talks to.
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
 
     /// `GET path` with exactly these extra headers; values are bytes so tests can send

@@ -9,6 +9,7 @@
 //! browsing while an [`operator`] runs the real `stickyctl` to change the rollout.
 
 pub mod browser;
+pub mod chart;
 pub mod chromium;
 pub mod crowd;
 pub mod demo;

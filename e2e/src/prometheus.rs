@@ -108,6 +108,29 @@ impl Prometheus {
         format!("http://{}", self.address)
     }
 
+    /// The result of the instant query `expr` (`data.result`), or the error Prometheus gives.
+    pub fn query(&self, expr: &str) -> Result<Vec<Value>> {
+        let mut response = self
+            .agent
+            .get(format!("{}/api/v1/query", self.url()))
+            .query("query", expr)
+            .call()
+            .with_context(|| format!("querying Prometheus for {expr}"))?;
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .context("Prometheus's answer")?;
+        let body: Value =
+            serde_json::from_str(&text).with_context(|| format!("Prometheus answered {text}"))?;
+        if body["status"] != "success" {
+            bail!("{}: {}", body["errorType"], body["error"]);
+        }
+        body.pointer("/data/result")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| anyhow!("no data.result in {body}"))
+    }
+
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()

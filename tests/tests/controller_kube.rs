@@ -370,7 +370,7 @@ on_both_backends! {
         c.init().await;
         c.ok(&["start", "--canary", "v2"]).await;
         c.clear_writes();
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 7] = [
             (&["set-weight", "150"], "must be between 0 and 100"),
             (&["set-weight", "10.005"], "two decimals"),
             (&["set-weight", "ten"], "invalid value"),
@@ -389,6 +389,18 @@ on_both_backends! {
                     "5,1",
                 ],
                 "spec.steps[1]",
+            ),
+            (
+                &[
+                    "init",
+                    "--service",
+                    "web",
+                    "--stable",
+                    "v1",
+                    "--plugin-sha256",
+                    "sha256:0123",
+                ],
+                "--plugin-sha256 \"sha256:0123\": expected 64 lowercase hex digits",
             ),
         ];
         for (args, needle) in cases {

@@ -1,4 +1,5 @@
-//! The RBAC rules shipped in `istio/rbac.yaml` are exactly what the code needs: the controller
+//! The RBAC rules shipped in `istio/rbac.yaml` and in the Helm chart (the same rules, checked
+//! equal) are exactly what the code needs: the controller
 //! and the CLI run through a whole rollout against the fake API server, every request they
 //! make is turned into the RBAC verb the real server would check, and those verbs are compared
 //! with the ClusterRoles both ways: a missing verb would fail in a cluster, a granted verb the
@@ -26,14 +27,31 @@ use support::{cluster, eventually, names, Cluster, GATEWAY_NS, NS};
 /// `(apiGroup, resource[/subresource], verb)`.
 type Permission = (String, String, String);
 
-/// The permissions a ClusterRole of `istio/rbac.yaml` grants.
+/// The permissions the ClusterRole `role` grants, in `istio/rbac.yaml` and in the chart's
+/// rendered RBAC alike: both ship the same rules, so every check below holds for both.
 fn granted(role: &str) -> BTreeSet<Permission> {
     let path = repo_root().join("istio/rbac.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let document = serde_norway::Deserializer::from_str(&text)
+    let manifests: Vec<Value> = serde_norway::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).unwrap())
+        .collect();
+    let from_file = permissions(&manifests, role, &path.display().to_string());
+    let chart = sticky_canary_e2e::chart::render(&["images.registry=registry.example.com"])
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let from_chart = permissions(&chart, role, "the chart");
+    assert_eq!(
+        from_chart, from_file,
+        "the chart's ClusterRole {role} differs from istio/rbac.yaml's"
+    );
+    from_file
+}
+
+/// The permissions of ClusterRole `role` among `documents` (of `source`).
+fn permissions(documents: &[Value], role: &str, source: &str) -> BTreeSet<Permission> {
+    let document = documents
+        .iter()
         .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == role)
-        .unwrap_or_else(|| panic!("{}: no ClusterRole {role}", path.display()));
+        .unwrap_or_else(|| panic!("{source}: no ClusterRole {role}"));
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
             .unwrap()

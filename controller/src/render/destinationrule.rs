@@ -12,7 +12,8 @@ use super::EditError;
 pub const API_VERSION: &str = "networking.istio.io/v1";
 /// Kind of Istio's DestinationRule.
 pub const KIND: &str = "DestinationRule";
-const SUBSET_PREFIX: &str = "sticky-canary-";
+/// What every managed subset's name starts with.
+pub const SUBSET_PREFIX: &str = "sticky-canary-";
 
 /// Name of the managed subset of `version`.
 pub fn subset_name(version: &str) -> String {

@@ -12,9 +12,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sticky_canary_filter::metrics::{
-    REASON_TAG, REASON_TAG_REGEX, ROLLOUT_TAG, ROLLOUT_TAG_REGEX, VERSION_TAG, VERSION_TAG_REGEX,
-};
 use sticky_canary_filter::{ConfigError, PluginConfig};
 
 /// Where a plain Envoy listens and where each version runs; stored as JSON in the envoy dir.
@@ -93,13 +90,7 @@ pub fn render_bootstrap(dir: &Path, admin_port: u16) -> Value {
             "lds_config": file_source(LDS_FILE),
             "cds_config": file_source(CDS_FILE),
         },
-        "stats_config": {
-            "stats_tags": [
-                { "tag_name": ROLLOUT_TAG, "regex": ROLLOUT_TAG_REGEX },
-                { "tag_name": VERSION_TAG, "regex": VERSION_TAG_REGEX },
-                { "tag_name": REASON_TAG, "regex": REASON_TAG_REGEX },
-            ],
-        },
+        "stats_config": { "stats_tags": super::proxy_stats::stats_tags() },
     })
 }
 
@@ -252,6 +243,7 @@ fn socket_address(port: u16) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sticky_canary_filter::metrics::{REASON_TAG_REGEX, ROLLOUT_TAG_REGEX, VERSION_TAG_REGEX};
     use sticky_canary_filter::VersionWeight;
 
     fn layout() -> EnvoyLayout {

@@ -209,6 +209,7 @@ pub fn desired(
             .url
             .clone()
             .unwrap_or_else(|| DEFAULT_PLUGIN_URL.to_owned()),
+        sha256: spec.plugin.sha256.clone(),
         value: json!({
             "name": key,
             "services": [placement::service_fqdn(&spec.service, namespace)],
@@ -222,6 +223,7 @@ pub fn desired(
         let plugin = wasmplugin::with_rollout(group, live.plugins.get(&at), &entry)?;
         let owned = json!({
             "url": plugin.pointer("/spec/url"),
+            "sha256": plugin.pointer("/spec/sha256"),
             "entry": wasmplugin::entry(&plugin, &key),
         });
         plugins.push(Write {

@@ -4,6 +4,7 @@ pub mod destinationrule;
 pub mod envoy;
 pub mod istio;
 pub mod placement;
+pub mod proxy_stats;
 pub mod virtualservice;
 pub mod wasmplugin;
 

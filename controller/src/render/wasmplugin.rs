@@ -40,6 +40,8 @@ pub struct Entry {
     pub key: String,
     /// Module URL the rollout asks for.
     pub url: String,
+    /// The module's SHA-256 (hex), when the rollout pins it.
+    pub sha256: Option<String>,
     /// `{name, services, config}` as the filter reads it.
     pub value: Value,
 }
@@ -73,20 +75,34 @@ pub fn with_rollout(
         .filter(|e| e["name"] != entry.key.as_str())
         .cloned()
         .collect();
-    let live_url = live
-        .and_then(|p| p.pointer("/spec/url"))
-        .and_then(Value::as_str);
-    if let (Some(url), false) = (live_url, others.is_empty()) {
+    let live_field = |field: &str| {
+        live.and_then(|p| p.pointer(&format!("/spec/{field}")))
+            .and_then(Value::as_str)
+    };
+    if let (Some(url), false) = (live_field("url"), others.is_empty()) {
+        let sharing: Vec<&str> = others.iter().filter_map(|e| e["name"].as_str()).collect();
+        let refuse = |why: String| {
+            EditError::Malformed {
+            object: format!("WasmPlugin {}/{name}", placement.namespace),
+            why: format!(
+                "{why}, the module of the rollouts sharing this proxy group ({}); give them one module",
+                sharing.join(", ")
+            ),
+        }
+        };
         if url != entry.url {
-            let sharing: Vec<&str> = others.iter().filter_map(|e| e["name"].as_str()).collect();
-            return Err(EditError::Malformed {
-                object: format!("WasmPlugin {}/{name}", placement.namespace),
-                why: format!(
-                    "spec.plugin.url: {} differs from {url}, the module of the rollouts sharing this proxy group ({}); give them one URL",
-                    entry.url,
-                    sharing.join(", ")
-                ),
-            });
+            return Err(refuse(format!(
+                "spec.plugin.url: {} differs from {url}",
+                entry.url
+            )));
+        }
+        let live_sha256 = live_field("sha256");
+        if live_sha256 != entry.sha256.as_deref() {
+            return Err(refuse(format!(
+                "spec.plugin.sha256: {} differs from {}",
+                entry.sha256.as_deref().unwrap_or("none"),
+                live_sha256.unwrap_or("none")
+            )));
         }
     }
     check_cookies(placement, &others, entry)?;
@@ -99,6 +115,9 @@ pub fn with_rollout(
         "failStrategy": FAIL_STRATEGY,
         "pluginConfig": { "rollouts": rollouts },
     });
+    if let Some(sha256) = &entry.sha256 {
+        spec["sha256"] = json!(sha256);
+    }
     if placement.target_refs.is_empty() {
         if !placement.selector.is_empty() {
             spec["selector"] = json!({ "matchLabels": placement.selector });
@@ -229,6 +248,7 @@ mod tests {
         Entry {
             key: key.into(),
             url: "file:///filter.wasm".into(),
+            sha256: None,
             value: json!({"name": key, "services": [format!("{key}.svc")],
                           "config": {"versions": [{"name": "v1", "weight": weight}],
                                      "cookie": {"name": format!("v.{key}")}}}),
@@ -328,6 +348,30 @@ mod tests {
         with_rollout(&gateway(), Some(&live), &api).unwrap();
         // Changing one's own entry is checked against the others only.
         with_rollout(&gateway(), Some(&live), &web).unwrap();
+    }
+
+    #[test]
+    fn a_pinned_module_carries_its_sha256_and_sharers_must_pin_the_same() {
+        let digest = "ab".repeat(32);
+        let mut web = entry("prod/web", 100.0);
+        web.sha256 = Some(digest.clone());
+        let live = with_rollout(&gateway(), None, &web).unwrap();
+        assert_eq!(live["spec"]["sha256"], digest.as_str());
+        let unpinned = with_rollout(&gateway(), Some(&live), &entry("prod/api", 100.0));
+        let err = unpinned.unwrap_err().to_string();
+        assert!(
+            err.contains("spec.plugin.sha256: none differs from abab") && err.contains("prod/web"),
+            "{err}"
+        );
+        let mut api = entry("prod/api", 100.0);
+        api.sha256 = Some(digest.clone());
+        let shared = with_rollout(&gateway(), Some(&live), &api).unwrap();
+        assert_eq!(shared["spec"]["sha256"], digest.as_str());
+        assert!(
+            with_rollout(&gateway(), None, &entry("prod/web", 1.0)).unwrap()["spec"]
+                .get("sha256")
+                .is_none()
+        );
     }
 
     #[test]

@@ -38,11 +38,17 @@ const MESH_CONFIG: &str =
     "rootNamespace: istio-system\nenableAutoMtls: false\ntrustDomain: cluster.local\n";
 /// The admin identity of the harness (a token of the token file, in `system:masters`).
 const ADMIN_USER: &str = "sticky-harness";
+/// A person releasing services: a user of the token file in group [`OPERATOR_GROUP`], with no
+/// rights but those RBAC bindings give that group.
+const OPERATOR_USER: &str = "release-operator";
+/// The operator's group.
+pub const OPERATOR_GROUP: &str = "release-team";
 
 /// A running control plane.
 pub struct ControlPlane {
     dir: tempfile::TempDir,
     admin_token: String,
+    operator_token: String,
     /// The kube-apiserver's address.
     pub api: SocketAddr,
     /// istiod's plaintext xDS address, where the Envoys connect.
@@ -93,9 +99,13 @@ impl ControlPlane {
         std::fs::write(dir.path().join("sa.key"), key)?;
         std::fs::write(dir.path().join("sa.pub"), public)?;
         let admin_token = random_token();
+        let operator_token = random_token();
         std::fs::write(
             dir.path().join("tokens.csv"),
-            format!("{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n"),
+            format!(
+                "{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n\
+                 {operator_token},{OPERATOR_USER},{OPERATOR_USER},\"{OPERATOR_GROUP}\"\n"
+            ),
         )?;
         let api = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let path = |name: &str| dir.path().join(name).display().to_string();
@@ -175,6 +185,7 @@ impl ControlPlane {
         let plane = ControlPlane {
             controller_manager: std::sync::Mutex::new(None),
             admin_token,
+            operator_token,
             api,
             xds,
             _istiod: istiod,
@@ -253,6 +264,16 @@ impl ControlPlane {
         Ok(path)
     }
 
+    /// A kubeconfig file for a user of group [`OPERATOR_GROUP`], defaulting to `namespace`.
+    pub fn operator_kubeconfig(&self, namespace: &str) -> Result<PathBuf> {
+        let path = self
+            .dir
+            .path()
+            .join(format!("operator-{namespace}.kubeconfig"));
+        write_kubeconfig(&path, self.api, &self.operator_token, namespace)?;
+        Ok(path)
+    }
+
     /// A kubeconfig file for ServiceAccount `namespace/name`, with a token the API server
     /// issued for it (TokenRequest): its rights are exactly what RBAC grants that account.
     pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
@@ -281,6 +302,21 @@ impl ControlPlane {
     /// Creates or updates `object` (server-side apply, as the harness's own field manager).
     pub fn apply(&self, object: &Value) -> Result<()> {
         self.block_on(apply(&self.client, object))
+    }
+
+    /// Has the API server check `object` as a server-side apply would write it, in a dry run
+    /// with strict field validation: an unknown or duplicate field is an error, as is
+    /// anything the object's schema (built-in or CRD) refuses. Nothing is written.
+    pub fn dry_run_strict(&self, object: &Value) -> Result<()> {
+        self.block_on(apply_with(
+            &self.client,
+            object,
+            PatchParams {
+                dry_run: true,
+                field_validation: Some(kube::api::ValidationDirective::Strict),
+                ..PatchParams::apply("sticky-harness").force()
+            },
+        ))
     }
 
     /// Applies every document of a YAML stream.
@@ -472,6 +508,11 @@ async fn dynamic_api(
 
 /// Server-side apply of `object` by the harness's field manager.
 async fn apply(client: &Client, object: &Value) -> Result<()> {
+    apply_with(client, object, PatchParams::apply("sticky-harness").force()).await
+}
+
+/// Server-side apply of `object` with `params`.
+async fn apply_with(client: &Client, object: &Value, params: PatchParams) -> Result<()> {
     let field = |pointer: &str| {
         object
             .pointer(pointer)
@@ -487,17 +528,13 @@ async fn apply(client: &Client, object: &Value) -> Result<()> {
         .pointer("/metadata/namespace")
         .and_then(Value::as_str);
     let api = dynamic_api(client, api_version, kind, namespace).await?;
-    api.patch(
-        name,
-        &PatchParams::apply("sticky-harness").force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "applying {kind} {}{name}",
-            namespace.map(|n| format!("{n}/")).unwrap_or_default()
-        )
-    })?;
+    api.patch(name, &params, &Patch::Apply(object))
+        .await
+        .with_context(|| {
+            format!(
+                "applying {kind} {}{name}",
+                namespace.map(|n| format!("{n}/")).unwrap_or_default()
+            )
+        })?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use anyhow::Result;
+use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 
 use super::control_plane::ControlPlane;
@@ -42,6 +42,54 @@ pub enum Role {
     Sidecar,
 }
 
+/// What istio-agent adds to a proxy's Envoy about stats, which a proxy started here does not
+/// have unless given: the stats settings of the agent's bootstrap template, and a bootstrap
+/// override (`sidecar.istio.io/bootstrapOverride`), which the agent hands Envoy as
+/// `--config-yaml` (`pkg/envoy/proxy.go`) and Envoy merges into the bootstrap.
+#[derive(Debug, Clone, Default)]
+pub struct AgentStats {
+    /// The bootstrap's `stats_config` (see [`istio_stats_config`]).
+    pub stats_config: Option<Value>,
+    /// The override, JSON.
+    pub bootstrap_override: Option<String>,
+}
+
+/// The `stats_config` of istio-agent's bootstrap template (`envoy_bootstrap.json` of the
+/// pinned Istio) with its optional parts (each a `{{ if }}` or `{{ range }}` block over
+/// settings the proxies here do not have) left out: Istio's stats tag rules (`cluster_name`,
+/// `response_code_class`, ...) and its default inclusion list.
+pub fn istio_stats_config(template: &str) -> Result<Value> {
+    let start = template
+        .find("\"stats_config\":")
+        .ok_or_else(|| anyhow!("no stats_config in the bootstrap template"))?;
+    let end = template[start..]
+        .find("\"admin\":")
+        .map(|e| start + e)
+        .ok_or_else(|| anyhow!("no admin after stats_config in the bootstrap template"))?;
+    let mut section = &template[start..end];
+    let mut plain = String::new();
+    while let Some(open) = section.find("{{") {
+        plain.push_str(&section[..open]);
+        let close = section[open..]
+            .find("}}")
+            .map(|c| open + c + 2)
+            .ok_or_else(|| anyhow!("an unclosed {{{{ in the bootstrap template"))?;
+        let directive = section[open + 2..close - 2].trim_start_matches('-').trim();
+        section = &section[close..];
+        if directive.starts_with("if ") || directive.starts_with("range ") {
+            let end = section
+                .find("{{- end }}")
+                .ok_or_else(|| anyhow!("{{{{ {directive} }}}} has no end"))?;
+            section = &section[end + "{{- end }}".len()..];
+        }
+    }
+    plain.push_str(section);
+    let object = format!("{{{}}}", plain.trim_end().trim_end_matches(','));
+    let parsed: Value = serde_json::from_str(&object)
+        .with_context(|| format!("the bootstrap template's stats_config: {object}"))?;
+    Ok(parsed["stats_config"].clone())
+}
+
 /// A running proxy fed by istiod; stopped when dropped.
 pub struct MeshProxy {
     envoy: EnvoyProcess,
@@ -60,13 +108,25 @@ impl MeshProxy {
         namespace: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<MeshProxy> {
+        MeshProxy::start_with(plane, role, name, namespace, labels, &AgentStats::default())
+    }
+
+    /// [`MeshProxy::start`] with what istio-agent would add about stats.
+    pub fn start_with(
+        plane: &ControlPlane,
+        role: Role,
+        name: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        stats: &AgentStats,
+    ) -> Result<MeshProxy> {
         let kind = match role {
             Role::Gateway => "router",
             Role::Sidecar => "sidecar",
         };
         let id = format!("{name}.{namespace}");
         let address = node_address();
-        let bootstrap = json!({
+        let mut bootstrap = json!({
             "node": {
                 "id": format!("{kind}~{address}~{id}~{namespace}.svc.cluster.local"),
                 "cluster": format!("{name}.{namespace}"),
@@ -116,7 +176,14 @@ impl MeshProxy {
         let dir = tempfile::Builder::new()
             .prefix(&format!("sticky-{name}-"))
             .tempdir()?;
-        let mut envoy = EnvoyProcess::spawn(&id, dir, &bootstrap, 1, &[])?;
+        if let Some(stats_config) = &stats.stats_config {
+            bootstrap["stats_config"] = stats_config.clone();
+        }
+        let args: Vec<&str> = match &stats.bootstrap_override {
+            Some(text) => vec!["--config-yaml", text],
+            None => vec![],
+        };
+        let mut envoy = EnvoyProcess::spawn(&id, dir, &bootstrap, 1, &args)?;
         envoy.wait_ready().map_err(|err| envoy.explain(err))?;
         Ok(MeshProxy { envoy, id })
     }
@@ -170,5 +237,42 @@ impl MeshProxy {
                     .collect::<Vec<String>>()
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_templates_stats_config_without_its_optional_parts() {
+        let template = r#"{
+  "stats_config": {
+    "use_all_default_tags": false,
+    "stats_tags": [
+      {"tag_name": "cluster_name", "regex": "^cluster(\\.(.+);)"},
+      {{- range $a, $tag := .extraStatTags }}
+      {"regex": "({{ $tag }}=\\.=(.*?);\\.;)", "tag_name": "{{ $tag }}"},
+      {{- end }}
+      {"tag_name": "cache", "regex": "(cache\\.(.+?)\\.)"}
+    ],
+    {{- if .histogram_buckets }}
+    "histogram_bucket_settings": {{ toJson .histogram_buckets }},
+    {{- end }}
+    "stats_matcher": {"inclusion_list": {"patterns": [{"prefix": "istio"}]}}
+  },
+  "admin": {}
+}"#;
+        let config = istio_stats_config(template).unwrap();
+        assert_eq!(config["use_all_default_tags"], false);
+        let tags: Vec<&str> = config["stats_tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["tag_name"].as_str())
+            .collect();
+        assert_eq!(tags, ["cluster_name", "cache"]);
+        assert!(config.get("histogram_bucket_settings").is_none());
+        assert!(istio_stats_config("{}").is_err());
     }
 }

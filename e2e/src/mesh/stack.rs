@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::control_plane::ControlPlane;
-use super::proxy::{MeshProxy, Role};
+use super::proxy::{AgentStats, MeshProxy, Role};
 use crate::browser::{Browser, Http};
 use crate::envoy::free_port;
 use crate::locate;
@@ -88,6 +88,16 @@ impl MeshStack {
         services: &[Service],
         service_port: u16,
     ) -> Result<MeshStack> {
+        MeshStack::start_with(upstream_bin, services, service_port, &AgentStats::default())
+    }
+
+    /// [`MeshStack::start`] with a gateway that has what istio-agent would add about stats.
+    pub fn start_with(
+        upstream_bin: &Path,
+        services: &[Service],
+        service_port: u16,
+        gateway_stats: &AgentStats,
+    ) -> Result<MeshStack> {
         let plane = ControlPlane::start(&locate::istio_crds()?)?;
         let port = free_port()?;
         plane.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))?;
@@ -138,12 +148,13 @@ impl MeshStack {
                                    "route": [{"destination": {"host": service.name,
                                                               "port": {"number": service_port}}}]}]}}))?;
         }
-        let mut gateway = MeshProxy::start(
+        let mut gateway = MeshProxy::start_with(
             &plane,
             Role::Gateway,
             "istio-ingressgateway",
             "istio-system",
             &BTreeMap::from([("istio".to_owned(), "ingressgateway".to_owned())]),
+            gateway_stats,
         )?;
         let http = gateway.wait_for_listener(port)?;
         let stickyctl = Stickyctl::kube(&plane.admin_kubeconfig(NS)?, NS)?;

@@ -1,6 +1,8 @@
-//! The control-plane binaries, built from their Go modules by `tools/control-plane/build`
-//! into a cache outside the clone (see that script and `versions.env` beside it).
+//! The Go programs the mesh and install tests run, built from their Go modules by
+//! `tools/control-plane/build` into a cache outside the clone (see that script and
+//! `versions.env` beside it).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -25,36 +27,83 @@ impl Tools {
     /// Runs the build script, which builds what the cache lacks (minutes, on a cold machine)
     /// and prints where each binary is.
     pub fn locate() -> Result<Tools> {
-        let script = workspace_root().join("tools/control-plane/build");
-        let output = Command::new("bash")
-            .arg(&script)
-            .output()
-            .with_context(|| format!("running {}", script.display()))?;
-        if !output.status.success() {
-            bail!(
-                "{} failed ({}): {}",
-                script.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let path = |name: &str| -> Result<PathBuf> {
-            let line = stdout
-                .lines()
-                .find_map(|line| line.strip_prefix(&format!("{name}=")))
-                .with_context(|| format!("{} printed no path for {name}", script.display()))?;
-            let path = PathBuf::from(line);
-            if !path.is_file() {
-                bail!("{name}: {} is missing", path.display());
-            }
-            Ok(path)
-        };
+        let mut paths = locate(&[
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "pilot-discovery",
+        ])?;
+        let mut take = |name: &str| paths.remove(name).unwrap_or_default();
         Ok(Tools {
-            etcd: path("etcd")?,
-            kube_apiserver: path("kube-apiserver")?,
-            kube_controller_manager: path("kube-controller-manager")?,
-            pilot_discovery: path("pilot-discovery")?,
+            etcd: take("etcd"),
+            kube_apiserver: take("kube-apiserver"),
+            kube_controller_manager: take("kube-controller-manager"),
+            pilot_discovery: take("pilot-discovery"),
         })
     }
+}
+
+/// What installing sticky-canary takes, and what proves it: Helm, a registry and its client,
+/// and Istio's own code for the agent's part.
+#[derive(Debug, Clone)]
+pub struct InstallTools {
+    /// Helm 3.
+    pub helm: PathBuf,
+    /// The CNCF distribution registry (`registry serve CONFIG`).
+    pub registry: PathBuf,
+    /// crane, the go-containerregistry client.
+    pub crane: PathBuf,
+    /// `wasm-fetch`: istio-agent's Wasm module cache (`istio.io/istio/pkg/wasm`) in a program.
+    pub wasm_fetch: PathBuf,
+    /// istio-agent's Envoy bootstrap template (`tools/packaging/common/envoy_bootstrap.json`
+    /// of the pinned Istio), whose stats settings the tests give their gateway.
+    pub istio_bootstrap_template: PathBuf,
+}
+
+impl InstallTools {
+    /// Like [`Tools::locate`].
+    pub fn locate() -> Result<InstallTools> {
+        let mut paths = locate(&["helm", "registry", "crane", "wasm-fetch", "istio-bootstrap"])?;
+        let mut take = |name: &str| paths.remove(name).unwrap_or_default();
+        Ok(InstallTools {
+            helm: take("helm"),
+            registry: take("registry"),
+            crane: take("crane"),
+            wasm_fetch: take("wasm-fetch"),
+            istio_bootstrap_template: take("istio-bootstrap"),
+        })
+    }
+}
+
+/// Runs the build script for `names` and returns the path it printed for each, each checked
+/// to exist.
+fn locate(names: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
+    let script = workspace_root().join("tools/control-plane/build");
+    let output = Command::new("bash")
+        .arg(&script)
+        .args(names)
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut paths = BTreeMap::new();
+    for name in names {
+        let line = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}=")))
+            .with_context(|| format!("{} printed no path for {name}", script.display()))?;
+        let path = PathBuf::from(line);
+        if !path.is_file() {
+            bail!("{name}: {} is missing", path.display());
+        }
+        paths.insert((*name).to_owned(), path);
+    }
+    Ok(paths)
 }

@@ -1,0 +1,12 @@
+//! The images of sticky-canary as OCI image layouts, written without a container engine: the
+//! filter in the format Istio's agent pulls ([`images::filter`]) and the controller as a
+//! static `stickyctl` on an otherwise empty root filesystem ([`images::controller`]).
+//!
+//! Everything but [`layout::write`] is pure and deterministic: the same inputs give the same
+//! bytes, so the same digests.
+
+pub mod blob;
+pub mod elf;
+pub mod images;
+pub mod layer;
+pub mod layout;
