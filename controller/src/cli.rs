@@ -972,6 +972,26 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
     if let Some(message) = &state.message {
         writeln!(out, "message  {message}").ok();
     }
+    if !state.verdicts.is_empty() {
+        writeln!(
+            out,
+            "\n{:<7} {:<12} {:<20} VERDICT",
+            "STEP", "OUTCOME", "JUDGED"
+        )
+        .ok();
+        for judged in &state.verdicts {
+            let verdict = &judged.verdict;
+            writeln!(
+                out,
+                "{:<7} {:<12} {:<20} {}",
+                format!("{}%", judged.weight),
+                format!("{:?}", verdict.outcome),
+                judged.judged.get(..19).unwrap_or(&judged.judged),
+                verdict.line()
+            )
+            .ok();
+        }
+    }
     writeln!(out, "\n{:<24} {:<9} {:>7}", "VERSION", "ROLE", "WEIGHT").ok();
     for (i, v) in spec.versions.iter().enumerate() {
         writeln!(

@@ -30,7 +30,8 @@ pub fn progression(spec: &StickyCanarySpec, status: &StickyCanaryStatus, now: Ti
     format!("on, step {}%: {waiting}", step.weight)
 }
 
-/// One line: phase, weight, progression and the current verdict.
+/// One line: phase, weights, the step and its time left, and the current verdict (requests,
+/// error rate and p99 per version, the statistics against their thresholds, the outcome).
 pub fn line(spec: &StickyCanarySpec, status: &StickyCanaryStatus, now: Timestamp) -> String {
     let phase = phase_for(spec, status.phase);
     let mut line = format!("{phase:?} {}", spec.summary());
@@ -38,7 +39,7 @@ pub fn line(spec: &StickyCanarySpec, status: &StickyCanaryStatus, now: Timestamp
         line.push_str(&format!(" | auto {}", progression(spec, status, now)));
     }
     if let Some(verdict) = status.step.as_ref().and_then(|s| s.verdict.as_ref()) {
-        line.push_str(&format!(" | {:?}: {}", verdict.outcome, verdict.reason));
+        line.push_str(&format!(" | {}", verdict.line()));
     }
     if let Some(message) = &status.message {
         line.push_str(&format!(" | {message}"));

@@ -5,10 +5,14 @@
 //! listener file Envoy reloads live. A crowd of simulated browsers goes through Envoy before
 //! and after the canary is raised. Exits non-zero if an invariant broke: a 404, a page mixing
 //! versions, an in-page request changing version, or a client moving from the canary back to
-//! stable. Everything it starts stops with it: on exit, on error, and on Ctrl-C (the terminal
+//! stable. Last, an automatic rollout on a second Envoy: a canary failing 5% of its requests,
+//! judged by `stickyctl controller` from a real Prometheus, rolls itself back (a non-zero exit
+//! if it does not within two minutes). Everything it starts stops with it: on exit, on error, and on Ctrl-C (the terminal
 //! signals the children too, and the kernel kills them when the demo dies).
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -16,7 +20,10 @@ use sticky_canary_e2e::crowd::{Crowd, Moves, Tally};
 use sticky_canary_e2e::envoy::EnvoyOptions;
 use sticky_canary_e2e::locate;
 use sticky_canary_e2e::operator::Stickyctl;
+use sticky_canary_e2e::prometheus::Prometheus;
+use sticky_canary_e2e::site::Faults;
 use sticky_canary_e2e::stack::{weights, Stack};
+use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
 
 const STABLE: &str = "v1";
 const CANARY: &str = "v2";
@@ -160,7 +167,114 @@ fn run(args: &Args) -> Result<Vec<String>> {
 
     println!("\n5) The operator checks the rollout:");
     type_command(&ctl, &["status"])?;
+
+    automatic(&upstream, &mut broken)?;
     Ok(broken)
+}
+
+/// Act 6: an automatic rollout of a canary that fails 5 % of its requests, judged from a real
+/// Prometheus by `stickyctl controller`, rolls itself back.
+fn automatic(upstream: &std::path::Path, broken: &mut Vec<String>) -> Result<()> {
+    println!(
+        "\n6) An automatic rollout: a new canary {CANARY} fails 5% of its requests (stable 0.1%)."
+    );
+    let faults = BTreeMap::from([
+        (STABLE.to_owned(), errors(0.001)),
+        (CANARY.to_owned(), errors(0.05)),
+    ]);
+    let plugin = weights(&[(STABLE, 100.0), (CANARY, 0.0)]);
+    let mut stack =
+        Stack::start_faulty(upstream, &plugin, EnvoyOptions { concurrency: 2 }, &faults)
+            .context("starting the second stack")?;
+    let ctl = Stickyctl::new(stack.envoy.dir())?;
+    let prometheus = Prometheus::start(&[stack.envoy.admin_address()?])?;
+    println!(
+        "  Prometheus on {} scrapes Envoy every second.",
+        prometheus.url()
+    );
+    let init = [
+        "init",
+        "--service",
+        "shop",
+        "--stable",
+        STABLE,
+        "--steps",
+        "5,20,50,100",
+        "--auto",
+        "--interval",
+        "15",
+    ];
+    operate(&mut stack, &ctl, &init)?;
+    let options = TrafficOptions {
+        visits_per_second: 100.0,
+        seconds: 180,
+        new_every: 2,
+    };
+    let _load = Traffic::start(
+        &locate::sibling_bin("sticky-load")?,
+        stack.envoy.listener(),
+        options,
+    )?;
+    let log = stack.envoy.dir().join("controller.log");
+    let controller_args = ["controller", "--prometheus", &prometheus.url()];
+    println!("$ {} &", ctl.command_line(&controller_args));
+    let _controller = ctl.spawn(&controller_args, &log)?;
+    type_command(&ctl, &["start", "--canary", CANARY])?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = String::new();
+    let status = loop {
+        let status = ctl.status()?;
+        let line = format!(
+            "{} {} step {} {}",
+            status["phase"].as_str().unwrap_or_default(),
+            weights_of(&status),
+            status["step"]["weight"]
+                .as_f64()
+                .map_or("-".to_owned(), |w| format!("{w}%")),
+            status["step"]["verdict"]["outcome"]
+                .as_str()
+                .unwrap_or("(no look yet)")
+        );
+        if line != last {
+            println!("  {line}");
+            last = line;
+        }
+        if status["phase"] == "RolledBack" || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    if status["phase"] != "RolledBack" {
+        broken.push("the failing canary was not rolled back within 2 minutes".to_owned());
+        return Ok(());
+    }
+    println!("  {}", status["message"].as_str().unwrap_or_default());
+    type_command(&ctl, &["status"])?;
+    Ok(())
+}
+
+fn errors(error_rate: f64) -> Faults {
+    Faults {
+        error_rate,
+        delay: Duration::ZERO,
+    }
+}
+
+/// `v1=95 v2=5` from `status -o json`.
+fn weights_of(status: &serde_json::Value) -> String {
+    status["versions"]
+        .as_array()
+        .map(|versions| {
+            versions
+                .iter()
+                .map(|v| {
+                    let weight = v["weight"].as_f64().unwrap_or_default();
+                    format!("{}={weight}", v["name"].as_str().unwrap_or_default())
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }
 
 fn check_tally(tally: &Tally, broken: &mut Vec<String>) {
