@@ -22,6 +22,7 @@ use sticky_canary_filter::{decide, Config, Reason, RequestHeaders};
 
 use crate::controller;
 use crate::error::{Error, EXIT_INVALID, EXIT_OK};
+use crate::metrics;
 use crate::model::{
     self, AutoSpec, OnInconclusive, Promotion, Proxies, RollbackMode, StickyCanary,
     StickyCanarySpec, TargetRef, ACTION_ANNOTATION,
@@ -108,6 +109,11 @@ enum Command {
     Auto {
         /// `on` or `off`.
         state: Switch,
+        /// Prometheus the controller reads: `auto on` first checks that it can judge the
+        /// rollout (every query accepted and finding its metrics, the interval not shorter
+        /// than the scrape interval), before anything is written.
+        #[arg(long, env = "STICKY_PROMETHEUS", value_name = "URL")]
+        prometheus: Option<String>,
         #[command(flatten)]
         dry: DryRun,
     },
@@ -575,7 +581,18 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         Command::Next { dry } => (op(Op::Next), dry),
         Command::Promote { finish, dry } => (op(Op::Promote { finish: *finish }), dry),
         Command::Abort { dry } => (op(Op::Abort), dry),
-        Command::Auto { state, dry } => (RolloutCommand::Auto(*state == Switch::On), dry),
+        Command::Auto {
+            state,
+            prometheus,
+            dry,
+        } => {
+            if let (Switch::On, Some(url)) = (state, prometheus) {
+                let mut canary = load(target).await?;
+                canary.spec.auto.enabled = true;
+                metrics::check(&Prometheus::new(url)?, &canary).await?;
+            }
+            (RolloutCommand::Auto(*state == Switch::On), dry)
+        }
         Command::Pause { dry } => (RolloutCommand::Pause, dry),
         Command::Resume { dry } => (RolloutCommand::Resume, dry),
     };

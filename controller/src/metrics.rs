@@ -6,6 +6,7 @@ use std::future::Future;
 use kube::ResourceExt;
 
 use crate::analysis::Snapshot;
+use crate::error::Error;
 use crate::model::StickyCanary;
 use crate::prometheus::{Prometheus, RolloutRef};
 
@@ -42,4 +43,19 @@ impl Metrics for Prometheus {
         .await
         .map_err(|e| e.to_string())
     }
+}
+
+/// Refuses, before anything is written, an automatic rollout this Prometheus cannot judge: an
+/// interval shorter than its scrape interval, a query it rejects or a metric it has no series
+/// of (see [`Prometheus::validate_queries`]; without a canary yet, only the interval).
+pub async fn check(prometheus: &Prometheus, canary: &StickyCanary) -> Result<(), Error> {
+    if let Some(scrape) = prometheus.scrape_interval().await? {
+        crate::rollout::auto::check_interval(&canary.spec, scrape).map_err(Error::Invalid)?;
+    }
+    if let Some(rollout) = rollout_ref(canary) {
+        prometheus
+            .validate_queries(&canary.spec.analysis, &rollout, jiff::Timestamp::now())
+            .await?;
+    }
+    Ok(())
 }

@@ -441,3 +441,29 @@ fn pause_resume_gate_and_auto_off_are_notified() {
     let texts = webhook.texts();
     assert!(texts.iter().all(|t| t.starts_with("shop: ")), "{texts:#?}");
 }
+
+/// Bad input is refused before any write, naming the field: `auto on --prometheus` checks the
+/// queries against the real Prometheus.
+#[test]
+fn auto_on_refuses_a_query_prometheus_cannot_answer_before_any_write() {
+    let r = rollout(&[], INTERVAL, &[], |c| {
+        c.spec.auto.enabled = false;
+        c.spec.analysis.queries.requests =
+            Some(r#"no_such_metric_total{envoy_cluster_name=~"{cluster}"}"#.to_owned());
+    });
+    r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    let stored = || std::fs::read(r.stack.envoy.dir().join(ROLLOUT_FILE)).unwrap();
+    let before = stored();
+    let run = r
+        .ctl
+        .run(&["auto", "on", "--prometheus", &r.prometheus.url()])
+        .unwrap();
+    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("spec.analysis.queries.requests: Prometheus has no series of metric `no_such_metric_total`"),
+        "{}",
+        run.stderr
+    );
+    assert!(stored() == before, "nothing written");
+}

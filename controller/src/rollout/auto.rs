@@ -317,6 +317,19 @@ pub fn look_period(spec: &StickyCanarySpec) -> std::time::Duration {
     std::time::Duration::from_millis(sixth.clamp(1000, 10_000))
 }
 
+/// Refuses an interval shorter than Prometheus's scrape interval: its step would be judged on
+/// looks that saw no new sample.
+pub fn check_interval(spec: &StickyCanarySpec, scrape: std::time::Duration) -> Result<(), String> {
+    if u64::from(spec.auto.interval_seconds) < scrape.as_secs() {
+        return Err(format!(
+            "spec.auto.intervalSeconds: {} is shorter than Prometheus's scrape interval of {}s",
+            spec.auto.interval_seconds,
+            scrape.as_secs()
+        ));
+    }
+    Ok(())
+}
+
 fn interval(spec: &StickyCanarySpec) -> SignedDuration {
     SignedDuration::from_secs(i64::from(spec.auto.interval_seconds))
 }

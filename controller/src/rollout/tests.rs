@@ -522,4 +522,18 @@ mod looks {
         assert_eq!(t.spec, None);
         assert_eq!(t.status.unwrap().step.unwrap().waiting, Some(Waiting::Gate));
     }
+
+    #[test]
+    fn an_interval_below_the_scrape_interval_is_refused() {
+        let s = auto_spec(&[10.0, 100.0]);
+        let scrape = |secs| std::time::Duration::from_secs(secs);
+        assert_eq!(auto::check_interval(&s, scrape(60)), Ok(()));
+        assert_eq!(
+            auto::check_interval(&s, scrape(61)),
+            Err(
+                "spec.auto.intervalSeconds: 60 is shorter than Prometheus's scrape interval of 61s"
+                    .to_owned()
+            )
+        );
+    }
 }
