@@ -205,7 +205,20 @@ impl Envoy {
         self.wait_for_listener("the filter configuration of lds.json", |listener| {
             plugin_config(listener) == Some(expected.as_str())
         })?;
+        self.wait_for_drained_listeners()?;
         serde_json::from_str(&expected).context("parsing the filter configuration of lds.json")
+    }
+
+    /// Waits until no replaced listener is still draining: until then, connections opened
+    /// before the change keep running the old filter configuration (slowly, on a busy machine).
+    pub fn wait_for_drained_listeners(&mut self) -> Result<()> {
+        let result = self
+            .process
+            .wait_for("the replaced listeners to drain", |envoy| {
+                let draining = envoy.stat("listener_manager.total_listeners_draining")?;
+                Ok((draining == 0).then_some(()))
+            });
+        result.map_err(|err| self.explain(err))
     }
 
     /// Waits until the active listener runs the filter with this `pluginConfig` JSON.
