@@ -143,6 +143,9 @@ enum Command {
     /// Run the reconcile loop on every StickyCanary (of `--namespace`, or all), or on the
     /// rollout of `--envoy-dir`; rollouts with `auto` on are judged against Prometheus.
     Controller(ControllerArgs),
+    /// Serve a web page to see and steer the rollouts (of `--namespace` or all, or of
+    /// `--envoy-dir`) live, until Ctrl-C.
+    Dashboard(DashboardArgs),
     /// Print the StickyCanary CRD.
     Crd,
     /// Print the bootstrap of the plain Envoy that `--envoy-dir` drives (JSON): admin on
@@ -164,6 +167,19 @@ enum Command {
 #[derive(Debug, Args)]
 struct ControllerArgs {
     /// Prometheus base URL the automatic steps read their metrics from.
+    #[arg(long, env = "STICKY_PROMETHEUS", value_name = "URL")]
+    prometheus: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct DashboardArgs {
+    /// Address to serve on; anything but loopback needs --token.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDRESS:PORT")]
+    listen: std::net::SocketAddr,
+    /// Token every action must send (`Authorization: Bearer`); the page asks for it.
+    #[arg(long, env = "STICKY_DASHBOARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Prometheus base URL for the per-version charts (the analysis' queries).
     #[arg(long, env = "STICKY_PROMETHEUS", value_name = "URL")]
     prometheus: Option<String>,
 }
@@ -454,6 +470,17 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
     }
     let metrics =
         |args: &ControllerArgs| args.prometheus.as_deref().map(Prometheus::new).transpose();
+    if let Command::Dashboard(args) = &cli.command {
+        let source = match &cli.envoy_dir {
+            Some(dir) => crate::dashboard::Source::EnvoyDir(dir.clone()),
+            None => crate::dashboard::Source::Kube {
+                client: kube_target::client(cli.kubeconfig.as_deref()).await?.0,
+                namespace: cli.namespace.clone(),
+            },
+        };
+        let prometheus = args.prometheus.as_deref().map(Prometheus::new).transpose()?;
+        return crate::dashboard::run(source, args.listen, args.token.clone(), prometheus).await;
+    }
     if let Some(dir) = &cli.envoy_dir {
         if let Command::Controller(args) = &cli.command {
             return controller::run_envoy_dir(dir, metrics(args)?).await;
@@ -558,6 +585,7 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         Command::Explain(args) => return explain(target, args, out).await,
         Command::Render => return render(target, out).await,
         Command::Controller(_)
+        | Command::Dashboard(_)
         | Command::Crd
         | Command::ProxyStats
         | Command::Bootstrap { .. }

@@ -1,0 +1,42 @@
+//! `stickyctl dashboard`: a web page to see and steer every rollout of a cluster or of an
+//! Envoy directory, live. Every action is the CLI's command, run through
+//! [`crate::reconcile::advance_as`] and recorded in the history as done by the dashboard.
+//!
+//! Safe by default: it listens on loopback; anywhere else it refuses to start without a
+//! token, and once a token is given every action needs it. Neither the token nor a
+//! rollout's override token or webhook URL is ever sent to a page.
+
+use std::net::SocketAddr;
+
+use crate::error::Error;
+use crate::prometheus::Prometheus;
+
+pub mod action;
+pub mod charts;
+pub mod server;
+pub mod source;
+pub mod view;
+
+pub use source::Source;
+
+/// Serves the dashboard of `source` on `listen` until Ctrl-C.
+pub async fn run(
+    source: Source,
+    listen: SocketAddr,
+    token: Option<String>,
+    prometheus: Option<Prometheus>,
+) -> Result<(), Error> {
+    let token = token.filter(|t| !t.is_empty());
+    if action::needs_token(&listen) && token.is_none() {
+        return Err(Error::Invalid(format!(
+            "--listen {listen} is not a loopback address: actions need --token (or STICKY_DASHBOARD_TOKEN)"
+        )));
+    }
+    let listener = server::bind(listen).await?;
+    eprintln!(
+        "dashboard on http://{}/ (actions {})",
+        listener.local_addr().map_or(listen, |a| a),
+        if token.is_some() { "need the token" } else { "open to this machine" }
+    );
+    server::serve(listener, source, token, prometheus.map(charts::Charts::new)).await
+}

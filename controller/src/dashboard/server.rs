@@ -1,0 +1,219 @@
+//! The HTTP shell: the page and its assets (built into the binary), the rollouts as JSON, a
+//! stream of them as server-sent events, and the actions. It decides nothing: views come
+//! from [`super::view`], commands and who may send them from [`super::action`], changes
+//! from [`crate::reconcile::advance_as`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::action::{self, ActionRequest};
+use super::source::Source;
+use super::view::{self, RolloutView};
+use crate::error::Error;
+use crate::reconcile::Requester;
+use crate::rollout::Input;
+
+/// How often the rollouts are read for the live view.
+pub const POLL: Duration = Duration::from_millis(500);
+
+/// Who the history names for a dashboard action.
+pub const ACTOR: &str = "dashboard";
+
+/// What every page gets, pushed whenever it changes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Every rollout.
+    pub rollouts: Vec<RolloutView>,
+    /// Why the rollouts could not be read at the last look, if they could not.
+    pub error: Option<String>,
+    /// Whether actions need the token.
+    pub token_required: bool,
+    /// Per-version charts by rollout id, when Prometheus is given.
+    pub charts: serde_json::Value,
+}
+
+struct App {
+    source: Source,
+    token: Option<String>,
+    live: watch::Receiver<Arc<String>>,
+    /// Wakes the poller right after an action, so every page sees it at once.
+    poke: tokio::sync::Notify,
+}
+
+/// Serves the dashboard on `listener` until Ctrl-C; `charts` fills [`Snapshot::charts`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    source: Source,
+    token: Option<String>,
+    charts: Option<super::charts::Charts>,
+) -> Result<(), Error> {
+    let (sender, live) = watch::channel(Arc::new(String::from("{}")));
+    let app = Arc::new(App {
+        source,
+        token,
+        live,
+        poke: tokio::sync::Notify::new(),
+    });
+    tokio::spawn(poll(app.clone(), sender, charts));
+    let router = Router::new()
+        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
+        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/api/rollouts", get(rollouts))
+        .route("/api/events", get(events))
+        .route("/api/actions", post(act))
+        .with_state(app);
+    let address = listener
+        .local_addr()
+        .map_err(|e| Error::Runtime(format!("dashboard: {e}")))?;
+    tracing::info!("dashboard on http://{address}/");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            tokio::signal::ctrl_c().await.ok();
+        })
+        .await
+        .map_err(|e| Error::Runtime(format!("dashboard on {address}: {e}")))
+}
+
+/// Binds `address`.
+pub async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| Error::Runtime(format!("--listen {address}: {e}")))
+}
+
+const INDEX: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/style.css");
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Reads the rollouts every [`POLL`] (or at once after an action) and publishes them when
+/// they changed. Runs until the server stops.
+async fn poll(
+    app: Arc<App>,
+    sender: watch::Sender<Arc<String>>,
+    mut charts: Option<super::charts::Charts>,
+) {
+    let mut last = String::new();
+    loop {
+        let now = jiff::Timestamp::now();
+        let (rollouts, error) = match app.source.list().await {
+            Ok(rollouts) => (rollouts, None),
+            Err(err) => (Vec::new(), Some(err.to_string())),
+        };
+        let charts = match &mut charts {
+            Some(charts) => charts.update(&rollouts, now).await,
+            None => serde_json::Value::Null,
+        };
+        let snapshot = Snapshot {
+            rollouts: view::list(&rollouts, "", now),
+            error,
+            token_required: app.token.is_some(),
+            charts,
+        };
+        let text = serde_json::to_string(&snapshot).unwrap_or_default();
+        if text != last {
+            sender.send_replace(Arc::new(text.clone()));
+            last = text;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            () = app.poke.notified() => {}
+        }
+    }
+}
+
+async fn rollouts(State(app): State<Arc<App>>) -> Response {
+    let body = app.live.borrow().as_str().to_owned();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn events(
+    State(app): State<Arc<App>>,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    let stream = futures::stream::unfold((app.live.clone(), true), |(mut live, first)| async move {
+        if !first {
+            live.changed().await.ok()?;
+        }
+        let data = live.borrow_and_update().as_str().to_owned();
+        Some((Ok(Event::default().event("state").data(data)), (live, false)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn act(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(request): Json<ActionRequest>,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(action::bearer);
+    if let Err(refusal) = action::authorize(app.token.as_deref(), presented) {
+        let status = match refusal {
+            action::Refusal::NoToken => StatusCode::UNAUTHORIZED,
+            action::Refusal::WrongToken => StatusCode::FORBIDDEN,
+        };
+        return answer(status, "error", refusal.message());
+    }
+    let command = match action::command(&request) {
+        Ok(command) => command,
+        Err(why) => return answer(StatusCode::BAD_REQUEST, "error", &why),
+    };
+    let requester = Requester {
+        by: Some(ACTOR.to_owned()),
+        seen_generation: request.generation,
+    };
+    let done = app
+        .source
+        .act(&request.rollout, &Input::Command(command), &requester)
+        .await;
+    app.poke.notify_one();
+    match done {
+        Ok(done) if done.actions.is_empty() => answer(StatusCode::OK, "message", "nothing to change"),
+        Ok(done) => {
+            let lines: Vec<String> = done
+                .actions
+                .iter()
+                .map(|(action, written)| format!("{action}: applied ({written} objects written)"))
+                .collect();
+            answer(StatusCode::OK, "message", &lines.join("; "))
+        }
+        Err(err) => {
+            let status = match &err {
+                Error::Stale(_) => StatusCode::CONFLICT,
+                Error::Op(_) | Error::Edit(_) | Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            answer(status, "error", &err.to_string())
+        }
+    }
+}
+
+fn answer(status: StatusCode, key: &str, text: &str) -> Response {
+    (status, Json(json!({ key: text }))).into_response()
+}
