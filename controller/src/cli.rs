@@ -631,16 +631,8 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
             .ok();
         }
     }
-    if done.actions.is_empty() {
-        writeln!(
-            out,
-            "nothing to change ({})",
-            objects(done.written, "re-applied")
-        )
-        .ok();
-    }
-    for (action, written) in &done.actions {
-        writeln!(out, "{action}: applied ({})", objects(*written, "written")).ok();
+    for line in applied(&done) {
+        writeln!(out, "{line}").ok();
     }
     if let Some(note) = drain_note(&current.spec) {
         writeln!(out, "{note}").ok();
@@ -1134,6 +1126,20 @@ async fn explain<T: Target>(target: &T, args: &ExplainArgs, out: &mut String) ->
 }
 
 /// `1 object written`, `3 objects re-applied`: the count in a command's one-line report.
+/// What a command did, a line per spec change (the CLI prints them, the dashboard shows them).
+pub fn applied(done: &reconcile::Advanced) -> Vec<String> {
+    if done.actions.is_empty() {
+        return vec![format!(
+            "nothing to change ({})",
+            objects(done.written, "re-applied")
+        )];
+    }
+    done.actions
+        .iter()
+        .map(|(action, written)| format!("{action}: applied ({})", objects(*written, "written")))
+        .collect()
+}
+
 fn objects(count: usize, done: &str) -> String {
     match count {
         1 => format!("1 object {done}"),

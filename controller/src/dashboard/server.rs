@@ -49,8 +49,15 @@ struct App {
     source: Source,
     token: Option<String>,
     live: watch::Receiver<Arc<String>>,
-    /// Wakes the poller right after an action, so every page sees it at once.
-    poke: tokio::sync::Notify,
+    looker: tokio::sync::Mutex<Looker>,
+}
+
+/// What a look at the rollouts needs between looks; behind a lock, so a look made right
+/// after an action is never overtaken by an older one.
+struct Looker {
+    sender: watch::Sender<Arc<String>>,
+    charts: Option<super::charts::Charts>,
+    last: String,
 }
 
 /// Serves the dashboard on `listener` until Ctrl-C; `charts` fills [`Snapshot::charts`].
@@ -65,9 +72,14 @@ pub async fn serve(
         source,
         token,
         live,
-        poke: tokio::sync::Notify::new(),
+        looker: tokio::sync::Mutex::new(Looker {
+            sender,
+            charts,
+            last: String::new(),
+        }),
     });
-    tokio::spawn(poll(app.clone(), sender, charts));
+    look(&app).await;
+    tokio::spawn(poll(app.clone()));
     let router = Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
@@ -110,39 +122,36 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// Reads the rollouts every [`POLL`] (or at once after an action) and publishes them when
-/// they changed. Runs until the server stops.
-async fn poll(
-    app: Arc<App>,
-    sender: watch::Sender<Arc<String>>,
-    mut charts: Option<super::charts::Charts>,
-) {
-    let mut last = String::new();
+/// Looks at the rollouts every [`POLL`], until the server stops.
+async fn poll(app: Arc<App>) {
     loop {
-        let now = jiff::Timestamp::now();
-        let (rollouts, error) = match app.source.list().await {
-            Ok(rollouts) => (rollouts, None),
-            Err(err) => (Vec::new(), Some(err.to_string())),
-        };
-        let charts = match &mut charts {
-            Some(charts) => charts.update(&rollouts, now).await,
-            None => serde_json::Value::Null,
-        };
-        let snapshot = Snapshot {
-            rollouts: view::list(&rollouts, "", now),
-            error,
-            token_required: app.token.is_some(),
-            charts,
-        };
-        let text = serde_json::to_string(&snapshot).unwrap_or_default();
-        if text != last {
-            sender.send_replace(Arc::new(text.clone()));
-            last = text;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(POLL) => {}
-            () = app.poke.notified() => {}
-        }
+        tokio::time::sleep(POLL).await;
+        look(&app).await;
+    }
+}
+
+/// Reads the rollouts and publishes them to every page if they changed.
+async fn look(app: &App) {
+    let mut looker = app.looker.lock().await;
+    let now = jiff::Timestamp::now();
+    let (rollouts, error) = match app.source.list().await {
+        Ok(rollouts) => (rollouts, None),
+        Err(err) => (Vec::new(), Some(err.to_string())),
+    };
+    let charts = match &mut looker.charts {
+        Some(charts) => charts.update(&rollouts, now).await,
+        None => serde_json::Value::Null,
+    };
+    let snapshot = Snapshot {
+        rollouts: view::list(&rollouts, "", now),
+        error,
+        token_required: app.token.is_some(),
+        charts,
+    };
+    let text = serde_json::to_string(&snapshot).unwrap_or_default();
+    if text != looker.last {
+        looker.sender.send_replace(Arc::new(text.clone()));
+        looker.last = text;
     }
 }
 
@@ -192,17 +201,10 @@ async fn act(
         .source
         .act(&request.rollout, &Input::Command(command), &requester)
         .await;
-    app.poke.notify_one();
+    // Every page (this one's refresh included) sees the outcome before the answer.
+    look(&app).await;
     match done {
-        Ok(done) if done.actions.is_empty() => answer(StatusCode::OK, "message", "nothing to change"),
-        Ok(done) => {
-            let lines: Vec<String> = done
-                .actions
-                .iter()
-                .map(|(action, written)| format!("{action}: applied ({written} objects written)"))
-                .collect();
-            answer(StatusCode::OK, "message", &lines.join("; "))
-        }
+        Ok(done) => answer(StatusCode::OK, "message", &crate::cli::applied(&done).join("; ")),
         Err(err) => {
             let status = match &err {
                 Error::Stale(_) => StatusCode::CONFLICT,

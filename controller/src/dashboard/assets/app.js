@@ -6,6 +6,8 @@
 
 let state = { rollouts: [], error: null, tokenRequired: false, charts: null };
 let route = null;
+// The live stream (an EventSource), reopened by the browser itself after an error.
+let events = null;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -256,7 +258,7 @@ function navigate() {
 
 function connect() {
   const live = document.getElementById('live');
-  const events = new EventSource('/api/events');
+  events = new EventSource('/api/events');
   events.addEventListener('state', (event) => {
     live.textContent = `live, updated ${new Date().toLocaleTimeString()}`;
     apply(JSON.parse(event.data));

@@ -1,0 +1,179 @@
+//! `stickyctl dashboard --envoy-dir` in a real Chromium, steering a live Envoy with the
+//! filter: the page shows the ratio Envoy runs, its buttons change what the filter decides
+//! (checked with a crowd of new clients through Envoy), a second page follows within a
+//! second, an action without the token or made on a page that missed a change is refused
+//! with the page showing why, and abort sends every client back to stable. Screenshots of
+//! the list and of the rollout page go to `target/dashboard-artifacts/`.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sticky_canary_e2e::chromium::{Chromium, Tab};
+use sticky_canary_e2e::crowd::{Crowd, Tally};
+use sticky_canary_e2e::envoy::free_port;
+use sticky_canary_e2e::locate;
+use sticky_canary_e2e::operator::Stickyctl;
+use sticky_canary_e2e::stack::{weights, Stack};
+use sticky_canary_filter::PluginConfig;
+
+const STABLE: &str = "v1";
+const CANARY: &str = "v2";
+const TOKEN: &str = "e2e-dashboard-token";
+/// New clients per share check: at 10% the canary share's standard deviation is 1.5 points.
+const CLIENTS: usize = 400;
+/// How long the page may take to show what it is waiting for.
+const PAGE: Duration = Duration::from_secs(10);
+/// How soon a second page must see a change.
+const LIVE: Duration = Duration::from_secs(1);
+
+fn artifacts() -> PathBuf {
+    let dir = locate::workspace_root().join("target/dashboard-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn versions(plugin: &PluginConfig) -> Vec<(String, f64)> {
+    plugin
+        .versions
+        .iter()
+        .map(|v| (v.name.clone(), v.weight))
+        .collect()
+}
+
+fn pairs(expected: &[(&str, f64)]) -> Vec<(String, f64)> {
+    expected.iter().map(|&(n, w)| (n.to_owned(), w)).collect()
+}
+
+/// Waits until `selector`'s text in `tab` contains `text`; returns the text.
+fn shows(browser: &mut Chromium, tab: Tab, selector: &str, text: &str, within: Duration) -> String {
+    let js = format!(
+        "(() => {{ const e = document.querySelector({selector:?}); return e && e.textContent.includes({text:?}) ? e.textContent : null; }})()"
+    );
+    browser.wait_for(tab, &js, within).unwrap_or_else(|err| {
+        let now: Option<String> = browser
+            .eval(tab, &format!("document.querySelector({selector:?})?.textContent ?? null"))
+            .unwrap_or_default();
+        panic!("{selector} never showed {text:?} within {within:?} (it shows {now:?}): {err:#}")
+    })
+}
+
+/// Starts the dashboard on a free port and waits until it answers.
+fn dashboard(ctl: &Stickyctl) -> (sticky_canary_e2e::process::ChildGuard, String) {
+    let port = free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let log = artifacts().join("dashboard.log");
+    let _ = std::fs::remove_file(&log);
+    let guard = ctl
+        .spawn(&["dashboard", "--listen", &listen, "--token", TOKEN], &log)
+        .unwrap();
+    let start = Instant::now();
+    while TcpStream::connect(&listen).is_err() {
+        assert!(start.elapsed() < PAGE, "the dashboard did not listen on {listen}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (guard, format!("http://{listen}/"))
+}
+
+/// A crowd of first-time clients through Envoy, and what they got.
+fn new_clients(stack: &Stack) -> Tally {
+    let mut crowd = Crowd::new(CLIENTS);
+    Tally::of(&crowd.visit(&stack.http, "/").unwrap())
+}
+
+#[test]
+fn dashboard_steers_a_live_envoy_from_a_real_browser() {
+    let mut stack = common::start(&weights(&[(STABLE, 100.0), (CANARY, 0.0)]));
+    let ctl = Stickyctl::new(stack.envoy.dir()).unwrap();
+    ctl.ok(&["init", "--service", "shop", "--stable", STABLE]).unwrap();
+    ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    ctl.ok(&["set-weight", "5"]).unwrap();
+    stack.wait_for_lds_file().unwrap();
+    // Clients that will be on the canary when it is aborted.
+    let mut early = Crowd::new(CLIENTS);
+    early.visit(&stack.http, "/").unwrap();
+
+    let (_dashboard, url) = dashboard(&ctl);
+    let mut browser = Chromium::launch(&[]).unwrap();
+    let (list, a, b) = (browser.tab().unwrap(), browser.tab().unwrap(), browser.tab().unwrap());
+    browser.goto(list, &url).unwrap();
+    shows(&mut browser, list, "#rollouts tbody", "95:5", PAGE);
+    shows(&mut browser, list, "#rollouts tbody", "Progressing", PAGE);
+    let page = format!("{url}#/r/shop");
+    for tab in [a, b] {
+        browser.goto(tab, &page).unwrap();
+        shows(&mut browser, tab, "#ratio", "95:5", PAGE);
+    }
+
+    // Without the token, or with a wrong one, nothing happens.
+    browser.click(a, "#act-next").unwrap();
+    shows(&mut browser, a, "#notice", "needs its token", PAGE);
+    let statuses: Vec<u16> = browser
+        .eval(a, r#"Promise.all(['', 'Bearer wrong'].map((auth) => fetch('/api/actions', {
+            method: 'POST',
+            headers: Object.assign({'content-type': 'application/json'}, auth ? {authorization: auth} : {}),
+            body: JSON.stringify({rollout: 'shop', action: 'abort'}),
+        }).then((r) => r.status)))"#)
+        .unwrap();
+    assert_eq!(statuses, [401, 403]);
+    assert_eq!(ctl.rollout().unwrap().spec.summary(), "v1=95 v2=5");
+
+    // Next, with the token: the filter gives the canary 10% of new clients, and the second
+    // page shows it within a second.
+    for tab in [a, b] {
+        browser.fill(tab, "#token", TOKEN).unwrap();
+    }
+    browser.click(a, "#act-next").unwrap();
+    let clicked = Instant::now();
+    shows(&mut browser, b, "#ratio", "90:10", PAGE);
+    let seen = clicked.elapsed();
+    shows(&mut browser, a, "#notice", "next 10: applied", PAGE);
+    eprintln!("second page saw Next after {seen:?}");
+    assert!(seen < LIVE, "the second page saw the change after {seen:?}");
+    assert_eq!(versions(&stack.wait_for_lds_file().unwrap()), pairs(&[(STABLE, 90.0), (CANARY, 10.0)]));
+    let tally = new_clients(&stack);
+    let share = tally.share(CANARY);
+    assert!((4.0..=16.0).contains(&share), "canary share {share}% at 10%:\n{tally}");
+    assert_eq!((tally.not_found, tally.other_errors), (0, 0), "{tally}");
+    shows(&mut browser, b, "#history", "dashboard: next 10", PAGE);
+    shows(&mut browser, b, "#steps li.current", "10%", PAGE);
+
+    // A free ratio, by keyboard, after a confirmation.
+    browser.fill(a, "#weight-free", "20").unwrap();
+    browser.press(a, "#act-set", "Enter").unwrap();
+    shows(&mut browser, a, "#confirm-text", "stable:canary 80:20", PAGE);
+    browser.click(a, "#confirm-ok").unwrap();
+    shows(&mut browser, a, "#notice", "set-weight 20: applied", PAGE);
+    shows(&mut browser, b, "#ratio", "80:20", LIVE);
+    assert_eq!(versions(&stack.wait_for_lds_file().unwrap()), pairs(&[(STABLE, 80.0), (CANARY, 20.0)]));
+    browser.screenshot(a, &artifacts().join("rollout.png")).unwrap();
+    browser.goto(list, &url).unwrap();
+    shows(&mut browser, list, "#rollouts tbody", "80:20", PAGE);
+    browser.screenshot(list, &artifacts().join("list.png")).unwrap();
+
+    // A page that missed a change (its live stream cut) is refused, and shows the change.
+    browser.eval::<serde_json::Value>(b, "events.close()").unwrap();
+    ctl.ok(&["set-weight", "50"]).unwrap();
+    browser.click(b, "#act-next").unwrap();
+    shows(&mut browser, b, "#notice", "changed meanwhile", PAGE);
+    shows(&mut browser, b, "#ratio", "50:50", PAGE);
+    assert_eq!(ctl.rollout().unwrap().spec.summary(), "v1=50 v2=50");
+    // Loaded again (a new query, so not a same-document hash navigation), it is live again.
+    browser.goto(b, &format!("{url}?again#/r/shop")).unwrap();
+    shows(&mut browser, b, "#ratio", "50:50", PAGE);
+
+    // Abort, confirmed: every client is back on stable, the early canary clients too.
+    browser.click(a, "#act-abort").unwrap();
+    browser.click(a, "#confirm-ok").unwrap();
+    shows(&mut browser, a, "#notice", "abort v2: applied", PAGE);
+    shows(&mut browser, b, "#phase", "Aborted", PAGE);
+    shows(&mut browser, b, "#ratio", "100", PAGE);
+    let live = stack.wait_for_lds_file().unwrap();
+    assert_eq!(versions(&live), pairs(&[(STABLE, 100.0)]));
+    let back = Tally::of(&early.visit(&stack.http, "/").unwrap());
+    assert_eq!(back.share(STABLE), 100.0, "after abort:\n{back}");
+    assert_eq!(new_clients(&stack).share(STABLE), 100.0);
+    shows(&mut browser, b, "#history", "dashboard: abort", PAGE);
+}
