@@ -478,7 +478,11 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
                 namespace: cli.namespace.clone(),
             },
         };
-        let prometheus = args.prometheus.as_deref().map(Prometheus::new).transpose()?;
+        let prometheus = args
+            .prometheus
+            .as_deref()
+            .map(Prometheus::new)
+            .transpose()?;
         return crate::dashboard::run(source, args.listen, args.token.clone(), prometheus).await;
     }
     if let Some(dir) = &cli.envoy_dir {

@@ -157,8 +157,10 @@ impl Chromium {
 
     /// Types `value` into the input `selector` of `tab`.
     pub fn fill(&mut self, tab: Tab, selector: &str, value: &str) -> Result<()> {
-        self.call::<Value>(json!({"op": "fill", "tab": tab.0, "selector": selector, "value": value}))
-            .map(drop)
+        self.call::<Value>(
+            json!({"op": "fill", "tab": tab.0, "selector": selector, "value": value}),
+        )
+        .map(drop)
     }
 
     /// Focuses `selector` in `tab` and presses `key` (such as `Enter`).
@@ -169,7 +171,12 @@ impl Chromium {
 
     /// Waits at most `timeout` until the JavaScript expression `js` is truthy in `tab`;
     /// returns its value.
-    pub fn wait_for<T: DeserializeOwned>(&mut self, tab: Tab, js: &str, timeout: Duration) -> Result<T> {
+    pub fn wait_for<T: DeserializeOwned>(
+        &mut self,
+        tab: Tab,
+        js: &str,
+        timeout: Duration,
+    ) -> Result<T> {
         let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         self.call(json!({"op": "waitFor", "tab": tab.0, "js": js, "timeoutMs": millis}))
     }

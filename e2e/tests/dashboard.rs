@@ -54,7 +54,10 @@ fn shows(browser: &mut Chromium, tab: Tab, selector: &str, text: &str, within: D
     );
     browser.wait_for(tab, &js, within).unwrap_or_else(|err| {
         let now: Option<String> = browser
-            .eval(tab, &format!("document.querySelector({selector:?})?.textContent ?? null"))
+            .eval(
+                tab,
+                &format!("document.querySelector({selector:?})?.textContent ?? null"),
+            )
             .unwrap_or_default();
         panic!("{selector} never showed {text:?} within {within:?} (it shows {now:?}): {err:#}")
     })
@@ -71,7 +74,11 @@ fn dashboard(ctl: &Stickyctl) -> (sticky_canary_e2e::process::ChildGuard, String
         .unwrap();
     let start = Instant::now();
     while TcpStream::connect(&listen).is_err() {
-        assert!(start.elapsed() < PAGE, "the dashboard did not listen on {listen}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            start.elapsed() < PAGE,
+            "the dashboard did not listen on {listen}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     (guard, format!("http://{listen}/"))
@@ -87,7 +94,8 @@ fn new_clients(stack: &Stack) -> Tally {
 fn dashboard_steers_a_live_envoy_from_a_real_browser() {
     let mut stack = common::start(&weights(&[(STABLE, 100.0), (CANARY, 0.0)]));
     let ctl = Stickyctl::new(stack.envoy.dir()).unwrap();
-    ctl.ok(&["init", "--service", "shop", "--stable", STABLE]).unwrap();
+    ctl.ok(&["init", "--service", "shop", "--stable", STABLE])
+        .unwrap();
     ctl.ok(&["start", "--canary", CANARY]).unwrap();
     ctl.ok(&["set-weight", "5"]).unwrap();
     stack.wait_for_lds_file().unwrap();
@@ -97,7 +105,11 @@ fn dashboard_steers_a_live_envoy_from_a_real_browser() {
 
     let (_dashboard, url) = dashboard(&ctl);
     let mut browser = Chromium::launch(&[]).unwrap();
-    let (list, a, b) = (browser.tab().unwrap(), browser.tab().unwrap(), browser.tab().unwrap());
+    let (list, a, b) = (
+        browser.tab().unwrap(),
+        browser.tab().unwrap(),
+        browser.tab().unwrap(),
+    );
     browser.goto(list, &url).unwrap();
     shows(&mut browser, list, "#rollouts tbody", "95:5", PAGE);
     shows(&mut browser, list, "#rollouts tbody", "Progressing", PAGE);
@@ -132,10 +144,16 @@ fn dashboard_steers_a_live_envoy_from_a_real_browser() {
     shows(&mut browser, a, "#notice", "next 10: applied", PAGE);
     eprintln!("second page saw Next after {seen:?}");
     assert!(seen < LIVE, "the second page saw the change after {seen:?}");
-    assert_eq!(versions(&stack.wait_for_lds_file().unwrap()), pairs(&[(STABLE, 90.0), (CANARY, 10.0)]));
+    assert_eq!(
+        versions(&stack.wait_for_lds_file().unwrap()),
+        pairs(&[(STABLE, 90.0), (CANARY, 10.0)])
+    );
     let tally = new_clients(&stack);
     let share = tally.share(CANARY);
-    assert!((4.0..=16.0).contains(&share), "canary share {share}% at 10%:\n{tally}");
+    assert!(
+        (4.0..=16.0).contains(&share),
+        "canary share {share}% at 10%:\n{tally}"
+    );
     assert_eq!((tally.not_found, tally.other_errors), (0, 0), "{tally}");
     shows(&mut browser, b, "#history", "dashboard: next 10", PAGE);
     shows(&mut browser, b, "#steps li.current", "10%", PAGE);
@@ -143,18 +161,33 @@ fn dashboard_steers_a_live_envoy_from_a_real_browser() {
     // A free ratio, by keyboard, after a confirmation.
     browser.fill(a, "#weight-free", "20").unwrap();
     browser.press(a, "#act-set", "Enter").unwrap();
-    shows(&mut browser, a, "#confirm-text", "stable:canary 80:20", PAGE);
+    shows(
+        &mut browser,
+        a,
+        "#confirm-text",
+        "stable:canary 80:20",
+        PAGE,
+    );
     browser.click(a, "#confirm-ok").unwrap();
     shows(&mut browser, a, "#notice", "set-weight 20: applied", PAGE);
     shows(&mut browser, b, "#ratio", "80:20", LIVE);
-    assert_eq!(versions(&stack.wait_for_lds_file().unwrap()), pairs(&[(STABLE, 80.0), (CANARY, 20.0)]));
-    browser.screenshot(a, &artifacts().join("rollout.png")).unwrap();
+    assert_eq!(
+        versions(&stack.wait_for_lds_file().unwrap()),
+        pairs(&[(STABLE, 80.0), (CANARY, 20.0)])
+    );
+    browser
+        .screenshot(a, &artifacts().join("rollout.png"))
+        .unwrap();
     browser.goto(list, &url).unwrap();
     shows(&mut browser, list, "#rollouts tbody", "80:20", PAGE);
-    browser.screenshot(list, &artifacts().join("list.png")).unwrap();
+    browser
+        .screenshot(list, &artifacts().join("list.png"))
+        .unwrap();
 
     // A page that missed a change (its live stream cut) is refused, and shows the change.
-    browser.eval::<serde_json::Value>(b, "events.close()").unwrap();
+    browser
+        .eval::<serde_json::Value>(b, "events.close()")
+        .unwrap();
     ctl.ok(&["set-weight", "50"]).unwrap();
     browser.click(b, "#act-next").unwrap();
     shows(&mut browser, b, "#notice", "changed meanwhile", PAGE);

@@ -90,8 +90,7 @@ pub fn bearer(header: &str) -> Option<&str> {
 /// Compares without stopping at the first difference, so timing tells nothing of the token.
 fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
@@ -119,12 +118,20 @@ mod tests {
             ("auto-on", None, Command::Auto(true)),
             ("auto-off", None, Command::Auto(false)),
             ("promote", None, Command::Op(Op::Promote { finish: false })),
-            ("promote-finish", None, Command::Op(Op::Promote { finish: true })),
+            (
+                "promote-finish",
+                None,
+                Command::Op(Op::Promote { finish: true }),
+            ),
             ("abort", None, Command::Op(Op::Abort)),
             ("set-weight", Some(12.5), Command::Op(Op::SetWeight(12.5))),
         ];
         for (action, weight, expected) in table {
-            assert_eq!(command(&request(action, *weight)).as_ref(), Ok(expected), "{action}");
+            assert_eq!(
+                command(&request(action, *weight)).as_ref(),
+                Ok(expected),
+                "{action}"
+            );
         }
     }
 
@@ -133,7 +140,10 @@ mod tests {
         let missing = command(&request("set-weight", None)).unwrap_err();
         assert!(missing.contains("`weight`"), "{missing}");
         let unknown = command(&request("rollback", None)).unwrap_err();
-        assert!(unknown.contains("\"rollback\"") && unknown.contains("next"), "{unknown}");
+        assert!(
+            unknown.contains("\"rollback\"") && unknown.contains("next"),
+            "{unknown}"
+        );
     }
 
     #[test]
@@ -148,7 +158,11 @@ mod tests {
             (Some("s3cret"), Some("s3cret"), Ok(())),
         ];
         for (token, presented, expected) in table {
-            assert_eq!(authorize(token, presented), expected, "{token:?} {presented:?}");
+            assert_eq!(
+                authorize(token, presented),
+                expected,
+                "{token:?} {presented:?}"
+            );
         }
     }
 

@@ -46,7 +46,10 @@ pub fn points(looks: &[Snapshot]) -> BTreeMap<String, Vec<Point>> {
             continue;
         }
         let ago = latest.duration_since(after.at).as_secs_f64();
-        for (then, now) in [(&before.stable, &after.stable), (&before.canary, &after.canary)] {
+        for (then, now) in [
+            (&before.stable, &after.stable),
+            (&before.canary, &after.canary),
+        ] {
             if then.version != now.version {
                 continue;
             }
@@ -122,9 +125,10 @@ impl Charts {
                 .await
             {
                 Ok(snapshot) => {
-                    if looks.back().is_some_and(|last| {
-                        last.canary.version != snapshot.canary.version
-                    }) {
+                    if looks
+                        .back()
+                        .is_some_and(|last| last.canary.version != snapshot.canary.version)
+                    {
                         looks.clear();
                     }
                     looks.push_back(snapshot);
@@ -157,8 +161,14 @@ mod tests {
                 String::new(),
                 Histogram {
                     buckets: vec![
-                        Bucket { le_ms: 10.0, count: fast },
-                        Bucket { le_ms: 100.0, count: requests },
+                        Bucket {
+                            le_ms: 10.0,
+                            count: fast,
+                        },
+                        Bucket {
+                            le_ms: 100.0,
+                            count: requests,
+                        },
                     ],
                     count: requests,
                 },
@@ -206,7 +216,10 @@ mod tests {
 
     #[test]
     fn a_counter_reset_is_no_negative_rate() {
-        let looks = [look(0, (1000, 10, 1000), (10, 0, 10)), look(10, (100, 0, 100), (20, 0, 20))];
+        let looks = [
+            look(0, (1000, 10, 1000), (10, 0, 10)),
+            look(10, (100, 0, 100), (20, 0, 20)),
+        ];
         let stable = &points(&looks)["v1"];
         assert_eq!(stable[0].rps, 10.0);
     }

@@ -36,7 +36,11 @@ pub async fn run(
     eprintln!(
         "dashboard on http://{}/ (actions {})",
         listener.local_addr().map_or(listen, |a| a),
-        if token.is_some() { "need the token" } else { "open to this machine" }
+        if token.is_some() {
+            "need the token"
+        } else {
+            "open to this machine"
+        }
     );
     server::serve(listener, source, token, prometheus.map(charts::Charts::new)).await
 }

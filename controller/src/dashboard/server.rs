@@ -81,9 +81,18 @@ pub async fn serve(
     look(&app).await;
     tokio::spawn(poll(app.clone()));
     let router = Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
         .route("/api/rollouts", get(rollouts))
         .route("/api/events", get(events))
         .route("/api/actions", post(act))
@@ -163,13 +172,17 @@ async fn rollouts(State(app): State<Arc<App>>) -> Response {
 async fn events(
     State(app): State<Arc<App>>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    let stream = futures::stream::unfold((app.live.clone(), true), |(mut live, first)| async move {
-        if !first {
-            live.changed().await.ok()?;
-        }
-        let data = live.borrow_and_update().as_str().to_owned();
-        Some((Ok(Event::default().event("state").data(data)), (live, false)))
-    });
+    let stream =
+        futures::stream::unfold((app.live.clone(), true), |(mut live, first)| async move {
+            if !first {
+                live.changed().await.ok()?;
+            }
+            let data = live.borrow_and_update().as_str().to_owned();
+            Some((
+                Ok(Event::default().event("state").data(data)),
+                (live, false),
+            ))
+        });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
@@ -204,11 +217,17 @@ async fn act(
     // Every page (this one's refresh included) sees the outcome before the answer.
     look(&app).await;
     match done {
-        Ok(done) => answer(StatusCode::OK, "message", &crate::cli::applied(&done).join("; ")),
+        Ok(done) => answer(
+            StatusCode::OK,
+            "message",
+            &crate::cli::applied(&done).join("; "),
+        ),
         Err(err) => {
             let status = match &err {
                 Error::Stale(_) => StatusCode::CONFLICT,
-                Error::Op(_) | Error::Edit(_) | Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                Error::Op(_) | Error::Edit(_) | Error::Invalid(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             answer(status, "error", &err.to_string())

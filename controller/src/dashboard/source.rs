@@ -42,7 +42,12 @@ impl Source {
                 };
                 Ok(api.list(&ListParams::default()).await?.items)
             }
-            Source::EnvoyDir(dir) => Ok(EnvoyDir::open(dir).await?.load().await?.into_iter().collect()),
+            Source::EnvoyDir(dir) => Ok(EnvoyDir::open(dir)
+                .await?
+                .load()
+                .await?
+                .into_iter()
+                .collect()),
         }
     }
 

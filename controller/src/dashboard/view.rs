@@ -144,7 +144,13 @@ pub fn rollout(canary: &StickyCanary, now: Timestamp) -> RolloutView {
             checks: v
                 .checks
                 .iter()
-                .map(|c| (c.name.clone(), outcome(c.outcome).to_owned(), c.reason.clone()))
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        outcome(c.outcome).to_owned(),
+                        c.reason.clone(),
+                    )
+                })
                 .collect(),
         }),
         history: status

@@ -54,23 +54,93 @@ fn verdict(outcome: Outcome, reason: &str) -> Verdict {
     }
 }
 
+/// Versions, phase; then the ratio, the phase in words, its tone, and the states of the
+/// seven default steps (`d` done, `C` current, `t` to come).
+type BarCase = (
+    &'static [(&'static str, f64)],
+    Phase,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
 #[test]
 fn phase_ratio_and_steps_bar() {
-    // (versions, phase, ratio, phase words, tone, states of the 7 default steps)
-    let table: &[(&[(&str, f64)], Phase, &str, &str, &str, &str)] = &[
-        (&[("v1", 100.0)], Phase::Stable, "100", "Stable", "ok", "ttttttt"),
-        (&[("v1", 100.0), ("v2", 0.0)], Phase::Progressing, "100:0", "Progressing", "moving", "ttttttt"),
-        (&[("v1", 90.0), ("v2", 10.0)], Phase::Progressing, "90:10", "Progressing", "moving", "ddCtttt"),
-        (&[("v1", 87.5), ("v2", 12.5)], Phase::Progressing, "87.5:12.5", "Progressing", "moving", "dddtttt"),
-        (&[("v1", 0.0), ("v2", 100.0)], Phase::Progressing, "0:100", "Progressing", "moving", "ddddddC"),
-        (&[("v2", 100.0)], Phase::Promoted, "100", "Promoted", "ok", "ddddddd"),
-        (&[("v1", 100.0)], Phase::Aborted, "100", "Aborted", "bad", "ttttttt"),
-        (&[("v1", 100.0)], Phase::RolledBack, "100", "Rolled back", "bad", "ttttttt"),
+    let table: &[BarCase] = &[
+        (
+            &[("v1", 100.0)],
+            Phase::Stable,
+            "100",
+            "Stable",
+            "ok",
+            "ttttttt",
+        ),
+        (
+            &[("v1", 100.0), ("v2", 0.0)],
+            Phase::Progressing,
+            "100:0",
+            "Progressing",
+            "moving",
+            "ttttttt",
+        ),
+        (
+            &[("v1", 90.0), ("v2", 10.0)],
+            Phase::Progressing,
+            "90:10",
+            "Progressing",
+            "moving",
+            "ddCtttt",
+        ),
+        (
+            &[("v1", 87.5), ("v2", 12.5)],
+            Phase::Progressing,
+            "87.5:12.5",
+            "Progressing",
+            "moving",
+            "dddtttt",
+        ),
+        (
+            &[("v1", 0.0), ("v2", 100.0)],
+            Phase::Progressing,
+            "0:100",
+            "Progressing",
+            "moving",
+            "ddddddC",
+        ),
+        (
+            &[("v2", 100.0)],
+            Phase::Promoted,
+            "100",
+            "Promoted",
+            "ok",
+            "ddddddd",
+        ),
+        (
+            &[("v1", 100.0)],
+            Phase::Aborted,
+            "100",
+            "Aborted",
+            "bad",
+            "ttttttt",
+        ),
+        (
+            &[("v1", 100.0)],
+            Phase::RolledBack,
+            "100",
+            "Rolled back",
+            "bad",
+            "ttttttt",
+        ),
     ];
     for (versions, phase, ratio, words, tone, states) in table {
         let view = rollout(&rollout_with(versions, *phase), now());
         assert_eq!(view.ratio, *ratio, "{versions:?}");
-        assert_eq!((view.phase.as_str(), view.tone), (*words, *tone), "{versions:?}");
+        assert_eq!(
+            (view.phase.as_str(), view.tone),
+            (*words, *tone),
+            "{versions:?}"
+        );
         let bar: String = view
             .steps
             .iter()
@@ -100,20 +170,34 @@ fn health_in_words() {
             started: now().to_string(),
             waiting: None,
             evidence: None,
-            verdict: Some(verdict(Outcome::Inconclusive, "too few canary requests (100 of 400)")),
+            verdict: Some(verdict(
+                Outcome::Inconclusive,
+                "too few canary requests (100 of 400)",
+            )),
         });
         c
     };
     let view = rollout(&judged, now());
-    assert_eq!(view.health, "Inconclusive: too few canary requests (100 of 400)");
+    assert_eq!(
+        view.health,
+        "Inconclusive: too few canary requests (100 of 400)"
+    );
     let shown = view.verdict.unwrap();
     assert_eq!(shown.outcome, "Inconclusive");
-    assert!(shown.line.contains("canary v2 100 req 1.0% 5xx p99 42 ms"), "{}", shown.line);
+    assert!(
+        shown.line.contains("canary v2 100 req 1.0% 5xx p99 42 ms"),
+        "{}",
+        shown.line
+    );
     assert_eq!(shown.checks[0].0, "errors");
     assert!(shown.checks[0].2.contains("(1/100)"));
     let mut rolled_back = rollout_with(&[("v1", 100.0)], Phase::RolledBack);
-    rolled_back.status.as_mut().unwrap().message = Some("rolled back: canary errors 9.0% vs 1.0%".to_owned());
-    assert_eq!(rollout(&rolled_back, now()).health, "rolled back: canary errors 9.0% vs 1.0%");
+    rolled_back.status.as_mut().unwrap().message =
+        Some("rolled back: canary errors 9.0% vs 1.0%".to_owned());
+    assert_eq!(
+        rollout(&rolled_back, now()).health,
+        "rolled back: canary errors 9.0% vs 1.0%"
+    );
     let stable = rollout_with(&[("v1", 100.0)], Phase::Stable);
     assert_eq!(rollout(&stable, now()).health, "no canary");
 }
@@ -152,7 +236,9 @@ fn search_matches_id_service_versions_and_phase() {
     cart.metadata.name = Some("cart".to_owned());
     cart.spec.service = "cart.prod.svc.cluster.local".to_owned();
     let all = [shop, cart];
-    let ids = |query: &str| -> Vec<String> { list(&all, query, now()).into_iter().map(|v| v.id).collect() };
+    let ids = |query: &str| -> Vec<String> {
+        list(&all, query, now()).into_iter().map(|v| v.id).collect()
+    };
     assert_eq!(ids(""), ["prod/cart", "prod/shop"]);
     assert_eq!(ids("SHOP"), ["prod/shop"]);
     assert_eq!(ids("c7"), ["prod/cart"]);
