@@ -16,7 +16,10 @@ use sticky_canary_e2e::crowd::{Crowd, Tally};
 use sticky_canary_e2e::envoy::free_port;
 use sticky_canary_e2e::locate;
 use sticky_canary_e2e::operator::Stickyctl;
+use sticky_canary_e2e::process::ChildGuard;
+use sticky_canary_e2e::prometheus::Prometheus;
 use sticky_canary_e2e::stack::{weights, Stack};
+use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
 use sticky_canary_filter::PluginConfig;
 
 const STABLE: &str = "v1";
@@ -63,15 +66,16 @@ fn shows(browser: &mut Chromium, tab: Tab, selector: &str, text: &str, within: D
     })
 }
 
-/// Starts the dashboard on a free port and waits until it answers.
-fn dashboard(ctl: &Stickyctl) -> (sticky_canary_e2e::process::ChildGuard, String) {
+/// Starts the dashboard with `extra` flags on a free port, its log at `log` (in the
+/// artifacts), and waits until it answers.
+fn dashboard(ctl: &Stickyctl, extra: &[&str], log: &str) -> (ChildGuard, String) {
     let port = free_port().unwrap();
     let listen = format!("127.0.0.1:{port}");
-    let log = artifacts().join("dashboard.log");
+    let log = artifacts().join(log);
     let _ = std::fs::remove_file(&log);
-    let guard = ctl
-        .spawn(&["dashboard", "--listen", &listen, "--token", TOKEN], &log)
-        .unwrap();
+    let mut args = vec!["dashboard", "--listen", &listen];
+    args.extend(extra);
+    let guard = ctl.spawn(&args, &log).unwrap();
     let start = Instant::now();
     while TcpStream::connect(&listen).is_err() {
         assert!(
@@ -103,7 +107,7 @@ fn dashboard_steers_a_live_envoy_from_a_real_browser() {
     let mut early = Crowd::new(CLIENTS);
     early.visit(&stack.http, "/").unwrap();
 
-    let (_dashboard, url) = dashboard(&ctl);
+    let (_dashboard, url) = dashboard(&ctl, &["--token", TOKEN], "dashboard.log");
     let mut browser = Chromium::launch(&[]).unwrap();
     let (list, a, b) = (
         browser.tab().unwrap(),
@@ -209,4 +213,101 @@ fn dashboard_steers_a_live_envoy_from_a_real_browser() {
     assert_eq!(back.share(STABLE), 100.0, "after abort:\n{back}");
     assert_eq!(new_clients(&stack).share(STABLE), 100.0);
     shows(&mut browser, b, "#history", "dashboard: abort", PAGE);
+}
+
+/// Auto on, pressed on the page (a dashboard on loopback, so without a token): the real
+/// controller judges the step from a real Prometheus under load and takes the next one by
+/// itself, and the page shows it, with the verdict's numbers and the per-version charts.
+#[test]
+fn auto_on_from_the_page_takes_the_next_step_by_itself() {
+    let mut stack = common::start(&weights(&[(STABLE, 100.0), (CANARY, 0.0)]));
+    let ctl = Stickyctl::new(stack.envoy.dir()).unwrap();
+    let init = [
+        "init",
+        "--service",
+        "shop",
+        "--stable",
+        STABLE,
+        "--steps",
+        "5,50,100",
+        "--interval",
+        "4",
+    ];
+    ctl.ok(&init).unwrap();
+    ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    ctl.ok(&["next"]).unwrap();
+    stack.wait_for_lds_file().unwrap();
+    let prometheus = Prometheus::start(&[stack.envoy.admin_address().unwrap()]).unwrap();
+    let options = TrafficOptions {
+        visits_per_second: 60.0,
+        seconds: 60,
+        // Every visitor new, so the data-plane check soon has the fresh decisions it counts.
+        new_every: 1,
+    };
+    let load_bin = std::path::Path::new(env!("CARGO_BIN_EXE_sticky-load"));
+    let _load = Traffic::start(load_bin, stack.envoy.listener(), options).unwrap();
+    let controller_log = artifacts().join("auto-controller.log");
+    let _ = std::fs::remove_file(&controller_log);
+    let _controller = ctl
+        .spawn(
+            &["controller", "--prometheus", &prometheus.url()],
+            &controller_log,
+        )
+        .unwrap();
+    let (_dashboard, url) = dashboard(
+        &ctl,
+        &["--prometheus", &prometheus.url()],
+        "auto-dashboard.log",
+    );
+    let mut browser = Chromium::launch(&[]).unwrap();
+    let tab = browser.tab().unwrap();
+    browser.goto(tab, &format!("{url}#/r/shop")).unwrap();
+    shows(&mut browser, tab, "#ratio", "95:5", PAGE);
+    let hidden: bool = browser
+        .eval(tab, "document.getElementById('token-box').hidden")
+        .unwrap();
+    assert!(hidden, "a loopback dashboard without a token asks for none");
+    browser.click(tab, "#act-auto").unwrap();
+    shows(&mut browser, tab, "#notice", "auto on: applied", PAGE);
+    shows(&mut browser, tab, "#act-auto", "Auto is on", PAGE);
+    let step = Duration::from_secs(45);
+    let waited = Instant::now();
+    let log = || std::fs::read_to_string(&controller_log).unwrap_or_default();
+    // Short waits in a loop: one driver command may take at most chromium::PATIENCE.
+    let at_50 = "document.querySelector('#ratio').textContent === '50:50'";
+    while browser.wait_for::<bool>(tab, at_50, PAGE).is_err() {
+        if waited.elapsed() > step {
+            let page: String = browser
+                .eval(tab, "document.querySelector('main').innerText")
+                .unwrap();
+            panic!(
+                "no step to 50% within {step:?}\npage:\n{page}\ncontroller:\n{}",
+                log()
+            );
+        }
+    }
+    eprintln!(
+        "the controller took the next step {:?} after auto on",
+        waited.elapsed()
+    );
+    assert_eq!(
+        versions(&stack.wait_for_lds_file().unwrap()),
+        pairs(&[(STABLE, 50.0), (CANARY, 50.0)])
+    );
+    shows(&mut browser, tab, "#history", "dashboard: auto on", PAGE);
+    shows(&mut browser, tab, "#history", "next 50", PAGE);
+    // The step at 5% passed with its numbers; the charts show both versions.
+    let verdicts = ctl.rollout().unwrap().status.unwrap_or_default().verdicts;
+    assert_eq!(verdicts.last().map(|v| v.weight), Some(5.0), "{verdicts:?}");
+    shows(
+        &mut browser,
+        tab,
+        "#charts",
+        "Requests per second (now: v1",
+        Duration::from_secs(20),
+    );
+    shows(&mut browser, tab, "#charts", "v2", PAGE);
+    browser
+        .screenshot(tab, &artifacts().join("auto.png"))
+        .unwrap();
 }
