@@ -44,3 +44,20 @@ pub async fn run(
     );
     server::serve(listener, source, token, prometheus.map(charts::Charts::new)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_non_loopback_address_needs_a_token() {
+        let source = Source::EnvoyDir(std::env::temp_dir());
+        for token in [None, Some(String::new())] {
+            let refused = run(source.clone(), "0.0.0.0:0".parse().unwrap(), token, None)
+                .await
+                .unwrap_err();
+            assert_eq!(refused.exit_code(), crate::error::EXIT_INVALID);
+            assert!(refused.to_string().contains("--token"), "{refused}");
+        }
+    }
+}
