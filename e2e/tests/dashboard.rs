@@ -88,6 +88,18 @@ fn dashboard(ctl: &Stickyctl, extra: &[&str], log: &str) -> (ChildGuard, String)
     (guard, format!("http://{listen}/"))
 }
 
+/// The status line of a raw HTTP/1.1 request to the dashboard at `url` with these headers.
+fn raw_status(url: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(PAGE)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
 /// A crowd of first-time clients through Envoy, and what they got.
 fn new_clients(stack: &Stack) -> Tally {
     let mut crowd = Crowd::new(CLIENTS);
@@ -134,6 +146,25 @@ fn dashboard_steers_a_live_envoy_from_a_real_browser() {
         }).then((r) => r.status)))"#)
         .unwrap();
     assert_eq!(statuses, [401, 403]);
+    // Under another name (DNS rebinding), or from another site's page, nothing is served.
+    let rebound =
+        "GET /api/rollouts HTTP/1.1\r\nHost: shop.evil.example\r\nConnection: close\r\n\r\n";
+    assert!(
+        raw_status(&url, rebound).contains(" 403 "),
+        "{}",
+        raw_status(&url, rebound)
+    );
+    let body = r#"{"rollout":"shop","action":"abort"}"#;
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    let foreign = format!(
+        "POST /api/actions HTTP/1.1\r\nHost: {host}\r\nOrigin: http://evil.example\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert!(
+        raw_status(&url, &foreign).contains(" 403 "),
+        "{}",
+        raw_status(&url, &foreign)
+    );
     assert_eq!(ctl.rollout().unwrap().spec.summary(), "v1=95 v2=5");
 
     // Next, with the token: the filter gives the canary 10% of new clients, and the second

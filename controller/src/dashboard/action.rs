@@ -82,6 +82,40 @@ pub fn needs_token(address: &std::net::SocketAddr) -> bool {
     !address.ip().is_loopback()
 }
 
+/// Whether a request naming `host` (its `Host` header) may be served by a dashboard
+/// listening on `listen`: on loopback only under a loopback name (`127.0.0.1`, `[::1]`,
+/// `localhost`), so a web page whose own name was made to resolve to 127.0.0.1 (DNS
+/// rebinding) cannot read or steer it; elsewhere any (the token guards the actions).
+pub fn host_allowed(listen: &std::net::SocketAddr, host: Option<&str>) -> bool {
+    if !listen.ip().is_loopback() {
+        return true;
+    }
+    let Some(host) = host else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// Whether an action from a page of `origin` (its `Origin` header) to `host` is from the
+/// dashboard's own page: browsers send `Origin` with every POST, and a page elsewhere must
+/// not steer a rollout with a person's token or from their machine.
+pub fn same_origin(origin: Option<&str>, host: Option<&str>) -> bool {
+    match (origin, host) {
+        (None, _) => true,
+        (Some(origin), Some(host)) => {
+            origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                == Some(host)
+        }
+        (Some(_), None) => false,
+    }
+}
+
 /// The token from an `Authorization: Bearer <token>` header value.
 pub fn bearer(header: &str) -> Option<&str> {
     header.strip_prefix("Bearer ").map(str::trim)
@@ -177,6 +211,35 @@ mod tests {
         ] {
             assert_eq!(needs_token(&address.parse().unwrap()), needs, "{address}");
         }
+    }
+
+    #[test]
+    fn on_loopback_only_loopback_names_are_served() {
+        let loopback: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let exposed: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        for (host, allowed) in [
+            (Some("127.0.0.1:8080"), true),
+            (Some("localhost:8080"), true),
+            (Some("localhost"), true),
+            (Some("[::1]:8080"), true),
+            (Some("evil.example:8080"), false),
+            (Some("127.0.0.1.evil.example"), false),
+            (None, false),
+        ] {
+            assert_eq!(host_allowed(&loopback, host), allowed, "{host:?}");
+        }
+        assert!(host_allowed(&exposed, Some("dash.example.com")));
+    }
+
+    #[test]
+    fn actions_come_from_the_dashboards_own_page() {
+        let host = Some("127.0.0.1:8080");
+        assert!(same_origin(None, host));
+        assert!(same_origin(Some("http://127.0.0.1:8080"), host));
+        assert!(same_origin(Some("https://127.0.0.1:8080"), host));
+        assert!(!same_origin(Some("http://evil.example"), host));
+        assert!(!same_origin(Some("null"), host));
+        assert!(!same_origin(Some("http://127.0.0.1:8080"), None));
     }
 
     #[test]

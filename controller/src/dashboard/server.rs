@@ -46,6 +46,7 @@ pub struct Snapshot {
 }
 
 struct App {
+    listen: SocketAddr,
     source: Source,
     token: Option<String>,
     live: watch::Receiver<Arc<String>>,
@@ -67,8 +68,12 @@ pub async fn serve(
     token: Option<String>,
     charts: Option<super::charts::Charts>,
 ) -> Result<(), Error> {
+    let listen = listener
+        .local_addr()
+        .map_err(|e| Error::Runtime(format!("dashboard: {e}")))?;
     let (sender, live) = watch::channel(Arc::new(String::from("{}")));
     let app = Arc::new(App {
+        listen,
         source,
         token,
         live,
@@ -96,10 +101,12 @@ pub async fn serve(
         .route("/api/rollouts", get(rollouts))
         .route("/api/events", get(events))
         .route("/api/actions", post(act))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            guard_host,
+        ))
         .with_state(app);
-    let address = listener
-        .local_addr()
-        .map_err(|e| Error::Runtime(format!("dashboard: {e}")))?;
+    let address = listen;
     tracing::info!("dashboard on http://{address}/");
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
@@ -162,6 +169,39 @@ async fn look(app: &App) {
         looker.sender.send_replace(Arc::new(text.clone()));
         looker.last = text;
     }
+}
+
+/// Refuses requests under a name that is not the dashboard's ([`action::host_allowed`]) and
+/// actions from another site's page ([`action::same_origin`]).
+async fn guard_host(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (host, origin) = (header(header::HOST), header(header::ORIGIN));
+    if !action::host_allowed(&app.listen, host.as_deref()) {
+        return answer(
+            StatusCode::FORBIDDEN,
+            "error",
+            "this dashboard answers on its loopback address only",
+        );
+    }
+    let post = request.method() == axum::http::Method::POST;
+    if post && !action::same_origin(origin.as_deref(), host.as_deref()) {
+        return answer(
+            StatusCode::FORBIDDEN,
+            "error",
+            "actions come from the dashboard's own page only",
+        );
+    }
+    next.run(request).await
 }
 
 async fn rollouts(State(app): State<Arc<App>>) -> Response {
