@@ -169,6 +169,12 @@ struct ControllerArgs {
     /// Prometheus base URL the automatic steps read their metrics from.
     #[arg(long, env = "STICKY_PROMETHEUS", value_name = "URL")]
     prometheus: Option<String>,
+    /// Also serve the dashboard (as `stickyctl dashboard`) on this address.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    dashboard: Option<std::net::SocketAddr>,
+    /// The dashboard's token for actions (needed on a non-loopback address).
+    #[arg(long, env = "STICKY_DASHBOARD_TOKEN", hide_env_values = true)]
+    dashboard_token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -470,20 +476,53 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
     }
     let metrics =
         |args: &ControllerArgs| args.prometheus.as_deref().map(Prometheus::new).transpose();
-    if let Command::Dashboard(args) = &cli.command {
-        let source = match &cli.envoy_dir {
+    let source = || async {
+        Ok::<_, Error>(match &cli.envoy_dir {
             Some(dir) => crate::dashboard::Source::EnvoyDir(dir.clone()),
             None => crate::dashboard::Source::Kube {
                 client: kube_target::client(cli.kubeconfig.as_deref()).await?.0,
                 namespace: cli.namespace.clone(),
             },
-        };
+        })
+    };
+    if let Command::Dashboard(args) = &cli.command {
         let prometheus = args
             .prometheus
             .as_deref()
             .map(Prometheus::new)
             .transpose()?;
-        return crate::dashboard::run(source, args.listen, args.token.clone(), prometheus).await;
+        return crate::dashboard::run(source().await?, args.listen, args.token.clone(), prometheus)
+            .await;
+    }
+    if let Command::Controller(ControllerArgs {
+        dashboard: Some(listen),
+        dashboard_token,
+        prometheus,
+    }) = &cli.command
+    {
+        // The controller and its dashboard in one process (in-cluster): whichever stops
+        // first (an error, or a signal) stops both.
+        let prometheus = prometheus.as_deref().map(Prometheus::new).transpose()?;
+        let dashboard = crate::dashboard::run(
+            source().await?,
+            *listen,
+            dashboard_token.clone(),
+            prometheus.clone(),
+        );
+        let controller = async {
+            match &cli.envoy_dir {
+                Some(dir) => controller::run_envoy_dir(dir, prometheus).await,
+                None => {
+                    let (client, _) = kube_target::client(cli.kubeconfig.as_deref()).await?;
+                    controller::run(client, cli.namespace.as_deref(), prometheus).await;
+                    Ok(())
+                }
+            }
+        };
+        return tokio::select! {
+            done = dashboard => done,
+            done = controller => done,
+        };
     }
     if let Some(dir) = &cli.envoy_dir {
         if let Command::Controller(args) = &cli.command {

@@ -66,6 +66,19 @@ fn shows(browser: &mut Chromium, tab: Tab, selector: &str, text: &str, within: D
     })
 }
 
+/// Waits until `listen` takes connections.
+fn wait_listening(listen: &str, log: &std::path::Path) {
+    let start = Instant::now();
+    while TcpStream::connect(listen).is_err() {
+        assert!(
+            start.elapsed() < PAGE,
+            "nothing listens on {listen}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Starts the dashboard with `extra` flags on a free port, its log at `log` (in the
 /// artifacts), and waits until it answers.
 fn dashboard(ctl: &Stickyctl, extra: &[&str], log: &str) -> (ChildGuard, String) {
@@ -76,20 +89,21 @@ fn dashboard(ctl: &Stickyctl, extra: &[&str], log: &str) -> (ChildGuard, String)
     let mut args = vec!["dashboard", "--listen", &listen];
     args.extend(extra);
     let guard = ctl.spawn(&args, &log).unwrap();
-    let start = Instant::now();
-    while TcpStream::connect(&listen).is_err() {
-        assert!(
-            start.elapsed() < PAGE,
-            "the dashboard did not listen on {listen}: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(&listen, &log);
     (guard, format!("http://{listen}/"))
 }
 
-/// The status line of a raw HTTP/1.1 request to the dashboard at `url` with these headers.
+/// The status line of a raw HTTP/1.1 request to the dashboard at `url`.
 fn raw_status(url: &str, request: &str) -> String {
+    raw(url, request)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The whole answer to a raw HTTP/1.1 request (with `Connection: close`) to `url`.
+fn raw(url: &str, request: &str) -> String {
     use std::io::{Read, Write};
     let address = url.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = TcpStream::connect(address).unwrap();
@@ -97,7 +111,7 @@ fn raw_status(url: &str, request: &str) -> String {
     stream.write_all(request.as_bytes()).unwrap();
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    answer.lines().next().unwrap_or_default().to_owned()
+    answer
 }
 
 /// A crowd of first-time clients through Envoy, and what they got.
@@ -341,4 +355,46 @@ fn auto_on_from_the_page_takes_the_next_step_by_itself() {
     browser
         .screenshot(tab, &artifacts().join("auto.png"))
         .unwrap();
+}
+
+/// In-cluster the controller serves the dashboard itself (`controller --dashboard`): here on
+/// an Envoy directory, the same page and live state next to the reconcile loop.
+#[test]
+fn the_controller_serves_the_dashboard_too() {
+    let mut stack = common::start(&weights(&[(STABLE, 100.0), (CANARY, 0.0)]));
+    let ctl = Stickyctl::new(stack.envoy.dir()).unwrap();
+    ctl.ok(&["init", "--service", "shop", "--stable", STABLE])
+        .unwrap();
+    ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    ctl.ok(&["set-weight", "5"]).unwrap();
+    stack.wait_for_lds_file().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port().unwrap());
+    let log = artifacts().join("controller-dashboard.log");
+    let _ = std::fs::remove_file(&log);
+    let _controller = ctl
+        .spawn(&["controller", "--dashboard", &listen], &log)
+        .unwrap();
+    wait_listening(&listen, &log);
+    let url = format!("http://{listen}/");
+    let get = |path: &str| {
+        raw(
+            &url,
+            &format!("GET {path} HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let page = get("/");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("<script src=\"/app.js\">"), "{page}");
+    let state = get("/api/rollouts");
+    assert!(state.contains(r#""ratio":"95:5""#), "{state}");
+    // A non-loopback address without a token: the controller does not start.
+    let refused = ctl
+        .run(&["controller", "--dashboard", "0.0.0.0:0"])
+        .unwrap();
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert!(
+        refused.stderr.contains("--dashboard-token"),
+        "{}",
+        refused.stderr
+    );
 }

@@ -29,7 +29,7 @@ pub async fn run(
     let token = token.filter(|t| !t.is_empty());
     if action::needs_token(&listen) && token.is_none() {
         return Err(Error::Invalid(format!(
-            "--listen {listen} is not a loopback address: actions need --token (or STICKY_DASHBOARD_TOKEN)"
+            "{listen} is not a loopback address: the dashboard's actions need a token (--token, --dashboard-token of `controller`, or STICKY_DASHBOARD_TOKEN)"
         )));
     }
     let listener = server::bind(listen).await?;
