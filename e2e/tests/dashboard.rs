@@ -232,6 +232,10 @@ fn dashboard_steers_a_live_envoy_from_a_real_browser() {
     browser
         .screenshot(list, &artifacts().join("list.png"))
         .unwrap();
+    browser.fill(list, "#search", "rolled back").unwrap();
+    shows(&mut browser, list, "#empty", "No rollout matches.", PAGE);
+    browser.fill(list, "#search", "V2=20").unwrap();
+    shows(&mut browser, list, "#rollouts tbody", "shop", PAGE);
 
     // A page that missed a change (its live stream cut) is refused, and shows the change.
     browser

@@ -34,7 +34,7 @@ pub const ACTOR: &str = "dashboard";
 /// What every page gets, pushed whenever it changes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Snapshot {
+pub struct PageState {
     /// Every rollout.
     pub rollouts: Vec<RolloutView>,
     /// Why the rollouts could not be read at the last look, if they could not.
@@ -61,7 +61,7 @@ struct Looker {
     last: String,
 }
 
-/// Serves the dashboard on `listener` until Ctrl-C; `charts` fills [`Snapshot::charts`].
+/// Serves the dashboard on `listener` until Ctrl-C; `charts` fills [`PageState::charts`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     source: Source,
@@ -158,13 +158,13 @@ async fn look(app: &App) {
         Some(charts) => charts.update(&rollouts, now).await,
         None => serde_json::Value::Null,
     };
-    let snapshot = Snapshot {
-        rollouts: view::list(&rollouts, "", now),
+    let state = PageState {
+        rollouts: view::list(&rollouts, now),
         error,
         token_required: app.token.is_some(),
         charts,
     };
-    let text = serde_json::to_string(&snapshot).unwrap_or_default();
+    let text = serde_json::to_string(&state).unwrap_or_default();
     if text != looker.last {
         looker.sender.send_replace(Arc::new(text.clone()));
         looker.last = text;

@@ -45,6 +45,8 @@ pub struct RolloutView {
     pub history: Vec<HistoryRow>,
     /// The spec generation shown, which an action sends back so a change since is refused.
     pub generation: i64,
+    /// What the list's search box matches, lowercase: id, service, versions, phase, health.
+    pub search: String,
 }
 
 /// One step of the bar.
@@ -164,6 +166,28 @@ pub fn rollout(canary: &StickyCanary, now: Timestamp) -> RolloutView {
             })
             .collect(),
         generation: canary.metadata.generation.unwrap_or_default(),
+        search: String::new(),
+    }
+    .searchable()
+}
+
+impl RolloutView {
+    fn searchable(mut self) -> Self {
+        self.search = [
+            &self.id,
+            &self.service,
+            &self.versions,
+            &self.phase,
+            &self.health,
+        ]
+        .map(|field| field.to_lowercase())
+        .join(" ");
+        self
+    }
+
+    /// Whether the search box's `query` matches (case-insensitive; empty matches all).
+    pub fn matches(&self, query: &str) -> bool {
+        self.search.contains(&query.trim().to_lowercase())
     }
 }
 
@@ -196,20 +220,9 @@ fn outcome(outcome: Outcome) -> &'static str {
     }
 }
 
-/// The views of `rollouts`, sorted by id, that match `query` (case-insensitive, on id,
-/// service, versions and phase; empty matches all).
-pub fn list(rollouts: &[StickyCanary], query: &str, now: Timestamp) -> Vec<RolloutView> {
-    let query = query.trim().to_lowercase();
-    let mut views: Vec<RolloutView> = rollouts
-        .iter()
-        .map(|c| rollout(c, now))
-        .filter(|v| {
-            query.is_empty()
-                || [&v.id, &v.service, &v.versions, &v.phase]
-                    .iter()
-                    .any(|field| field.to_lowercase().contains(&query))
-        })
-        .collect();
+/// The views of `rollouts`, sorted by id.
+pub fn list(rollouts: &[StickyCanary], now: Timestamp) -> Vec<RolloutView> {
+    let mut views: Vec<RolloutView> = rollouts.iter().map(|c| rollout(c, now)).collect();
     views.sort_by(|a, b| a.id.cmp(&b.id));
     views
 }

@@ -52,9 +52,9 @@ function listPage(main) {
 function drawList() {
   const body = document.querySelector('#rollouts tbody');
   if (!body) return;
+  // What a search matches is stickyctl's (RolloutView::search); the page only looks it up.
   const query = (document.getElementById('search').value || '').trim().toLowerCase();
-  const shown = state.rollouts.filter((r) => !query
-    || [r.id, r.service, r.versions, r.phase, r.health].some((f) => f.toLowerCase().includes(query)));
+  const shown = state.rollouts.filter((r) => r.search.includes(query));
   body.replaceChildren(...shown.map((r) => el('tr', { 'data-id': r.id },
     el('td', {}, el('a', { href: `#/r/${encodeURIComponent(r.id)}` }, r.id)),
     el('td', {}, r.service),

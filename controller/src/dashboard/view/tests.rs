@@ -224,25 +224,30 @@ fn no_secret_reaches_the_page() {
     let mut c = rollout_with(&[("v1", 90.0), ("v2", 10.0)], Phase::Progressing);
     c.spec.filter.override_.token = Some("qa-secret-token".to_owned());
     c.spec.auto.webhook = Some("https://hooks.example/T000/secret-path".to_owned());
-    let json = serde_json::to_string(&list(&[c], "", now())).unwrap();
+    let json = serde_json::to_string(&list(&[c], now())).unwrap();
     assert!(!json.contains("qa-secret-token"), "{json}");
     assert!(!json.contains("secret-path"), "{json}");
 }
 
 #[test]
-fn search_matches_id_service_versions_and_phase() {
+fn search_matches_id_service_versions_phase_and_health() {
     let shop = rollout_with(&[("v1", 90.0), ("v2", 10.0)], Phase::Progressing);
     let mut cart = rollout_with(&[("c7", 100.0)], Phase::RolledBack);
     cart.metadata.name = Some("cart".to_owned());
     cart.spec.service = "cart.prod.svc.cluster.local".to_owned();
     let all = [shop, cart];
     let ids = |query: &str| -> Vec<String> {
-        list(&all, query, now()).into_iter().map(|v| v.id).collect()
+        list(&all, now())
+            .into_iter()
+            .filter(|v| v.matches(query))
+            .map(|v| v.id)
+            .collect()
     };
     assert_eq!(ids(""), ["prod/cart", "prod/shop"]);
     assert_eq!(ids("SHOP"), ["prod/shop"]);
     assert_eq!(ids("c7"), ["prod/cart"]);
     assert_eq!(ids("rolled back"), ["prod/cart"]);
     assert_eq!(ids(" cart.prod "), ["prod/cart"]);
+    assert_eq!(ids("by hand"), ["prod/shop"]);
     assert!(ids("nothing").is_empty());
 }
