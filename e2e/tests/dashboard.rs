@@ -345,6 +345,7 @@ fn auto_on_from_the_page_takes_the_next_step_by_itself() {
     );
     shows(&mut browser, tab, "#history", "dashboard: auto on", PAGE);
     shows(&mut browser, tab, "#history", "next 50", PAGE);
+    shows(&mut browser, tab, "#verdict", "step 5% (ended): Pass", PAGE);
     // The step at 5% passed with its numbers; the charts show both versions.
     let verdicts = ctl.rollout().unwrap().status.unwrap_or_default().verdicts;
     assert_eq!(verdicts.last().map(|v| v.weight), Some(5.0), "{verdicts:?}");

@@ -61,6 +61,9 @@ pub struct StepView {
 /// A verdict in words and numbers.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerdictView {
+    /// Which step it judged: `step 10% (current)`, or `step 5% (ended)` while the current
+    /// step has no verdict yet.
+    pub step: String,
     /// `Pass`, `Fail` or `Inconclusive`.
     pub outcome: String,
     /// Why, in words.
@@ -139,22 +142,14 @@ pub fn rollout(canary: &StickyCanary, now: Timestamp) -> RolloutView {
         auto_on: spec.auto.enabled,
         paused: spec.paused,
         steps,
-        verdict: verdict.map(|v| VerdictView {
-            outcome: outcome(v.outcome).to_owned(),
-            reason: v.reason.clone(),
-            line: v.line(),
-            checks: v
-                .checks
-                .iter()
-                .map(|c| {
-                    (
-                        c.name.clone(),
-                        outcome(c.outcome).to_owned(),
-                        c.reason.clone(),
-                    )
-                })
-                .collect(),
-        }),
+        verdict: match (verdict, status.verdicts.last()) {
+            (Some(v), _) => Some(verdict_view(v, format!("step {weight}% (current)"))),
+            (None, Some(ended)) => Some(verdict_view(
+                &ended.verdict,
+                format!("step {}% (ended)", ended.weight),
+            )),
+            (None, None) => None,
+        },
         history: status
             .history
             .iter()
@@ -188,6 +183,26 @@ impl RolloutView {
     /// Whether the search box's `query` matches (case-insensitive; empty matches all).
     pub fn matches(&self, query: &str) -> bool {
         self.search.contains(&query.trim().to_lowercase())
+    }
+}
+
+fn verdict_view(v: &crate::analysis::Verdict, step: String) -> VerdictView {
+    VerdictView {
+        step,
+        outcome: outcome(v.outcome).to_owned(),
+        reason: v.reason.clone(),
+        line: v.line(),
+        checks: v
+            .checks
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    outcome(c.outcome).to_owned(),
+                    c.reason.clone(),
+                )
+            })
+            .collect(),
     }
 }
 

@@ -141,7 +141,7 @@ function drawRollout() {
   }
   const verdict = document.getElementById('verdict');
   verdict.replaceChildren(...(view.verdict
-    ? [el('p', {}, el('strong', {}, view.verdict.outcome), ': ', view.verdict.reason),
+    ? [el('p', {}, `${view.verdict.step}: `, el('strong', {}, view.verdict.outcome), ': ', view.verdict.reason),
       el('p', { class: 'muted' }, view.verdict.line),
       el('ul', {}, view.verdict.checks.map(([name, outcome, reason]) => el('li', {}, `${name}: ${outcome}: ${reason}`)))]
     : [el('p', { class: 'muted' }, 'Not judged yet.')]));

@@ -183,6 +183,7 @@ fn health_in_words() {
         "Inconclusive: too few canary requests (100 of 400)"
     );
     let shown = view.verdict.unwrap();
+    assert_eq!(shown.step, "step 10% (current)");
     assert_eq!(shown.outcome, "Inconclusive");
     assert!(
         shown.line.contains("canary v2 100 req 1.0% 5xx p99 42 ms"),
@@ -200,6 +201,26 @@ fn health_in_words() {
     );
     let stable = rollout_with(&[("v1", 100.0)], Phase::Stable);
     assert_eq!(rollout(&stable, now()).health, "no canary");
+}
+
+#[test]
+fn an_unjudged_step_shows_the_verdict_the_last_step_ended_with() {
+    let mut c = rollout_with(&[("v1", 50.0), ("v2", 50.0)], Phase::Progressing);
+    c.status.as_mut().unwrap().verdicts = vec![crate::model::StepVerdict {
+        weight: 5.0,
+        started: "t0".to_owned(),
+        judged: "t1".to_owned(),
+        verdict: verdict(Outcome::Pass, "the canary is no worse"),
+    }];
+    let shown = rollout(&c, now()).verdict.unwrap();
+    assert_eq!(
+        (shown.step.as_str(), shown.outcome.as_str()),
+        ("step 5% (ended)", "Pass")
+    );
+    assert_eq!(
+        rollout(&rollout_with(&[("v1", 100.0)], Phase::Stable), now()).verdict,
+        None
+    );
 }
 
 #[test]
