@@ -149,6 +149,9 @@ enum Command {
     /// Run the reconcile loop on every StickyCanary (of `--namespace`, or all), or on the
     /// rollout of `--envoy-dir`; rollouts with `auto` on are judged against Prometheus.
     Controller(ControllerArgs),
+    /// Serve a web page to see and steer the rollouts (of `--namespace` or all, or of
+    /// `--envoy-dir`) live, until Ctrl-C.
+    Dashboard(DashboardArgs),
     /// Print the StickyCanary CRD.
     Crd,
     /// Print the bootstrap of the plain Envoy that `--envoy-dir` drives (JSON): admin on
@@ -170,6 +173,25 @@ enum Command {
 #[derive(Debug, Args)]
 struct ControllerArgs {
     /// Prometheus base URL the automatic steps read their metrics from.
+    #[arg(long, env = "STICKY_PROMETHEUS", value_name = "URL")]
+    prometheus: Option<String>,
+    /// Also serve the dashboard (as `stickyctl dashboard`) on this address.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    dashboard: Option<std::net::SocketAddr>,
+    /// The dashboard's token for actions (needed on a non-loopback address).
+    #[arg(long, env = "STICKY_DASHBOARD_TOKEN", hide_env_values = true)]
+    dashboard_token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct DashboardArgs {
+    /// Address to serve on; anything but loopback needs --token.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDRESS:PORT")]
+    listen: std::net::SocketAddr,
+    /// Token every action must send (`Authorization: Bearer`); the page asks for it.
+    #[arg(long, env = "STICKY_DASHBOARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Prometheus base URL for the per-version charts (the analysis' queries).
     #[arg(long, env = "STICKY_PROMETHEUS", value_name = "URL")]
     prometheus: Option<String>,
 }
@@ -460,6 +482,54 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
     }
     let metrics =
         |args: &ControllerArgs| args.prometheus.as_deref().map(Prometheus::new).transpose();
+    let source = || async {
+        Ok::<_, Error>(match &cli.envoy_dir {
+            Some(dir) => crate::dashboard::Source::EnvoyDir(dir.clone()),
+            None => crate::dashboard::Source::Kube {
+                client: kube_target::client(cli.kubeconfig.as_deref()).await?.0,
+                namespace: cli.namespace.clone(),
+            },
+        })
+    };
+    if let Command::Dashboard(args) = &cli.command {
+        let prometheus = args
+            .prometheus
+            .as_deref()
+            .map(Prometheus::new)
+            .transpose()?;
+        return crate::dashboard::run(source().await?, args.listen, args.token.clone(), prometheus)
+            .await;
+    }
+    if let Command::Controller(ControllerArgs {
+        dashboard: Some(listen),
+        dashboard_token,
+        prometheus,
+    }) = &cli.command
+    {
+        // The controller and its dashboard in one process (in-cluster): whichever stops
+        // first (an error, or a signal) stops both.
+        let prometheus = prometheus.as_deref().map(Prometheus::new).transpose()?;
+        let dashboard = crate::dashboard::run(
+            source().await?,
+            *listen,
+            dashboard_token.clone(),
+            prometheus.clone(),
+        );
+        let controller = async {
+            match &cli.envoy_dir {
+                Some(dir) => controller::run_envoy_dir(dir, prometheus).await,
+                None => {
+                    let (client, _) = kube_target::client(cli.kubeconfig.as_deref()).await?;
+                    controller::run(client, cli.namespace.as_deref(), prometheus).await;
+                    Ok(())
+                }
+            }
+        };
+        return tokio::select! {
+            done = dashboard => done,
+            done = controller => done,
+        };
+    }
     if let Some(dir) = &cli.envoy_dir {
         if let Command::Controller(args) = &cli.command {
             return controller::run_envoy_dir(dir, metrics(args)?).await;
@@ -564,6 +634,7 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         Command::Explain(args) => return explain(target, args, out).await,
         Command::Render => return render(target, out).await,
         Command::Controller(_)
+        | Command::Dashboard(_)
         | Command::Crd
         | Command::ProxyStats
         | Command::Bootstrap { .. }
@@ -620,16 +691,8 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
             .ok();
         }
     }
-    if done.actions.is_empty() {
-        writeln!(
-            out,
-            "nothing to change ({})",
-            objects(done.written, "re-applied")
-        )
-        .ok();
-    }
-    for (action, written) in &done.actions {
-        writeln!(out, "{action}: applied ({})", objects(*written, "written")).ok();
+    for line in applied(&done) {
+        writeln!(out, "{line}").ok();
     }
     if let Some(note) = drain_note(&current.spec) {
         writeln!(out, "{note}").ok();
@@ -1143,6 +1206,20 @@ async fn explain<T: Target>(target: &T, args: &ExplainArgs, out: &mut String) ->
 }
 
 /// `1 object written`, `3 objects re-applied`: the count in a command's one-line report.
+/// What a command did, a line per spec change (the CLI prints them, the dashboard shows them).
+pub fn applied(done: &reconcile::Advanced) -> Vec<String> {
+    if done.actions.is_empty() {
+        return vec![format!(
+            "nothing to change ({})",
+            objects(done.written, "re-applied")
+        )];
+    }
+    done.actions
+        .iter()
+        .map(|(action, written)| format!("{action}: applied ({})", objects(*written, "written")))
+        .collect()
+}
+
 fn objects(count: usize, done: &str) -> String {
     match count {
         1 => format!("1 object {done}"),

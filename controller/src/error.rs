@@ -26,6 +26,9 @@ pub enum Error {
     /// Someone else wrote the object since it was read; the caller re-reads and retries.
     #[error("conflict: {0} changed since it was read")]
     Conflict(String),
+    /// The rollout changed since the requester saw it; nothing was done.
+    #[error("{0}")]
+    Stale(String),
     /// The Kubernetes API failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -46,7 +49,7 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Op(_) | Error::Edit(_) | Error::Invalid(_) => EXIT_INVALID,
+            Error::Op(_) | Error::Edit(_) | Error::Invalid(_) | Error::Stale(_) => EXIT_INVALID,
             _ => EXIT_RUNTIME,
         }
     }

@@ -3,6 +3,7 @@
 pub mod analysis;
 pub mod cli;
 pub mod controller;
+pub mod dashboard;
 pub mod error;
 pub mod fsutil;
 pub mod metrics;

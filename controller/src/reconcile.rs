@@ -121,10 +121,37 @@ pub struct Advanced {
 /// --finish`, an immediate rollback: make before break) runs again, at most
 /// [`MAX_PASSES`] times.
 pub async fn advance<T: Target>(target: &T, input: &Input) -> Result<Advanced, Error> {
+    advance_as(target, input, &Requester::default()).await
+}
+
+/// Who asks for a change (the dashboard), and the rollout as they saw it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Requester {
+    /// Recorded before the action in the history, e.g. `dashboard` gives `dashboard: next 10`.
+    pub by: Option<String>,
+    /// The rollout's generation they saw: a change since is refused with [`Error::Stale`].
+    pub seen_generation: Option<i64>,
+}
+
+/// [`advance`] on behalf of `requester`.
+pub async fn advance_as<T: Target>(
+    target: &T,
+    input: &Input,
+    requester: &Requester,
+) -> Result<Advanced, Error> {
     let mut done = Advanced::default();
-    for _ in 0..MAX_PASSES {
+    for pass in 0..MAX_PASSES {
         let transition = retry_on_conflict(|| async {
             let current = target.load().await?.ok_or_else(missing)?;
+            if let Some(seen) = requester.seen_generation.filter(|_| pass == 0) {
+                let now = current.metadata.generation.unwrap_or_default();
+                if now != seen {
+                    return Err(Error::Stale(format!(
+                        "the rollout changed meanwhile (generation {now}, the page showed {seen}): {}; nothing was done",
+                        current.spec.summary()
+                    )));
+                }
+            }
             let status = current.status.clone().unwrap_or_default();
             let now = jiff::Timestamp::now();
             let transition = rollout::transition(&current.spec, &status, input, now)?;
@@ -133,8 +160,12 @@ pub async fn advance<T: Target>(target: &T, input: &Input) -> Result<Advanced, E
                 let mut next = current.clone();
                 next.spec = spec.clone();
                 if let Some(action) = &transition.action {
+                    let action = match &requester.by {
+                        Some(by) => format!("{by}: {action}"),
+                        None => action.clone(),
+                    };
                     next.annotations_mut()
-                        .insert(ACTION_ANNOTATION.to_owned(), action.clone());
+                        .insert(ACTION_ANNOTATION.to_owned(), action);
                 }
                 // Refuse what cannot be rendered (a shadowing route, a version without
                 // upstream) or what the API server would refuse, before the rollout changes.

@@ -2,7 +2,7 @@
 //!
 //! Whoever applies the objects (the CLI reconciling once, or the controller) records what it
 //! applied: canary weight and step, a hash of the applied objects, and a history entry when
-//! that hash changes. The phase is the transitions' ([`crate::rollout`]); it is corrected
+//! that hash changes or a command changed only the spec. The phase is the transitions' ([`crate::rollout`]); it is corrected
 //! here only where the spec contradicts it. Nothing changes when the same state is observed again, so an
 //! idempotent reconcile does not write the status either.
 
@@ -57,7 +57,12 @@ pub fn observe(canary: &StickyCanary, hash: &str, now: &str) -> Option<StickyCan
             time: now.to_owned(),
         });
     }
-    if !same_hash {
+    // A command that changes the spec but no object (auto, pause, resume) is history too:
+    // a new generation whose action is not the last one recorded.
+    let new_action = previous.observed_generation != generation
+        && !action.is_empty()
+        && previous.history.last().map(|h| h.action.as_str()) != Some(action);
+    if !same_hash || new_action {
         next.history.push(HistoryEntry {
             time: now.to_owned(),
             action: if action.is_empty() {
@@ -108,6 +113,29 @@ mod tests {
         assert_eq!(status.observed_generation, Some(2));
         assert_eq!(status.last_applied.unwrap().time, "t2");
         assert_eq!(status.history.len(), 1);
+    }
+
+    #[test]
+    fn a_command_that_changes_only_the_spec_is_history() {
+        let mut c = canary("next 10", 1);
+        c.status = observe(&c, "aa", "t1");
+        c.metadata.generation = Some(2);
+        c.metadata.annotations = Some(
+            [(
+                ACTION_ANNOTATION.to_owned(),
+                "dashboard: auto on".to_owned(),
+            )]
+            .into(),
+        );
+        c.status = observe(&c, "aa", "t2");
+        let history = &c.status.as_ref().unwrap().history;
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1].action, "dashboard: auto on");
+        assert_eq!(history[1].time, "t2");
+        // A hand edit of the spec (a new generation, the same last action) is not.
+        c.metadata.generation = Some(3);
+        let status = observe(&c, "aa", "t3").unwrap();
+        assert_eq!(status.history.len(), 2);
     }
 
     #[test]

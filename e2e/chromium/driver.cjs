@@ -12,6 +12,11 @@
 //   {"op": "cookies"}                      the browser's cookies
 //   {"op": "addCookie", "scope", "name", "value"}  adds a cookie: host-only for a URL's host,
 //                                          or for a domain (`.shop.test`) and its hosts
+//   {"op": "click", "tab", "selector"}     clicks the element as a person would (visible, enabled)
+//   {"op": "fill", "tab", "selector", "value"}  types into an input
+//   {"op": "press", "tab", "selector", "key"}   focuses the element and presses a key
+//   {"op": "waitFor", "tab", "js", "timeoutMs"} waits until the expression is truthy, answers it
+//   {"op": "screenshot", "tab", "path"}    saves a full-page PNG
 // The browser closes when stdin does.
 //
 // Arguments: the directory of the playwright-core package, the Chromium executable, then any
@@ -75,6 +80,22 @@ async function main() {
     },
     async cookies() {
       return await context.cookies();
+    },
+    async click({ tab, selector }) {
+      await tabs[tab].click(selector);
+    },
+    async fill({ tab, selector, value }) {
+      await tabs[tab].fill(selector, value);
+    },
+    async press({ tab, selector, key }) {
+      await tabs[tab].press(selector, key);
+    },
+    async waitFor({ tab, js, timeoutMs }) {
+      const handle = await tabs[tab].waitForFunction(js, null, { timeout: timeoutMs });
+      return await handle.jsonValue();
+    },
+    async screenshot({ tab, path }) {
+      await tabs[tab].screenshot({ path, fullPage: true });
     },
     async addCookie({ scope, name, value }) {
       const where = scope.startsWith('http') ? { url: scope } : { domain: scope, path: '/' };

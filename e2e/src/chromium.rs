@@ -148,6 +148,45 @@ impl Chromium {
             .map(drop)
     }
 
+    /// Clicks the element `selector` in `tab` as a person would (waits until it is visible
+    /// and enabled).
+    pub fn click(&mut self, tab: Tab, selector: &str) -> Result<()> {
+        self.call::<Value>(json!({"op": "click", "tab": tab.0, "selector": selector}))
+            .map(drop)
+    }
+
+    /// Types `value` into the input `selector` of `tab`.
+    pub fn fill(&mut self, tab: Tab, selector: &str, value: &str) -> Result<()> {
+        self.call::<Value>(
+            json!({"op": "fill", "tab": tab.0, "selector": selector, "value": value}),
+        )
+        .map(drop)
+    }
+
+    /// Focuses `selector` in `tab` and presses `key` (such as `Enter`).
+    pub fn press(&mut self, tab: Tab, selector: &str, key: &str) -> Result<()> {
+        self.call::<Value>(json!({"op": "press", "tab": tab.0, "selector": selector, "key": key}))
+            .map(drop)
+    }
+
+    /// Waits at most `timeout` until the JavaScript expression `js` is truthy in `tab`;
+    /// returns its value.
+    pub fn wait_for<T: DeserializeOwned>(
+        &mut self,
+        tab: Tab,
+        js: &str,
+        timeout: Duration,
+    ) -> Result<T> {
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.call(json!({"op": "waitFor", "tab": tab.0, "js": js, "timeoutMs": millis}))
+    }
+
+    /// Saves a full-page screenshot of `tab` as a PNG at `path`.
+    pub fn screenshot(&mut self, tab: Tab, path: &std::path::Path) -> Result<()> {
+        self.call::<Value>(json!({"op": "screenshot", "tab": tab.0, "path": path}))
+            .map(drop)
+    }
+
     fn call<T: DeserializeOwned>(&mut self, command: Value) -> Result<T> {
         let op = command["op"].clone();
         let mut line = command.to_string();

@@ -7,7 +7,7 @@
 //! installs it. Its RBAC is checked against the code's requests in `controller_rbac.rs`.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
@@ -28,6 +28,7 @@ fn full_values() -> Vec<String> {
         "rolloutDefaults.filter.keySources[0].header=x-user-id".into(),
         "operators.namespaces={shop,web}".into(),
         "operators.subjects[0].kind=Group,operators.subjects[0].name=release-team,operators.subjects[0].apiGroup=rbac.authorization.k8s.io".into(),
+        "controller.dashboard.enabled=true,controller.dashboard.tokenSecret=dashboard-token".into(),
     ]
 }
 
@@ -75,6 +76,7 @@ fn check_builtin(object: &Value) -> Result<(), String> {
         (Some("apps/v1"), Some("Deployment")) => check_typed::<Deployment>(object),
         (Some("v1"), Some("ServiceAccount")) => check_typed::<ServiceAccount>(object),
         (Some("v1"), Some("ConfigMap")) => check_typed::<ConfigMap>(object),
+        (Some("v1"), Some("Service")) => check_typed::<Service>(object),
         (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRole")) => {
             check_typed::<ClusterRole>(object)
         }
@@ -262,5 +264,47 @@ fn missing_or_malformed_values_are_refused_by_name() {
     assert!(
         err.contains("rollouts[shop].namespace is required"),
         "{err}"
+    );
+    let err = render(&[
+        "images.registry=r.example",
+        "controller.dashboard.enabled=true",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("controller.dashboard.tokenSecret"), "{err}");
+}
+
+#[test]
+fn the_dashboard_is_served_by_the_controller_with_its_token_from_a_secret() {
+    let objects = rendered(&full_values());
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["args"],
+        serde_json::json!(["controller", "--dashboard", "0.0.0.0:8080"])
+    );
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+    let token = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "STICKY_DASHBOARD_TOKEN")
+        .unwrap();
+    assert_eq!(
+        token["valueFrom"]["secretKeyRef"]["name"],
+        "dashboard-token"
+    );
+    let service = objects
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "stickyctl-dashboard")
+        .unwrap();
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "dashboard");
+    // Off by default: no port, no Service.
+    let plain = rendered(&["images.registry=r.example".to_owned()]);
+    assert!(plain.iter().all(|o| o["kind"] != "Service"));
+    let deployment = plain.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"],
+        serde_json::json!(["controller"])
     );
 }

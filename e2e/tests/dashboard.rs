@@ -1,0 +1,405 @@
+//! `stickyctl dashboard --envoy-dir` in a real Chromium, steering a live Envoy with the
+//! filter: the page shows the ratio Envoy runs, its buttons change what the filter decides
+//! (checked with a crowd of new clients through Envoy), a second page follows within a
+//! second, an action without the token or made on a page that missed a change is refused
+//! with the page showing why, and abort sends every client back to stable. Screenshots of
+//! the list and of the rollout page go to `target/dashboard-artifacts/`.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sticky_canary_e2e::chromium::{Chromium, Tab};
+use sticky_canary_e2e::crowd::{Crowd, Tally};
+use sticky_canary_e2e::envoy::free_port;
+use sticky_canary_e2e::locate;
+use sticky_canary_e2e::operator::Stickyctl;
+use sticky_canary_e2e::process::ChildGuard;
+use sticky_canary_e2e::prometheus::Prometheus;
+use sticky_canary_e2e::stack::{weights, Stack};
+use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
+use sticky_canary_filter::PluginConfig;
+
+const STABLE: &str = "v1";
+const CANARY: &str = "v2";
+const TOKEN: &str = "e2e-dashboard-token";
+/// New clients per share check: at 10% the canary share's standard deviation is 1.5 points.
+const CLIENTS: usize = 400;
+/// How long the page may take to show what it is waiting for.
+const PAGE: Duration = Duration::from_secs(10);
+/// How soon a second page must see a change.
+const LIVE: Duration = Duration::from_secs(1);
+
+fn artifacts() -> PathBuf {
+    let dir = locate::workspace_root().join("target/dashboard-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn versions(plugin: &PluginConfig) -> Vec<(String, f64)> {
+    plugin
+        .versions
+        .iter()
+        .map(|v| (v.name.clone(), v.weight))
+        .collect()
+}
+
+fn pairs(expected: &[(&str, f64)]) -> Vec<(String, f64)> {
+    expected.iter().map(|&(n, w)| (n.to_owned(), w)).collect()
+}
+
+/// Waits until `selector`'s text in `tab` contains `text`; returns the text.
+fn shows(browser: &mut Chromium, tab: Tab, selector: &str, text: &str, within: Duration) -> String {
+    let js = format!(
+        "(() => {{ const e = document.querySelector({selector:?}); return e && e.textContent.includes({text:?}) ? e.textContent : null; }})()"
+    );
+    browser.wait_for(tab, &js, within).unwrap_or_else(|err| {
+        let now: Option<String> = browser
+            .eval(
+                tab,
+                &format!("document.querySelector({selector:?})?.textContent ?? null"),
+            )
+            .unwrap_or_default();
+        panic!("{selector} never showed {text:?} within {within:?} (it shows {now:?}): {err:#}")
+    })
+}
+
+/// Waits until `listen` takes connections.
+fn wait_listening(listen: &str, log: &std::path::Path) {
+    let start = Instant::now();
+    while TcpStream::connect(listen).is_err() {
+        assert!(
+            start.elapsed() < PAGE,
+            "nothing listens on {listen}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts the dashboard with `extra` flags on a free port, its log at `log` (in the
+/// artifacts), and waits until it answers.
+fn dashboard(ctl: &Stickyctl, extra: &[&str], log: &str) -> (ChildGuard, String) {
+    let port = free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let log = artifacts().join(log);
+    let _ = std::fs::remove_file(&log);
+    let mut args = vec!["dashboard", "--listen", &listen];
+    args.extend(extra);
+    let guard = ctl.spawn(&args, &log).unwrap();
+    wait_listening(&listen, &log);
+    (guard, format!("http://{listen}/"))
+}
+
+/// The status line of a raw HTTP/1.1 request to the dashboard at `url`.
+fn raw_status(url: &str, request: &str) -> String {
+    raw(url, request)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The whole answer to a raw HTTP/1.1 request (with `Connection: close`) to `url`.
+fn raw(url: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(PAGE)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// A crowd of first-time clients through Envoy, and what they got.
+fn new_clients(stack: &Stack) -> Tally {
+    let mut crowd = Crowd::new(CLIENTS);
+    Tally::of(&crowd.visit(&stack.http, "/").unwrap())
+}
+
+#[test]
+fn dashboard_steers_a_live_envoy_from_a_real_browser() {
+    let mut stack = common::start(&weights(&[(STABLE, 100.0), (CANARY, 0.0)]));
+    let ctl = Stickyctl::new(stack.envoy.dir()).unwrap();
+    ctl.ok(&["init", "--service", "shop", "--stable", STABLE])
+        .unwrap();
+    ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    ctl.ok(&["set-weight", "5"]).unwrap();
+    stack.wait_for_lds_file().unwrap();
+    // Clients that will be on the canary when it is aborted.
+    let mut early = Crowd::new(CLIENTS);
+    early.visit(&stack.http, "/").unwrap();
+
+    let (_dashboard, url) = dashboard(&ctl, &["--token", TOKEN], "dashboard.log");
+    let mut browser = Chromium::launch(&[]).unwrap();
+    let (list, a, b) = (
+        browser.tab().unwrap(),
+        browser.tab().unwrap(),
+        browser.tab().unwrap(),
+    );
+    browser.goto(list, &url).unwrap();
+    shows(&mut browser, list, "#rollouts tbody", "95:5", PAGE);
+    shows(&mut browser, list, "#rollouts tbody", "Progressing", PAGE);
+    let page = format!("{url}#/r/shop");
+    for tab in [a, b] {
+        browser.goto(tab, &page).unwrap();
+        shows(&mut browser, tab, "#ratio", "95:5", PAGE);
+    }
+
+    // Without the token, or with a wrong one, nothing happens.
+    browser.click(a, "#act-next").unwrap();
+    shows(&mut browser, a, "#notice", "needs its token", PAGE);
+    let statuses: Vec<u16> = browser
+        .eval(a, r#"Promise.all(['', 'Bearer wrong'].map((auth) => fetch('/api/actions', {
+            method: 'POST',
+            headers: Object.assign({'content-type': 'application/json'}, auth ? {authorization: auth} : {}),
+            body: JSON.stringify({rollout: 'shop', action: 'abort'}),
+        }).then((r) => r.status)))"#)
+        .unwrap();
+    assert_eq!(statuses, [401, 403]);
+    // Under another name (DNS rebinding), or from another site's page, nothing is served.
+    let rebound =
+        "GET /api/rollouts HTTP/1.1\r\nHost: shop.evil.example\r\nConnection: close\r\n\r\n";
+    assert!(
+        raw_status(&url, rebound).contains(" 403 "),
+        "{}",
+        raw_status(&url, rebound)
+    );
+    let body = r#"{"rollout":"shop","action":"abort"}"#;
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    let foreign = format!(
+        "POST /api/actions HTTP/1.1\r\nHost: {host}\r\nOrigin: http://evil.example\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert!(
+        raw_status(&url, &foreign).contains(" 403 "),
+        "{}",
+        raw_status(&url, &foreign)
+    );
+    assert_eq!(ctl.rollout().unwrap().spec.summary(), "v1=95 v2=5");
+
+    // Next, with the token: the filter gives the canary 10% of new clients, and the second
+    // page shows it within a second.
+    for tab in [a, b] {
+        browser.fill(tab, "#token", TOKEN).unwrap();
+    }
+    browser.click(a, "#act-next").unwrap();
+    let clicked = Instant::now();
+    shows(&mut browser, b, "#ratio", "90:10", PAGE);
+    let seen = clicked.elapsed();
+    shows(&mut browser, a, "#notice", "next 10: applied", PAGE);
+    eprintln!("second page saw Next after {seen:?}");
+    assert!(seen < LIVE, "the second page saw the change after {seen:?}");
+    assert_eq!(
+        versions(&stack.wait_for_lds_file().unwrap()),
+        pairs(&[(STABLE, 90.0), (CANARY, 10.0)])
+    );
+    let tally = new_clients(&stack);
+    let share = tally.share(CANARY);
+    assert!(
+        (4.0..=16.0).contains(&share),
+        "canary share {share}% at 10%:\n{tally}"
+    );
+    assert_eq!((tally.not_found, tally.other_errors), (0, 0), "{tally}");
+    shows(&mut browser, b, "#history", "dashboard: next 10", PAGE);
+    shows(&mut browser, b, "#steps li.current", "10%", PAGE);
+
+    // A free ratio, by keyboard, after a confirmation.
+    browser.fill(a, "#weight-free", "20").unwrap();
+    browser.press(a, "#act-set", "Enter").unwrap();
+    shows(
+        &mut browser,
+        a,
+        "#confirm-text",
+        "stable:canary 80:20",
+        PAGE,
+    );
+    browser.click(a, "#confirm-ok").unwrap();
+    shows(&mut browser, a, "#notice", "set-weight 20: applied", PAGE);
+    shows(&mut browser, b, "#ratio", "80:20", LIVE);
+    assert_eq!(
+        versions(&stack.wait_for_lds_file().unwrap()),
+        pairs(&[(STABLE, 80.0), (CANARY, 20.0)])
+    );
+    browser
+        .screenshot(a, &artifacts().join("rollout.png"))
+        .unwrap();
+    browser.goto(list, &url).unwrap();
+    shows(&mut browser, list, "#rollouts tbody", "80:20", PAGE);
+    browser
+        .screenshot(list, &artifacts().join("list.png"))
+        .unwrap();
+    browser.fill(list, "#search", "rolled back").unwrap();
+    shows(&mut browser, list, "#empty", "No rollout matches.", PAGE);
+    browser.fill(list, "#search", "V2=20").unwrap();
+    shows(&mut browser, list, "#rollouts tbody", "shop", PAGE);
+
+    // A page that missed a change (its live stream cut) is refused, and shows the change.
+    browser
+        .eval::<serde_json::Value>(b, "events.close()")
+        .unwrap();
+    ctl.ok(&["set-weight", "50"]).unwrap();
+    browser.click(b, "#act-next").unwrap();
+    shows(&mut browser, b, "#notice", "changed meanwhile", PAGE);
+    shows(&mut browser, b, "#ratio", "50:50", PAGE);
+    assert_eq!(ctl.rollout().unwrap().spec.summary(), "v1=50 v2=50");
+    // Loaded again (a new query, so not a same-document hash navigation), it is live again.
+    browser.goto(b, &format!("{url}?again#/r/shop")).unwrap();
+    shows(&mut browser, b, "#ratio", "50:50", PAGE);
+
+    // Abort, confirmed: every client is back on stable, the early canary clients too.
+    browser.click(a, "#act-abort").unwrap();
+    browser.click(a, "#confirm-ok").unwrap();
+    shows(&mut browser, a, "#notice", "abort v2: applied", PAGE);
+    shows(&mut browser, b, "#phase", "Aborted", PAGE);
+    shows(&mut browser, b, "#ratio", "100", PAGE);
+    let live = stack.wait_for_lds_file().unwrap();
+    assert_eq!(versions(&live), pairs(&[(STABLE, 100.0)]));
+    let back = Tally::of(&early.visit(&stack.http, "/").unwrap());
+    assert_eq!(back.share(STABLE), 100.0, "after abort:\n{back}");
+    assert_eq!(new_clients(&stack).share(STABLE), 100.0);
+    shows(&mut browser, b, "#history", "dashboard: abort", PAGE);
+}
+
+/// Auto on, pressed on the page (a dashboard on loopback, so without a token): the real
+/// controller judges the step from a real Prometheus under load and takes the next one by
+/// itself, and the page shows it, with the verdict's numbers and the per-version charts.
+#[test]
+fn auto_on_from_the_page_takes_the_next_step_by_itself() {
+    let mut stack = common::start(&weights(&[(STABLE, 100.0), (CANARY, 0.0)]));
+    let ctl = Stickyctl::new(stack.envoy.dir()).unwrap();
+    let init = [
+        "init",
+        "--service",
+        "shop",
+        "--stable",
+        STABLE,
+        "--steps",
+        "5,50,100",
+        "--interval",
+        "4",
+    ];
+    ctl.ok(&init).unwrap();
+    ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    ctl.ok(&["next"]).unwrap();
+    stack.wait_for_lds_file().unwrap();
+    let prometheus = Prometheus::start(&[stack.envoy.admin_address().unwrap()]).unwrap();
+    let options = TrafficOptions {
+        visits_per_second: 60.0,
+        seconds: 60,
+        // Every visitor new, so the data-plane check soon has the fresh decisions it counts.
+        new_every: 1,
+    };
+    let load_bin = std::path::Path::new(env!("CARGO_BIN_EXE_sticky-load"));
+    let _load = Traffic::start(load_bin, stack.envoy.listener(), options).unwrap();
+    let controller_log = artifacts().join("auto-controller.log");
+    let _ = std::fs::remove_file(&controller_log);
+    let _controller = ctl
+        .spawn(
+            &["controller", "--prometheus", &prometheus.url()],
+            &controller_log,
+        )
+        .unwrap();
+    let (_dashboard, url) = dashboard(
+        &ctl,
+        &["--prometheus", &prometheus.url()],
+        "auto-dashboard.log",
+    );
+    let mut browser = Chromium::launch(&[]).unwrap();
+    let tab = browser.tab().unwrap();
+    browser.goto(tab, &format!("{url}#/r/shop")).unwrap();
+    shows(&mut browser, tab, "#ratio", "95:5", PAGE);
+    let hidden: bool = browser
+        .eval(tab, "document.getElementById('token-box').hidden")
+        .unwrap();
+    assert!(hidden, "a loopback dashboard without a token asks for none");
+    browser.click(tab, "#act-auto").unwrap();
+    shows(&mut browser, tab, "#notice", "auto on: applied", PAGE);
+    shows(&mut browser, tab, "#act-auto", "Auto is on", PAGE);
+    let step = Duration::from_secs(45);
+    let waited = Instant::now();
+    let log = || std::fs::read_to_string(&controller_log).unwrap_or_default();
+    // Short waits in a loop: one driver command may take at most chromium::PATIENCE.
+    let at_50 = "document.querySelector('#ratio').textContent === '50:50'";
+    while browser.wait_for::<bool>(tab, at_50, PAGE).is_err() {
+        if waited.elapsed() > step {
+            let page: String = browser
+                .eval(tab, "document.querySelector('main').innerText")
+                .unwrap();
+            panic!(
+                "no step to 50% within {step:?}\npage:\n{page}\ncontroller:\n{}",
+                log()
+            );
+        }
+    }
+    eprintln!(
+        "the controller took the next step {:?} after auto on",
+        waited.elapsed()
+    );
+    assert_eq!(
+        versions(&stack.wait_for_lds_file().unwrap()),
+        pairs(&[(STABLE, 50.0), (CANARY, 50.0)])
+    );
+    shows(&mut browser, tab, "#history", "dashboard: auto on", PAGE);
+    shows(&mut browser, tab, "#history", "next 50", PAGE);
+    shows(&mut browser, tab, "#verdict", "step 5% (ended): Pass", PAGE);
+    // The step at 5% passed with its numbers; the charts show both versions.
+    let verdicts = ctl.rollout().unwrap().status.unwrap_or_default().verdicts;
+    assert_eq!(verdicts.last().map(|v| v.weight), Some(5.0), "{verdicts:?}");
+    shows(
+        &mut browser,
+        tab,
+        "#charts",
+        "Requests per second (now: v1",
+        Duration::from_secs(20),
+    );
+    shows(&mut browser, tab, "#charts", "v2", PAGE);
+    browser
+        .screenshot(tab, &artifacts().join("auto.png"))
+        .unwrap();
+}
+
+/// In-cluster the controller serves the dashboard itself (`controller --dashboard`): here on
+/// an Envoy directory, the same page and live state next to the reconcile loop.
+#[test]
+fn the_controller_serves_the_dashboard_too() {
+    let mut stack = common::start(&weights(&[(STABLE, 100.0), (CANARY, 0.0)]));
+    let ctl = Stickyctl::new(stack.envoy.dir()).unwrap();
+    ctl.ok(&["init", "--service", "shop", "--stable", STABLE])
+        .unwrap();
+    ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    ctl.ok(&["set-weight", "5"]).unwrap();
+    stack.wait_for_lds_file().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port().unwrap());
+    let log = artifacts().join("controller-dashboard.log");
+    let _ = std::fs::remove_file(&log);
+    let _controller = ctl
+        .spawn(&["controller", "--dashboard", &listen], &log)
+        .unwrap();
+    wait_listening(&listen, &log);
+    let url = format!("http://{listen}/");
+    let get = |path: &str| {
+        raw(
+            &url,
+            &format!("GET {path} HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let page = get("/");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("<script src=\"/app.js\">"), "{page}");
+    let state = get("/api/rollouts");
+    assert!(state.contains(r#""ratio":"95:5""#), "{state}");
+    // A non-loopback address without a token: the controller does not start.
+    let refused = ctl
+        .run(&["controller", "--dashboard", "0.0.0.0:0"])
+        .unwrap();
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert!(
+        refused.stderr.contains("--dashboard-token"),
+        "{}",
+        refused.stderr
+    );
+}
