@@ -443,7 +443,8 @@ where
         }
     };
     let mut out = String::new();
-    match execute(cli, &mut out).await {
+    // On the heap: the commands' futures are large, and tests run them on 2 MiB threads.
+    match Box::pin(execute(cli, &mut out)).await {
         Ok(()) => Outcome {
             code: EXIT_OK,
             stdout: out,
@@ -464,7 +465,7 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
             kubeconfig: cli.kubeconfig.as_deref(),
             envoy_dir: cli.envoy_dir.as_deref(),
         };
-        return crate::plan::command::execute(plan, at, out).await;
+        return Box::pin(crate::plan::command::execute(plan, at, out)).await;
     }
     match cli.command {
         Command::Crd => {
@@ -540,7 +541,7 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
             ));
         }
         let target = EnvoyDir::open(dir).await?;
-        return command(&target, &cli, out).await;
+        return Box::pin(command(&target, &cli, out)).await;
     }
     let (client, default_namespace) = kube_target::client(cli.kubeconfig.as_deref()).await?;
     if let Command::Controller(args) = &cli.command {
@@ -557,7 +558,7 @@ async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
     if let Command::Delete { dry } = &cli.command {
         return delete(&target, dry.dry_run, out).await;
     }
-    command(&target, &cli, out).await
+    Box::pin(command(&target, &cli, out)).await
 }
 
 /// Deletes the rollout and does what the controller's finalizer would, so deleting works
