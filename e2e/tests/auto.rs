@@ -116,6 +116,20 @@ impl Rollout {
             .unwrap()
     }
 
+    /// Waits until the rollout is rolled back; returns the status and the last judged step.
+    fn rolled_back(&self) -> (Value, Value) {
+        let status = self.wait("rolled back", Duration::from_secs(60), |s| {
+            phase(s) == "RolledBack"
+        });
+        let last = status["verdicts"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        (status, last)
+    }
+
     fn status(&self) -> Value {
         self.ctl.status().unwrap_or_else(|e| panic!("{e:#}"))
     }
@@ -144,6 +158,17 @@ fn errors(error_rate: f64) -> Faults {
         error_rate,
         delay: Duration::ZERO,
     }
+}
+
+/// The names of the checks a judged step's verdict failed.
+fn failed_checks(judged: &Value) -> Vec<&str> {
+    judged["verdict"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "Fail")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
 }
 
 fn phase(status: &Value) -> &str {
@@ -227,15 +252,7 @@ fn a_canary_failing_five_percent_is_rolled_back_saying_why() {
     let _load = r.load(120);
     let _controller = r.controller();
     r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
-    let status = r.wait("rolled back", Duration::from_secs(60), |s| {
-        phase(s) == "RolledBack"
-    });
-    let last = status["verdicts"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let (status, last) = r.rolled_back();
     assert_eq!(last["weight"], 5.0, "{status:#}");
     assert_eq!(last["verdict"]["outcome"], "Fail");
     assert!(
@@ -245,13 +262,7 @@ fn a_canary_failing_five_percent_is_rolled_back_saying_why() {
     let message = status["message"].as_str().unwrap();
     assert!(message.starts_with("rolled back at 5%:"), "{message}");
     assert!(message.contains("5xx"), "{message}");
-    let failed: Vec<&str> = last["verdict"]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["outcome"] == "Fail")
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let failed = failed_checks(&last);
     assert!(failed.contains(&"errors"), "{last:#}");
     // Immediate: the canary is gone, everyone on stable.
     let status = r.wait("canary removed", Duration::from_secs(10), |s| {
@@ -274,22 +285,8 @@ fn a_slow_canary_is_rolled_back() {
     let _load = r.load(120);
     let _controller = r.controller();
     r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
-    let status = r.wait("rolled back", Duration::from_secs(60), |s| {
-        phase(s) == "RolledBack"
-    });
-    let last = status["verdicts"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
-    let failed: Vec<&str> = last["verdict"]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["outcome"] == "Fail")
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let (_, last) = r.rolled_back();
+    let failed = failed_checks(&last);
     assert!(failed.contains(&"latency"), "{last:#}");
 }
 
