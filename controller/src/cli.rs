@@ -17,11 +17,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
-use sticky_canary_filter::config::KeySource;
+use sticky_canary_filter::config::{KeySource, OverrideConfig, TokenDigest};
 use sticky_canary_filter::{decide, Config, Reason, RequestHeaders};
 
 use crate::controller;
 use crate::error::{Error, EXIT_INVALID, EXIT_OK};
+use crate::exposure;
 use crate::metrics;
 use crate::model::{
     self, AutoSpec, OnInconclusive, Promotion, Proxies, RollbackMode, StickyCanary,
@@ -127,6 +128,17 @@ enum Command {
         #[command(flatten)]
         dry: DryRun,
     },
+    /// Who may force a version with the QA override header: `token` (a new token, kept in
+    /// the Secret sticky-canary-override-tokens, or --token; the proxies get only its
+    /// digest), `public` (anyone: only for proxies the public cannot reach) or `off`.
+    Override {
+        /// `token`, `public` or `off`.
+        access: OverrideAccess,
+        #[command(flatten)]
+        token: OverrideToken,
+        #[command(flatten)]
+        dry: DryRun,
+    },
     /// Versions, weights, step, phase, the current verdict, and whether the live objects match.
     Status {
         /// Output format.
@@ -196,6 +208,25 @@ struct DashboardArgs {
     prometheus: Option<String>,
 }
 
+/// Who may use the QA override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OverrideAccess {
+    /// Nobody: the header is ignored (the default).
+    Off,
+    /// Whoever has the token.
+    Token,
+    /// Anyone who knows the header name.
+    Public,
+}
+
+#[derive(Debug, Args)]
+struct OverrideToken {
+    /// Use this token (letters, digits and !#$%&'*+-.^_`|~) instead of creating one; only
+    /// its digest is stored.
+    #[arg(long = "token", env = "STICKY_OVERRIDE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Switch {
     On,
@@ -246,9 +277,15 @@ struct InitArgs {
     /// Namespace of those callers (default: the rollout's).
     #[arg(long, value_name = "NAMESPACE")]
     sidecar_namespace: Option<String>,
-    /// Keep an incoming version header (for rollouts behind a gateway that decided).
+    /// Keep an incoming version header, on the sidecars only (a gateway always decides
+    /// afresh): for calls behind a gateway that decided.
     #[arg(long)]
     trust_incoming_header: bool,
+    /// Who may force a version with the QA override header (see `stickyctl override`).
+    #[arg(long = "override", value_enum, default_value_t = OverrideAccess::Off)]
+    override_access: OverrideAccess,
+    #[command(flatten)]
+    override_token: OverrideToken,
     /// Gateway the filter attaches to, as `KIND/NAME` (Gateway API group); repeatable.
     #[arg(long = "target-ref", value_name = "KIND/NAME")]
     target_refs: Vec<String>,
@@ -667,6 +704,13 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
         }
         Command::Pause { dry } => (RolloutCommand::Pause, dry),
         Command::Resume { dry } => (RolloutCommand::Resume, dry),
+        Command::Override { access, token, dry } => {
+            let (access, token) = override_access(*access, token)?;
+            if let (Some(token), false) = (&token, dry.dry_run) {
+                keep_token(target, &load(target).await?, token, out).await?;
+            }
+            (RolloutCommand::Override(access), dry)
+        }
     };
     let input = Input::Command(command);
     if dry.dry_run {
@@ -756,7 +800,12 @@ async fn init_rollout<T: Target>(
     args: &InitArgs,
     out: &mut String,
 ) -> Result<(), Error> {
-    let spec = init_spec(args)?;
+    let mut spec = init_spec(args)?;
+    let (access, token) = override_access(args.override_access, &args.override_token)?;
+    spec.filter.override_ = OverrideConfig {
+        header: spec.filter.override_.header,
+        ..access
+    };
     let name = cli
         .name
         .clone()
@@ -782,6 +831,9 @@ async fn init_rollout<T: Target>(
         }
     })
     .await?;
+    if let (Some(token), true) = (&token, created) {
+        keep_token(target, &load(target).await?, token, out).await?;
+    }
     let written = converge(target).await?;
     if created {
         writeln!(
@@ -799,6 +851,62 @@ async fn init_rollout<T: Target>(
         )
         .ok();
     }
+    Ok(())
+}
+
+/// The override setting for `access`, and the token to keep when one was created (a token
+/// given with --token is the person's own, and only its digest is stored).
+fn override_access(
+    access: OverrideAccess,
+    given: &OverrideToken,
+) -> Result<(OverrideConfig, Option<String>), Error> {
+    let mut config = OverrideConfig::default();
+    if access != OverrideAccess::Token && given.token.is_some() {
+        return Err(Error::Invalid(
+            "--token: a token only guards the override with `token` access".into(),
+        ));
+    }
+    let created = match access {
+        OverrideAccess::Off => return Ok((config, None)),
+        OverrideAccess::Public => {
+            config.public = true;
+            return Ok((config, None));
+        }
+        OverrideAccess::Token => given.token.is_none(),
+    };
+    let token = match &given.token {
+        Some(token) => {
+            sticky_canary_filter::names::check_token(token)
+                .map_err(|m| Error::Invalid(format!("--token: {m}")))?;
+            token.clone()
+        }
+        None => sticky_canary_filter::guard::to_hex(&random::<32>()?),
+    };
+    config.token_digest = Some(TokenDigest::of(&token, &random::<16>()?));
+    Ok((config, created.then_some(token)))
+}
+
+/// `N` random bytes from the operating system.
+fn random<const N: usize>() -> Result<[u8; N], Error> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Runtime(format!("no randomness: {e}")))?;
+    Ok(bytes)
+}
+
+/// Keeps a created override token of `canary` on the target and says how QA gets it.
+async fn keep_token<T: Target>(
+    target: &T,
+    canary: &StickyCanary,
+    token: &str,
+    out: &mut String,
+) -> Result<(), Error> {
+    let read = target.keep_override_token(canary, token).await?;
+    writeln!(
+        out,
+        "QA override: send `{}: <version>:<token>`; the token: {read}",
+        canary.spec.filter.override_.header
+    )
+    .ok();
     Ok(())
 }
 
@@ -1014,6 +1122,8 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
     let in_sync = plan.objects.iter().all(Doc::in_sync);
     let state = canary.status.clone().unwrap_or_default();
     let phase = rollout::phase_for(spec, state.phase);
+    let namespace = canary.namespace().unwrap_or_default();
+    let warnings = exposure::warnings(&namespace, spec);
     let report = json!({
         "name": canary.name_any(),
         "namespace": canary.namespace(),
@@ -1031,6 +1141,8 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
         "inSync": in_sync,
         "lastAction": action,
         "lastApplied": canary.status.as_ref().and_then(|s| s.last_applied.clone()),
+        "override": exposure::access(&spec.filter.override_),
+        "warnings": warnings,
     });
     if output == Output::Json {
         writeln!(out, "{report:#}").ok();
@@ -1047,6 +1159,10 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
     writeln!(out, "step     {step} (steps {})", steps.join(" ")).ok();
     let now = jiff::Timestamp::now();
     writeln!(out, "auto     {}", describe::progression(spec, &state, now)).ok();
+    writeln!(out, "override {}", exposure::override_line(spec)).ok();
+    for warning in &warnings {
+        writeln!(out, "warning  {warning}").ok();
+    }
     if let Some(verdict) = state.step.as_ref().and_then(|s| s.verdict.as_ref()) {
         writeln!(out, "verdict  {:?}: {}", verdict.outcome, verdict.reason).ok();
     }

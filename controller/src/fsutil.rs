@@ -11,14 +11,20 @@ use std::path::Path;
 /// Replaces `path` with `contents` atomically: a temp file in the same directory, fsynced,
 /// then renamed over `path` (and the directory fsynced, so the rename survives a crash).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    // Readable by an Envoy running as another user (temp files are created 0600).
+    write_atomic_as(path, contents, 0o644)
+}
+
+/// [`write_atomic`] with file mode `mode` from the start (0600 for a secret, which must never
+/// be readable by others, not even for a moment before a chmod).
+pub fn write_atomic_as(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    // Readable by an Envoy running as another user (temp files are created 0600).
     let mut temp = tempfile::Builder::new()
         .prefix(".tmp-")
-        .permissions(std::fs::Permissions::from_mode(0o644))
+        .permissions(std::fs::Permissions::from_mode(mode))
         .tempfile_in(dir)?;
     temp.write_all(contents)?;
     temp.as_file().sync_all()?;

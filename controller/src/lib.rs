@@ -5,6 +5,7 @@ pub mod cli;
 pub mod controller;
 pub mod dashboard;
 pub mod error;
+pub mod exposure;
 pub mod fsutil;
 pub mod metrics;
 pub mod model;

@@ -481,6 +481,8 @@ impl StickyCanarySpec {
             },
             repin: f.repin,
             trust_incoming_header: f.trust_incoming_header,
+            // The seal is the rollout object's, not the spec's: see `render::seal`.
+            seal: None,
         }
     }
 

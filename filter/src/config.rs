@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use crate::bucket::{self, Buckets, BUCKETS};
+use crate::guard::{self, Guard};
 use crate::names;
 
 /// Header the VirtualService matches on; the filter overwrites whatever the client sent.
@@ -53,6 +54,12 @@ pub struct PluginConfig {
     /// Keep an incoming version header instead of deciding again (mesh-internal hops only).
     #[serde(default, skip_serializing_if = "is_false")]
     pub trust_incoming_header: bool,
+    /// A secret stamped after the version (`v2;<seal>`), which only the managed routes know:
+    /// a request this filter did not stamp (the module not running, a client's own header)
+    /// matches none of them and goes to stable. The routes put the plain version back before
+    /// the upstream, so services see `v2` as ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
 }
 
 /// One version and its share of clients.
@@ -119,15 +126,42 @@ pub enum SameSite {
     None,
 }
 
-/// QA override: a header that forces a version, optionally guarded by a token.
+/// QA override: a header that forces a version. Off unless guarded by a token (the digest,
+/// or the token in clear) or declared `public`; the header never reaches the upstream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct OverrideConfig {
-    /// Header carrying `<version>` or, with a token, `<version>:<token>`.
+    /// Header carrying `<version>:<token>`, or `<version>` when public.
     pub header: String,
-    /// When set, an override is honoured only with this token, so the public cannot pick versions.
+    /// The token in clear (configurations written before digests); prefer `tokenDigest`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The token's keyed digest: an override is honoured only with the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_digest: Option<TokenDigest>,
+    /// Anyone may override without a token: only for proxies the public cannot reach.
+    #[serde(skip_serializing_if = "is_false")]
+    pub public: bool,
+}
+
+/// A token's HMAC-SHA256 under a key of its own, both in hex (see [`crate::guard`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TokenDigest {
+    /// The HMAC key, at least 16 bytes.
+    pub key: String,
+    /// HMAC-SHA256 of the token under `key`.
+    pub hmac_sha256: String,
+}
+
+impl TokenDigest {
+    /// The digest of `token` under `key`.
+    pub fn of(token: &str, key: &[u8]) -> Self {
+        TokenDigest {
+            key: guard::to_hex(key),
+            hmac_sha256: guard::to_hex(&guard::digest(key, token.as_bytes())),
+        }
+    }
 }
 
 /// A source of the stable client key.
@@ -189,6 +223,8 @@ impl Default for OverrideConfig {
         OverrideConfig {
             header: DEFAULT_OVERRIDE_HEADER.to_owned(),
             token: None,
+            token_digest: None,
+            public: false,
         }
     }
 }
@@ -217,6 +253,7 @@ impl PluginConfig {
             salt: String::new(),
             repin: Repin::default(),
             trust_incoming_header: false,
+            seal: None,
         }
     }
 
@@ -304,6 +341,10 @@ pub struct Config {
     pub keys_read_headers: bool,
     /// The version a CORS preflight goes to: the first live one, stable unless it is at 0.
     pub preflight_version: usize,
+    /// Who may use the QA override.
+    pub guard: Guard,
+    /// The version header's value per version: the name, sealed when `seal` is set.
+    pub stamps: Vec<String>,
     /// Everything after `name=value` in a `Set-Cookie`, precomputed.
     cookie_attributes: String,
 }
@@ -361,9 +402,14 @@ impl Config {
                 "must differ from `header`, or every client could pick its version",
             ));
         }
-        if let Some(token) = &plugin.override_.token {
-            names::check_token(token).map_err(|m| ConfigError::new("override.token", m))?;
-        }
+        let guard = compile_guard(&plugin.override_)?;
+        let seal = match &plugin.seal {
+            Some(seal) => {
+                names::check_seal(seal).map_err(|m| ConfigError::new("seal", m))?;
+                format!(";{seal}")
+            }
+            None => String::new(),
+        };
         let cookie = &plugin.cookie;
         names::check_cookie_name(&cookie.name).map_err(|m| ConfigError::new("cookie.name", m))?;
         names::check_cookie_name(&cookie.id_name)
@@ -410,6 +456,12 @@ impl Config {
                 .any(|source| matches!(source, KeySource::Header(_))),
             cookie_attributes: cookie_attributes(cookie),
             preflight_version: basis_points.iter().position(|&bp| bp > 0).unwrap_or(0),
+            guard,
+            stamps: plugin
+                .versions
+                .iter()
+                .map(|v| format!("{}{seal}", v.name))
+                .collect(),
             basis_points,
             buckets,
             plugin,
@@ -419,6 +471,12 @@ impl Config {
     /// Index of the version with this name, live or not.
     pub fn version_index(&self, name: &[u8]) -> Option<usize> {
         self.names.iter().position(|n| n.as_bytes() == name)
+    }
+
+    /// Whether the configuration seals its stamps: a trusted hop then stamps too, since the
+    /// incoming header carries the plain version and the routes match only sealed ones.
+    pub fn is_sealed(&self) -> bool {
+        self.plugin.seal.is_some()
     }
 
     /// Whether the version at `index` receives clients (weight > 0).
@@ -441,6 +499,50 @@ impl Config {
         out.push_str(value);
         out.push_str(&self.cookie_attributes);
         out
+    }
+}
+
+/// The override's guard, refusing contradictions: a token and its digest, or `public` with
+/// either (which would say both "anyone" and "only with the token").
+fn compile_guard(override_: &OverrideConfig) -> Result<Guard, ConfigError> {
+    match (&override_.token, &override_.token_digest, override_.public) {
+        (Some(_), Some(_), _) => Err(ConfigError::new(
+            "override.token",
+            "give the token or its digest (`tokenDigest`), not both",
+        )),
+        (Some(_), None, true) | (None, Some(_), true) => Err(ConfigError::new(
+            "override.public",
+            "a public override takes no token: drop `public` or the token",
+        )),
+        (None, None, true) => Ok(Guard::Public),
+        (None, None, false) => Ok(Guard::Off),
+        (Some(token), None, false) => {
+            names::check_token(token).map_err(|m| ConfigError::new("override.token", m))?;
+            Ok(Guard::clear_token(token))
+        }
+        (None, Some(digest), false) => {
+            let key = guard::from_hex(&digest.key)
+                .filter(|key| key.len() >= guard::MIN_KEY_LEN)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "override.tokenDigest.key",
+                        format!(
+                            "must be at least {} bytes in hex ({} hex digits)",
+                            guard::MIN_KEY_LEN,
+                            2 * guard::MIN_KEY_LEN
+                        ),
+                    )
+                })?;
+            let digest = guard::from_hex(&digest.hmac_sha256)
+                .and_then(|d| <[u8; guard::DIGEST_LEN]>::try_from(d).ok())
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "override.tokenDigest.hmacSha256",
+                        format!("must be {} hex digits", 2 * guard::DIGEST_LEN),
+                    )
+                })?;
+            Ok(Guard::Token { key, digest })
+        }
     }
 }
 

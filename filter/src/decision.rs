@@ -83,13 +83,17 @@ pub struct Decision {
     pub set_version_cookie: bool,
     /// A newly minted client id the response must store in the id cookie.
     pub minted_id: Option<String>,
+    /// The request carried the override header, which must not reach the upstream (with a
+    /// token in it, every service behind the proxy would log the token).
+    pub strips_override: bool,
 }
 
 impl Decision {
     /// Whether the filter must write the version header. A trusted hop's request already
-    /// carries exactly this value; rewriting it would only make Envoy match the route again.
-    pub fn stamps_header(&self) -> bool {
-        self.reason != Reason::Trusted
+    /// carries exactly this value, unless stamps are sealed (the incoming header carries the
+    /// plain version, and the routes match only sealed ones).
+    pub fn stamps_header(&self, config: &Config) -> bool {
+        self.reason != Reason::Trusted || config.is_sealed()
     }
 
     fn fixed(version: usize, reason: Reason) -> Self {
@@ -99,6 +103,7 @@ impl Decision {
             hashed: None,
             set_version_cookie: false,
             minted_id: None,
+            strips_override: false,
         }
     }
 }
@@ -109,10 +114,20 @@ pub fn decide(
     request: &impl RequestHeaders,
     mint: impl FnOnce() -> String,
 ) -> Decision {
-    if let Some(version) = request
-        .header(&config.override_header)
-        .and_then(|value| override_version(config, &value))
-    {
+    let override_value = request.header(&config.override_header);
+    let mut decision = decide_with(config, request, override_value.as_deref(), mint);
+    decision.strips_override = override_value.is_some();
+    decision
+}
+
+/// [`decide`], the override header's value read already.
+fn decide_with(
+    config: &Config,
+    request: &impl RequestHeaders,
+    override_value: Option<&[u8]>,
+    mint: impl FnOnce() -> String,
+) -> Decision {
+    if let Some(version) = override_value.and_then(|value| override_version(config, value)) {
         return Decision::fixed(version, Reason::Override);
     }
     if config.plugin.trust_incoming_header {
@@ -183,27 +198,13 @@ pub fn decide(
         hashed: Some((origin, bucket)),
         set_version_cookie: pinned != Some(version),
         minted_id,
+        strips_override: false,
     }
 }
 
-/// The version an override header value names, if it is known and carries the right token.
+/// The version an override header value names, if the guard lets it through and it is known.
 fn override_version(config: &Config, value: &[u8]) -> Option<usize> {
-    let name = match &config.plugin.override_.token {
-        None => value,
-        Some(token) => {
-            let colon = value.iter().position(|&b| b == b':')?;
-            if !constant_time_eq(&value[colon + 1..], token.as_bytes()) {
-                return None;
-            }
-            &value[..colon]
-        }
-    };
-    config.version_index(name)
-}
-
-/// Compares without an early exit, so response timing does not reveal the token byte by byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    config.version_index(config.guard.admit(value)?)
 }
 
 /// A top-level page load: `Sec-Fetch-Dest: document`, or `Sec-Fetch-Mode: navigate` without a
@@ -327,9 +328,11 @@ mod tests {
         panic!("minted although a key was present")
     }
 
+    const PUBLIC: &str = r#","override":{"public":true}"#;
+
     #[test]
     fn override_wins_even_at_weight_zero() {
-        let c = config("", 100.0, 0.0);
+        let c = config(PUBLIC, 100.0, 0.0);
         let d = decide(
             &c,
             &req(&[
@@ -339,14 +342,45 @@ mod tests {
             no_mint,
         );
         assert_eq!(
-            (d.version, d.reason, d.set_version_cookie),
-            (1, Reason::Override, false)
+            (d.version, d.reason, d.set_version_cookie, d.strips_override),
+            (1, Reason::Override, false, true)
         );
     }
 
     #[test]
-    fn unknown_override_counts_as_absent() {
+    fn the_override_is_off_unless_guarded_or_public() {
         let c = config("", 100.0, 0.0);
+        let d = decide(
+            &c,
+            &req(&[("x-sticky-override", b"v2"), ("cookie", b"sticky-id=abc")]),
+            no_mint,
+        );
+        assert_eq!((d.version, d.reason), (0, Reason::Hash));
+        assert!(d.strips_override, "ignored, and still kept from the upstream");
+        let plain = decide(&c, &req(&[("cookie", b"sticky-id=abc")]), no_mint);
+        assert!(!plain.strips_override, "nothing to remove: no host call");
+    }
+
+    #[test]
+    fn a_token_digest_guards_like_the_token_it_digests() {
+        let key = [7u8; 16];
+        let digest = crate::config::TokenDigest::of("s3cret", &key);
+        let json = format!(
+            r#","override":{{"tokenDigest":{{"key":"{}","hmacSha256":"{}"}}}}"#,
+            digest.key, digest.hmac_sha256
+        );
+        let c = config(&json, 100.0, 0.0);
+        let cookie: (&str, &[u8]) = ("cookie", b"sticky-id=abc");
+        let forced = |value: &[u8]| decide(&c, &req(&[("x-sticky-override", value), cookie]), no_mint);
+        assert_eq!(forced(b"v2:s3cret").reason, Reason::Override);
+        assert_eq!(forced(b"v2").reason, Reason::Hash);
+        assert_eq!(forced(b"v2:s3cre").reason, Reason::Hash);
+        assert_eq!(forced(b"v2:S3cret").reason, Reason::Hash);
+    }
+
+    #[test]
+    fn unknown_override_counts_as_absent() {
+        let c = config(PUBLIC, 100.0, 0.0);
         let d = decide(
             &c,
             &req(&[("x-sticky-override", b"v9"), ("cookie", b"sticky-id=abc")]),
@@ -388,11 +422,23 @@ mod tests {
         let trusting = config(r#","trustIncomingHeader":true"#, 100.0, 0.0);
         let d = decide(&trusting, &r, no_mint);
         assert_eq!((d.version, d.reason), (1, Reason::Trusted));
-        assert!(!d.stamps_header(), "the trusted value is already in place");
         assert!(
-            decide(&c, &r, no_mint).stamps_header(),
+            !d.stamps_header(&trusting),
+            "the trusted value is already in place"
+        );
+        assert!(
+            decide(&c, &r, no_mint).stamps_header(&c),
             "the spoofed value is overwritten"
         );
+        let sealed = config(
+            r#","trustIncomingHeader":true,"seal":"0123456789abcdef""#,
+            100.0,
+            0.0,
+        );
+        let d = decide(&sealed, &r, no_mint);
+        assert_eq!((d.version, d.reason), (1, Reason::Trusted));
+        assert!(d.stamps_header(&sealed), "the routes match sealed stamps only");
+        assert_eq!(sealed.stamps, ["v1;0123456789abcdef", "v2;0123456789abcdef"]);
         let bogus = req(&[("x-sticky-version", b"v9"), ("cookie", b"sticky-id=abc")]);
         assert_eq!(decide(&trusting, &bogus, no_mint).reason, Reason::Hash);
     }
@@ -665,7 +711,10 @@ mod tests {
                 (expected, Reason::Preflight, false, &None),
                 "{v1}/{v2}"
             );
-            assert!(d.stamps_header(), "a spoofed version header is overwritten");
+            assert!(
+                d.stamps_header(&c),
+                "a spoofed version header is overwritten"
+            );
         }
         let c = config("", 0.0, 100.0);
         // Not preflights: decided and pinned as any new client.
@@ -694,7 +743,11 @@ mod tests {
         assert_eq!(decide(&c, &req(&keyed), no_mint).reason, Reason::Hash);
         let forced: Vec<(&str, &[u8])> =
             [&preflight[..2], &[("x-sticky-override", b"v1")]].concat();
-        assert_eq!(decide(&c, &req(&forced), no_mint).reason, Reason::Override);
+        let public = config(PUBLIC, 0.0, 100.0);
+        assert_eq!(
+            decide(&public, &req(&forced), no_mint).reason,
+            Reason::Override
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod bucket;
 pub mod config;
 pub mod cookie;
 pub mod decision;
+pub mod guard;
 pub mod ids;
 pub mod metrics;
 pub mod names;

@@ -100,6 +100,22 @@ pub fn check_token(token: &str) -> Result<(), String> {
     }
 }
 
+/// Shortest and longest route seal: long enough that nobody guesses it (16 characters of a
+/// 64-character alphabet are 96 bits), short enough for any header.
+pub const SEAL_LEN: std::ops::RangeInclusive<usize> = 16..=128;
+
+/// A route seal: a token (so it survives any header) of [`SEAL_LEN`] characters.
+pub fn check_seal(seal: &str) -> Result<(), String> {
+    if !SEAL_LEN.contains(&seal.len()) {
+        return Err(format!(
+            "must be {} to {} characters long",
+            SEAL_LEN.start(),
+            SEAL_LEN.end()
+        ));
+    }
+    check_token(seal)
+}
+
 /// Longest DNS label (RFC 1123), and so longest Kubernetes namespace.
 pub const MAX_DNS_LABEL: usize = 63;
 /// Longest DNS name (RFC 1123 subdomain), and so longest Kubernetes object name.

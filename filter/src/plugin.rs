@@ -170,8 +170,11 @@ impl HttpContext for Request {
         let config = &rollout.config;
         let decision = decision::decide(config, &HostHeaders(self), || self.ids.mint());
         let version = &config.names[decision.version];
-        if decision.stamps_header() {
-            self.set_http_request_header(&config.header, Some(version));
+        if decision.stamps_header(config) {
+            self.set_http_request_header(&config.header, Some(&config.stamps[decision.version]));
+        }
+        if decision.strips_override {
+            self.set_http_request_header(&config.override_header, None);
         }
         if decision.set_version_cookie {
             self.set_cookies

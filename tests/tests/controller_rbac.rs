@@ -254,6 +254,9 @@ async fn the_operator_role_is_what_the_cli_uses() {
         &["status", "-o", "json"],
         &["explain", "--key", "alice"],
         &["render"],
+        // QA's token is created, then replaced, in the namespace's one Secret of tokens.
+        &["override", "token"],
+        &["override", "token"],
         &["promote"],
         &["promote", "--finish"],
         &["start", "--canary", "v3"],

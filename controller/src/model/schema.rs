@@ -41,13 +41,23 @@ pub fn cookie(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// `spec.filter.override`.
+/// `spec.filter.override`: off unless guarded by a token (its digest, or the token in clear)
+/// or `public`.
 pub fn override_(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "object",
         "properties": {
             "header": { "type": "string" },
-            "token": { "type": "string" }
+            "token": { "type": "string" },
+            "tokenDigest": {
+                "type": "object",
+                "required": ["key", "hmacSha256"],
+                "properties": {
+                    "key": { "type": "string", "pattern": "^[0-9a-f]{32,}$" },
+                    "hmacSha256": { "type": "string", "pattern": "^[0-9a-f]{64}$" }
+                }
+            },
+            "public": { "type": "boolean" }
         }
     })
 }
@@ -78,7 +88,9 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
     use std::collections::BTreeSet;
-    use sticky_canary_filter::config::{CookieConfig, KeySource, OverrideConfig, Repin, SameSite};
+    use sticky_canary_filter::config::{
+        CookieConfig, KeySource, OverrideConfig, Repin, SameSite, TokenDigest,
+    };
     use sticky_canary_filter::VersionWeight;
 
     fn schema_of(f: fn(&mut SchemaGenerator) -> Schema) -> Value {
@@ -103,6 +115,8 @@ mod tests {
         let override_ = serde_json::to_value(OverrideConfig {
             header: "x".into(),
             token: Some("t".into()),
+            token_digest: Some(TokenDigest::of("t", &[0; 16])),
+            public: true,
         })
         .unwrap();
         let version = serde_json::to_value(VersionWeight {
@@ -112,7 +126,11 @@ mod tests {
         .unwrap();
         let cases = [
             (cookie, schema_of(super::cookie)),
-            (override_, schema_of(super::override_)),
+            (override_.clone(), schema_of(super::override_)),
+            (
+                override_["tokenDigest"].clone(),
+                schema_of(super::override_)["properties"]["tokenDigest"].clone(),
+            ),
             (version, schema_of(versions)["items"].clone()),
         ];
         for (value, schema) in cases {

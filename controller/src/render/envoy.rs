@@ -113,7 +113,7 @@ pub fn render_lds(plugin: &PluginConfig, layout: &EnvoyLayout) -> Result<Value, 
         .versions
         .iter()
         .map(|version| {
-            json!({
+            let mut route = json!({
                 "name": cluster_name(&version.name),
                 "match": {
                     "prefix": "/",
@@ -123,15 +123,27 @@ pub fn render_lds(plugin: &PluginConfig, layout: &EnvoyLayout) -> Result<Value, 
                     }],
                 },
                 "route": { "cluster": cluster_name(&version.name) },
-            })
+            });
+            // Sealed: only the filter's stamp matches, and the upstream gets the plain name.
+            if let Some(seal) = &plugin.seal {
+                route["match"]["headers"][0]["string_match"]["exact"] =
+                    json!(format!("{};{seal}", version.name));
+                route["request_headers_to_add"] = json!([{
+                    "header": { "key": plugin.header, "value": version.name },
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }]);
+            }
+            route
         })
         .collect();
-    // validate() guarantees at least one version; the first is stable.
+    // validate() guarantees at least one version; the first is stable. Unstamped requests
+    // (the filter not running) go there, without a version header of the client's own.
     if let Some(stable) = plugin.versions.first() {
         routes.push(json!({
             "name": "stable",
             "match": { "prefix": "/" },
             "route": { "cluster": cluster_name(&stable.name) },
+            "request_headers_to_remove": [plugin.header],
         }));
     }
     let virtual_hosts = json!([{ "name": "app", "domains": ["*"], "routes": routes }]);

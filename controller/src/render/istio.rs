@@ -143,11 +143,13 @@ pub struct Desired {
     pub writes: Vec<Write>,
 }
 
-/// Renders the desired objects of rollout `rollout` in `namespace` and plans their writes.
+/// Renders the desired objects of rollout `rollout` in `namespace` and plans their writes;
+/// `seal` is the rollout's route seal ([`super::seal::of_uid`]), `None` before it exists.
 pub fn desired(
     rollout: &str,
     namespace: &str,
     spec: &StickyCanarySpec,
+    seal: Option<&str>,
     live: &Live,
 ) -> Result<Desired, EditError> {
     let name = |kind| object_name(kind, rollout, spec);
@@ -167,6 +169,7 @@ pub fn desired(
         service: &spec.service,
         header: &spec.filter.header,
         versions: versions.clone(),
+        seal,
     };
     let vs_spec =
         virtualservice::edit(&vs_name, vs_live.get("spec").unwrap_or(&json!({})), &routes)?;
@@ -202,7 +205,8 @@ pub fn desired(
     );
 
     let key = placement::rollout_key(namespace, rollout);
-    let entry = wasmplugin::Entry {
+    // The entry differs per side: only sidecars may trust an incoming header.
+    let entry = |side| wasmplugin::Entry {
         key: key.clone(),
         url: spec
             .plugin
@@ -213,12 +217,13 @@ pub fn desired(
         value: json!({
             "name": key,
             "services": [placement::service_fqdn(&spec.service, namespace)],
-            "config": placement::plugin_config(namespace, rollout, spec),
+            "config": placement::plugin_config(namespace, rollout, spec, side, seal),
         }),
     };
     let placements = placement::placements(namespace, spec);
     let mut plugins = Vec::new();
     for group in &placements {
+        let entry = entry(group.side);
         let at = (group.namespace.clone(), group.plugin_name());
         let plugin = wasmplugin::with_rollout(group, live.plugins.get(&at), &entry)?;
         let owned = json!({
@@ -425,7 +430,7 @@ mod tests {
             ..Live::default()
         };
         let s = spec(&[("v1", 100.0)]);
-        let d = desired("shop", "prod", &s, &live).unwrap();
+        let d = desired("shop", "prod", &s, None, &live).unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -436,7 +441,7 @@ mod tests {
         );
         assert_eq!(d.writes[2].object["metadata"]["resourceVersion"], "7");
         apply(&mut live, &d.writes);
-        assert!(desired("shop", "prod", &s, &live)
+        assert!(desired("shop", "prod", &s, None, &live)
             .unwrap()
             .writes
             .is_empty());
@@ -448,10 +453,10 @@ mod tests {
             virtual_service: Some(vs()),
             ..Live::default()
         };
-        let d = desired("shop", "prod", &spec(&[("v1", 90.0), ("v2", 10.0)]), &live).unwrap();
+        let d = desired("shop", "prod", &spec(&[("v1", 90.0), ("v2", 10.0)]), None, &live).unwrap();
         apply(&mut live, &d.writes);
         // Promote finished: v1 goes away, v2 is stable. The routes switch before the subset goes.
-        let d = desired("shop", "prod", &spec(&[("v2", 100.0)]), &live).unwrap();
+        let d = desired("shop", "prod", &spec(&[("v2", 100.0)]), None, &live).unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -462,7 +467,7 @@ mod tests {
         );
         // Adding v3: its subset exists before anything routes to it.
         apply(&mut live, &d.writes);
-        let d = desired("shop", "prod", &spec(&[("v2", 100.0), ("v3", 0.0)]), &live).unwrap();
+        let d = desired("shop", "prod", &spec(&[("v2", 100.0), ("v3", 0.0)]), None, &live).unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -473,7 +478,7 @@ mod tests {
         );
         // Swapping a version for another in one go: union first, then prune.
         apply(&mut live, &d.writes);
-        let d = desired("shop", "prod", &spec(&[("v2", 100.0), ("v4", 0.0)]), &live).unwrap();
+        let d = desired("shop", "prod", &spec(&[("v2", 100.0), ("v4", 0.0)]), None, &live).unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -490,7 +495,7 @@ mod tests {
 
     #[test]
     fn missing_virtual_service_is_refused() {
-        let err = desired("shop", "prod", &spec(&[("v1", 100.0)]), &Live::default()).unwrap_err();
+        let err = desired("shop", "prod", &spec(&[("v1", 100.0)]), None, &Live::default()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("VirtualService prod/shop does not exist"),
@@ -505,7 +510,7 @@ mod tests {
             ..Live::default()
         };
         let mut s = spec(&[("v1", 90.0), ("v2", 10.0)]);
-        let d = desired("shop", "prod", &s, &live).unwrap();
+        let d = desired("shop", "prod", &s, None, &live).unwrap();
         apply(&mut live, &d.writes);
         assert_eq!(
             plugin_names(&live),
@@ -523,7 +528,7 @@ mod tests {
             namespace: Some("edge".into()),
             selector: BTreeMap::from([("app".into(), "edge".into())]),
         }]);
-        let d = desired("shop", "prod", &s, &live).unwrap();
+        let d = desired("shop", "prod", &s, None, &live).unwrap();
         assert_eq!(kinds(&d.writes), [Kind::WasmPlugin, Kind::WasmPlugin]);
         assert!(
             !d.writes[0].delete && d.writes[1].delete,
@@ -531,7 +536,7 @@ mod tests {
         );
         apply(&mut live, &d.writes);
         assert_eq!(plugin_names(&live), ["edge/sticky-canary-gateway-app-edge"]);
-        assert!(desired("shop", "prod", &s, &live)
+        assert!(desired("shop", "prod", &s, None, &live)
             .unwrap()
             .writes
             .is_empty());
@@ -545,7 +550,7 @@ mod tests {
         };
         let s = spec(&[("v1", 90.0), ("v2", 10.0)]);
         for rollout in ["shop", "cart"] {
-            let d = desired(rollout, "prod", &s, &live).unwrap();
+            let d = desired(rollout, "prod", &s, None, &live).unwrap();
             apply(&mut live, &d.writes);
         }
         let plugin = live.plugins.values().next().unwrap().clone();
@@ -556,12 +561,12 @@ mod tests {
         assert_eq!(names, ["prod/cart", "prod/shop"]);
         // What the rollout owns does not change when the other one changes.
         let owned = |live: &Live| {
-            desired("shop", "prod", &s, live).unwrap().objects[0]
+            desired("shop", "prod", &s, None, live).unwrap().objects[0]
                 .owned
                 .clone()
         };
         let before = owned(&live);
-        let d = desired("cart", "prod", &spec(&[("v1", 50.0), ("v2", 50.0)]), &live).unwrap();
+        let d = desired("cart", "prod", &spec(&[("v1", 50.0), ("v2", 50.0)]), None, &live).unwrap();
         apply(&mut live, &d.writes);
         assert_eq!(owned(&live), before);
         // Deleting one leaves the other's entry; deleting the last deletes the plugin.
@@ -587,7 +592,7 @@ mod tests {
         };
         live.plugins
             .insert(namespace_and_name(&legacy), legacy.clone());
-        let d = desired("shop", "prod", &spec(&[("v1", 100.0)]), &live).unwrap();
+        let d = desired("shop", "prod", &spec(&[("v1", 100.0)]), None, &live).unwrap();
         let plugin_writes: Vec<(bool, (String, String))> = d
             .writes
             .iter()
@@ -620,7 +625,7 @@ mod tests {
         };
         let before = live.clone();
         let s = spec(&[("v1", 90.0), ("v2", 10.0)]);
-        let first = desired("shop", "prod", &s, &live).unwrap();
+        let first = desired("shop", "prod", &s, None, &live).unwrap();
         apply(&mut live, &first.writes);
         let writes = teardown("shop", "prod", &s, &live);
         assert_eq!(

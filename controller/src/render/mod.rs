@@ -5,6 +5,7 @@ pub mod envoy;
 pub mod istio;
 pub mod placement;
 pub mod proxy_stats;
+pub mod seal;
 pub mod virtualservice;
 pub mod wasmplugin;
 

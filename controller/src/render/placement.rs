@@ -156,15 +156,27 @@ pub fn placements(namespace: &str, spec: &StickyCanarySpec) -> Vec<Placement> {
     out
 }
 
-/// The filter configuration of rollout `rollout` of `namespace` in a shared plugin: the
-/// spec's, with the pinning cookie named after the rollout when the spec keeps the default
-/// name, since rollouts sharing a gateway can share a host (`/` and `/api`) and must never
-/// read each other's pins. The id cookie stays shared: one client, one id.
-pub fn plugin_config(namespace: &str, rollout: &str, spec: &StickyCanarySpec) -> PluginConfig {
+/// The filter configuration of rollout `rollout` of `namespace` in the shared plugin of a
+/// group on `side`: the spec's, with
+/// - the pinning cookie named after the rollout when the spec keeps the default name, since
+///   rollouts sharing a gateway can share a host (`/` and `/api`) and must never read each
+///   other's pins (the id cookie stays shared: one client, one id);
+/// - `trustIncomingHeader` only on sidecars: a gateway is where clients from outside come in,
+///   and a header they send must never choose their version;
+/// - the rollout's route `seal`, when it has one.
+pub fn plugin_config(
+    namespace: &str,
+    rollout: &str,
+    spec: &StickyCanarySpec,
+    side: Side,
+    seal: Option<&str>,
+) -> PluginConfig {
     let mut config = spec.plugin_config();
     if config.cookie.name == DEFAULT_COOKIE {
         config.cookie.name = format!("{DEFAULT_COOKIE}.{namespace}.{rollout}");
     }
+    config.trust_incoming_header &= side == Side::Sidecar;
+    config.seal = seal.map(str::to_owned);
     config
 }
 
@@ -288,16 +300,26 @@ mod tests {
     #[test]
     fn the_pin_cookie_is_the_rollouts_own_unless_named() {
         let mut spec = StickyCanarySpec::new("shop", "v1");
-        assert_eq!(
-            plugin_config("prod", "shop", &spec).cookie.name,
-            "sticky-version.prod.shop"
-        );
-        assert_eq!(
-            plugin_config("prod", "shop", &spec).cookie.id_name,
-            "sticky-id"
-        );
-        assert!(plugin_config("prod", "shop", &spec).validate().is_ok());
+        let config = |spec: &StickyCanarySpec| plugin_config("prod", "shop", spec, Side::Gateway, None);
+        assert_eq!(config(&spec).cookie.name, "sticky-version.prod.shop");
+        assert_eq!(config(&spec).cookie.id_name, "sticky-id");
+        assert!(config(&spec).validate().is_ok());
         spec.filter.cookie.name = "shop-pin".into();
-        assert_eq!(plugin_config("prod", "shop", &spec).cookie.name, "shop-pin");
+        assert_eq!(config(&spec).cookie.name, "shop-pin");
+    }
+
+    #[test]
+    fn only_sidecars_trust_an_incoming_header_and_every_side_is_sealed() {
+        let mut spec = StickyCanarySpec::new("shop", "v1");
+        spec.filter.trust_incoming_header = true;
+        let seal = Some("0123456789abcdef");
+        let gateway = plugin_config("prod", "shop", &spec, Side::Gateway, seal);
+        let sidecar = plugin_config("prod", "shop", &spec, Side::Sidecar, seal);
+        assert!(!gateway.trust_incoming_header, "a gateway never trusts");
+        assert!(sidecar.trust_incoming_header);
+        assert_eq!(gateway.seal.as_deref(), seal);
+        assert_eq!(sidecar.seal.as_deref(), seal);
+        spec.filter.trust_incoming_header = false;
+        assert!(!plugin_config("prod", "shop", &spec, Side::Sidecar, seal).trust_incoming_header);
     }
 }

@@ -38,6 +38,10 @@ pub struct ManagedRoutes<'a> {
     pub header: &'a str,
     /// Versions that get a route, stable first (a retiring version is still routed).
     pub versions: Vec<&'a str>,
+    /// The rollout's route seal: a version's route matches `<version>;<seal>` only and puts
+    /// the plain `<version>` back before the upstream (`None`: the plain version, as before
+    /// the rollout had a seal).
+    pub seal: Option<&'a str>,
 }
 
 /// Start of every managed route's name.
@@ -140,13 +144,14 @@ fn managed_group(routes: &ManagedRoutes, header: &str, user: &Value) -> Vec<Valu
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let route = |name: String, conditions: Vec<Value>, version: &str| {
+    let route = |name: String, conditions: Vec<Value>, version: &str, edit: HeaderEdit| {
         let mut route = settings.clone();
         route.insert("name".to_owned(), json!(name));
         if !conditions.is_empty() {
             route.insert("match".to_owned(), Value::Array(conditions));
         }
         route.insert("route".to_owned(), destination(version));
+        edit_request_header(&mut route, header, edit);
         Value::Object(route)
     };
     let mut group: Vec<Value> = routes
@@ -158,24 +163,91 @@ fn managed_group(routes: &ManagedRoutes, header: &str, user: &Value) -> Vec<Valu
             } else {
                 conditions.clone()
             };
+            let stamp = match routes.seal {
+                Some(seal) => format!("{version};{seal}"),
+                None => (*version).to_owned(),
+            };
             let stamped = stamped
                 .into_iter()
                 .map(|mut condition| {
-                    condition["headers"][header] = json!({ "exact": version });
+                    condition["headers"][header] = json!({ "exact": stamp });
                     condition
                 })
                 .collect();
-            route(route_name(routes.rollout, version), stamped, version)
+            let edit = match routes.seal {
+                Some(_) => HeaderEdit::Set(version),
+                None => HeaderEdit::Keep,
+            };
+            route(route_name(routes.rollout, version), stamped, version, edit)
         })
         .collect();
     if let Some(stable) = routes.versions.first() {
+        // Unstamped requests: whatever version header they carry came from the client, and
+        // must not reach a service that propagates it to a hop that trusts it.
         group.push(route(
             default_route_name(routes.rollout),
             conditions,
             stable,
+            HeaderEdit::Remove,
         ));
     }
     group
+}
+
+/// What a managed route does to the version header before the upstream.
+#[derive(Debug, Clone, Copy)]
+enum HeaderEdit<'a> {
+    /// Leave it as the request carries it.
+    Keep,
+    /// Replace the sealed stamp with the plain version, the value services propagate.
+    Set(&'a str),
+    /// Drop it.
+    Remove,
+}
+
+/// Adds `edit` of request header `header` to a route's `headers.request`, next to the user
+/// route's own header settings (which carry over). A `headers` of another shape is left as
+/// it is: the API server refuses it anyway, naming it.
+fn edit_request_header(route: &mut Map<String, Value>, header: &str, edit: HeaderEdit) {
+    if matches!(edit, HeaderEdit::Keep) {
+        return;
+    }
+    let Some(request) = route
+        .entry("headers")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .and_then(|headers| {
+            headers
+                .entry("request")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+        })
+    else {
+        return;
+    };
+    match edit {
+        HeaderEdit::Keep => {}
+        HeaderEdit::Set(version) => {
+            if let Some(set) = request
+                .entry("set")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+            {
+                set.insert(header.to_owned(), json!(version));
+            }
+        }
+        HeaderEdit::Remove => {
+            if let Some(remove) = request
+                .entry("remove")
+                .or_insert_with(|| json!([]))
+                .as_array_mut()
+            {
+                if !remove.iter().any(|h| h.as_str() == Some(header)) {
+                    remove.push(json!(header));
+                }
+            }
+        }
+    }
 }
 
 /// The VirtualService `spec` without the managed routes of rollout `rollout` of `service`, for
@@ -283,6 +355,7 @@ mod tests {
             service: "shop.prod.svc.cluster.local",
             header: "x-sticky-version",
             versions: versions.to_vec(),
+            seal: None,
         }
     }
 
@@ -298,6 +371,36 @@ mod tests {
     fn user_route(name: &str, path: &str, host: &str) -> Value {
         json!({"name": name, "match": [{"uri": {"prefix": path}}],
                "route": [{"destination": {"host": host, "port": {"number": 8080}}}]})
+    }
+
+    #[test]
+    fn sealed_routes_match_the_seal_and_hand_on_the_plain_version() {
+        let user = json!({"name": "shop", "match": [{"uri": {"prefix": "/"}}],
+            "headers": {"request": {"set": {"x-team": "a"}, "remove": ["x-debug"]}},
+            "route": [{"destination": {"host": "shop.prod.svc.cluster.local"}}]});
+        let sealed = ManagedRoutes {
+            seal: Some("0123456789abcdef"),
+            ..routes(&["v1", "v2"])
+        };
+        let spec = edit("shop", &json!({"http": [user]}), &sealed).unwrap();
+        let http = spec["http"].as_array().unwrap();
+        assert_eq!(
+            http[1]["match"][0]["headers"]["x-sticky-version"],
+            json!({"exact": "v2;0123456789abcdef"})
+        );
+        assert_eq!(
+            http[1]["headers"]["request"],
+            json!({"set": {"x-team": "a", "x-sticky-version": "v2"}, "remove": ["x-debug"]}),
+            "the user's header settings carry over"
+        );
+        assert_eq!(
+            http[2]["headers"]["request"],
+            json!({"set": {"x-team": "a"}, "remove": ["x-debug", "x-sticky-version"]}),
+            "the stable route drops a client's own header"
+        );
+        assert_eq!(http[3]["headers"]["request"]["remove"], json!(["x-debug"]), "the user's route untouched");
+        let again = edit("shop", &spec, &sealed).unwrap();
+        assert_eq!(again, spec, "idempotent");
     }
 
     #[test]
@@ -414,6 +517,7 @@ mod tests {
                 service,
                 header: "x-sticky-version",
                 versions: vec!["v1", "v2"],
+                seal: None,
             };
             spec = edit("web", &spec, &r).unwrap();
         }

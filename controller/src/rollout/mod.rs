@@ -19,7 +19,9 @@ use crate::analysis::Snapshot;
 use crate::model::{
     Phase, StepStatus, StepVerdict, StickyCanarySpec, StickyCanaryStatus, Waiting, HISTORY_LIMIT,
 };
+use crate::exposure;
 use crate::ops::{self, Op, OpError};
+use sticky_canary_filter::config::OverrideConfig;
 
 pub mod auto;
 pub mod describe;
@@ -35,6 +37,9 @@ pub enum Command {
     Pause,
     /// Let automatic progression go on.
     Resume,
+    /// Who may use the QA override: off, a token (its digest) or public. The header name
+    /// stays the spec's.
+    Override(OverrideConfig),
 }
 
 /// What a transition reacts to.
@@ -125,6 +130,24 @@ fn command_transition(
                 next.step = Some(new_step(spec, now));
             }
             let action = format!("auto {}", if *on { "on" } else { "off" });
+            notices.push(action.clone());
+            action
+        }
+        Command::Override(access) => {
+            let mut next_override = access.clone();
+            next_override.header = spec.filter.override_.header.clone();
+            if next_override == spec.filter.override_ {
+                return Ok(Transition::default());
+            }
+            next_spec.filter.override_ = next_override;
+            let action = format!(
+                "override {}",
+                match exposure::access(access) {
+                    exposure::Access::Off => "off",
+                    exposure::Access::Token => "token",
+                    exposure::Access::Public => "public",
+                }
+            );
             notices.push(action.clone());
             action
         }

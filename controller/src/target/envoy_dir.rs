@@ -18,12 +18,33 @@ use sticky_canary_filter::PluginConfig;
 
 use super::{Doc, Plan, Target};
 use crate::error::Error;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{write_atomic, write_atomic_as};
 use crate::model::{StickyCanary, StickyCanaryStatus};
 use crate::render::envoy::{render_cds, render_lds, EnvoyLayout, CDS_FILE, LAYOUT_FILE, LDS_FILE};
+use crate::render::seal;
+
+/// A random uid in the API server's form (a version 4 UUID).
+fn new_uid() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Runtime(format!("no randomness for the rollout's uid: {e}")))?;
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex = sticky_canary_filter::guard::to_hex(&bytes);
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
+}
 
 /// File of the rollout in the directory.
 pub const ROLLOUT_FILE: &str = "stickycanary.json";
+/// File keeping the QA override token (readable by its owner only).
+pub const OVERRIDE_TOKEN_FILE: &str = "override-token";
 /// File locked while a command runs.
 pub const LOCK_FILE: &str = ".stickyctl.lock";
 
@@ -117,6 +138,10 @@ impl EnvoyDir {
         next.metadata.generation = Some(generation + i64::from(spec_changed));
         next.metadata.resource_version =
             Some((stored.as_ref().and_then(version).unwrap_or(0) + 1).to_string());
+        // As the API server does: a random uid once, which the route seal derives from.
+        if next.metadata.uid.is_none() {
+            next.metadata.uid = Some(new_uid()?);
+        }
         self.write_json(ROLLOUT_FILE, &next)?;
         Ok(next)
     }
@@ -155,7 +180,7 @@ impl Target for EnvoyDir {
 
     async fn plan(&self, canary: &StickyCanary) -> Result<Plan, Error> {
         let layout = self.layout()?;
-        let lds = render_lds(&canary.spec.plugin_config(), &layout)
+        let lds = render_lds(&self.plugin_config(canary), &layout)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         // Clusters first: a listener must never route to a cluster Envoy does not know yet.
         let doc = |label: &str, desired: Value| -> Result<Doc, Error> {
@@ -171,8 +196,20 @@ impl Target for EnvoyDir {
         Ok(Plan { objects, writes })
     }
 
+    /// The spec's, sealed. A plain Envoy is a gateway: it never trusts an incoming header.
     fn plugin_config(&self, canary: &StickyCanary) -> PluginConfig {
-        canary.spec.plugin_config()
+        let mut config = canary.spec.plugin_config();
+        config.trust_incoming_header = false;
+        config.seal = canary.metadata.uid.as_deref().map(seal::of_uid);
+        config
+    }
+
+    async fn keep_override_token(&self, _: &StickyCanary, token: &str) -> Result<String, Error> {
+        let path = self.path(OVERRIDE_TOKEN_FILE);
+        let mut text = token.as_bytes().to_vec();
+        text.push(b'\n');
+        write_atomic_as(&path, &text, 0o600).map_err(|e| Error::io(&path, e))?;
+        Ok(format!("cat {}", path.display()))
     }
 
     async fn write(&self, doc: &Doc) -> Result<(), Error> {

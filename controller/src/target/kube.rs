@@ -12,6 +12,8 @@ use kube::api::{
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
 use serde_json::Value;
 use sticky_canary_filter::PluginConfig;
 
@@ -19,8 +21,11 @@ use super::{Doc, Plan, Target};
 use crate::error::Error;
 use crate::model::{StickyCanary, StickyCanaryStatus};
 use crate::render::istio::{self, Kind, Live};
-use crate::render::placement;
+use crate::render::{placement, seal};
 use crate::render::wasmplugin::{MANAGED_BY, MANAGED_BY_LABEL};
+
+/// The Secret of a namespace that keeps its rollouts' QA override tokens, one key per rollout.
+pub const OVERRIDE_TOKENS: &str = "sticky-canary-override-tokens";
 
 /// Finalizer the controller puts on every rollout it reconciles, so that deleting the rollout
 /// first takes its managed routes and subsets out of the user's objects. Only the controller
@@ -276,7 +281,14 @@ impl Target for KubeTarget {
 
     async fn plan(&self, canary: &StickyCanary) -> Result<Plan, Error> {
         let live = self.live(canary).await?;
-        let desired = istio::desired(&self.name, &self.namespace, &canary.spec, &live)?;
+        let seal = canary.metadata.uid.as_deref().map(seal::of_uid);
+        let desired = istio::desired(
+            &self.name,
+            &self.namespace,
+            &canary.spec,
+            seal.as_deref(),
+            &live,
+        )?;
         let doc = |write: &istio::Write| Self::doc(&live, write);
         Ok(Plan {
             objects: desired.objects.iter().map(doc).collect(),
@@ -285,7 +297,55 @@ impl Target for KubeTarget {
     }
 
     fn plugin_config(&self, canary: &StickyCanary) -> PluginConfig {
-        placement::plugin_config(&self.namespace, &self.name, &canary.spec)
+        let seal = canary.metadata.uid.as_deref().map(seal::of_uid);
+        placement::plugin_config(
+            &self.namespace,
+            &self.name,
+            &canary.spec,
+            placement::Side::Gateway,
+            seal.as_deref(),
+        )
+    }
+
+    /// One Secret per namespace, [`OVERRIDE_TOKENS`], a key per rollout: the operator role
+    /// reads and updates that Secret by name, and no other Secret of the namespace.
+    async fn keep_override_token(
+        &self,
+        canary: &StickyCanary,
+        token: &str,
+    ) -> Result<String, Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let key = canary.name_any();
+        let what = format!("Secret {}/{OVERRIDE_TOKENS}", self.namespace);
+        crate::reconcile::retry_on_conflict(|| async {
+            let mut secret = api.get_opt(OVERRIDE_TOKENS).await?.unwrap_or_else(|| Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(OVERRIDE_TOKENS.to_owned()),
+                    labels: Some(BTreeMap::from([(
+                        MANAGED_BY_LABEL.to_owned(),
+                        MANAGED_BY.to_owned(),
+                    )])),
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+            secret
+                .data
+                .get_or_insert_with(BTreeMap::new)
+                .insert(key.clone(), ByteString(token.as_bytes().to_vec()));
+            let pp = PostParams::default();
+            match secret.metadata.resource_version {
+                None => api.create(&pp, &secret).await,
+                Some(_) => api.replace(OVERRIDE_TOKENS, &pp, &secret).await,
+            }
+            .map(drop)
+            .map_err(conflict_on_409(&what))
+        })
+        .await?;
+        Ok(format!(
+            "kubectl get secret {OVERRIDE_TOKENS} -n {} -o jsonpath='{{.data.{key}}}' | base64 -d",
+            self.namespace
+        ))
     }
 
     async fn check(&self, plan: &Plan) -> Result<(), Error> {

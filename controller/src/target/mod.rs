@@ -62,6 +62,14 @@ pub trait Target {
     fn plan(&self, canary: &StickyCanary) -> impl Future<Output = Result<Plan, Error>> + Send;
     /// The filter configuration the proxies run for `canary` here (what `explain` decides with).
     fn plugin_config(&self, canary: &StickyCanary) -> PluginConfig;
+    /// Keeps the QA override token of rollout `canary` where the people who may use it can
+    /// read it (the rollout keeps only its digest), replacing an earlier one; returns how to
+    /// read it back.
+    fn keep_override_token(
+        &self,
+        canary: &StickyCanary,
+        token: &str,
+    ) -> impl Future<Output = Result<String, Error>> + Send;
     /// Writes one document of a plan; [`Error::Conflict`] when it changed since it was read.
     fn write(&self, doc: &Doc) -> impl Future<Output = Result<(), Error>> + Send;
     /// Asks the store whether it takes every write of `plan`, writing nothing, so that a

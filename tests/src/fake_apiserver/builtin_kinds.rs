@@ -1,6 +1,7 @@
 //! Built-in Kubernetes kinds the fake serves besides the loaded CRDs: those the code under test
-//! writes as a side effect. Today that is `events.k8s.io/v1` Event, which a controller records
-//! with kube-rs' `Recorder` (a create, then merge patches of `series` for repeats). Each is
+//! writes as a side effect: `events.k8s.io/v1` Event, which a controller records with kube-rs'
+//! `Recorder` (a create, then merge patches of `series` for repeats), and core `v1` Secret,
+//! where `stickyctl override token` keeps QA's token. Each is
 //! described as a CRD document with the kind's OpenAPI schema, written from the Kubernetes API
 //! reference, so it is routed, stored, watched and validated (strictly: unknown fields fail)
 //! exactly like a custom resource.
@@ -62,12 +63,39 @@ spec:
             type: {type: string, enum: [Normal, Warning]}
 "#;
 
+/// Core `v1` Secret, with the fields of the Kubernetes API reference.
+const SECRET: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: secrets
+spec:
+  group: ""
+  names: {kind: Secret, plural: secrets, listKind: SecretList}
+  scope: Namespaced
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            apiVersion: {type: string}
+            kind: {type: string}
+            data: {type: object, additionalProperties: {type: string, format: byte}}
+            immutable: {type: boolean}
+            stringData: {type: object, additionalProperties: {type: string}}
+            type: {type: string}
+"#;
+
 /// The built-in kinds, as a set the loaded CRDs are merged over.
 ///
 /// # Panics
 /// Never in practice: the definitions above are constants covered by the crate's tests.
 pub fn builtin_kinds() -> CrdSet {
-    CrdSet::from_yaml_str(EVENT, "built-in kinds").expect("the built-in kind definitions parse")
+    let all = format!("{EVENT}\n---\n{SECRET}");
+    CrdSet::from_yaml_str(&all, "built-in kinds").expect("the built-in kind definitions parse")
 }
 
 #[cfg(test)]
