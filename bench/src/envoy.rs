@@ -43,6 +43,9 @@ const CALLGRIND_OUT: &str = "callgrind.out";
 /// Where the HTTP connection manager sits in a listener rendered by `render_lds`.
 const MANAGER_POINTER: &str = "/resources/0/filter_chains/0/filters/0/typed_config";
 
+/// The route seal of sealed variants: as long as the one `stickyctl` derives (32 characters).
+const SEAL: &str = "0123456789abcdef0123456789abcdef";
+
 /// The upstream of Envoys that answer every request themselves: their clusters are never used.
 pub const NOWHERE: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9));
 
@@ -72,6 +75,9 @@ pub struct Variant {
     /// gateway of N services, each in a rollout of its own in one multi-rollout configuration
     /// (see [`requests::rollouts_config`]), its requests spread evenly over them.
     pub rollouts: usize,
+    /// The single-rollout configuration carries a route seal (as every rollout `stickyctl`
+    /// renders does): the stamp is `<version>;<seal>` and the version routes match that.
+    pub sealed: bool,
 }
 
 /// The upstream of proxying Envoys: an Envoy answering every request itself.
@@ -81,6 +87,7 @@ pub const UPSTREAM: Variant = Variant {
     direct: true,
     workers: 1,
     rollouts: 0,
+    sealed: false,
 };
 
 impl Variant {
@@ -123,11 +130,12 @@ impl Variant {
             (_, n) => format!(", {n} rollouts of {} versions", self.versions),
         };
         let direct = if self.direct { ", direct response" } else { "" };
+        let sealed = if self.sealed { ", sealed" } else { "" };
         let workers = match self.workers {
             1 => String::new(),
             n => format!(", {n} workers"),
         };
-        format!("{filter}{versions}{direct}{workers}")
+        format!("{filter}{versions}{sealed}{direct}{workers}")
     }
 
     /// The requests of `shape` to this variant, to be sent in turn.
@@ -155,8 +163,12 @@ impl Variant {
 /// The listener of `variant`, as Envoy reads it from `lds.json`.
 fn listener(variant: Variant, layout: &EnvoyLayout, upstream: SocketAddr) -> Result<Value> {
     let config = requests::config(variant.versions);
+    let mut plugin = config.plugin.clone();
+    if variant.sealed {
+        plugin.seal = Some(SEAL.to_owned());
+    }
     let mut lds = match variant.rollouts {
-        0 => render_lds(&config.plugin, layout)?,
+        0 => render_lds(&plugin, layout)?,
         _ if variant.direct => bail!(
             "{}: a request finds its rollout from the cluster its route names, and a direct \
              response names none",

@@ -53,6 +53,10 @@ struct Args {
     /// partial run must not replace the whole table).
     #[arg(long)]
     rollouts_only: bool,
+    /// Count only the sealed and unsealed rows under callgrind (what the route seal costs),
+    /// print them and write nothing.
+    #[arg(long)]
+    seal_only: bool,
     /// Count only the main table's rows under callgrind, print them and write nothing (to
     /// compare two builds with `--wasm` in minutes, without the throughput runs).
     #[arg(long)]
@@ -95,6 +99,7 @@ fn plan() -> Vec<(Variant, Shape, usize)> {
         direct: false,
         workers: 1,
         rollouts: 0,
+        sealed: false,
     };
     let direct = |filter| Variant {
         filter,
@@ -102,6 +107,7 @@ fn plan() -> Vec<(Variant, Shape, usize)> {
         direct: true,
         workers: 1,
         rollouts: 0,
+        sealed: false,
     };
     vec![
         (proxy(Filter::None, 2), Shape::New, 0),
@@ -129,6 +135,7 @@ fn counted_plan() -> Vec<(Variant, Shape, usize)> {
         direct: true,
         workers: 1,
         rollouts: 0,
+        sealed: false,
     };
     let mut plan = vec![
         (direct(Filter::None, 2), Shape::New, 0),
@@ -162,6 +169,7 @@ fn rollouts_plan() -> Vec<(Variant, Shape, usize)> {
         direct: false,
         workers: 1,
         rollouts,
+        sealed: false,
     };
     let mut plan = vec![
         (proxy(Filter::None, 0), Shape::Pinned, 0),
@@ -171,6 +179,28 @@ fn rollouts_plan() -> Vec<(Variant, Shape, usize)> {
         let baseline = plan.len();
         plan.push((proxy(Filter::None, rollouts), Shape::Pinned, baseline));
         plan.push((proxy(Filter::Wasm, rollouts), Shape::Pinned, baseline));
+    }
+    plan
+}
+
+/// What the route seal costs: the filter without and with a seal, new and returning clients,
+/// each against no filter. Direct responses, so Envoy's own share is smallest; the version
+/// routes still match the stamp. `baseline` indexes this list.
+fn seal_plan() -> Vec<(Variant, Shape, usize)> {
+    let direct = |filter, sealed| Variant {
+        filter,
+        versions: 2,
+        direct: true,
+        workers: 1,
+        rollouts: 0,
+        sealed,
+    };
+    let mut plan = Vec::new();
+    for shape in [Shape::New, Shape::Pinned] {
+        let baseline = plan.len();
+        plan.push((direct(Filter::None, false), shape, baseline));
+        plan.push((direct(Filter::Wasm, false), shape, baseline));
+        plan.push((direct(Filter::Wasm, true), shape, baseline));
     }
     plan
 }
@@ -255,6 +285,12 @@ fn main() -> Result<()> {
         println!("{}", report::instruction_table(&counts));
         return Ok(());
     }
+    if args.seal_only {
+        eprintln!("callgrind: instructions per request, sealed and unsealed stamps ...");
+        let counts = callgrind::measure(&seal_plan(), &wasm)?;
+        println!("{}", report::instruction_table(&counts));
+        return Ok(());
+    }
     if args.callgrind_only {
         eprintln!("callgrind: instructions per request in Envoy, main table rows only ...");
         let counts = callgrind::measure(&counted_plan(), &wasm)?;
@@ -323,6 +359,7 @@ fn main() -> Result<()> {
             direct: false,
             workers: 2,
             rollouts: 0,
+            sealed: false,
         };
         let envoy = Envoy::start(variant, upstream.address, Launch::Native(None), &wasm)
             .with_context(|| format!("starting {}", variant.label()))?;

@@ -414,6 +414,7 @@ mod tests {
                 direct: true,
                 workers: 1,
                 rollouts: 0,
+                sealed: false,
             },
             shape: Shape::Pinned,
             baseline: 0,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::site::{CALLEE_SERVED_BY, RECEIVED_VERSION, SERVED_BY};
+use crate::site::{CALLEE_SERVED_BY, RECEIVED_OVERRIDE, RECEIVED_VERSION, SERVED_BY};
 
 /// An HTTP client for one Envoy listener, sharing kept-alive connections between browsers.
 ///
@@ -33,6 +33,8 @@ pub struct Response {
     pub served_by: Option<String>,
     /// The version header the upstream received, as the filter stamped it.
     pub received_version: Option<String>,
+    /// The QA override header the upstream received (`None`: it never got there).
+    pub received_override: Option<String>,
     /// For a call through the service to another one (`/hop`), the callee's version.
     pub callee_served_by: Option<String>,
     /// Every `Set-Cookie` header, verbatim.
@@ -112,6 +114,7 @@ impl Http {
         };
         let served_by = header(SERVED_BY);
         let received_version = header(RECEIVED_VERSION);
+        let received_override = header(RECEIVED_OVERRIDE);
         let callee_served_by = header(CALLEE_SERVED_BY);
         let set_cookies = response
             .headers()
@@ -129,6 +132,7 @@ impl Http {
             status,
             served_by,
             received_version,
+            received_override,
             callee_served_by,
             set_cookies,
             body,

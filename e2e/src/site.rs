@@ -20,12 +20,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use sticky_canary_filter::config::DEFAULT_HEADER;
+use sticky_canary_filter::config::{DEFAULT_HEADER, DEFAULT_OVERRIDE_HEADER};
 
 /// Response header naming the version that served the request.
 pub const SERVED_BY: &str = "x-served-by";
 /// Response header echoing the version header the upstream received (absent when none).
 pub const RECEIVED_VERSION: &str = "x-received-sticky-version";
+/// Response header echoing the QA override header the upstream received (absent when none:
+/// the filter removes it before the upstream).
+pub const RECEIVED_OVERRIDE: &str = "x-received-sticky-override";
 /// The site's pages; each links to the others.
 pub const PAGES: [&str; 2] = ["/", "/about"];
 /// The API every page calls from its script.
@@ -243,14 +246,19 @@ async fn cors(request: Request, next: Next) -> Response {
     response
 }
 
-/// Marks every response with the serving version and the version header it received.
+/// Marks every response with the serving version and the version and override headers it
+/// received.
 async fn stamp(State(served_by): State<HeaderValue>, request: Request, next: Next) -> Response {
     let received = request.headers().get(DEFAULT_HEADER).cloned();
+    let override_ = request.headers().get(DEFAULT_OVERRIDE_HEADER).cloned();
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(SERVED_BY, served_by);
     if let Some(received) = received {
         headers.insert(RECEIVED_VERSION, received);
+    }
+    if let Some(override_) = override_ {
+        headers.insert(RECEIVED_OVERRIDE, override_);
     }
     response
 }

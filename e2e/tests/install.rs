@@ -619,11 +619,32 @@ fn the_install_guide_runs_against_a_real_control_plane() {
     })
     .unwrap();
 
-    // 6. The canary at 0; QA reaches it with the override.
+    // 6. The canary at 0; QA reaches it with the override and its token, nobody else does.
     block("canary");
     wait_for_weights(&mesh, &[100.0, 0.0]);
+    let untokened = |http: &sticky_canary_e2e::browser::Http| {
+        http.get(
+            "/",
+            &[("host", b"shop.example.com"), ("x-sticky-override", b"v2")],
+        )
+        .ok()
+        .and_then(|r| r.served_by)
+    };
+    assert_eq!(untokened(&mesh.http), Some(served_name("shop", "v1")), "no token, no override");
+    block("qa-token");
+    let token = shell.var("QA_TOKEN").unwrap();
+    let with_token = format!("v2:{token}");
+    mesh.wait_until("the override token at the gateway", |http| {
+        http.get(
+            "/",
+            &[("host", b"shop.example.com"), ("x-sticky-override", with_token.as_bytes())],
+        )
+        .is_ok_and(|r| r.served_by == Some(served_name("shop", "v2")))
+    })
+    .unwrap();
     let qa = block("qa");
     assert!(qa.contains(&served_name("shop", "v2")), "{qa}");
+    assert_eq!(untokened(&mesh.http), Some(served_name("shop", "v1")), "still no token, no override");
 
     // 7. A step, then the dashboard against Prometheus while visitors browse.
     block("step");

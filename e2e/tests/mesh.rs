@@ -111,6 +111,15 @@ impl Mesh {
     }
 }
 
+/// Standard base64, as the API server writes a Secret's `data`.
+fn base64_decode(text: &str) -> String {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap_or_else(|e| panic!("{text:?} is not base64: {e}"));
+    String::from_utf8(bytes).unwrap_or_else(|e| panic!("not UTF-8: {e}"))
+}
+
 /// `size` visitors of `service` holding the ids `client-0`, `client-1`, ... (as if the
 /// filter had minted them), so that which of them the hash puts on the canary is the same on
 /// every run and a share check cannot fail by chance. First-time visitors, whose ids the
@@ -135,7 +144,8 @@ fn pins(crowd: &Crowd, cookie: &str) -> Vec<Option<String>> {
 
 /// Through the gateway in `istio-system`, a rollout of a service in `prod`: the filter runs
 /// there (the placement `stickyctl` renders), before the router; it pins, shares, ignores a
-/// spoofed header, lets QA reach the canary, and an abort brings everyone back.
+/// spoofed header, lets QA reach the canary with the token only (which stays out of every
+/// object and of the upstream's requests), and an abort brings everyone back.
 #[test]
 fn a_rollout_through_the_ingress_gateway() {
     let mesh = mesh(&[Service::new("shop", &["v1", "v2"])]);
@@ -202,43 +212,48 @@ fn a_rollout_through_the_ingress_gateway() {
                 .is_ok_and(|r| r.served_by.as_deref() == Some("shop-v1"))
         })
     });
-    let qa = mesh
-        .http
-        .get("/", &[("host", host), ("x-sticky-override", b"v2")])
-        .unwrap();
-    assert_eq!(
-        qa.served_by.as_deref(),
-        Some("shop-v2"),
-        "QA reaches the canary at 0"
-    );
-    // With a token in the rollout (edited as a GitOps sync would), the bare override is
-    // ignored and only `<version>:<token>` reaches the canary.
-    mesh.plane
-        .apply(
-            &json!({"apiVersion": "stickycanary.io/v1alpha1", "kind": "StickyCanary",
-                       "metadata": {"name": "shop", "namespace": NS},
-                       "spec": {"filter": {"override": {"header": "x-sticky-override",
-                                                        "token": "s3cret"}}}}),
-        )
-        .unwrap();
-    mesh.sticky("shop", &["set-weight", "0"]);
+    // The override is off by default: a client who guesses the header name gets nothing.
     let served = |http: &sticky_canary_e2e::browser::Http, value: &[u8]| {
         http.get("/", &[("host", host), ("x-sticky-override", value)])
             .ok()
+            .filter(|r| r.received_override.is_none())
             .and_then(|r| r.served_by)
     };
+    for _ in 0..20 {
+        assert_eq!(served(&mesh.http, b"v2").as_deref(), Some("shop-v1"), "no token, no override");
+    }
+    // QA's token: created by stickyctl, kept in the namespace's Secret, only its digest in
+    // the rollout, the WasmPlugin and the gateway's configuration.
+    let said = mesh
+        .stickyctl
+        .ok(&["--name", "shop", "override", "token"])
+        .unwrap();
+    assert!(said.contains("kubectl get secret sticky-canary-override-tokens"), "{said}");
+    let secret = mesh
+        .plane
+        .get("v1", "Secret", NS, "sticky-canary-override-tokens")
+        .unwrap()
+        .expect("the token's Secret");
+    let token = secret["data"]["shop"].as_str().map(base64_decode).expect("a token for shop");
+    let with_token = format!("v2:{token}");
     mesh.wait_until("the override token at the gateway", |http| {
-        served(http, b"v2:s3cret").as_deref() == Some("shop-v2")
+        served(http, with_token.as_bytes()).as_deref() == Some("shop-v2")
     });
     for _ in 0..10 {
-        assert_eq!(
-            served(&mesh.http, b"v2").as_deref(),
-            Some("shop-v1"),
-            "no token"
-        );
+        assert_eq!(served(&mesh.http, b"v2").as_deref(), Some("shop-v1"), "no token");
         assert_eq!(served(&mesh.http, b"v2:wrong").as_deref(), Some("shop-v1"));
+        assert_eq!(served(&mesh.http, with_token.as_bytes()).as_deref(), Some("shop-v2"));
     }
-
+    let plugin = mesh.gateway_plugin().unwrap().expect("the gateway's plugin");
+    let dump = mesh.gateway.envoy().config_dump("").unwrap();
+    let rollout = mesh
+        .plane
+        .get("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
+        .unwrap()
+        .expect("the rollout");
+    for (what, text) in [("WasmPlugin", plugin.to_string()), ("config dump", dump.to_string()), ("rollout", rollout.to_string())] {
+        assert!(!text.contains(&token), "the token in clear in the {what}");
+    }
     mesh.sticky("shop", &["set-weight", "30"]);
     mesh.sticky("shop", &["abort"]);
     mesh.wait_until("every client back on stable", |http| {
@@ -359,7 +374,8 @@ fn many_rollouts_on_one_gateway() {
 
 /// Across a hop: the gateway stamps a request for `a`; `a` calls `b` through its sidecar,
 /// where `b`'s filter runs on the client side. With `trustIncomingHeader` (the rule for
-/// sidecars behind a gateway that decided), `b` follows the version `a`'s request carried.
+/// sidecars behind a gateway that decided), `b` follows the version `a`'s request carried;
+/// and `b`'s entry at the gateway, from the same rollout, trusts no client.
 #[test]
 fn across_a_hop_the_callee_follows_the_trusted_header() {
     let service_port = free_port().unwrap();
@@ -449,6 +465,45 @@ fn across_a_hop_the_callee_follows_the_trusted_header() {
         (60..=140).contains(&on_v2),
         "a's weight decides: {on_v2} of 200 on v2"
     );
+
+    // Trust is the sidecars' only: b's entry at the public gateway never keeps a header a
+    // client sent, although the rollout asks for trust.
+    let entry = |plugin: &Value| -> Value {
+        plugin["spec"]["pluginConfig"]["rollouts"]
+            .as_array()
+            .and_then(|r| r.iter().find(|e| e["name"] == format!("{NS}/b")))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let gateway_plugin = mesh.gateway_plugin().unwrap().expect("the gateway's plugin");
+    assert_eq!(entry(&gateway_plugin)["config"].get("trustIncomingHeader"), None);
+    assert_eq!(entry(&sidecar_plugin)["config"]["trustIncomingHeader"], json!(true));
+    mesh.sticky("b", &["set-weight", "10"]);
+    mesh.wait_for_weights("b", &[90.0, 10.0]);
+    let mut spoofers = crowd("b", 300);
+    spoofers.browsers = spoofers
+        .browsers
+        .into_iter()
+        .map(|b| b.with_header("x-sticky-version", "v2"))
+        .collect();
+    let share = mesh.visit_share(&mut spoofers, "b", "v2");
+    let mut honest = crowd("b", 300);
+    assert_eq!(
+        mesh.visit_share(&mut honest, "b", "v2"),
+        share,
+        "the same clients without the header: the same versions"
+    );
+    assert!(share < 0.2, "v2 share {share} at weight 10 for clients sending v2");
+    let trusted_at_gateway: u64 = mesh
+        .gateway
+        .envoy()
+        .stats()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.contains(&format!("rollout.{NS}/b.")) && k.ends_with("reason.trusted"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(trusted_at_gateway, 0, "the gateway trusted a client's header");
 }
 
 /// Twenty weight changes pushed by istiod while a crowd browses: not one failed request,
@@ -523,12 +578,15 @@ const TRAPPING_MODULE: &str = r#"(module
   (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1)
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) unreachable))"#;
 
-/// A broken module fails open, as the WasmPlugin says: requests pass unstamped, take the
-/// managed route to stable, and none fails. (A file that is not a loadable module at all is
-/// another matter: Envoy rejects the filter configuration istiod sends, and with no earlier
+/// A broken module fails open, as the WasmPlugin says, and sends every client to stable:
+/// the managed routes match only the sealed stamp the filter makes, so neither an unstamped
+/// request nor a client's own `x-sticky-version: v2` reaches the canary. The request during
+/// which the module traps is answered 503 by Envoy (one per worker; the VM is dead after);
+/// every request after it passes. (A file that is not a loadable module at all is another
+/// matter: Envoy rejects the filter configuration istiod sends, and with no earlier
 /// configuration to keep, the listener answers 500: see the README.)
 #[test]
-fn a_broken_module_fails_open_to_stable() {
+fn a_broken_module_sends_everyone_to_stable() {
     let mesh = mesh(&[Service::new("shop", &["v1", "v2"])]);
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.wasm");
@@ -539,13 +597,12 @@ fn a_broken_module_fails_open_to_stable() {
     mesh.stickyctl.ok(&init).unwrap();
     mesh.sticky("shop", &["start", "--canary", "v2"]);
     mesh.sticky("shop", &["set-weight", "50"]);
-    // The managed routes are in place (a request carrying the header reaches v2) ...
-    mesh.wait_until("the managed routes at the gateway", |http| {
-        http.get(
-            "/",
-            &[("host", b"shop.example.com"), ("x-sticky-version", b"v2")],
-        )
-        .is_ok_and(|r| r.served_by.as_deref() == Some("shop-v2"))
+    // The managed routes are at the gateway, the canary's among them ...
+    mesh.wait_until("the managed routes at the gateway", |_| {
+        mesh.gateway
+            .envoy()
+            .config_dump("")
+            .is_ok_and(|dump| dump.to_string().contains("sticky-canary-shop-v2"))
     });
     // ... the gateway took the module (it runs, it is not a configuration Envoy refused) ...
     let filters = mesh.gateway.http_filters(mesh.port).unwrap();
@@ -565,12 +622,31 @@ fn a_broken_module_fails_open_to_stable() {
         ecds(".update_success") > 0 && ecds(".update_rejected") == 0,
         "{stats:?}"
     );
-    // ... and the failing module lets every other request through to stable.
-    let mut visitors = crowd("shop", 100);
-    let visits = visitors.visit(&mesh.http, "/").unwrap();
-    for visit in &visits {
-        assert!(visit.responses().all(|r| r.status == 200), "{visit:?}");
-        assert_eq!(visit.version(), Some("shop-v1"), "{visit:?}");
-        assert_eq!(visit.page.received_version, None, "nothing stamped");
+    // ... each worker's first request traps the module ...
+    mesh.wait_until("the module trapped on every worker", |http| {
+        (0..20).all(|_| {
+            http.get("/", &[("host", b"shop.example.com")])
+                .is_ok_and(|r| r.status == 200)
+        })
+    });
+    // ... and then every request goes to stable, with or without a version of its own.
+    for spoof in [None, Some("v2")] {
+        let mut visitors = crowd("shop", 100);
+        if let Some(version) = spoof {
+            visitors.browsers = visitors
+                .browsers
+                .into_iter()
+                .map(|b| b.with_header("x-sticky-version", version))
+                .collect();
+        }
+        let visits = visitors.visit(&mesh.http, "/").unwrap();
+        for visit in &visits {
+            assert!(visit.responses().all(|r| r.status == 200), "{visit:?}");
+            assert_eq!(visit.version(), Some("shop-v1"), "{spoof:?}: {visit:?}");
+            assert_eq!(
+                visit.page.received_version, None,
+                "nothing stamped, and a client's own header removed"
+            );
+        }
     }
 }

@@ -23,7 +23,9 @@ fn decisions(exposition: &str) -> BTreeMap<(String, String), u64> {
 
 #[test]
 fn decisions_are_counted_per_version_and_reason_on_stats_prometheus() {
-    let stack = common::start(&weights(&[("v1", 50.0), ("v2", 50.0)]));
+    let mut plugin = weights(&[("v1", 50.0), ("v2", 50.0)]);
+    plugin.override_.public = true;
+    let stack = common::start(&plugin);
     // Envoy's readiness probe went through the filter too: count from here.
     let before = decisions(&stack.envoy.prometheus().unwrap());
     assert_eq!(

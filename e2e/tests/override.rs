@@ -1,19 +1,27 @@
-//! Who may choose a version: QA with the override header (optionally only with the token),
-//! never a client sending the version header itself.
+//! Who may choose a version: QA with the override header (only with the token, unless the
+//! configuration says `public`), never a client sending the version header itself; and no
+//! override header, token included, ever reaches the upstream.
 
 mod common;
 
 use sticky_canary_e2e::browser::{Browser, Dest};
 use sticky_canary_e2e::site::WHOAMI;
 use sticky_canary_e2e::stack::weights;
-use sticky_canary_filter::config::OverrideConfig;
+use sticky_canary_filter::config::{OverrideConfig, TokenDigest};
 use sticky_canary_filter::PluginConfig;
 
 /// Before any user is on the canary (weight 0), QA reaches it with the override header, for
 /// the page and everything it loads, without being pinned to it afterwards.
 #[test]
 fn qa_override_reaches_a_canary_at_weight_zero() {
-    let stack = common::start(&weights(&[("v1", 100.0), ("v2", 0.0)]));
+    let plugin = PluginConfig {
+        override_: OverrideConfig {
+            public: true,
+            ..OverrideConfig::default()
+        },
+        ..weights(&[("v1", 100.0), ("v2", 0.0)])
+    };
+    let stack = common::start(&plugin);
     let mut qa = Browser::new().with_header("x-sticky-override", "v2");
     let visit = qa.visit(&stack.http, "/").unwrap();
     assert_eq!(visit.version(), Some("v2"));
@@ -21,6 +29,7 @@ fn qa_override_reaches_a_canary_at_weight_zero() {
         assert_eq!(response.status, 200);
         assert_eq!(response.served_by.as_deref(), Some("v2"));
         assert_eq!(response.received_version.as_deref(), Some("v2"));
+        assert_eq!(response.received_override, None, "removed before the upstream");
     }
     assert_eq!(
         qa.cookie("sticky-version"),
@@ -34,12 +43,28 @@ fn qa_override_reaches_a_canary_at_weight_zero() {
     }
 }
 
-/// With a token configured, the override works only with `<version>:<token>`.
+/// By default (no token, not public) the override header is ignored, and still removed
+/// before the upstream.
+#[test]
+fn the_override_is_off_by_default() {
+    let stack = common::start(&weights(&[("v1", 100.0), ("v2", 0.0)]));
+    for _ in 0..20 {
+        let response = Browser::new()
+            .with_header("x-sticky-override", "v2")
+            .fetch(&stack.http, "/", Dest::Document)
+            .unwrap();
+        assert_eq!(response.served_by.as_deref(), Some("v1"));
+        assert_eq!(response.received_override, None);
+    }
+}
+
+/// With a token's digest configured, the override works only with `<version>:<token>`, and
+/// the token never reaches the upstream, whether it was right or not.
 #[test]
 fn a_guarded_override_needs_the_token() {
     let plugin = PluginConfig {
         override_: OverrideConfig {
-            token: Some("s3cret".to_owned()),
+            token_digest: Some(TokenDigest::of("s3cret", b"a key of sixteen bytes")),
             ..OverrideConfig::default()
         },
         ..weights(&[("v1", 100.0), ("v2", 0.0)])
@@ -58,6 +83,7 @@ fn a_guarded_override_needs_the_token() {
             .fetch(&stack.http, "/", Dest::Document)
             .unwrap();
         assert_eq!(response.served_by.as_deref(), Some(expected), "{value}");
+        assert_eq!(response.received_override, None, "{value}");
     }
 }
 

@@ -283,6 +283,13 @@ impl Target for Killed {
     fn plugin_config(&self, c: &stickyctl::model::StickyCanary) -> PluginConfig {
         self.inner.plugin_config(c)
     }
+    async fn keep_override_token(
+        &self,
+        c: &stickyctl::model::StickyCanary,
+        token: &str,
+    ) -> Result<String, Error> {
+        self.inner.keep_override_token(c, token).await
+    }
     async fn write(&self, doc: &Doc) -> Result<(), Error> {
         let left = self.writes_left.load(std::sync::atomic::Ordering::SeqCst);
         if left == 0 {

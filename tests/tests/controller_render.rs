@@ -76,6 +76,9 @@ fn specs() -> Vec<(&'static str, StickyCanarySpec)> {
     ]
 }
 
+/// A route seal as `stickyctl` derives one.
+const SEAL: &str = "0123456789abcdef0123456789abcdef";
+
 #[test]
 fn rendered_objects_validate_against_istio_schemas() {
     let Some(crds) = all_crds() else { return };
@@ -84,8 +87,10 @@ fn rendered_objects_validate_against_istio_schemas() {
             virtual_service: Some(user_vs()),
             ..Live::default()
         };
-        // One shared WasmPlugin per proxy group, then the VirtualService and DestinationRule.
-        let out = desired("shop", "prod", &spec, &live).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // One shared WasmPlugin per proxy group, then the VirtualService and DestinationRule;
+        // sealed, as every rollout with a uid is.
+        let out = desired("shop", "prod", &spec, Some(SEAL), &live)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let groups = placements("prod", &spec).len();
         assert_eq!(out.objects.len(), groups + 2, "{name}");
         for write in out.objects.iter().chain(&out.writes) {
@@ -107,7 +112,7 @@ fn a_typo_in_a_rendered_route_would_be_caught() {
         virtual_service: Some(user_vs()),
         ..Live::default()
     };
-    let out = desired("shop", "prod", &spec, &live).unwrap();
+    let out = desired("shop", "prod", &spec, Some(SEAL), &live).unwrap();
     let vs = out
         .objects
         .iter()

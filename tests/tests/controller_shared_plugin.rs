@@ -424,6 +424,9 @@ impl Target for RacedTarget {
     fn plugin_config(&self, c: &StickyCanary) -> PluginConfig {
         self.inner.plugin_config(c)
     }
+    async fn keep_override_token(&self, c: &StickyCanary, token: &str) -> Result<String, Error> {
+        self.inner.keep_override_token(c, token).await
+    }
     async fn write(&self, doc: &Doc) -> Result<(), Error> {
         if doc.label.starts_with("WasmPlugin ") {
             let other = self.interleave.lock().unwrap().take();

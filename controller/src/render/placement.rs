@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use sticky_canary_filter::config::DEFAULT_COOKIE;
+use sticky_canary_filter::config::{TokenDigest, DEFAULT_COOKIE};
+use sticky_canary_filter::guard;
 use sticky_canary_filter::PluginConfig;
 use xxhash_rust::xxh64::xxh64;
 
@@ -177,7 +178,18 @@ pub fn plugin_config(
     }
     config.trust_incoming_header &= side == Side::Sidecar;
     config.seal = seal.map(str::to_owned);
+    digest_clear_token(&mut config, &rollout_key(namespace, rollout));
     config
+}
+
+/// Replaces an override token the spec holds in clear (written before digests, or by hand)
+/// with its digest, under a key of rollout `rollout` (its [`rollout_key`]), so the proxies'
+/// configuration never holds the token itself.
+pub fn digest_clear_token(config: &mut PluginConfig, rollout: &str) {
+    if let Some(token) = config.override_.token.take() {
+        let key = guard::digest(b"sticky-canary override key", rollout.as_bytes());
+        config.override_.token_digest = Some(TokenDigest::of(&token, &key[..16]));
+    }
 }
 
 /// The rollout's name as the shared plugin and the filter's metrics know it.
@@ -306,6 +318,18 @@ mod tests {
         assert!(config(&spec).validate().is_ok());
         spec.filter.cookie.name = "shop-pin".into();
         assert_eq!(config(&spec).cookie.name, "shop-pin");
+    }
+
+    #[test]
+    fn a_token_in_clear_reaches_the_proxies_as_its_digest() {
+        let mut spec = StickyCanarySpec::new("shop", "v1");
+        spec.filter.override_.token = Some("s3cret".into());
+        let config = plugin_config("prod", "shop", &spec, Side::Gateway, None);
+        assert_eq!(config.override_.token, None);
+        assert!(!serde_json::to_string(&config).unwrap().contains("s3cret"));
+        let compiled = sticky_canary_filter::Config::compile(config).unwrap();
+        assert_eq!(compiled.guard.admit(b"v1:s3cret"), Some(&b"v1"[..]));
+        assert_eq!(compiled.guard.admit(b"v1:other"), None);
     }
 
     #[test]

@@ -482,9 +482,10 @@ mod tests {
             out["http"][2],
             json!({"name": "sticky-canary-shop",
                    "match": [{"uri": {"prefix": "/shop"}}],
+                   "headers": {"request": {"remove": ["x-sticky-version"]}},
                    "route": [{"destination": {"host": "shop.prod.svc.cluster.local",
                               "subset": "sticky-canary-v1", "port": {"number": 8080}}}]}),
-            "unstamped requests go to stable"
+            "unstamped requests go to stable, without a version header of the client's"
         );
         assert_eq!(out["http"][3], spec["http"][0], "user route untouched");
     }

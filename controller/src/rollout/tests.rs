@@ -537,3 +537,45 @@ mod looks {
         );
     }
 }
+
+#[test]
+fn the_override_access_changes_only_the_spec_and_keeps_the_header_name() {
+    use sticky_canary_filter::config::{OverrideConfig, TokenDigest};
+    let (mut s, status) = after(&[start()]);
+    s.filter.override_.header = "x-qa".into();
+    let token = OverrideConfig {
+        token_digest: Some(TokenDigest::of("t0k3n", &[9; 16])),
+        ..OverrideConfig::default()
+    };
+    let t = command(&s, &status, Command::Override(token.clone()), at(1));
+    let next = t.spec.expect("the spec changes");
+    assert_eq!(next.filter.override_.header, "x-qa", "the header name stays");
+    assert_eq!(next.filter.override_.token_digest, token.token_digest);
+    assert_eq!(t.action.as_deref(), Some("override token"));
+    assert_eq!(t.status, None, "nothing of the step changes");
+    assert_eq!(
+        command(&next, &status, Command::Override(token), at(2)),
+        Transition::default(),
+        "the same access again changes nothing"
+    );
+    let public = OverrideConfig {
+        public: true,
+        ..OverrideConfig::default()
+    };
+    let t = command(&next, &status, Command::Override(public), at(3));
+    assert_eq!(t.action.as_deref(), Some("override public"));
+    assert_eq!(t.spec.unwrap().filter.override_.token_digest, None);
+    let contradiction = OverrideConfig {
+        public: true,
+        token: Some("t".into()),
+        ..OverrideConfig::default()
+    };
+    let err = transition(
+        &s,
+        &status,
+        &Input::Command(Command::Override(contradiction)),
+        at(4),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("override.public"), "{err}");
+}

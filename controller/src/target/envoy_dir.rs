@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use kube::ResourceExt;
 use serde_json::Value;
 use sticky_canary_filter::PluginConfig;
 
@@ -201,6 +202,7 @@ impl Target for EnvoyDir {
         let mut config = canary.spec.plugin_config();
         config.trust_incoming_header = false;
         config.seal = canary.metadata.uid.as_deref().map(seal::of_uid);
+        crate::render::placement::digest_clear_token(&mut config, &canary.name_any());
         config
     }
 
