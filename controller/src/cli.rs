@@ -298,9 +298,13 @@ struct AutoArgs {
     /// Seconds a step may stay inconclusive before `--on-inconclusive` applies.
     #[arg(long, value_name = "SECONDS")]
     inconclusive_deadline: Option<u32>,
-    /// URL notified of every step, hold, rollback and promotion (Slack-compatible JSON).
+    /// URL notified of every step, hold, rollback and promotion (Slack-compatible JSON):
+    /// https, or http to a loopback host.
     #[arg(long, value_name = "URL")]
     webhook: Option<String>,
+    /// Take a plain http --webhook to a host other than loopback (notices in clear).
+    #[arg(long)]
+    allow_http_webhook: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -351,6 +355,7 @@ impl AutoArgs {
             auto.inconclusive_deadline_seconds = deadline;
         }
         auto.webhook.clone_from(&self.webhook);
+        auto.allow_http_webhook = self.allow_http_webhook;
     }
 }
 
@@ -676,9 +681,23 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
     }
     let done = reconcile::advance(target, &input).await?;
     let current = load(target).await?;
-    if let Some(url) = &current.spec.auto.webhook {
-        let (client, label) = (reqwest::Client::new(), notify::label(&current));
-        let delivered = notify::deliver(&client, url, &label, done.notices.clone());
+    let webhook = match notify::webhook(&current.spec.auto) {
+        Some(Ok(url)) if !done.notices.is_empty() => match notify::client() {
+            Ok(client) => Some((client, url)),
+            Err(why) => {
+                writeln!(out, "warning: {why}: notices not sent").ok();
+                None
+            }
+        },
+        Some(Err(why)) if !done.notices.is_empty() => {
+            writeln!(out, "warning: {why}: notices not sent").ok();
+            None
+        }
+        _ => None,
+    };
+    if let Some((client, url)) = webhook {
+        let label = notify::label(&current);
+        let delivered = notify::deliver(&client, &url, &label, done.notices.clone());
         // The change is applied; its notices get a bounded wait, never an error.
         if tokio::time::timeout(NOTICE_PATIENCE, delivered)
             .await
@@ -903,6 +922,10 @@ fn init_spec(args: &InitArgs) -> Result<StickyCanarySpec, Error> {
     }
     args.auto.apply(&mut spec.auto);
     ops::validate(&spec)?;
+    // Refused before anything is written; a URL already stored is only not posted to.
+    if let Some(Err(why)) = notify::webhook(&spec.auto) {
+        return Err(ops::OpError::Invalid(why).into());
+    }
     Ok(spec)
 }
 
@@ -1014,6 +1037,8 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
     let in_sync = plan.objects.iter().all(Doc::in_sync);
     let state = canary.status.clone().unwrap_or_default();
     let phase = rollout::phase_for(spec, state.phase);
+    // A URL stored by hand that the notices refuse: said here, since nothing else is posted.
+    let webhook_refused = notify::webhook(&spec.auto).and_then(Result::err);
     let report = json!({
         "name": canary.name_any(),
         "namespace": canary.namespace(),
@@ -1031,6 +1056,7 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
         "inSync": in_sync,
         "lastAction": action,
         "lastApplied": canary.status.as_ref().and_then(|s| s.last_applied.clone()),
+        "webhookRefused": webhook_refused,
     });
     if output == Output::Json {
         writeln!(out, "{report:#}").ok();
@@ -1052,6 +1078,9 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
     }
     if let Some(message) = &state.message {
         writeln!(out, "message  {message}").ok();
+    }
+    if let Some(why) = &webhook_refused {
+        writeln!(out, "webhook  refused, notices are not sent: {why}").ok();
     }
     if !state.verdicts.is_empty() {
         writeln!(
@@ -1225,5 +1254,75 @@ fn objects(count: usize, done: &str) -> String {
     match count {
         1 => format!("1 object {done}"),
         n => format!("{n} objects {done}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `init --webhook` refuses a URL notices may not go to, naming the field, with exit code 2
+    /// and nothing written; `--allow-http-webhook` takes plain http and is kept in the spec.
+    #[tokio::test]
+    async fn init_refuses_a_webhook_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap().to_owned();
+        let init = |webhook: &str, extra: &[&str]| {
+            let mut args = vec![
+                "stickyctl",
+                "--envoy-dir",
+                &path,
+                "init",
+                "--service",
+                "shop",
+                "--stable",
+                "v1",
+                "--webhook",
+            ];
+            args.push(webhook);
+            args.extend(extra);
+            args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+        };
+        let refused = [
+            ("http://hooks.example/x", "plain http"),
+            ("https://169.254.169.254/latest", "cloud metadata"),
+            ("https://[fe80::1]/x", "link-local"),
+            ("https://metadata.google.internal/", "cloud metadata"),
+            ("gopher://hooks.example/", "not an http(s) URL"),
+        ];
+        for (url, words) in refused {
+            for extra in [&[][..], &["--allow-http-webhook"], &["--dry-run"]] {
+                let outcome = run(init(url, extra)).await;
+                if url.starts_with("http://") && extra == ["--allow-http-webhook"] {
+                    continue;
+                }
+                assert_eq!(outcome.code, EXIT_INVALID, "{url} {extra:?}: {outcome:?}");
+                assert!(
+                    outcome
+                        .stderr
+                        .starts_with("error: invalid input: spec.auto.webhook: "),
+                    "{url}: {}",
+                    outcome.stderr
+                );
+                assert!(outcome.stderr.contains(words), "{url}: {}", outcome.stderr);
+                let written: Vec<_> = std::fs::read_dir(dir.path())
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .filter(|name| name != crate::target::envoy_dir::LOCK_FILE)
+                    .collect();
+                assert!(written.is_empty(), "{url}: wrote {written:?}");
+            }
+        }
+        let layout =
+            json!({"listenPort": 10000, "wasmPath": "/x.wasm", "upstreams": {"v1": "127.0.0.1:1"}});
+        let layout_file = dir.path().join(crate::render::envoy::LAYOUT_FILE);
+        std::fs::write(layout_file, layout.to_string()).unwrap();
+        let taken = run(init(
+            "http://hooks.monitoring:8080/x",
+            &["--allow-http-webhook", "--dry-run"],
+        ))
+        .await;
+        assert!(taken.stdout.contains("allowHttpWebhook: true"), "{taken:?}");
     }
 }
