@@ -1325,4 +1325,68 @@ mod tests {
         .await;
         assert!(taken.stdout.contains("allowHttpWebhook: true"), "{taken:?}");
     }
+
+    /// A webhook written into the rollout by hand that notices may not go to (here plain
+    /// http to an address that is loopback only in disguise) is not posted to: a command says
+    /// so and still does its work, and `status` shows why.
+    #[tokio::test]
+    async fn a_refused_stored_webhook_is_not_posted_to() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heard = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = heard.clone();
+        tokio::spawn(async move {
+            while listener.accept().await.is_ok() {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let layout = json!({"listenPort": 10000, "wasmPath": "/x.wasm",
+            "upstreams": {"v1": "127.0.0.1:1", "v2": "127.0.0.1:2"}});
+        let layout_file = dir.path().join(crate::render::envoy::LAYOUT_FILE);
+        std::fs::write(layout_file, layout.to_string()).unwrap();
+        let path = dir.path().to_str().unwrap().to_owned();
+        let stickyctl = |args: &[&str]| {
+            let mut line = vec!["stickyctl", "--envoy-dir", &path];
+            line.extend(args);
+            run(line.into_iter().map(str::to_owned).collect::<Vec<_>>())
+        };
+        let init = stickyctl(&["init", "--service", "shop", "--stable", "v1"]).await;
+        assert_eq!(init.code, EXIT_OK, "{init:?}");
+        assert_eq!(stickyctl(&["start", "--canary", "v2"]).await.code, EXIT_OK);
+        let file = dir.path().join(crate::target::envoy_dir::ROLLOUT_FILE);
+        let mut stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        stored["spec"]["auto"]["webhook"] = json!(format!("http://[::ffff:127.0.0.1]:{port}/hook"));
+        std::fs::write(&file, stored.to_string()).unwrap();
+        let next = stickyctl(&["next"]).await;
+        assert_eq!(next.code, EXIT_OK, "{next:?}");
+        assert!(
+            next.stdout.contains(
+                "warning: spec.auto.webhook: plain http is taken to a loopback host only"
+            ),
+            "{}",
+            next.stdout
+        );
+        assert!(next.stdout.contains("notices not sent"), "{}", next.stdout);
+        let status = stickyctl(&["status"]).await;
+        assert!(
+            status
+                .stdout
+                .contains("webhook  refused, notices are not sent: spec.auto.webhook: "),
+            "{}",
+            status.stdout
+        );
+        let json_status = stickyctl(&["status", "-o", "json"]).await;
+        let report: Value = serde_json::from_str(&json_status.stdout).unwrap();
+        assert!(report["webhookRefused"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("spec.auto.webhook: ")));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            heard.load(Ordering::SeqCst),
+            0,
+            "the refused webhook was called"
+        );
+    }
 }
