@@ -116,16 +116,17 @@ impl Prometheus {
         let failed = |err: &dyn std::fmt::Display| {
             Error::Runtime(format!("Prometheus at {}: {err}", self.targets_url))
         };
-        let body: serde_json::Value = self
+        let response = self
             .client
             .get(self.targets_url.clone())
             .query(&[("state", "active")])
             .send()
             .await
-            .map_err(|err| failed(&err))?
-            .json()
+            .map_err(|err| failed(&err))?;
+        let body = read_capped(response, MAX_BODY)
             .await
             .map_err(|err| failed(&err))?;
+        let body: serde_json::Value = serde_json::from_slice(&body).map_err(|err| failed(&err))?;
         let targets = body["data"]["activeTargets"]
             .as_array()
             .cloned()
@@ -807,6 +808,41 @@ mod tests {
             "18446744073709551615s18446744073709551615ms",
         ] {
             assert_eq!(parse_duration(text), None, "{text}");
+        }
+    }
+
+    /// An answer longer than [`MAX_BODY`], announced or streamed, is refused unread.
+    #[tokio::test]
+    async fn enormous_answers_are_refused() {
+        let chunk = vec![b' '; 1 << 20];
+        let streamed = chunk.clone();
+        let app = axum::Router::new()
+            .route(
+                "/announced/api/v1/query",
+                axum::routing::get(move || async move { vec![b' '; MAX_BODY + 1] }),
+            )
+            .route(
+                "/streamed/api/v1/query",
+                axum::routing::get(move || async move {
+                    let chunks = (0..40).map(move |_| Ok::<_, std::io::Error>(streamed.clone()));
+                    axum::body::Body::from_stream(futures::stream::iter(chunks))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        drop(chunk);
+        for path in ["announced", "streamed"] {
+            let prometheus = Prometheus::new(&format!("http://{address}/{path}")).unwrap();
+            let err = prometheus
+                .query("up", jiff::Timestamp::now())
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("longer than {MAX_BODY} bytes")),
+                "{path}: {err}"
+            );
         }
     }
 }
