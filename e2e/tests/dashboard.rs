@@ -645,6 +645,12 @@ fn hostile_text_is_shown_as_text_and_runs_nothing() {
         )
         .unwrap();
     assert_eq!(inline, serde_json::Value::Null, "an inline script ran");
+    // A link to a rollout that does not decode (a lone `%`) says so instead of stopping.
+    browser
+        .goto(tab, &format!("{url}?again#/r/%zz<img src=x>"))
+        .unwrap();
+    shows(&mut browser, tab, "#title", "%zz", PAGE);
+    shows(&mut browser, tab, "#title", "not found", PAGE);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(beacon.heard(), Vec::<String>::new(), "a payload called out");
     assert!(
