@@ -335,9 +335,13 @@ struct AutoArgs {
     /// Seconds a step may stay inconclusive before `--on-inconclusive` applies.
     #[arg(long, value_name = "SECONDS")]
     inconclusive_deadline: Option<u32>,
-    /// URL notified of every step, hold, rollback and promotion (Slack-compatible JSON).
+    /// URL notified of every step, hold, rollback and promotion (Slack-compatible JSON):
+    /// https, or http to a loopback host.
     #[arg(long, value_name = "URL")]
     webhook: Option<String>,
+    /// Take a plain http --webhook to a host other than loopback (notices in clear).
+    #[arg(long)]
+    allow_http_webhook: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -388,6 +392,7 @@ impl AutoArgs {
             auto.inconclusive_deadline_seconds = deadline;
         }
         auto.webhook.clone_from(&self.webhook);
+        auto.allow_http_webhook = self.allow_http_webhook;
     }
 }
 
@@ -720,9 +725,23 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
     }
     let done = reconcile::advance(target, &input).await?;
     let current = load(target).await?;
-    if let Some(url) = &current.spec.auto.webhook {
-        let (client, label) = (reqwest::Client::new(), notify::label(&current));
-        let delivered = notify::deliver(&client, url, &label, done.notices.clone());
+    let webhook = match notify::webhook(&current.spec.auto) {
+        Some(Ok(url)) if !done.notices.is_empty() => match notify::client() {
+            Ok(client) => Some((client, url)),
+            Err(why) => {
+                writeln!(out, "warning: {why}: notices not sent").ok();
+                None
+            }
+        },
+        Some(Err(why)) if !done.notices.is_empty() => {
+            writeln!(out, "warning: {why}: notices not sent").ok();
+            None
+        }
+        _ => None,
+    };
+    if let Some((client, url)) = webhook {
+        let label = notify::label(&current);
+        let delivered = notify::deliver(&client, &url, &label, done.notices.clone());
         // The change is applied; its notices get a bounded wait, never an error.
         if tokio::time::timeout(NOTICE_PATIENCE, delivered)
             .await
@@ -1011,6 +1030,10 @@ fn init_spec(args: &InitArgs) -> Result<StickyCanarySpec, Error> {
     }
     args.auto.apply(&mut spec.auto);
     ops::validate(&spec)?;
+    // Refused before anything is written; a URL already stored is only not posted to.
+    if let Some(Err(why)) = notify::webhook(&spec.auto) {
+        return Err(ops::OpError::Invalid(why).into());
+    }
     Ok(spec)
 }
 
@@ -1124,6 +1147,8 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
     let phase = rollout::phase_for(spec, state.phase);
     let namespace = canary.namespace().unwrap_or_default();
     let warnings = exposure::warnings(&namespace, spec);
+    // A URL stored by hand that the notices refuse: said here, since nothing else is posted.
+    let webhook_refused = notify::webhook(&spec.auto).and_then(Result::err);
     let report = json!({
         "name": canary.name_any(),
         "namespace": canary.namespace(),
@@ -1143,6 +1168,7 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
         "lastApplied": canary.status.as_ref().and_then(|s| s.last_applied.clone()),
         "override": exposure::access(&spec.filter.override_),
         "warnings": warnings,
+        "webhookRefused": webhook_refused,
     });
     if output == Output::Json {
         writeln!(out, "{report:#}").ok();
@@ -1168,6 +1194,9 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
     }
     if let Some(message) = &state.message {
         writeln!(out, "message  {message}").ok();
+    }
+    if let Some(why) = &webhook_refused {
+        writeln!(out, "webhook  refused, notices are not sent: {why}").ok();
     }
     if !state.verdicts.is_empty() {
         writeln!(
@@ -1341,5 +1370,139 @@ fn objects(count: usize, done: &str) -> String {
     match count {
         1 => format!("1 object {done}"),
         n => format!("{n} objects {done}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `init --webhook` refuses a URL notices may not go to, naming the field, with exit code 2
+    /// and nothing written; `--allow-http-webhook` takes plain http and is kept in the spec.
+    #[tokio::test]
+    async fn init_refuses_a_webhook_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap().to_owned();
+        let init = |webhook: &str, extra: &[&str]| {
+            let mut args = vec![
+                "stickyctl",
+                "--envoy-dir",
+                &path,
+                "init",
+                "--service",
+                "shop",
+                "--stable",
+                "v1",
+                "--webhook",
+            ];
+            args.push(webhook);
+            args.extend(extra);
+            args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+        };
+        let refused = [
+            ("http://hooks.example/x", "plain http"),
+            ("https://169.254.169.254/latest", "cloud metadata"),
+            ("https://[fe80::1]/x", "link-local"),
+            ("https://metadata.google.internal/", "cloud metadata"),
+            ("gopher://hooks.example/", "not an http(s) URL"),
+        ];
+        for (url, words) in refused {
+            for extra in [&[][..], &["--allow-http-webhook"], &["--dry-run"]] {
+                let outcome = run(init(url, extra)).await;
+                if url.starts_with("http://") && extra == ["--allow-http-webhook"] {
+                    continue;
+                }
+                assert_eq!(outcome.code, EXIT_INVALID, "{url} {extra:?}: {outcome:?}");
+                assert!(
+                    outcome
+                        .stderr
+                        .starts_with("error: invalid input: spec.auto.webhook: "),
+                    "{url}: {}",
+                    outcome.stderr
+                );
+                assert!(outcome.stderr.contains(words), "{url}: {}", outcome.stderr);
+                let written: Vec<_> = std::fs::read_dir(dir.path())
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .filter(|name| name != crate::target::envoy_dir::LOCK_FILE)
+                    .collect();
+                assert!(written.is_empty(), "{url}: wrote {written:?}");
+            }
+        }
+        let layout =
+            json!({"listenPort": 10000, "wasmPath": "/x.wasm", "upstreams": {"v1": "127.0.0.1:1"}});
+        let layout_file = dir.path().join(crate::render::envoy::LAYOUT_FILE);
+        std::fs::write(layout_file, layout.to_string()).unwrap();
+        let taken = run(init(
+            "http://hooks.monitoring:8080/x",
+            &["--allow-http-webhook", "--dry-run"],
+        ))
+        .await;
+        assert!(taken.stdout.contains("allowHttpWebhook: true"), "{taken:?}");
+    }
+
+    /// A webhook written into the rollout by hand that notices may not go to (here plain
+    /// http to an address that is loopback only in disguise) is not posted to: a command says
+    /// so and still does its work, and `status` shows why.
+    #[tokio::test]
+    async fn a_refused_stored_webhook_is_not_posted_to() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heard = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = heard.clone();
+        tokio::spawn(async move {
+            while listener.accept().await.is_ok() {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let layout = json!({"listenPort": 10000, "wasmPath": "/x.wasm",
+            "upstreams": {"v1": "127.0.0.1:1", "v2": "127.0.0.1:2"}});
+        let layout_file = dir.path().join(crate::render::envoy::LAYOUT_FILE);
+        std::fs::write(layout_file, layout.to_string()).unwrap();
+        let path = dir.path().to_str().unwrap().to_owned();
+        let stickyctl = |args: &[&str]| {
+            let mut line = vec!["stickyctl", "--envoy-dir", &path];
+            line.extend(args);
+            run(line.into_iter().map(str::to_owned).collect::<Vec<_>>())
+        };
+        let init = stickyctl(&["init", "--service", "shop", "--stable", "v1"]).await;
+        assert_eq!(init.code, EXIT_OK, "{init:?}");
+        assert_eq!(stickyctl(&["start", "--canary", "v2"]).await.code, EXIT_OK);
+        let file = dir.path().join(crate::target::envoy_dir::ROLLOUT_FILE);
+        let mut stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        stored["spec"]["auto"]["webhook"] = json!(format!("http://[::ffff:127.0.0.1]:{port}/hook"));
+        std::fs::write(&file, stored.to_string()).unwrap();
+        let next = stickyctl(&["next"]).await;
+        assert_eq!(next.code, EXIT_OK, "{next:?}");
+        assert!(
+            next.stdout.contains(
+                "warning: spec.auto.webhook: plain http is taken to a loopback host only"
+            ),
+            "{}",
+            next.stdout
+        );
+        assert!(next.stdout.contains("notices not sent"), "{}", next.stdout);
+        let status = stickyctl(&["status"]).await;
+        assert!(
+            status
+                .stdout
+                .contains("webhook  refused, notices are not sent: spec.auto.webhook: "),
+            "{}",
+            status.stdout
+        );
+        let json_status = stickyctl(&["status", "-o", "json"]).await;
+        let report: Value = serde_json::from_str(&json_status.stdout).unwrap();
+        assert!(report["webhookRefused"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("spec.auto.webhook: ")));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            heard.load(Ordering::SeqCst),
+            0,
+            "the refused webhook was called"
+        );
     }
 }

@@ -47,8 +47,8 @@ pub struct Ctx<M> {
     pub recorder: Recorder,
     /// Where automatic rollouts' metrics come from (`--prometheus`); without it they wait.
     pub metrics: Option<M>,
-    /// The webhook client.
-    pub http: reqwest::Client,
+    /// The webhook client ([`notify::client`]), or why there is none.
+    pub http: Result<reqwest::Client, String>,
 }
 
 impl<M: Metrics> Ctx<M> {
@@ -59,7 +59,7 @@ impl<M: Metrics> Ctx<M> {
             client,
             recorder,
             metrics,
-            http: reqwest::Client::new(),
+            http: notify::client(),
         }
     }
 
@@ -130,8 +130,9 @@ async fn finalize<M: Metrics>(canary: Arc<StickyCanary>, ctx: &Ctx<M>) -> Result
                 for (action, _) in &done.actions {
                     ctx.publish(&canary, EventType::Normal, "Step", action.clone()).await;
                 }
-                if let Some(url) = &canary.spec.auto.webhook {
-                    notify::send(&ctx.http, url, &notify::label(&canary), done.notices);
+                if let Err(why) = notify::dispatch(&ctx.http, &canary, done.notices) {
+                    tracing::warn!(rollout = %name, %namespace, "{why}");
+                    ctx.publish(&canary, EventType::Warning, "WebhookRefused", why).await;
                 }
                 Ok(Action::requeue(again.unwrap_or(RESYNC)))
             }
@@ -254,7 +255,7 @@ pub const ENVOY_DIR_PERIOD: Duration = Duration::from_secs(5);
 /// its rollout and, when it is automatic, looks at it as on Kubernetes. The directory's lock
 /// is held for one pass at a time, so commands run in between.
 pub async fn run_envoy_dir<M: Metrics>(dir: &Path, metrics: Option<M>) -> Result<(), Error> {
-    let http = reqwest::Client::new();
+    let http = notify::client();
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|e| Error::Runtime(format!("cannot watch for SIGTERM: {e}")))?;
     loop {
@@ -278,7 +279,7 @@ pub async fn run_envoy_dir<M: Metrics>(dir: &Path, metrics: Option<M>) -> Result
 async fn envoy_dir_pass<M: Metrics>(
     dir: &Path,
     metrics: Option<&M>,
-    http: &reqwest::Client,
+    http: &Result<reqwest::Client, String>,
 ) -> Result<Duration, Error> {
     let target = EnvoyDir::open(dir).await?;
     let Some(canary) = target.load().await? else {
@@ -300,8 +301,8 @@ async fn envoy_dir_pass<M: Metrics>(
     for (action, _) in &done.actions {
         tracing::info!(rollout = %canary.name_any(), %action, "step");
     }
-    if let Some(url) = &canary.spec.auto.webhook {
-        notify::send(http, url, &notify::label(&canary), done.notices);
+    if let Err(why) = notify::dispatch(http, &canary, done.notices) {
+        tracing::warn!(rollout = %canary.name_any(), "{why}");
     }
     Ok(again.unwrap_or(ENVOY_DIR_PERIOD))
 }

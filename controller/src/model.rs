@@ -110,9 +110,15 @@ pub struct AutoSpec {
     /// What an inconclusive step does at its deadline.
     #[serde(default)]
     pub on_inconclusive: OnInconclusive,
-    /// URL notified (Slack-compatible JSON) of every step, hold, rollback and promotion.
+    /// URL notified (Slack-compatible JSON) of every step, hold, rollback and promotion:
+    /// `https`, or plain `http` to a loopback host (or with `allowHttpWebhook`); never a
+    /// link-local or cloud metadata address (the controller does not post to one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+    /// Lets `webhook` be plain `http` to a host other than loopback (its notices and the
+    /// URL's secret path then cross the network in clear).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_http_webhook: bool,
 }
 
 /// What happens after the last step passed.
@@ -412,6 +418,7 @@ impl Default for AutoSpec {
             inconclusive_deadline_seconds: default_inconclusive_deadline(),
             on_inconclusive: OnInconclusive::default(),
             webhook: None,
+            allow_http_webhook: false,
         }
     }
 }

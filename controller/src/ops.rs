@@ -282,11 +282,12 @@ fn check_auto(spec: &StickyCanarySpec) -> Result<(), OpError> {
             )));
         }
     }
+    // Its form only, parsed: where it may point is `notify::check_url`'s, applied where it is
+    // set and at every send, so a stored URL that is refused stops its notices, not the rollout.
     if let Some(url) = &auto.webhook {
-        let ok = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"));
-        if ok.is_none_or(|rest| rest.is_empty() || rest.contains(char::is_whitespace)) {
+        let parsed = url::Url::parse(url);
+        let ok = parsed.is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+        if !ok || url.contains(char::is_whitespace) {
             return Err(OpError::Invalid(format!(
                 "spec.auto.webhook: {url:?} is not an http(s) URL"
             )));

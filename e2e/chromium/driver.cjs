@@ -90,9 +90,26 @@ async function main() {
     async press({ tab, selector, key }) {
       await tabs[tab].press(selector, key);
     },
+    // Polled from here with evaluate (the DevTools protocol), not with waitForFunction, whose
+    // in-page polling evaluates a string with eval: pages with a Content-Security-Policy
+    // without 'unsafe-eval' (the dashboard's) refuse that.
     async waitFor({ tab, js, timeoutMs }) {
-      const handle = await tabs[tab].waitForFunction(js, null, { timeout: timeoutMs });
-      return await handle.jsonValue();
+      const deadline = Date.now() + timeoutMs;
+      let last = null;
+      for (;;) {
+        try {
+          const value = await tabs[tab].evaluate(js);
+          if (value) return value;
+          last = null;
+        } catch (err) {
+          // A navigation in between destroys the context: try again in the next page.
+          last = err;
+        }
+        if (Date.now() >= deadline) {
+          throw new Error(`not true within ${timeoutMs} ms: ${js}${last ? ` (${last.message})` : ''}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
     },
     async screenshot({ tab, path }) {
       await tabs[tab].screenshot({ path, fullPage: true });

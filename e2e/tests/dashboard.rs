@@ -403,3 +403,323 @@ fn the_controller_serves_the_dashboard_too() {
         refused.stderr
     );
 }
+
+/// A loopback HTTP listener that answers every request with `answer(request line)` (a whole
+/// HTTP/1.1 response) and records the request lines it got.
+struct Listener {
+    address: String,
+    heard: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Listener {
+    fn start(answer: impl Fn(&str) -> String + Send + 'static) -> Listener {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = heard.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(&stream);
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                // The rest of the head; these requests have no body worth reading.
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let first = first.trim_end().to_owned();
+                let reply = answer(&first);
+                if let Ok(mut heard) = record.lock() {
+                    heard.push(first);
+                }
+                let _ = (&stream).write_all(reply.as_bytes());
+            }
+        });
+        Listener { address, heard }
+    }
+
+    fn heard(&self) -> Vec<String> {
+        self.heard.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+}
+
+fn http_answer(status: &str, kind: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A rollout written by other people: its name, service, version names, message, history
+/// (actor and words), verdict reasons and check names are hostile, as is what Prometheus
+/// answers. `beacon` is where the payloads would call if they ran.
+fn hostile_rollout(beacon: &str) -> (stickyctl::model::StickyCanary, Vec<String>) {
+    use sticky_canary_filter::VersionWeight;
+    use stickyctl::analysis::{judge, AnalysisSpec, Counter, Evidence, Snapshot, StepPlan};
+    use stickyctl::model::{
+        HistoryEntry, StepVerdict, StickyCanary, StickyCanarySpec, StickyCanaryStatus,
+    };
+    let img =
+        format!("<img src=x onerror=\"window.__pwned='img';fetch('http://{beacon}/onerror')\">");
+    let script = format!(
+        "</script><script>window.__pwned='script'</script><script src=\"http://{beacon}/script.js\"></script>"
+    );
+    let rtl = "\u{202e}txt.exe\u{202c} \u{200f}שלום";
+    let long = format!("{}{img}{}", "A".repeat(2500), "B".repeat(2500 - img.len()));
+    assert_eq!(long.chars().count(), 5000);
+    let (stable, canary) = (format!("v1{img}"), format!("v2{rtl}"));
+    let mut spec = StickyCanarySpec::new(&format!("shop{script}{rtl}"), &stable);
+    spec.versions[0].weight = 95.0;
+    spec.versions.push(VersionWeight::new(&canary, 5.0));
+    let analysis = AnalysisSpec::default();
+    let sample = |version: &str, requests: u64| stickyctl::analysis::VersionSample {
+        version: version.to_owned(),
+        requests: Counter::single(requests),
+        ..Default::default()
+    };
+    let look = |second: i64, requests: u64| Snapshot {
+        at: jiff::Timestamp::from_second(1_800_000_000 + second).unwrap(),
+        stable: sample(&stable, requests),
+        canary: sample(&canary, requests / 10),
+    };
+    let plan = StepPlan {
+        weight: 5.0,
+        judged_steps: 6,
+    };
+    let mut evidence = Evidence::start(&look(0, 0), &analysis, plan);
+    evidence.observe(&look(60, 1000), &analysis);
+    let mut verdict = judge(&analysis, &evidence);
+    verdict.reason = format!("reason {img}");
+    for check in &mut verdict.checks {
+        check.name = format!("check{rtl}");
+        check.reason = format!("because {script}");
+    }
+    let status = StickyCanaryStatus {
+        message: Some(long.clone()),
+        history: vec![
+            HistoryEntry {
+                time: format!("2026-12-05T10:00:00Z{rtl}"),
+                action: format!("{img}: next 5"),
+                versions: script.clone(),
+            },
+            HistoryEntry {
+                time: "2026-12-05T10:01:00Z".to_owned(),
+                action: format!("mallory{script}: set-weight 5"),
+                versions: format!("{stable}=95 {canary}=5"),
+            },
+        ],
+        verdicts: vec![StepVerdict {
+            weight: 5.0,
+            started: "2026-12-05T10:00:00Z".to_owned(),
+            judged: "2026-12-05T10:01:00Z".to_owned(),
+            verdict,
+        }],
+        ..Default::default()
+    };
+    let mut rollout = StickyCanary::new(&format!("shop{img}"), spec);
+    rollout.status = Some(status);
+    (rollout, vec![img, script, rtl.to_owned(), long])
+}
+
+/// Other people's words (a rollout's name and service, version names, the message, history
+/// entries, verdict reasons, what Prometheus answers, the search) shown in a real Chromium
+/// as text: each appears literally, no element comes of them, no script runs (the payloads
+/// would set `window.__pwned` or call a loopback listener that hears nothing), and an
+/// inline script added to the page is refused by its policy.
+#[test]
+fn hostile_text_is_shown_as_text_and_runs_nothing() {
+    let beacon = Listener::start(|_| http_answer("200 OK", "text/plain", "heard"));
+    let (rollout, texts) = hostile_rollout(&beacon.address);
+    let [img, script, rtl, long] = [0, 1, 2, 3].map(|i| texts[i].clone());
+    // Prometheus refuses every query with the payload as its words.
+    let said = format!(
+        r#"{{"status":"error","errorType":"bad_data","error":{}}}"#,
+        serde_json::to_string(&format!("parse error {img}{script}")).unwrap()
+    );
+    let prometheus =
+        Listener::start(move |_| http_answer("400 Bad Request", "application/json", &said));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("stickycanary.json"),
+        serde_json::to_string(&rollout).unwrap(),
+    )
+    .unwrap();
+    let ctl = Stickyctl::new(dir.path()).unwrap();
+    let (_dashboard, url) = dashboard(
+        &ctl,
+        &["--prometheus", &format!("http://{}", prometheus.address)],
+        "hostile-dashboard.log",
+    );
+    let mut browser = Chromium::launch(&[]).unwrap();
+    let tab = browser.tab().unwrap();
+    browser.goto(tab, &url).unwrap();
+    // The list: name, service, versions, health (the 5,000-character message).
+    for text in [&img, &script, &rtl, &long] {
+        shows(&mut browser, tab, "#rollouts tbody", text, PAGE);
+    }
+    // The search matches hostile words and shows them as they are.
+    for query in [img.as_str(), "</script>", rtl.as_str()] {
+        browser.fill(tab, "#search", query).unwrap();
+        shows(&mut browser, tab, "#rollouts tbody", query, PAGE);
+    }
+    browser.fill(tab, "#search", "<b>nothing</b>").unwrap();
+    shows(&mut browser, tab, "#empty", "No rollout matches.", PAGE);
+    browser.fill(tab, "#search", "").unwrap();
+    // The rollout's page, reached through its link.
+    browser.click(tab, "#rollouts tbody a").unwrap();
+    shows(&mut browser, tab, "#title", &img, PAGE);
+    shows(&mut browser, tab, "#title", &script, PAGE);
+    shows(&mut browser, tab, "#versions", &rtl, PAGE);
+    shows(&mut browser, tab, "#health", &long, PAGE);
+    shows(
+        &mut browser,
+        tab,
+        "#verdict",
+        &format!("reason {img}"),
+        PAGE,
+    );
+    shows(
+        &mut browser,
+        tab,
+        "#verdict",
+        &format!("because {script}"),
+        PAGE,
+    );
+    shows(&mut browser, tab, "#verdict", &format!("check{rtl}"), PAGE);
+    shows(
+        &mut browser,
+        tab,
+        "#history",
+        &format!("{img}: next 5"),
+        PAGE,
+    );
+    shows(
+        &mut browser,
+        tab,
+        "#history",
+        &format!("mallory{script}"),
+        PAGE,
+    );
+    shows(&mut browser, tab, "#history", &rtl, PAGE);
+    shows(
+        &mut browser,
+        tab,
+        "#charts",
+        &format!("parse error {img}{script}"),
+        PAGE,
+    );
+    let title: String = browser.eval(tab, "document.title").unwrap();
+    assert!(title.contains(&img), "{title}");
+    // An action on it answers with the CLI's words, shown as text too.
+    browser.click(tab, "#act-next").unwrap();
+    // The refusal quotes the service (Rust's escapes, `\"` and `\u{202e}`): shown as text.
+    shows(
+        &mut browser,
+        tab,
+        "#notice",
+        "spec.service: \"shop</script><script>",
+        PAGE,
+    );
+    browser
+        .screenshot(tab, &artifacts().join("hostile.png"))
+        .unwrap();
+    // Nothing ran and nothing became an element.
+    let found: serde_json::Value = browser
+        .eval(
+            tab,
+            r#"(() => ({
+                pwned: window.__pwned ?? null,
+                elements: [...document.querySelectorAll('img, iframe, object, embed, script')]
+                    .map((e) => e.outerHTML).filter((h) => h !== '<script src="/app.js"></script>'),
+            }))()"#,
+        )
+        .unwrap();
+    assert_eq!(found["pwned"], serde_json::Value::Null, "{found}");
+    assert_eq!(found["elements"], serde_json::json!([]), "{found}");
+    // The policy holds in this browser: an inline script added to the page does not run.
+    let inline: serde_json::Value = browser
+        .eval(
+            tab,
+            r#"(() => { const s = document.createElement('script'); s.textContent = 'window.__inline = 1'; document.body.append(s); return window.__inline ?? null; })()"#,
+        )
+        .unwrap();
+    assert_eq!(inline, serde_json::Value::Null, "an inline script ran");
+    // A link to a rollout that does not decode (a lone `%`) says so instead of stopping.
+    browser
+        .goto(tab, &format!("{url}?again#/r/%zz<img src=x>"))
+        .unwrap();
+    shows(&mut browser, tab, "#title", "%zz", PAGE);
+    shows(&mut browser, tab, "#title", "not found", PAGE);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(beacon.heard(), Vec::<String>::new(), "a payload called out");
+    assert!(
+        !prometheus.heard().is_empty(),
+        "the charts never asked Prometheus"
+    );
+}
+
+/// A page elsewhere that frames the dashboard (clickjacking) gets an empty frame: the
+/// dashboard's answer forbids framing, so Chromium renders nothing of it and fetches none of
+/// its script, styles or live state; loaded on its own it does.
+#[test]
+fn the_dashboard_cannot_be_framed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Stickyctl::new(dir.path()).unwrap();
+    let (_dashboard, url) = dashboard(&ctl, &[], "framed-dashboard.log");
+    let framing = format!(
+        r#"<!doctype html><title>evil</title><iframe id="victim" src="{url}" width="800" height="600"></iframe>"#
+    );
+    let evil = Listener::start(move |_| http_answer("200 OK", "text/html", &framing));
+    let mut browser = Chromium::launch(&[]).unwrap();
+    let tab = browser.tab().unwrap();
+    browser
+        .goto(
+            tab,
+            &format!(
+                "http://localhost:{}/",
+                evil.address.rsplit(':').next().unwrap()
+            ),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let asked = |browser: &mut Chromium, tab| -> Vec<String> {
+        browser
+            .responses(tab)
+            .unwrap()
+            .into_iter()
+            .filter(|seen| seen.url.starts_with(&url))
+            .map(|seen| seen.url[url.len() - 1..].to_owned())
+            .collect()
+    };
+    let framed = asked(&mut browser, tab);
+    // The frame asked for the page (so the test frames what it means to) and got no further.
+    assert_eq!(framed, ["/"], "the framed dashboard loaded {framed:?}");
+    // The same dashboard on its own page loads its script and goes live.
+    let own = browser.tab().unwrap();
+    browser.goto(own, &url).unwrap();
+    shows(&mut browser, own, "#live", "live", PAGE);
+    let loaded = asked(&mut browser, own);
+    assert!(loaded.contains(&"/app.js".to_owned()), "{loaded:?}");
+    // Every answer says so, to browsers without frame-ancestors too.
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    for path in ["/", "/app.js", "/api/rollouts", "/nope"] {
+        let answer = raw(
+            &url,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .to_ascii_lowercase();
+        for header in [
+            "content-security-policy: default-src 'none'; script-src 'self';",
+            "frame-ancestors 'none'",
+            "x-frame-options: deny",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+        ] {
+            assert!(
+                answer.contains(header),
+                "{path}: no {header:?} in\n{answer}"
+            );
+        }
+    }
+}

@@ -89,9 +89,9 @@ impl Progress {
             // The window that showed the weight is kept as it was.
             return;
         }
-        self.canary += canary;
-        self.stable += stable;
-        if self.canary + self.stable < self.window_decisions {
+        self.canary = self.canary.saturating_add(canary);
+        self.stable = self.stable.saturating_add(stable);
+        if self.canary.saturating_add(self.stable) < self.window_decisions {
             return;
         }
         if self.distance(self.canary, self.stable) <= self.tolerance {
@@ -110,7 +110,7 @@ impl Progress {
 
 /// The canary's share of `canary + stable` (0 when both are 0).
 pub fn share(canary: u64, stable: u64) -> f64 {
-    let total = canary + stable;
+    let total = canary.saturating_add(stable);
     if total == 0 {
         0.0
     } else {
@@ -126,7 +126,10 @@ pub fn check(evidence: &Evidence) -> Check {
         "requests served: canary {} ({}/{})",
         percent(served),
         evidence.canary.requests,
-        evidence.canary.requests + evidence.stable.requests
+        evidence
+            .canary
+            .requests
+            .saturating_add(evidence.stable.requests)
     );
     let weight = format!(
         "weight {}% ± {} points",
@@ -137,7 +140,7 @@ pub fn check(evidence: &Evidence) -> Check {
         format!(
             "fresh decisions gave the canary {} ({canary}/{})",
             percent(share(canary, stable)),
-            canary + stable
+            canary.saturating_add(stable)
         )
     };
     let elapsed = evidence.elapsed_seconds();

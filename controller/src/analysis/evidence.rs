@@ -28,9 +28,10 @@ impl Counter {
         Counter(BTreeMap::from([(String::new(), value)]))
     }
 
-    /// The sum over every series.
+    /// The sum over every series (saturating: counters come from outside, and a status
+    /// edited by hand may hold anything a `u64` does).
     pub fn total(&self) -> u64 {
-        self.0.values().sum()
+        self.0.values().fold(0, |sum, &v| sum.saturating_add(v))
     }
 
     /// What was counted between `before` and `self`: per series, resets handled; a series
@@ -39,7 +40,7 @@ impl Counter {
         self.0
             .iter()
             .map(|(series, &now)| increase(before.0.get(series).copied().unwrap_or(0), now))
-            .sum()
+            .fold(0, u64::saturating_add)
     }
 }
 
@@ -110,10 +111,12 @@ impl Histogram {
             .into_iter()
             .map(|le_ms| Bucket {
                 le_ms,
-                count: self.at_or_below(le_ms) + other.at_or_below(le_ms),
+                count: self
+                    .at_or_below(le_ms)
+                    .saturating_add(other.at_or_below(le_ms)),
             })
             .collect();
-        self.count += other.count;
+        self.count = self.count.saturating_add(other.count);
     }
 
     /// Requests at or below `le_ms`, by the largest bucket bound at or below it.
@@ -160,7 +163,8 @@ impl Histogram {
         let mut lower = (0.0, 0u64);
         for bucket in &self.buckets {
             if bucket.count as f64 >= wanted {
-                let in_bucket = (bucket.count - lower.1) as f64;
+                // Buckets from outside need not be cumulative: never below zero.
+                let in_bucket = bucket.count.saturating_sub(lower.1) as f64;
                 let fraction = if in_bucket > 0.0 {
                     (wanted - lower.1 as f64) / in_bucket
                 } else {
@@ -241,8 +245,12 @@ pub struct ArmEvidence {
 impl ArmEvidence {
     /// Adds what happened between two samples of one version.
     fn add_increase(&mut self, before: &VersionSample, now: &VersionSample) {
-        self.requests += now.requests.increase_since(&before.requests);
-        self.errors += now.errors.increase_since(&before.errors);
+        self.requests = self
+            .requests
+            .saturating_add(now.requests.increase_since(&before.requests));
+        self.errors = self
+            .errors
+            .saturating_add(now.errors.increase_since(&before.errors));
         let empty = Histogram::default();
         for (series, histogram) in &now.latency {
             let then = before.latency.get(series).unwrap_or(&empty);
@@ -251,7 +259,8 @@ impl ArmEvidence {
         let none = Counter::default();
         for (reason, counter) in &now.decisions {
             let then = before.decisions.get(reason).unwrap_or(&none);
-            *self.decisions.entry(reason.clone()).or_default() += counter.increase_since(then);
+            let slot = self.decisions.entry(reason.clone()).or_default();
+            *slot = slot.saturating_add(counter.increase_since(then));
         }
     }
 
@@ -340,7 +349,7 @@ impl Evidence {
         self.data_plane
             .observe(snapshot.at, canary_hash, stable_hash);
         self.last = snapshot.clone();
-        self.looks += 1;
+        self.looks = self.looks.saturating_add(1);
         if self.boundary_ms.is_none() {
             // Too little history at the start: place it from the step's stable requests.
             let stable = self.stable.latency.clone();
@@ -356,7 +365,7 @@ impl Evidence {
 
     /// Seconds from the step's first sample to its latest.
     pub fn elapsed_seconds(&self) -> f64 {
-        (self.last.at.as_millisecond() - self.started.as_millisecond()) as f64 / 1000.0
+        (self.last.at.as_millisecond() as f64 - self.started.as_millisecond() as f64) / 1000.0
     }
 }
 

@@ -18,7 +18,7 @@ use libm::lgamma;
 /// (0, 1)) and concentration `k`:
 /// lnΓ(k) − lnΓ(k+N) + Σᵢ [lnΓ(kρᵢ+Nᵢ) − lnΓ(kρᵢ)] − Σᵢ Nᵢ ln ρᵢ.
 pub fn log_statistic(k: f64, shares: &[f64], counts: &[u64]) -> f64 {
-    let total: u64 = counts.iter().sum();
+    let total = counts.iter().fold(0u64, |sum, &n| sum.saturating_add(n));
     let mut log_o = lgamma(k) - lgamma(k + total as f64);
     for (&rho, &n) in shares.iter().zip(counts) {
         let n = n as f64;
@@ -60,7 +60,7 @@ pub fn canary_worse(
         &[canary_share, 1.0 - canary_share],
         &[canary_events, stable_events],
     );
-    let total = canary_events + stable_events;
+    let total = canary_events.saturating_add(stable_events);
     let canary_worse = total > 0 && canary_events as f64 > canary_share * total as f64;
     Test {
         log_statistic,

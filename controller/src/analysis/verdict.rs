@@ -216,7 +216,10 @@ fn sequential_check(
     canary: ArmCounts,
     stable: ArmCounts,
 ) -> Check {
-    let share = rate(canary.requests, canary.requests + stable.requests);
+    let share = rate(
+        canary.requests,
+        canary.requests.saturating_add(stable.requests),
+    );
     let threshold = 1.0 / evidence.alpha;
     let test =
         sequential::canary_worse(spec.k, evidence.alpha, share, canary.events, stable.events);
@@ -293,7 +296,10 @@ fn latency(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
             name: "latency".to_owned(),
             canary,
             stable,
-            share: rate(canary.requests, canary.requests + stable.requests),
+            share: rate(
+                canary.requests,
+                canary.requests.saturating_add(stable.requests),
+            ),
             statistic: 1.0,
             threshold: 1.0 / evidence.alpha,
             // At 100 % stable serves nothing more: there is nothing to wait for.
@@ -430,7 +436,10 @@ fn minimum(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
         name: "evidence".to_owned(),
         canary,
         stable,
-        share: rate(canary.requests, canary.requests + stable.requests),
+        share: rate(
+            canary.requests,
+            canary.requests.saturating_add(stable.requests),
+        ),
         statistic: canary.requests as f64,
         threshold: spec.min_requests as f64,
         outcome: if short {

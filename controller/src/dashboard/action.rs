@@ -22,6 +22,16 @@ pub struct ActionRequest {
     pub generation: Option<i64>,
 }
 
+/// The request and its command from the bytes of a `POST /api/actions` body, read as the
+/// server reads it (JSON, then [`command`]); any bytes give one or the words of why not.
+/// Pure, and public for the fuzz targets.
+pub fn parse(body: &[u8]) -> Result<(ActionRequest, Command), String> {
+    let request: ActionRequest =
+        serde_json::from_slice(body).map_err(|err| format!("not an action: {err}"))?;
+    let command = command(&request)?;
+    Ok((request, command))
+}
+
 /// The command of `request`, or why there is none (naming the field).
 pub fn command(request: &ActionRequest) -> Result<Command, String> {
     let op = Command::Op;
@@ -246,5 +256,59 @@ mod tests {
     fn bearer_tokens_are_read_from_the_header() {
         assert_eq!(bearer("Bearer abc"), Some("abc"));
         assert_eq!(bearer("Basic abc"), None);
+    }
+
+    /// Hostile bodies are refused with words or become a command the transition refuses
+    /// or applies; none panics (the release build aborts on a panic).
+    #[test]
+    fn hostile_actions_never_panic() {
+        use crate::model::{StickyCanarySpec, StickyCanaryStatus};
+        use sticky_canary_filter::VersionWeight;
+        let long = "x".repeat(5000);
+        let bodies = [
+            String::new(),
+            "{".to_owned(),
+            "[".repeat(10_000),
+            "null".to_owned(),
+            r#"{"rollout":1,"action":"next"}"#.to_owned(),
+            r#"{"rollout":"a","action":"set-weight","weight":1e308}"#.to_owned(),
+            r#"{"rollout":"a","action":"set-weight","weight":-1e308}"#.to_owned(),
+            r#"{"rollout":"a","action":"set-weight","weight":1e999}"#.to_owned(),
+            r#"{"rollout":"a","action":"set-weight","weight":-0.0}"#.to_owned(),
+            r#"{"rollout":"a","action":"set-weight","weight":5e-324}"#.to_owned(),
+            r#"{"rollout":"a","action":"set-weight","weight":99.99999999}"#.to_owned(),
+            r#"{"rollout":"a","action":"set-weight","weight":"10"}"#.to_owned(),
+            r#"{"rollout":"a","action":"next","generation":9223372036854775808}"#.to_owned(),
+            r#"{"rollout":"a","action":"next","generation":-9223372036854775808}"#.to_owned(),
+            format!(
+                r#"{{"rollout":"{long}\u202e</script>","action":"<img src=x onerror=alert(1)>"}}"#
+            ),
+            r#"{"rollout":"a","action":"abort","extra":{"deep":[[[[[]]]]]}}"#.to_owned(),
+            r#"{"rollout":"a","action":"next\ud800"}"#.to_owned(),
+        ];
+        let mut spec = StickyCanarySpec::new("shop", "v1");
+        spec.versions[0].weight = 90.0;
+        spec.versions.push(VersionWeight::new("v2", 10.0));
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        for body in &bodies {
+            match parse(body.as_bytes()) {
+                Err(why) => assert!(!why.is_empty(), "{body:.60}"),
+                Ok((_, command)) => {
+                    let input = crate::rollout::Input::Command(command);
+                    let _ = crate::rollout::transition(
+                        &spec,
+                        &StickyCanaryStatus::default(),
+                        &input,
+                        now,
+                    );
+                }
+            }
+        }
+        let (request, command) =
+            parse(br#"{"rollout":"prod/shop","action":"set-weight","weight":20}"#).unwrap();
+        assert_eq!(
+            (request.rollout.as_str(), command),
+            ("prod/shop", Command::Op(Op::SetWeight(20.0)))
+        );
     }
 }

@@ -85,7 +85,21 @@ pub async fn serve(
     });
     look(&app).await;
     tokio::spawn(poll(app.clone()));
-    let router = Router::new()
+    let router = router(app);
+    let address = listen;
+    tracing::info!("dashboard on http://{address}/");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            tokio::signal::ctrl_c().await.ok();
+        })
+        .await
+        .map_err(|e| Error::Runtime(format!("dashboard on {address}: {e}")))
+}
+
+/// The routes, behind the Host/Origin guard and, outermost, the security headers, so every
+/// answer (the guard's refusals, a 404, a body axum could not parse) carries them.
+fn router(app: Arc<App>) -> Router {
+    Router::new()
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", INDEX) }),
@@ -101,19 +115,38 @@ pub async fn serve(
         .route("/api/rollouts", get(rollouts))
         .route("/api/events", get(events))
         .route("/api/actions", post(act))
+        .fallback(|| async { answer(StatusCode::NOT_FOUND, "error", "no such page") })
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             guard_host,
         ))
-        .with_state(app);
-    let address = listen;
-    tracing::info!("dashboard on http://{address}/");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            tokio::signal::ctrl_c().await.ok();
-        })
-        .await
-        .map_err(|e| Error::Runtime(format!("dashboard on {address}: {e}")))
+        .layer(axum::middleware::map_response(secure))
+        .with_state(app)
+}
+
+/// The policy every answer carries: no framing (clickjacking), scripts, styles and
+/// connections from the dashboard's own origin only (no inline script or handler, so text
+/// that slipped into markup still runs nothing), no plugins, no `<base>`, forms only to itself.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
+    form-action 'self'; frame-ancestors 'none'; object-src 'none'";
+
+/// The security headers of every answer: [`CONTENT_SECURITY_POLICY`], `X-Frame-Options`
+/// for browsers without `frame-ancestors`, no MIME sniffing (a JSON answer never runs as a
+/// script or renders as a page), and no referrer (a rollout's URL names it).
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("content-security-policy", CONTENT_SECURITY_POLICY),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+
+async fn secure(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, axum::http::HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// Binds `address`.
@@ -226,11 +259,9 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-async fn act(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Json(request): Json<ActionRequest>,
-) -> Response {
+/// An action: the token first (nothing from a sender without it is read further), then
+/// a JSON body read by [`action::parse`], the very function the fuzz targets call.
+async fn act(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -242,8 +273,21 @@ async fn act(
         };
         return answer(status, "error", refusal.message());
     }
-    let command = match action::command(&request) {
-        Ok(command) => command,
+    // A cross-site form cannot send this type without a preflight.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !json {
+        let why = "an action is JSON (Content-Type: application/json)";
+        return answer(StatusCode::UNSUPPORTED_MEDIA_TYPE, "error", why);
+    }
+    let (request, command): (ActionRequest, _) = match action::parse(&body) {
+        Ok(parsed) => parsed,
         Err(why) => return answer(StatusCode::BAD_REQUEST, "error", &why),
     };
     let requester = Requester {
@@ -277,4 +321,117 @@ async fn act(
 
 fn answer(status: StatusCode, key: &str, text: &str) -> Response {
     (status, Json(json!({ key: text }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dashboard on an empty Envoy directory, with a token; its base URL.
+    async fn start() -> (String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let source = Source::EnvoyDir(dir.path().to_owned());
+        tokio::spawn(serve(listener, source, Some("t0k3n".to_owned()), None));
+        (base, dir)
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_the_security_headers() {
+        let (base, _dir) = start().await;
+        let client = reqwest::Client::new();
+        let get = |path: &str| client.get(format!("{base}{path}"));
+        let post = |body: &'static str, token: Option<&str>| {
+            let request = client
+                .post(format!("{base}/api/actions"))
+                .header("content-type", "application/json")
+                .body(body);
+            match token {
+                Some(token) => request.bearer_auth(token),
+                None => request,
+            }
+        };
+        let cases = [
+            ("the page", get("/"), 200),
+            ("its script", get("/app.js"), 200),
+            ("its styles", get("/style.css"), 200),
+            ("the state", get("/api/rollouts"), 200),
+            ("the live stream", get("/api/events"), 200),
+            ("no such page", get("/nope"), 404),
+            ("another name", get("/").header("host", "evil.example"), 403),
+            ("an action without the token", post("{}", None), 401),
+            ("not JSON", post("{", Some("t0k3n")), 400),
+            (
+                "a body of the wrong shape",
+                post(r#"{"rollout": 1}"#, Some("t0k3n")),
+                400,
+            ),
+            (
+                "not said to be JSON",
+                client
+                    .post(format!("{base}/api/actions"))
+                    .bearer_auth("t0k3n")
+                    .header("content-type", "text/plain")
+                    .body(r#"{"rollout":"x","action":"next"}"#),
+                415,
+            ),
+            (
+                "an unknown action",
+                post(r#"{"rollout": "x", "action": "x"}"#, Some("t0k3n")),
+                400,
+            ),
+        ];
+        for (what, request, status) in cases {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "{what}");
+            let headers = response.headers();
+            for (name, value) in SECURITY_HEADERS {
+                assert_eq!(
+                    headers.get(name).and_then(|v| v.to_str().ok()),
+                    Some(value),
+                    "{what}: {name}"
+                );
+            }
+        }
+        let policy = CONTENT_SECURITY_POLICY;
+        for directive in [
+            "frame-ancestors 'none'",
+            "script-src 'self';",
+            "default-src 'none'",
+        ] {
+            assert!(policy.contains(directive), "{policy}");
+        }
+        assert!(!policy.contains("unsafe"), "{policy}");
+    }
+
+    /// What the policy forbids is not in the page: no inline script, style or handler.
+    #[test]
+    fn the_page_runs_under_its_policy() {
+        let inline_script = INDEX
+            .match_indices("<script")
+            .all(|(at, _)| INDEX[at..].starts_with("<script src=\"/app.js\"></script>"));
+        assert!(inline_script, "only <script src=\"/app.js\"> in index.html");
+        let page = INDEX.to_lowercase();
+        for forbidden in ["style=", "<style", "javascript:"] {
+            assert!(!page.contains(forbidden), "index.html has {forbidden:?}");
+        }
+        // An event handler attribute: ` on<letters>=`.
+        let handler = page.match_indices(" on").any(|(at, _)| {
+            let name = page[at + 3..].trim_start_matches(|c: char| c.is_ascii_alphabetic());
+            name.len() < page.len() - at - 3 && name.starts_with('=')
+        });
+        assert!(!handler, "index.html has an inline event handler");
+        for forbidden in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+            ".style",
+        ] {
+            assert!(!APP_JS.contains(forbidden), "app.js uses {forbidden}");
+        }
+    }
 }

@@ -85,9 +85,8 @@ async fn act_on<T: Target>(
 ) -> Result<Advanced, Error> {
     let done = reconcile::advance_as(target, input, requester).await?;
     if let Some(current) = target.load().await? {
-        if let Some(url) = &current.spec.auto.webhook {
-            let client = reqwest::Client::new();
-            notify::send(&client, url, &notify::label(&current), done.notices.clone());
+        if let Err(why) = notify::dispatch(&notify::client(), &current, done.notices.clone()) {
+            tracing::warn!(rollout = %notify::label(&current), "{why}");
         }
     }
     Ok(done)

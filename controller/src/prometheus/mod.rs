@@ -18,6 +18,15 @@ pub use queries::{Field, RolloutRef};
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest to wait for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest answer read: a million series of the default queries is about 200 MiB, far beyond
+/// one rollout's; more is a wrong template or a hostile server, never held in memory.
+pub const MAX_BODY: usize = 32 << 20;
+/// Most series one answer may hold (one per proxy and label combination).
+pub const MAX_SERIES: usize = 100_000;
+/// Largest counter value taken: 2^53, above which an `f64` (what Prometheus stores and sends)
+/// no longer holds every integer. Sums of values are checked too: one that does not fit a
+/// `u64` is refused like the value.
+pub const MAX_COUNT: f64 = 9_007_199_254_740_992.0;
 
 /// A Prometheus server's HTTP API.
 #[derive(Debug, Clone)]
@@ -62,8 +71,8 @@ struct Sample {
 }
 
 /// Why a query gave nothing usable.
-#[derive(Debug)]
-enum QueryError {
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryError {
     /// Prometheus refused the query itself (`bad_data`): the template is wrong.
     Rejected(String),
     /// Anything else: unreachable, timeout, server error, a result of the wrong type.
@@ -107,16 +116,17 @@ impl Prometheus {
         let failed = |err: &dyn std::fmt::Display| {
             Error::Runtime(format!("Prometheus at {}: {err}", self.targets_url))
         };
-        let body: serde_json::Value = self
+        let response = self
             .client
             .get(self.targets_url.clone())
             .query(&[("state", "active")])
             .send()
             .await
-            .map_err(|err| failed(&err))?
-            .json()
+            .map_err(|err| failed(&err))?;
+        let body = read_capped(response, MAX_BODY)
             .await
             .map_err(|err| failed(&err))?;
+        let body: serde_json::Value = serde_json::from_slice(&body).map_err(|err| failed(&err))?;
         let targets = body["data"]["activeTargets"]
             .as_array()
             .cloned()
@@ -155,42 +165,21 @@ impl Prometheus {
             .await
             .map_err(|err| failed("query failed", &err))?;
         let status = response.status();
-        let body: Response = response
-            .json()
+        let body = read_capped(response, MAX_BODY)
             .await
-            .map_err(|err| failed(&format!("answered {status} with no API response"), &err))?;
-        if body.status != "success" {
-            let why = body.error.unwrap_or_default();
-            return Err(match body.error_type.as_deref() {
-                Some("bad_data") => QueryError::Rejected(why),
-                other => failed(&format!("error {}", other.unwrap_or("unknown")), &why),
-            });
-        }
-        let data = body
-            .data
-            .ok_or_else(|| failed("a success without data", &"?"))?;
-        if data.result_type != "vector" {
-            return Err(QueryError::Rejected(format!(
-                "it returns a {}, not an instant vector of counters",
-                data.result_type
-            )));
-        }
-        let samples: Vec<Sample> =
-            serde_json::from_value(data.result).map_err(|err| failed("unreadable vector", &err))?;
-        samples
-            .into_iter()
-            .map(|sample| {
-                let value: f64 = sample
-                    .value
-                    .1
-                    .parse()
-                    .map_err(|err| failed("unreadable sample value", &err))?;
-                Ok(Series {
-                    labels: sample.metric,
-                    value,
-                })
-            })
-            .collect()
+            .map_err(|err| failed("answer unread", &err))?;
+        parse_answer(&body).map_err(|err| match err {
+            QueryError::Failed(why) if why.starts_with("no API response") => {
+                QueryError::Failed(format!(
+                    "Prometheus at {}: answered {status} with {why}",
+                    self.query_url
+                ))
+            }
+            QueryError::Failed(why) => {
+                QueryError::Failed(format!("Prometheus at {}: {why}", self.query_url))
+            }
+            rejected => rejected,
+        })
     }
 
     /// Runs the template of `field` for `version`; a rejected template names the field.
@@ -304,6 +293,97 @@ impl Prometheus {
     }
 }
 
+/// The body of `response`, refused beyond `limit` bytes (read in chunks, never whole).
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(format!("longer than {limit} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|err| err.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("longer than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads one answer of Prometheus's instant query API (`/api/v1/query`) from its bytes: the
+/// series of its instant vector, or why there are none. Pure, and public for the fuzz
+/// targets: any bytes give an answer or an error, never a panic.
+pub fn parse_answer(body: &[u8]) -> Result<Vec<Series>, QueryError> {
+    let failed =
+        |what: &str, err: &dyn std::fmt::Display| QueryError::Failed(format!("{what}: {err}"));
+    let body: Response =
+        serde_json::from_slice(body).map_err(|err| failed("no API response", &err))?;
+    if body.status != "success" {
+        let why = body.error.unwrap_or_default();
+        return Err(match body.error_type.as_deref() {
+            Some("bad_data") => QueryError::Rejected(why),
+            other => failed(&format!("error {}", other.unwrap_or("unknown")), &why),
+        });
+    }
+    let data = body
+        .data
+        .ok_or_else(|| failed("a success without data", &"?"))?;
+    if data.result_type != "vector" {
+        return Err(QueryError::Rejected(format!(
+            "it returns a {}, not an instant vector of counters",
+            data.result_type
+        )));
+    }
+    let samples: Vec<Sample> =
+        serde_json::from_value(data.result).map_err(|err| failed("unreadable vector", &err))?;
+    if samples.len() > MAX_SERIES {
+        return Err(failed(
+            "too many series",
+            &format!("{} (at most {MAX_SERIES})", samples.len()),
+        ));
+    }
+    samples
+        .into_iter()
+        .map(|sample| {
+            // Prometheus writes "NaN", "+Inf" and "-Inf"; Rust reads them, [`count`] refuses them.
+            let value: f64 = sample
+                .value
+                .1
+                .trim()
+                .parse()
+                .map_err(|err| failed("unreadable sample value", &err))?;
+            Ok(Series {
+                labels: sample.metric,
+                value,
+            })
+        })
+        .collect()
+}
+
+/// One version's sample from the bytes of its four answers (requests, errors, latency
+/// buckets, decisions), read as [`Prometheus::snapshot`] reads them. Pure, and public for the
+/// fuzz targets (feed two into [`crate::analysis::Evidence`] to reach the verdict).
+pub fn version_sample(
+    version: &str,
+    requests: &[u8],
+    errors: &[u8],
+    latency: &[u8],
+    decisions: &[u8],
+) -> Result<VersionSample, Error> {
+    let read = |field: Field, body: &[u8]| {
+        parse_answer(body).map_err(|err| match err {
+            QueryError::Rejected(why) | QueryError::Failed(why) => {
+                Error::Invalid(format!("{}: {why}", field.path()))
+            }
+        })
+    };
+    Ok(VersionSample {
+        version: version.to_owned(),
+        requests: counter(Field::Requests, &read(Field::Requests, requests)?)?,
+        errors: counter(Field::Errors, &read(Field::Errors, errors)?)?,
+        latency: histograms(&read(Field::LatencyBuckets, latency)?)?,
+        decisions: by_reason(&read(Field::Decisions, decisions)?)?,
+    })
+}
+
 /// A Prometheus duration (`15s`, `1m30s`, `500ms`, `1h`).
 fn parse_duration(text: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
@@ -318,7 +398,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
         let (unit, tail) = tail.split_at(unit_len);
         let seconds = match unit {
             "ms" => {
-                total += Duration::from_millis(number);
+                total = total.checked_add(Duration::from_millis(number))?;
                 rest = tail;
                 continue;
             }
@@ -330,14 +410,15 @@ fn parse_duration(text: &str) -> Option<Duration> {
             "y" => 31_536_000,
             _ => return None,
         };
-        total += Duration::from_secs(number.checked_mul(seconds)?);
+        total = total.checked_add(Duration::from_secs(number.checked_mul(seconds)?))?;
         rest = tail;
     }
     (!text.is_empty()).then_some(total)
 }
 
 /// A raw counter value as an integer; refuses what no counter holds (negative, fractional
-/// beyond rounding, not finite), which is what `rate()` or `increase()` return.
+/// beyond rounding, not finite), which is what `rate()` or `increase()` return, and values
+/// beyond [`MAX_COUNT`] (no proxy counts that far; the arithmetic after stays exact).
 fn count(field: Field, series: &Series) -> Result<u64, Error> {
     let value = series.value;
     if !value.is_finite() || value < 0.0 || (value - value.round()).abs() > 1e-6 * value.max(1.0) {
@@ -347,7 +428,24 @@ fn count(field: Field, series: &Series) -> Result<u64, Error> {
             field.path()
         )));
     }
+    if value > MAX_COUNT {
+        return Err(Error::Invalid(format!(
+            "{}: {value} is beyond any counter (at most 2^53)",
+            field.path()
+        )));
+    }
+    // Finite, in [0, 2^53]: the cast is exact.
     Ok(value.round() as u64)
+}
+
+/// `total + value`, or the error of a sum no counter reaches.
+fn add(field: Field, total: u64, value: u64) -> Result<u64, Error> {
+    total.checked_add(value).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: the series add up beyond any counter",
+            field.path()
+        ))
+    })
 }
 
 /// The series' identity: its labels but the ones the analysis groups by.
@@ -363,7 +461,8 @@ fn series_key(labels: &BTreeMap<String, String>) -> String {
 fn counter(field: Field, series: &[Series]) -> Result<Counter, Error> {
     let mut counter = Counter::default();
     for s in series {
-        *counter.0.entry(series_key(&s.labels)).or_default() += count(field, s)?;
+        let slot = counter.0.entry(series_key(&s.labels)).or_default();
+        *slot = add(field, *slot, count(field, s)?)?;
     }
     Ok(counter)
 }
@@ -378,12 +477,16 @@ fn histograms(series: &[Series]) -> Result<BTreeMap<String, Histogram>, Error> {
                 field.path()
             ))
         })?;
-        let le: f64 = le.parse().map_err(|_| {
-            Error::Invalid(format!(
-                "{}: `le` label {le:?} is not a number",
-                field.path()
-            ))
-        })?;
+        let le: f64 = le
+            .parse()
+            .ok()
+            .filter(|le: &f64| !le.is_nan())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: `le` label {le:?} is not a number",
+                    field.path()
+                ))
+            })?;
         pairs
             .entry(series_key(&s.labels))
             .or_default()
@@ -405,12 +508,13 @@ fn by_reason(series: &[Series]) -> Result<BTreeMap<String, Counter>, Error> {
                 field.path()
             ))
         })?;
-        *reasons
+        let slot = reasons
             .entry(reason.clone())
             .or_default()
             .0
             .entry(series_key(&s.labels))
-            .or_default() += count(field, s)?;
+            .or_default();
+        *slot = add(field, *slot, count(field, s)?)?;
     }
     Ok(reasons)
 }
@@ -536,6 +640,209 @@ mod tests {
         for bad in ["", "127.0.0.1:9090", "ftp://x"] {
             let err = Prometheus::new(bad).unwrap_err();
             assert!(err.to_string().starts_with("--prometheus "), "{err}");
+        }
+    }
+
+    /// An answer of the query API with `result` as its vector.
+    fn vector(result: &str) -> String {
+        format!(r#"{{"status":"success","data":{{"resultType":"vector","result":{result}}}}}"#)
+    }
+
+    fn one(labels: &str, value: &str) -> String {
+        vector(&format!(
+            r#"[{{"metric":{{{labels}}},"value":[1800000000.5,{value:?}]}}]"#
+        ))
+    }
+
+    /// Hostile or absurd answers: each is an error that names what is wrong, never a panic
+    /// and never a number that wrapped.
+    #[test]
+    fn hostile_answers_are_refused_with_a_message() {
+        let many = vector(&format!(
+            "[{}]",
+            vec![r#"{"metric":{},"value":[1,"1"]}"#; MAX_SERIES + 1].join(",")
+        ));
+        let cases: Vec<(String, &str)> = vec![
+            (String::new(), "no API response"),
+            ("\u{0}\u{ff}garbage".to_owned(), "no API response"),
+            ("[".repeat(100_000), "no API response"),
+            ("{}".to_owned(), "no API response"),
+            (r#"{"status":"error","errorType":"bad_data","error":"<img src=x onerror=alert(1)>"}"#.to_owned(), "<img src=x"),
+            (r#"{"status":"success"}"#.to_owned(), "without data"),
+            (r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#.to_owned(), "matrix"),
+            (vector(r#"{"a":1}"#), "unreadable vector"),
+            (vector(r#"[{"metric":{},"value":[1]}]"#), "unreadable vector"),
+            (vector(r#"[{"metric":{"a":1},"value":[1,"1"]}]"#), "unreadable vector"),
+            (vector(r#"[{"metric":{},"value":[1e999,"1"]}]"#), "number out of range"),
+            (one("", "twelve"), "unreadable sample value"),
+            (one("", ""), "unreadable sample value"),
+            (one("", "NaN"), "not a raw counter"),
+            (one("", "+Inf"), "not a raw counter"),
+            (one("", "-Inf"), "not a raw counter"),
+            (one("", "-1"), "not a raw counter"),
+            (one("", "0.5"), "not a raw counter"),
+            (one("", "1e308"), "beyond any counter"),
+            (one("", "1.8446744073709552e19"), "beyond any counter"),
+            (one("", "9007199254740994"), "beyond any counter"),
+            (many, "too many series"),
+        ];
+        for (body, words) in &cases {
+            let why = match version_sample(
+                "v1",
+                body.as_bytes(),
+                one("", "0").as_bytes(),
+                b"{}",
+                b"{}",
+            ) {
+                Ok(sample) => panic!("{body:.80}: read as {sample:?}"),
+                Err(err) => err.to_string(),
+            };
+            assert!(why.starts_with("spec.analysis.queries.requests: "), "{why}");
+            assert!(why.contains(words), "{body:.80}: {why}");
+        }
+        // Series that each fit but add up beyond a u64.
+        let beyond = vector(&format!(
+            "[{}]",
+            (0..3000)
+                .map(|i| format!(
+                    r#"{{"metric":{{"__name__":"x{i}"}},"value":[1,"9007199254740992"]}}"#
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+        let why = version_sample("v1", beyond.as_bytes(), b"{}", b"{}", b"{}")
+            .unwrap_err()
+            .to_string();
+        assert!(why.contains("add up beyond any counter"), "{why}");
+        // Buckets whose `le` is not a number, or NaN; decisions without a reason.
+        for (le, words) in [("\"x\"", "is not a number"), ("\"NaN\"", "is not a number")] {
+            let latency = one(&format!(r#""le":{le}"#), "1");
+            let why = version_sample(
+                "v1",
+                vector("[]").as_bytes(),
+                vector("[]").as_bytes(),
+                latency.as_bytes(),
+                b"{}",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                why.starts_with("spec.analysis.queries.latencyBuckets: "),
+                "{why}"
+            );
+            assert!(why.contains(words), "{why}");
+        }
+    }
+
+    /// Absurd but well-formed answers (counters at 2^53, buckets that go down, labels full of
+    /// markup) are counted and judged without a panic, and a look of them is a verdict.
+    #[test]
+    fn absurd_counters_are_judged_without_a_panic() {
+        use crate::analysis::{judge, AnalysisSpec, Evidence, Snapshot, StepPlan};
+        let top = "9007199254740992";
+        let hostile = r#""pod":"<img src=x onerror=alert(1)></script>\u202e""#;
+        let read = |requests: &str, errors: &str, slow: &str| {
+            version_sample(
+                "v1",
+                one(hostile, requests).as_bytes(),
+                one(hostile, errors).as_bytes(),
+                vector(&format!(
+                    r#"[{{"metric":{{"le":"10"}},"value":[1,{slow:?}]}},{{"metric":{{"le":"5"}},"value":[1,{top:?}]}},{{"metric":{{"le":"+Inf"}},"value":[1,"3"]}},{{"metric":{{"le":"-Inf"}},"value":[1,"7"]}}]"#
+                ))
+                .as_bytes(),
+                one(r#""sticky_reason":"hash""#, requests).as_bytes(),
+            )
+            .unwrap()
+        };
+        let spec = AnalysisSpec::default();
+        let plan = StepPlan {
+            weight: 10.0,
+            judged_steps: 6,
+        };
+        let at = |s| jiff::Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let looks = [
+            (read("0", "0", "0"), read(top, top, top)),
+            (read(top, top, "0"), read("0", top, "1")),
+            (read("1", top, top), read(top, "0", top)),
+            (read(top, top, top), read(top, top, top)),
+        ];
+        let mut evidence: Option<Evidence> = None;
+        for (i, (stable, canary)) in looks.into_iter().enumerate() {
+            let snapshot = Snapshot {
+                at: at(i as i64 * 10),
+                stable,
+                canary,
+            };
+            match &mut evidence {
+                None => evidence = Some(Evidence::start(&snapshot, &spec, plan)),
+                Some(evidence) => evidence.observe(&snapshot, &spec),
+            }
+            let evidence = evidence.as_ref().unwrap();
+            let verdict = judge(&spec, evidence);
+            assert!(!verdict.reason.is_empty());
+            let _ = verdict.line();
+        }
+        // A status edited by hand to hold the largest counters keeps adding without a panic.
+        let mut evidence = evidence.unwrap();
+        evidence.stable.requests = u64::MAX;
+        evidence.canary.errors = u64::MAX;
+        evidence.looks = u32::MAX;
+        let later = Snapshot {
+            at: at(1000),
+            stable: read(top, top, top),
+            canary: read(top, top, top),
+        };
+        evidence.observe(&later, &spec);
+        assert_eq!(evidence.stable.requests, u64::MAX);
+        let _ = judge(&spec, &evidence).line();
+    }
+
+    #[test]
+    fn durations_beyond_any_clock_are_refused() {
+        let most = Some(Duration::from_secs(u64::MAX));
+        assert_eq!(parse_duration("18446744073709551615s"), most);
+        for text in [
+            "18446744073709551615s1s",
+            "999999999999y",
+            "99999999999999999999w",
+            "18446744073709551615s18446744073709551615ms",
+        ] {
+            assert_eq!(parse_duration(text), None, "{text}");
+        }
+    }
+
+    /// An answer longer than [`MAX_BODY`], announced or streamed, is refused unread.
+    #[tokio::test]
+    async fn enormous_answers_are_refused() {
+        let chunk = vec![b' '; 1 << 20];
+        let streamed = chunk.clone();
+        let app = axum::Router::new()
+            .route(
+                "/announced/api/v1/query",
+                axum::routing::get(move || async move { vec![b' '; MAX_BODY + 1] }),
+            )
+            .route(
+                "/streamed/api/v1/query",
+                axum::routing::get(move || async move {
+                    let chunks = (0..40).map(move |_| Ok::<_, std::io::Error>(streamed.clone()));
+                    axum::body::Body::from_stream(futures::stream::iter(chunks))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        drop(chunk);
+        for path in ["announced", "streamed"] {
+            let prometheus = Prometheus::new(&format!("http://{address}/{path}")).unwrap();
+            let err = prometheus
+                .query("up", jiff::Timestamp::now())
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("longer than {MAX_BODY} bytes")),
+                "{path}: {err}"
+            );
         }
     }
 }

@@ -249,10 +249,19 @@ function apply(next) {
   if (route && route.id != null) drawRollout(); else drawList();
 }
 
+// A hand-typed link may hold a lone '%': shown as typed rather than a page that stops.
+function decodeHash(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch (err) {
+    return text;
+  }
+}
+
 function navigate() {
   const hash = location.hash || '#/';
   const main = document.getElementById('main');
-  route = hash.startsWith('#/r/') ? { id: decodeURIComponent(hash.slice(4)) } : { id: null };
+  route = hash.startsWith('#/r/') ? { id: decodeHash(hash.slice(4)) } : { id: null };
   if (route.id != null) rolloutPage(main); else listPage(main);
 }
 

@@ -272,3 +272,40 @@ fn search_matches_id_service_versions_phase_and_health() {
     assert_eq!(ids("by hand"), ["prod/shop"]);
     assert!(ids("nothing").is_empty());
 }
+
+/// A rollout stored by hand (kubectl, an edited file) may hold anything its types take: no
+/// version, no step, absurd weights and steps, a step started at the end of time. Its view is
+/// words, never a panic (the dashboard's process would abort).
+#[test]
+fn rollouts_stored_by_hand_show_without_a_panic() {
+    let weights: [&[(&str, f64)]; 5] = [
+        &[],
+        &[("v1", f64::MAX)],
+        &[("v1", -1.0), ("v2", 1e308)],
+        &[("v1", 100.0), ("v2", 0.0), ("v3", 5.0)],
+        &[("<img src=x>", 99.999), ("\u{202e}", 0.001)],
+    ];
+    for versions in weights {
+        for steps in [vec![], vec![f64::MAX, -1.0, 1e-300], vec![5.0, 5.0, 100.0]] {
+            let mut canary = rollout_with(versions, Phase::Progressing);
+            canary.spec.steps = steps;
+            canary.spec.auto.enabled = true;
+            canary.spec.auto.interval_seconds = u32::MAX;
+            canary.metadata.generation = Some(i64::MIN);
+            canary.status = Some(StickyCanaryStatus {
+                step: Some(StepStatus {
+                    weight: f64::MIN_POSITIVE,
+                    started: "9999-12-31T23:59:59Z".to_owned(),
+                    waiting: None,
+                    evidence: None,
+                    verdict: None,
+                }),
+                ..StickyCanaryStatus::default()
+            });
+            for now in [now(), Timestamp::MIN, Timestamp::MAX] {
+                let view = rollout(&canary, now);
+                assert!(!view.auto.is_empty());
+            }
+        }
+    }
+}
