@@ -630,21 +630,32 @@ fn the_install_guide_runs_against_a_real_control_plane() {
         .ok()
         .and_then(|r| r.served_by)
     };
-    assert_eq!(untokened(&mesh.http), Some(served_name("shop", "v1")), "no token, no override");
+    assert_eq!(
+        untokened(&mesh.http),
+        Some(served_name("shop", "v1")),
+        "no token, no override"
+    );
     block("qa-token");
     let token = shell.var("QA_TOKEN").unwrap();
     let with_token = format!("v2:{token}");
     mesh.wait_until("the override token at the gateway", |http| {
         http.get(
             "/",
-            &[("host", b"shop.example.com"), ("x-sticky-override", with_token.as_bytes())],
+            &[
+                ("host", b"shop.example.com"),
+                ("x-sticky-override", with_token.as_bytes()),
+            ],
         )
         .is_ok_and(|r| r.served_by == Some(served_name("shop", "v2")))
     })
     .unwrap();
     let qa = block("qa");
     assert!(qa.contains(&served_name("shop", "v2")), "{qa}");
-    assert_eq!(untokened(&mesh.http), Some(served_name("shop", "v1")), "still no token, no override");
+    assert_eq!(
+        untokened(&mesh.http),
+        Some(served_name("shop", "v1")),
+        "still no token, no override"
+    );
 
     // 7. A step, then the dashboard against Prometheus while visitors browse.
     block("step");

@@ -220,7 +220,11 @@ fn a_rollout_through_the_ingress_gateway() {
             .and_then(|r| r.served_by)
     };
     for _ in 0..20 {
-        assert_eq!(served(&mesh.http, b"v2").as_deref(), Some("shop-v1"), "no token, no override");
+        assert_eq!(
+            served(&mesh.http, b"v2").as_deref(),
+            Some("shop-v1"),
+            "no token, no override"
+        );
     }
     // QA's token: created by stickyctl, kept in the namespace's Secret, only its digest in
     // the rollout, the WasmPlugin and the gateway's configuration.
@@ -228,30 +232,50 @@ fn a_rollout_through_the_ingress_gateway() {
         .stickyctl
         .ok(&["--name", "shop", "override", "token"])
         .unwrap();
-    assert!(said.contains("kubectl get secret sticky-canary-override-tokens"), "{said}");
+    assert!(
+        said.contains("kubectl get secret sticky-canary-override-tokens"),
+        "{said}"
+    );
     let secret = mesh
         .plane
         .get("v1", "Secret", NS, "sticky-canary-override-tokens")
         .unwrap()
         .expect("the token's Secret");
-    let token = secret["data"]["shop"].as_str().map(base64_decode).expect("a token for shop");
+    let token = secret["data"]["shop"]
+        .as_str()
+        .map(base64_decode)
+        .expect("a token for shop");
     let with_token = format!("v2:{token}");
     mesh.wait_until("the override token at the gateway", |http| {
         served(http, with_token.as_bytes()).as_deref() == Some("shop-v2")
     });
     for _ in 0..10 {
-        assert_eq!(served(&mesh.http, b"v2").as_deref(), Some("shop-v1"), "no token");
+        assert_eq!(
+            served(&mesh.http, b"v2").as_deref(),
+            Some("shop-v1"),
+            "no token"
+        );
         assert_eq!(served(&mesh.http, b"v2:wrong").as_deref(), Some("shop-v1"));
-        assert_eq!(served(&mesh.http, with_token.as_bytes()).as_deref(), Some("shop-v2"));
+        assert_eq!(
+            served(&mesh.http, with_token.as_bytes()).as_deref(),
+            Some("shop-v2")
+        );
     }
-    let plugin = mesh.gateway_plugin().unwrap().expect("the gateway's plugin");
+    let plugin = mesh
+        .gateway_plugin()
+        .unwrap()
+        .expect("the gateway's plugin");
     let dump = mesh.gateway.envoy().config_dump("").unwrap();
     let rollout = mesh
         .plane
         .get("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
         .unwrap()
         .expect("the rollout");
-    for (what, text) in [("WasmPlugin", plugin.to_string()), ("config dump", dump.to_string()), ("rollout", rollout.to_string())] {
+    for (what, text) in [
+        ("WasmPlugin", plugin.to_string()),
+        ("config dump", dump.to_string()),
+        ("rollout", rollout.to_string()),
+    ] {
         assert!(!text.contains(&token), "the token in clear in the {what}");
     }
     mesh.sticky("shop", &["set-weight", "30"]);
@@ -475,9 +499,18 @@ fn across_a_hop_the_callee_follows_the_trusted_header() {
             .cloned()
             .unwrap_or(Value::Null)
     };
-    let gateway_plugin = mesh.gateway_plugin().unwrap().expect("the gateway's plugin");
-    assert_eq!(entry(&gateway_plugin)["config"].get("trustIncomingHeader"), None);
-    assert_eq!(entry(&sidecar_plugin)["config"]["trustIncomingHeader"], json!(true));
+    let gateway_plugin = mesh
+        .gateway_plugin()
+        .unwrap()
+        .expect("the gateway's plugin");
+    assert_eq!(
+        entry(&gateway_plugin)["config"].get("trustIncomingHeader"),
+        None
+    );
+    assert_eq!(
+        entry(&sidecar_plugin)["config"]["trustIncomingHeader"],
+        json!(true)
+    );
     mesh.sticky("b", &["set-weight", "10"]);
     mesh.wait_for_weights("b", &[90.0, 10.0]);
     let mut spoofers = crowd("b", 300);
@@ -493,7 +526,10 @@ fn across_a_hop_the_callee_follows_the_trusted_header() {
         share,
         "the same clients without the header: the same versions"
     );
-    assert!(share < 0.2, "v2 share {share} at weight 10 for clients sending v2");
+    assert!(
+        share < 0.2,
+        "v2 share {share} at weight 10 for clients sending v2"
+    );
     let trusted_at_gateway: u64 = mesh
         .gateway
         .envoy()
@@ -503,7 +539,10 @@ fn across_a_hop_the_callee_follows_the_trusted_header() {
         .filter(|(k, _)| k.contains(&format!("rollout.{NS}/b.")) && k.ends_with("reason.trusted"))
         .map(|(_, v)| *v)
         .sum();
-    assert_eq!(trusted_at_gateway, 0, "the gateway trusted a client's header");
+    assert_eq!(
+        trusted_at_gateway, 0,
+        "the gateway trusted a client's header"
+    );
 }
 
 /// Twenty weight changes pushed by istiod while a crowd browses: not one failed request,

@@ -29,7 +29,10 @@ fn qa_override_reaches_a_canary_at_weight_zero() {
         assert_eq!(response.status, 200);
         assert_eq!(response.served_by.as_deref(), Some("v2"));
         assert_eq!(response.received_version.as_deref(), Some("v2"));
-        assert_eq!(response.received_override, None, "removed before the upstream");
+        assert_eq!(
+            response.received_override, None,
+            "removed before the upstream"
+        );
     }
     assert_eq!(
         qa.cookie("sticky-version"),

@@ -356,7 +356,10 @@ mod tests {
             no_mint,
         );
         assert_eq!((d.version, d.reason), (0, Reason::Hash));
-        assert!(d.strips_override, "ignored, and still kept from the upstream");
+        assert!(
+            d.strips_override,
+            "ignored, and still kept from the upstream"
+        );
         let plain = decide(&c, &req(&[("cookie", b"sticky-id=abc")]), no_mint);
         assert!(!plain.strips_override, "nothing to remove: no host call");
     }
@@ -371,7 +374,8 @@ mod tests {
         );
         let c = config(&json, 100.0, 0.0);
         let cookie: (&str, &[u8]) = ("cookie", b"sticky-id=abc");
-        let forced = |value: &[u8]| decide(&c, &req(&[("x-sticky-override", value), cookie]), no_mint);
+        let forced =
+            |value: &[u8]| decide(&c, &req(&[("x-sticky-override", value), cookie]), no_mint);
         assert_eq!(forced(b"v2:s3cret").reason, Reason::Override);
         assert_eq!(forced(b"v2").reason, Reason::Hash);
         assert_eq!(forced(b"v2:s3cre").reason, Reason::Hash);
@@ -437,8 +441,14 @@ mod tests {
         );
         let d = decide(&sealed, &r, no_mint);
         assert_eq!((d.version, d.reason), (1, Reason::Trusted));
-        assert!(d.stamps_header(&sealed), "the routes match sealed stamps only");
-        assert_eq!(sealed.stamps, ["v1;0123456789abcdef", "v2;0123456789abcdef"]);
+        assert!(
+            d.stamps_header(&sealed),
+            "the routes match sealed stamps only"
+        );
+        assert_eq!(
+            sealed.stamps,
+            ["v1;0123456789abcdef", "v2;0123456789abcdef"]
+        );
         let bogus = req(&[("x-sticky-version", b"v9"), ("cookie", b"sticky-id=abc")]);
         assert_eq!(decide(&trusting, &bogus, no_mint).reason, Reason::Hash);
     }

@@ -84,7 +84,10 @@ pub fn digest(key: &[u8], token: &[u8]) -> [u8; DIGEST_LEN] {
         block[..key.len()].copy_from_slice(key);
     }
     let pad = |byte: u8| block.map(|b| b ^ byte);
-    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(token).finalize();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(token)
+        .finalize();
     Sha256::new()
         .chain_update(pad(0x5c))
         .chain_update(inner)

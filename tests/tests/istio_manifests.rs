@@ -131,7 +131,14 @@ fn the_example_wasmplugin_is_what_stickyctl_writes_for_the_example_rollout() {
         destination_rule: Some(example("demo-service.yaml", "DestinationRule")),
         ..Live::default()
     };
-    let out = desired("shop", "shop", &rollout.spec, Some("0123456789abcdef"), &live).unwrap();
+    let out = desired(
+        "shop",
+        "shop",
+        &rollout.spec,
+        Some("0123456789abcdef"),
+        &live,
+    )
+    .unwrap();
     let plugins: Vec<Value> = out
         .objects
         .iter()

@@ -453,7 +453,14 @@ mod tests {
             virtual_service: Some(vs()),
             ..Live::default()
         };
-        let d = desired("shop", "prod", &spec(&[("v1", 90.0), ("v2", 10.0)]), None, &live).unwrap();
+        let d = desired(
+            "shop",
+            "prod",
+            &spec(&[("v1", 90.0), ("v2", 10.0)]),
+            None,
+            &live,
+        )
+        .unwrap();
         apply(&mut live, &d.writes);
         // Promote finished: v1 goes away, v2 is stable. The routes switch before the subset goes.
         let d = desired("shop", "prod", &spec(&[("v2", 100.0)]), None, &live).unwrap();
@@ -467,7 +474,14 @@ mod tests {
         );
         // Adding v3: its subset exists before anything routes to it.
         apply(&mut live, &d.writes);
-        let d = desired("shop", "prod", &spec(&[("v2", 100.0), ("v3", 0.0)]), None, &live).unwrap();
+        let d = desired(
+            "shop",
+            "prod",
+            &spec(&[("v2", 100.0), ("v3", 0.0)]),
+            None,
+            &live,
+        )
+        .unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -478,7 +492,14 @@ mod tests {
         );
         // Swapping a version for another in one go: union first, then prune.
         apply(&mut live, &d.writes);
-        let d = desired("shop", "prod", &spec(&[("v2", 100.0), ("v4", 0.0)]), None, &live).unwrap();
+        let d = desired(
+            "shop",
+            "prod",
+            &spec(&[("v2", 100.0), ("v4", 0.0)]),
+            None,
+            &live,
+        )
+        .unwrap();
         assert_eq!(
             kinds(&d.writes),
             [
@@ -495,7 +516,14 @@ mod tests {
 
     #[test]
     fn missing_virtual_service_is_refused() {
-        let err = desired("shop", "prod", &spec(&[("v1", 100.0)]), None, &Live::default()).unwrap_err();
+        let err = desired(
+            "shop",
+            "prod",
+            &spec(&[("v1", 100.0)]),
+            None,
+            &Live::default(),
+        )
+        .unwrap_err();
         assert!(
             err.to_string()
                 .contains("VirtualService prod/shop does not exist"),
@@ -566,7 +594,14 @@ mod tests {
                 .clone()
         };
         let before = owned(&live);
-        let d = desired("cart", "prod", &spec(&[("v1", 50.0), ("v2", 50.0)]), None, &live).unwrap();
+        let d = desired(
+            "cart",
+            "prod",
+            &spec(&[("v1", 50.0), ("v2", 50.0)]),
+            None,
+            &live,
+        )
+        .unwrap();
         apply(&mut live, &d.writes);
         assert_eq!(owned(&live), before);
         // Deleting one leaves the other's entry; deleting the last deletes the plugin.

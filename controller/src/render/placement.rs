@@ -312,7 +312,8 @@ mod tests {
     #[test]
     fn the_pin_cookie_is_the_rollouts_own_unless_named() {
         let mut spec = StickyCanarySpec::new("shop", "v1");
-        let config = |spec: &StickyCanarySpec| plugin_config("prod", "shop", spec, Side::Gateway, None);
+        let config =
+            |spec: &StickyCanarySpec| plugin_config("prod", "shop", spec, Side::Gateway, None);
         assert_eq!(config(&spec).cookie.name, "sticky-version.prod.shop");
         assert_eq!(config(&spec).cookie.id_name, "sticky-id");
         assert!(config(&spec).validate().is_ok());

@@ -398,7 +398,11 @@ mod tests {
             json!({"set": {"x-team": "a"}, "remove": ["x-debug", "x-sticky-version"]}),
             "the stable route drops a client's own header"
         );
-        assert_eq!(http[3]["headers"]["request"]["remove"], json!(["x-debug"]), "the user's route untouched");
+        assert_eq!(
+            http[3]["headers"]["request"]["remove"],
+            json!(["x-debug"]),
+            "the user's route untouched"
+        );
         let again = edit("shop", &spec, &sealed).unwrap();
         assert_eq!(again, spec, "idempotent");
     }

@@ -16,10 +16,10 @@
 use jiff::Timestamp;
 
 use crate::analysis::Snapshot;
+use crate::exposure;
 use crate::model::{
     Phase, StepStatus, StepVerdict, StickyCanarySpec, StickyCanaryStatus, Waiting, HISTORY_LIMIT,
 };
-use crate::exposure;
 use crate::ops::{self, Op, OpError};
 use sticky_canary_filter::config::OverrideConfig;
 

@@ -549,7 +549,10 @@ fn the_override_access_changes_only_the_spec_and_keeps_the_header_name() {
     };
     let t = command(&s, &status, Command::Override(token.clone()), at(1));
     let next = t.spec.expect("the spec changes");
-    assert_eq!(next.filter.override_.header, "x-qa", "the header name stays");
+    assert_eq!(
+        next.filter.override_.header, "x-qa",
+        "the header name stays"
+    );
     assert_eq!(next.filter.override_.token_digest, token.token_digest);
     assert_eq!(t.action.as_deref(), Some("override token"));
     assert_eq!(t.status, None, "nothing of the step changes");

@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
     Preconditions,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::ByteString;
 use serde_json::Value;
 use sticky_canary_filter::PluginConfig;
 
@@ -21,8 +21,8 @@ use super::{Doc, Plan, Target};
 use crate::error::Error;
 use crate::model::{StickyCanary, StickyCanaryStatus};
 use crate::render::istio::{self, Kind, Live};
-use crate::render::{placement, seal};
 use crate::render::wasmplugin::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::render::{placement, seal};
 
 /// The Secret of a namespace that keeps its rollouts' QA override tokens, one key per rollout.
 pub const OVERRIDE_TOKENS: &str = "sticky-canary-override-tokens";
@@ -318,17 +318,20 @@ impl Target for KubeTarget {
         let key = canary.name_any();
         let what = format!("Secret {}/{OVERRIDE_TOKENS}", self.namespace);
         crate::reconcile::retry_on_conflict(|| async {
-            let mut secret = api.get_opt(OVERRIDE_TOKENS).await?.unwrap_or_else(|| Secret {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(OVERRIDE_TOKENS.to_owned()),
-                    labels: Some(BTreeMap::from([(
-                        MANAGED_BY_LABEL.to_owned(),
-                        MANAGED_BY.to_owned(),
-                    )])),
+            let mut secret = api
+                .get_opt(OVERRIDE_TOKENS)
+                .await?
+                .unwrap_or_else(|| Secret {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(OVERRIDE_TOKENS.to_owned()),
+                        labels: Some(BTreeMap::from([(
+                            MANAGED_BY_LABEL.to_owned(),
+                            MANAGED_BY.to_owned(),
+                        )])),
+                        ..Default::default()
+                    },
                     ..Default::default()
-                },
-                ..Default::default()
-            });
+                });
             secret
                 .data
                 .get_or_insert_with(BTreeMap::new)
