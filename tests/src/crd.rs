@@ -157,7 +157,8 @@ impl CrdSet {
 
     /// The kind and served version for an object's `apiVersion` and `kind`.
     pub fn find(&self, api_version: &str, kind: &str) -> Option<(&ResourceKind, &ServedVersion)> {
-        let (group, version) = api_version.split_once('/')?;
+        // The core group's apiVersion is the version alone (`v1`).
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let resource = self
             .kinds
             .iter()

@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use super::api_error::ApiError;
 use super::field_ownership::FieldOwners;
 use super::patch::{self, PatchKind};
+use super::request_path::api_version;
 use super::selectors::Selector;
 use crate::crd::{CrdSet, ResourceKind, ServedVersion};
 use crate::field_error::{FieldError, FieldErrorKind, ValidationErrors};
@@ -291,7 +292,7 @@ impl Store {
     /// Istio's CRDs whose versions share one schema and need no conversion.
     fn present(target: &Target, object: &Value) -> Value {
         let mut object = object.clone();
-        object["apiVersion"] = json!(format!("{}/{}", target.resource.group, target.version.name));
+        object["apiVersion"] = json!(api_version(&target.resource.group, &target.version.name));
         object
     }
 
@@ -325,7 +326,7 @@ impl Store {
     pub fn list(&self, target: &Target, selector: &Selector) -> Value {
         let items: Vec<Value> = self.matching(target, selector).collect();
         json!({
-            "apiVersion": format!("{}/{}", target.resource.group, target.version.name),
+            "apiVersion": api_version(&target.resource.group, &target.version.name),
             "kind": target.resource.list_kind,
             "metadata": {"resourceVersion": self.last_resource_version.to_string()},
             "items": items,
@@ -569,7 +570,7 @@ impl Store {
         if !object["metadata"].is_object() {
             object["metadata"] = json!({});
         }
-        object["apiVersion"] = json!(format!("{}/{}", target.resource.group, target.version.name));
+        object["apiVersion"] = json!(api_version(&target.resource.group, &target.version.name));
         object["kind"] = json!(target.resource.kind);
         object["metadata"]["name"] = json!(key.name);
         if target.resource.namespaced {

@@ -13,6 +13,8 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
+use super::request_path::api_version;
+
 use super::api_error::ApiError;
 use super::selectors::Selector;
 use super::store::{Event, EventType};
@@ -50,7 +52,7 @@ pub struct WatchOptions {
 impl WatchScope {
     fn present(&self, object: &Value) -> Value {
         let mut object = object.clone();
-        object["apiVersion"] = json!(format!("{}/{}", self.group, self.version));
+        object["apiVersion"] = json!(api_version(&self.group, &self.version));
         object
     }
 
@@ -90,7 +92,7 @@ impl WatchScope {
         }
         line(
             "BOOKMARK",
-            &json!({"apiVersion": format!("{}/{}", self.group, self.version), "kind": self.kind, "metadata": metadata}),
+            &json!({"apiVersion": api_version(&self.group, &self.version), "kind": self.kind, "metadata": metadata}),
         )
     }
 }
