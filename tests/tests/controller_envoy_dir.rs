@@ -201,3 +201,86 @@ async fn the_cookie_domain_goes_from_init_to_the_filter_and_explain() {
         serde_json::from_str(&ok(d, &["explain", "--key", "alice", "-o", "json"]).await).unwrap();
     assert_eq!(json["cookieDomain"], "shop.example");
 }
+
+/// `init --override token` creates QA's token: kept in a file only its owner reads, only its
+/// digest in the rollout and the listener; `explain` honours it and nothing else. The stamps
+/// are sealed, the routes match the sealed stamp, and `status` says who may override.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_creates_a_token_the_proxies_only_know_the_digest_of() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = envoy_dir();
+    let d = dir.path();
+    let said = ok(
+        d,
+        &[
+            "init",
+            "--service",
+            "shop",
+            "--stable",
+            "v1",
+            "--override",
+            "token",
+        ],
+    )
+    .await;
+    let file = d.join(stickyctl::target::envoy_dir::OVERRIDE_TOKEN_FILE);
+    assert!(said.contains(&format!("cat {}", file.display())), "{said}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "readable by its owner only");
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 64, "256 random bits in hex: {token}");
+    ok(d, &["start", "--canary", "v2"]).await;
+    for text in [
+        listener_config(d).to_string(),
+        read(d, ROLLOUT_FILE).to_string(),
+    ] {
+        assert!(!text.contains(&token), "the token in clear: {text}");
+        assert!(
+            text.contains("tokenDigest") || text.contains("hmacSha256"),
+            "{text}"
+        );
+    }
+    let config = listener_config(d);
+    let seal = config["seal"]
+        .as_str()
+        .expect("a sealed configuration")
+        .to_owned();
+    let lds = read(d, LDS_FILE).to_string();
+    assert!(
+        lds.contains(&format!("v2;{seal}")),
+        "the route matches the sealed stamp"
+    );
+    let explain = |value: String| async move {
+        let out = ok(
+            d,
+            &[
+                "explain",
+                "--key",
+                "alice",
+                "--override",
+                &value,
+                "-o",
+                "json",
+            ],
+        )
+        .await;
+        serde_json::from_str::<Value>(&out).unwrap()["reason"].clone()
+    };
+    assert_eq!(explain(format!("v2:{token}")).await, "override");
+    assert_eq!(explain("v2".to_owned()).await, "hash");
+    assert_eq!(explain("v2:wrong".to_owned()).await, "hash");
+    let status: Value = serde_json::from_str(&ok(d, &["status", "-o", "json"]).await).unwrap();
+    assert_eq!(status["override"], "token");
+    assert_eq!(status["warnings"], json!([]));
+    // Opened to anyone, knowingly: said in the status.
+    ok(d, &["override", "public"]).await;
+    let status: Value = serde_json::from_str(&ok(d, &["status", "-o", "json"]).await).unwrap();
+    assert_eq!(status["override"], "public");
+    assert!(status["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("public on a gateway"));
+    assert_eq!(explain("v2".to_owned()).await, "override");
+    let refused = sticky(d, &["override", "public", "--token", "x"]).await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+}
