@@ -40,6 +40,18 @@ pub fn override_line(spec: &StickyCanarySpec) -> String {
     }
 }
 
+/// How QA reaches the canary (`canary`, or `<version>` without one) of rollout `spec`, for
+/// the dashboard: the header in the form the filter honours, never the token itself.
+pub fn qa_line(spec: &StickyCanarySpec, canary: Option<&str>) -> String {
+    let header = &spec.filter.override_.header;
+    let version = canary.unwrap_or("<version>");
+    match access(&spec.filter.override_) {
+        Access::Off => "QA override off (`stickyctl override token` creates a token)".to_owned(),
+        Access::Token => format!("QA: {header}: {version}:<token>"),
+        Access::Public => format!("QA: {header}: {version} (public: anyone who sends it)"),
+    }
+}
+
 /// What a person must know about who can choose a version of rollout `spec` of `namespace`.
 pub fn warnings(namespace: &str, spec: &StickyCanarySpec) -> Vec<String> {
     let placements = placement::placements(namespace, spec);
@@ -89,6 +101,14 @@ mod tests {
         s.filter.override_.public = true;
         assert_eq!(access(&s.filter.override_), Access::Public);
         assert!(override_line(&s).starts_with("public"));
+        assert_eq!(
+            qa_line(&s, Some("v2")),
+            "QA: x-sticky-override: v2 (public: anyone who sends it)"
+        );
+        s.filter.override_.public = false;
+        s.filter.override_.token = Some("t".into());
+        assert_eq!(qa_line(&s, Some("v2")), "QA: x-sticky-override: v2:<token>");
+        assert!(!qa_line(&s, None).contains(":t"), "never the token");
     }
 
     #[test]

@@ -148,6 +148,8 @@ fn dashboard_steers_a_live_envoy_from_a_real_browser() {
         browser.goto(tab, &page).unwrap();
         shows(&mut browser, tab, "#ratio", "95:5", PAGE);
     }
+    // How QA reaches the canary: off until the rollout has a token (the safe default).
+    shows(&mut browser, a, "#qa", "QA override off", PAGE);
 
     // Without the token, or with a wrong one, nothing happens.
     browser.click(a, "#act-next").unwrap();

@@ -135,7 +135,7 @@ fn the_example_wasmplugin_is_what_stickyctl_writes_for_the_example_rollout() {
         "shop",
         "shop",
         &rollout.spec,
-        Some("0123456789abcdef"),
+        Some("5f0c3b8e2d6a4f1e9b7c0a1d3e5f7a9c"),
         &live,
     )
     .unwrap();

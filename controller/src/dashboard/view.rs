@@ -5,6 +5,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::analysis::verdict::Outcome;
+use crate::exposure;
 use crate::model::{Phase, StickyCanary};
 use crate::ops;
 use crate::rollout::{self, describe};
@@ -29,6 +30,8 @@ pub struct RolloutView {
     pub stable: String,
     /// The canary's name, if one is live.
     pub canary: Option<String>,
+    /// How QA reaches the canary: the override header in its tokened form (never the token).
+    pub qa: String,
     /// Health in words: the current verdict, the message, or what the rollout waits for.
     pub health: String,
     /// Automatic progression in words (`off`, `on, step 10%: 42s left`).
@@ -137,6 +140,7 @@ pub fn rollout(canary: &StickyCanary, now: Timestamp) -> RolloutView {
         versions: spec.summary(),
         stable,
         canary: canary_version.map(|c| c.name.clone()),
+        qa: exposure::qa_line(spec, canary_version.map(|c| c.name.as_str())),
         health,
         auto: describe::progression(spec, &status, now),
         auto_on: spec.auto.enabled,

@@ -79,6 +79,7 @@ function rolloutPage(main) {
     el('div', { class: 'card' },
       el('p', {}, 'Phase: ', el('span', { id: 'phase' })),
       el('p', {}, 'Stable:canary ', el('span', { id: 'ratio', class: 'ratio' }), ' ', el('span', { id: 'versions', class: 'muted' })),
+      el('p', { id: 'qa', class: 'muted' }),
       el('ol', { id: 'steps', class: 'steps', 'aria-label': 'Steps' }),
       el('p', {}, 'Automatic progression: ', el('span', { id: 'auto' })),
       el('p', {}, 'Health: ', el('span', { id: 'health' }))),
@@ -121,6 +122,7 @@ function drawRollout() {
   document.getElementById('phase').replaceChildren(phase(view));
   document.getElementById('ratio').textContent = view.ratio;
   document.getElementById('versions').textContent = view.versions;
+  document.getElementById('qa').textContent = view.qa;
   document.getElementById('auto').textContent = view.auto;
   document.getElementById('health').textContent = view.health;
   document.getElementById('steps').replaceChildren(...view.steps.map((s) => el('li',
