@@ -70,6 +70,7 @@ pub mod schema_validation;
 pub use crd::{CelRule, CrdSet, ResourceKind, ServedVersion};
 pub use crds_path::{all_crds, istio_crds, istio_crds_path, project_crds, repo_root};
 pub use fake_apiserver::{
-    ApiError, AuditedWrite, Chaos, EventMatch, FakeApiServer, Fate, RecordedRequest, WatchFault,
+    ApiError, AuditedWrite, Chaos, EventMatch, FakeApiServer, Fate, RecordedRequest, Snapshot,
+    StaleLists, WatchFault,
 };
 pub use field_error::{FieldError, FieldErrorKind, ValidationErrors};

@@ -12,7 +12,7 @@ use kube::api::{
 use kube::Client;
 use serde_json::json;
 use sticky_canary_tests::samples::virtual_service;
-use sticky_canary_tests::{istio_crds, Chaos, EventMatch, FakeApiServer};
+use sticky_canary_tests::{istio_crds, Chaos, EventMatch, FakeApiServer, StaleLists};
 
 const NS: &str = "prod";
 const VS: &str = "networking.istio.io/v1";
@@ -175,10 +175,11 @@ async fn chaos_is_reproducible_from_its_seed() {
 async fn stale_lists_answer_from_the_snapshot_until_fresh_again() {
     let Some((server, api)) = start() else { return };
     server.create(virtual_service(NS, "a")).unwrap();
-    server.serve_stale_lists();
+    let snapshot = server.snapshot();
     let frozen = server.resource_version().to_string();
     set_host(&server, "a", "new");
     server.create(virtual_service(NS, "b")).unwrap();
+    server.serve_stale_lists(snapshot.clone(), StaleLists::Cached);
     let cached = ListParams::default().match_any();
     let stale = api.list(&cached).await.unwrap();
     assert_eq!(
@@ -201,6 +202,13 @@ async fn stale_lists_answer_from_the_snapshot_until_fresh_again() {
     assert_eq!(next_events(&mut stream, 1).await, ["MODIFIED b live"]);
     assert_eq!(server.serve_fresh_lists(), 1);
     assert_eq!(api.list(&cached).await.unwrap().items.len(), 2);
+    // A broken cache answers even quorum lists from the snapshot.
+    server.serve_stale_lists(snapshot, StaleLists::Every);
+    assert_eq!(
+        api.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+    assert_eq!(server.serve_fresh_lists(), 2);
 }
 
 #[tokio::test]

@@ -83,6 +83,17 @@ pub struct Chaos {
     pub max_delay: Duration,
 }
 
+/// Which lists a stale cache answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleLists {
+    /// Only lists at resourceVersion `0`, which a real server may answer from its watch cache
+    /// (kube-rs watchers list so with `ListSemantic::Any`; their default is a quorum read).
+    Cached,
+    /// Every list, quorum reads included: a broken or partitioned cache, harsher than any
+    /// real server, so that a client's every list can be stale.
+    Every,
+}
+
 /// A frozen copy of the objects, answering lists while stale reads are on.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -109,13 +120,19 @@ pub struct AuditedWrite {
     pub found: Option<String>,
     /// The answer's status code.
     pub status: u16,
+    /// A server-side dry run: checked like the write, nothing changed.
+    pub dry_run: bool,
 }
 
 impl AuditedWrite {
     /// A write that changed an existing object without any condition: it could have replaced
     /// a newer object than the one its author read.
     pub fn unconditional_overwrite(&self) -> bool {
-        self.status < 300 && self.found.is_some() && self.precondition.is_none() && !self.guarded
+        !self.dry_run
+            && self.status < 300
+            && self.found.is_some()
+            && self.precondition.is_none()
+            && !self.guarded
     }
 
     /// A write conditioned on a resourceVersion that was no longer current (a stale read).
@@ -125,7 +142,7 @@ impl AuditedWrite {
 
     /// A write from a stale read that the server accepted: what must never happen.
     pub fn accepted_stale(&self) -> bool {
-        self.stale() && self.status < 300
+        !self.dry_run && self.stale() && self.status < 300
     }
 }
 
@@ -140,9 +157,9 @@ pub struct Faults {
     dropped: Vec<u64>,
     delayed: Vec<u64>,
     /// Lists answer from this while set.
-    pub stale: Option<Snapshot>,
-    /// Lists answered from the snapshot.
-    pub stale_lists_served: usize,
+    pub stale: Option<(Snapshot, StaleLists)>,
+    /// The plural of every list answered from the snapshot.
+    pub stale_lists_served: Vec<String>,
     /// Every write, in order.
     pub audit: Vec<AuditedWrite>,
 }
@@ -164,7 +181,7 @@ impl Default for Faults {
             dropped: Vec::new(),
             delayed: Vec::new(),
             stale: None,
-            stale_lists_served: 0,
+            stale_lists_served: Vec::new(),
             audit: Vec::new(),
         }
     }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::api_error::ApiError;
-use super::faults::{AuditedWrite, Faults};
+use super::faults::{AuditedWrite, Faults, StaleLists};
 use super::patch::PatchKind;
 use super::request_path::{self, ResourcePath};
 use super::selectors::Selector;
@@ -198,12 +198,19 @@ fn dispatch(shared: &Shared, path: &ResourcePath, request: &Request) -> Result<R
                 request.param("labelSelector"),
                 request.param("fieldSelector"),
             )?;
-            // Only a list that accepts any resourceVersion (`0`) may come from a cache.
+            // Only a list that accepts any resourceVersion (`0`) may come from a real cache.
             let cached = request.param("resourceVersion") == Some("0");
-            let stale = shared.faults().stale.clone().filter(|_| cached);
+            let stale = shared
+                .faults()
+                .stale
+                .clone()
+                .filter(|(_, which)| cached || *which == StaleLists::Every);
             match stale {
-                Some(snapshot) => {
-                    shared.faults().stale_lists_served += 1;
+                Some((snapshot, _)) => {
+                    shared
+                        .faults()
+                        .stale_lists_served
+                        .push(target.resource.plural.clone());
                     ok(Store::list_from(&snapshot, &target, &selector))
                 }
                 None => ok(shared.store().list(&target, &selector)),
@@ -335,8 +342,8 @@ fn patch_precondition(kind: PatchKind, body: &[u8]) -> (Option<String>, bool) {
     }
 }
 
-/// Runs a write, on a scratch copy of the store for `dryRun=All` (validated, never persisted);
-/// a real one is recorded in the write audit with the resourceVersion it found.
+/// Runs a write, on a scratch copy of the store for `dryRun=All` (validated, never persisted),
+/// and records it in the write audit with the resourceVersion it found.
 fn write(
     shared: &Shared,
     dry_run: bool,
@@ -344,11 +351,12 @@ fn write(
     operation: impl FnOnce(&mut Store) -> Result<Value, ApiError>,
 ) -> Result<Value, ApiError> {
     let mut store = shared.store();
-    if dry_run {
-        return operation(&mut store.scratch_copy());
-    }
     let found = store.resource_version_of(&audit.key);
-    let result = operation(&mut store);
+    let result = if dry_run {
+        operation(&mut store.scratch_copy())
+    } else {
+        operation(&mut store)
+    };
     drop(store);
     let status = match &result {
         Ok(_) => 200,
@@ -361,6 +369,7 @@ fn write(
         guarded: audit.guarded,
         found,
         status,
+        dry_run,
     });
     result
 }
@@ -384,7 +393,7 @@ fn start_watch(shared: &Shared, target: &Target, request: &Request) -> Result<Re
     let requested = request
         .param("resourceVersion")
         .filter(|rv| !rv.is_empty() && *rv != "0");
-    let stale = shared.faults().stale.clone();
+    let stale = shared.faults().stale.clone().map(|(snapshot, _)| snapshot);
     let store = shared.store();
     let (start, live): (Start, broadcast::Receiver<_>) = match requested {
         Some(rv) if !options.send_initial_events => {

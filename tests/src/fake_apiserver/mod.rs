@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 pub use api_error::ApiError;
 pub use builtin_kinds::builtin_kinds;
-pub use faults::{AuditedWrite, Chaos, EventMatch, Fate, WatchFault};
+pub use faults::{AuditedWrite, Chaos, EventMatch, Fate, Snapshot, StaleLists, WatchFault};
 pub use field_ownership::FieldOwners;
 pub use http::RecordedRequest;
 pub use request_path::{parse as parse_path, ResourcePath};
@@ -171,17 +171,19 @@ impl FakeApiServer {
         (faults.dropped().to_vec(), faults.delayed().to_vec())
     }
 
-    /// From now on the server answers like a cache stuck at this moment, the stale reads Sieve
-    /// injects: a LIST at resourceVersion `0` (which a real server may answer from its watch
-    /// cache; kube-rs reflectors list so) gets the objects as they are now, with this
-    /// resourceVersion, however they change meanwhile; a watch starting from the current
-    /// state or replaying history sees nothing after this moment, then the live changes (the
-    /// ones in between are missed). GETs and lists without a resourceVersion stay current,
-    /// as quorum reads are. See [`FakeApiServer::expire_watches`] to make running
-    /// reflectors re-list.
-    pub fn serve_stale_lists(&self) {
-        let snapshot = self.shared.store().snapshot();
-        self.shared.faults().stale = Some(snapshot);
+    /// The objects as they are now, for [`FakeApiServer::serve_stale_lists`] later.
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.store().snapshot()
+    }
+
+    /// From now on the server answers like a cache stuck at `snapshot`, the stale reads Sieve
+    /// injects: the lists `which` names get the objects as they were then, with that
+    /// resourceVersion, however they changed since; a watch from the current state or
+    /// replaying history sees nothing after the snapshot, then the live changes (the ones in
+    /// between are missed). GETs stay current, as quorum reads are. See
+    /// [`FakeApiServer::expire_watches`] to make running reflectors list again.
+    pub fn serve_stale_lists(&self, snapshot: Snapshot, which: StaleLists) {
+        self.shared.faults().stale = Some((snapshot, which));
     }
 
     /// Ends every open watch with an ERROR event carrying a 410 Expired, as a server that lost
@@ -190,14 +192,29 @@ impl FakeApiServer {
         self.shared.faults().expire.send_modify(|epoch| *epoch += 1);
     }
 
+    /// How many lists were answered from a stale snapshot so far.
+    pub fn stale_lists_served(&self) -> usize {
+        self.shared.faults().stale_lists_served.len()
+    }
+
+    /// How many lists of `plural` were answered from a stale snapshot so far.
+    pub fn stale_lists_of(&self, plural: &str) -> usize {
+        let faults = self.shared.faults();
+        faults
+            .stale_lists_served
+            .iter()
+            .filter(|p| *p == plural)
+            .count()
+    }
+
     /// Lists answer from the current state again; returns how many were stale.
     pub fn serve_fresh_lists(&self) -> usize {
         let mut faults = self.shared.faults();
         faults.stale = None;
-        faults.stale_lists_served
+        faults.stale_lists_served.len()
     }
 
-    /// Every write (not dry run) the server received, with the resourceVersion it was
+    /// Every write (dry runs included) the server received, with the resourceVersion it was
     /// conditioned on and the one it found: see [`AuditedWrite::accepted_stale`] and
     /// [`AuditedWrite::unconditional_overwrite`].
     pub fn write_audit(&self) -> Vec<AuditedWrite> {
