@@ -45,14 +45,31 @@ fn fake(c: &Cluster) -> &FakeApiServer {
 }
 
 /// Every write the server saw was conditioned on what its author read, and none from a stale
-/// read got through; returns how many writes were refused as stale.
+/// read got through; returns how many writes were refused as stale. Prints the figures.
 #[track_caller]
 fn assert_no_stale_write(server: &FakeApiServer) -> usize {
-    let audit = server.write_audit();
-    let ours: Vec<_> = audit
-        .iter()
+    let (dropped, delayed) = server.faulted_events();
+    // Events (the recorder's, patched without a precondition) are reports, not state.
+    let audit: Vec<_> = server
+        .write_audit()
+        .into_iter()
         .filter(|w| w.key.group != "events.k8s.io")
         .collect();
+    println!(
+        "faults: {} watch events dropped, {} delayed, {} stale lists; writes: {} ({} dry runs), \
+         {} conditioned on a resourceVersion, {} refused as stale, {} accepted stale, {} \
+         unconditional overwrites",
+        dropped.len(),
+        delayed.len(),
+        server.stale_lists_served(),
+        audit.len(),
+        audit.iter().filter(|w| w.dry_run).count(),
+        audit.iter().filter(|w| w.precondition.is_some()).count(),
+        audit.iter().filter(|w| w.stale()).count(),
+        audit.iter().filter(|w| w.accepted_stale()).count(),
+        audit.iter().filter(|w| w.unconditional_overwrite()).count(),
+    );
+    let ours: Vec<_> = audit.iter().collect();
     assert!(!ours.is_empty(), "no write at all: the test proved nothing");
     for write in &ours {
         assert!(
