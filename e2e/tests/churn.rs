@@ -34,7 +34,7 @@ use sticky_canary_e2e::process::ChildGuard;
 use sticky_canary_filter::config::DEFAULT_ID_COOKIE;
 
 /// Returning visitors browsing all along.
-const CROWD: usize = 16;
+const CROWD: usize = 12;
 const ROLLOUT: &str = "prod/shop";
 const STICKYCANARY: (&str, &str, &str) = ("stickycanary.io", "v1alpha1", "StickyCanary");
 const WASMPLUGIN: (&str, &str, &str) = ("extensions.istio.io", "v1alpha1", "WasmPlugin");
@@ -192,6 +192,8 @@ struct Churn<'a> {
     controllers: &'a Controllers,
     kubeconfig: PathBuf,
     changes: Vec<Change>,
+    /// Times the controller was killed at a step.
+    kills: usize,
 }
 
 impl Churn<'_> {
@@ -222,7 +224,7 @@ impl Churn<'_> {
             if Instant::now() > deadline {
                 bail!("{what}: the gateway does not run {weights:?} after {PROPAGATION:?}");
             }
-            std::thread::sleep(Duration::from_millis(25));
+            std::thread::sleep(Duration::from_millis(40));
         }
     }
 
@@ -264,6 +266,7 @@ impl Churn<'_> {
             .join()
             .map_err(|_| anyhow!("the killer panicked"))??;
         changed?;
+        self.kills += seen.len();
         if seen.len() != steps {
             bail!(
                 "`{}`: {} step(s) killed the controller, expected {steps}: {seen:?}",
@@ -348,22 +351,27 @@ impl Churn<'_> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        if self.stack.applied_weights(ROLLOUT)?.as_deref() != Some(good.as_slice()) {
-            bail!("the gateway did not keep the last good weights {good:?}");
+        // The filter still runs, on the last good configuration: it is the only one it can
+        // run (Envoy's ECDS config dump shows the refused one as its latest, so the weights are
+        // read from the decisions instead).
+        let probe = MeshStack::browser("shop").visit(&self.stack.http.fresh(), "/")?;
+        if probe.page.status != 200 || probe.page.received_version.is_none() {
+            bail!("the gateway stopped deciding on a refused configuration: {probe:?}");
+        }
+        let log = self.stack.gateway.envoy().log().unwrap_or_default();
+        if !log.contains("rollouts[0].config.versions: weights must sum to 100, they sum to 95") {
+            bail!("the gateway's log does not name the refused field");
         }
         let repair = Instant::now();
         self.controllers.order(Order::Restart)?;
         let deadline = Instant::now() + PROPAGATION;
-        loop {
-            let now = plane.block_on(api.get(GATEWAY_PLUGIN))?;
-            if now.data["spec"] == stored.data["spec"] {
-                return Ok(repair.elapsed());
-            }
+        while plane.block_on(api.get(GATEWAY_PLUGIN))?.data["spec"] != stored.data["spec"] {
             if Instant::now() > deadline {
                 bail!("the controller did not repair the shared plugin");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        self.reach_gateway(&good, repair, "the repaired plugin")
     }
 
     fn ramp(
@@ -390,6 +398,8 @@ struct Counts {
     not_found_in_abort: usize,
     moved_back_in_ramp_up: usize,
     moved_into_canary: usize,
+    /// The control: during the partial rollback clients do move back.
+    moved_back_in_rollback: usize,
 }
 
 fn count(loads: &[PageLoad], changes: &[Change]) -> Counts {
@@ -449,6 +459,14 @@ fn count(loads: &[PageLoad], changes: &[Change]) -> Counts {
                 && (1..=changes.len())
                     .filter(|&k| pair[1].ended >= 2 * k - 1)
                     .all(|k| k < promote);
+            let rollback = between.contains(&Kind::Down)
+                && between.iter().all(|k| matches!(k, Kind::Up | Kind::Down));
+            if rollback
+                && a.version() == Some(canary.as_str())
+                && b.version() == Some(stable.as_str())
+            {
+                counts.moved_back_in_rollback += 1;
+            }
             if !ramp_up {
                 continue;
             }
@@ -503,21 +521,25 @@ fn a_hundred_changes_through_istiod_under_load() {
         controllers: &controllers,
         kubeconfig,
         changes: Vec::new(),
+        kills: 0,
     };
     let mut repair = Duration::ZERO;
+    let mut istiod_restart = Duration::ZERO;
     let (driven, loads) = browse_while(&stack.http, &mut browsers, |driver| -> Result<()> {
         // A first ramp up, with a weight stickyctl refuses on the way.
         churn.change(driver, Kind::Start, &["start", "--canary", "v2"])?;
         churn.ramp(driver, Kind::Up, (2..=30).step_by(2))?;
         churn.refused_by_stickyctl()?;
+        repair = churn.refused_by_the_gateway()?;
         churn.ramp(driver, Kind::Up, (32..=60).step_by(2))?;
         // A partial rollback, then up again, with istiod killed and restarted meanwhile and
         // a configuration only the gateway can refuse.
         churn.ramp(driver, Kind::Down, (30..=58).rev().step_by(2))?;
         churn.ramp(driver, Kind::Up, (32..=40).step_by(2))?;
+        let restart = Instant::now();
         stack.plane.restart_istiod().context("restarting istiod")?;
+        istiod_restart = restart.elapsed();
         churn.ramp(driver, Kind::Up, (42..=50).step_by(2))?;
-        repair = churn.refused_by_the_gateway()?;
         // The abort: its switch and the removal of the canary, the controller killed at each.
         churn.change_killing_the_controller(driver, Kind::Abort, &["abort"], 2)?;
         // A second canary all the way, promoted (the old stable drains, then goes).
@@ -531,6 +553,7 @@ fn a_hundred_changes_through_istiod_under_load() {
         Ok(())
     });
     let changes = std::mem::take(&mut churn.changes);
+    let kills = churn.kills;
     drop(controllers);
     if let Err(error) = driven {
         let log = std::fs::read_to_string(&controller_log).unwrap_or_default();
@@ -545,8 +568,10 @@ fn a_hundred_changes_through_istiod_under_load() {
         "churn: {} changes; propagation to the gateway median {:?}, max {:?} ({}); \
          {} page loads, {} requests: {} failed, {} pages mixing versions \
          ({} more overlapping the abort, with {} 404s), {} clients moved from the canary back \
-         to stable during a ramp up ({} moved into it); controller repair of a refused \
-         plugin {repair:?}; wall time {wall:?} (mesh start {setup:?})",
+         to stable during a ramp up ({} moved into it, {} back during the partial rollback); \
+         controller killed {} times; controller repair of a refused \
+         plugin {repair:?}; istiod restarted in {istiod_restart:?}; wall time {wall:?} \
+         (mesh start {setup:?})",
         changes.len(),
         median(times.clone()),
         slowest.took,
@@ -559,6 +584,8 @@ fn a_hundred_changes_through_istiod_under_load() {
         counts.not_found_in_abort,
         counts.moved_back_in_ramp_up,
         counts.moved_into_canary,
+        counts.moved_back_in_rollback,
+        kills,
     );
     assert_eq!(changes.len(), 100, "{changes:?}");
     assert!(
@@ -570,6 +597,10 @@ fn a_hundred_changes_through_istiod_under_load() {
     assert_eq!(
         counts.moved_back_in_ramp_up, 0,
         "clients left the canary during a ramp up"
+    );
+    assert!(
+        counts.moved_back_in_rollback > 0,
+        "no client left the canary during the partial rollback: the moves are not seen"
     );
     assert!(
         counts.moved_into_canary > 0 && counts.page_loads > 20 * CROWD,
