@@ -136,7 +136,14 @@ pub fn respond(
     faults: Arc<Mutex<Faults>>,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    tokio::spawn(stream_events(scope, options, start, live, tx, faults));
+    // Subscribed before the response goes out, so an expiry right after the client got its
+    // stream is never missed.
+    let expire = faults
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .expire
+        .subscribe();
+    tokio::spawn(stream_events(scope, options, start, live, tx, expire));
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -154,7 +161,7 @@ async fn stream_events(
     start: Start,
     mut live: broadcast::Receiver<Arc<Event>>,
     tx: mpsc::Sender<Bytes>,
-    faults: Arc<Mutex<Faults>>,
+    mut expire: tokio::sync::watch::Receiver<u64>,
 ) {
     let mut first_lines = Vec::new();
     let mut last_seen = match start {
@@ -189,11 +196,6 @@ async fn stream_events(
             return;
         }
     }
-    let mut expire = faults
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .expire
-        .subscribe();
     let deadline = tokio::time::sleep(options.timeout);
     tokio::pin!(deadline);
     // Delayed events, by due time then arrival: a later event due sooner overtakes them.
