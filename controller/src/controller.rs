@@ -118,21 +118,29 @@ async fn finalize<M: Metrics>(canary: Arc<StickyCanary>, ctx: &Ctx<M>) -> Result
                     ctx.publish(&canary, EventType::Normal, "Applied", note)
                         .await;
                 }
-                if !canary.spec.auto.enabled {
-                    return Ok(Action::requeue(RESYNC));
-                }
                 let Some(metrics) = &ctx.metrics else {
-                    let note = "auto is on, but the controller runs without --prometheus: the rollout waits".to_owned();
-                    ctx.publish(&canary, EventType::Warning, "NoMetrics", note).await;
+                    if canary.spec.auto.enabled {
+                        let note = "auto is on, but the controller runs without --prometheus: the rollout waits".to_owned();
+                        ctx.publish(&canary, EventType::Warning, "NoMetrics", note).await;
+                    }
                     return Ok(Action::requeue(RESYNC));
                 };
+                // Whether the rollout is automatic, and its webhook, come from a fresh read,
+                // never from `canary`: the cache may be stale (a re-list from a lagging API
+                // server, a missed event), and trusting it held an automatic rollout, and the
+                // rollback of a failing canary, until the rollout's next change was seen.
                 let (done, again) = look(&target, metrics).await?;
                 for (action, _) in &done.actions {
                     ctx.publish(&canary, EventType::Normal, "Step", action.clone()).await;
                 }
-                if let Err(why) = notify::dispatch(&ctx.http, &canary, done.notices) {
-                    tracing::warn!(rollout = %name, %namespace, "{why}");
-                    ctx.publish(&canary, EventType::Warning, "WebhookRefused", why).await;
+                if !done.notices.is_empty() {
+                    if let Some(fresh) = target.load().await? {
+                        if let Err(why) = notify::dispatch(&ctx.http, &fresh, done.notices) {
+                            tracing::warn!(rollout = %name, %namespace, "{why}");
+                            ctx.publish(&canary, EventType::Warning, "WebhookRefused", why)
+                                .await;
+                        }
+                    }
                 }
                 Ok(Action::requeue(again.unwrap_or(RESYNC)))
             }

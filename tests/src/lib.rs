@@ -51,6 +51,11 @@
 //!   event with a 410 Expired Status when N is older than the bounded history.
 //! - Every write is validated against the CRD schema and metadata rules: 422 Invalid with one
 //!   cause per field.
+//! - Faults on demand, the ones Sieve injects into controllers: watch events dropped
+//!   (`drop_watch_events`), delayed and so reordered (`delay_watch_events`), a seeded random
+//!   mix (`watch_chaos`), stale lists from a snapshot (`snapshot`, `serve_stale_lists`), open
+//!   watches ended with 410 (`expire_watches`); and a write audit (`write_audit`) telling
+//!   writes from a stale read and unconditional overwrites.
 //!
 //! Approximated: server-side apply tracks ownership per leaf field with atomic lists and merges
 //! with merge-patch rules (no `managedFields` rendered; see [`FieldOwners`]); objects are stored
@@ -69,5 +74,8 @@ pub mod schema_validation;
 
 pub use crd::{CelRule, CrdSet, ResourceKind, ServedVersion};
 pub use crds_path::{all_crds, istio_crds, istio_crds_path, project_crds, repo_root};
-pub use fake_apiserver::{ApiError, FakeApiServer, RecordedRequest};
+pub use fake_apiserver::{
+    ApiError, AuditedWrite, Chaos, EventMatch, FakeApiServer, Fate, RecordedRequest, Snapshot,
+    StaleLists, WatchFault,
+};
 pub use field_error::{FieldError, FieldErrorKind, ValidationErrors};

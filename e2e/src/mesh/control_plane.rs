@@ -55,7 +55,10 @@ pub struct ControlPlane {
     pub xds: SocketAddr,
     // Dropped in reverse order of start: istiod before the API server before etcd.
     controller_manager: std::sync::Mutex<Option<ChildGuard>>,
-    _istiod: ChildGuard,
+    istiod: std::sync::Mutex<Option<ChildGuard>>,
+    /// How istiod was started, to start it again on the same addresses.
+    istiod_command: (PathBuf, Vec<String>, Vec<(&'static str, &'static str)>),
+    istiod_http: u16,
     _apiserver: ChildGuard,
     _etcd: ChildGuard,
     runtime: tokio::runtime::Runtime,
@@ -155,25 +158,26 @@ impl ControlPlane {
         let http = free_port()?;
         let monitoring = free_port()?;
         std::fs::write(dir.path().join("mesh.yaml"), MESH_CONFIG)?;
-        let mut env: Vec<(&str, &str)> = ISTIOD_ENV.to_vec();
+        let mut env: Vec<(&'static str, &'static str)> = ISTIOD_ENV.to_vec();
         env.extend([("POD_NAMESPACE", "istio-system"), ("POD_NAME", "istiod-0")]);
+        let istiod_args: Vec<String> = vec![
+            "discovery".into(),
+            format!("--kubeconfig={}", admin_kubeconfig.display()),
+            format!("--meshConfig={}", path("mesh.yaml")),
+            format!("--grpcAddr={xds}"),
+            format!("--httpAddr=127.0.0.1:{http}"),
+            format!("--monitoringAddr=127.0.0.1:{monitoring}"),
+            // No TLS xDS and no webhook server: nothing here speaks them.
+            "--secureGRPCAddr=".into(),
+            "--httpsAddr=".into(),
+            "--domain=cluster.local".into(),
+            "--log_output_level=default:warn".into(),
+        ];
         let mut istiod = spawn(
             &tools.pilot_discovery,
             dir.path(),
             "istiod",
-            &[
-                "discovery".into(),
-                format!("--kubeconfig={}", admin_kubeconfig.display()),
-                format!("--meshConfig={}", path("mesh.yaml")),
-                format!("--grpcAddr={xds}"),
-                format!("--httpAddr=127.0.0.1:{http}"),
-                format!("--monitoringAddr=127.0.0.1:{monitoring}"),
-                // No TLS xDS and no webhook server: nothing here speaks them.
-                "--secureGRPCAddr=".into(),
-                "--httpsAddr=".into(),
-                "--domain=cluster.local".into(),
-                "--log_output_level=default:warn".into(),
-            ],
+            &istiod_args,
             &env,
         )?;
         let ready = crate::browser::Http::new(SocketAddr::from(([127, 0, 0, 1], http)));
@@ -188,7 +192,9 @@ impl ControlPlane {
             operator_token,
             api,
             xds,
-            _istiod: istiod,
+            istiod: std::sync::Mutex::new(Some(istiod)),
+            istiod_command: (tools.pilot_discovery.clone(), istiod_args, env),
+            istiod_http: http,
             _apiserver: apiserver,
             _etcd: etcd,
             runtime,
@@ -233,6 +239,25 @@ impl ControlPlane {
         )?;
         *running = Some(process);
         Ok(())
+    }
+
+    /// Kills istiod (SIGKILL, as a crashed or evicted pod) and starts it again on the same
+    /// addresses; returns once the new one is ready. Its proxies keep serving what they hold
+    /// meanwhile and reconnect by themselves. Must be called on the thread that keeps the
+    /// control plane (its processes die with it).
+    pub fn restart_istiod(&self) -> Result<()> {
+        let mut running = self.istiod.lock().unwrap_or_else(|e| e.into_inner());
+        // Dropping the guard kills and reaps it: its ports are free again.
+        drop(running.take());
+        let (bin, args, env) = &self.istiod_command;
+        let istiod = running.insert(spawn(bin, self.dir.path(), "istiod", args, env)?);
+        let ready = crate::browser::Http::new(SocketAddr::from(([127, 0, 0, 1], self.istiod_http)));
+        wait(
+            "istiod /ready after its restart",
+            || Ok(ready.get("/ready", &[]).is_ok_and(|r| r.status == 200)),
+            &mut [istiod],
+        )
+        .map_err(|err| self.explain("istiod", err))
     }
 
     /// Adds the end of a part's log to an error.

@@ -14,10 +14,11 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::api_error::ApiError;
+use super::faults::{AuditedWrite, Faults, StaleLists};
 use super::patch::PatchKind;
 use super::request_path::{self, ResourcePath};
 use super::selectors::Selector;
-use super::store::{Part, PatchRequest, Store, Target};
+use super::store::{ObjectKey, Part, PatchRequest, Store, Target};
 use super::watch::{self, Start, WatchOptions, WatchScope};
 
 /// One request the server received, for assertions such as "dry-run wrote nothing".
@@ -51,12 +52,21 @@ pub struct Shared {
     pub store: Mutex<Store>,
     /// Requests received so far.
     pub requests: Mutex<Vec<RecordedRequest>>,
+    /// Injected watch and list faults, and the write audit.
+    pub faults: Arc<Mutex<Faults>>,
 }
 
 impl Shared {
     /// Locks the store; a panic in another test thread must not hide this test's result.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Locks the faults and the write audit.
+    pub fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.faults
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -188,19 +198,37 @@ fn dispatch(shared: &Shared, path: &ResourcePath, request: &Request) -> Result<R
                 request.param("labelSelector"),
                 request.param("fieldSelector"),
             )?;
-            ok(shared.store().list(&target, &selector))
+            // Only a list that accepts any resourceVersion (`0`) may come from a real cache.
+            let cached = request.param("resourceVersion") == Some("0");
+            let stale = shared
+                .faults()
+                .stale
+                .clone()
+                .filter(|(_, which)| cached || *which == StaleLists::Every);
+            match stale {
+                Some((snapshot, _)) => {
+                    shared
+                        .faults()
+                        .stale_lists_served
+                        .push(target.resource.plural.clone());
+                    ok(Store::list_from(&snapshot, &target, &selector))
+                }
+                None => ok(shared.store().list(&target, &selector)),
+            }
         }
         (Method::GET, Some(name)) => ok(shared.store().get(&target, name)?),
         (Method::POST, None) => {
             let body = request.json_body()?;
-            let created = write(shared, request.dry_run, |store| {
+            let audit = Audit::create(&target, &body);
+            let created = write(shared, request.dry_run, audit, |store| {
                 store.create(&target, body, request.manager())
             })?;
             Ok((StatusCode::CREATED, Json(created)).into_response())
         }
         (Method::PUT, Some(name)) => {
             let body = request.json_body()?;
-            ok(write(shared, request.dry_run, |store| {
+            let audit = Audit::new("PUT", &target, name, resource_version_of(&body), false);
+            ok(write(shared, request.dry_run, audit, |store| {
                 store.replace(&target, name, body, part, request.manager())
             })?)
         }
@@ -212,7 +240,10 @@ fn dispatch(shared: &Shared, path: &ResourcePath, request: &Request) -> Result<R
                 force: request.flag("force"),
             };
             let existed = shared.store().get(&target, name).is_ok();
-            let patched = write(shared, request.dry_run, |store| {
+            let (precondition, guarded) = patch_precondition(patch.kind, request.body);
+            let operation = format!("PATCH {}", request.content_type);
+            let audit = Audit::new(&operation, &target, name, precondition, guarded);
+            let patched = write(shared, request.dry_run, audit, |store| {
                 store.patch(&target, name, patch, part)
             })?;
             let code = if existed {
@@ -225,7 +256,14 @@ fn dispatch(shared: &Shared, path: &ResourcePath, request: &Request) -> Result<R
         (Method::DELETE, Some(name)) => {
             let options: Value = serde_json::from_slice(request.body).unwrap_or(Value::Null);
             let precondition = options["preconditions"]["resourceVersion"].as_str();
-            ok(write(shared, request.dry_run, |store| {
+            let audit = Audit::new(
+                "DELETE",
+                &target,
+                name,
+                precondition.map(str::to_owned),
+                false,
+            );
+            ok(write(shared, request.dry_run, audit, |store| {
                 store.delete(&target, name, precondition)
             })?)
         }
@@ -233,18 +271,107 @@ fn dispatch(shared: &Shared, path: &ResourcePath, request: &Request) -> Result<R
     }
 }
 
-/// Runs a write, on a scratch copy of the store for `dryRun=All` (validated, never persisted).
+/// What the write audit records of a write before it runs.
+struct Audit {
+    operation: String,
+    key: ObjectKey,
+    precondition: Option<String>,
+    guarded: bool,
+}
+
+impl Audit {
+    fn new(
+        operation: &str,
+        target: &Target,
+        name: &str,
+        precondition: Option<String>,
+        guarded: bool,
+    ) -> Self {
+        Audit {
+            operation: operation.to_owned(),
+            key: ObjectKey {
+                group: target.resource.group.clone(),
+                plural: target.resource.plural.clone(),
+                namespace: target.namespace.unwrap_or_default().to_owned(),
+                name: name.to_owned(),
+            },
+            precondition: precondition.filter(|rv| !rv.is_empty()),
+            guarded,
+        }
+    }
+
+    /// A create is guarded by itself: it is refused when the object exists.
+    fn create(target: &Target, body: &Value) -> Self {
+        let name = body["metadata"]["name"].as_str().unwrap_or_default();
+        Audit::new("POST", target, name, None, true)
+    }
+}
+
+fn resource_version_of(body: &Value) -> Option<String> {
+    body["metadata"]["resourceVersion"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The resourceVersion a patch is conditioned on, and whether it carries another guard (a
+/// JSON patch's `test` operations).
+fn patch_precondition(kind: PatchKind, body: &[u8]) -> (Option<String>, bool) {
+    match kind {
+        PatchKind::Json => {
+            let operations: Vec<Value> = serde_json::from_slice(body).unwrap_or_default();
+            let tests: Vec<&Value> = operations.iter().filter(|o| o["op"] == "test").collect();
+            let version = tests
+                .iter()
+                .find(|o| o["path"] == "/metadata/resourceVersion")
+                .and_then(|o| o["value"].as_str())
+                .map(str::to_owned);
+            (version, !tests.is_empty())
+        }
+        PatchKind::Merge => (
+            serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|b| resource_version_of(&b)),
+            false,
+        ),
+        PatchKind::Apply => (
+            super::patch::apply_config(body)
+                .ok()
+                .and_then(|b| resource_version_of(&b)),
+            false,
+        ),
+    }
+}
+
+/// Runs a write, on a scratch copy of the store for `dryRun=All` (validated, never persisted),
+/// and records it in the write audit with the resourceVersion it found.
 fn write(
     shared: &Shared,
     dry_run: bool,
+    audit: Audit,
     operation: impl FnOnce(&mut Store) -> Result<Value, ApiError>,
 ) -> Result<Value, ApiError> {
     let mut store = shared.store();
-    if dry_run {
+    let found = store.resource_version_of(&audit.key);
+    let result = if dry_run {
         operation(&mut store.scratch_copy())
     } else {
         operation(&mut store)
-    }
+    };
+    drop(store);
+    let status = match &result {
+        Ok(_) => 200,
+        Err(error) => error.code,
+    };
+    shared.faults().audit.push(AuditedWrite {
+        operation: audit.operation,
+        key: audit.key,
+        precondition: audit.precondition,
+        guarded: audit.guarded,
+        found,
+        status,
+        dry_run,
+    });
+    result
 }
 
 fn start_watch(shared: &Shared, target: &Target, request: &Request) -> Result<Response, ApiError> {
@@ -266,6 +393,7 @@ fn start_watch(shared: &Shared, target: &Target, request: &Request) -> Result<Re
     let requested = request
         .param("resourceVersion")
         .filter(|rv| !rv.is_empty() && *rv != "0");
+    let stale = shared.faults().stale.clone().map(|(snapshot, _)| snapshot);
     let store = shared.store();
     let (start, live): (Start, broadcast::Receiver<_>) = match requested {
         Some(rv) if !options.send_initial_events => {
@@ -273,17 +401,39 @@ fn start_watch(shared: &Shared, target: &Target, request: &Request) -> Result<Re
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
             match store.watch_from(from) {
-                Ok((events, live)) => (Start::History { events, from }, live),
+                Ok((mut events, live)) => {
+                    // A cache stuck at its snapshot has nothing after it to replay.
+                    if let Some(snapshot) = &stale {
+                        events.retain(|e| e.resource_version <= snapshot.resource_version);
+                    }
+                    (Start::History { events, from }, live)
+                }
                 Err(expired) => (Start::Expired(expired), store.subscribe()),
             }
         }
-        _ => (
-            Start::CurrentState {
-                objects: store.matching(target, &selector).collect(),
-                resource_version: store.resource_version(),
-            },
-            store.subscribe(),
-        ),
+        _ => match stale {
+            // A stale cache starts the stream with what it holds, then live changes: the
+            // ones in between are missed.
+            Some(snapshot) => {
+                let live = store.subscribe();
+                let objects = Store::list_from(&snapshot, target, &selector)["items"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let start = Start::CurrentState {
+                    objects,
+                    resource_version: snapshot.resource_version,
+                };
+                (start, live)
+            }
+            None => (
+                Start::CurrentState {
+                    objects: store.matching(target, &selector).collect(),
+                    resource_version: store.resource_version(),
+                },
+                store.subscribe(),
+            ),
+        },
     };
     drop(store);
     let scope = WatchScope {
@@ -294,5 +444,11 @@ fn start_watch(shared: &Shared, target: &Target, request: &Request) -> Result<Re
         namespace: target.namespace.map(str::to_owned),
         selector,
     };
-    Ok(watch::respond(scope, options, start, live))
+    Ok(watch::respond(
+        scope,
+        options,
+        start,
+        live,
+        Arc::clone(&shared.faults),
+    ))
 }

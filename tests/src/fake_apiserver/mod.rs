@@ -4,6 +4,7 @@
 
 mod api_error;
 mod builtin_kinds;
+mod faults;
 mod field_ownership;
 mod http;
 mod patch;
@@ -16,12 +17,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 pub use api_error::ApiError;
 pub use builtin_kinds::builtin_kinds;
+pub use faults::{AuditedWrite, Chaos, EventMatch, Fate, Snapshot, StaleLists, WatchFault};
 pub use field_ownership::FieldOwners;
 pub use http::RecordedRequest;
 pub use request_path::{parse as parse_path, ResourcePath};
@@ -56,9 +59,11 @@ impl FakeApiServer {
         let address = listener.local_addr().expect("listener address");
         let mut kinds = builtin_kinds();
         kinds.merge(crds);
+        let faults = Arc::default();
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(Arc::new(kinds))),
+            store: Mutex::new(Store::new(Arc::new(kinds), Arc::clone(&faults))),
             requests: Mutex::new(Vec::new()),
+            faults,
         });
         let (shutdown, stopped) = oneshot::channel::<()>();
         let router = http::router(Arc::clone(&shared));
@@ -127,6 +132,99 @@ impl FakeApiServer {
     /// then fails the next one with a 500 without changing anything: a failure mid-change.
     pub fn fail_write_after(&self, successes: usize) {
         self.shared.store().fail_write_after(successes);
+    }
+
+    /// Drops the next `times` watch events that match, on every watch that would see them:
+    /// missed events. A watch resumed from an earlier resourceVersion still replays them.
+    pub fn drop_watch_events(&self, matching: EventMatch, times: usize) {
+        self.shared.faults().add(WatchFault {
+            matching,
+            fate: Fate::Drop,
+            times,
+        });
+    }
+
+    /// Delays the next `times` watch events that match by `delay`; the events after them are
+    /// delivered meanwhile, so they arrive out of order: late and reordered events.
+    pub fn delay_watch_events(&self, matching: EventMatch, times: usize, delay: Duration) {
+        self.shared.faults().add(WatchFault {
+            matching,
+            fate: Fate::Delay(delay),
+            times,
+        });
+    }
+
+    /// Drops and delays (so reorders) a random share of every watch event from now on,
+    /// reproducibly from the seed; `None` stops it.
+    pub fn watch_chaos(&self, chaos: Option<Chaos>) {
+        self.shared.faults().set_chaos(chaos);
+    }
+
+    /// Stops every watch fault (events already delayed still arrive late).
+    pub fn clear_watch_faults(&self) {
+        self.shared.faults().clear_watch_faults();
+    }
+
+    /// resourceVersions of the watch events dropped so far, and of those delayed.
+    pub fn faulted_events(&self) -> (Vec<u64>, Vec<u64>) {
+        let faults = self.shared.faults();
+        (faults.dropped().to_vec(), faults.delayed().to_vec())
+    }
+
+    /// The objects as they are now, for [`FakeApiServer::serve_stale_lists`] later.
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.store().snapshot()
+    }
+
+    /// From now on the server answers like a cache stuck at `snapshot`, the stale reads Sieve
+    /// injects: the lists `which` names get the objects as they were then, with that
+    /// resourceVersion, however they changed since; a watch from the current state or
+    /// replaying history sees nothing after the snapshot, then the live changes (the ones in
+    /// between are missed). GETs stay current, as quorum reads are. See
+    /// [`FakeApiServer::expire_watches`] to make running reflectors list again.
+    pub fn serve_stale_lists(&self, snapshot: Snapshot, which: StaleLists) {
+        self.shared.faults().stale = Some((snapshot, which));
+    }
+
+    /// Ends every open watch with an ERROR event carrying a 410 Expired, as a server that lost
+    /// the history does: kube-rs watchers then list again (from a stale cache, if one is on).
+    pub fn expire_watches(&self) {
+        self.shared.faults().expire.send_modify(|epoch| *epoch += 1);
+    }
+
+    /// How many lists were answered from a stale snapshot so far.
+    pub fn stale_lists_served(&self) -> usize {
+        self.shared.faults().stale_lists_served.len()
+    }
+
+    /// How many lists of `plural` were answered from a stale snapshot so far.
+    pub fn stale_lists_of(&self, plural: &str) -> usize {
+        let faults = self.shared.faults();
+        faults
+            .stale_lists_served
+            .iter()
+            .filter(|p| *p == plural)
+            .count()
+    }
+
+    /// Lists answer from the current state again; returns how many were stale.
+    pub fn serve_fresh_lists(&self) -> usize {
+        let mut faults = self.shared.faults();
+        faults.stale = None;
+        faults.stale_lists_served.len()
+    }
+
+    /// Every write (dry runs included) the server received, with the resourceVersion it was
+    /// conditioned on and the one it found: see [`AuditedWrite::accepted_stale`] and
+    /// [`AuditedWrite::unconditional_overwrite`].
+    pub fn write_audit(&self) -> Vec<AuditedWrite> {
+        self.shared.faults().audit.clone()
+    }
+
+    /// The objects the retained history holds for `plural`/`namespace`/`name`, oldest first:
+    /// every state it went through (deleted ones included, with `type` `DELETED`).
+    pub fn history_of(&self, plural: &str, namespace: &str, name: &str) -> Vec<(String, Value)> {
+        self.shared.store().history_of(plural, namespace, name)
     }
 
     /// Every request received so far, in order.

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::api_error::ApiError;
+use super::faults::{Fate, Faults, Snapshot};
 use super::field_ownership::FieldOwners;
 use super::patch::{self, PatchKind};
 use super::request_path::api_version;
@@ -69,6 +70,8 @@ pub struct Event {
     pub object: Value,
     /// The object before the change, so selector watches can emit DELETED when it leaves.
     pub previous: Option<Value>,
+    /// What live watches do with it (see [`Faults`]), decided when it happened.
+    pub fate: Fate,
 }
 
 /// The start of a watch: retained events to replay, then the live receiver.
@@ -121,6 +124,8 @@ pub struct Store {
     injected_conflicts: usize,
     /// Writes to let through before one fails with a 500 (`None`: no failure injected).
     injected_failure: Option<usize>,
+    /// Watch faults, which decide each event's fate.
+    faults: Arc<std::sync::Mutex<Faults>>,
 }
 
 fn now() -> String {
@@ -170,8 +175,8 @@ fn generation_relevant(object: &Value, status_subresource: bool) -> Value {
 }
 
 impl Store {
-    /// An empty store serving the kinds of `crds`.
-    pub fn new(crds: Arc<CrdSet>) -> Self {
+    /// An empty store serving the kinds of `crds`, its events' fates decided by `faults`.
+    pub fn new(crds: Arc<CrdSet>, faults: Arc<std::sync::Mutex<Faults>>) -> Self {
         let (events, _) = broadcast::channel(4096);
         Self {
             crds,
@@ -184,6 +189,7 @@ impl Store {
             events,
             injected_conflicts: 0,
             injected_failure: None,
+            faults,
         }
     }
 
@@ -201,6 +207,7 @@ impl Store {
             events: broadcast::channel(1).0,
             injected_conflicts: 0,
             injected_failure: None,
+            faults: Arc::default(),
         }
     }
 
@@ -319,6 +326,40 @@ impl Store {
             })
             .filter(move |(_, object)| selector.matches(object))
             .map(move |(_, object)| Self::present(target, object))
+    }
+
+    /// The resourceVersion of a stored object, `None` when there is none.
+    pub fn resource_version_of(&self, key: &ObjectKey) -> Option<String> {
+        meta_str(self.objects.get(key)?, "resourceVersion").map(str::to_owned)
+    }
+
+    /// A frozen copy of every object, for stale reads.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            objects: self.objects.clone(),
+            resource_version: self.last_resource_version,
+        }
+    }
+
+    /// LIST answered from `snapshot`, as a cache that stopped at its resourceVersion would.
+    pub fn list_from(snapshot: &Snapshot, target: &Target, selector: &Selector) -> Value {
+        let items: Vec<Value> = snapshot
+            .objects
+            .iter()
+            .filter(|(key, _)| {
+                key.group == target.resource.group
+                    && key.plural == target.resource.plural
+                    && target.namespace.is_none_or(|ns| key.namespace == ns)
+            })
+            .filter(|(_, object)| selector.matches(object))
+            .map(|(_, object)| Self::present(target, object))
+            .collect();
+        json!({
+            "apiVersion": format!("{}/{}", target.resource.group, target.version.name),
+            "kind": target.resource.list_kind,
+            "metadata": {"resourceVersion": snapshot.resource_version.to_string()},
+            "items": items,
+        })
     }
 
     /// LIST: a `<Kind>List` with the current resourceVersion. `limit`/`continue` are ignored (all
@@ -638,6 +679,7 @@ impl Store {
             key,
             object: object.clone(),
             previous,
+            fate: Fate::Deliver,
         });
         object
     }
@@ -654,11 +696,17 @@ impl Store {
             key,
             object: object.clone(),
             previous: None,
+            fate: Fate::Deliver,
         });
         object
     }
 
-    fn record(&mut self, event: Event) {
+    fn record(&mut self, mut event: Event) {
+        event.fate = self
+            .faults
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .fate(&event);
         let event = Arc::new(event);
         self.history.push_back(Arc::clone(&event));
         self.trim_history();
@@ -680,6 +728,17 @@ impl Store {
             .cloned()
             .collect();
         Ok((replay, self.events.subscribe()))
+    }
+
+    /// The states the retained history holds of one object, oldest first, with the event type.
+    pub fn history_of(&self, plural: &str, namespace: &str, name: &str) -> Vec<(String, Value)> {
+        self.history
+            .iter()
+            .filter(|e| {
+                e.key.plural == plural && e.key.namespace == namespace && e.key.name == name
+            })
+            .map(|e| (e.event_type.as_str().to_owned(), e.object.clone()))
+            .collect()
     }
 
     /// A live-event receiver, for watches that start from the current state.

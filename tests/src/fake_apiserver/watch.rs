@@ -3,8 +3,10 @@
 //! client hangs up. A resourceVersion older than the history gets the real server's answer: an
 //! `ERROR` event carrying a 410 `Expired` Status, after which clients re-list.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,6 +18,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::request_path::api_version;
 
 use super::api_error::ApiError;
+use super::faults::{Fate, Faults};
 use super::selectors::Selector;
 use super::store::{Event, EventType};
 
@@ -110,7 +113,8 @@ pub enum Start {
     CurrentState {
         /// The current objects, already filtered and presented.
         objects: Vec<Value>,
-        /// The store's resourceVersion at that moment.
+        /// The store's resourceVersion at that moment (a stale snapshot's, see
+        /// [`super::FakeApiServer::serve_stale_lists`]).
         resource_version: u64,
     },
     /// Retained history after a resourceVersion, then live events.
@@ -124,15 +128,24 @@ pub enum Start {
     Expired(ApiError),
 }
 
-/// Streams the watch: `start` first, then events from `live` until timeout or hang-up.
+/// Streams the watch: `start` first, then events from `live` until timeout or hang-up, each
+/// live event dropped or delayed as `faults` decide.
 pub fn respond(
     scope: WatchScope,
     options: WatchOptions,
     start: Start,
     live: broadcast::Receiver<Arc<Event>>,
+    faults: Arc<Mutex<Faults>>,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    tokio::spawn(stream_events(scope, options, start, live, tx));
+    // Subscribed before the response goes out, so an expiry right after the client got its
+    // stream is never missed.
+    let expire = faults
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .expire
+        .subscribe();
+    tokio::spawn(stream_events(scope, options, start, live, tx, expire));
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -150,6 +163,7 @@ async fn stream_events(
     start: Start,
     mut live: broadcast::Receiver<Arc<Event>>,
     tx: mpsc::Sender<Bytes>,
+    mut expire: tokio::sync::watch::Receiver<u64>,
 ) {
     let mut first_lines = Vec::new();
     let mut last_seen = match start {
@@ -186,7 +200,11 @@ async fn stream_events(
     }
     let deadline = tokio::time::sleep(options.timeout);
     tokio::pin!(deadline);
+    // Delayed events, by due time then arrival: a later event due sooner overtakes them.
+    let mut held: BinaryHeap<Reverse<(tokio::time::Instant, u64, Bytes)>> = BinaryHeap::new();
+    let mut arrivals = 0u64;
     loop {
+        let next_due = held.peek().map(|Reverse((due, _, _))| *due);
         tokio::select! {
             () = &mut deadline => {
                 if options.bookmarks {
@@ -195,12 +213,39 @@ async fn stream_events(
                 return;
             }
             () = tx.closed() => return,
+            _ = expire.changed() => {
+                let _ = tx.send(line("ERROR", &ApiError::expired(last_seen, last_seen + 1).status_body())).await;
+                return;
+            }
+            () = sleep_until(next_due) => {
+                if let Some(Reverse((_, _, chunk))) = held.pop() {
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+            }
             received = live.recv() => match received {
                 Ok(event) => {
                     last_seen = event.resource_version;
                     if let Some((event_type, object)) = scope.visible(&event) {
-                        if tx.send(line(event_type.as_str(), &object)).await.is_err() {
-                            return;
+                        let fate = event.fate;
+                        let chunk = line(event_type.as_str(), &object);
+                        match fate {
+                            Fate::Drop => {}
+                            Fate::Deliver if held.is_empty() => {
+                                if tx.send(chunk).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Fate::Deliver | Fate::Delay(_) => {
+                                let delay = match fate {
+                                    Fate::Delay(delay) => delay,
+                                    _ => Duration::ZERO,
+                                };
+                                arrivals += 1;
+                                let due = tokio::time::Instant::now() + delay;
+                                held.push(Reverse((due, arrivals, chunk)));
+                            }
                         }
                     }
                 }
@@ -211,5 +256,13 @@ async fn stream_events(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         }
+    }
+}
+
+/// Sleeps until `due`, or forever without one.
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }

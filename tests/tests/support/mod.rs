@@ -581,6 +581,19 @@ pub fn start_controller_with(client: kube::Client) -> RunningController {
     )))
 }
 
+/// Starts the controller on [`NS`] with `client`, reading automatic rollouts' metrics from
+/// `metrics`.
+pub fn start_controller_with_metrics<M>(client: kube::Client, metrics: M) -> RunningController
+where
+    M: stickyctl::metrics::Metrics + Send + 'static,
+{
+    RunningController(tokio::spawn(stickyctl::controller::run(
+        client,
+        Some(NS),
+        Some(metrics),
+    )))
+}
+
 /// Waits until `done` holds, polling; panics naming `what` after a generous bound (far below
 /// the controller's resync, so passing proves a watch triggered the work, not the resync).
 pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
