@@ -63,7 +63,7 @@ struct Sample {
 
 /// Why a query gave nothing usable.
 #[derive(Debug)]
-enum QueryError {
+pub enum QueryError {
     /// Prometheus refused the query itself (`bad_data`): the template is wrong.
     Rejected(String),
     /// Anything else: unreachable, timeout, server error, a result of the wrong type.
@@ -107,28 +107,17 @@ impl Prometheus {
         let failed = |err: &dyn std::fmt::Display| {
             Error::Runtime(format!("Prometheus at {}: {err}", self.targets_url))
         };
-        let body: serde_json::Value = self
+        let body = self
             .client
             .get(self.targets_url.clone())
             .query(&[("state", "active")])
             .send()
             .await
             .map_err(|err| failed(&err))?
-            .json()
+            .bytes()
             .await
             .map_err(|err| failed(&err))?;
-        let targets = body["data"]["activeTargets"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let mut longest = None;
-        for target in &targets {
-            let text = target["scrapeInterval"].as_str().unwrap_or_default();
-            let interval = parse_duration(text)
-                .ok_or_else(|| failed(&format!("unreadable scrapeInterval {text:?}")))?;
-            longest = longest.max(Some(interval));
-        }
-        Ok(longest)
+        longest_scrape_interval(&body).map_err(|err| failed(&err))
     }
 
     /// Evaluates `query` at `at`: the series of the instant vector it returns.
@@ -155,42 +144,14 @@ impl Prometheus {
             .await
             .map_err(|err| failed("query failed", &err))?;
         let status = response.status();
-        let body: Response = response
-            .json()
+        let body = response
+            .bytes()
             .await
-            .map_err(|err| failed(&format!("answered {status} with no API response"), &err))?;
-        if body.status != "success" {
-            let why = body.error.unwrap_or_default();
-            return Err(match body.error_type.as_deref() {
-                Some("bad_data") => QueryError::Rejected(why),
-                other => failed(&format!("error {}", other.unwrap_or("unknown")), &why),
-            });
-        }
-        let data = body
-            .data
-            .ok_or_else(|| failed("a success without data", &"?"))?;
-        if data.result_type != "vector" {
-            return Err(QueryError::Rejected(format!(
-                "it returns a {}, not an instant vector of counters",
-                data.result_type
-            )));
-        }
-        let samples: Vec<Sample> =
-            serde_json::from_value(data.result).map_err(|err| failed("unreadable vector", &err))?;
-        samples
-            .into_iter()
-            .map(|sample| {
-                let value: f64 = sample
-                    .value
-                    .1
-                    .parse()
-                    .map_err(|err| failed("unreadable sample value", &err))?;
-                Ok(Series {
-                    labels: sample.metric,
-                    value,
-                })
-            })
-            .collect()
+            .map_err(|err| failed("query failed", &err))?;
+        read_answer(&body).map_err(|err| match err {
+            QueryError::Failed(why) => failed(&format!("answered {status}"), &why),
+            rejected => rejected,
+        })
     }
 
     /// Runs the template of `field` for `version`; a rejected template names the field.
@@ -304,6 +265,65 @@ impl Prometheus {
     }
 }
 
+/// The series of an instant query's answer, from the body Prometheus sent. Public and taking
+/// bytes so that the fuzz targets (`fuzz/`) read answers exactly as the controller does.
+pub fn read_answer(body: &[u8]) -> Result<Vec<Series>, QueryError> {
+    let failed =
+        |what: &str, err: &dyn std::fmt::Display| QueryError::Failed(format!("{what}: {err}"));
+    let body: Response =
+        serde_json::from_slice(body).map_err(|err| failed("no API response", &err))?;
+    if body.status != "success" {
+        let why = body.error.unwrap_or_default();
+        return Err(match body.error_type.as_deref() {
+            Some("bad_data") => QueryError::Rejected(why),
+            other => failed(&format!("error {}", other.unwrap_or("unknown")), &why),
+        });
+    }
+    let data = body
+        .data
+        .ok_or_else(|| failed("a success without data", &"?"))?;
+    if data.result_type != "vector" {
+        return Err(QueryError::Rejected(format!(
+            "it returns a {}, not an instant vector of counters",
+            data.result_type
+        )));
+    }
+    let samples: Vec<Sample> =
+        serde_json::from_value(data.result).map_err(|err| failed("unreadable vector", &err))?;
+    samples
+        .into_iter()
+        .map(|sample| {
+            let value: f64 = sample
+                .value
+                .1
+                .parse()
+                .map_err(|err| failed("unreadable sample value", &err))?;
+            Ok(Series {
+                labels: sample.metric,
+                value,
+            })
+        })
+        .collect()
+}
+
+/// The longest scrape interval in the body of a `/api/v1/targets` answer (`None` without any
+/// target). Public and taking bytes for the fuzz targets, as [`read_answer`].
+pub fn longest_scrape_interval(body: &[u8]) -> Result<Option<Duration>, String> {
+    let body: serde_json::Value = serde_json::from_slice(body).map_err(|err| err.to_string())?;
+    let targets = body["data"]["activeTargets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut longest = None;
+    for target in &targets {
+        let text = target["scrapeInterval"].as_str().unwrap_or_default();
+        let interval =
+            parse_duration(text).ok_or_else(|| format!("unreadable scrapeInterval {text:?}"))?;
+        longest = longest.max(Some(interval));
+    }
+    Ok(longest)
+}
+
 /// A Prometheus duration (`15s`, `1m30s`, `500ms`, `1h`).
 fn parse_duration(text: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
@@ -360,7 +380,8 @@ fn series_key(labels: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
-fn counter(field: Field, series: &[Series]) -> Result<Counter, Error> {
+/// Public for the fuzz targets (`fuzz/`), which read answers as the controller does.
+pub fn counter(field: Field, series: &[Series]) -> Result<Counter, Error> {
     let mut counter = Counter::default();
     for s in series {
         *counter.0.entry(series_key(&s.labels)).or_default() += count(field, s)?;
@@ -368,7 +389,8 @@ fn counter(field: Field, series: &[Series]) -> Result<Counter, Error> {
     Ok(counter)
 }
 
-fn histograms(series: &[Series]) -> Result<BTreeMap<String, Histogram>, Error> {
+/// Public for the fuzz targets, as [`counter`].
+pub fn histograms(series: &[Series]) -> Result<BTreeMap<String, Histogram>, Error> {
     let field = Field::LatencyBuckets;
     let mut pairs: BTreeMap<String, Vec<(f64, u64)>> = BTreeMap::new();
     for s in series {
@@ -395,7 +417,8 @@ fn histograms(series: &[Series]) -> Result<BTreeMap<String, Histogram>, Error> {
         .collect())
 }
 
-fn by_reason(series: &[Series]) -> Result<BTreeMap<String, Counter>, Error> {
+/// Public for the fuzz targets, as [`counter`].
+pub fn by_reason(series: &[Series]) -> Result<BTreeMap<String, Counter>, Error> {
     let field = Field::Decisions;
     let mut reasons: BTreeMap<String, Counter> = BTreeMap::new();
     for s in series {
