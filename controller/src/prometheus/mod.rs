@@ -338,7 +338,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
         let (unit, tail) = tail.split_at(unit_len);
         let seconds = match unit {
             "ms" => {
-                total += Duration::from_millis(number);
+                total = total.checked_add(Duration::from_millis(number))?;
                 rest = tail;
                 continue;
             }
@@ -350,7 +350,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
             "y" => 31_536_000,
             _ => return None,
         };
-        total += Duration::from_secs(number.checked_mul(seconds)?);
+        total = total.checked_add(Duration::from_secs(number.checked_mul(seconds)?))?;
         rest = tail;
     }
     (!text.is_empty()).then_some(total)
@@ -370,6 +370,20 @@ fn count(field: Field, series: &Series) -> Result<u64, Error> {
     Ok(value.round() as u64)
 }
 
+/// Adds a series' count to `sum`. Counts past `u64::MAX` are no counter's: a hostile or broken
+/// answer, refused like any unreadable one rather than wrapped or, in a debug build, a panic
+/// (found by the `prometheus_answer` fuzz target).
+fn add(field: Field, sum: &mut u64, series: &Series) -> Result<(), Error> {
+    *sum = sum.checked_add(count(field, series)?).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: the series' counts add up past {}",
+            field.path(),
+            u64::MAX
+        ))
+    })?;
+    Ok(())
+}
+
 /// The series' identity: its labels but the ones the analysis groups by.
 fn series_key(labels: &BTreeMap<String, String>) -> String {
     labels
@@ -384,7 +398,11 @@ fn series_key(labels: &BTreeMap<String, String>) -> String {
 pub fn counter(field: Field, series: &[Series]) -> Result<Counter, Error> {
     let mut counter = Counter::default();
     for s in series {
-        *counter.0.entry(series_key(&s.labels)).or_default() += count(field, s)?;
+        add(
+            field,
+            counter.0.entry(series_key(&s.labels)).or_default(),
+            s,
+        )?;
     }
     Ok(counter)
 }
@@ -428,12 +446,13 @@ pub fn by_reason(series: &[Series]) -> Result<BTreeMap<String, Counter>, Error> 
                 field.path()
             ))
         })?;
-        *reasons
+        let sum = reasons
             .entry(reason.clone())
             .or_default()
             .0
             .entry(series_key(&s.labels))
-            .or_default() += count(field, s)?;
+            .or_default();
+        add(field, sum, s)?;
     }
     Ok(reasons)
 }
@@ -542,6 +561,36 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    /// Found by the `prometheus_answer` fuzz target: durations and counts adding up past what
+    /// their types hold panicked ("overflow when adding durations", "attempt to add with
+    /// overflow"); they are refused.
+    #[test]
+    fn absurd_answers_are_refused_not_overflowed() {
+        assert_eq!(
+            parse_duration("18000000000000000000s18000000000000000000s"),
+            None
+        );
+        assert_eq!(
+            parse_duration("18446744073709551615ms18446744073709551615s"),
+            None
+        );
+        let targets =
+            br#"{"data":{"activeTargets":[{"scrapeInterval":"18446744073709551615s1s"}]}}"#;
+        assert!(longest_scrape_interval(targets).is_err());
+        let huge = [series(&[("pod", "a")], 1e19), series(&[("pod", "a")], 1e19)];
+        let err = counter(Field::Requests, &huge).unwrap_err();
+        assert!(err.to_string().contains("add up past"), "{err}");
+        let reasons = [
+            series(&[("sticky_reason", "hash")], 1e19),
+            series(&[("sticky_reason", "hash")], 1e19),
+        ];
+        assert!(by_reason(&reasons).is_err());
+        let answer = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"a":"1"},"value":[1,"1e19"]},{"metric":{"a":"1","le":"2"},"value":[1,"1e19"]}]}}"#;
+        let read = read_answer(answer).unwrap();
+        assert!(counter(Field::Errors, &read).is_err());
     }
 
     #[test]
