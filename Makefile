@@ -141,17 +141,12 @@ $(CARGO_FUZZ):
 	@$(CARGO_FUZZ) --version 2>/dev/null | grep -q " $(CARGO_FUZZ_VERSION)$$" || \
 	  $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
 
-## fuzz-corpus: the seeds from the repository's examples (fuzz/seeds/extract.py) and what
-## `make fuzz` found, minimized (cargo fuzz cmin) into the committed corpus
+## fuzz-corpus: the seeds from the repository's examples (fuzz/seeds/extract.py), the committed
+## corpus and what `make fuzz` found, minimized (cargo fuzz cmin) into fuzz/corpus/, at most
+## 300 inputs a target (fuzz/minimize)
 fuzz-corpus: fuzz-build
 	python3 fuzz/seeds/extract.py
-	@for target in $(FUZZ_TARGETS); do \
-	  mkdir -p fuzz/corpus/$$target; \
-	  cp -n fuzz/seeds/$$target/* fuzz/corpus/$$target/ 2>/dev/null; \
-	  cp -n .work/fuzz/corpus/$$target/* fuzz/corpus/$$target/ 2>/dev/null; \
-	  (cd fuzz && $(CARGO) fuzz cmin --sanitizer none $$target corpus/$$target -- -timeout=10 >/dev/null 2>&1) || exit 1; \
-	  echo "$$target: $$(ls fuzz/corpus/$$target | wc -l) inputs, $$(du -sk fuzz/corpus/$$target | cut -f1) KiB"; \
-	done
+	@for target in $(FUZZ_TARGETS); do fuzz/minimize $$target || exit 1; done
 
 ## bench: what the filter costs per request (see BENCHMARKS.md)
 bench: setup wasm
