@@ -406,8 +406,8 @@ fn config_from(input: &mut Input) -> Option<Config> {
     }
     for _ in 0..input.below(3) {
         plugin.key_sources.push(match input.below(8) {
-            0 | 1 | 2 => KeySource::Header("X-User-Id".to_owned()),
-            3 | 4 => KeySource::Cookie("SESSIONID".to_owned()),
+            0..=2 => KeySource::Header("X-User-Id".to_owned()),
+            3..=4 => KeySource::Cookie("SESSIONID".to_owned()),
             5 => KeySource::Header("x-tenant".to_owned()),
             // The headers a client controls and the decision must not depend on.
             6 => KeySource::Header(plugin.header.clone()),

@@ -15,8 +15,11 @@ mod filter;
 pub use controller::{dashboard_action, plan_file, prometheus_answer, spec_yaml};
 pub use filter::{cookie, decide, filter_config, rollouts};
 
+/// A target's body: the fuzzer's bytes in, a panic on a finding.
+pub type Body = fn(&[u8]);
+
 /// Every target by its name, which is also its corpus directory: `fuzz/corpus/<name>/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("filter_config", filter_config),
     ("rollouts", rollouts),
     ("decide", decide),
