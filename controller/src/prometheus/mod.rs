@@ -371,8 +371,7 @@ fn count(field: Field, series: &Series) -> Result<u64, Error> {
 }
 
 /// Adds a series' count to `sum`. Counts past `u64::MAX` are no counter's: a hostile or broken
-/// answer, refused like any unreadable one rather than wrapped or, in a debug build, a panic
-/// (found by the `prometheus_answer` fuzz target).
+/// answer, refused like any unreadable one rather than wrapped or, in a debug build, a panic.
 fn add(field: Field, sum: &mut u64, series: &Series) -> Result<(), Error> {
     *sum = sum.checked_add(count(field, series)?).ok_or_else(|| {
         Error::Invalid(format!(
@@ -563,9 +562,10 @@ mod tests {
         }
     }
 
-    /// Found by the `prometheus_answer` fuzz target: durations and counts adding up past what
-    /// their types hold panicked ("overflow when adding durations", "attempt to add with
-    /// overflow"); they are refused.
+    /// Found while writing the `prometheus_answer` fuzz target and confirmed by it (its
+    /// corpus keeps both inputs): durations and counts adding up past what their types hold
+    /// panicked ("overflow when adding durations", "attempt to add with overflow"); they are
+    /// refused.
     #[test]
     fn absurd_answers_are_refused_not_overflowed() {
         assert_eq!(
