@@ -133,13 +133,11 @@ FUZZ_RUNS ?= 1000000
 fuzz: fuzz-build
 	@for target in $(FUZZ_TARGETS); do fuzz/run $$target $(FUZZ_RUNS) || exit 1; done
 
-fuzz-build: $(CARGO_FUZZ)
-	cd fuzz && $(CARGO) fuzz build --sanitizer none
-
-## cargo-fuzz, pinned, into the user's cargo bin when missing (or not this version)
-$(CARGO_FUZZ):
+## cargo-fuzz, pinned, installed into the user's cargo bin when missing or another version
+fuzz-build:
 	@$(CARGO_FUZZ) --version 2>/dev/null | grep -q " $(CARGO_FUZZ_VERSION)$$" || \
 	  $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	cd fuzz && $(CARGO) fuzz build --sanitizer none
 
 ## fuzz-corpus: the seeds from the repository's examples (fuzz/seeds/extract.py), the committed
 ## corpus and what `make fuzz` found, minimized (cargo fuzz cmin) into fuzz/corpus/, at most
