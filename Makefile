@@ -14,7 +14,7 @@ PLAYWRIGHT := .work/playwright/node_modules/playwright-core/package.json
 export ISTIO_CRDS ?= $(abspath ../shared/istio/crds.gen.yaml)
 export ENVOY_BIN ?= $(abspath $(ENVOY))
 
-.PHONY: setup wasm build oci demo demo-mesh test lint bench clean control-plane
+.PHONY: setup wasm build oci demo demo-mesh test lint bench clean control-plane fuzz fuzz-build fuzz-corpus
 
 ## setup: wasm target, Envoy in a virtualenv, Playwright, and wrk, Prometheus, curl (the install
 ## guide's QA request) and Chromium (the real-browser tests drive Debian's) when missing
@@ -104,9 +104,11 @@ demo-mesh: setup build control-plane
 	$(CARGO) build --release -q -p sticky-canary-e2e --bins
 	target/release/sticky-demo-mesh
 
-## lint: formatting and clippy, warnings are errors
+## lint: formatting and clippy, warnings are errors (the fuzz crate, outside the workspace,
+## gets its formatting checked; its targets are one line each, the harness is in the workspace)
 lint:
 	$(CARGO) fmt --all -- --check
+	cd fuzz && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p sticky-canary-filter --target wasm32-wasip1 -- -D warnings
 
@@ -116,6 +118,33 @@ lint:
 test: setup wasm oci lint control-plane
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+
+## fuzz: every fuzz target for FUZZ_RUNS executions (libFuzzer through cargo-fuzz, on the stable
+## toolchain without sanitizers), one line of figures each: executions, executions per second,
+## seconds, corpus. Starts from the committed corpus (fuzz/corpus/, which `make test` replays)
+## and keeps what it finds in .work/fuzz/corpus/; `make fuzz-corpus` minimizes that back into
+## fuzz/corpus/. A crash stops it, its input in fuzz/artifacts/<target>/: fix it, add the
+## input to fuzz/corpus/<target>/. One target: `fuzz/run <target> [runs]`. See RELIABILITY.md.
+CARGO_FUZZ_VERSION := 0.13.1
+CARGO_FUZZ := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin/cargo-fuzz
+FUZZ_TARGETS := filter_config rollouts decide cookie spec_yaml plan_file prometheus_answer dashboard_action
+FUZZ_RUNS ?= 1000000
+
+fuzz: fuzz-build
+	@for target in $(FUZZ_TARGETS); do fuzz/run $$target $(FUZZ_RUNS) || exit 1; done
+
+## cargo-fuzz, pinned, installed into the user's cargo bin when missing or another version
+fuzz-build:
+	@$(CARGO_FUZZ) --version 2>/dev/null | grep -q " $(CARGO_FUZZ_VERSION)$$" || \
+	  $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	cd fuzz && $(CARGO) fuzz build --sanitizer none
+
+## fuzz-corpus: the seeds from the repository's examples (fuzz/seeds/extract.py), the committed
+## corpus and what `make fuzz` found, minimized (cargo fuzz cmin) into fuzz/corpus/, at most
+## 300 inputs a target (fuzz/minimize)
+fuzz-corpus: fuzz-build
+	python3 fuzz/seeds/extract.py
+	@for target in $(FUZZ_TARGETS); do fuzz/minimize $$target || exit 1; done
 
 ## bench: what the filter costs per request (see BENCHMARKS.md)
 bench: setup wasm

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use crate::bucket::{self, Buckets, BUCKETS};
+use crate::decision::READ_BY_DECISION;
 use crate::guard::{self, Guard};
 use crate::names;
 
@@ -402,6 +403,26 @@ impl Config {
                 "must differ from `header`, or every client could pick its version",
             ));
         }
+        // The decision reads these headers for what they say; stamping the version into one,
+        // or reading overrides from one, would let a client's cookies or navigation headers
+        // pick or change its version (found by the `decide` fuzz target).
+        for (field, name) in [
+            ("header", &plugin.header),
+            ("override.header", &plugin.override_.header),
+        ] {
+            if READ_BY_DECISION
+                .iter()
+                .any(|r| name.eq_ignore_ascii_case(r))
+            {
+                return Err(ConfigError::new(
+                    field,
+                    format!(
+                        "{} is a request header the decision reads for itself",
+                        names::quoted(name)
+                    ),
+                ));
+            }
+        }
         let guard = compile_guard(&plugin.override_)?;
         let seal = match &plugin.seal {
             Some(seal) => {
@@ -439,7 +460,17 @@ impl Config {
         for (i, source) in plugin.key_sources.iter().enumerate() {
             let field = format!("keySources[{i}]");
             match source {
-                KeySource::Header(name) => names::check_header_name(name),
+                KeySource::Header(name) => names::check_header_name(name).and_then(|()| {
+                    // A key read from the version or override header would let the client's
+                    // own value of that header move it between versions.
+                    let client_sent = name.eq_ignore_ascii_case(&plugin.header)
+                        || name.eq_ignore_ascii_case(&plugin.override_.header);
+                    if client_sent {
+                        Err("must differ from `header` and `override.header`".to_owned())
+                    } else {
+                        Ok(())
+                    }
+                }),
                 KeySource::Cookie(name) => names::check_cookie_name(name),
             }
             .map_err(|m| ConfigError::new(&field, m))?;
@@ -834,5 +865,43 @@ mod tests {
             serde_json::to_string(&plugin).unwrap(),
             r#"{"versions":[{"name":"v1","weight":0.0},{"name":"v2","weight":100.0}]}"#
         );
+    }
+
+    /// Found by the `decide` fuzz target: with `override.header` set to `cookie`, a client's
+    /// cookies were read as an override, and a wrong one changed its version; with `header`
+    /// set to `cookie`, a gateway's decision followed the client's version header. A key read
+    /// from a header the client sends to pick versions was as bad.
+    #[test]
+    fn headers_the_decision_reads_are_refused_for_stamping_overrides_and_keys() {
+        let versions = r#""versions":[{"name":"v1","weight":100}]"#;
+        for (extra, field) in [
+            (r#""header":"cookie""#, "header"),
+            (r#""header":"Sec-Fetch-Dest""#, "header"),
+            (r#""override":{"header":"cookie"}"#, "override.header"),
+            (r#""override":{"header":"purpose"}"#, "override.header"),
+            (
+                r#""keySources":[{"header":"X-Sticky-Version"}]"#,
+                "keySources[0]",
+            ),
+            (
+                r#""keySources":[{"cookie":"s"},{"header":"x-sticky-override"}]"#,
+                "keySources[1]",
+            ),
+            (
+                r#""header":"x-v","keySources":[{"header":"x-v"}]"#,
+                "keySources[0]",
+            ),
+        ] {
+            let json = format!("{{{versions},{extra}}}");
+            let err = Config::from_json(json.as_bytes()).unwrap_err();
+            assert_eq!(err.field, field, "{json}: {err}");
+        }
+        for name in READ_BY_DECISION.iter().filter(|n| !n.starts_with(':')) {
+            let json = format!(r#"{{{versions},"header":"{name}"}}"#);
+            assert!(Config::from_json(json.as_bytes()).is_err(), "{json}");
+        }
+        let fine =
+            format!(r#"{{{versions},"header":"x-v","keySources":[{{"header":"x-user-id"}}]}}"#);
+        assert!(Config::from_json(fine.as_bytes()).is_ok());
     }
 }

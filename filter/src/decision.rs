@@ -15,6 +15,19 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// Longest minted client id accepted back from the id cookie.
 pub const MAX_ID_LEN: usize = 64;
 
+/// The request headers the decision reads besides the configured ones (`header`,
+/// `override.header`, `keySources`); the configuration refuses to stamp into or override from
+/// any of them.
+pub const READ_BY_DECISION: &[&str] = &[
+    "cookie",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-purpose",
+    "purpose",
+    "access-control-request-method",
+    ":method",
+];
+
 /// Read access to the request headers; names are lower-case.
 pub trait RequestHeaders {
     /// The value of header `name`, or `None` when absent.
@@ -905,6 +918,19 @@ mod tests {
             let purpose = if legacy { "purpose" } else { "sec-purpose" };
             let d = decide(&c, &req(&[("cookie", cookie.as_bytes()), ("sec-fetch-dest", b"document"), (purpose, value.as_bytes())]), no_mint);
             prop_assert_eq!((d.version, d.set_version_cookie, d.minted_id), (pin, false, None));
+        }
+
+        /// The decision reads the configured headers and [`READ_BY_DECISION`], nothing else:
+        /// the configuration can then keep the two apart.
+        #[test]
+        fn reads_only_the_headers_it_names(values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 9)) {
+            let c = config(r#","keySources":[{"header":"X-User-Id"},{"cookie":"session"}],"trustIncomingHeader":true"#, 50.0, 50.0);
+            let names = ["cookie", "x-sticky-override", "x-sticky-version", "x-user-id", "sec-fetch-dest", "sec-fetch-mode", "sec-purpose", ":method", "access-control-request-method"];
+            let r = Req(names.iter().map(|n| n.to_string()).zip(values).collect(), RefCell::default());
+            decide(&c, &r, || "m".into());
+            for name in r.1.borrow().iter() {
+                prop_assert!(READ_BY_DECISION.contains(&name.as_str()) || ["x-sticky-override", "x-sticky-version", "x-user-id"].contains(&name.as_str()), "{}", name);
+            }
         }
 
         /// Never panics, whatever the headers hold.

@@ -126,19 +126,7 @@ impl Prometheus {
         let body = read_capped(response, MAX_BODY)
             .await
             .map_err(|err| failed(&err))?;
-        let body: serde_json::Value = serde_json::from_slice(&body).map_err(|err| failed(&err))?;
-        let targets = body["data"]["activeTargets"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let mut longest = None;
-        for target in &targets {
-            let text = target["scrapeInterval"].as_str().unwrap_or_default();
-            let interval = parse_duration(text)
-                .ok_or_else(|| failed(&format!("unreadable scrapeInterval {text:?}")))?;
-            longest = longest.max(Some(interval));
-        }
-        Ok(longest)
+        longest_scrape_interval(&body).map_err(|err| failed(&err))
     }
 
     /// Evaluates `query` at `at`: the series of the instant vector it returns.
@@ -384,6 +372,24 @@ pub fn version_sample(
     })
 }
 
+/// The longest scrape interval in the body of a `/api/v1/targets` answer (`None` without any
+/// target). Public and taking bytes for the fuzz targets, as [`parse_answer`].
+pub fn longest_scrape_interval(body: &[u8]) -> Result<Option<Duration>, String> {
+    let body: serde_json::Value = serde_json::from_slice(body).map_err(|err| err.to_string())?;
+    let targets = body["data"]["activeTargets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut longest = None;
+    for target in &targets {
+        let text = target["scrapeInterval"].as_str().unwrap_or_default();
+        let interval =
+            parse_duration(text).ok_or_else(|| format!("unreadable scrapeInterval {text:?}"))?;
+        longest = longest.max(Some(interval));
+    }
+    Ok(longest)
+}
+
 /// A Prometheus duration (`15s`, `1m30s`, `500ms`, `1h`).
 fn parse_duration(text: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
@@ -458,7 +464,7 @@ fn series_key(labels: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
-fn counter(field: Field, series: &[Series]) -> Result<Counter, Error> {
+pub fn counter(field: Field, series: &[Series]) -> Result<Counter, Error> {
     let mut counter = Counter::default();
     for s in series {
         let slot = counter.0.entry(series_key(&s.labels)).or_default();
@@ -467,7 +473,7 @@ fn counter(field: Field, series: &[Series]) -> Result<Counter, Error> {
     Ok(counter)
 }
 
-fn histograms(series: &[Series]) -> Result<BTreeMap<String, Histogram>, Error> {
+pub fn histograms(series: &[Series]) -> Result<BTreeMap<String, Histogram>, Error> {
     let field = Field::LatencyBuckets;
     let mut pairs: BTreeMap<String, Vec<(f64, u64)>> = BTreeMap::new();
     for s in series {
@@ -498,7 +504,7 @@ fn histograms(series: &[Series]) -> Result<BTreeMap<String, Histogram>, Error> {
         .collect())
 }
 
-fn by_reason(series: &[Series]) -> Result<BTreeMap<String, Counter>, Error> {
+pub fn by_reason(series: &[Series]) -> Result<BTreeMap<String, Counter>, Error> {
     let field = Field::Decisions;
     let mut reasons: BTreeMap<String, Counter> = BTreeMap::new();
     for s in series {
