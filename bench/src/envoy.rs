@@ -279,7 +279,11 @@ impl Envoy {
         if launch == Launch::Callgrind {
             // Without sinks Envoy still walks every stat on its flush timer (every 5 s), work
             // that grows with the number of clusters and lands in whichever batch it falls
-            // into: under callgrind, flush only when the admin interface asks.
+            // into: under callgrind, flush only when the admin interface asks (Envoy takes one
+            // of the two settings, and the bootstrap flushes every second for the analysis).
+            if let Some(bootstrap) = bootstrap.as_object_mut() {
+                bootstrap.remove("stats_flush_interval");
+            }
             bootstrap["stats_flush_on_admin"] = Value::Bool(true);
         }
         let launcher: Vec<String> = match launch {
