@@ -508,4 +508,41 @@ mod tests {
         let err = serde_json::from_str::<EnvoyLayout>(unknown).unwrap_err();
         assert!(err.to_string().contains("unknown field `admin`"), "{err}");
     }
+
+    #[test]
+    fn sealed_routes_match_the_seal_and_the_stable_route_drops_a_clients_header() {
+        let mut plugin = PluginConfig::new(vec![
+            VersionWeight::new("v1", 90.0),
+            VersionWeight::new("v2", 10.0),
+        ]);
+        plugin.seal = Some("0123456789abcdef".to_owned());
+        let lds = render_lds(&plugin, &layout()).unwrap();
+        assert_eq!(
+            routes(&lds),
+            [
+                r(
+                    "version_v1",
+                    h("x-sticky-version", "v1;0123456789abcdef"),
+                    "version_v1"
+                ),
+                r(
+                    "version_v2",
+                    h("x-sticky-version", "v2;0123456789abcdef"),
+                    "version_v2"
+                ),
+                r("stable", None, "version_v1"),
+            ]
+        );
+        let all = &manager(&lds)["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(
+            all[1]["request_headers_to_add"],
+            json!([{"header": {"key": "x-sticky-version", "value": "v2"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]),
+            "the upstream gets the plain version"
+        );
+        assert_eq!(
+            all[2]["request_headers_to_remove"],
+            json!(["x-sticky-version"])
+        );
+    }
 }
