@@ -77,11 +77,12 @@ control-plane:
 
 ## oci: the filter and the controller as OCI image layouts in target/oci/ (no container engine:
 ## tools/oci writes them), each digest printed. The controller's stickyctl is static (musl; ring's
-## C parts compiled by the machine's cc, which needs no musl headers for them).
+## C parts compiled by the machine's cc, which needs no musl headers for them), built with the
+## `image` profile (see Cargo.toml).
 MUSL_TARGET := x86_64-unknown-linux-musl
-STICKYCTL_STATIC := target/$(MUSL_TARGET)/release/stickyctl
+STICKYCTL_STATIC := target/$(MUSL_TARGET)/image/stickyctl
 oci: wasm .work/musl-target
-	CC_x86_64_unknown_linux_musl=cc $(CARGO) build --release -p stickyctl --bin stickyctl --target $(MUSL_TARGET)
+	CC_x86_64_unknown_linux_musl=cc $(CARGO) build --profile image -p stickyctl --bin stickyctl --target $(MUSL_TARGET)
 	$(CARGO) run -q -p sticky-canary-oci -- filter --wasm $(WASM) --out target/oci/filter
 	$(CARGO) run -q -p sticky-canary-oci -- controller --stickyctl $(STICKYCTL_STATIC) --out target/oci/controller
 
