@@ -294,6 +294,7 @@ fn the_install_guide_runs_against_a_real_control_plane() {
             "install",
             "init",
             "canary",
+            "qa-token",
             "qa",
             "step",
             "abort",
