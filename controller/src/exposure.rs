@@ -19,6 +19,17 @@ pub enum Access {
     Public,
 }
 
+impl Access {
+    /// The access as `status -o json` and the history name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Off => "off",
+            Access::Token => "token",
+            Access::Public => "public",
+        }
+    }
+}
+
 /// The override's access under `override_`.
 pub fn access(override_: &OverrideConfig) -> Access {
     match (override_.public, &override_.token, &override_.token_digest) {
@@ -101,6 +112,9 @@ mod tests {
         s.filter.override_.public = true;
         assert_eq!(access(&s.filter.override_), Access::Public);
         assert!(override_line(&s).starts_with("public"));
+        for access in [Access::Off, Access::Token, Access::Public] {
+            assert_eq!(serde_json::to_value(access).unwrap(), access.as_str());
+        }
         assert_eq!(
             qa_line(&s, Some("v2")),
             "QA: x-sticky-override: v2 (public: anyone who sends it)"

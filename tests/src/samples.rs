@@ -58,3 +58,19 @@ pub fn wasm_plugin(namespace: &str, name: &str) -> Value {
         }
     })
 }
+
+/// A kube-rs API for the VirtualServices of `namespace` on `server`, through raw dynamic calls
+/// (the fake's own tests drive watches and writes with it).
+pub fn virtual_services(
+    server: &crate::FakeApiServer,
+    namespace: &str,
+) -> kube::Api<kube::api::DynamicObject> {
+    use kube::api::{ApiResource, GroupVersionKind};
+    let client = kube::Client::try_from(server.kube_config()).expect("kube client");
+    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
+    kube::Api::namespaced_with(
+        client,
+        namespace,
+        &ApiResource::from_gvk_with_plural(&gvk, "virtualservices"),
+    )
+}

@@ -32,12 +32,21 @@ impl Metrics for NoMetrics {
     }
 }
 
-fn start_controller_without_metrics(c: &Cluster) -> RunningController {
+/// A controller without Prometheus: it converges, and takes no automatic step.
+fn start_manual_controller(c: &Cluster) -> RunningController {
     support::start_controller_with(c.kube_client())
 }
 
-fn start_controller_with_no_metrics(c: &Cluster) -> RunningController {
+/// A controller whose every look finds no samples ([`NoMetrics`]).
+fn start_controller_finding_no_samples(c: &Cluster) -> RunningController {
     support::start_controller_with_metrics(c.kube_client(), NoMetrics)
+}
+
+/// A rollout of `v1` with the canary `v2` at `percent`.
+async fn canary_at(c: &Cluster, percent: &str) {
+    c.init().await;
+    c.ok(&["start", "--canary", "v2"]).await;
+    c.ok(&["set-weight", percent]).await;
 }
 
 fn fake(c: &Cluster) -> &FakeApiServer {
@@ -143,10 +152,8 @@ impl Cluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missed_late_and_reordered_events_still_converge_to_the_spec() {
     let Some(c) = cluster() else { return };
-    c.init().await;
-    c.ok(&["start", "--canary", "v2"]).await;
-    c.ok(&["set-weight", "10"]).await;
-    let _controller = start_controller_without_metrics(&c);
+    canary_at(&c, "10").await;
+    let _controller = start_manual_controller(&c);
     eventually("the controller put its finalizer on", || c.has_finalizer()).await;
     let server = fake(&c);
     server.watch_chaos(Some(Chaos {
@@ -204,9 +211,7 @@ async fn missed_late_and_reordered_events_still_converge_to_the_spec() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_reading_stale_lists_never_writes_from_them() {
     let Some(c) = cluster() else { return };
-    c.init().await;
-    c.ok(&["start", "--canary", "v2"]).await;
-    c.ok(&["set-weight", "10"]).await;
+    canary_at(&c, "10").await;
     let server = fake(&c);
     let at_ten = server.snapshot();
     c.ok(&["set-weight", "50"]).await;
@@ -220,13 +225,13 @@ async fn a_controller_reading_stale_lists_never_writes_from_them() {
     // Every list the controller makes, its reflectors' and its own reads of the shared
     // plugins, answers from the cache stuck at 10%.
     server.serve_stale_lists(at_ten, StaleLists::Every);
-    let controller = start_controller_without_metrics(&c);
+    let controller = start_manual_controller(&c);
     eventually("the controller tried a write from what it listed", || {
         server.write_audit().iter().any(|w| w.stale())
     })
     .await;
     drop(controller);
-    let _controller = start_controller_without_metrics(&c);
+    let _controller = start_manual_controller(&c);
     eventually(
         "the restarted controller listed from the stale cache",
         || server.stale_lists_of("stickycanaries") >= 2,
@@ -254,10 +259,8 @@ async fn a_controller_reading_stale_lists_never_writes_from_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_is_never_undone_by_a_stale_controller() {
     let Some(c) = cluster() else { return };
-    c.init().await;
-    c.ok(&["start", "--canary", "v2"]).await;
-    c.ok(&["set-weight", "50"]).await;
-    let controller = start_controller_without_metrics(&c);
+    canary_at(&c, "50").await;
+    let controller = start_manual_controller(&c);
     eventually("the controller put its finalizer on", || c.has_finalizer()).await;
     let server = fake(&c);
     let at_fifty = server.snapshot();
@@ -282,7 +285,7 @@ async fn an_abort_is_never_undone_by_a_stale_controller() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(controller);
-    let _controller = start_controller_without_metrics(&c);
+    let _controller = start_manual_controller(&c);
     eventually(
         "the restarted controller listed from the stale cache",
         || server.stale_lists_of("stickycanaries") >= 2,
@@ -315,10 +318,8 @@ async fn an_abort_is_never_undone_by_a_stale_controller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_automatic_rollback_is_not_lost_to_a_stale_cache() {
     let Some(c) = cluster() else { return };
-    c.init().await;
-    c.ok(&["start", "--canary", "v2"]).await;
-    c.ok(&["set-weight", "50"]).await;
-    let _controller = start_controller_with_no_metrics(&c);
+    canary_at(&c, "50").await;
+    let _controller = start_controller_finding_no_samples(&c);
     eventually("the controller put its finalizer on", || c.has_finalizer()).await;
     let server = fake(&c);
     let by_hand = server.snapshot();

@@ -5,13 +5,9 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams, WatchEvent,
-    WatchParams,
-};
-use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
-use sticky_canary_tests::samples::virtual_service;
+use sticky_canary_tests::samples::{virtual_service, virtual_services};
 use sticky_canary_tests::{istio_crds, Chaos, EventMatch, FakeApiServer, StaleLists};
 
 const NS: &str = "prod";
@@ -19,13 +15,7 @@ const VS: &str = "networking.istio.io/v1";
 
 fn start() -> Option<(FakeApiServer, Api<DynamicObject>)> {
     let server = FakeApiServer::start(istio_crds()?);
-    let client = Client::try_from(server.kube_config()).expect("kube client");
-    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
-    let api = Api::namespaced_with(
-        client,
-        NS,
-        &ApiResource::from_gvk_with_plural(&gvk, "virtualservices"),
-    );
+    let api = virtual_services(&server, NS);
     Some((server, api))
 }
 

@@ -2,13 +2,9 @@
 //! server, through kube-rs's raw watch and status calls.
 
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams, WatchEvent,
-    WatchParams,
-};
-use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
-use sticky_canary_tests::samples::virtual_service;
+use sticky_canary_tests::samples::{virtual_service, virtual_services};
 use sticky_canary_tests::{istio_crds, FakeApiServer};
 
 const NS: &str = "prod";
@@ -16,13 +12,7 @@ const VS: &str = "networking.istio.io/v1";
 
 fn start() -> Option<(FakeApiServer, Api<DynamicObject>)> {
     let server = FakeApiServer::start(istio_crds()?);
-    let client = Client::try_from(server.kube_config()).expect("kube client");
-    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
-    let api = Api::namespaced_with(
-        client,
-        NS,
-        &ApiResource::from_gvk_with_plural(&gvk, "virtualservices"),
-    );
+    let api = virtual_services(&server, NS);
     Some((server, api))
 }
 

@@ -140,14 +140,7 @@ fn command_transition(
                 return Ok(Transition::default());
             }
             next_spec.filter.override_ = next_override;
-            let action = format!(
-                "override {}",
-                match exposure::access(access) {
-                    exposure::Access::Off => "off",
-                    exposure::Access::Token => "token",
-                    exposure::Access::Public => "public",
-                }
-            );
+            let action = format!("override {}", exposure::access(access).as_str());
             notices.push(action.clone());
             action
         }
