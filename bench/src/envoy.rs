@@ -1,7 +1,7 @@
 //! The Envoys under test: one process per variant, so each is measured alone and its memory
 //! can be compared with the others'.
 //!
-//! Every listener starts as the one `stickyctl::render::envoy` renders for the filter (the
+//! Every listener starts as the one `render::envoy` renders for the filter (the
 //! listener users run), then loses the filter, swaps it for the Lua equivalent, or answers
 //! itself instead of proxying. A multi-rollout variant runs a gateway of services instead
 //! (`sticky_canary_e2e::gateway`, with Istio's cluster names), all in one filter
@@ -16,14 +16,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use render::envoy::{render_bootstrap, render_cds, render_lds, EnvoyLayout, CDS_FILE, LDS_FILE};
 use serde_json::{json, Value};
 use sticky_canary_e2e::browser::Http;
 use sticky_canary_e2e::envoy::free_port;
 use sticky_canary_e2e::envoy_process::{write_json, EnvoyProcess};
 use sticky_canary_e2e::gateway::{self, Service};
-use stickyctl::render::envoy::{
-    render_bootstrap, render_cds, render_lds, EnvoyLayout, CDS_FILE, LDS_FILE,
-};
 
 use crate::lua;
 use crate::requests::{self, Shape};

@@ -1,6 +1,6 @@
 //! A real Envoy 1.40 running the built filter, configured through files in a temp directory
 //! exactly as the controller's envoy-dir target configures one: bootstrap, `lds.json`,
-//! `cds.json` and the layout, all rendered by `stickyctl::render::envoy`.
+//! `cds.json` and the layout, all rendered by `render::envoy`.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -8,12 +8,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
-use sticky_canary_filter::PluginConfig;
-use stickyctl::render::envoy::{
+use render::envoy::{
     render_bootstrap, render_cds, render_lds, EnvoyLayout, CDS_FILE, LAYOUT_FILE, LDS_FILE,
     LISTENER_NAME,
 };
+use serde_json::Value;
+use sticky_canary_filter::PluginConfig;
 
 use crate::browser::Http;
 use crate::envoy_process::{write_json, EnvoyProcess};

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use runtime::fsutil::write_atomic;
 use serde_json::Value;
-use stickyctl::fsutil::write_atomic;
 
 use crate::browser::Http;
 use crate::locate;

@@ -12,10 +12,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Result;
+use api::names::subset_name;
+use render::envoy::{render_cluster, render_listener, EnvoyLayout};
 use serde_json::{json, Value};
 use sticky_canary_filter::config::DEFAULT_HEADER;
-use stickyctl::render::destinationrule::subset_name;
-use stickyctl::render::envoy::{render_cluster, render_listener, EnvoyLayout};
 
 use crate::browser::Http;
 use crate::envoy::{Envoy, EnvoyOptions, Site};

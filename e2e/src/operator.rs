@@ -9,9 +9,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use api::StickyCanary;
+use runtime::target::envoy_dir::ROLLOUT_FILE;
 use serde_json::Value;
-use stickyctl::model::StickyCanary;
-use stickyctl::target::envoy_dir::ROLLOUT_FILE;
 
 use crate::locate;
 use crate::process::ChildGuard;

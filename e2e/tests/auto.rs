@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use api::StickyCanary;
+use runtime::target::envoy_dir::ROLLOUT_FILE;
 use serde_json::Value;
 use sticky_canary_e2e::envoy::EnvoyOptions;
 use sticky_canary_e2e::operator::Stickyctl;
@@ -16,8 +18,6 @@ use sticky_canary_e2e::site::Faults;
 use sticky_canary_e2e::stack::{weights, Stack};
 use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
 use sticky_canary_e2e::webhook::Webhook;
-use stickyctl::model::StickyCanary;
-use stickyctl::target::envoy_dir::ROLLOUT_FILE;
 
 const STABLE: &str = "v1";
 const CANARY: &str = "v2";

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use render::envoy::{render_cds, render_lds, EnvoyLayout};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sticky_canary_e2e::chromium::{Chromium, Seen, Tab};
@@ -22,7 +23,6 @@ use sticky_canary_e2e::stack::weights;
 use sticky_canary_e2e::upstream::Upstream;
 use sticky_canary_filter::config::{Config, Repin, DEFAULT_ID_COOKIE};
 use sticky_canary_filter::PluginConfig;
-use stickyctl::render::envoy::{render_cds, render_lds, EnvoyLayout};
 
 /// The test domain the browser resolves to 127.0.0.1 (`--host-resolver-rules`).
 const DOMAIN: &str = "shop.test";

@@ -140,7 +140,7 @@ fn kill_at_each_step(
             .enable_all()
             .build()?;
         runtime.block_on(async move {
-            let (client, _) = stickyctl::target::kube::client(Some(&kubeconfig))
+            let (client, _) = runtime::target::kube::client(Some(&kubeconfig))
                 .await
                 .map_err(|e| anyhow!("{e}"))?;
             let (group, version, kind) = STICKYCANARY;

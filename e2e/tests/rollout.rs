@@ -4,12 +4,13 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use api::names::cluster_name;
+use render::envoy::render_lds;
 use serde_json::json;
 use sticky_canary_e2e::browser::{subresources, Browser, Dest, Visit};
 use sticky_canary_e2e::crowd::{par_map, Crowd, Moves, Tally};
 use sticky_canary_e2e::site::{app_script, PAGES, WHOAMI};
 use sticky_canary_e2e::stack::weights;
-use stickyctl::render::envoy::{cluster_name, render_lds};
 
 /// Ramp-up 10 -> 50: sub-resource and API requests keep the version of the page they belong
 /// to; at the next navigation some stable clients move into the canary and nobody leaves it.

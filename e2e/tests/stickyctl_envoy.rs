@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::SystemTime;
 
+use api::names::cluster_name;
+use render::envoy::LDS_FILE;
 use sticky_canary_e2e::browser::{subresources, Visit};
 use sticky_canary_e2e::crowd::{Crowd, Tally};
 use sticky_canary_e2e::envoy::Envoy;
@@ -28,7 +30,6 @@ use sticky_canary_e2e::operator::Stickyctl;
 use sticky_canary_e2e::site::app_script;
 use sticky_canary_e2e::stack::{weights, Stack};
 use sticky_canary_filter::PluginConfig;
-use stickyctl::render::envoy::{cluster_name, LDS_FILE};
 
 const STABLE: &str = "v1";
 const CANARY: &str = "v2";

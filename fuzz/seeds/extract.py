@@ -61,7 +61,7 @@ def write(target, items):
 
 
 texts = list(sources("README.md", "docs/*.md", "filter/src/*.rs", "filter/tests/*.rs",
-                     "controller/src/**/*.rs", "e2e/src/**/*.rs", "e2e/tests/*.rs",
+                     "crates/*/src/**/*.rs", "e2e/src/**/*.rs", "e2e/tests/*.rs",
                      "tests/tests/*.rs", "bench/**/*.rs"))
 literals = [s for t in texts for s in raw_strings(t)] + texts
 

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
+use render::envoy::{CDS_FILE, LAYOUT_FILE, LDS_FILE};
+use runtime::target::envoy_dir::ROLLOUT_FILE;
 use serde_json::{json, Value};
 use stickyctl::cli::{run, Outcome};
-use stickyctl::render::envoy::{CDS_FILE, LAYOUT_FILE, LDS_FILE};
-use stickyctl::target::envoy_dir::ROLLOUT_FILE;
 
 fn envoy_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -223,7 +223,7 @@ async fn init_creates_a_token_the_proxies_only_know_the_digest_of() {
         ],
     )
     .await;
-    let file = d.join(stickyctl::target::envoy_dir::OVERRIDE_TOKEN_FILE);
+    let file = d.join(runtime::target::envoy_dir::OVERRIDE_TOKEN_FILE);
     assert!(said.contains(&format!("cat {}", file.display())), "{said}");
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "readable by its owner only");

@@ -9,15 +9,15 @@ mod support;
 
 use std::time::Duration;
 
+use api::StickyCanaryStatus;
+use runtime::error::Error;
+use runtime::reconcile::converge;
+use runtime::target::kube::KubeTarget;
+use runtime::target::{Doc, Plan, Target};
 use serde_json::{json, Value};
 use sticky_canary_filter::PluginConfig;
 use sticky_canary_tests::all_crds;
 use stickyctl::cli::run;
-use stickyctl::error::Error;
-use stickyctl::model::StickyCanaryStatus;
-use stickyctl::reconcile::converge;
-use stickyctl::target::kube::KubeTarget;
-use stickyctl::target::{Doc, Plan, Target};
 use support::{assert_same, cluster, NS};
 
 on_both_backends! {
@@ -261,31 +261,28 @@ struct Killed {
 }
 
 impl Target for Killed {
-    async fn load(&self) -> Result<Option<stickyctl::model::StickyCanary>, Error> {
+    async fn load(&self) -> Result<Option<api::StickyCanary>, Error> {
         self.inner.load().await
     }
-    async fn save(
-        &self,
-        c: &stickyctl::model::StickyCanary,
-    ) -> Result<stickyctl::model::StickyCanary, Error> {
+    async fn save(&self, c: &api::StickyCanary) -> Result<api::StickyCanary, Error> {
         self.inner.save(c).await
     }
     async fn save_status(
         &self,
-        c: &stickyctl::model::StickyCanary,
+        c: &api::StickyCanary,
         s: &StickyCanaryStatus,
     ) -> Result<(), Error> {
         self.inner.save_status(c, s).await
     }
-    async fn plan(&self, c: &stickyctl::model::StickyCanary) -> Result<Plan, Error> {
+    async fn plan(&self, c: &api::StickyCanary) -> Result<Plan, Error> {
         self.inner.plan(c).await
     }
-    fn plugin_config(&self, c: &stickyctl::model::StickyCanary) -> PluginConfig {
+    fn plugin_config(&self, c: &api::StickyCanary) -> PluginConfig {
         self.inner.plugin_config(c)
     }
     async fn keep_override_token(
         &self,
-        c: &stickyctl::model::StickyCanary,
+        c: &api::StickyCanary,
         token: &str,
     ) -> Result<String, Error> {
         self.inner.keep_override_token(c, token).await
@@ -325,7 +322,7 @@ on_both_backends! {
         assert!(err.to_string().contains("killed"));
         assert_eq!(c.status().await["inSync"], false, "the change is half done");
 
-        let controller = tokio::spawn(stickyctl::controller::run(client, Some(NS), None::<stickyctl::prometheus::Prometheus>));
+        let controller = tokio::spawn(runtime::controller::run(client, Some(NS), None::<prometheus::Prometheus>));
         let converged = async {
             loop {
                 if c.status().await["inSync"] == true

@@ -16,12 +16,12 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use api::{StickyCanary, StickyCanarySpec};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sticky_canary_filter::VersionWeight;
 use sticky_canary_tests::fake_apiserver::parse_path;
 use sticky_canary_tests::{repo_root, RecordedRequest};
-use stickyctl::model::{StickyCanary, StickyCanarySpec};
 use support::{cluster, eventually, names, Cluster, GATEWAY_NS, NS};
 
 /// `(apiGroup, resource[/subresource], verb)`.

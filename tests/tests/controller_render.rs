@@ -1,13 +1,13 @@
 //! Every object stickyctl renders validates against Istio's own CRD schemas (and the rollout
 //! itself against the shipped StickyCanary CRD), for the shapes of spec it supports.
 
+use api::{Proxies, StickyCanary, StickyCanarySpec, TargetRef};
+use render::istio::{desired, for_display, Kind, Live};
+use render::placement::placements;
 use serde_json::{json, Value};
 use sticky_canary_filter::config::KeySource;
 use sticky_canary_filter::VersionWeight;
 use sticky_canary_tests::all_crds;
-use stickyctl::model::{Proxies, StickyCanary, StickyCanarySpec, TargetRef};
-use stickyctl::render::istio::{desired, for_display, Kind, Live};
-use stickyctl::render::placement::placements;
 
 fn user_vs() -> Value {
     json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",

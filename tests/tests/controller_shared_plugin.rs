@@ -15,13 +15,13 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use api::{StickyCanary, StickyCanarySpec, StickyCanaryStatus};
+use runtime::error::Error;
+use runtime::reconcile::{converge, teardown};
+use runtime::target::kube::KubeTarget;
+use runtime::target::{Doc, Plan, Target};
 use serde_json::{json, Value};
 use sticky_canary_filter::PluginConfig;
-use stickyctl::error::Error;
-use stickyctl::model::{StickyCanary, StickyCanarySpec, StickyCanaryStatus};
-use stickyctl::reconcile::{converge, teardown};
-use stickyctl::target::kube::KubeTarget;
-use stickyctl::target::{Doc, Plan, Target};
 use support::{
     assert_same, eventually, names, Backend, Cluster, GATEWAY_NS, GATEWAY_PLUGIN, LEGACY_PLUGIN,
     NS, WP,
@@ -83,7 +83,7 @@ impl Cluster {
         for rollout in rollouts {
             let entry = self.plugin_entry(rollout).unwrap();
             assert!(
-                stickyctl::render::same(
+                render::same(
                     &entry["config"]["versions"],
                     &self.rollout_versions(rollout)
                 ),

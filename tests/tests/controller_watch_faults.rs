@@ -1,4 +1,4 @@
-//! The real controller (`stickyctl::controller::run`) through the faults Sieve injects into
+//! The real controller (`runtime::controller::run`) through the faults Sieve injects into
 //! Kubernetes controllers, on the fake API server (only it can inject them): watch events that
 //! are missed, late or reordered, and a cache that serves stale lists. It still converges to
 //! the spec, it never writes from a stale read (every write it makes carries the
@@ -10,11 +10,11 @@ mod support;
 
 use std::time::Duration;
 
+use analysis::Snapshot;
+use api::StickyCanary;
+use runtime::metrics::Metrics;
 use serde_json::{json, Value};
 use sticky_canary_tests::{Chaos, EventMatch, FakeApiServer, StaleLists};
-use stickyctl::analysis::Snapshot;
-use stickyctl::metrics::Metrics;
-use stickyctl::model::StickyCanary;
 use support::{
     cluster, eventually, Cluster, RunningController, GATEWAY_NS, GATEWAY_PLUGIN, NS, WP,
 };
@@ -129,9 +129,9 @@ impl Cluster {
     fn matches_spec(&self) -> bool {
         let rollout = self.rollout();
         let versions: Vec<String> = support::names(&rollout["spec"]["versions"]);
-        let weights_ok = self.plugin_entry("shop").is_some_and(|e| {
-            stickyctl::render::same(&e["config"]["versions"], &rollout["spec"]["versions"])
-        });
+        let weights_ok = self
+            .plugin_entry("shop")
+            .is_some_and(|e| render::same(&e["config"]["versions"], &rollout["spec"]["versions"]));
         let managed: Vec<String> = self
             .route_names()
             .into_iter()

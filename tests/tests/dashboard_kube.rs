@@ -6,8 +6,8 @@
 #[macro_use]
 mod support;
 
+use dashboard::{server, Source};
 use serde_json::{json, Value};
-use stickyctl::dashboard::{server, Source};
 use support::{assert_same, NS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

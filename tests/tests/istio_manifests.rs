@@ -122,8 +122,8 @@ fn example(file: &str, kind: &str) -> Value {
 
 #[test]
 fn the_example_wasmplugin_is_what_stickyctl_writes_for_the_example_rollout() {
-    use stickyctl::model::StickyCanary;
-    use stickyctl::render::istio::{desired, for_display, Kind, Live};
+    use api::StickyCanary;
+    use render::istio::{desired, for_display, Kind, Live};
     let rollout: StickyCanary =
         serde_json::from_value(example("stickycanary.yaml", "StickyCanary")).unwrap();
     let live = Live {
@@ -148,7 +148,7 @@ fn the_example_wasmplugin_is_what_stickyctl_writes_for_the_example_rollout() {
     let shown = example("wasmplugin.yaml", "WasmPlugin");
     assert_eq!(plugins.len(), 1, "one proxy group: the ingress gateway");
     assert!(
-        stickyctl::render::same(&plugins[0], &shown),
+        render::same(&plugins[0], &shown),
         "istio/examples/wasmplugin.yaml differs from what stickyctl writes:\n{}",
         serde_norway::to_string(&plugins[0]).unwrap()
     );

@@ -693,7 +693,7 @@ async fn a_plan_runs_with_the_rights_of_stickyctl_plan_operator_in_rbac_yaml() {
     );
     // What the role leaves out is refused: the stable Deployment's spec, say.
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(
-        stickyctl::target::kube::client(Some(std::path::Path::new(&kubeconfig)))
+        runtime::target::kube::client(Some(std::path::Path::new(&kubeconfig)))
             .await
             .expect("a client")
             .0,
@@ -707,8 +707,8 @@ async fn a_plan_runs_with_the_rights_of_stickyctl_plan_operator_in_rbac_yaml() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_envoy_takes_sticky_entries_and_refuses_the_kubernetes_kinds() {
-    use stickyctl::render::envoy::LAYOUT_FILE;
-    use stickyctl::target::envoy_dir::ROLLOUT_FILE;
+    use render::envoy::LAYOUT_FILE;
+    use runtime::target::envoy_dir::ROLLOUT_FILE;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let layout = json!({"listenPort": 10000, "wasmPath": "/filter.wasm",
         "upstreams": {"v1": "127.0.0.1:8001", "v2": "127.0.0.1:8002"}});

@@ -5,13 +5,13 @@
 
 mod support;
 
+use api::{StickyCanary, StickyCanarySpec};
+use runtime::error::Error;
+use runtime::reconcile::converge;
+use runtime::target::kube::KubeTarget;
 use serde_json::{json, Value};
 use sticky_canary_filter::VersionWeight;
 use sticky_canary_tests::repo_root;
-use stickyctl::error::Error;
-use stickyctl::model::{StickyCanary, StickyCanarySpec};
-use stickyctl::reconcile::converge;
-use stickyctl::target::kube::KubeTarget;
 use support::{
     assert_same, eventually, names, start_controller_with, with_plane, Backend, GATEWAY_NS,
     GATEWAY_PLUGIN, NS, SC, WP,
@@ -125,7 +125,7 @@ async fn the_controller_reconciles_with_the_rights_of_its_service_account_in_rba
         plane.service_account_kubeconfig("sticky-canary-system", "stickyctl-controller")
     })
     .expect("a token of the controller's ServiceAccount");
-    let (client, _) = stickyctl::target::kube::client(Some(&kubeconfig))
+    let (client, _) = runtime::target::kube::client(Some(&kubeconfig))
         .await
         .expect("a client as the controller's ServiceAccount");
     // The authorizer is real: what the role does not grant is refused.

@@ -380,7 +380,7 @@ fn install_crds(
         .with_context(|| format!("reading Istio's CRDs from {}", istio_crds.display()))?;
     let mut crds =
         parse_yaml_documents(&text).with_context(|| format!("parsing {}", istio_crds.display()))?;
-    crds.extend(parse_yaml_documents(&stickyctl::model::crd_yaml())?);
+    crds.extend(parse_yaml_documents(&api::crd_yaml())?);
     let api: Api<DynamicObject> = Api::all_with(
         client.clone(),
         &ApiResource::from_gvk(&GroupVersionKind::gvk(
@@ -500,7 +500,7 @@ fn write_kubeconfig(path: &Path, api: SocketAddr, token: &str, namespace: &str) 
 }
 
 async fn client_for(kubeconfig: &Path) -> Result<Client> {
-    let (client, _) = stickyctl::target::kube::client(Some(kubeconfig))
+    let (client, _) = runtime::target::kube::client(Some(kubeconfig))
         .await
         .map_err(|e| anyhow!("{e}"))?;
     Ok(client)

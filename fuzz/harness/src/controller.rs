@@ -2,20 +2,18 @@
 //! answers, dashboard actions. The release profile aborts on panic, so a panic reachable from
 //! any of them would take the whole controller down.
 
+use analysis::{Snapshot, VersionSample};
+use api::{StickyCanary, StickyCanarySpec, StickyCanaryStatus};
+use dashboard::action::{self, ActionRequest};
 use jiff::{SignedDuration, Timestamp};
+use prometheus::{self, Field, Series};
+use rollout::{self, Command, Input, Op};
 use sticky_canary_filter::Config;
-use stickyctl::analysis::{Snapshot, VersionSample};
-use stickyctl::dashboard::action::{self, ActionRequest};
-use stickyctl::model::{StickyCanary, StickyCanarySpec, StickyCanaryStatus};
-use stickyctl::ops::{self, Op};
-use stickyctl::plan;
-use stickyctl::prometheus::{self, Field, Series};
-use stickyctl::rollout::{self, Command, Input};
 
 /// A `StickyCanary` written as YAML: its spec alone, or the whole object (`metadata`, `spec`,
 /// `status`). kubectl turns the YAML into the JSON the API server keeps, and the controller
 /// reads that JSON with serde; here serde-saphyr reads the YAML into that JSON value. A spec
-/// `ops::validate` accepts must give a plugin configuration the filter accepts, survive the
+/// `rollout::validate` accepts must give a plugin configuration the filter accepts, survive the
 /// controller's write and read back, and every command on it must either be refused or lead to
 /// a spec that is valid again.
 pub fn spec_yaml(data: &[u8]) {
@@ -38,7 +36,7 @@ pub fn spec_yaml(data: &[u8]) {
     };
     let plugin = spec.plugin_config();
     let _ = spec.summary();
-    if ops::validate(&spec).is_err() {
+    if rollout::validate(&spec).is_err() {
         // Refused before anything is written; every command refuses it too.
         for command in commands() {
             assert!(rollout::transition(&spec, &status, &Input::Command(command), now()).is_err());
@@ -87,7 +85,7 @@ fn check_command(spec: &StickyCanarySpec, status: &StickyCanaryStatus, command: 
     let input = Input::Command(command);
     if let Ok(transition) = rollout::transition(spec, status, &input, now()) {
         if let Some(next) = &transition.spec {
-            if let Err(e) = ops::validate(next) {
+            if let Err(e) = rollout::validate(next) {
                 panic!("{input:?} on a valid spec made an invalid one: {e}\n{next:?}");
             }
         }
@@ -182,18 +180,22 @@ fn sample(version: &str, series: &[Series]) -> Option<VersionSample> {
 
 /// `shop` with canary `v2` at 0, steps run by themselves.
 fn automatic_canary() -> StickyCanarySpec {
-    let mut spec = ops::init("shop", "v1").expect("a valid spec");
-    spec = ops::apply(
-        &spec,
-        &Op::Start {
-            canary: "v2".to_owned(),
-        },
-    )
-    .expect("a valid start")
-    .expect("a change")
-    .spec;
+    let spec = rollout::init("shop", "v1").expect("a valid spec");
+    let start = Op::Start {
+        canary: "v2".to_owned(),
+    };
+    let mut spec = after(&spec, start).expect("a valid start");
     spec.auto.enabled = true;
     spec
+}
+
+/// `spec` after a person's `op`, through the one transition; `None` when refused or unchanged.
+fn after(spec: &StickyCanarySpec, op: Op) -> Option<StickyCanarySpec> {
+    let input = Input::Command(Command::Op(op));
+    let status = StickyCanaryStatus::default();
+    rollout::transition(spec, &status, &input, jiff::Timestamp::UNIX_EPOCH)
+        .ok()?
+        .spec
 }
 
 /// The body of `POST /api/actions` as the dashboard reads it (axum's `Json`, serde_json), the
@@ -207,13 +209,13 @@ pub fn dashboard_action(data: &[u8]) {
     };
     let canary = automatic_canary();
     let mut specs = vec![
-        ops::init("shop", "v1").expect("a valid spec"),
+        rollout::init("shop", "v1").expect("a valid spec"),
         canary.clone(),
     ];
     for op in [Op::SetWeight(10.0), Op::Promote { finish: false }] {
         let last = specs.last().expect("not empty").clone();
-        if let Ok(Some(change)) = ops::apply(&last, &op) {
-            specs.push(change.spec);
+        if let Some(next) = after(&last, op) {
+            specs.push(next);
         }
     }
     for spec in &specs {

@@ -535,11 +535,11 @@ impl Cluster {
 }
 
 /// Asserts that `actual` is `expected` with numbers compared by value: the real server
-/// answers `30` for the `30.0` stickyctl wrote, as [`stickyctl::render::same`] allows.
+/// answers `30` for the `30.0` stickyctl wrote, as [`render::same`] allows.
 #[track_caller]
 pub fn assert_same(actual: &Value, expected: &Value) {
     assert!(
-        stickyctl::render::same(actual, expected),
+        render::same(actual, expected),
         "{actual:#}\nis not\n{expected:#}"
     );
 }
@@ -574,10 +574,10 @@ impl Cluster {
 
 /// Starts the controller on [`NS`] with `client` (and its rights).
 pub fn start_controller_with(client: kube::Client) -> RunningController {
-    RunningController(tokio::spawn(stickyctl::controller::run(
+    RunningController(tokio::spawn(runtime::controller::run(
         client,
         Some(NS),
-        None::<stickyctl::prometheus::Prometheus>,
+        None::<prometheus::Prometheus>,
     )))
 }
 
@@ -585,9 +585,9 @@ pub fn start_controller_with(client: kube::Client) -> RunningController {
 /// `metrics`.
 pub fn start_controller_with_metrics<M>(client: kube::Client, metrics: M) -> RunningController
 where
-    M: stickyctl::metrics::Metrics + Send + 'static,
+    M: runtime::metrics::Metrics + Send + 'static,
 {
-    RunningController(tokio::spawn(stickyctl::controller::run(
+    RunningController(tokio::spawn(runtime::controller::run(
         client,
         Some(NS),
         Some(metrics),
@@ -708,7 +708,7 @@ impl Real {
             .as_ref()
             .unwrap_or_else(|e| panic!("{e}"));
         let kubeconfig = plane.admin_kubeconfig.clone();
-        let client = block(stickyctl::target::kube::client(Some(&kubeconfig)))
+        let client = block(runtime::target::kube::client(Some(&kubeconfig)))
             .unwrap_or_else(|e| panic!("a client for the control plane: {e}"))
             .0;
         let real = Real {

@@ -1,0 +1,372 @@
+//! Simulated rollouts through the real [`Evidence`] and [`judge`]: the A/A false-rollback
+//! rate, and the detection-power table of docs/analysis.md (checked to be what this code
+//! generates, so the docs cannot drift from the test).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Binomial, Distribution};
+
+use super::evidence::{Counter, HASH_REASON};
+use super::{
+    judge, judged_steps, AnalysisSpec, Evidence, Histogram, Outcome, Snapshot, StepPlan,
+    VersionSample,
+};
+use api::DEFAULT_STEPS;
+
+/// Seconds between looks (a Prometheus scrape interval).
+const LOOK_SECONDS: u64 = 15;
+/// Looks a step holds before it may go on (the default 1-minute interval).
+const HOLD_LOOKS: u32 = 4;
+/// Looks after which an inconclusive step is left (held, not rolled back) by the simulation.
+const MAX_LOOKS: u32 = 30;
+/// Latency bucket bounds (ms) and the share of requests in each bucket's range; the rest is
+/// beyond the last bound. Stable's p99 lies in (50, 100].
+const LATENCY: [(f64, f64); 10] = [
+    (1.0, 0.2),
+    (5.0, 0.4),
+    (10.0, 0.2),
+    (25.0, 0.12),
+    (50.0, 0.05),
+    (100.0, 0.025),
+    (250.0, 0.003),
+    (500.0, 0.0015),
+    (1000.0, 0.0004),
+    (2500.0, 0.0001),
+];
+/// Share of requests that are a new client's first (decided by hash).
+const FRESH: f64 = 0.1;
+
+fn binomial(rng: &mut ChaCha8Rng, n: u64, p: f64) -> u64 {
+    if n == 0 || p <= 0.0 {
+        return 0;
+    }
+    Binomial::new(n, p.min(1.0))
+        .expect("p in [0, 1]")
+        .sample(rng)
+}
+
+/// How one version behaves.
+#[derive(Clone, Copy)]
+struct Behaviour {
+    error_rate: f64,
+    /// Share of requests pushed beyond every latency bucket (a slow canary).
+    slow: f64,
+}
+
+/// One version's cumulative counters, as a proxy would expose them.
+struct Counters {
+    version: &'static str,
+    requests: u64,
+    errors: u64,
+    /// Cumulative count per bucket bound of [`LATENCY`].
+    buckets: [u64; LATENCY.len()],
+    hash: u64,
+}
+
+impl Counters {
+    fn new(version: &'static str) -> Counters {
+        Counters {
+            version,
+            requests: 0,
+            errors: 0,
+            buckets: [0; LATENCY.len()],
+            hash: 0,
+        }
+    }
+
+    /// Serves `n` requests.
+    fn serve(&mut self, rng: &mut ChaCha8Rng, n: u64, behaviour: Behaviour) {
+        self.requests += n;
+        self.errors += binomial(rng, n, behaviour.error_rate);
+        self.hash += binomial(rng, n, FRESH);
+        // A multinomial over the buckets as a chain of binomials.
+        let mut left = n - binomial(rng, n, behaviour.slow);
+        let mut mass = 1.0;
+        let mut below = 0;
+        for (i, &(_, p)) in LATENCY.iter().enumerate() {
+            let here = binomial(rng, left, p / mass);
+            left -= here;
+            mass = (mass - p).max(f64::MIN_POSITIVE);
+            below += here;
+            self.buckets[i] += below;
+        }
+    }
+
+    fn sample(&self) -> VersionSample {
+        let pairs: Vec<(f64, u64)> = LATENCY
+            .iter()
+            .zip(self.buckets)
+            .map(|(&(le, _), count)| (le, count))
+            .chain([(f64::INFINITY, self.requests)])
+            .collect();
+        VersionSample {
+            version: self.version.to_owned(),
+            requests: Counter::single(self.requests),
+            errors: Counter::single(self.errors),
+            latency: BTreeMap::from([(String::new(), Histogram::from_pairs(&pairs))]),
+            decisions: BTreeMap::from([(HASH_REASON.to_owned(), Counter::single(self.hash))]),
+        }
+    }
+}
+
+/// Both versions behind one proxy at a request rate.
+struct World {
+    rng: ChaCha8Rng,
+    stable: Counters,
+    canary: Counters,
+    seconds: u64,
+    rate: f64,
+    behaviour: (Behaviour, Behaviour),
+}
+
+impl World {
+    fn new(seed: u64, rate: f64, stable: Behaviour, canary: Behaviour) -> World {
+        let mut world = World {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            stable: Counters::new("v1"),
+            canary: Counters::new("v2"),
+            seconds: 0,
+            rate,
+            behaviour: (stable, canary),
+        };
+        // Stable served alone for a while before the rollout.
+        let history = (rate * 600.0) as u64;
+        world.stable.serve(&mut world.rng, history, stable);
+        world
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            at: Timestamp::from_second(1_800_000_000 + self.seconds as i64).expect("in range"),
+            stable: self.stable.sample(),
+            canary: self.canary.sample(),
+        }
+    }
+
+    /// One look's worth of traffic at canary `weight` percent.
+    fn run(&mut self, weight: f64) {
+        let n = binomial(
+            &mut self.rng,
+            (self.rate * LOOK_SECONDS as f64 * 2.0) as u64,
+            0.5,
+        );
+        let canary = binomial(&mut self.rng, n, weight / 100.0);
+        self.canary.serve(&mut self.rng, canary, self.behaviour.1);
+        self.stable
+            .serve(&mut self.rng, n - canary, self.behaviour.0);
+        self.seconds += LOOK_SECONDS;
+    }
+}
+
+/// Walks a step at `weight` as the state machine would (hold, then go on once it passes;
+/// an inconclusive step is left after [`MAX_LOOKS`]); whether it failed the canary.
+fn step_fails(world: &mut World, spec: &AnalysisSpec, weight: f64, judged: usize) -> bool {
+    let plan = StepPlan {
+        weight,
+        judged_steps: judged,
+    };
+    let mut evidence = Evidence::start(&world.snapshot(), spec, plan);
+    for look in 1..=MAX_LOOKS {
+        world.run(weight);
+        evidence.observe(&world.snapshot(), spec);
+        match judge(spec, &evidence).outcome {
+            Outcome::Fail => return true,
+            Outcome::Pass if look >= HOLD_LOOKS => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Walks every default step; whether the canary was rolled back.
+fn rolled_back(seed: u64, rate: f64, stable: Behaviour, canary: Behaviour) -> bool {
+    let spec = AnalysisSpec::default();
+    let judged: Vec<f64> = DEFAULT_STEPS
+        .iter()
+        .copied()
+        .filter(|&w| w < 100.0)
+        .collect();
+    let mut world = World::new(seed, rate, stable, canary);
+    judged
+        .iter()
+        .any(|&weight| step_fails(&mut world, &spec, weight, judged.len()))
+}
+
+/// A/A: the canary is stable. However often each step is judged, the share of rollouts
+/// rolled back stays at most α.
+#[test]
+fn a_canary_identical_to_stable_is_rolled_back_at_most_alpha_of_the_time() {
+    let alpha = AnalysisSpec::default().alpha;
+    // (request rate per second, error rate of both): low and high traffic, rare and common
+    // errors; the slow tail is the same in both.
+    let cases = [(20.0, 0.01), (200.0, 0.001), (200.0, 0.02)];
+    let runs = 400;
+    let mut total = 0;
+    for (i, &(rate, error_rate)) in cases.iter().enumerate() {
+        let same = Behaviour {
+            error_rate,
+            slow: 0.0,
+        };
+        let back = (0..runs)
+            .filter(|&run| rolled_back((i * runs + run) as u64, rate, same, same))
+            .count();
+        let share = back as f64 / runs as f64;
+        eprintln!("A/A at {rate} req/s, {error_rate} 5xx: {back}/{runs} rolled back ({share})");
+        assert!(
+            share <= alpha,
+            "{back}/{runs} A/A rollouts rolled back at {rate} req/s"
+        );
+        total += back;
+    }
+    let share = total as f64 / (cases.len() * runs) as f64;
+    eprintln!(
+        "A/A overall: {total}/{} rolled back ({share})",
+        cases.len() * runs
+    );
+    assert!(share <= alpha);
+}
+
+/// The simulation can fail a canary at all: a canary failing 5 % of its requests next to
+/// stable's 0.1 % is rolled back in every run.
+#[test]
+fn a_bad_canary_is_rolled_back() {
+    let stable = Behaviour {
+        error_rate: 0.001,
+        slow: 0.0,
+    };
+    let bad = Behaviour {
+        error_rate: 0.05,
+        slow: 0.0,
+    };
+    assert!((0..50).all(|seed| rolled_back(seed, 100.0, stable, bad)));
+    let slow = Behaviour {
+        error_rate: 0.001,
+        slow: 1.0,
+    };
+    assert!((0..50).all(|seed| rolled_back(seed, 100.0, stable, slow)));
+}
+
+/// Power table: effects (canary 5xx next to stable's 0.1 %, or a slow share) × weights ×
+/// request rates; the median time a step at that weight takes to fail the canary.
+const POWER_EFFECTS: [(&str, Behaviour); 4] = [
+    (
+        "5xx 0.5 %",
+        Behaviour {
+            error_rate: 0.005,
+            slow: 0.0,
+        },
+    ),
+    (
+        "5xx 1 %",
+        Behaviour {
+            error_rate: 0.01,
+            slow: 0.0,
+        },
+    ),
+    (
+        "5xx 5 %",
+        Behaviour {
+            error_rate: 0.05,
+            slow: 0.0,
+        },
+    ),
+    (
+        "5 % slower than p99",
+        Behaviour {
+            error_rate: 0.001,
+            slow: 0.05,
+        },
+    ),
+];
+const POWER_WEIGHTS: [f64; 4] = [1.0, 5.0, 20.0, 50.0];
+const POWER_RATES: [f64; 3] = [10.0, 100.0, 1000.0];
+/// Runs per cell (odd, for a median).
+const POWER_RUNS: u64 = 21;
+/// Looks a power run waits at most: 30 minutes.
+const POWER_LOOKS: u32 = 120;
+
+fn detection_time(effect: Behaviour, weight: f64, rate: f64, seed: u64) -> Option<u64> {
+    let spec = AnalysisSpec::default();
+    let stable = Behaviour {
+        error_rate: 0.001,
+        slow: 0.0,
+    };
+    let judged = judged_steps(&DEFAULT_STEPS);
+    let mut world = World::new(seed, rate, stable, effect);
+    let mut evidence = Evidence::start(
+        &world.snapshot(),
+        &spec,
+        StepPlan {
+            weight,
+            judged_steps: judged,
+        },
+    );
+    (1..=POWER_LOOKS).find_map(|look| {
+        world.run(weight);
+        evidence.observe(&world.snapshot(), &spec);
+        (judge(&spec, &evidence).outcome == Outcome::Fail).then_some(u64::from(look) * LOOK_SECONDS)
+    })
+}
+
+fn duration(seconds: Option<u64>) -> String {
+    match seconds {
+        None => "> 30 min".to_owned(),
+        Some(s) if s < 120 => format!("{s} s"),
+        Some(s) => format!("{} min", (s as f64 / 60.0).round()),
+    }
+}
+
+/// The table as docs/analysis.md holds it.
+fn power_table() -> String {
+    let mut table = String::from("| canary (stable: 5xx 0.1 %) | weight |");
+    for rate in POWER_RATES {
+        table.push_str(&format!(" {rate} req/s |"));
+    }
+    table.push_str("\n|---|---|");
+    table.push_str(&"---|".repeat(POWER_RATES.len()));
+    table.push('\n');
+    for (cell, (name, effect)) in POWER_EFFECTS.iter().enumerate() {
+        for (w, &weight) in POWER_WEIGHTS.iter().enumerate() {
+            table.push_str(&format!("| {name} | {weight} % |"));
+            for (r, &rate) in POWER_RATES.iter().enumerate() {
+                let seed = ((cell * 100 + w * 10 + r) as u64) << 16;
+                let mut times: Vec<Option<u64>> = (0..POWER_RUNS)
+                    .map(|run| detection_time(*effect, weight, rate, seed + run))
+                    .collect();
+                // Not caught sorts last.
+                times.sort_by_key(|t| t.unwrap_or(u64::MAX));
+                table.push_str(&format!(" {} |", duration(times[times.len() / 2])));
+            }
+            table.push('\n');
+        }
+    }
+    table
+}
+
+const DOC: &str = "docs/analysis.md";
+const START: &str = "<!-- power-table:start -->\n";
+const END: &str = "<!-- power-table:end -->";
+
+#[test]
+fn the_power_table_in_the_docs_is_what_the_code_generates() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(DOC);
+    let doc = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{DOC}: {err}"));
+    let (before, rest) = doc.split_once(START).expect("the table's start marker");
+    let (shipped, after) = rest.split_once(END).expect("the table's end marker");
+    let generated = power_table();
+    if shipped != generated {
+        if std::env::var_os("STICKY_UPDATE_DOCS").is_some() {
+            std::fs::write(&path, format!("{before}{START}{generated}{END}{after}")).unwrap();
+        } else {
+            panic!(
+                "{DOC}'s power table is stale: rerun this test with STICKY_UPDATE_DOCS=1 to \
+                 rewrite it. Generated:\n{generated}"
+            );
+        }
+    }
+}

@@ -1,0 +1,697 @@
+//! The judgement of one step's evidence: a verdict that says why, with the numbers.
+//!
+//! Any failing check fails the canary at any look (the sequential tests stay valid however
+//! often they are looked at; the guards are absolute). Below the minimum of evidence the
+//! verdict is inconclusive, never a pass. What a verdict does (hold, go on, roll back, when a
+//! deadline is over) is the rollout state machine's business: this only judges.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::dataplane;
+use super::evidence::{boundary_requests, ArmEvidence};
+use super::sequential;
+use super::{AnalysisSpec, Evidence};
+
+/// Largest ln O written into a status: e^700 ≈ 1e304 still fits a finite JSON number.
+const MAX_LOG_STATISTIC: f64 = 700.0;
+
+/// What a check or a verdict concluded.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// No evidence against the canary, with enough evidence.
+    Pass,
+    /// The canary is worse, or the step cannot go on.
+    Fail,
+    /// Not enough evidence yet to pass.
+    Inconclusive,
+}
+
+/// One arm's counts behind a check: requests and the events the check counts (5xx, slow
+/// requests, fresh decisions).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmCounts {
+    /// Requests of the arm.
+    pub requests: u64,
+    /// Events of the arm.
+    pub events: u64,
+}
+
+/// One check of a verdict, with what it was computed from.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    /// `errors`, `latency`, `maxErrorRate`, `maxP99`, `evidence` or `dataPlane`.
+    pub name: String,
+    /// The canary's counts.
+    pub canary: ArmCounts,
+    /// Stable's counts.
+    pub stable: ArmCounts,
+    /// The canary's measured share of requests.
+    pub share: f64,
+    /// The number compared with `threshold`: the test statistic O for `errors` and
+    /// `latency`, the canary's rate for the guards, its requests for `evidence`, the
+    /// distance of the fresh decisions' share from the weight for `dataPlane`.
+    pub statistic: f64,
+    /// Where the check's outcome turns: 1/α, the guard's limit, the minimum of requests,
+    /// the tolerance.
+    pub threshold: f64,
+    /// What the check concluded.
+    pub outcome: Outcome,
+    /// The check in words, with its numbers.
+    pub reason: String,
+}
+
+/// One version's numbers in the step, for a status line.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmSummary {
+    /// The version.
+    pub version: String,
+    /// Requests in the step.
+    pub requests: u64,
+    /// 5xx responses in the step.
+    pub errors: u64,
+    /// Their share of the requests (0 without requests).
+    pub error_rate: f64,
+    /// The latency quantile (p99 by default) in milliseconds, interpolated within its bucket
+    /// as `histogram_quantile` does: for people, the tests do not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+}
+
+/// The judgement of a step at one look.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    /// Fail if any check fails, else Inconclusive if any check is, else Pass.
+    pub outcome: Outcome,
+    /// Why, in words, with the numbers: the failing checks, else the inconclusive ones,
+    /// else what passed.
+    pub reason: String,
+    /// Every check.
+    pub checks: Vec<Check>,
+    /// The canary's numbers.
+    pub canary: ArmSummary,
+    /// Stable's numbers.
+    pub stable: ArmSummary,
+}
+
+impl Verdict {
+    /// One line for a person following the rollout: each version's requests, error rate and
+    /// p99, the sequential statistics against their threshold, the outcome.
+    pub fn line(&self) -> String {
+        let arm = |a: &ArmSummary| {
+            let p99 = a
+                .p99_ms
+                .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0} ms"));
+            format!(
+                "{} {} req {} 5xx p99 {p99}",
+                a.version,
+                a.requests,
+                percent(a.error_rate)
+            )
+        };
+        let statistics: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| c.name == "errors" || c.name == "latency")
+            .map(|c| format!("{} {}/{}", c.name, number(c.statistic), number(c.threshold)))
+            .collect();
+        format!(
+            "canary {} | stable {} | {} | {:?}",
+            arm(&self.canary),
+            arm(&self.stable),
+            statistics.join(" "),
+            self.outcome
+        )
+    }
+}
+
+/// `0.049` as `4.9%`.
+pub(crate) fn percent(share: f64) -> String {
+    let pct = share * 100.0;
+    if pct != 0.0 && pct.abs() < 0.1 {
+        format!("{pct:.2}%")
+    } else {
+        format!("{pct:.1}%")
+    }
+}
+
+/// A statistic for people: `3.2`, `240`, `1.2e4`.
+fn number(x: f64) -> String {
+    if x >= 10_000.0 {
+        format!("{x:.1e}")
+    } else if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn rate(events: u64, requests: u64) -> f64 {
+    if requests == 0 {
+        0.0
+    } else {
+        events as f64 / requests as f64
+    }
+}
+
+/// `4.9% (49/1000)`.
+fn counted(events: u64, requests: u64) -> String {
+    format!("{} ({events}/{requests})", percent(rate(events, requests)))
+}
+
+/// Judges the step's evidence as of its latest look.
+pub fn judge(spec: &AnalysisSpec, evidence: &Evidence) -> Verdict {
+    let (canary, stable) = (&evidence.canary, &evidence.stable);
+    let mut checks = vec![
+        errors(spec, evidence),
+        latency(spec, evidence),
+        max_error_rate(spec, evidence),
+    ];
+    if let Some(limit) = spec.max_p99_ms {
+        checks.push(max_p99(spec, evidence, limit));
+    }
+    checks.push(minimum(spec, evidence));
+    checks.push(dataplane::check(evidence));
+    let with = |outcome| {
+        checks
+            .iter()
+            .filter(|c| c.outcome == outcome)
+            .map(|c| c.reason.as_str())
+            .collect::<Vec<_>>()
+    };
+    let (outcome, reasons) = if !with(Outcome::Fail).is_empty() {
+        (Outcome::Fail, with(Outcome::Fail))
+    } else if !with(Outcome::Inconclusive).is_empty() {
+        (Outcome::Inconclusive, with(Outcome::Inconclusive))
+    } else {
+        (Outcome::Pass, with(Outcome::Pass))
+    };
+    let reason = reasons.join("; ");
+    let summary = |arm: &ArmEvidence, version: &str| ArmSummary {
+        version: version.to_owned(),
+        requests: arm.requests,
+        errors: arm.errors,
+        error_rate: rate(arm.errors, arm.requests),
+        p99_ms: arm.latency.quantile_ms(spec.latency_quantile),
+    };
+    Verdict {
+        outcome,
+        reason,
+        canary: summary(canary, &evidence.last.canary.version),
+        stable: summary(stable, &evidence.last.stable.version),
+        checks,
+    }
+}
+
+/// A sequential test's check: `what` names the events in the reason.
+fn sequential_check(
+    name: &str,
+    what: &str,
+    spec: &AnalysisSpec,
+    evidence: &Evidence,
+    canary: ArmCounts,
+    stable: ArmCounts,
+) -> Check {
+    let share = rate(
+        canary.requests,
+        canary.requests.saturating_add(stable.requests),
+    );
+    let threshold = 1.0 / evidence.alpha;
+    let test =
+        sequential::canary_worse(spec.k, evidence.alpha, share, canary.events, stable.events);
+    let statistic = test.log_statistic.min(MAX_LOG_STATISTIC).exp();
+    let numbers = format!(
+        "canary {what} {} vs stable {}",
+        counted(canary.events, canary.requests),
+        counted(stable.events, stable.requests)
+    );
+    let (outcome, reason) = if stable.requests == 0 || canary.requests == 0 {
+        (
+            Outcome::Pass,
+            format!("{numbers}: one version served nothing, nothing to compare"),
+        )
+    } else if test.rejects {
+        (
+            Outcome::Fail,
+            format!(
+                "{numbers}: statistic {} ≥ {} = 1/α, the canary is worse",
+                number(statistic),
+                number(threshold)
+            ),
+        )
+    } else {
+        (
+            Outcome::Pass,
+            format!(
+                "{numbers}: statistic {} < {} = 1/α{}",
+                number(statistic),
+                number(threshold),
+                if test.canary_worse {
+                    ""
+                } else {
+                    ", the canary no worse"
+                }
+            ),
+        )
+    };
+    Check {
+        name: name.to_owned(),
+        canary,
+        stable,
+        share,
+        statistic,
+        threshold,
+        outcome,
+        reason,
+    }
+}
+
+fn errors(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
+    let arm = |a: &ArmEvidence| ArmCounts {
+        requests: a.requests,
+        events: a.errors,
+    };
+    sequential_check(
+        "errors",
+        "5xx",
+        spec,
+        evidence,
+        arm(&evidence.canary),
+        arm(&evidence.stable),
+    )
+}
+
+fn latency(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
+    let Some(boundary) = evidence.boundary_ms else {
+        let arm = |a: &ArmEvidence| ArmCounts {
+            requests: a.latency.count,
+            events: 0,
+        };
+        let (canary, stable) = (arm(&evidence.canary), arm(&evidence.stable));
+        return Check {
+            name: "latency".to_owned(),
+            canary,
+            stable,
+            share: rate(
+                canary.requests,
+                canary.requests.saturating_add(stable.requests),
+            ),
+            statistic: 1.0,
+            threshold: 1.0 / evidence.alpha,
+            // At 100 % stable serves nothing more: there is nothing to wait for.
+            outcome: if evidence.weight < 100.0 {
+                Outcome::Inconclusive
+            } else {
+                Outcome::Pass
+            },
+            reason: format!(
+                "latency: waiting for {} stable requests to place the slow boundary near its p{}",
+                boundary_requests(spec),
+                spec.latency_quantile * 100.0
+            ),
+        };
+    };
+    let arm = |a: &ArmEvidence| ArmCounts {
+        requests: a.latency.count,
+        events: a.latency.above(boundary),
+    };
+    sequential_check(
+        "latency",
+        &format!("slower than {boundary} ms"),
+        spec,
+        evidence,
+        arm(&evidence.canary),
+        arm(&evidence.stable),
+    )
+}
+
+/// A guard's check: the canary's `events` among its `requests` against `limit`, failed once
+/// the sequential guard test shows the rate above it.
+fn guard(evidence: &Evidence, name: &str, what: &str, canary: ArmCounts, limit: f64) -> Check {
+    let test = sequential::rate_above(evidence.alpha, limit, canary.events, canary.requests);
+    let statistic = test.log_statistic.min(MAX_LOG_STATISTIC).exp();
+    let threshold = 1.0 / evidence.alpha;
+    let numbers = format!("canary {what} {}", counted(canary.events, canary.requests));
+    let (outcome, reason) = if test.rejects {
+        (
+            Outcome::Fail,
+            format!(
+                "{numbers} is above {name} {}: statistic {} ≥ {} = 1/α",
+                percent(limit),
+                number(statistic),
+                number(threshold)
+            ),
+        )
+    } else {
+        (
+            Outcome::Pass,
+            format!(
+                "{numbers} not shown above {name} {} (statistic {} < {})",
+                percent(limit),
+                number(statistic),
+                number(threshold)
+            ),
+        )
+    };
+    Check {
+        name: name.to_owned(),
+        canary,
+        stable: ArmCounts::default(),
+        share: 0.0,
+        statistic,
+        threshold,
+        outcome,
+        reason,
+    }
+}
+
+fn max_error_rate(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
+    let counts = ArmCounts {
+        requests: evidence.canary.requests,
+        events: evidence.canary.errors,
+    };
+    guard(evidence, "maxErrorRate", "5xx", counts, spec.max_error_rate)
+}
+
+fn max_p99(spec: &AnalysisSpec, evidence: &Evidence, limit_ms: f64) -> Check {
+    let canary = &evidence.canary;
+    // Requests above the first bound at or above the limit: a canary whose quantile is at
+    // most the limit never fails, however coarse the buckets.
+    let Some(bound) = canary.latency.bound_at_or_above(limit_ms) else {
+        return Check {
+            name: "maxP99".to_owned(),
+            canary: ArmCounts {
+                requests: canary.latency.count,
+                events: 0,
+            },
+            stable: ArmCounts::default(),
+            share: 0.0,
+            statistic: 0.0,
+            threshold: 1.0 - spec.latency_quantile,
+            outcome: Outcome::Pass,
+            reason: format!(
+                "maxP99: no latency bucket at or above {limit_ms} ms to judge it by ({} canary requests)",
+                canary.latency.count
+            ),
+        };
+    };
+    let counts = ArmCounts {
+        requests: canary.latency.count,
+        events: canary.latency.above(bound),
+    };
+    guard(
+        evidence,
+        "maxP99",
+        &format!("requests slower than {bound} ms"),
+        counts,
+        1.0 - spec.latency_quantile,
+    )
+}
+
+fn minimum(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
+    let canary = ArmCounts {
+        requests: evidence.canary.requests,
+        events: 0,
+    };
+    let stable = ArmCounts {
+        requests: evidence.stable.requests,
+        events: 0,
+    };
+    // At 100 % there is no stable to compare with: the canary's own requests must do.
+    let needs_stable = evidence.weight < 100.0;
+    let short = canary.requests < spec.min_requests
+        || (needs_stable && stable.requests < spec.min_requests);
+    let reason = format!(
+        "evidence: canary {} and stable {} requests (at least {} each{})",
+        canary.requests,
+        stable.requests,
+        spec.min_requests,
+        if needs_stable { "" } else { " of the canary" }
+    );
+    Check {
+        name: "evidence".to_owned(),
+        canary,
+        stable,
+        share: rate(
+            canary.requests,
+            canary.requests.saturating_add(stable.requests),
+        ),
+        statistic: canary.requests as f64,
+        threshold: spec.min_requests as f64,
+        outcome: if short {
+            Outcome::Inconclusive
+        } else {
+            Outcome::Pass
+        },
+        reason: if short {
+            format!("too little {reason}")
+        } else {
+            reason
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::tests::{at, sample};
+    use crate::{Snapshot, StepPlan};
+
+    /// One arm's increases in a step: requests, 5xx, requests slower than 25 ms, fresh
+    /// decisions.
+    #[derive(Clone, Copy)]
+    struct Arm(u64, u64, u64, u64);
+
+    /// A step at `weight` that started with a stable history (p99 at 25 ms) and saw `canary`
+    /// and `stable` over one look 60 s later.
+    fn step(spec: &AnalysisSpec, weight: f64, canary: Arm, stable: Arm) -> Evidence {
+        let history = 100_000;
+        let buckets = |requests: u64, slow: u64| {
+            vec![
+                (5.0, (requests - slow) / 2),
+                (25.0, requests - slow),
+                (250.0, requests - slow / 10),
+                (f64::INFINITY, requests),
+            ]
+        };
+        let start = Snapshot {
+            at: at(0),
+            stable: sample("v1", history, 10, &buckets(history, 1000), 0),
+            canary: sample("v2", 0, 0, &[], 0),
+        };
+        let plan = StepPlan {
+            weight,
+            judged_steps: 6,
+        };
+        let mut evidence = Evidence::start(&start, spec, plan);
+        assert_eq!(evidence.boundary_ms, Some(25.0));
+        let later = Snapshot {
+            at: at(60),
+            stable: sample(
+                "v1",
+                history + stable.0,
+                10 + stable.1,
+                &buckets(history, 1000)
+                    .iter()
+                    .zip(buckets(stable.0, stable.2))
+                    .map(|(a, b)| (a.0, a.1 + b.1))
+                    .collect::<Vec<_>>(),
+                stable.3,
+            ),
+            canary: sample(
+                "v2",
+                canary.0,
+                canary.1,
+                &buckets(canary.0, canary.2),
+                canary.3,
+            ),
+        };
+        evidence.observe(&later, spec);
+        evidence
+    }
+
+    fn check<'a>(verdict: &'a Verdict, name: &str) -> &'a Check {
+        verdict
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name} check in {verdict:?}"))
+    }
+
+    #[test]
+    fn verdicts() {
+        let spec = AnalysisSpec::default();
+        let guarded = AnalysisSpec {
+            max_p99_ms: Some(100.0),
+            ..AnalysisSpec::default()
+        };
+        // (spec, weight, canary, stable, outcome, the check that decides, words in the reason)
+        let cases: Vec<(&AnalysisSpec, f64, Arm, Arm, Outcome, &str, &str)> = vec![
+            (
+                &spec, 5.0, Arm(1000, 1, 10, 50), Arm(19000, 19, 190, 950),
+                Outcome::Pass, "errors", "canary 5xx 0.1% (1/1000) vs stable 0.1% (19/19000): statistic",
+            ),
+            (
+                &spec, 5.0, Arm(1000, 49, 10, 50), Arm(19000, 19, 190, 950),
+                Outcome::Fail, "errors", "canary 5xx 4.9% (49/1000) vs stable 0.1% (19/19000): statistic 3.4e26 ≥ 240 = 1/α, the canary is worse",
+            ),
+            (
+                &spec, 5.0, Arm(3, 0, 0, 3), Arm(57, 0, 0, 57),
+                Outcome::Inconclusive, "evidence", "too little evidence: canary 3 and stable 57 requests (at least 200 each)",
+            ),
+            (
+                &spec, 5.0, Arm(1000, 1, 1000, 50), Arm(19000, 19, 190, 950),
+                Outcome::Fail, "latency", "canary slower than 25 ms 100.0% (1000/1000) vs stable 1.0% (190/19000)",
+            ),
+            (
+                // Both versions fail 9 %: no worse than stable, but beyond the guard.
+                &spec, 5.0, Arm(1000, 90, 10, 50), Arm(19000, 1710, 190, 950),
+                Outcome::Fail, "maxErrorRate", "canary 5xx 9.0% (90/1000) is above maxErrorRate 5.0%: statistic",
+            ),
+            (
+                // Both versions are as slow, beyond the guard.
+                &guarded, 5.0, Arm(1000, 1, 400, 50), Arm(19000, 19, 7600, 950),
+                Outcome::Fail, "maxP99", "canary requests slower than 250 ms 4.0% (40/1000) is above maxP99 1.0%",
+            ),
+            (
+                // Far fewer errors than stable: the statistic is large, the canary better.
+                &spec, 50.0, Arm(10000, 0, 100, 1000), Arm(10000, 200, 100, 1000),
+                Outcome::Pass, "errors", "the canary no worse",
+            ),
+            (
+                // The fresh decisions never followed the weight: after the deadline it fails.
+                &spec, 50.0, Arm(10000, 0, 100, 20), Arm(10000, 0, 100, 1980),
+                Outcome::Inconclusive, "dataPlane", "last window: fresh decisions gave the canary 1.0% (20/2000)",
+            ),
+            (
+                // At 100 % there is no stable to compare with.
+                &spec, 100.0, Arm(1000, 1, 10, 1000), Arm(0, 0, 0, 0),
+                Outcome::Pass, "errors", "one version served nothing",
+            ),
+        ];
+        for (spec, weight, canary, stable, outcome, name, words) in cases {
+            let evidence = step(spec, weight, canary, stable);
+            let verdict = judge(spec, &evidence);
+            let decisive = check(&verdict, name);
+            assert_eq!(verdict.outcome, outcome, "{name}: {}", verdict.reason);
+            if outcome != Outcome::Pass {
+                assert_eq!(decisive.outcome, outcome, "{}", decisive.reason);
+                assert!(
+                    verdict.reason.contains(&decisive.reason),
+                    "{}",
+                    verdict.reason
+                );
+            }
+            assert!(
+                decisive.reason.contains(words),
+                "{name}: {}",
+                decisive.reason
+            );
+            // The verdict goes into the status and comes back whole.
+            let json = serde_json::to_value(&verdict).unwrap();
+            let back: Verdict = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(serde_json::to_value(back).unwrap(), json);
+        }
+    }
+
+    #[test]
+    fn a_verdict_carries_the_numbers_of_both_arms() {
+        let spec = AnalysisSpec::default();
+        let evidence = step(&spec, 5.0, Arm(1000, 49, 10, 50), Arm(19000, 19, 190, 950));
+        let verdict = judge(&spec, &evidence);
+        let errors = check(&verdict, "errors");
+        assert_eq!(
+            errors.canary,
+            ArmCounts {
+                requests: 1000,
+                events: 49
+            }
+        );
+        assert_eq!(
+            errors.stable,
+            ArmCounts {
+                requests: 19000,
+                events: 19
+            }
+        );
+        assert_eq!(errors.share, 0.05);
+        assert_eq!(errors.threshold, 240.0);
+        assert!(errors.statistic > 1e20);
+        assert_eq!(verdict.canary.version, "v2");
+        assert_eq!(verdict.canary.errors, 49);
+        assert_eq!(verdict.stable.requests, 19000);
+        assert!((verdict.canary.error_rate - 0.049).abs() < 1e-12);
+        assert!(verdict
+            .canary
+            .p99_ms
+            .is_some_and(|ms| ms > 5.0 && ms <= 25.0));
+        let names: Vec<_> = verdict.checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["errors", "latency", "maxErrorRate", "evidence", "dataPlane"]
+        );
+    }
+
+    #[test]
+    fn a_line_for_people() {
+        let spec = AnalysisSpec::default();
+        let evidence = step(&spec, 5.0, Arm(1000, 49, 10, 50), Arm(19000, 19, 190, 950));
+        assert_eq!(
+            judge(&spec, &evidence).line(),
+            "canary v2 1000 req 4.9% 5xx p99 25 ms | stable v1 19000 req 0.1% 5xx p99 25 ms | \
+             errors 3.4e26/240 latency 0.57/240 | Fail"
+        );
+    }
+
+    #[test]
+    fn at_full_weight_nothing_waits_for_stable() {
+        let spec = AnalysisSpec::default();
+        let start = Snapshot {
+            at: at(0),
+            stable: sample("v1", 0, 0, &[], 0),
+            canary: sample("v2", 0, 0, &[], 0),
+        };
+        let plan = StepPlan {
+            weight: 100.0,
+            judged_steps: 6,
+        };
+        let mut evidence = Evidence::start(&start, &spec, plan);
+        let later = Snapshot {
+            at: at(60),
+            stable: sample("v1", 0, 0, &[], 0),
+            canary: sample("v2", 500, 0, &[(5.0, 500), (f64::INFINITY, 500)], 100),
+        };
+        evidence.observe(&later, &spec);
+        let verdict = judge(&spec, &evidence);
+        assert_eq!(verdict.outcome, Outcome::Pass, "{}", verdict.reason);
+    }
+
+    #[test]
+    fn an_enormous_statistic_is_still_a_finite_number() {
+        let spec = AnalysisSpec::default();
+        let evidence = step(
+            &spec,
+            50.0,
+            Arm(1_000_000, 500_000, 10, 500),
+            Arm(1_000_000, 0, 10, 500),
+        );
+        let verdict = judge(&spec, &evidence);
+        let errors = check(&verdict, "errors");
+        assert!(errors.statistic.is_finite() && errors.statistic > 1e300);
+        assert!(serde_json::to_value(&verdict).unwrap()["checks"][0]["statistic"].is_number());
+    }
+
+    #[test]
+    fn numbers_for_people() {
+        assert_eq!(percent(0.049), "4.9%");
+        assert_eq!(percent(0.0004), "0.04%");
+        assert_eq!(percent(0.0), "0.0%");
+        assert_eq!(number(12_345.0), "1.2e4");
+        assert_eq!(number(240.0), "240");
+        assert_eq!(number(0.912), "0.91");
+    }
+}

@@ -1,0 +1,250 @@
+//! What the dashboard shows of a rollout, pure: the rollout and the time in, a view the page
+//! renders as it is (words, numbers, the steps bar) out. The page adds no rule of its own.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use analysis::verdict::Outcome;
+use api::{Phase, StickyCanary};
+use render::exposure;
+
+use rollout::{self, describe};
+
+/// One rollout as the list and its page show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutView {
+    /// How the dashboard names it in URLs: `namespace/name`, or the name alone.
+    pub id: String,
+    /// The service's host.
+    pub service: String,
+    /// The phase in words (`Progressing`, `Rolled back`...), never only a colour.
+    pub phase: String,
+    /// A CSS class for the phase's colour: `ok`, `moving`, `bad`.
+    pub tone: &'static str,
+    /// `stable:canary` in percent, e.g. `90:10`; `100` with one version.
+    pub ratio: String,
+    /// The versions and their weights, e.g. `v1=90 v2=10`.
+    pub versions: String,
+    /// The stable version's name.
+    pub stable: String,
+    /// The canary's name, if one is live.
+    pub canary: Option<String>,
+    /// How QA reaches the canary: the override header in its tokened form (never the token).
+    pub qa: String,
+    /// Health in words: the current verdict, the message, or what the rollout waits for.
+    pub health: String,
+    /// Automatic progression in words (`off`, `on, step 10%: 42s left`).
+    pub auto: String,
+    /// Whether automatic progression is on.
+    pub auto_on: bool,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// The steps, each done, current or to come.
+    pub steps: Vec<StepView>,
+    /// The current step's verdict, with its numbers and reasons.
+    pub verdict: Option<VerdictView>,
+    /// Applied changes, newest first.
+    pub history: Vec<HistoryRow>,
+    /// The spec generation shown, which an action sends back so a change since is refused.
+    pub generation: i64,
+    /// What the list's search box matches, lowercase: id, service, versions, phase, health.
+    pub search: String,
+}
+
+/// One step of the bar.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepView {
+    /// The canary weight of the step, in percent.
+    pub weight: f64,
+    /// `done`, `current` or `todo`.
+    pub state: &'static str,
+}
+
+/// A verdict in words and numbers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerdictView {
+    /// Which step it judged: `step 10% (current)`, or `step 5% (ended)` while the current
+    /// step has no verdict yet.
+    pub step: String,
+    /// `Pass`, `Fail` or `Inconclusive`.
+    pub outcome: String,
+    /// Why, in words.
+    pub reason: String,
+    /// Each version's requests, error rate and p99, and the statistics ([`Verdict::line`]).
+    ///
+    /// [`Verdict::line`]: analysis::verdict::Verdict::line
+    pub line: String,
+    /// Every check: its name, outcome and reason.
+    pub checks: Vec<(String, String, String)>,
+}
+
+/// One history entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryRow {
+    /// When (RFC 3339).
+    pub time: String,
+    /// What and by whom, e.g. `dashboard: next 10`.
+    pub action: String,
+    /// The versions after it.
+    pub versions: String,
+}
+
+/// How the dashboard names `canary`.
+pub fn id(canary: &StickyCanary) -> String {
+    runtime::notify::label(canary)
+}
+
+/// The view of `canary` at `now`.
+pub fn rollout(canary: &StickyCanary, now: Timestamp) -> RolloutView {
+    let spec = &canary.spec;
+    let status = canary.status.clone().unwrap_or_default();
+    let phase = rollout::phase_for(spec, status.phase);
+    let canary_version = spec.canary();
+    let stable = spec.stable().map(|v| v.name.clone()).unwrap_or_default();
+    let ratio = match (spec.stable(), canary_version) {
+        (Some(s), Some(c)) => format!("{}:{}", s.weight, c.weight),
+        (Some(s), None) => format!("{}", s.weight),
+        _ => "-".to_owned(),
+    };
+    let verdict = status.step.as_ref().and_then(|s| s.verdict.as_ref());
+    let health = match (verdict, &status.message) {
+        (_, Some(message)) => message.clone(),
+        (Some(v), None) => format!("{}: {}", outcome(v.outcome), v.reason),
+        (None, None) if canary_version.is_none() => "no canary".to_owned(),
+        (None, None) if spec.auto.enabled => "not judged yet".to_owned(),
+        (None, None) => "steered by hand".to_owned(),
+    };
+    let current = rollout::step_index(spec).map(|i| i as usize);
+    let weight = canary_version.map_or(0.0, |c| c.weight);
+    let steps = spec
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| StepView {
+            weight: w,
+            state: match current {
+                Some(c) if i == c => "current",
+                _ if canary_version.is_some() && w < weight => "done",
+                _ if phase == Phase::Promoted || phase == Phase::Promoting => "done",
+                _ => "todo",
+            },
+        })
+        .collect();
+    RolloutView {
+        id: id(canary),
+        service: spec.service.clone(),
+        phase: phase_words(phase).to_owned(),
+        tone: tone(phase),
+        ratio,
+        versions: spec.summary(),
+        stable,
+        canary: canary_version.map(|c| c.name.clone()),
+        qa: exposure::qa_line(spec, canary_version.map(|c| c.name.as_str())),
+        health,
+        auto: describe::progression(spec, &status, now),
+        auto_on: spec.auto.enabled,
+        paused: spec.paused,
+        steps,
+        verdict: match (verdict, status.verdicts.last()) {
+            (Some(v), _) => Some(verdict_view(v, format!("step {weight}% (current)"))),
+            (None, Some(ended)) => Some(verdict_view(
+                &ended.verdict,
+                format!("step {}% (ended)", ended.weight),
+            )),
+            (None, None) => None,
+        },
+        history: status
+            .history
+            .iter()
+            .rev()
+            .map(|h| HistoryRow {
+                time: h.time.clone(),
+                action: h.action.clone(),
+                versions: h.versions.clone(),
+            })
+            .collect(),
+        generation: canary.metadata.generation.unwrap_or_default(),
+        search: String::new(),
+    }
+    .searchable()
+}
+
+impl RolloutView {
+    fn searchable(mut self) -> Self {
+        self.search = [
+            &self.id,
+            &self.service,
+            &self.versions,
+            &self.phase,
+            &self.health,
+        ]
+        .map(|field| field.to_lowercase())
+        .join(" ");
+        self
+    }
+
+    /// Whether the search box's `query` matches (case-insensitive; empty matches all).
+    pub fn matches(&self, query: &str) -> bool {
+        self.search.contains(&query.trim().to_lowercase())
+    }
+}
+
+fn verdict_view(v: &analysis::Verdict, step: String) -> VerdictView {
+    VerdictView {
+        step,
+        outcome: outcome(v.outcome).to_owned(),
+        reason: v.reason.clone(),
+        line: v.line(),
+        checks: v
+            .checks
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    outcome(c.outcome).to_owned(),
+                    c.reason.clone(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// A phase in words.
+pub fn phase_words(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Stable => "Stable",
+        Phase::Progressing => "Progressing",
+        Phase::Promoting => "Promoting",
+        Phase::Promoted => "Promoted",
+        Phase::Aborting => "Aborting",
+        Phase::Aborted => "Aborted",
+        Phase::RolledBack => "Rolled back",
+    }
+}
+
+fn tone(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Stable | Phase::Promoted => "ok",
+        Phase::Progressing | Phase::Promoting => "moving",
+        Phase::Aborting | Phase::Aborted | Phase::RolledBack => "bad",
+    }
+}
+
+fn outcome(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Pass => "Pass",
+        Outcome::Fail => "Fail",
+        Outcome::Inconclusive => "Inconclusive",
+    }
+}
+
+/// The views of `rollouts`, sorted by id.
+pub fn list(rollouts: &[StickyCanary], now: Timestamp) -> Vec<RolloutView> {
+    let mut views: Vec<RolloutView> = rollouts.iter().map(|c| rollout(c, now)).collect();
+    views.sort_by(|a, b| a.id.cmp(&b.id));
+    views
+}
+
+#[cfg(test)]
+mod tests;
