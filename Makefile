@@ -106,12 +106,14 @@ demo-mesh: setup build control-plane
 	target/release/sticky-demo-mesh
 
 ## lint: formatting and clippy, warnings are errors (the fuzz crate, outside the workspace,
-## gets its formatting checked; its targets are one line each, the harness is in the workspace)
+## gets its formatting checked; its targets are one line each, the harness is in the workspace),
+## then the crate rules of crates/ (tools/crates/check: which crate may depend on what).
 lint:
 	$(CARGO) fmt --all -- --check
 	cd fuzz && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p sticky-canary-filter --target wasm32-wasip1 -- -D warnings
+	tools/crates/check
 
 ## test: lint, then every test (unit, property, fake Kubernetes API, real Envoy end to end,
 ## the real control plane). The programs are built first: the end-to-end tests run stickyctl and

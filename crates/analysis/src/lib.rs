@@ -6,6 +6,8 @@
 //! weight, and [`verdict`] judges. The Prometheus shell is the `sticky-canary-prometheus` crate; the rollout's
 //! state machine decides when to look and what a verdict does. docs/analysis.md explains why.
 
+#![deny(missing_docs)]
+
 pub mod counters;
 pub mod dataplane;
 pub mod evidence;

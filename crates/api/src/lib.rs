@@ -6,6 +6,8 @@
 //! so what the resource accepts and what the filter parses cannot drift; only their OpenAPI
 //! schemas are written here (see [`schema`]), and a test checks them against the types.
 
+#![deny(missing_docs)]
+
 use std::collections::BTreeMap;
 
 use kube::CustomResource;

@@ -6,6 +6,8 @@
 //! token, and once a token is given every action needs it. Neither the token nor a
 //! rollout's override token or webhook URL is ever sent to a page.
 
+#![deny(missing_docs)]
+
 use std::net::SocketAddr;
 
 use prometheus::Prometheus;

@@ -8,6 +8,8 @@
 //! where each entry stands; [`run`] reads, previews, checks every write with the server
 //! (a server-side dry run) and only then applies, entry by entry, saying which are applied.
 
+#![deny(missing_docs)]
+
 pub mod cluster;
 pub mod command;
 pub mod entry;

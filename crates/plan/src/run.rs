@@ -20,7 +20,7 @@ use super::singleton::{self, Side, Step};
 use super::workload::both;
 use super::{ObjectKind, Refusal};
 use runtime::error::{Error, EXIT_INVALID};
-use runtime::reconcile::{advance_as, converge, retry_on_conflict, Requester, MAX_ATTEMPTS};
+use runtime::reconcile::{advance_as, converge, retry_on_conflict, MAX_ATTEMPTS};
 use runtime::target::envoy_dir::EnvoyDir;
 use runtime::target::kube::KubeTarget;
 use runtime::target::{Plan, Target};
@@ -426,11 +426,8 @@ async fn apply_sticky<T: Target>(
     let (changed, written) = match edited {
         None => (false, converge(target).await?),
         Some(_) => {
-            let by = Requester {
-                by: Some("plan".to_owned()),
-                seen_generation: None,
-            };
-            let done = advance_as(target, &super::sticky::input(entry.weight), &by).await?;
+            let input = super::sticky::input(entry.weight);
+            let done = advance_as(target, &input, &super::sticky::requester()).await?;
             (!done.actions.is_empty(), done.written)
         }
     };

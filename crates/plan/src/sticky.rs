@@ -1,10 +1,12 @@
 //! `STICKY`: this project's own sticky rollout, set to the entry's weight by the transition
-//! `stickyctl set-weight` makes ([`rollout::transition`] with [`Op::SetWeight`]), so one
-//! rule decides what a weight does (a drain at 100, none at 0, refusals by phase, the step's
-//! bookkeeping); the run applies it through the runtime as every command does.
+//! `stickyctl set-weight` makes ([`Op::SetWeight`]), so one rule decides what a weight does (a
+//! drain at 100, none at 0, refusals by phase, the step's bookkeeping). The preview is the
+//! runtime's [`runtime::reconcile::planned`]; the run applies it through the runtime as every
+//! command does.
 
 use jiff::Timestamp;
 use rollout::{Command, Input, Op};
+use runtime::reconcile::Requester;
 
 use super::naming::Names;
 use super::Refusal;
@@ -15,7 +17,7 @@ pub fn input(percent: f64) -> Input {
     Input::Command(Command::Op(Op::SetWeight(percent)))
 }
 
-/// The rollout at `percent` at `now`, as the transition makes it; `None` when it is there
+/// The rollout at `percent` at `now`, as the runtime would store it; `None` when it is there
 /// already. Refusals name the entry's field.
 pub fn edit(
     names: &Names,
@@ -34,17 +36,17 @@ pub fn edit(
     if percent == 0.0 && rollout.spec.canary().is_none() {
         return Ok(None);
     }
-    let status = rollout.status.clone().unwrap_or_default();
-    let transition = rollout::transition(&rollout.spec, &status, &input(percent), now)
+    let next = runtime::reconcile::planned(rollout, &input(percent), &requester(), now)
         .map_err(|e| Refusal::new("weight", format!("{label}: {e}")))?;
-    Ok(transition.spec.map(|spec| {
-        let mut next = rollout.clone();
-        next.spec = spec;
-        if let Some(status) = transition.status {
-            next.status = Some(status);
-        }
-        next
-    }))
+    Ok((next.spec != rollout.spec).then_some(next))
+}
+
+/// Who the history says set the weight: `plan: set-weight 20`.
+pub fn requester() -> Requester {
+    Requester {
+        by: Some("plan".to_owned()),
+        seen_generation: None,
+    }
 }
 
 /// The canary's name and weight, `None` without a canary.

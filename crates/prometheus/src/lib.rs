@@ -2,6 +2,8 @@
 //! time, turned into a [`Snapshot`]; and the check, before anything is written, that every
 //! template is one Prometheus accepts and reads metrics it has.
 
+#![deny(missing_docs)]
+
 pub mod queries;
 
 use std::collections::BTreeMap;
@@ -475,6 +477,8 @@ fn series_key(labels: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
+/// The `field`'s counter from its series, one slot per series identity; a value that is not
+/// a whole, finite, non-negative count is refused naming the field.
 pub fn counter(field: Field, series: &[Series]) -> Result<Counter, Error> {
     let mut counter = Counter::default();
     for s in series {
@@ -484,6 +488,7 @@ pub fn counter(field: Field, series: &[Series]) -> Result<Counter, Error> {
     Ok(counter)
 }
 
+/// The latency histograms from their `le` bucket series, one per series identity.
 pub fn histograms(series: &[Series]) -> Result<BTreeMap<String, Histogram>, Error> {
     let field = Field::LatencyBuckets;
     let mut pairs: BTreeMap<String, Vec<(f64, u64)>> = BTreeMap::new();
@@ -515,6 +520,7 @@ pub fn histograms(series: &[Series]) -> Result<BTreeMap<String, Histogram>, Erro
         .collect())
 }
 
+/// The decision counters by `sticky_reason`.
 pub fn by_reason(series: &[Series]) -> Result<BTreeMap<String, Counter>, Error> {
     let field = Field::Decisions;
     let mut reasons: BTreeMap<String, Counter> = BTreeMap::new();

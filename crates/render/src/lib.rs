@@ -1,5 +1,7 @@
 //! Pure renderers: desired state in, configuration objects out, no I/O.
 
+#![deny(missing_docs)]
+
 pub mod destinationrule;
 pub mod envoy;
 pub mod exposure;

@@ -13,6 +13,8 @@
 //! leaves a status behind its spec; [`phase_for`] and the step's own weight repair it from the
 //! spec at the next look, so the spec is what counts.
 
+#![deny(missing_docs)]
+
 use jiff::Timestamp;
 
 use analysis::Snapshot;

@@ -6,6 +6,8 @@
 //! the dashboard, the plan file) act only through it; it decides nothing itself (the rules are
 //! `rollout`'s, the objects `render`'s) and knows no front end.
 
+#![deny(missing_docs)]
+
 pub mod controller;
 pub mod error;
 pub mod fsutil;

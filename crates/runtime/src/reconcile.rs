@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::target::kube::KubeTarget;
 use crate::target::Target;
-use api::{StickyCanary, ACTION_ANNOTATION};
+use api::{StickyCanary, StickyCanarySpec, ACTION_ANNOTATION};
 use rollout::status;
 use rollout::{self, Input};
 
@@ -183,16 +183,7 @@ pub async fn advance_as<T: Target>(
             let transition = rollout::transition(&current.spec, &status, input, now)?;
             let mut saved = current.clone();
             if let Some(spec) = &transition.spec {
-                let mut next = current.clone();
-                next.spec = spec.clone();
-                if let Some(action) = &transition.action {
-                    let action = match &requester.by {
-                        Some(by) => format!("{by}: {action}"),
-                        None => action.clone(),
-                    };
-                    next.annotations_mut()
-                        .insert(ACTION_ANNOTATION.to_owned(), action);
-                }
+                let next = with_spec(&current, spec, transition.action.as_deref(), requester);
                 // Refuse what cannot be rendered (a shadowing route, a version without
                 // upstream) or what the API server would refuse, before the rollout changes.
                 let plan = target.plan(&next).await?;
@@ -216,6 +207,51 @@ pub async fn advance_as<T: Target>(
         }
     }
     Ok(done)
+}
+
+/// `current` with the new `spec` and, when a command made it, its action for the history
+/// (after who asked for it).
+fn with_spec(
+    current: &StickyCanary,
+    spec: &StickyCanarySpec,
+    action: Option<&str>,
+    requester: &Requester,
+) -> StickyCanary {
+    let mut next = current.clone();
+    next.spec = spec.clone();
+    if let Some(action) = action {
+        let action = match &requester.by {
+            Some(by) => format!("{by}: {action}"),
+            None => action.to_owned(),
+        };
+        next.annotations_mut()
+            .insert(ACTION_ANNOTATION.to_owned(), action);
+    }
+    next
+}
+
+/// The rollout [`advance_as`] would store after `input` at `now`, computed in memory and
+/// written nowhere: every pass it would make, without converging between them. Previews
+/// (`--dry-run`, the plan file's) show exactly this.
+pub fn planned(
+    current: &StickyCanary,
+    input: &Input,
+    requester: &Requester,
+    now: jiff::Timestamp,
+) -> Result<StickyCanary, Error> {
+    let mut next = current.clone();
+    for _ in 0..MAX_PASSES {
+        let status = next.status.clone().unwrap_or_default();
+        let transition = rollout::transition(&next.spec, &status, input, now)?;
+        if let Some(spec) = &transition.spec {
+            next = with_spec(&next, spec, transition.action.as_deref(), requester);
+        }
+        next.status = transition.status.or(next.status);
+        if !transition.again {
+            break;
+        }
+    }
+    Ok(next)
 }
 
 /// One look at an automatic rollout: read its metrics and [`advance`] on them. Also returns
@@ -259,4 +295,61 @@ pub async fn teardown(target: &KubeTarget, canary: &StickyCanary) -> Result<usiz
     })
     .await?;
     Ok(written.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollout::{Command, Op};
+    use sticky_canary_filter::VersionWeight;
+
+    fn canary_at(weight: f64) -> StickyCanary {
+        let mut spec = StickyCanarySpec::new("shop", "v1");
+        spec.versions = vec![
+            VersionWeight::new("v1", 100.0 - weight),
+            VersionWeight::new("v2", weight),
+        ];
+        StickyCanary::new("shop", spec)
+    }
+
+    fn action(canary: &StickyCanary) -> Option<&str> {
+        canary
+            .annotations()
+            .get(ACTION_ANNOTATION)
+            .map(String::as_str)
+    }
+
+    /// An abort first sends every client to stable, then (the pass `advance_as` makes once
+    /// the objects are applied) removes the canary: the preview shows where both end.
+    #[test]
+    fn planned_makes_every_pass_and_names_who_asked() {
+        let op = |op| Input::Command(Command::Op(op));
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let by = Requester {
+            by: Some("plan".to_owned()),
+            seen_generation: None,
+        };
+        let aborted = planned(&canary_at(10.0), &op(Op::Abort), &by, now).unwrap();
+        assert_eq!(aborted.spec.versions.len(), 1, "{:?}", aborted.spec);
+        assert_eq!(aborted.spec.retiring, None);
+        assert_eq!(action(&aborted), Some("plan: abort: remove v2"));
+
+        let raised = planned(
+            &canary_at(10.0),
+            &op(Op::SetWeight(20.0)),
+            &Requester::default(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(raised.spec.canary().map(|c| c.weight), Some(20.0));
+        assert_eq!(action(&raised), Some("set-weight 20"));
+
+        let refused = planned(
+            &StickyCanary::new("shop", StickyCanarySpec::new("shop", "v1")),
+            &op(Op::Next),
+            &by,
+            now,
+        );
+        assert!(matches!(refused, Err(Error::Op(_))), "{refused:?}");
+    }
 }

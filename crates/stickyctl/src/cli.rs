@@ -719,7 +719,12 @@ async fn command<T: Target>(target: &T, cli: &Cli, out: &mut String) -> Result<(
     let input = Input::Command(command);
     if dry.dry_run {
         let current = load(target).await?;
-        let next = planned(&current, &input)?;
+        let next = reconcile::planned(
+            &current,
+            &input,
+            &reconcile::Requester::default(),
+            jiff::Timestamp::now(),
+        )?;
         return print_diff(target, Some(&current), &next, out).await;
     }
     let done = reconcile::advance(target, &input).await?;
@@ -778,26 +783,6 @@ fn drain_note(spec: &StickyCanarySpec) -> Option<String> {
         note.push_str("; `stickyctl promote --finish` then removes it");
     }
     Some(note)
-}
-
-/// The rollout after `input` and the transitions it asks to follow with, in memory.
-fn planned(current: &StickyCanary, input: &Input) -> Result<StickyCanary, Error> {
-    let mut next = current.clone();
-    for _ in 0..reconcile::MAX_PASSES {
-        let status = next.status.clone().unwrap_or_default();
-        let transition = rollout::transition(&next.spec, &status, input, jiff::Timestamp::now())?;
-        if let Some(spec) = transition.spec {
-            next.spec = spec;
-        }
-        if let Some(action) = &transition.action {
-            annotate(&mut next, action);
-        }
-        next.status = transition.status.or(next.status);
-        if !transition.again {
-            break;
-        }
-    }
-    Ok(next)
 }
 
 async fn load<T: Target>(target: &T) -> Result<StickyCanary, Error> {

@@ -2,4 +2,6 @@
 //! composition root that wires the other crates together. Nothing in the product depends on
 //! it; the tests drive [`cli::run`] in-process.
 
+#![deny(missing_docs)]
+
 pub mod cli;
