@@ -3,8 +3,10 @@
 //! Pure, no I/O: [`evidence`] turns Prometheus snapshots into per-step counts (raw counter
 //! differences, resets handled, see [`counters`]), [`sequential`] is the anytime-valid test
 //! that may be looked at after every scrape, [`dataplane`] checks that the proxies applied the
-//! weight, and [`verdict`] judges. The Prometheus shell is the `sticky-canary-prometheus` crate; the rollout's
-//! state machine decides when to look and what a verdict does. docs/analysis.md explains why.
+//! weight, and [`verdict`] judges. The Prometheus shell is the `prometheus` crate; the
+//! rollout's state machine decides when to look and what a verdict does. docs/analysis.md
+//! explains why. Depends on no other crate of the project: it judges counters, whatever
+//! rollout they come from.
 
 #![deny(missing_docs)]
 

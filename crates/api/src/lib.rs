@@ -5,6 +5,11 @@
 //! The filter's settings are the filter's own wire types ([`sticky_canary_filter::config`]),
 //! so what the resource accepts and what the filter parses cannot drift; only their OpenAPI
 //! schemas are written here (see [`schema`]), and a test checks them against the types.
+//!
+//! Owns the resource, its schema and the [`names`] derived from a version. No I/O and no
+//! rules: what a command does to the spec is `rollout`'s. The analysis's evidence and
+//! verdicts stored in the status are the `analysis` crate's own types (their constructors are
+//! the analysis), which is why this crate sits above it.
 
 #![deny(missing_docs)]
 
@@ -86,7 +91,7 @@ pub struct StickyCanarySpec {
 }
 
 /// Automatic progression: each step holds its weight for an interval, is judged (see
-/// [`crate::analysis`]), then goes on, holds or rolls back.
+/// the `analysis` crate), then goes on, holds or rolls back.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoSpec {
@@ -203,7 +208,7 @@ pub struct Routing {
 /// Where Istio loads the filter: the module URL and which proxies run it.
 ///
 /// Every proxy group (a gateway, or callers' sidecars) runs one shared WasmPlugin that carries
-/// every rollout placed on it (see [`render::placement`]), so a gateway serving dozens
+/// every rollout placed on it (see `render::placement`), so a gateway serving dozens
 /// of services runs the filter once per request, not once per rollout.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]

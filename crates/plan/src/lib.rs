@@ -1,12 +1,15 @@
 //! `stickyctl plan`: one file for every workload of a release, each entry set to the canary's
 //! share with one command, previewed first and applied only once every entry is valid.
 //!
-//! Pure core, thin shell: [`file`] parses and checks the plan, [`naming`] maps a project to
+//! Pure core, thin shell: [`file`](mod@file) parses and checks the plan, [`naming`] maps a project to
 //! its objects, and each workload type has a pure edit from the live objects and the desired
 //! weight to the writes (or a [`Refusal`] naming the entry's field): [`sticky`],
 //! [`ingress`], [`vsvc`], [`replicas`], [`singleton`]. [`preview`] says what would change and
 //! where each entry stands; [`run`] reads, previews, checks every write with the server
 //! (a server-side dry run) and only then applies, entry by entry, saying which are applied.
+//!
+//! A front end: `STICKY` entries are applied through `runtime` as every command is; it
+//! depends on no other front end.
 
 #![deny(missing_docs)]
 

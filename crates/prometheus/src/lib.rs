@@ -1,6 +1,8 @@
 //! The thin shell between Prometheus and the analysis: instant queries of raw counters at a
 //! time, turned into a [`Snapshot`]; and the check, before anything is written, that every
 //! template is one Prometheus accepts and reads metrics it has.
+//!
+//! It reads and never judges (that is `analysis`) or writes a rollout (`runtime`).
 
 #![deny(missing_docs)]
 

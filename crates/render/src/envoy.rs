@@ -3,7 +3,7 @@
 //! Envoy reads its listeners and clusters from `lds.json` and `cds.json` in one directory and
 //! reloads them when they are renamed into place, so a weight change is a file write, not a
 //! restart. Everything here is pure: the files are written by the callers (the controller's
-//! envoy-dir target and the end-to-end harness) with [`runtime::fsutil::write_atomic`].
+//! envoy-dir target and the end-to-end harness) with `runtime::fsutil::write_atomic`.
 
 use std::collections::BTreeMap;
 use std::fmt;

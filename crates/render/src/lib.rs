@@ -1,4 +1,10 @@
 //! Pure renderers: desired state in, configuration objects out, no I/O.
+//!
+//! Owns every object the project writes: Istio's VirtualService routes, DestinationRule
+//! subsets and WasmPlugin ([`istio`], with edits that touch only what they own), the plain
+//! Envoy files ([`envoy`]), the filter's configuration per placement ([`placement`]), the
+//! proxies' stats settings ([`proxy_stats`]) and who can choose a version ([`exposure`]). It
+//! reads the spec; it never decides a change (that is `rollout`) nor writes one (`runtime`).
 
 #![deny(missing_docs)]
 

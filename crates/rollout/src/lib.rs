@@ -4,14 +4,16 @@
 //!
 //! Every change of a rollout goes through [`transition`]: the CLI's commands, the
 //! controller's automatic steps and the dashboard's buttons, so no rule is written twice.
-//! `ops` (private: nothing else can change a spec another way) holds the spec edits it is made of (weights, promote, abort); this module
-//! adds what lives in the status (phase, the current step and its evidence, verdicts) and the
+//! `ops` holds the spec edits it is made of (weights, promote, abort), private so that
+//! nothing changes a spec another way; this crate adds what lives in the status (phase, the current step and its evidence, verdicts) and the
 //! automatic progression ([`auto`]).
 //!
 //! The shells write the spec first and the status second, each against the resourceVersion
 //! they read, so two writers never interleave their halves. A crash between the two writes
 //! leaves a status behind its spec; [`phase_for`] and the step's own weight repair it from the
 //! spec at the next look, so the spec is what counts.
+//!
+//! Pure: time is a parameter. Only `runtime` applies a transition (`make lint` checks it).
 
 #![deny(missing_docs)]
 
