@@ -21,7 +21,8 @@ mod rollouts_json;
 
 pub use config::{Config, ConfigError, PluginConfig, VersionWeight};
 pub use decision::{decide, Decision, Reason, RequestHeaders};
-pub use rollouts::{FilterConfig, Rollout, RolloutConfig, Rollouts, RolloutsConfig};
+pub use rollouts::{FilterConfig, Rollout, Rollouts};
+pub use rollouts_json::{RolloutConfig, RolloutsConfig};
 
 /// proxy-wasm callbacks the SDK exports but this filter leaves at their defaults. `make wasm`
 /// removes their exports from the module (`sticky-canary-trim`), and the host skips a callback

@@ -12,7 +12,8 @@ use serde::Serialize;
 use xxhash_rust::xxh64::xxh64;
 
 use crate::config::{Config, ConfigError, CookieConfig, PluginConfig};
-use crate::{metrics, names, rollouts_json};
+use crate::rollouts_json::{self, RolloutConfig, RolloutsConfig};
+use crate::{metrics, names};
 
 /// The wire form of a whole `pluginConfig`: one rollout for every request, or rollouts by
 /// service. Serialized, each form is exactly its JSON object (no tag).
@@ -26,27 +27,6 @@ pub enum FilterConfig {
     Single(PluginConfig),
     /// `{"rollouts": [...]}`: each request is decided by the rollout of its service, if any.
     Rollouts(RolloutsConfig),
-}
-
-/// The multi-rollout form: `{"rollouts": [...]}`. Parsed by [`FilterConfig::from_json`]
-/// (with `crate::rollouts_json`, which refuses unknown fields as the single form does).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RolloutsConfig {
-    /// The rollouts; with none, the filter leaves every request alone.
-    pub rollouts: Vec<RolloutConfig>,
-}
-
-/// One rollout of the multi-rollout form.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RolloutConfig {
-    /// `<namespace>/<name>` of the rollout's `StickyCanary`: unique, and the `sticky_rollout`
-    /// label of its counters.
-    pub name: String,
-    /// The services whose requests this rollout decides: the host part of Istio's cluster
-    /// names, such as `shop.prod.svc.cluster.local`. A service belongs to one rollout at most.
-    pub services: Vec<String>,
-    /// The rollout's own configuration, exactly the single-rollout form's.
-    pub config: PluginConfig,
 }
 
 /// Whether a `pluginConfig` is the multi-rollout form: a JSON object whose first field is

@@ -1,5 +1,6 @@
-//! The parser of the multi-rollout form, `{"rollouts": [...]}`, written by hand, naming the
-//! field of every error with its full path as the single form's derived parser does.
+//! The multi-rollout form, `{"rollouts": [...]}`: its wire types and their parser, written by
+//! hand, naming the field of every error with its full path as the single form's derived
+//! parser does.
 //!
 //! Deriving it cost 10.5 KB of the `.wasm` (measured), more than its size budget left: serde
 //! instantiates its JSON reader and `serde_path_to_error`'s path tracking anew for every type
@@ -13,9 +14,31 @@ use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Unexpected, Visitor};
+use serde::Serialize;
 
 use crate::config::{ConfigError, PluginConfig};
-use crate::rollouts::{RolloutConfig, RolloutsConfig};
+
+/// The multi-rollout form: `{"rollouts": [...]}`. Parsed by [`crate::FilterConfig::from_json`]
+/// (with this module's parser), which
+/// refuses unknown fields as the single form does.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutsConfig {
+    /// The rollouts; with none, the filter leaves every request alone.
+    pub rollouts: Vec<RolloutConfig>,
+}
+
+/// One rollout of the multi-rollout form.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutConfig {
+    /// `<namespace>/<name>` of the rollout's `StickyCanary`: unique, and the `sticky_rollout`
+    /// label of its counters.
+    pub name: String,
+    /// The services whose requests this rollout decides: the host part of Istio's cluster
+    /// names, such as `shop.prod.svc.cluster.local`. A service belongs to one rollout at most.
+    pub services: Vec<String>,
+    /// The rollout's own configuration, exactly the single-rollout form's.
+    pub config: PluginConfig,
+}
 
 /// The fields of the document.
 const DOCUMENT_FIELDS: &[&str] = &["rollouts"];
