@@ -83,8 +83,7 @@ pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
             let plan = target.plan(&canary).await?;
             if plan.writes.is_empty() {
                 let hash = status::hash_objects(plan.objects.iter().map(|d| &d.owned));
-                let now = jiff::Timestamp::now().to_string();
-                if let Some(next) = status::observe(&canary, &hash, &now) {
+                if let Some(next) = status::observe(&canary, &hash, jiff::Timestamp::now()) {
                     target.save_status(&canary, &next).await?;
                 }
                 return Ok(());
