@@ -454,8 +454,9 @@ fn http_answer(status: &str, kind: &str, body: &str) -> String {
 }
 
 /// A rollout written by other people: its name, service, version names, message, history
-/// (actor and words), verdict reasons and check names are hostile, as is what Prometheus
-/// answers. `beacon` is where the payloads would call if they ran.
+/// (actor and words) and verdict reasons are hostile, as is what Prometheus answers (check
+/// names and times are typed: a status with others' text there is refused at read).
+/// `beacon` is where the payloads would call if they ran.
 fn hostile_rollout(beacon: &str) -> (api::StickyCanary, Vec<String>) {
     use analysis::{judge, AnalysisSpec, Counter, Evidence, Snapshot, StepPlan};
     use api::{HistoryEntry, StepVerdict, StickyCanary, StickyCanarySpec, StickyCanaryStatus};
@@ -492,27 +493,27 @@ fn hostile_rollout(beacon: &str) -> (api::StickyCanary, Vec<String>) {
     let mut verdict = judge(&analysis, &evidence);
     verdict.reason = format!("reason {img}");
     for check in &mut verdict.checks {
-        check.name = format!("check{rtl}");
-        check.reason = format!("because {script}");
+        check.reason = format!("because {script}{rtl}");
     }
+    let time = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
     let status = StickyCanaryStatus {
         message: Some(long.clone()),
         history: vec![
             HistoryEntry {
-                time: format!("2026-12-05T10:00:00Z{rtl}"),
+                time: time("2026-12-05T10:00:00Z"),
                 action: format!("{img}: next 5"),
                 versions: script.clone(),
             },
             HistoryEntry {
-                time: "2026-12-05T10:01:00Z".to_owned(),
+                time: time("2026-12-05T10:01:00Z"),
                 action: format!("mallory{script}: set-weight 5"),
                 versions: format!("{stable}=95 {canary}=5"),
             },
         ],
         verdicts: vec![StepVerdict {
             weight: 5.0,
-            started: "2026-12-05T10:00:00Z".to_owned(),
-            judged: "2026-12-05T10:01:00Z".to_owned(),
+            started: time("2026-12-05T10:00:00Z"),
+            judged: time("2026-12-05T10:01:00Z"),
             verdict,
         }],
         ..Default::default()
@@ -586,7 +587,13 @@ fn hostile_text_is_shown_as_text_and_runs_nothing() {
         &format!("because {script}"),
         PAGE,
     );
-    shows(&mut browser, tab, "#verdict", &format!("check{rtl}"), PAGE);
+    shows(
+        &mut browser,
+        tab,
+        "#verdict",
+        &format!("{script}{rtl}"),
+        PAGE,
+    );
     shows(
         &mut browser,
         tab,

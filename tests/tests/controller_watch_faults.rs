@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use analysis::Snapshot;
+use analysis::{LookError, Snapshot};
 use api::StickyCanary;
 use runtime::metrics::Metrics;
 use serde_json::{json, Value};
@@ -27,8 +27,8 @@ const DR: (&str, &str) = ("networking.istio.io/v1", "DestinationRule");
 struct NoMetrics;
 
 impl Metrics for NoMetrics {
-    async fn snapshot(&self, _: &StickyCanary) -> Result<Snapshot, String> {
-        Err("no samples (test)".into())
+    async fn snapshot(&self, _: &StickyCanary) -> Result<Snapshot, LookError> {
+        Err(LookError::Unreachable("no samples (test)".into()))
     }
 }
 

@@ -8,11 +8,8 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::verdict::{percent, ArmCounts, Check, Outcome};
+use super::verdict::{percent, ArmCounts, Check, CheckName, Outcome};
 use super::{AnalysisSpec, Evidence};
-
-/// Name of the data-plane check.
-pub const CHECK: &str = "dataPlane";
 
 /// Fresh decisions counted in windows: a window with enough decisions either shows the
 /// weight (reached, for good) or does not (and the next window starts, so decisions made
@@ -185,7 +182,7 @@ pub fn check(evidence: &Evidence) -> Check {
         )
     };
     Check {
-        name: CHECK.to_owned(),
+        name: CheckName::DataPlane,
         canary: ArmCounts {
             requests: evidence.canary.requests,
             events: counted.0,
@@ -263,7 +260,7 @@ mod tests {
             let check = after(&looks);
             assert_eq!(check.outcome, outcome, "{looks:?}: {}", check.reason);
             assert!(check.reason.contains(words), "{looks:?}: {}", check.reason);
-            assert_eq!(check.name, "dataPlane");
+            assert_eq!(check.name, CheckName::DataPlane);
             assert!(
                 check.reason.contains("requests served: canary"),
                 "{}",

@@ -226,6 +226,32 @@ pub struct Snapshot {
     pub canary: VersionSample,
 }
 
+/// Why a look at the metrics found no [`Snapshot`]. The state machine holds or rolls back on
+/// any of them alike; they are told apart for the people reading why (the status message says
+/// `no metrics: ` and this).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LookError {
+    /// The rollout has no canary to compare with stable.
+    NoCanary,
+    /// Prometheus could not be reached or its answer could not be read: a later look may
+    /// succeed as it is.
+    Unreachable(String),
+    /// Prometheus rejected a query, or answered what is no raw counter: the rollout's query
+    /// templates need a fix.
+    Rejected(String),
+}
+
+impl std::fmt::Display for LookError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LookError::NoCanary => f.write_str("no canary to compare with stable"),
+            LookError::Unreachable(why) | LookError::Rejected(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for LookError {}
+
 /// One arm's increases accumulated over a step's looks.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

@@ -23,9 +23,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use evidence::{
-    ArmEvidence, Bucket, Counter, Evidence, Histogram, Snapshot, StepPlan, VersionSample,
+    ArmEvidence, Bucket, Counter, Evidence, Histogram, LookError, Snapshot, StepPlan, VersionSample,
 };
-pub use verdict::{judge, ArmCounts, ArmSummary, Check, Outcome, Verdict};
+pub use verdict::{judge, ArmCounts, ArmSummary, Check, CheckName, Outcome, Verdict};
 
 /// How the canary is judged (`spec.analysis`). Every field has a default, so `analysis: {}`
 /// is a complete, sensible configuration.

@@ -38,12 +38,54 @@ pub struct ArmCounts {
     pub events: u64,
 }
 
+/// Which check of a verdict. The status keeps it as the camel-case name (`maxErrorRate`), the
+/// name people read in reasons and `stickyctl status` too.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum CheckName {
+    /// The sequential test of the canary's 5xx against stable's.
+    Errors,
+    /// The sequential test of the canary's slow requests against stable's.
+    Latency,
+    /// The guard on the canary's own 5xx rate.
+    MaxErrorRate,
+    /// The guard on the canary's own latency quantile.
+    MaxP99,
+    /// The minimum of requests before a step may pass.
+    Evidence,
+    /// Whether the proxies applied the weight ([`dataplane`]).
+    DataPlane,
+}
+
+impl CheckName {
+    /// The name as the status writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckName::Errors => "errors",
+            CheckName::Latency => "latency",
+            CheckName::MaxErrorRate => "maxErrorRate",
+            CheckName::MaxP99 => "maxP99",
+            CheckName::Evidence => "evidence",
+            CheckName::DataPlane => "dataPlane",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One check of a verdict, with what it was computed from.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Check {
     /// `errors`, `latency`, `maxErrorRate`, `maxP99`, `evidence` or `dataPlane`.
-    pub name: String,
+    // A plain string in the CRD, as it was before the names were typed: a schema that lists
+    // them would be a CRD change for no gain (only the controller writes them).
+    #[schemars(with = "String")]
+    pub name: CheckName,
     /// The canary's counts.
     pub canary: ArmCounts,
     /// Stable's counts.
@@ -116,7 +158,7 @@ impl Verdict {
         let statistics: Vec<String> = self
             .checks
             .iter()
-            .filter(|c| c.name == "errors" || c.name == "latency")
+            .filter(|c| matches!(c.name, CheckName::Errors | CheckName::Latency))
             .map(|c| format!("{} {}/{}", c.name, number(c.statistic), number(c.threshold)))
             .collect();
         format!(
@@ -209,7 +251,7 @@ pub fn judge(spec: &AnalysisSpec, evidence: &Evidence) -> Verdict {
 
 /// A sequential test's check: `what` names the events in the reason.
 fn sequential_check(
-    name: &str,
+    name: CheckName,
     what: &str,
     spec: &AnalysisSpec,
     evidence: &Evidence,
@@ -259,7 +301,7 @@ fn sequential_check(
         )
     };
     Check {
-        name: name.to_owned(),
+        name,
         canary,
         stable,
         share,
@@ -276,7 +318,7 @@ fn errors(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
         events: a.errors,
     };
     sequential_check(
-        "errors",
+        CheckName::Errors,
         "5xx",
         spec,
         evidence,
@@ -293,7 +335,7 @@ fn latency(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
         };
         let (canary, stable) = (arm(&evidence.canary), arm(&evidence.stable));
         return Check {
-            name: "latency".to_owned(),
+            name: CheckName::Latency,
             canary,
             stable,
             share: rate(
@@ -320,7 +362,7 @@ fn latency(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
         events: a.latency.above(boundary),
     };
     sequential_check(
-        "latency",
+        CheckName::Latency,
         &format!("slower than {boundary} ms"),
         spec,
         evidence,
@@ -331,7 +373,7 @@ fn latency(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
 
 /// A guard's check: the canary's `events` among its `requests` against `limit`, failed once
 /// the sequential guard test shows the rate above it.
-fn guard(evidence: &Evidence, name: &str, what: &str, canary: ArmCounts, limit: f64) -> Check {
+fn guard(evidence: &Evidence, name: CheckName, what: &str, canary: ArmCounts, limit: f64) -> Check {
     let test = sequential::rate_above(evidence.alpha, limit, canary.events, canary.requests);
     let statistic = test.log_statistic.min(MAX_LOG_STATISTIC).exp();
     let threshold = 1.0 / evidence.alpha;
@@ -358,7 +400,7 @@ fn guard(evidence: &Evidence, name: &str, what: &str, canary: ArmCounts, limit: 
         )
     };
     Check {
-        name: name.to_owned(),
+        name,
         canary,
         stable: ArmCounts::default(),
         share: 0.0,
@@ -374,7 +416,13 @@ fn max_error_rate(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
         requests: evidence.canary.requests,
         events: evidence.canary.errors,
     };
-    guard(evidence, "maxErrorRate", "5xx", counts, spec.max_error_rate)
+    guard(
+        evidence,
+        CheckName::MaxErrorRate,
+        "5xx",
+        counts,
+        spec.max_error_rate,
+    )
 }
 
 fn max_p99(spec: &AnalysisSpec, evidence: &Evidence, limit_ms: f64) -> Check {
@@ -383,7 +431,7 @@ fn max_p99(spec: &AnalysisSpec, evidence: &Evidence, limit_ms: f64) -> Check {
     // most the limit never fails, however coarse the buckets.
     let Some(bound) = canary.latency.bound_at_or_above(limit_ms) else {
         return Check {
-            name: "maxP99".to_owned(),
+            name: CheckName::MaxP99,
             canary: ArmCounts {
                 requests: canary.latency.count,
                 events: 0,
@@ -405,7 +453,7 @@ fn max_p99(spec: &AnalysisSpec, evidence: &Evidence, limit_ms: f64) -> Check {
     };
     guard(
         evidence,
-        "maxP99",
+        CheckName::MaxP99,
         &format!("requests slower than {bound} ms"),
         counts,
         1.0 - spec.latency_quantile,
@@ -433,7 +481,7 @@ fn minimum(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
         if needs_stable { "" } else { " of the canary" }
     );
     Check {
-        name: "evidence".to_owned(),
+        name: CheckName::Evidence,
         canary,
         stable,
         share: rate(
@@ -518,7 +566,7 @@ mod tests {
         verdict
             .checks
             .iter()
-            .find(|c| c.name == name)
+            .find(|c| c.name.as_str() == name)
             .unwrap_or_else(|| panic!("no {name} check in {verdict:?}"))
     }
 
@@ -683,6 +731,19 @@ mod tests {
         let errors = check(&verdict, "errors");
         assert!(errors.statistic.is_finite() && errors.statistic > 1e300);
         assert!(serde_json::to_value(&verdict).unwrap()["checks"][0]["statistic"].is_number());
+    }
+
+    /// The status keeps the names people read: serde's spelling is `as_str`'s, and a name
+    /// the status holds reads back as its check.
+    #[test]
+    fn check_names_are_stored_as_they_are_written() {
+        use CheckName::*;
+        for name in [Errors, Latency, MaxErrorRate, MaxP99, Evidence, DataPlane] {
+            let json = serde_json::to_value(name).unwrap();
+            assert_eq!(json, name.as_str());
+            assert_eq!(serde_json::from_value::<CheckName>(json).unwrap(), name);
+        }
+        assert!(serde_json::from_value::<CheckName>("errorRate".into()).is_err());
     }
 
     #[test]

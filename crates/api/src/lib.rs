@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,7 @@ use sticky_canary_filter::{PluginConfig, VersionWeight};
 
 pub mod names;
 pub mod schema;
+mod time;
 
 /// API group of the resource.
 pub const GROUP: &str = "stickycanary.io";
@@ -331,7 +333,9 @@ pub struct StepStatus {
     /// The canary weight of the step, in percent.
     pub weight: f64,
     /// When the weight was set (RFC 3339).
-    pub started: String,
+    #[serde(deserialize_with = "time::step_started")]
+    #[schemars(with = "String")]
+    pub started: Timestamp,
     /// What the step waits for, if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Waiting>,
@@ -363,9 +367,13 @@ pub struct StepVerdict {
     /// The canary weight of the step, in percent.
     pub weight: f64,
     /// When the step started and when it was judged (RFC 3339).
-    pub started: String,
+    #[serde(deserialize_with = "time::verdict_started")]
+    #[schemars(with = "String")]
+    pub started: Timestamp,
     /// When it was judged.
-    pub judged: String,
+    #[serde(deserialize_with = "time::verdict_judged")]
+    #[schemars(with = "String")]
+    pub judged: Timestamp,
     /// The verdict, with its numbers and reasons.
     pub verdict: analysis::Verdict,
 }
@@ -380,7 +388,9 @@ pub struct Applied {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
     /// When it was applied (RFC 3339).
-    pub time: String,
+    #[serde(deserialize_with = "time::applied")]
+    #[schemars(with = "String")]
+    pub time: Timestamp,
 }
 
 /// One applied change.
@@ -388,7 +398,9 @@ pub struct Applied {
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     /// When it was applied (RFC 3339).
-    pub time: String,
+    #[serde(deserialize_with = "time::history")]
+    #[schemars(with = "String")]
+    pub time: Timestamp,
     /// The command that made it, e.g. `set-weight 10`.
     pub action: String,
     /// Versions and weights after it, e.g. `v1=90 v2=10`.
@@ -604,6 +616,42 @@ mod tests {
         spec.retiring = Some("v2".into());
         assert!(spec.canary().is_none());
         assert_eq!(spec.summary(), "v1=100 v2=0");
+    }
+
+    /// A status as the version that kept its times as text wrote it (`Timestamp::to_string`,
+    /// with and without fractional seconds) reads back and is written again byte for byte.
+    #[test]
+    fn a_status_written_with_text_times_reads_and_writes_back_the_same() {
+        let stored = r#"{"phase":"Progressing","canaryWeight":5.0,"stepIndex":1,"observedGeneration":4,"lastApplied":{"hash":"00ff00ff00ff00ff","generation":4,"time":"2026-05-04T09:30:12.123456789Z"},"history":[{"time":"2026-05-04T09:00:00Z","action":"start v2","versions":"v1=100 v2=0"},{"time":"2026-05-04T09:30:12.5Z","action":"dashboard: next 5","versions":"v1=95 v2=5"}],"step":{"weight":5.0,"started":"2026-05-04T09:30:12.123456789Z","waiting":"Gate"},"message":"held"}"#;
+        let status: StickyCanaryStatus = serde_json::from_str(stored).unwrap();
+        let step = status.step.as_ref().unwrap();
+        assert_eq!(
+            step.started,
+            Timestamp::new(1_777_887_012, 123_456_789).unwrap()
+        );
+        assert_eq!(
+            status.history[0].time,
+            Timestamp::from_second(1_777_885_200).unwrap()
+        );
+        assert_eq!(serde_json::to_string(&status).unwrap(), stored);
+    }
+
+    #[test]
+    fn an_unreadable_time_is_refused_naming_its_field() {
+        let status = serde_json::json!({"step": {"weight": 5.0, "started": "yesterday"}});
+        let err = serde_json::from_value::<StickyCanaryStatus>(status).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("status.step.started: \"yesterday\" is not an RFC 3339 time"),
+            "{err}"
+        );
+        let history =
+            serde_json::json!({"history": [{"time": "", "action": "a", "versions": "v1=100"}]});
+        let err = serde_json::from_value::<StickyCanaryStatus>(history).unwrap_err();
+        assert!(
+            err.to_string().starts_with("status.history[].time: "),
+            "{err}"
+        );
     }
 
     #[test]

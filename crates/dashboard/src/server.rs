@@ -304,7 +304,7 @@ async fn act(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::
         Ok(done) => answer(StatusCode::OK, "message", &done.lines().join("; ")),
         Err(err) => {
             let status = match &err {
-                Error::Stale(_) => StatusCode::CONFLICT,
+                Error::Stale { .. } => StatusCode::CONFLICT,
                 Error::Op(_) | Error::Edit(_) | Error::Invalid(_) => {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }

@@ -83,7 +83,7 @@ pub struct VerdictView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HistoryRow {
     /// When (RFC 3339).
-    pub time: String,
+    pub time: Timestamp,
     /// What and by whom, e.g. `dashboard: next 10`.
     pub action: String,
     /// The versions after it.
@@ -159,7 +159,7 @@ pub fn rollout(canary: &StickyCanary, now: Timestamp) -> RolloutView {
             .iter()
             .rev()
             .map(|h| HistoryRow {
-                time: h.time.clone(),
+                time: h.time,
                 action: h.action.clone(),
                 versions: h.versions.clone(),
             })
@@ -201,7 +201,7 @@ fn verdict_view(v: &analysis::Verdict, step: String) -> VerdictView {
             .iter()
             .map(|c| {
                 (
-                    c.name.clone(),
+                    c.name.to_string(),
                     outcome(c.outcome).to_owned(),
                     c.reason.clone(),
                 )

@@ -19,7 +19,7 @@ use super::preview::{self, EntryStatus};
 use super::singleton::{self, Side, Step};
 use super::workload::both;
 use super::{ObjectKind, Refusal};
-use runtime::error::{Error, EXIT_INVALID};
+use runtime::error::{Changed, Error, EXIT_INVALID};
 use runtime::reconcile::{advance_as, converge, retry_on_conflict, MAX_ATTEMPTS};
 use runtime::target::envoy_dir::EnvoyDir;
 use runtime::target::kube::KubeTarget;
@@ -55,7 +55,10 @@ impl Place {
 fn within(entry: &Entry, err: Error) -> Error {
     let what = entry.what();
     match err {
-        Error::Conflict(m) => Error::Conflict(format!("{what}: {m}")),
+        Error::Conflict(c) => Error::Conflict(Changed {
+            object: format!("{what}: {}", c.object),
+            ..c
+        }),
         e if e.exit_code() == EXIT_INVALID => Error::Invalid(format!("{what}: {e}")),
         e => Error::Runtime(format!("{what}: {e}")),
     }

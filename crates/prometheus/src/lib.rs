@@ -29,6 +29,16 @@ pub enum Error {
     Runtime(String),
 }
 
+/// A failed [`Prometheus::snapshot`] as the rollout's look takes it, its words unchanged.
+impl From<Error> for analysis::LookError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Invalid(why) => analysis::LookError::Rejected(why),
+            Error::Runtime(why) => analysis::LookError::Unreachable(why),
+        }
+    }
+}
+
 /// Longest a query may take, Prometheus's own evaluation included.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest to wait for a connection.

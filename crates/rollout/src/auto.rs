@@ -13,7 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{end_step, new_step, phase_for, Transition};
 use crate::ops::{self, Op};
-use analysis::{judge, Evidence, Outcome, Snapshot, StepPlan, Verdict};
+use analysis::{judge, Evidence, LookError, Outcome, Snapshot, StepPlan, Verdict};
 use api::{
     OnInconclusive, Phase, Promotion, RollbackMode, StepStatus, StickyCanarySpec,
     StickyCanaryStatus, Waiting,
@@ -23,7 +23,7 @@ use api::{
 pub fn look(
     spec: &StickyCanarySpec,
     status: &StickyCanaryStatus,
-    look: &Result<Snapshot, String>,
+    look: &Result<Snapshot, LookError>,
     now: Timestamp,
 ) -> Transition {
     if !spec.auto.enabled || spec.paused || ops::validate(spec).is_err() {
@@ -50,7 +50,7 @@ pub fn look(
 fn progress(
     spec: &StickyCanarySpec,
     status: &StickyCanaryStatus,
-    look: &Result<Snapshot, String>,
+    look: &Result<Snapshot, LookError>,
     now: Timestamp,
 ) -> Transition {
     let Some(canary) = spec.canary() else {
@@ -334,11 +334,9 @@ fn interval(spec: &StickyCanarySpec) -> SignedDuration {
     SignedDuration::from_secs(i64::from(spec.auto.interval_seconds))
 }
 
-/// How long the current step has run; a step whose start cannot be read starts now.
+/// How long the current step has run (nothing without a step).
 fn elapsed(status: &StickyCanaryStatus, now: Timestamp) -> SignedDuration {
-    status
-        .step
-        .as_ref()
-        .and_then(|s| s.started.parse::<Timestamp>().ok())
-        .map_or(SignedDuration::ZERO, |started| now.duration_since(started))
+    status.step.as_ref().map_or(SignedDuration::ZERO, |step| {
+        now.duration_since(step.started)
+    })
 }

@@ -21,11 +21,14 @@ pub fn progression(spec: &StickyCanarySpec, status: &StickyCanaryStatus, now: Ti
         Some(Waiting::Promotion) => "last step passed, waiting for `stickyctl promote`".to_owned(),
         Some(Waiting::Evidence) => "held: too little evidence".to_owned(),
         Some(Waiting::Resume) => "paused".to_owned(),
-        None => match time_left(spec, &step.started, now) {
-            Some(left) if left > SignedDuration::ZERO => format!("{}s left", left.as_secs()),
-            Some(_) => "interval over, judging".to_owned(),
-            None => "starting".to_owned(),
-        },
+        None => {
+            let left = time_left(spec, step.started, now);
+            if left > SignedDuration::ZERO {
+                format!("{}s left", left.as_secs())
+            } else {
+                "interval over, judging".to_owned()
+            }
+        }
     };
     format!("on, step {}%: {waiting}", step.weight)
 }
@@ -57,8 +60,7 @@ pub fn ended(spec: &StickyCanarySpec, status: &StickyCanaryStatus) -> bool {
         )
 }
 
-fn time_left(spec: &StickyCanarySpec, started: &str, now: Timestamp) -> Option<SignedDuration> {
-    let started = started.parse::<Timestamp>().ok()?;
+fn time_left(spec: &StickyCanarySpec, started: Timestamp, now: Timestamp) -> SignedDuration {
     let interval = SignedDuration::from_secs(i64::from(spec.auto.interval_seconds));
-    Some(interval - now.duration_since(started))
+    interval - now.duration_since(started)
 }

@@ -19,7 +19,7 @@
 
 use jiff::Timestamp;
 
-use analysis::Snapshot;
+use analysis::{LookError, Snapshot};
 use api::{
     Phase, StepStatus, StepVerdict, StickyCanarySpec, StickyCanaryStatus, Waiting, HISTORY_LIMIT,
 };
@@ -56,7 +56,7 @@ pub enum Input {
     /// A person's command.
     Command(Command),
     /// A look at the metrics by the controller: what it read, or why it could not.
-    Look(Box<Result<Snapshot, String>>),
+    Look(Box<Result<Snapshot, LookError>>),
 }
 
 /// The outcome of a transition: what to write and what to tell.
@@ -165,7 +165,7 @@ fn command_transition(
                     // The step's interval starts over: the time it was held does not count
                     // as time at its weight under watch. Its evidence stays.
                     step.waiting = None;
-                    step.started = now.to_string();
+                    step.started = now;
                 }
             }
             let action = if pause { "pause" } else { "resume" }.to_owned();
@@ -226,7 +226,7 @@ pub fn phase_for(spec: &StickyCanarySpec, phase: Phase) -> Phase {
 fn new_step(spec: &StickyCanarySpec, now: Timestamp) -> StepStatus {
     StepStatus {
         weight: spec.canary().map_or(0.0, |c| c.weight),
-        started: now.to_string(),
+        started: now,
         waiting: spec.paused.then_some(Waiting::Resume),
         evidence: None,
         verdict: None,
@@ -242,7 +242,7 @@ fn end_step(status: &mut StickyCanaryStatus, now: Timestamp) {
         status.verdicts.push(StepVerdict {
             weight: step.weight,
             started: step.started,
-            judged: now.to_string(),
+            judged: now,
             verdict,
         });
         let excess = status.verdicts.len().saturating_sub(HISTORY_LIMIT);

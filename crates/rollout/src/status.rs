@@ -6,6 +6,7 @@
 //! here only where the spec contradicts it. Nothing changes when the same state is observed again, so an
 //! idempotent reconcile does not write the status either.
 
+use jiff::Timestamp;
 use serde_json::Value;
 use xxhash_rust::xxh64::xxh64;
 
@@ -33,9 +34,9 @@ pub fn last_action(canary: &StickyCanary) -> &str {
         .map_or("", String::as_str)
 }
 
-/// The status after applying objects with hash `hash` at `now` (RFC 3339), or `None` when the
-/// current status already says so.
-pub fn observe(canary: &StickyCanary, hash: &str, now: &str) -> Option<StickyCanaryStatus> {
+/// The status after applying objects with hash `hash` at `now`, or `None` when the current
+/// status already says so.
+pub fn observe(canary: &StickyCanary, hash: &str, now: Timestamp) -> Option<StickyCanaryStatus> {
     let spec = &canary.spec;
     let previous = canary.status.clone().unwrap_or_default();
     let generation = canary.metadata.generation;
@@ -52,7 +53,7 @@ pub fn observe(canary: &StickyCanary, hash: &str, now: &str) -> Option<StickyCan
         next.last_applied = Some(Applied {
             hash: hash.to_owned(),
             generation,
-            time: now.to_owned(),
+            time: now,
         });
     }
     // A command that changes the spec but no object (auto, pause, resume) is history too:
@@ -62,7 +63,7 @@ pub fn observe(canary: &StickyCanary, hash: &str, now: &str) -> Option<StickyCan
         && previous.history.last().map(|h| h.action.as_str()) != Some(action);
     if !same_hash || new_action {
         next.history.push(HistoryEntry {
-            time: now.to_owned(),
+            time: now,
             action: if action.is_empty() {
                 "reconcile".to_owned()
             } else {
@@ -82,6 +83,11 @@ mod tests {
     use api::{Phase, StickyCanarySpec};
     use serde_json::json;
 
+    /// The `n`th second of the tests' clock.
+    fn t(n: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + n).unwrap()
+    }
+
     fn canary(action: &str, generation: i64) -> StickyCanary {
         let mut c = StickyCanary::new("shop", StickyCanarySpec::new("shop", "v1"));
         c.metadata.generation = Some(generation);
@@ -92,31 +98,31 @@ mod tests {
     #[test]
     fn first_observation_records_and_repeats_do_not() {
         let mut c = canary("init v1", 1);
-        let status = observe(&c, "aa", "t1").unwrap();
+        let status = observe(&c, "aa", t(1)).unwrap();
         assert_eq!(status.phase, Phase::Stable);
         assert_eq!(status.observed_generation, Some(1));
         assert_eq!(status.history.len(), 1);
         assert_eq!(status.history[0].action, "init v1");
         assert_eq!(status.history[0].versions, "v1=100");
         c.status = Some(status);
-        assert_eq!(observe(&c, "aa", "t2"), None);
+        assert_eq!(observe(&c, "aa", t(2)), None);
     }
 
     #[test]
     fn new_generation_with_same_objects_updates_without_history() {
         let mut c = canary("init v1", 1);
-        c.status = observe(&c, "aa", "t1");
+        c.status = observe(&c, "aa", t(1));
         c.metadata.generation = Some(2);
-        let status = observe(&c, "aa", "t2").unwrap();
+        let status = observe(&c, "aa", t(2)).unwrap();
         assert_eq!(status.observed_generation, Some(2));
-        assert_eq!(status.last_applied.unwrap().time, "t2");
+        assert_eq!(status.last_applied.unwrap().time, t(2));
         assert_eq!(status.history.len(), 1);
     }
 
     #[test]
     fn a_command_that_changes_only_the_spec_is_history() {
         let mut c = canary("next 10", 1);
-        c.status = observe(&c, "aa", "t1");
+        c.status = observe(&c, "aa", t(1));
         c.metadata.generation = Some(2);
         c.metadata.annotations = Some(
             [(
@@ -125,14 +131,14 @@ mod tests {
             )]
             .into(),
         );
-        c.status = observe(&c, "aa", "t2");
+        c.status = observe(&c, "aa", t(2));
         let history = &c.status.as_ref().unwrap().history;
         assert_eq!(history.len(), 2);
         assert_eq!(history[1].action, "dashboard: auto on");
-        assert_eq!(history[1].time, "t2");
+        assert_eq!(history[1].time, t(2));
         // A hand edit of the spec (a new generation, the same last action) is not.
         c.metadata.generation = Some(3);
-        let status = observe(&c, "aa", "t3").unwrap();
+        let status = observe(&c, "aa", t(3)).unwrap();
         assert_eq!(status.history.len(), 2);
     }
 
@@ -140,11 +146,11 @@ mod tests {
     fn history_is_bounded() {
         let mut c = canary("", 1);
         for i in 0..(HISTORY_LIMIT + 5) {
-            c.status = observe(&c, &format!("h{i}"), &format!("t{i}"));
+            c.status = observe(&c, &format!("h{i}"), t(i as i64));
         }
         let history = c.status.unwrap().history;
         assert_eq!(history.len(), HISTORY_LIMIT);
-        assert_eq!(history[0].time, "t5");
+        assert_eq!(history[0].time, t(5));
         assert_eq!(history[0].action, "reconcile");
     }
 

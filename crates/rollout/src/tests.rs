@@ -121,14 +121,11 @@ fn abort_and_finish_ask_to_run_again_after_the_switch() {
 fn weight_changes_start_a_step() {
     let (s, status) = after(&[start(), op(Op::SetWeight(10.0))]);
     let step = status.step.clone().expect("a step");
-    assert_eq!(
-        (step.weight, step.started.as_str()),
-        (10.0, at(1).to_string().as_str())
-    );
+    assert_eq!((step.weight, step.started), (10.0, at(1)));
     assert_eq!(step.waiting, None);
     let t = command(&s, &status, op(Op::Next), at(5));
     let step = t.status.unwrap().step.unwrap();
-    assert_eq!((step.weight, step.started), (20.0, at(5).to_string()));
+    assert_eq!((step.weight, step.started), (20.0, at(5)));
     let t = command(&s, &status, op(Op::Promote { finish: false }), at(5));
     assert_eq!(t.status.unwrap().step, None, "promotion ends the steps");
 }
@@ -159,11 +156,7 @@ fn auto_pause_and_resume_are_spec_changes_with_history() {
     let resumed = command(&s_paused, &st_paused, Command::Resume, at(70));
     let step = resumed.status.unwrap().step.unwrap();
     assert_eq!(step.waiting, None);
-    assert_eq!(
-        step.started,
-        at(70).to_string(),
-        "the held step's interval starts over"
-    );
+    assert_eq!(step.started, at(70), "the held step's interval starts over");
     assert!(!resumed.spec.unwrap().paused);
 }
 
@@ -284,7 +277,7 @@ mod looks {
     /// Applies one look (and the run again it may ask for) to the state.
     fn look(
         state: &mut (StickyCanarySpec, StickyCanaryStatus),
-        seen: &Result<Snapshot, String>,
+        seen: &Result<Snapshot, LookError>,
         now: Timestamp,
     ) -> Vec<String> {
         let mut notices = Vec::new();
@@ -483,7 +476,7 @@ mod looks {
                 transition(spec, &status, &Input::Look(Box::new(seen.clone())), at(90)).unwrap();
             assert_eq!(t, Transition::default());
         }
-        let blind = Err("connection refused".to_owned());
+        let blind = Err(LookError::Unreachable("connection refused".to_owned()));
         let t = transition(&s, &status, &Input::Look(Box::new(blind)), at(30)).unwrap();
         assert_eq!(t.spec, None);
         let message = t.status.unwrap().message.unwrap();
@@ -502,7 +495,7 @@ mod looks {
         let seen = Ok(World::new().snapshot());
         let t = transition(&by_hand, &status, &Input::Look(Box::new(seen)), at(40)).unwrap();
         let step = t.status.unwrap().step.unwrap();
-        assert_eq!((step.weight, step.started), (30.0, at(40).to_string()));
+        assert_eq!((step.weight, step.started), (30.0, at(40)));
         assert_eq!(t.spec, None);
     }
 

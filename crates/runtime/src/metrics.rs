@@ -6,7 +6,7 @@ use std::future::Future;
 use kube::ResourceExt;
 
 use crate::error::Error;
-use analysis::Snapshot;
+use analysis::{LookError, Snapshot};
 use api::StickyCanary;
 use prometheus::{Prometheus, RolloutRef};
 
@@ -16,7 +16,7 @@ pub trait Metrics: Sync {
     fn snapshot(
         &self,
         canary: &StickyCanary,
-    ) -> impl Future<Output = Result<Snapshot, String>> + Send;
+    ) -> impl Future<Output = Result<Snapshot, LookError>> + Send;
 }
 
 /// What the queries of `canary` are about; `None` without a live canary.
@@ -32,8 +32,8 @@ pub fn rollout_ref(canary: &StickyCanary) -> Option<RolloutRef> {
 }
 
 impl Metrics for Prometheus {
-    async fn snapshot(&self, canary: &StickyCanary) -> Result<Snapshot, String> {
-        let rollout = rollout_ref(canary).ok_or("no canary to compare with stable")?;
+    async fn snapshot(&self, canary: &StickyCanary) -> Result<Snapshot, LookError> {
+        let rollout = rollout_ref(canary).ok_or(LookError::NoCanary)?;
         Prometheus::snapshot(
             self,
             &canary.spec.analysis,
@@ -41,7 +41,7 @@ impl Metrics for Prometheus {
             jiff::Timestamp::now(),
         )
         .await
-        .map_err(|e| e.to_string())
+        .map_err(LookError::from)
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
-use crate::error::Error;
+use crate::error::{Changed, Error};
 use crate::metrics::Metrics;
 use crate::target::kube::KubeTarget;
 use crate::target::Target;
@@ -43,20 +43,19 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
-    let mut last = String::new();
-    for attempt in 0..MAX_ATTEMPTS {
-        match f().await {
-            Err(Error::Conflict(what)) => {
-                tracing::debug!(%what, attempt, "conflict, retrying");
-                last = what;
-                tokio::time::sleep(backoff(attempt)).await;
-            }
+    let mut attempt = 0;
+    loop {
+        let changed: Changed = match f().await {
+            Err(Error::Conflict(changed)) => changed,
             other => return other,
+        };
+        tracing::debug!(%changed, attempt, "conflict, retrying");
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt += 1;
+        if attempt == MAX_ATTEMPTS {
+            return Err(Error::GaveUp(changed));
         }
     }
-    Err(Error::Runtime(format!(
-        "gave up after {MAX_ATTEMPTS} conflicts: {last} keeps changing"
-    )))
 }
 
 /// Exponential backoff capped at half a second, with jitter so racing writers spread out.
@@ -83,8 +82,7 @@ pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
             let plan = target.plan(&canary).await?;
             if plan.writes.is_empty() {
                 let hash = status::hash_objects(plan.objects.iter().map(|d| &d.owned));
-                let now = jiff::Timestamp::now().to_string();
-                if let Some(next) = status::observe(&canary, &hash, &now) {
+                if let Some(next) = status::observe(&canary, &hash, jiff::Timestamp::now()) {
                     target.save_status(&canary, &next).await?;
                 }
                 return Ok(());
@@ -172,10 +170,11 @@ pub async fn advance_as<T: Target>(
             if let Some(seen) = requester.seen_generation.filter(|_| pass == 0) {
                 let now = current.metadata.generation.unwrap_or_default();
                 if now != seen {
-                    return Err(Error::Stale(format!(
-                        "the rollout changed meanwhile (generation {now}, the page showed {seen}): {}; nothing was done",
-                        current.spec.summary()
-                    )));
+                    return Err(Error::Stale {
+                        generation: now,
+                        seen,
+                        versions: current.spec.summary(),
+                    });
                 }
             }
             let status = current.status.clone().unwrap_or_default();

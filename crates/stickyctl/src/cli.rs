@@ -1196,7 +1196,7 @@ async fn show_status<T: Target>(target: &T, output: Output, out: &mut String) ->
                 "{:<7} {:<12} {:<20} {}",
                 format!("{}%", judged.weight),
                 format!("{:?}", verdict.outcome),
-                judged.judged.get(..19).unwrap_or(&judged.judged),
+                judged.judged.strftime("%Y-%m-%dT%H:%M:%S").to_string(),
                 verdict.line()
             )
             .ok();

@@ -1,10 +1,15 @@
 use super::*;
-use analysis::{ArmSummary, Check, Outcome, Verdict};
+use analysis::{ArmSummary, Check, CheckName, Outcome, Verdict};
 use api::{HistoryEntry, StepStatus, StickyCanarySpec, StickyCanaryStatus};
 use sticky_canary_filter::VersionWeight;
 
 fn now() -> Timestamp {
     Timestamp::from_second(1_000).unwrap()
+}
+
+/// The `n`th second of the tests' clock, before [`now`].
+fn at(n: i64) -> Timestamp {
+    Timestamp::from_second(n).unwrap()
 }
 
 fn rollout_with(versions: &[(&str, f64)], phase: Phase) -> StickyCanary {
@@ -28,7 +33,7 @@ fn verdict(outcome: Outcome, reason: &str) -> Verdict {
         outcome,
         reason: reason.to_owned(),
         checks: vec![Check {
-            name: "errors".to_owned(),
+            name: CheckName::Errors,
             canary: Default::default(),
             stable: Default::default(),
             share: 0.1,
@@ -167,7 +172,7 @@ fn health_in_words() {
         let status = c.status.as_mut().unwrap();
         status.step = Some(StepStatus {
             weight: 10.0,
-            started: now().to_string(),
+            started: now(),
             waiting: None,
             evidence: None,
             verdict: Some(verdict(
@@ -208,8 +213,8 @@ fn an_unjudged_step_shows_the_verdict_the_last_step_ended_with() {
     let mut c = rollout_with(&[("v1", 50.0), ("v2", 50.0)], Phase::Progressing);
     c.status.as_mut().unwrap().verdicts = vec![api::StepVerdict {
         weight: 5.0,
-        started: "t0".to_owned(),
-        judged: "t1".to_owned(),
+        started: at(0),
+        judged: at(1),
         verdict: verdict(Outcome::Pass, "the canary is no worse"),
     }];
     let shown = rollout(&c, now()).verdict.unwrap();
@@ -230,14 +235,14 @@ fn history_newest_first_with_who_did_it() {
         .iter()
         .enumerate()
         .map(|(i, action)| HistoryEntry {
-            time: format!("t{i}"),
+            time: at(i as i64),
             action: (*action).to_owned(),
             versions: "v1=90 v2=10".to_owned(),
         })
         .collect();
     let history = rollout(&c, now()).history;
     assert_eq!(history[0].action, "dashboard: next 10");
-    assert_eq!(history[2].time, "t0");
+    assert_eq!(history[2].time, at(0));
 }
 
 #[test]
@@ -295,7 +300,7 @@ fn rollouts_stored_by_hand_show_without_a_panic() {
             canary.status = Some(StickyCanaryStatus {
                 step: Some(StepStatus {
                     weight: f64::MIN_POSITIVE,
-                    started: "9999-12-31T23:59:59Z".to_owned(),
+                    started: Timestamp::MAX,
                     waiting: None,
                     evidence: None,
                     verdict: None,

@@ -18,7 +18,7 @@ use serde_json::Value;
 use sticky_canary_filter::PluginConfig;
 
 use super::{Doc, Plan, Target};
-use crate::error::Error;
+use crate::error::{Changed, Error};
 use crate::fsutil::{write_atomic, write_atomic_as};
 use api::{StickyCanary, StickyCanaryStatus};
 use render::envoy::{render_cds, render_lds, EnvoyLayout, CDS_FILE, LAYOUT_FILE, LDS_FILE};
@@ -123,7 +123,7 @@ impl EnvoyDir {
             .as_ref()
             .and_then(|s| s.metadata.resource_version.clone());
         if stored_version != next.metadata.resource_version {
-            return Err(Error::Conflict(ROLLOUT_FILE.to_owned()));
+            return Err(Error::Conflict(Changed::new(ROLLOUT_FILE)));
         }
         let version = |c: &StickyCanary| {
             c.metadata

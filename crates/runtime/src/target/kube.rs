@@ -18,7 +18,7 @@ use serde_json::Value;
 use sticky_canary_filter::PluginConfig;
 
 use super::{Doc, Plan, Target};
-use crate::error::Error;
+use crate::error::{Changed, Error};
 use api::{StickyCanary, StickyCanaryStatus};
 use render::istio::{self, Kind, Live};
 use render::wasmplugin::{MANAGED_BY, MANAGED_BY_LABEL};
@@ -213,7 +213,7 @@ pub fn objects_api(
 /// A 409 as [`Error::Conflict`] naming `what`; other errors as they are.
 pub(crate) fn conflict_on_409(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
     move |err| match &err {
-        kube::Error::Api(status) if status.code == 409 => Error::Conflict(what.to_owned()),
+        kube::Error::Api(status) if status.code == 409 => Error::Conflict(Changed::new(what)),
         _ => Error::Kube(err),
     }
 }
@@ -225,9 +225,10 @@ pub(crate) fn conflict_on_409(what: &str) -> impl FnOnce(kube::Error) -> Error +
 /// create it anew, not fail.
 pub fn stale_on_replace(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
     move |err| match &err {
-        kube::Error::Api(status) if status.code == 404 => {
-            Error::Conflict(format!("{what} (deleted since it was read)"))
-        }
+        kube::Error::Api(status) if status.code == 404 => Error::Conflict(Changed {
+            object: what.to_owned(),
+            deleted: true,
+        }),
         _ => conflict_on_409(what)(err),
     }
 }
@@ -445,7 +446,7 @@ mod tests {
         );
         // A conflict is retried, and a server failure is no refusal of the input.
         assert!(matches!(
-            refused(what)(Error::Conflict(what.into())),
+            refused(what)(Error::Conflict(Changed::new(what))),
             Error::Conflict(_)
         ));
         assert!(matches!(
@@ -458,7 +459,7 @@ mod tests {
     fn a_replace_of_an_object_deleted_since_it_was_read_is_a_conflict() {
         let what = "WasmPlugin istio-system/sticky-canary-gateway-istio-ingressgateway";
         assert!(
-            matches!(stale_on_replace(what)(api_error(404)), Error::Conflict(w) if w.starts_with(what))
+            matches!(stale_on_replace(what)(api_error(404)), Error::Conflict(c) if c.object == what && c.deleted)
         );
         assert!(matches!(
             stale_on_replace(what)(api_error(409)),
