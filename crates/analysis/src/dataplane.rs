@@ -8,8 +8,8 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::verdict::{percent, ArmCounts, Check, CheckName, Outcome};
-use super::{AnalysisSpec, Evidence};
+use super::check::{percent, ArmCounts, Check, CheckName, Outcome};
+use super::AnalysisSpec;
 
 /// Fresh decisions counted in windows: a window with enough decisions either shows the
 /// weight (reached, for good) or does not (and the next window starts, so decisions made
@@ -115,18 +115,15 @@ pub fn share(canary: u64, stable: u64) -> f64 {
     }
 }
 
-/// The data-plane check at the step's latest look.
-pub fn check(evidence: &Evidence) -> Check {
-    let progress = &evidence.data_plane;
-    let served = share(evidence.canary.requests, evidence.stable.requests);
+/// The data-plane check at the step's latest look: `progress` of a step that started at
+/// `started`, `elapsed` seconds ago, in which the arms served `(canary, stable)` requests.
+pub fn check(progress: &Progress, requests: (u64, u64), started: Timestamp, elapsed: f64) -> Check {
+    let served = share(requests.0, requests.1);
     let served_text = format!(
         "requests served: canary {} ({}/{})",
         percent(served),
-        evidence.canary.requests,
-        evidence
-            .canary
-            .requests
-            .saturating_add(evidence.stable.requests)
+        requests.0,
+        requests.0.saturating_add(requests.1)
     );
     let weight = format!(
         "weight {}% ± {} points",
@@ -140,9 +137,8 @@ pub fn check(evidence: &Evidence) -> Check {
             canary.saturating_add(stable)
         )
     };
-    let elapsed = evidence.elapsed_seconds();
     let (outcome, counted, reason) = if let Some(reached) = progress.reached {
-        let after = (reached.as_second() - evidence.started.as_second()).max(0);
+        let after = (reached.as_second() - started.as_second()).max(0);
         (
             Outcome::Pass,
             (progress.canary, progress.stable),
@@ -184,11 +180,11 @@ pub fn check(evidence: &Evidence) -> Check {
     Check {
         name: CheckName::DataPlane,
         canary: ArmCounts {
-            requests: evidence.canary.requests,
+            requests: requests.0,
             events: counted.0,
         },
         stable: ArmCounts {
-            requests: evidence.stable.requests,
+            requests: requests.1,
             events: counted.1,
         },
         share: served,
@@ -203,7 +199,7 @@ pub fn check(evidence: &Evidence) -> Check {
 mod tests {
     use super::*;
     use crate::evidence::tests::{at, sample};
-    use crate::{Snapshot, StepPlan};
+    use crate::{Evidence, Snapshot, StepPlan};
 
     #[test]
     fn window_sizes() {
@@ -235,7 +231,12 @@ mod tests {
             stable += s;
             evidence.observe(&snap(15 * (i as i64 + 1), canary, stable), &spec);
         }
-        check(&evidence)
+        check(
+            &evidence.data_plane,
+            (evidence.canary.requests, evidence.stable.requests),
+            evidence.started,
+            evidence.elapsed_seconds(),
+        )
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod check;
 pub mod counters;
 pub mod dataplane;
 pub mod evidence;
@@ -22,10 +23,11 @@ mod simulation;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use check::{ArmCounts, Check, CheckName, Outcome};
 pub use evidence::{
     ArmEvidence, Bucket, Counter, Evidence, Histogram, LookError, Snapshot, StepPlan, VersionSample,
 };
-pub use verdict::{judge, ArmCounts, ArmSummary, Check, CheckName, Outcome, Verdict};
+pub use verdict::{judge, ArmSummary, Verdict};
 
 /// How the canary is judged (`spec.analysis`). Every field has a default, so `analysis: {}`
 /// is a complete, sensible configuration.

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
-use analysis::verdict::Outcome;
+use analysis::Outcome;
 use api::{Phase, StickyCanary};
 use render::exposure;
 
