@@ -95,6 +95,14 @@ pub fn id(canary: &StickyCanary) -> String {
     runtime::notify::label(canary)
 }
 
+/// The namespace and name of the rollout [`id`] names (a plain Envoy's has no namespace).
+pub fn parse_id(id: &str) -> (Option<&str>, &str) {
+    match id.split_once('/') {
+        Some((namespace, name)) => (Some(namespace), name),
+        None => (None, id),
+    }
+}
+
 /// The view of `canary` at `now`.
 pub fn rollout(canary: &StickyCanary, now: Timestamp) -> RolloutView {
     let spec = &canary.spec;

@@ -14,7 +14,6 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use crate::error::Error;
-use crate::metrics::Metrics;
 use crate::target::kube::KubeTarget;
 use crate::target::Target;
 use api::{StickyCanary, ACTION_ANNOTATION};
@@ -79,7 +78,7 @@ pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
     retry_on_conflict(|| async {
         let mut last = Vec::new();
         for _ in 0..MAX_PASSES {
-            let canary = target.load().await?.ok_or_else(missing)?;
+            let canary = load(target).await?;
             let plan = target.plan(&canary).await?;
             if plan.writes.is_empty() {
                 let hash = status::hash_objects(plan.objects.iter().map(|d| &d.owned));
@@ -103,7 +102,7 @@ pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
     Ok(written.into_inner())
 }
 
-/// What [`advance`] did.
+/// What [`advance_as`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Advanced {
     /// The spec changes made, in order, each with the objects written to apply it (empty:
@@ -141,15 +140,6 @@ pub fn objects(count: usize, done: &str) -> String {
     }
 }
 
-/// Runs `input` through [`rollout::transition`] on the stored rollout and applies the result:
-/// the spec (after the target checked that it takes the objects it renders to), the status,
-/// then the objects. A transition that asks to run again once applied (abort, `promote
-/// --finish`, an immediate rollback: make before break) runs again, at most
-/// [`MAX_PASSES`] times.
-pub async fn advance<T: Target>(target: &T, input: &Input) -> Result<Advanced, Error> {
-    advance_as(target, input, &Requester::default()).await
-}
-
 /// Who asks for a change (the dashboard), and the rollout as they saw it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Requester {
@@ -159,7 +149,12 @@ pub struct Requester {
     pub seen_generation: Option<i64>,
 }
 
-/// [`advance`] on behalf of `requester`.
+/// Runs `input` through [`rollout::transition`] on the stored rollout for `requester` and
+/// applies the result: the spec (after the target checked that it takes the objects it
+/// renders to), the status, then the objects. A transition that asks to run again once
+/// applied (abort, `promote --finish`, an immediate rollback: make before break) runs again,
+/// at most [`MAX_PASSES`] times. Front ends call it through [`crate::act`], which also sends
+/// the notices.
 pub async fn advance_as<T: Target>(
     target: &T,
     input: &Input,
@@ -168,7 +163,7 @@ pub async fn advance_as<T: Target>(
     let mut done = Advanced::default();
     for pass in 0..MAX_PASSES {
         let transition = retry_on_conflict(|| async {
-            let current = target.load().await?.ok_or_else(missing)?;
+            let current = load(target).await?;
             if let Some(seen) = requester.seen_generation.filter(|_| pass == 0) {
                 let now = current.metadata.generation.unwrap_or_default();
                 if now != seen {
@@ -186,12 +181,10 @@ pub async fn advance_as<T: Target>(
                 let mut next = current.clone();
                 next.spec = spec.clone();
                 if let Some(action) = &transition.action {
-                    let action = match &requester.by {
-                        Some(by) => format!("{by}: {action}"),
-                        None => action.clone(),
-                    };
-                    next.annotations_mut()
-                        .insert(ACTION_ANNOTATION.to_owned(), action);
+                    match &requester.by {
+                        Some(by) => annotate(&mut next, &format!("{by}: {action}")),
+                        None => annotate(&mut next, action),
+                    }
                 }
                 // Refuse what cannot be rendered (a shadowing route, a version without
                 // upstream) or what the API server would refuse, before the rollout changes.
@@ -218,23 +211,39 @@ pub async fn advance_as<T: Target>(
     Ok(done)
 }
 
-/// One look at an automatic rollout: read its metrics and [`advance`] on them. Also returns
-/// when to look again; `None` when the rollout is not automatic.
-pub async fn look<T: Target, M: Metrics>(
-    target: &T,
-    metrics: &M,
-) -> Result<(Advanced, Option<Duration>), Error> {
-    let canary = target.load().await?.ok_or_else(missing)?;
-    if !canary.spec.auto.enabled {
-        return Ok((Advanced::default(), None));
+/// The rollout after `input`, and the transitions it asks to follow with, in memory: what
+/// [`advance_as`] would store, for a dry run.
+pub fn preview(current: &StickyCanary, input: &Input) -> Result<StickyCanary, Error> {
+    let mut next = current.clone();
+    for _ in 0..MAX_PASSES {
+        let status = next.status.clone().unwrap_or_default();
+        let transition = rollout::transition(&next.spec, &status, input, jiff::Timestamp::now())?;
+        if let Some(spec) = transition.spec {
+            next.spec = spec;
+        }
+        if let Some(action) = &transition.action {
+            annotate(&mut next, action);
+        }
+        next.status = transition.status.or(next.status);
+        if !transition.again {
+            break;
+        }
     }
-    let snapshot = metrics.snapshot(&canary).await;
-    let done = advance(target, &Input::Look(Box::new(snapshot))).await?;
-    Ok((done, Some(rollout::auto::look_period(&canary.spec))))
+    Ok(next)
 }
 
-fn missing() -> Error {
-    Error::Invalid("the rollout does not exist; run `stickyctl init` first".into())
+/// Records `action` on `canary` as the change that made it, for the status history.
+pub fn annotate(canary: &mut StickyCanary, action: &str) {
+    canary
+        .annotations_mut()
+        .insert(ACTION_ANNOTATION.to_owned(), action.to_owned());
+}
+
+/// The rollout at the target, or the refusal a command without one gets.
+pub async fn load<T: Target>(target: &T) -> Result<StickyCanary, Error> {
+    target.load().await?.ok_or_else(|| {
+        Error::Invalid("the rollout does not exist; run `stickyctl init` first".into())
+    })
 }
 
 /// Takes deleted rollout `canary`'s managed routes and subsets out of the user's objects, pass
