@@ -235,4 +235,72 @@ mod tests {
             "the refused webhook was called"
         );
     }
+
+    /// A plan file's STICKY entry changes the rollout the way `set-weight` does, notices
+    /// included: the webhook hears of it before the command returns.
+    #[tokio::test]
+    async fn a_plan_sticky_entry_sends_its_notices() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let bodies = heard.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // One request per connection (`connection: close`): read until its JSON ends.
+                while !request.ends_with(b"}") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+                bodies.lock().unwrap().push(body);
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                stream.write_all(answer).await.ok();
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let layout = json!({"listenPort": 10000, "wasmPath": "/x.wasm",
+            "upstreams": {"v1": "127.0.0.1:1", "v2": "127.0.0.1:2"}});
+        std::fs::write(
+            dir.path().join(render::envoy::LAYOUT_FILE),
+            layout.to_string(),
+        )
+        .unwrap();
+        let plan_file = dir.path().join("plan.yaml");
+        std::fs::write(&plan_file, "- {project: shop, type: STICKY, weight: 25}\n").unwrap();
+        let path = dir.path().to_str().unwrap().to_owned();
+        let stickyctl = |args: &[&str]| {
+            let mut line = vec!["stickyctl", "--envoy-dir", &path];
+            line.extend(args);
+            run(line.into_iter().map(str::to_owned).collect::<Vec<_>>())
+        };
+        let webhook = format!("http://127.0.0.1:{port}/hook");
+        let init = stickyctl(&[
+            "init",
+            "--service",
+            "shop",
+            "--stable",
+            "v1",
+            "--webhook",
+            &webhook,
+        ]);
+        assert_eq!(init.await.code, EXIT_OK);
+        assert_eq!(stickyctl(&["start", "--canary", "v2"]).await.code, EXIT_OK);
+        let before = heard.lock().unwrap().len();
+        let applied = stickyctl(&["plan", "apply", plan_file.to_str().unwrap()]).await;
+        assert_eq!(applied.code, EXIT_OK, "{applied:?}");
+        assert!(!applied.stdout.contains("warning"), "{}", applied.stdout);
+        let notices = heard.lock().unwrap()[before..].to_vec();
+        assert!(
+            notices
+                .iter()
+                .any(|n| n.contains("shop: set-weight 25: v1=75 v2=25")),
+            "{notices:?}"
+        );
+    }
 }
