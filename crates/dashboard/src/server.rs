@@ -299,10 +299,9 @@ async fn act(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::
         by: Some(ACTOR.to_owned()),
         seen_generation: request.generation,
     };
-    let (namespace, name) = view::parse_id(&request.rollout);
     // The target (an Envoy directory's lock) is let go before the look below reads again.
     let acted = async {
-        let target = app.place.open(namespace, Some(name)).await?;
+        let target = app.place.open_label(&request.rollout).await?;
         runtime::act::act(&target, &Input::Command(command), &requester, &app.notifier).await
     }
     .await;

@@ -90,17 +90,10 @@ pub struct HistoryRow {
     pub versions: String,
 }
 
-/// How the dashboard names `canary`.
+/// How the dashboard names `canary`: its notices' label, which
+/// [`runtime::target::place::Place::open_label`] opens again.
 pub fn id(canary: &StickyCanary) -> String {
     runtime::notify::label(canary)
-}
-
-/// The namespace and name of the rollout [`id`] names (a plain Envoy's has no namespace).
-pub fn parse_id(id: &str) -> (Option<&str>, &str) {
-    match id.split_once('/') {
-        Some((namespace, name)) => (Some(namespace), name),
-        None => (None, id),
-    }
 }
 
 /// The view of `canary` at `now`.

@@ -309,13 +309,3 @@ fn rollouts_stored_by_hand_show_without_a_panic() {
         }
     }
 }
-
-/// An action names its rollout by the id the page got: read back, it is the rollout's
-/// namespace and name (a plain Envoy's rollout has no namespace).
-#[test]
-fn ids_read_back_as_namespace_and_name() {
-    let mut canary = rollout_with(&[("v1", 100.0)], Phase::Stable);
-    assert_eq!(parse_id(&id(&canary)), (Some("prod"), "shop"));
-    canary.metadata.namespace = None;
-    assert_eq!(parse_id(&id(&canary)), (None, "shop"));
-}

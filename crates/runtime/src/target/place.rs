@@ -108,6 +108,20 @@ impl Place {
             }
         }
     }
+
+    /// The target of the rollout labelled `label` ([`crate::notify::label`]): `namespace/name` in a
+    /// cluster; in a directory, its rollout's name, whatever it holds (a `/` too).
+    pub async fn open_label(&self, label: &str) -> Result<Opened, Error> {
+        match self {
+            Place::Kube { .. } => {
+                let (namespace, name) = label
+                    .split_once('/')
+                    .ok_or_else(|| Error::Invalid(format!("no rollout {label:?} here")))?;
+                self.open(Some(namespace), Some(name)).await
+            }
+            Place::EnvoyDir(_) => self.open(None, Some(label)).await,
+        }
+    }
 }
 
 /// The name of the only rollout in `namespace`; refused when there is none, or several.
@@ -204,5 +218,32 @@ impl Target for Opened {
             Opened::Kube(t) => t.check(plan).await,
             Opened::EnvoyDir(t) => t.check(plan).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::envoy_dir::ROLLOUT_FILE;
+    use api::StickyCanarySpec;
+
+    /// A directory's rollout is opened by its whole label, a `/` in its name included, and
+    /// by no other.
+    #[tokio::test]
+    async fn a_directory_opens_its_rollout_by_its_whole_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let stored = StickyCanary::new("shop/a", StickyCanarySpec::new("shop", "v1"));
+        let text = serde_json::to_string(&stored).unwrap();
+        std::fs::write(dir.path().join(ROLLOUT_FILE), text).unwrap();
+        let place = Place::EnvoyDir(dir.path().to_owned());
+        let opened = place.open_label("shop/a").await.unwrap();
+        let loaded = opened.load().await.unwrap().map(|c| c.name_any());
+        assert_eq!(loaded.as_deref(), Some("shop/a"));
+        drop(opened);
+        let refused = place.open_label("a").await.err().unwrap();
+        assert_eq!(
+            refused.to_string(),
+            "rollout: the Envoy directory holds rollout \"shop/a\", not \"a\""
+        );
     }
 }
