@@ -1,5 +1,5 @@
 //! The one way a front end changes a rollout: read, [`rollout::transition`], write and
-//! converge ([`advance_as`]), then send the change's notices with the front end's
+//! converge (`reconcile::advance_as`), then send the change's notices with the front end's
 //! [`Notifier`]. The CLI's commands, the dashboard's buttons, the plan file's `STICKY`
 //! entries and the controller's looks all come here, so none of them forgets the notices or
 //! sends them its own way.
@@ -25,7 +25,7 @@ pub struct Acted {
     pub warning: Option<String>,
 }
 
-/// Runs `input` on `target`'s rollout for `requester` ([`advance_as`]), then sends the
+/// Runs `input` on `target`'s rollout for `requester` (`reconcile::advance_as`), then sends the
 /// notices to the rollout's webhook as stored afterwards (a change may have been the one
 /// that set it) the way `notifier` does.
 pub async fn act<T: Target>(

@@ -10,7 +10,7 @@
 //! The URL is written by whoever may edit the rollout, and the controller posts from inside
 //! the cluster, so it is a way to make the controller send requests (SSRF). [`check_url`]
 //! takes `https` only (plain `http` to loopback, or with `spec.auto.allowHttpWebhook`) and
-//! never a link-local or cloud metadata address; [`client`] checks every address a name
+//! never a link-local or cloud metadata address; `client` checks every address a name
 //! resolves to again when it connects, follows no redirect and gives up soon.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -62,7 +62,7 @@ pub fn webhook(auto: &AutoSpec) -> Option<Result<Url, String>> {
 /// Whether notices may be posted to `url` (pure): an `https` URL, or `http` to a loopback
 /// host or when `allow_http`; never a link-local or cloud metadata address or name. Checked
 /// on the parsed URL (so `http://2852039166/` is 169.254.169.254, as a browser reads it).
-/// The host's addresses are checked again when a notice is sent ([`client`]).
+/// The host's addresses are checked again when a notice is sent (`client`).
 pub fn check_url(url: &str, allow_http: bool) -> Result<Url, String> {
     let parsed = Url::parse(url).map_err(|err| format!("{FIELD}: not a URL ({err})"))?;
     let host = match parsed.host() {
@@ -184,7 +184,7 @@ pub fn label(canary: &StickyCanary) -> String {
 /// How the one acting on a rollout sends the notices of its changes: the policy a front end
 /// picks once, so every way of acting sends them the same way.
 pub struct Notifier {
-    /// The webhook client ([`client`]), built at the first notice and then reused (the
+    /// The webhook client (`client`), built at the first notice and then reused (the
     /// system's root certificates are read once), or why there is none.
     client: OnceLock<Result<reqwest::Client, String>>,
     /// `Some(bound)`: wait for the notices, up to `bound` (a command, whose process must not

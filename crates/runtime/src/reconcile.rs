@@ -102,7 +102,7 @@ pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
     Ok(written.into_inner())
 }
 
-/// What [`advance_as`] did.
+/// What a change did ([`crate::act::act`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Advanced {
     /// The spec changes made, in order, each with the objects written to apply it (empty:
@@ -140,7 +140,7 @@ pub fn objects(count: usize, done: &str) -> String {
     }
 }
 
-/// Who asks for a change (the dashboard), and the rollout as they saw it.
+/// Who asks for a change (the dashboard, the plan file), and the rollout as they saw it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Requester {
     /// Recorded before the action in the history, e.g. `dashboard` gives `dashboard: next 10`.
@@ -153,9 +153,9 @@ pub struct Requester {
 /// applies the result: the spec (after the target checked that it takes the objects it
 /// renders to), the status, then the objects. A transition that asks to run again once
 /// applied (abort, `promote --finish`, an immediate rollback: make before break) runs again,
-/// at most [`MAX_PASSES`] times. Front ends call it through [`crate::act`], which also sends
-/// the notices.
-pub async fn advance_as<T: Target>(
+/// at most [`MAX_PASSES`] times. Only [`crate::act`] calls it, so no front end changes a
+/// rollout without sending its notices.
+pub(crate) async fn advance_as<T: Target>(
     target: &T,
     input: &Input,
     requester: &Requester,
@@ -212,7 +212,7 @@ pub async fn advance_as<T: Target>(
 }
 
 /// The rollout after `input`, and the transitions it asks to follow with, in memory: what
-/// [`advance_as`] would store, for a dry run.
+/// [`crate::act::act`] would store, for a dry run.
 pub fn preview(current: &StickyCanary, input: &Input) -> Result<StickyCanary, Error> {
     let mut next = current.clone();
     for _ in 0..MAX_PASSES {

@@ -1,5 +1,6 @@
 //! Runs a parsed command line: one match on the command, each verb wired to the runtime
-//! (where its rollout lives: [`Place`]; changing it: [`act`]) and its text to [`print`].
+//! (where its rollout lives: [`Place`]; changing it: [`act`]) and its text to
+//! [`super::print`].
 
 use std::path::Path;
 
@@ -7,7 +8,9 @@ use kube::ResourceExt;
 use sticky_canary_filter::config::OverrideConfig;
 use sticky_canary_filter::Config;
 
-use super::args::{Cli, Command, ControllerArgs, DashboardArgs, DryRun, Switch};
+use super::args::{
+    Cli, Command, ControllerArgs, DashboardArgs, DryRun, ExplainArgs, InitArgs, Output, Switch,
+};
 use super::print;
 use super::spec::{already_exists, default_name, init_spec, override_access};
 use api::StickyCanary;
@@ -58,68 +61,28 @@ pub async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
             let target = cli.target(None).await?;
             match watch {
                 true => Box::pin(watch_status(&target, out)).await,
-                false => {
-                    let canary = load(&target).await?;
-                    let plan = target.plan(&canary).await?;
-                    let now = jiff::Timestamp::now();
-                    out.push_str(&print::status(&canary, &plan.objects, now, *output));
-                    Ok(())
-                }
+                false => Box::pin(show_status(&target, *output, out)).await,
             }
         }
-        Command::Explain(args) => {
-            let target = cli.target(None).await?;
-            let canary = load(&target).await?;
-            let config = Config::compile(target.plugin_config(&canary))
-                .map_err(|e| Error::Invalid(format!("spec: {e}")))?;
-            out.push_str(&print::explain(&canary, &config, args));
-            Ok(())
-        }
-        Command::Render => {
-            let target = cli.target(None).await?;
-            let canary = load(&target).await?;
-            let plan = target.plan(&canary).await?;
-            out.push_str(&print::render(&plan.objects));
-            Ok(())
-        }
+        Command::Explain(args) => Box::pin(explain(&cli.target(None).await?, args, out)).await,
+        Command::Render => Box::pin(render(&cli.target(None).await?, out)).await,
         Command::Start { canary, dry } => {
             let start = op(Op::Start {
                 canary: canary.clone(),
             });
-            Box::pin(change(&cli.target(None).await?, start, dry, out)).await
+            Box::pin(change(&cli, start, dry, out)).await
         }
         Command::SetWeight { percent, dry } => {
-            let set = op(Op::SetWeight(*percent));
-            Box::pin(change(&cli.target(None).await?, set, dry, out)).await
+            Box::pin(change(&cli, op(Op::SetWeight(*percent)), dry, out)).await
         }
-        Command::Next { dry } => {
-            Box::pin(change(&cli.target(None).await?, op(Op::Next), dry, out)).await
-        }
+        Command::Next { dry } => Box::pin(change(&cli, op(Op::Next), dry, out)).await,
         Command::Promote { finish, dry } => {
             let promote = op(Op::Promote { finish: *finish });
-            Box::pin(change(&cli.target(None).await?, promote, dry, out)).await
+            Box::pin(change(&cli, promote, dry, out)).await
         }
-        Command::Abort { dry } => {
-            Box::pin(change(&cli.target(None).await?, op(Op::Abort), dry, out)).await
-        }
-        Command::Pause { dry } => {
-            Box::pin(change(
-                &cli.target(None).await?,
-                RolloutCommand::Pause,
-                dry,
-                out,
-            ))
-            .await
-        }
-        Command::Resume { dry } => {
-            Box::pin(change(
-                &cli.target(None).await?,
-                RolloutCommand::Resume,
-                dry,
-                out,
-            ))
-            .await
-        }
+        Command::Abort { dry } => Box::pin(change(&cli, op(Op::Abort), dry, out)).await,
+        Command::Pause { dry } => Box::pin(change(&cli, RolloutCommand::Pause, dry, out)).await,
+        Command::Resume { dry } => Box::pin(change(&cli, RolloutCommand::Resume, dry, out)).await,
         Command::Auto {
             state,
             prometheus,
@@ -133,7 +96,7 @@ pub async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
                 metrics::check(&Prometheus::new(url)?, &canary).await?;
             }
             let auto = RolloutCommand::Auto(*state == Switch::On);
-            Box::pin(change(&target, auto, dry, out)).await
+            Box::pin(change_on(&target, auto, dry, out)).await
         }
         Command::Override { access, token, dry } => {
             let target = cli.target(None).await?;
@@ -142,7 +105,7 @@ pub async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
                 keep_token(&target, &load(&target).await?, token, out).await?;
             }
             let command = RolloutCommand::Override(access);
-            Box::pin(change(&target, command, dry, out)).await
+            Box::pin(change_on(&target, command, dry, out)).await
         }
     }
 }
@@ -165,9 +128,19 @@ impl Cli {
     }
 }
 
+/// `command` on the rollout the flags name ([`change_on`]).
+async fn change(
+    cli: &Cli,
+    command: RolloutCommand,
+    dry: &DryRun,
+    out: &mut String,
+) -> Result<(), Error> {
+    change_on(&cli.target(None).await?, command, dry, out).await
+}
+
 /// `command` on the rollout of `target`, through the runtime (its notices waited for, up
 /// to a bound, before the process exits); with `--dry-run`, the diff of what it would write.
-async fn change(
+async fn change_on(
     target: &Opened,
     command: RolloutCommand,
     dry: &DryRun,
@@ -246,7 +219,7 @@ async fn delete(cli: &Cli, dry_run: bool, out: &mut String) -> Result<(), Error>
 async fn init_rollout(
     target: &Opened,
     cli: &Cli,
-    args: &super::args::InitArgs,
+    args: &InitArgs,
     out: &mut String,
 ) -> Result<(), Error> {
     let mut spec = init_spec(args)?;
@@ -301,6 +274,32 @@ async fn keep_token(
 ) -> Result<(), Error> {
     let read = target.keep_override_token(canary, token).await?;
     out.push_str(&print::qa_token(canary, &read));
+    Ok(())
+}
+
+/// `status`: the rollout and whether its objects are in sync.
+async fn show_status(target: &Opened, output: Output, out: &mut String) -> Result<(), Error> {
+    let canary = load(target).await?;
+    let plan = target.plan(&canary).await?;
+    let now = jiff::Timestamp::now();
+    out.push_str(&print::status(&canary, &plan.objects, now, output));
+    Ok(())
+}
+
+/// `explain`: the filter's decision for a described request, with the rollout's settings.
+async fn explain(target: &Opened, args: &ExplainArgs, out: &mut String) -> Result<(), Error> {
+    let canary = load(target).await?;
+    let config = Config::compile(target.plugin_config(&canary))
+        .map_err(|e| Error::Invalid(format!("spec: {e}")))?;
+    out.push_str(&print::explain(&canary, &config, args));
+    Ok(())
+}
+
+/// `render`: the objects the rollout renders to.
+async fn render(target: &Opened, out: &mut String) -> Result<(), Error> {
+    let canary = load(target).await?;
+    let plan = target.plan(&canary).await?;
+    out.push_str(&print::render(&plan.objects));
     Ok(())
 }
 

@@ -8,10 +8,10 @@
 //! works with or without the controller running; `--dry-run` prints a unified diff of what it
 //! would write and writes nothing. `delete` likewise does the controller's finalizer work itself.
 //!
-//! [`args`] holds the clap types, [`dispatch`] runs a parsed command line (the runtime does
-//! the work: [`runtime::target::place::Place`] finds the rollout, [`runtime::act::act`]
-//! changes it and sends its notices), [`print`] turns what was read or done into text, and
-//! [`spec`] turns `init`'s and `override`'s flags into the spec.
+//! `args` holds the clap types, `dispatch` runs a parsed command line (the runtime does the
+//! work: [`runtime::target::place::Place`] finds the rollout, [`runtime::act::act`] changes
+//! it and sends its notices), `print` turns what was read or done into text (pure, tested on
+//! its own), and `spec` turns `init`'s and `override`'s flags into the spec.
 
 mod args;
 mod dispatch;
