@@ -6,7 +6,8 @@
 #[macro_use]
 mod support;
 
-use dashboard::{server, Source};
+use dashboard::server;
+use runtime::target::place::Place;
 use serde_json::{json, Value};
 use support::{assert_same, NS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,7 +34,7 @@ on_both_backends! {
         let Some(c) = backend.cluster() else { return };
         c.init().await;
         c.ok(&["start", "--canary", "v2"]).await;
-        let source = Source::Kube { client: c.kube_client(), namespace: Some(NS.to_owned()) };
+        let source = Place::Kube { client: c.kube_client(), namespace: Some(NS.to_owned()) };
         let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let served = tokio::spawn(server::serve(listener, source, None, None));

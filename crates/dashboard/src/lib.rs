@@ -1,7 +1,7 @@
 //! `stickyctl dashboard`: a web page to see and steer every rollout of a cluster or of an
-//! Envoy directory, live. Every action is the CLI's command, run through the `runtime` and
-//! recorded in the history as done by the dashboard. A front end: it acts only through
-//! `runtime` and depends on no other front end.
+//! Envoy directory, live. Every action is the CLI's command, run through [`runtime::act::act`]
+//! (its notices posted in the background) and recorded in the history as done by the
+//! dashboard. A front end: it acts only through `runtime` and depends on no other front end.
 //!
 //! Safe by default: it listens on loopback; anywhere else it refuses to start without a
 //! token, and once a token is given every action needs it. Neither the token nor a
@@ -13,18 +13,16 @@ use std::net::SocketAddr;
 
 use prometheus::Prometheus;
 use runtime::error::Error;
+use runtime::target::place::Place;
 
 pub mod action;
 pub mod charts;
 pub mod server;
-pub mod source;
 pub mod view;
 
-pub use source::Source;
-
-/// Serves the dashboard of `source` on `listen` until Ctrl-C.
+/// Serves the dashboard of the rollouts at `place` on `listen` until Ctrl-C.
 pub async fn run(
-    source: Source,
+    place: Place,
     listen: SocketAddr,
     token: Option<String>,
     prometheus: Option<Prometheus>,
@@ -45,7 +43,7 @@ pub async fn run(
             "open to this machine"
         }
     );
-    server::serve(listener, source, token, prometheus.map(charts::Charts::new)).await
+    server::serve(listener, place, token, prometheus.map(charts::Charts::new)).await
 }
 
 #[cfg(test)]
@@ -54,9 +52,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_non_loopback_address_needs_a_token() {
-        let source = Source::EnvoyDir(std::env::temp_dir());
+        let place = Place::EnvoyDir(std::env::temp_dir());
         for token in [None, Some(String::new())] {
-            let refused = run(source.clone(), "0.0.0.0:0".parse().unwrap(), token, None)
+            let refused = run(place.clone(), "0.0.0.0:0".parse().unwrap(), token, None)
                 .await
                 .unwrap_err();
             assert_eq!(refused.exit_code(), runtime::error::EXIT_INVALID);

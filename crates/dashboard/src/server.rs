@@ -1,7 +1,7 @@
 //! The HTTP shell: the page and its assets (built into the binary), the rollouts as JSON, a
 //! stream of them as server-sent events, and the actions. It decides nothing: views come
 //! from [`super::view`], commands and who may send them from [`super::action`], changes
-//! from [`runtime::reconcile::advance_as`].
+//! from [`runtime::act::act`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,11 +19,12 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::action::{self, ActionRequest};
-use super::source::Source;
 use super::view::{self, RolloutView};
 use rollout::Input;
 use runtime::error::Error;
+use runtime::notify::Notifier;
 use runtime::reconcile::Requester;
+use runtime::target::place::Place;
 
 /// How often the rollouts are read for the live view.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -47,7 +48,10 @@ pub struct PageState {
 
 struct App {
     listen: SocketAddr,
-    source: Source,
+    place: Place,
+    /// The actions' notices: posted in the background (an answer never waits for a
+    /// webhook), with one client for the server's life.
+    notifier: Notifier,
     token: Option<String>,
     live: watch::Receiver<Arc<String>>,
     looker: tokio::sync::Mutex<Looker>,
@@ -64,7 +68,7 @@ struct Looker {
 /// Serves the dashboard on `listener` until Ctrl-C; `charts` fills [`PageState::charts`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    source: Source,
+    place: Place,
     token: Option<String>,
     charts: Option<super::charts::Charts>,
 ) -> Result<(), Error> {
@@ -74,7 +78,8 @@ pub async fn serve(
     let (sender, live) = watch::channel(Arc::new(String::from("{}")));
     let app = Arc::new(App {
         listen,
-        source,
+        place,
+        notifier: Notifier::server(),
         token,
         live,
         looker: tokio::sync::Mutex::new(Looker {
@@ -183,7 +188,7 @@ async fn poll(app: Arc<App>) {
 async fn look(app: &App) {
     let mut looker = app.looker.lock().await;
     let now = jiff::Timestamp::now();
-    let (rollouts, error) = match app.source.list().await {
+    let (rollouts, error) = match app.place.list().await {
         Ok(rollouts) => (rollouts, None),
         Err(err) => (Vec::new(), Some(err.to_string())),
     };
@@ -294,14 +299,21 @@ async fn act(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::
         by: Some(ACTOR.to_owned()),
         seen_generation: request.generation,
     };
-    let done = app
-        .source
-        .act(&request.rollout, &Input::Command(command), &requester)
-        .await;
+    // The target (an Envoy directory's lock) is let go before the look below reads again.
+    let acted = async {
+        let target = app.place.open_label(&request.rollout).await?;
+        runtime::act::act(&target, &Input::Command(command), &requester, &app.notifier).await
+    }
+    .await;
     // Every page (this one's refresh included) sees the outcome before the answer.
     look(&app).await;
-    match done {
-        Ok(done) => answer(StatusCode::OK, "message", &done.lines().join("; ")),
+    match acted {
+        Ok(acted) => {
+            if let Some(why) = &acted.warning {
+                tracing::warn!(rollout = %request.rollout, "{why}");
+            }
+            answer(StatusCode::OK, "message", &acted.done.lines().join("; "))
+        }
         Err(err) => {
             let status = match &err {
                 Error::Stale { .. } => StatusCode::CONFLICT,
@@ -328,8 +340,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let source = Source::EnvoyDir(dir.path().to_owned());
-        tokio::spawn(serve(listener, source, Some("t0k3n".to_owned()), None));
+        let place = Place::EnvoyDir(dir.path().to_owned());
+        tokio::spawn(serve(listener, place, Some("t0k3n".to_owned()), None));
         (base, dir)
     }
 

@@ -90,7 +90,8 @@ pub struct HistoryRow {
     pub versions: String,
 }
 
-/// How the dashboard names `canary`.
+/// How the dashboard names `canary`: its notices' label, which
+/// [`runtime::target::place::Place::open_label`] opens again.
 pub fn id(canary: &StickyCanary) -> String {
     runtime::notify::label(canary)
 }

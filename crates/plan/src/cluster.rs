@@ -61,11 +61,6 @@ impl Cluster {
         Cluster { client }
     }
 
-    /// The client, for the entries that go through a [`runtime::target::Target`].
-    pub fn client(&self) -> Client {
-        self.client.clone()
-    }
-
     /// An Ingress or a VirtualService, `None` when it does not exist.
     pub async fn object(
         &self,

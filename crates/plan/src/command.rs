@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use super::cluster::Cluster;
-use super::file;
-use super::run::{self, Goal, Place};
+use super::file::{self, Entry};
+use super::run::{self, Goal};
 use runtime::error::Error;
-use runtime::target::envoy_dir::EnvoyDir;
-use runtime::target::kube as kube_target;
+use runtime::notify::Notifier;
+use runtime::target::place::Place;
 
 /// `stickyctl plan ...`.
 #[derive(Debug, Subcommand)]
@@ -57,18 +56,16 @@ pub enum Format {
     Json,
 }
 
-/// Where the global flags point.
-pub struct Where<'a> {
-    /// `--namespace`.
-    pub namespace: Option<&'a str>,
-    /// `--kubeconfig`.
-    pub kubeconfig: Option<&'a std::path::Path>,
-    /// `--envoy-dir`.
-    pub envoy_dir: Option<&'a std::path::Path>,
+/// The plan file of a subcommand, read and checked whole: before anything is read from the
+/// cluster, so a bad file is refused without one.
+pub struct PlanFile {
+    entries: Vec<Entry>,
+    /// The file's path, as the messages name it.
+    source: String,
 }
 
-/// Runs one `plan` subcommand.
-pub async fn execute(command: &PlanCommand, at: Where<'_>, out: &mut String) -> Result<(), Error> {
+/// Reads and checks the plan file `command` names.
+pub fn read(command: &PlanCommand) -> Result<PlanFile, Error> {
     let path = match command {
         PlanCommand::Apply { file, .. }
         | PlanCommand::Status { file, .. }
@@ -76,47 +73,31 @@ pub async fn execute(command: &PlanCommand, at: Where<'_>, out: &mut String) -> 
     };
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let source = path.display().to_string();
-    // The whole file is checked before anything is read from the cluster.
     let entries = file::parse(&text, &source)?;
-    let place = match at.envoy_dir {
-        Some(dir) => Place::EnvoyDir(EnvoyDir::open(dir).await?),
-        None => {
-            let (client, default_namespace) = kube_target::client(at.kubeconfig).await?;
-            Place::Kube {
-                cluster: Cluster::new(client),
-                namespace: at.namespace.map_or(default_namespace, str::to_owned),
-            }
-        }
-    };
-    match command {
+    Ok(PlanFile { entries, source })
+}
+
+/// Runs one `plan` subcommand on `file` ([`read`]) at `place`; `STICKY` entries' notices go
+/// out as `notifier` sends them.
+pub async fn execute(
+    command: &PlanCommand,
+    file: &PlanFile,
+    place: &Place,
+    notifier: &Notifier,
+    out: &mut String,
+) -> Result<(), Error> {
+    let (goal, dry_run, timeout) = match command {
         PlanCommand::Apply {
             dry_run, timeout, ..
-        } => {
-            run::apply(
-                &place,
-                &entries,
-                Goal::File,
-                *dry_run,
-                Duration::from_secs(*timeout),
-                out,
-            )
-            .await
-        }
+        } => (Goal::File, dry_run, timeout),
         PlanCommand::Rollback {
             dry_run, timeout, ..
-        } => {
-            run::apply(
-                &place,
-                &entries,
-                Goal::Stable,
-                *dry_run,
-                Duration::from_secs(*timeout),
-                out,
-            )
-            .await
-        }
+        } => (Goal::Stable, dry_run, timeout),
         PlanCommand::Status { output, .. } => {
-            run::status(&place, &entries, &source, *output == Format::Json, out).await
+            let json = *output == Format::Json;
+            return run::status(place, &file.entries, &file.source, json, out).await;
         }
-    }
+    };
+    let timeout = Duration::from_secs(*timeout);
+    run::apply(place, &file.entries, goal, *dry_run, timeout, notifier, out).await
 }

@@ -8,7 +8,6 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use kube::ResourceExt;
 use serde_json::json;
 
 use super::cluster::Cluster;
@@ -19,36 +18,41 @@ use super::preview::{self, EntryStatus};
 use super::singleton::{self, Side, Step};
 use super::workload::both;
 use super::{ObjectKind, Refusal};
+use runtime::act::act;
 use runtime::error::{Changed, Error, EXIT_INVALID};
-use runtime::reconcile::{advance_as, converge, retry_on_conflict, MAX_ATTEMPTS};
-use runtime::target::envoy_dir::EnvoyDir;
-use runtime::target::kube::KubeTarget;
+use runtime::notify::Notifier;
+use runtime::reconcile::{converge, retry_on_conflict, MAX_ATTEMPTS};
+use runtime::target::place::{Opened, Place};
 use runtime::target::{Plan, Target};
 
 /// How often a handover looks whether the old pods are gone: the longest the new one waits
 /// after they are.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Where the plan's objects live.
-pub enum Place {
-    /// A Kubernetes cluster, and the namespace of entries that name none.
-    Kube {
-        /// The cluster.
-        cluster: Cluster,
-        /// The default namespace.
-        namespace: String,
-    },
-    /// A plain Envoy's config directory: `STICKY` entries only (its one rollout).
-    EnvoyDir(EnvoyDir),
+/// The namespace of entries that name none: the place's; `envoy-dir` in a plain Envoy's
+/// directory, whose one rollout has none.
+fn default_namespace(place: &Place) -> &str {
+    place.namespace().unwrap_or("envoy-dir")
 }
 
-impl Place {
-    fn namespace(&self) -> &str {
-        match self {
-            Place::Kube { namespace, .. } => namespace,
-            Place::EnvoyDir(_) => "envoy-dir",
-        }
+/// The cluster the entries other than `STICKY` are read from and written to; a plain Envoy's
+/// directory has none ([`check_place`] refuses them before anything is read).
+fn cluster(place: &Place, entry: &Entry) -> Result<Cluster, Error> {
+    match place {
+        Place::Kube { client, .. } => Ok(Cluster::new(client.clone())),
+        Place::EnvoyDir(_) => Err(Error::Invalid(format!(
+            "type {} needs Kubernetes",
+            entry.kind.as_str()
+        ))),
     }
+}
+
+/// The target of a `STICKY` entry's rollout (a plain Envoy's directory holds one, and refuses
+/// another name).
+async fn sticky_target(place: &Place, names: &Names) -> Result<Opened, Error> {
+    place
+        .open(Some(&names.namespace), Some(&names.rollout))
+        .await
 }
 
 /// `entry 3 (map)`'s error `err`, keeping what kind of error it is (and so its exit code).
@@ -85,47 +89,36 @@ fn check_place(place: &Place, entries: &[Entry]) -> Result<(), Error> {
 
 /// Reads the live objects of `entry`.
 async fn read(place: &Place, entry: &Entry, names: &Names) -> Result<Live, Error> {
-    let cluster = match place {
-        Place::EnvoyDir(dir) => {
-            let rollout = dir.load().await?;
-            if let Some(r) = &rollout {
-                if r.name_any() != names.rollout {
-                    return Err(Error::Invalid(format!(
-                        "rollout: the Envoy directory holds rollout {:?}, not {:?}",
-                        r.name_any(),
-                        names.rollout
-                    )));
-                }
-            }
-            return Ok(Live::Sticky(rollout.map(Box::new)));
-        }
-        Place::Kube { cluster, .. } => cluster,
-    };
     let ns = &names.namespace;
     Ok(match entry.kind {
-        Kind::Sticky => Live::Sticky(sticky_target(cluster, names).load().await?.map(Box::new)),
-        Kind::IngressNginx => Live::Ingress {
-            stable: cluster
-                .object(ObjectKind::Ingress, ns, &names.stable)
-                .await?,
-            canary: cluster
-                .object(ObjectKind::Ingress, ns, &names.canary)
-                .await?,
-        },
+        Kind::Sticky => {
+            let rollout = sticky_target(place, names).await?.load().await?;
+            Live::Sticky(rollout.map(Box::new))
+        }
+        Kind::IngressNginx => {
+            let cluster = cluster(place, entry)?;
+            Live::Ingress {
+                stable: cluster
+                    .object(ObjectKind::Ingress, ns, &names.stable)
+                    .await?,
+                canary: cluster
+                    .object(ObjectKind::Ingress, ns, &names.canary)
+                    .await?,
+            }
+        }
         Kind::IstioVsvc => Live::VirtualService(
-            cluster
+            cluster(place, entry)?
                 .object(ObjectKind::VirtualService, ns, &names.virtual_service)
                 .await?,
         ),
-        Kind::DeploymentReplicas | Kind::DeploymentSingleton => Live::Deployments {
-            stable: cluster.workload(ns, &names.stable).await?,
-            canary: cluster.workload(ns, &names.canary).await?,
-        },
+        Kind::DeploymentReplicas | Kind::DeploymentSingleton => {
+            let cluster = cluster(place, entry)?;
+            Live::Deployments {
+                stable: cluster.workload(ns, &names.stable).await?,
+                canary: cluster.workload(ns, &names.canary).await?,
+            }
+        }
     })
-}
-
-fn sticky_target(cluster: &Cluster, names: &Names) -> KubeTarget {
-    KubeTarget::new(cluster.client(), &names.namespace, &names.rollout)
 }
 
 /// One entry, read and decided.
@@ -145,9 +138,10 @@ impl Prepared {
     }
 }
 
-/// What the rollout of `live` (after `decision`) renders to against `target`'s live objects.
-async fn render<T: Target>(
-    target: &T,
+/// What the rollout of `live` (after `decision`) renders to against its target's live objects.
+async fn render(
+    place: &Place,
+    names: &Names,
     live: &Live,
     decision: &Decision,
 ) -> Result<Option<Plan>, Error> {
@@ -156,6 +150,7 @@ async fn render<T: Target>(
         (Decision::Sticky(None), Live::Sticky(Some(current))) => current.as_ref(),
         _ => return Ok(None),
     };
+    let target = sticky_target(place, names).await?;
     target.plan(rollout).await.map(Some)
 }
 
@@ -164,7 +159,7 @@ async fn prepare(place: &Place, entries: &[Entry]) -> Result<Vec<Prepared>, Erro
     let mut prepared = Vec::new();
     let mut refusals = Vec::new();
     for entry in entries {
-        let names = naming::resolve(entry, place.namespace());
+        let names = naming::resolve(entry, default_namespace(place));
         let live = read(place, entry, &names)
             .await
             .map_err(|e| within(entry, e))?;
@@ -175,12 +170,7 @@ async fn prepare(place: &Place, entries: &[Entry]) -> Result<Vec<Prepared>, Erro
                 continue;
             }
         };
-        let rendered = match place {
-            Place::Kube { cluster, .. } => {
-                render(&sticky_target(cluster, &names), &live, &decision).await
-            }
-            Place::EnvoyDir(dir) => render(dir, &live, &decision).await,
-        };
+        let rendered = render(place, &names, &live, &decision).await;
         let rendered = match rendered.map_err(|e| within(entry, e)) {
             Ok(rendered) => rendered,
             Err(e) if e.exit_code() == EXIT_INVALID => {
@@ -213,23 +203,17 @@ async fn check(place: &Place, prepared: &[Prepared]) -> Result<usize, Error> {
     for p in prepared {
         let result = async {
             if let Some(plan) = &p.rendered {
-                match place {
-                    Place::Kube { cluster, .. } => {
-                        sticky_target(cluster, &p.names).check(plan).await?
-                    }
-                    Place::EnvoyDir(dir) => dir.check(plan).await?,
-                }
+                sticky_target(place, &p.names).await?.check(plan).await?;
                 checked += plan.writes.len();
             }
             let writes = match &p.decision {
                 Decision::Writes(writes) | Decision::Handover { writes, .. } => writes.as_slice(),
-                Decision::Sticky(_) => &[],
+                Decision::Sticky(_) => return Ok(()),
             };
-            if let Place::Kube { cluster, .. } = place {
-                for write in writes {
-                    cluster.write(write, true).await?;
-                    checked += 1;
-                }
+            let cluster = cluster(place, &p.entry)?;
+            for write in writes {
+                cluster.write(write, true).await?;
+                checked += 1;
             }
             Ok::<(), Error>(())
         };
@@ -287,13 +271,15 @@ pub enum Goal {
 }
 
 /// `plan apply` and `plan rollback`: previews, checks, then applies every entry (with
-/// `dry_run`, previews and checks only).
+/// `dry_run`, previews and checks only); `STICKY` entries' notices go out as `notifier` sends
+/// them.
 pub async fn apply(
     place: &Place,
     entries: &[Entry],
     goal: Goal,
     dry_run: bool,
     timeout: Duration,
+    notifier: &Notifier,
     out: &mut String,
 ) -> Result<(), Error> {
     check_place(place, entries)?;
@@ -333,7 +319,7 @@ pub async fn apply(
     .ok();
     let mut wrote_any = false;
     for (i, p) in prepared.iter().enumerate() {
-        let result = apply_entry(place, p, timeout).await;
+        let result = apply_entry(place, p, timeout, notifier).await;
         match result {
             Ok((written, report)) => {
                 wrote_any |= written;
@@ -373,16 +359,19 @@ async fn apply_entry(
     place: &Place,
     p: &Prepared,
     timeout: Duration,
+    notifier: &Notifier,
 ) -> Result<(bool, String), Error> {
     let (entry, names) = (&p.entry, &p.names);
-    let cluster = match place {
-        Place::EnvoyDir(dir) => return apply_sticky(dir, entry, names).await,
-        Place::Kube { cluster, .. } => cluster,
-    };
     match entry.kind {
-        Kind::Sticky => apply_sticky(&sticky_target(cluster, names), entry, names).await,
-        Kind::DeploymentSingleton => hand_over(cluster, entry, names, timeout).await,
+        Kind::Sticky => {
+            let target = sticky_target(place, names).await?;
+            apply_sticky(&target, entry, names, notifier).await
+        }
+        Kind::DeploymentSingleton => {
+            hand_over(&cluster(place, entry)?, entry, names, timeout).await
+        }
         Kind::IngressNginx | Kind::IstioVsvc | Kind::DeploymentReplicas => {
+            let cluster = cluster(place, entry)?;
             let written = retry_on_conflict(|| async {
                 let live = read(place, entry, names).await?;
                 let Decision::Writes(writes) = entry::decide(entry, names, &live, Timestamp::now())
@@ -416,22 +405,27 @@ async fn apply_entry(
 }
 
 /// `STICKY`: the weight through `set-weight`'s transition, applied by the runtime as every
-/// command is (the step's bookkeeping included), then converged.
+/// command is (the step's bookkeeping and its notices included), then converged.
 async fn apply_sticky<T: Target>(
     target: &T,
     entry: &Entry,
     names: &Names,
+    notifier: &Notifier,
 ) -> Result<(bool, String), Error> {
     let current = target.load().await?;
     // Refused as the preview refuses it, naming the entry's field.
     let edited = super::sticky::edit(names, current.as_ref(), entry.weight, Timestamp::now())
         .map_err(|r| refused(entry, r))?;
-    let (changed, written) = match edited {
-        None => (false, converge(target).await?),
+    let (changed, written, warning) = match edited {
+        None => (false, converge(target).await?, None),
         Some(_) => {
             let input = super::sticky::input(entry.weight);
-            let done = advance_as(target, &input, &super::sticky::requester()).await?;
-            (!done.actions.is_empty(), done.written)
+            let acted = act(target, &input, &super::sticky::requester(), notifier).await?;
+            (
+                !acted.done.actions.is_empty(),
+                acted.done.written,
+                acted.warning,
+            )
         }
     };
     let objects = |n: usize| match n {
@@ -449,6 +443,10 @@ async fn apply_sticky<T: Target>(
             entry.weight,
             objects(n)
         ),
+    };
+    let report = match warning {
+        Some(why) => format!("{report}\nwarning: {why}"),
+        None => report,
     };
     Ok((changed || written > 0, report))
 }
@@ -566,17 +564,14 @@ pub async fn status(
     check_place(place, entries)?;
     let mut statuses: Vec<EntryStatus> = Vec::new();
     for entry in entries {
-        let names = naming::resolve(entry, place.namespace());
+        let names = naming::resolve(entry, default_namespace(place));
         let live = read(place, entry, &names)
             .await
             .map_err(|e| within(entry, e))?;
         let decision = entry::decide(entry, &names, &live, Timestamp::now()).ok();
-        let rendered = match (&decision, place) {
-            (Some(d), Place::Kube { cluster, .. }) => {
-                render(&sticky_target(cluster, &names), &live, d).await
-            }
-            (Some(d), Place::EnvoyDir(dir)) => render(dir, &live, d).await,
-            (None, _) => Ok(None),
+        let rendered = match &decision {
+            Some(d) => render(place, &names, &live, d).await,
+            None => Ok(None),
         };
         let rendered_in_sync = match rendered {
             Ok(plan) => plan.is_none_or(|p| p.writes.is_empty()),

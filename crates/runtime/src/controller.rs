@@ -21,12 +21,14 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::act::look;
 use crate::error::{Error, EXIT_INVALID};
 use crate::metrics::Metrics;
-use crate::notify;
-use crate::reconcile::{converge, look, teardown};
+use crate::notify::Notifier;
+use crate::reconcile::{converge, teardown};
 use crate::target::envoy_dir::EnvoyDir;
 use crate::target::kube::{objects_api, KubeTarget, FINALIZER};
+use crate::target::place::Place;
 use crate::target::Target;
 use api::StickyCanary;
 use render::istio::{namespace_and_name, object_name, Kind};
@@ -47,8 +49,8 @@ pub struct Ctx<M> {
     pub recorder: Recorder,
     /// Where automatic rollouts' metrics come from (`--prometheus`); without it they wait.
     pub metrics: Option<M>,
-    /// The webhook client ([`notify::client`]), or why there is none.
-    pub http: Result<reqwest::Client, String>,
+    /// How the looks' notices are sent: in the background, with one client.
+    pub notifier: Notifier,
 }
 
 impl<M: Metrics> Ctx<M> {
@@ -59,7 +61,7 @@ impl<M: Metrics> Ctx<M> {
             client,
             recorder,
             metrics,
-            http: notify::client(),
+            notifier: Notifier::server(),
         }
     }
 
@@ -129,20 +131,17 @@ async fn finalize<M: Metrics>(canary: Arc<StickyCanary>, ctx: &Ctx<M>) -> Result
                 // never from `canary`: the cache may be stale (a re-list from a lagging API
                 // server, a missed event), and trusting it held an automatic rollout, and the
                 // rollback of a failing canary, until the rollout's next change was seen.
-                let (done, again) = look(&target, metrics).await?;
-                for (action, _) in &done.actions {
+                let Some((acted, again)) = look(&target, metrics, &ctx.notifier).await? else {
+                    return Ok(Action::requeue(RESYNC));
+                };
+                for (action, _) in &acted.done.actions {
                     ctx.publish(&canary, EventType::Normal, "Step", action.clone()).await;
                 }
-                if !done.notices.is_empty() {
-                    if let Some(fresh) = target.load().await? {
-                        if let Err(why) = notify::dispatch(&ctx.http, &fresh, done.notices) {
-                            tracing::warn!(rollout = %name, %namespace, "{why}");
-                            ctx.publish(&canary, EventType::Warning, "WebhookRefused", why)
-                                .await;
-                        }
-                    }
+                if let Some(why) = acted.warning {
+                    tracing::warn!(rollout = %name, %namespace, "{why}");
+                    ctx.publish(&canary, EventType::Warning, "WebhookRefused", why).await;
                 }
-                Ok(Action::requeue(again.unwrap_or(RESYNC)))
+                Ok(Action::requeue(again))
             }
             finalizer::Event::Cleanup(canary) => {
                 let written = teardown(&target, &canary).await?;
@@ -255,6 +254,21 @@ pub async fn run<M: Metrics + Send + 'static>(
         .await;
 }
 
+/// Runs the controller on `place` until SIGINT/SIGTERM: every StickyCanary of a cluster (of
+/// its `--namespace`, or all), or the rollout of an Envoy directory.
+pub async fn serve<M: Metrics + Send + 'static>(
+    place: &Place,
+    metrics: Option<M>,
+) -> Result<(), Error> {
+    match place {
+        Place::Kube { client, namespace } => {
+            run(client.clone(), namespace.as_deref(), metrics).await;
+            Ok(())
+        }
+        Place::EnvoyDir(dir) => run_envoy_dir(dir, metrics).await,
+    }
+}
+
 /// How long the plain-Envoy controller waits between passes over a rollout that is not
 /// automatic (or not there yet).
 pub const ENVOY_DIR_PERIOD: Duration = Duration::from_secs(5);
@@ -263,11 +277,11 @@ pub const ENVOY_DIR_PERIOD: Duration = Duration::from_secs(5);
 /// its rollout and, when it is automatic, looks at it as on Kubernetes. The directory's lock
 /// is held for one pass at a time, so commands run in between.
 pub async fn run_envoy_dir<M: Metrics>(dir: &Path, metrics: Option<M>) -> Result<(), Error> {
-    let http = notify::client();
+    let notifier = Notifier::server();
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|e| Error::Runtime(format!("cannot watch for SIGTERM: {e}")))?;
     loop {
-        let wait = match envoy_dir_pass(dir, metrics.as_ref(), &http).await {
+        let wait = match envoy_dir_pass(dir, metrics.as_ref(), &notifier).await {
             Ok(wait) => wait,
             // A typo in the path stops the controller; anything else is retried.
             Err(error) if error.exit_code() == EXIT_INVALID && !dir.is_dir() => return Err(error),
@@ -287,7 +301,7 @@ pub async fn run_envoy_dir<M: Metrics>(dir: &Path, metrics: Option<M>) -> Result
 async fn envoy_dir_pass<M: Metrics>(
     dir: &Path,
     metrics: Option<&M>,
-    http: &Result<reqwest::Client, String>,
+    notifier: &Notifier,
 ) -> Result<Duration, Error> {
     let target = EnvoyDir::open(dir).await?;
     let Some(canary) = target.load().await? else {
@@ -305,14 +319,16 @@ async fn envoy_dir_pass<M: Metrics>(
         }
         return Ok(ENVOY_DIR_PERIOD);
     };
-    let (done, again) = look(&target, metrics).await?;
-    for (action, _) in &done.actions {
+    let Some((acted, again)) = look(&target, metrics, notifier).await? else {
+        return Ok(ENVOY_DIR_PERIOD);
+    };
+    for (action, _) in &acted.done.actions {
         tracing::info!(rollout = %canary.name_any(), %action, "step");
     }
-    if let Err(why) = notify::dispatch(http, &canary, done.notices) {
+    if let Some(why) = acted.warning {
         tracing::warn!(rollout = %canary.name_any(), "{why}");
     }
-    Ok(again.unwrap_or(ENVOY_DIR_PERIOD))
+    Ok(again)
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! The runtime of sticky-canary: everything that acts on a rollout where it lives.
 //!
-//! It owns the targets (a Kubernetes cluster, an Envoy directory), the one way to change a
-//! rollout (read, [`rollout::transition`], write, notify: [`reconcile`]), the controller loop,
-//! the webhook notices and the errors and exit codes of every command. Front ends (the CLI,
-//! the dashboard, the plan file) act only through it; it decides nothing itself (the rules are
-//! `rollout`'s, the objects `render`'s) and knows no front end.
+//! It owns the targets (a Kubernetes cluster, an Envoy directory: [`target::place::Place`]
+//! chooses and opens them), the one way to change a rollout ([`act::act`]: read,
+//! [`rollout::transition`], write, converge ([`reconcile`]), then notify), the controller
+//! loop, the webhook notices and the errors and exit codes of every command. Front ends (the
+//! CLI, the dashboard, the plan file) act only through it; it decides nothing itself (the
+//! rules are `rollout`'s, the objects `render`'s) and knows no front end.
 
 #![deny(missing_docs)]
 
+pub mod act;
 pub mod controller;
 pub mod error;
 pub mod fsutil;

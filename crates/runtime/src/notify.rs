@@ -2,18 +2,19 @@
 //! Slack-compatible JSON (`{"text": "..."}`; Slack, Mattermost and Teams' incoming webhooks
 //! take it).
 //!
-//! Sending never holds a rollout up: the notices of one transition are posted in order from a
-//! background task, each retried at most [`ATTEMPTS`] times with backoff, then dropped with a
-//! warning in the log.
+//! Sending never holds a rollout up, and never fails a change already applied: the notices of
+//! one transition are posted in order, each retried at most [`ATTEMPTS`] times with backoff,
+//! then dropped with a warning in the log. A [`Notifier`] is the one policy of how long the
+//! one acting waits for them: a command waits (bounded), a server does not.
 //!
 //! The URL is written by whoever may edit the rollout, and the controller posts from inside
 //! the cluster, so it is a way to make the controller send requests (SSRF). [`check_url`]
 //! takes `https` only (plain `http` to loopback, or with `spec.auto.allowHttpWebhook`) and
-//! never a link-local or cloud metadata address; [`client`] checks every address a name
+//! never a link-local or cloud metadata address; `client` checks every address a name
 //! resolves to again when it connects, follows no redirect and gives up soon.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use kube::ResourceExt;
@@ -24,6 +25,9 @@ use api::{AutoSpec, StickyCanary};
 
 /// Attempts per notice before it is dropped.
 pub const ATTEMPTS: u32 = 5;
+/// How long a command waits for the webhook to take its notices: past it, the command says
+/// so and exits (its change is applied).
+pub const COMMAND_PATIENCE: Duration = Duration::from_secs(15);
 /// How long one attempt may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take.
@@ -58,7 +62,7 @@ pub fn webhook(auto: &AutoSpec) -> Option<Result<Url, String>> {
 /// Whether notices may be posted to `url` (pure): an `https` URL, or `http` to a loopback
 /// host or when `allow_http`; never a link-local or cloud metadata address or name. Checked
 /// on the parsed URL (so `http://2852039166/` is 169.254.169.254, as a browser reads it).
-/// The host's addresses are checked again when a notice is sent ([`client`]).
+/// The host's addresses are checked again when a notice is sent (`client`).
 pub fn check_url(url: &str, allow_http: bool) -> Result<Url, String> {
     let parsed = Url::parse(url).map_err(|err| format!("{FIELD}: not a URL ({err})"))?;
     let host = match parsed.host() {
@@ -153,7 +157,7 @@ impl reqwest::dns::Resolve for Guarded {
 /// The HTTP client of notices: addresses checked at resolution ([`check_ip`]; an IP in the
 /// URL itself was checked by [`check_url`]), no redirect followed (a 3xx is a failed
 /// attempt), short timeouts.
-pub fn client() -> Result<reqwest::Client, String> {
+fn client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .dns_resolver(Arc::new(Guarded))
         .redirect(reqwest::redirect::Policy::none())
@@ -177,39 +181,67 @@ pub fn label(canary: &StickyCanary) -> String {
     }
 }
 
-/// Posts `notices` of `canary` to its webhook in the background (the controller and the
-/// dashboard), or says why nothing is posted: a refused URL ([`webhook`]) or no client.
-pub fn dispatch(
-    client: &Result<reqwest::Client, String>,
-    canary: &StickyCanary,
-    notices: Vec<String>,
-) -> Result<(), String> {
-    if notices.is_empty() {
-        return Ok(());
-    }
-    match webhook(&canary.spec.auto) {
-        None => Ok(()),
-        Some(Err(why)) => Err(format!("{why}: notices not sent")),
-        Some(Ok(url)) => {
-            let client = client.as_ref().map_err(Clone::clone)?;
-            send(client, &url, &label(canary), notices);
-            Ok(())
+/// How the one acting on a rollout sends the notices of its changes: the policy a front end
+/// picks once, so every way of acting sends them the same way.
+pub struct Notifier {
+    /// The webhook client (`client`), built at the first notice and then reused (the
+    /// system's root certificates are read once), or why there is none.
+    client: OnceLock<Result<reqwest::Client, String>>,
+    /// `Some(bound)`: wait for the notices, up to `bound` (a command, whose process must not
+    /// exit before they are sent, nor hang on a slow webhook); `None`: post them from a
+    /// background task (a server, whose answers never wait for a webhook).
+    wait: Option<Duration>,
+}
+
+impl Notifier {
+    /// A command's: waits for its notices, up to [`COMMAND_PATIENCE`].
+    pub fn command() -> Self {
+        Notifier {
+            client: OnceLock::new(),
+            wait: Some(COMMAND_PATIENCE),
         }
     }
-}
 
-/// Posts `notices` of `rollout` to `url` in the background, in order (the controller).
-pub fn send(client: &reqwest::Client, url: &Url, rollout: &str, notices: Vec<String>) {
-    if notices.is_empty() {
-        return;
+    /// A server's (the controller, the dashboard): posts in the background.
+    pub fn server() -> Self {
+        Notifier {
+            client: OnceLock::new(),
+            wait: None,
+        }
     }
-    let (client, url, rollout) = (client.clone(), url.clone(), rollout.to_owned());
-    tokio::spawn(async move { deliver(&client, &url, &rollout, notices).await });
+
+    /// Posts `notices` of `canary` to its webhook, in order, each with its bounded retries.
+    /// Never an error (the change is applied): a warning when they are not all sent, because
+    /// the URL is refused ([`webhook`]), there is no client, or the bound ran out.
+    pub async fn send(&self, canary: &StickyCanary, notices: Vec<String>) -> Option<String> {
+        if notices.is_empty() {
+            return None;
+        }
+        let url = match webhook(&canary.spec.auto)? {
+            Ok(url) => url,
+            Err(why) => return Some(format!("{why}: notices not sent")),
+        };
+        let client = match self.client.get_or_init(client) {
+            Ok(client) => client.clone(),
+            Err(why) => return Some(format!("{why}: notices not sent")),
+        };
+        let rollout = label(canary);
+        let Some(bound) = self.wait else {
+            tokio::spawn(async move { deliver(&client, &url, &rollout, notices).await });
+            return None;
+        };
+        let delivered = deliver(&client, &url, &rollout, notices);
+        tokio::time::timeout(bound, delivered).await.err().map(|_| {
+            format!(
+                "the webhook did not take every notice within {}s",
+                bound.as_secs()
+            )
+        })
+    }
 }
 
-/// Posts `notices` of `rollout` to `url`, in order, each with its bounded retries (a command,
-/// which has already applied its change and only waits for its notices before it exits).
-pub async fn deliver(client: &reqwest::Client, url: &Url, rollout: &str, notices: Vec<String>) {
+/// Posts `notices` of `rollout` to `url`, in order, each with its bounded retries.
+async fn deliver(client: &reqwest::Client, url: &Url, rollout: &str, notices: Vec<String>) {
     for notice in notices {
         post(client, url, &payload(rollout, &notice)).await;
     }
@@ -382,17 +414,24 @@ mod tests {
         assert_eq!(followed.load(Ordering::SeqCst), 0);
     }
 
-    #[test]
-    fn a_refused_webhook_is_said_and_not_posted_to() {
+    #[tokio::test]
+    async fn a_refused_webhook_is_said_and_not_posted_to() {
         let mut spec = api::StickyCanarySpec::new("shop", "v1");
         spec.auto.webhook = Some("http://169.254.169.254/latest".into());
         let canary = StickyCanary::new("shop", spec);
         // No client at all: nothing could be posted, and the refusal is what is said.
-        let why = dispatch(&Err("no client".into()), &canary, vec!["next 10".into()]).unwrap_err();
+        let notifier = Notifier {
+            client: OnceLock::from(Err("no client".to_owned())),
+            wait: None,
+        };
+        let why = notifier
+            .send(&canary, vec!["next 10".into()])
+            .await
+            .expect("a warning");
         assert!(
             why.starts_with("spec.auto.webhook: 169.254.169.254 is a cloud metadata address"),
             "{why}"
         );
-        assert!(dispatch(&Err("no client".into()), &canary, Vec::new()).is_ok());
+        assert!(notifier.send(&canary, Vec::new()).await.is_none());
     }
 }

@@ -14,7 +14,6 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use crate::error::{Changed, Error};
-use crate::metrics::Metrics;
 use crate::target::kube::KubeTarget;
 use crate::target::Target;
 use api::{StickyCanary, StickyCanarySpec, ACTION_ANNOTATION};
@@ -78,7 +77,7 @@ pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
     retry_on_conflict(|| async {
         let mut last = Vec::new();
         for _ in 0..MAX_PASSES {
-            let canary = target.load().await?.ok_or_else(missing)?;
+            let canary = load(target).await?;
             let plan = target.plan(&canary).await?;
             if plan.writes.is_empty() {
                 let hash = status::hash_objects(plan.objects.iter().map(|d| &d.owned));
@@ -101,7 +100,7 @@ pub async fn converge<T: Target>(target: &T) -> Result<usize, Error> {
     Ok(written.into_inner())
 }
 
-/// What [`advance`] did.
+/// What a change did ([`crate::act::act`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Advanced {
     /// The spec changes made, in order, each with the objects written to apply it (empty:
@@ -139,16 +138,7 @@ pub fn objects(count: usize, done: &str) -> String {
     }
 }
 
-/// Runs `input` through [`rollout::transition`] on the stored rollout and applies the result:
-/// the spec (after the target checked that it takes the objects it renders to), the status,
-/// then the objects. A transition that asks to run again once applied (abort, `promote
-/// --finish`, an immediate rollback: make before break) runs again, at most
-/// [`MAX_PASSES`] times.
-pub async fn advance<T: Target>(target: &T, input: &Input) -> Result<Advanced, Error> {
-    advance_as(target, input, &Requester::default()).await
-}
-
-/// Who asks for a change (the dashboard), and the rollout as they saw it.
+/// Who asks for a change (the dashboard, the plan file), and the rollout as they saw it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Requester {
     /// Recorded before the action in the history, e.g. `dashboard` gives `dashboard: next 10`.
@@ -157,8 +147,13 @@ pub struct Requester {
     pub seen_generation: Option<i64>,
 }
 
-/// [`advance`] on behalf of `requester`.
-pub async fn advance_as<T: Target>(
+/// Runs `input` through [`rollout::transition`] on the stored rollout for `requester` and
+/// applies the result: the spec (after the target checked that it takes the objects it
+/// renders to), the status, then the objects. A transition that asks to run again once
+/// applied (abort, `promote --finish`, an immediate rollback: make before break) runs again,
+/// at most [`MAX_PASSES`] times. Only [`crate::act`] calls it, so no front end changes a
+/// rollout without sending its notices.
+pub(crate) async fn advance_as<T: Target>(
     target: &T,
     input: &Input,
     requester: &Requester,
@@ -166,7 +161,7 @@ pub async fn advance_as<T: Target>(
     let mut done = Advanced::default();
     for pass in 0..MAX_PASSES {
         let transition = retry_on_conflict(|| async {
-            let current = target.load().await?.ok_or_else(missing)?;
+            let current = load(target).await?;
             if let Some(seen) = requester.seen_generation.filter(|_| pass == 0) {
                 let now = current.metadata.generation.unwrap_or_default();
                 if now != seen {
@@ -223,13 +218,12 @@ fn with_spec(
             Some(by) => format!("{by}: {action}"),
             None => action.to_owned(),
         };
-        next.annotations_mut()
-            .insert(ACTION_ANNOTATION.to_owned(), action);
+        annotate(&mut next, &action);
     }
     next
 }
 
-/// The rollout [`advance_as`] would store after `input` at `now`, computed in memory and
+/// The rollout [`crate::act::act`] would store after `input` at `now`, computed in memory and
 /// written nowhere: every pass it would make, without converging between them. Previews
 /// (`--dry-run`, the plan file's) show exactly this.
 pub fn planned(
@@ -253,23 +247,18 @@ pub fn planned(
     Ok(next)
 }
 
-/// One look at an automatic rollout: read its metrics and [`advance`] on them. Also returns
-/// when to look again; `None` when the rollout is not automatic.
-pub async fn look<T: Target, M: Metrics>(
-    target: &T,
-    metrics: &M,
-) -> Result<(Advanced, Option<Duration>), Error> {
-    let canary = target.load().await?.ok_or_else(missing)?;
-    if !canary.spec.auto.enabled {
-        return Ok((Advanced::default(), None));
-    }
-    let snapshot = metrics.snapshot(&canary).await;
-    let done = advance(target, &Input::Look(Box::new(snapshot))).await?;
-    Ok((done, Some(rollout::auto::look_period(&canary.spec))))
+/// Records `action` on `canary` as the change that made it, for the status history.
+pub fn annotate(canary: &mut StickyCanary, action: &str) {
+    canary
+        .annotations_mut()
+        .insert(ACTION_ANNOTATION.to_owned(), action.to_owned());
 }
 
-fn missing() -> Error {
-    Error::Invalid("the rollout does not exist; run `stickyctl init` first".into())
+/// The rollout at the target, or the refusal a command without one gets.
+pub async fn load<T: Target>(target: &T) -> Result<StickyCanary, Error> {
+    target.load().await?.ok_or_else(|| {
+        Error::Invalid("the rollout does not exist; run `stickyctl init` first".into())
+    })
 }
 
 /// Takes deleted rollout `canary`'s managed routes and subsets out of the user's objects, pass

@@ -11,6 +11,7 @@ use api::{StickyCanary, StickyCanaryStatus};
 
 pub mod envoy_dir;
 pub mod kube;
+pub mod place;
 
 /// One object the rollout renders to, as it is and as it should be.
 #[derive(Debug, Clone, PartialEq)]
