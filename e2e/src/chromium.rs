@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::locate;
 use crate::process::ChildGuard;
+use crate::wait;
 
 /// How long one command may take (a navigation, a script).
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -233,10 +234,14 @@ impl Drop for Chromium {
     /// guard kills the driver should it take longer.
     fn drop(&mut self) {
         self.stdin = None;
-        let start = std::time::Instant::now();
-        while self.process.exited().is_none() && start.elapsed() < CLOSING {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let closed = || Ok(self.process.exited().map(drop));
+        // Not closed in time is no error here: the guard kills it.
+        let _ = wait::until(
+            "Chromium to close",
+            CLOSING,
+            Duration::from_millis(50),
+            closed,
+        );
     }
 }
 

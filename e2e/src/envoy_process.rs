@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use runtime::fsutil::write_atomic;
@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::browser::Http;
 use crate::locate;
 use crate::process::ChildGuard;
+use crate::wait;
 
 /// How long Envoy may take to start or to apply a configuration (it compiles the .wasm).
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -143,19 +144,16 @@ impl EnvoyProcess {
         patience: Duration,
         mut probe: impl FnMut(&Self) -> Result<Option<T>>,
     ) -> Result<T> {
-        let deadline = Instant::now() + patience;
-        loop {
+        let waited_for = format!("{} to show {what}", self.name);
+        wait::until(&waited_for, patience, Duration::from_millis(50), || {
             if let Some(value) = probe(self)? {
-                return Ok(value);
+                return Ok(Some(value));
             }
             if let Some(exit) = self.process.exited() {
                 bail!("{exit} while waiting for {what}");
             }
-            if Instant::now() > deadline {
-                bail!("{} did not show {what} within {patience:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            Ok(None)
+        })
     }
 
     /// Adds the end of Envoy's log to an error, since that is where Envoy says what went wrong.

@@ -27,4 +27,5 @@ pub mod site;
 pub mod stack;
 pub mod traffic;
 pub mod upstream;
+pub mod wait;
 pub mod webhook;

@@ -7,13 +7,14 @@
 //! to that configuration's promises and look separately at those that overlapped a change.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::browser::{Browser, Http, Visit};
 use crate::crowd::THREADS;
 use crate::site::PAGES;
+use crate::wait;
 
 /// How long the driver waits for the crowd to browse once under a new configuration.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -80,14 +81,13 @@ impl Driver {
     /// each configuration meets the whole crowd before the next change.
     pub fn wait_for_round(&self) -> Result<()> {
         let mark = self.mark.load(Ordering::SeqCst);
-        let deadline = Instant::now() + PATIENCE;
-        while self.rounds.iter().any(|r| r.load(Ordering::SeqCst) <= mark) {
-            if Instant::now() > deadline {
-                bail!("the crowd did not browse once within {PATIENCE:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
+        let browsed = || self.rounds.iter().all(|r| r.load(Ordering::SeqCst) > mark);
+        wait::until(
+            "the crowd to browse once",
+            PATIENCE,
+            Duration::from_millis(10),
+            || Ok(browsed().then_some(())),
+        )
     }
 }
 

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use api::StickyCanary;
@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::locate;
 use crate::process::ChildGuard;
+use crate::wait;
 
 /// How long one command may take: it waits for other operators' lock and retries conflicts,
 /// but never for Envoy, so anything longer is a hang.
@@ -81,20 +82,13 @@ impl Stickyctl {
         let mut process = ChildGuard::spawn(command, "stickyctl")?;
         let stdout = drain(process.child_mut().stdout.take());
         let stderr = drain(process.child_mut().stderr.take());
-        let deadline = Instant::now() + PATIENCE;
-        let status = loop {
-            if let Some(status) = process.child_mut().try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                // Dropping the guard kills it, which also ends the pipe readers.
-                bail!(
-                    "`{}` did not finish within {PATIENCE:?}",
-                    self.command_line(args)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        // On a timeout, dropping the guard kills it, which also ends the pipe readers.
+        let status = wait::until(
+            &format!("`{}` to finish", self.command_line(args)),
+            PATIENCE,
+            Duration::from_millis(10),
+            || Ok(process.child_mut().try_wait()?),
+        )?;
         Ok(Run {
             code: status.code(),
             stdout: collect(stdout)?,

@@ -5,13 +5,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::envoy::free_port;
 use crate::process::ChildGuard;
+use crate::wait;
 
 /// Seconds between scrapes.
 pub const SCRAPE_INTERVAL_SECONDS: u64 = 1;
@@ -164,19 +165,20 @@ impl Prometheus {
         what: &str,
         mut probe: impl FnMut(&Self) -> Result<Option<T>>,
     ) -> Result<T> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(value) = probe(self)? {
-                return Ok(value);
-            }
-            if let Some(exit) = self.process.exited() {
-                bail!("{exit} while waiting for {what}");
-            }
-            if Instant::now() > deadline {
-                bail!("Prometheus did not show {what} within {PATIENCE:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait::until(
+            &format!("Prometheus to show {what}"),
+            PATIENCE,
+            Duration::from_millis(100),
+            || {
+                if let Some(value) = probe(self)? {
+                    return Ok(Some(value));
+                }
+                if let Some(exit) = self.process.exited() {
+                    bail!("{exit} while waiting for {what}");
+                }
+                Ok(None)
+            },
+        )
     }
 
     fn wait_ready(&mut self) -> Result<()> {

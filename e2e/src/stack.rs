@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use sticky_canary_filter::{PluginConfig, VersionWeight};
 
 use crate::browser::Http;
 use crate::envoy::{Envoy, EnvoyOptions};
+use crate::operator::Stickyctl;
 use crate::site::Faults;
 use crate::upstream::Upstream;
 
@@ -83,6 +84,54 @@ impl Stack {
         let plugin = self.envoy.wait_for_lds_file()?;
         self.http = self.http.fresh();
         Ok(plugin)
+    }
+}
+
+/// A stack whose Envoy directory `stickyctl` owns: where the tests of the CLI, the controller
+/// and the dashboard on a plain Envoy, and the demo, start from.
+pub struct EnvoyRollout {
+    /// Upstreams of the stable and the canary version, and Envoy.
+    pub stack: Stack,
+    /// `stickyctl --envoy-dir` on Envoy's directory.
+    pub ctl: Stickyctl,
+    /// The `init` command as typed (the demo shows it).
+    pub init_command: String,
+    /// What `init` printed.
+    pub init_output: String,
+    /// What Envoy serves once `init` took the directory over.
+    pub serving: PluginConfig,
+}
+
+impl EnvoyRollout {
+    /// The service the rollout applies to.
+    pub const SERVICE: &str = "shop";
+
+    /// Starts an upstream of `stable` and of `canary` (with `faults` per version) and an
+    /// Envoy that sends every client to `stable` (Envoy needs a listener to start with), then
+    /// runs `stickyctl init --service shop --stable <stable>` and the `init` flags, which takes
+    /// the directory over; returns once Envoy serves what `init` wrote.
+    pub fn start(
+        upstream_bin: &Path,
+        options: EnvoyOptions,
+        faults: &BTreeMap<String, Faults>,
+        (stable, canary): (&str, &str),
+        init: &[&str],
+    ) -> Result<EnvoyRollout> {
+        let plugin = weights(&[(stable, 100.0), (canary, 0.0)]);
+        let mut stack = Stack::start_faulty(upstream_bin, &plugin, options, faults)
+            .context("starting upstreams and Envoy")?;
+        let ctl = Stickyctl::new(stack.envoy.dir())?;
+        let mut args = vec!["init", "--service", Self::SERVICE, "--stable", stable];
+        args.extend(init);
+        let init_output = ctl.ok(&args)?;
+        let serving = stack.wait_for_lds_file()?;
+        Ok(EnvoyRollout {
+            init_command: ctl.command_line(&args),
+            init_output,
+            stack,
+            ctl,
+            serving,
+        })
     }
 }
 

@@ -1,13 +1,19 @@
-//! A webhook receiver on loopback: records the JSON body of every POST it gets and answers
+//! A webhook receiver on loopback: records the JSON body of every request it gets and answers
 //! 200, or 500 to the first `fail_first` requests (to prove notices are retried).
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Router;
 use serde_json::Value;
+
+use crate::wait;
 
 /// A running receiver; its thread ends with the test process.
 #[derive(Debug, Clone)]
@@ -16,31 +22,36 @@ pub struct Webhook {
     received: Arc<Mutex<Vec<Value>>>,
 }
 
+/// What the receiver's handler shares.
+struct Receiver {
+    fail_first: usize,
+    served: AtomicUsize,
+    received: Arc<Mutex<Vec<Value>>>,
+}
+
 impl Webhook {
     /// Starts a receiver on a free loopback port.
     pub fn start(fail_first: usize) -> Result<Webhook> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the webhook receiver")?;
+        listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
-        let store = Arc::clone(&received);
+        let receiver = Arc::new(Receiver {
+            fail_first,
+            served: AtomicUsize::new(0),
+            received: Arc::clone(&received),
+        });
+        // Every method and path: the receiver answers whatever the notifier sends.
+        let app = Router::new().fallback(receive).with_state(receiver);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("the webhook receiver's runtime")?;
         std::thread::spawn(move || {
-            let mut served = 0;
-            for stream in listener.incoming().flatten() {
-                served += 1;
-                let status = if served <= fail_first { 500 } else { 200 };
-                let mut reader = BufReader::new(&stream);
-                if let Some(body) = read_post(&mut reader) {
-                    if status == 200 {
-                        if let Ok(mut r) = store.lock() {
-                            r.push(body);
-                        }
-                    }
-                }
-                let reply = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                );
-                let _ = (&stream).write_all(reply.as_bytes());
-            }
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                axum::serve(listener, app).await
+            })
         });
         Ok(Webhook { address, received })
     }
@@ -61,41 +72,23 @@ impl Webhook {
 
     /// Waits up to `within` for a notice containing `needle`.
     pub fn wait_for(&self, needle: &str, within: Duration) -> Result<String> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(text) = self.texts().into_iter().find(|t| t.contains(needle)) {
-                return Ok(text);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "no notice with {needle:?} within {within:?}; got {:#?}",
-                    self.texts()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let what = format!("a notice with {needle:?}");
+        wait::until(&what, within, Duration::from_millis(100), || {
+            Ok(self.texts().into_iter().find(|t| t.contains(needle)))
+        })
+        .map_err(|err| anyhow!("{err}; got {:#?}", self.texts()))
     }
 }
 
-/// The JSON body of one HTTP/1.1 request with a content-length.
-fn read_post(reader: &mut impl BufRead) -> Option<Value> {
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().ok()?;
-            }
+/// One request: refused while `fail_first` lasts, else its JSON body recorded.
+async fn receive(State(receiver): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
+    if receiver.served.fetch_add(1, Ordering::SeqCst) < receiver.fail_first {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    if let Ok(body) = serde_json::from_slice(&body) {
+        if let Ok(mut received) = receiver.received.lock() {
+            received.push(body);
         }
     }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    serde_json::from_slice(&body).ok()
+    StatusCode::OK
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api::StickyCanary;
 use runtime::target::envoy_dir::ROLLOUT_FILE;
@@ -15,8 +15,9 @@ use sticky_canary_e2e::operator::Stickyctl;
 use sticky_canary_e2e::process::ChildGuard;
 use sticky_canary_e2e::prometheus::Prometheus;
 use sticky_canary_e2e::site::Faults;
-use sticky_canary_e2e::stack::{weights, Stack};
+use sticky_canary_e2e::stack::{EnvoyRollout, Stack};
 use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
+use sticky_canary_e2e::wait;
 use sticky_canary_e2e::webhook::Webhook;
 
 const STABLE: &str = "v1";
@@ -27,6 +28,8 @@ const INTERVAL: &str = "4";
 /// The interval of the failure scenarios: at the load's rate the canary at 5 % serves about
 /// 20 requests a second, and the test needs about 11 errors (220 requests at 5 %).
 const SLOW_INTERVAL: &str = "12";
+/// How often a test looks at `stickyctl status` (a process each time).
+const POLL: Duration = Duration::from_millis(250);
 
 /// A rollout of `shop` on a live Envoy, Prometheus scraping it, and the logs of its parts.
 struct Rollout {
@@ -51,25 +54,16 @@ fn rollout(
 ) -> Rollout {
     let faults: BTreeMap<String, Faults> =
         faults.iter().map(|(v, f)| ((*v).to_owned(), *f)).collect();
-    let plugin = weights(&[(STABLE, 100.0), (CANARY, 0.0)]);
-    let mut stack = Stack::start_faulty(upstream_bin(), &plugin, EnvoyOptions::default(), &faults)
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let ctl = Stickyctl::new(stack.envoy.dir()).unwrap();
-    let mut init = vec![
-        "init",
-        "--service",
-        "shop",
-        "--stable",
-        STABLE,
-        "--steps",
-        "5,50,100",
-        "--interval",
-        interval,
-        "--auto",
-    ];
+    let mut init = vec!["--steps", "5,50,100", "--interval", interval, "--auto"];
     init.extend(extra);
-    ctl.ok(&init).unwrap_or_else(|e| panic!("{e:#}"));
-    stack.wait_for_lds_file().unwrap();
+    let EnvoyRollout { stack, ctl, .. } = EnvoyRollout::start(
+        upstream_bin(),
+        EnvoyOptions::default(),
+        &faults,
+        (STABLE, CANARY),
+        &init,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
     let path = stack.envoy.dir().join(ROLLOUT_FILE);
     let mut stored: StickyCanary = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     // Windows of fresh decisions fill in seconds, not minutes, at the load's rate.
@@ -136,20 +130,17 @@ impl Rollout {
 
     /// Polls `status -o json` until `done` holds, for at most `within`.
     fn wait(&self, what: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
+        wait::until(what, within, POLL, || {
             let status = self.status();
-            if done(&status) {
-                return status;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{what}: not within {within:?}\nstatus: {status:#}\ncontroller log:\n{}",
-                    std::fs::read_to_string(self.controller_log()).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+            Ok(done(&status).then_some(status))
+        })
+        .unwrap_or_else(|err| {
+            panic!(
+                "{err}\nstatus: {:#}\ncontroller log:\n{}",
+                self.status(),
+                std::fs::read_to_string(self.controller_log()).unwrap_or_default()
+            )
+        })
     }
 }
 
@@ -346,15 +337,12 @@ fn a_weight_the_data_plane_did_not_apply_fails_its_step() {
             &r.controller_log(),
         )
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let status = loop {
-        let status = ctl.status().unwrap();
-        if phase(&status) == "RolledBack" || Instant::now() > deadline {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(250));
+    let rolled_back = || {
+        let status = ctl.status()?;
+        Ok((phase(&status) == "RolledBack").then_some(status))
     };
-    assert_eq!(phase(&status), "RolledBack", "{status:#}");
+    let status = wait::until("rolled back", Duration::from_secs(40), POLL, rolled_back)
+        .unwrap_or_else(|err| panic!("{err}: {:#}", ctl.status().unwrap()));
     let message = status["message"].as_str().unwrap();
     assert!(message.starts_with("rolled back at 50%:"), "{message}");
     assert!(

@@ -5,21 +5,21 @@
 //! with the page showing why, and abort sends every client back to stable. Screenshots of
 //! the list and of the rollout page go to `target/dashboard-artifacts/`.
 
-mod common;
-
+use std::collections::BTreeMap;
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sticky_canary_e2e::chromium::{Chromium, Tab};
 use sticky_canary_e2e::crowd::{Crowd, Tally};
-use sticky_canary_e2e::envoy::free_port;
+use sticky_canary_e2e::envoy::{free_port, EnvoyOptions};
 use sticky_canary_e2e::locate;
 use sticky_canary_e2e::operator::Stickyctl;
 use sticky_canary_e2e::process::ChildGuard;
 use sticky_canary_e2e::prometheus::Prometheus;
-use sticky_canary_e2e::stack::{weights, Stack};
+use sticky_canary_e2e::stack::{EnvoyRollout, Stack};
 use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
+use sticky_canary_e2e::wait;
 use sticky_canary_filter::PluginConfig;
 
 const STABLE: &str = "v1";
@@ -50,6 +50,18 @@ fn pairs(expected: &[(&str, f64)]) -> Vec<(String, f64)> {
     expected.iter().map(|&(n, w)| (n.to_owned(), w)).collect()
 }
 
+/// `shop` on a live Envoy whose directory `stickyctl` owns, `init` with `extra` flags.
+fn rollout(extra: &[&str]) -> EnvoyRollout {
+    EnvoyRollout::start(
+        Path::new(env!("CARGO_BIN_EXE_sticky-upstream")),
+        EnvoyOptions::default(),
+        &BTreeMap::new(),
+        (STABLE, CANARY),
+        extra,
+    )
+    .unwrap_or_else(|err| panic!("{err:#}"))
+}
+
 /// Waits until `selector`'s text in `tab` contains `text`; returns the text.
 fn shows(browser: &mut Chromium, tab: Tab, selector: &str, text: &str, within: Duration) -> String {
     let js = format!(
@@ -68,15 +80,14 @@ fn shows(browser: &mut Chromium, tab: Tab, selector: &str, text: &str, within: D
 
 /// Waits until `listen` takes connections.
 fn wait_listening(listen: &str, log: &std::path::Path) {
-    let start = Instant::now();
-    while TcpStream::connect(listen).is_err() {
-        assert!(
-            start.elapsed() < PAGE,
-            "nothing listens on {listen}: {}",
+    let listening = || Ok(TcpStream::connect(listen).ok().map(drop));
+    let what = format!("something listening on {listen}");
+    wait::until(&what, PAGE, Duration::from_millis(50), listening).unwrap_or_else(|err| {
+        panic!(
+            "{err}: {}",
             std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        )
+    });
 }
 
 /// Starts the dashboard with `extra` flags on a free port, its log at `log` (in the
@@ -122,10 +133,7 @@ fn new_clients(stack: &Stack) -> Tally {
 
 #[test]
 fn dashboard_steers_a_live_envoy_from_a_real_browser() {
-    let mut stack = common::start(&weights(&[(STABLE, 100.0), (CANARY, 0.0)]));
-    let ctl = Stickyctl::new(stack.envoy.dir()).unwrap();
-    ctl.ok(&["init", "--service", "shop", "--stable", STABLE])
-        .unwrap();
+    let EnvoyRollout { mut stack, ctl, .. } = rollout(&[]);
     ctl.ok(&["start", "--canary", CANARY]).unwrap();
     ctl.ok(&["set-weight", "5"]).unwrap();
     stack.wait_for_lds_file().unwrap();
@@ -271,20 +279,7 @@ fn dashboard_steers_a_live_envoy_from_a_real_browser() {
 /// itself, and the page shows it, with the verdict's numbers and the per-version charts.
 #[test]
 fn auto_on_from_the_page_takes_the_next_step_by_itself() {
-    let mut stack = common::start(&weights(&[(STABLE, 100.0), (CANARY, 0.0)]));
-    let ctl = Stickyctl::new(stack.envoy.dir()).unwrap();
-    let init = [
-        "init",
-        "--service",
-        "shop",
-        "--stable",
-        STABLE,
-        "--steps",
-        "5,50,100",
-        "--interval",
-        "4",
-    ];
-    ctl.ok(&init).unwrap();
+    let EnvoyRollout { mut stack, ctl, .. } = rollout(&["--steps", "5,50,100", "--interval", "4"]);
     ctl.ok(&["start", "--canary", CANARY]).unwrap();
     ctl.ok(&["next"]).unwrap();
     stack.wait_for_lds_file().unwrap();
@@ -326,16 +321,14 @@ fn auto_on_from_the_page_takes_the_next_step_by_itself() {
     let log = || std::fs::read_to_string(&controller_log).unwrap_or_default();
     // Short waits in a loop: one driver command may take at most chromium::PATIENCE.
     let at_50 = "document.querySelector('#ratio').textContent === '50:50'";
-    while browser.wait_for::<bool>(tab, at_50, PAGE).is_err() {
-        if waited.elapsed() > step {
-            let page: String = browser
-                .eval(tab, "document.querySelector('main').innerText")
-                .unwrap();
-            panic!(
-                "no step to 50% within {step:?}\npage:\n{page}\ncontroller:\n{}",
-                log()
-            );
-        }
+    let shown = |browser: &mut Chromium| browser.wait_for::<bool>(tab, at_50, PAGE).ok();
+    if let Err(err) = wait::until("a step to 50%", step, Duration::ZERO, || {
+        Ok(shown(&mut browser))
+    }) {
+        let page: String = browser
+            .eval(tab, "document.querySelector('main').innerText")
+            .unwrap();
+        panic!("{err}\npage:\n{page}\ncontroller:\n{}", log());
     }
     eprintln!(
         "the controller took the next step {:?} after auto on",
@@ -368,10 +361,7 @@ fn auto_on_from_the_page_takes_the_next_step_by_itself() {
 /// an Envoy directory, the same page and live state next to the reconcile loop.
 #[test]
 fn the_controller_serves_the_dashboard_too() {
-    let mut stack = common::start(&weights(&[(STABLE, 100.0), (CANARY, 0.0)]));
-    let ctl = Stickyctl::new(stack.envoy.dir()).unwrap();
-    ctl.ok(&["init", "--service", "shop", "--stable", STABLE])
-        .unwrap();
+    let EnvoyRollout { mut stack, ctl, .. } = rollout(&[]);
     ctl.ok(&["start", "--canary", CANARY]).unwrap();
     ctl.ok(&["set-weight", "5"]).unwrap();
     stack.wait_for_lds_file().unwrap();

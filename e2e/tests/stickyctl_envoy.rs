@@ -14,8 +14,6 @@
 //! so Envoy can start; `stickyctl init` then takes the directory over and rewrites the listener
 //! from the rollout, exactly as on a machine where Envoy was started before the rollout.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::SystemTime;
@@ -24,11 +22,11 @@ use api::names::cluster_name;
 use render::envoy::LDS_FILE;
 use sticky_canary_e2e::browser::{subresources, Visit};
 use sticky_canary_e2e::crowd::{Crowd, Tally};
-use sticky_canary_e2e::envoy::Envoy;
+use sticky_canary_e2e::envoy::{Envoy, EnvoyOptions};
 use sticky_canary_e2e::load::{browse_while, PageLoad};
 use sticky_canary_e2e::operator::Stickyctl;
 use sticky_canary_e2e::site::app_script;
-use sticky_canary_e2e::stack::{weights, Stack};
+use sticky_canary_e2e::stack::{EnvoyRollout, Stack};
 use sticky_canary_filter::PluginConfig;
 
 const STABLE: &str = "v1";
@@ -42,29 +40,41 @@ type Step = (&'static [&'static str], &'static [(&'static str, f64)]);
 
 /// A stack whose Envoy directory `stickyctl` owns, initialized with the stable version only.
 fn rollout() -> (Stack, Stickyctl) {
-    let mut stack = common::start(&weights(&[(STABLE, 100.0), (CANARY, 0.0)]));
-    let ctl = Stickyctl::new(stack.envoy.dir()).unwrap_or_else(|err| panic!("{err:#}"));
-    apply(
-        &mut stack.envoy,
-        &ctl,
-        &(
-            &["init", "--service", "shop", "--stable", STABLE],
-            &[(STABLE, 100.0)],
-        ),
+    let started = EnvoyRollout::start(
+        Path::new(env!("CARGO_BIN_EXE_sticky-upstream")),
+        EnvoyOptions::default(),
+        &BTreeMap::new(),
+        (STABLE, CANARY),
+        &[],
+    )
+    .unwrap_or_else(|err| panic!("{err:#}"));
+    let (ctl, init) = (&started.ctl, &started.init_command);
+    check(
+        ctl,
+        init,
+        &[(STABLE, 100.0)],
+        &started.init_output,
+        &started.serving,
     );
-    (stack, ctl)
+    (started.stack, started.ctl)
 }
 
 /// Runs the command of `step`, waits until Envoy's active listener runs the configuration it
-/// wrote, and checks that Envoy and `status -o json` both show the step's weights, and that
-/// Envoy runs exactly the rollout's versions (drain flags included).
+/// wrote, and [`check`]s it.
 fn apply(envoy: &mut Envoy, ctl: &Stickyctl, (args, expected): &Step) {
     let out = ctl.ok(args).unwrap_or_else(|err| panic!("{err:#}"));
     let live = envoy.wait_for_lds_file().unwrap();
+    check(ctl, &format!("{args:?}"), expected, &out, &live);
+}
+
+/// Checks that Envoy (running `live` after `command`, which printed `out`) and `status -o
+/// json` both show the `expected` weights, and that Envoy runs exactly the rollout's versions
+/// (drain flags included).
+fn check(ctl: &Stickyctl, command: &str, expected: &[(&str, f64)], out: &str, live: &PluginConfig) {
     assert_eq!(
-        versions(&live),
+        versions(live),
         pairs(expected),
-        "Envoy after {args:?}: {out}"
+        "Envoy after {command}: {out}"
     );
     assert_eq!(live.versions, ctl.rollout().unwrap().spec.versions);
     let status = ctl.status().unwrap();
@@ -82,7 +92,7 @@ fn apply(envoy: &mut Envoy, ctl: &Stickyctl, (args, expected): &Step) {
             )
         })
         .collect();
-    assert_eq!(reported, pairs(expected), "status after {args:?}");
+    assert_eq!(reported, pairs(expected), "status after {command}");
 }
 
 fn versions(plugin: &PluginConfig) -> Vec<(String, f64)> {

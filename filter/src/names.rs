@@ -127,7 +127,7 @@ pub const MAX_DNS_NAME: usize = 253;
 /// cluster names byte for byte. With `single_label`, no '.' is allowed (a Kubernetes
 /// namespace). One pass over the bytes: `str::split` would link a few hundred bytes of
 /// searcher code into the `.wasm`.
-fn is_dns_name(name: &[u8], single_label: bool) -> bool {
+fn dns_name(name: &[u8], single_label: bool) -> bool {
     let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     let mut label = 0;
     let mut previous = b'.';
@@ -146,13 +146,25 @@ fn is_dns_name(name: &[u8], single_label: bool) -> bool {
     name.len() <= MAX_DNS_NAME && alphanumeric(previous)
 }
 
+/// Whether `name` is an RFC 1123 DNS label: a Kubernetes namespace, or an object name that
+/// must also be one (a Helm release's). The one rule the control side's checks share.
+pub fn is_dns_label(name: &str) -> bool {
+    dns_name(name.as_bytes(), true)
+}
+
+/// Whether `name` is an RFC 1123 DNS name: such labels joined by '.', at most
+/// [`MAX_DNS_NAME`] bytes in all (a service host, a Kubernetes object name).
+pub fn is_dns_name(name: &str) -> bool {
+    dns_name(name.as_bytes(), false)
+}
+
 /// A service a rollout applies to: the host part of Istio's cluster names, a lower-case DNS
 /// name such as `shop.prod.svc.cluster.local`.
 pub fn check_service_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".into());
     }
-    if is_dns_name(name.as_bytes(), false) {
+    if is_dns_name(name) {
         Ok(())
     } else {
         // Concatenated rather than `format!`ted: the same text in less code.
@@ -172,7 +184,7 @@ pub fn check_cookie_domain(domain: &str) -> Result<(), String> {
         .iter()
         .rposition(|&b| b == b'.')
         .map_or(0, |dot| dot + 1)..];
-    if is_dns_name(bytes, false) && !last_label.iter().all(u8::is_ascii_digit) {
+    if dns_name(bytes, false) && !last_label.iter().all(u8::is_ascii_digit) {
         Ok(())
     } else {
         Err(quoted(domain)
@@ -191,7 +203,7 @@ pub fn check_rollout_name(name: &str) -> Result<(), String> {
     let slash = bytes.iter().position(|&b| b == b'/').unwrap_or(bytes.len());
     let (namespace, object) = bytes.split_at(slash);
     let object = object.get(1..).unwrap_or_default();
-    if is_dns_name(namespace, true) && is_dns_name(object, false) {
+    if dns_name(namespace, true) && dns_name(object, false) {
         Ok(())
     } else {
         Err(quoted(name)
@@ -335,6 +347,21 @@ mod tests {
                 bad.is_empty() || err.contains("not a valid service name"),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn dns_labels_and_names() {
+        let label = "x".repeat(MAX_DNS_LABEL);
+        for good in ["a", "shop-2", "0a", label.as_str()] {
+            assert!(is_dns_label(good) && is_dns_name(good), "{good}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", &"x".repeat(MAX_DNS_LABEL + 1)] {
+            assert!(!is_dns_label(bad) && !is_dns_name(bad), "{bad}");
+        }
+        assert!(is_dns_name("shop.prod.svc") && !is_dns_label("shop.prod.svc"));
+        for bad in ["a.", ".a", "a..b", "a-.b", "a.-b"] {
+            assert!(!is_dns_name(bad), "{bad}");
         }
     }
 

@@ -2,6 +2,8 @@
 //! the CLI would run, and who may ask.
 
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use url::Url;
 
 use rollout::Command;
 use rollout::Op;
@@ -82,7 +84,12 @@ pub fn authorize(token: Option<&str>, presented: Option<&str>) -> Result<(), Ref
     match (token, presented) {
         (None, _) => Ok(()),
         (Some(_), None | Some("")) => Err(Refusal::NoToken),
-        (Some(token), Some(presented)) if constant_time_eq(token, presented) => Ok(()),
+        // Compared without stopping at the first difference, so timing tells nothing of the token.
+        (Some(token), Some(presented))
+            if bool::from(token.as_bytes().ct_eq(presented.as_bytes())) =>
+        {
+            Ok(())
+        }
         (Some(_), Some(_)) => Err(Refusal::WrongToken),
     }
 }
@@ -112,32 +119,34 @@ pub fn host_allowed(listen: &std::net::SocketAddr, host: Option<&str>) -> bool {
 
 /// Whether an action from a page of `origin` (its `Origin` header) to `host` is from the
 /// dashboard's own page: browsers send `Origin` with every POST, and a page elsewhere must
-/// not steer a rollout with a person's token or from their machine.
+/// not steer a rollout with a person's token or from their machine. Both are compared as the
+/// parsed origins they name (scheme, host, port), each required to be nothing more.
 pub fn same_origin(origin: Option<&str>, host: Option<&str>) -> bool {
-    match (origin, host) {
-        (None, _) => true,
-        (Some(origin), Some(host)) => {
-            origin
-                .strip_prefix("http://")
-                .or_else(|| origin.strip_prefix("https://"))
-                == Some(host)
-        }
-        (Some(_), None) => false,
-    }
+    let Some(origin) = origin else {
+        return true;
+    };
+    let Some(origin) = Url::parse(origin)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https") && bare_origin(url))
+    else {
+        return false;
+    };
+    host.and_then(|host| Url::parse(&format!("{}://{host}", origin.scheme())).ok())
+        .is_some_and(|served| bare_origin(&served) && served.origin() == origin.origin())
+}
+
+/// Whether `url` is an origin alone: no user, path, query or fragment.
+fn bare_origin(url: &Url) -> bool {
+    url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
 }
 
 /// The token from an `Authorization: Bearer <token>` header value.
 pub fn bearer(header: &str) -> Option<&str> {
     header.strip_prefix("Bearer ").map(str::trim)
-}
-
-/// Compares without stopping at the first difference, so timing tells nothing of the token.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 use sticky_canary_filter::bucket::percent_to_basis_points;
+use sticky_canary_filter::names::{is_dns_label, is_dns_name};
 
 use runtime::error::Error;
 
@@ -278,14 +279,7 @@ pub fn check_weight(kind: Kind, weight: &Value) -> Result<f64, String> {
 
 /// A Kubernetes object name as Helm releases make them: a DNS-1123 label.
 fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
+    if is_dns_label(name) {
         Ok(())
     } else {
         Err(format!(
@@ -296,7 +290,7 @@ fn check_name(name: &str) -> Result<(), String> {
 
 /// A destination host: dot-separated DNS labels (`server-map` or `server-map.prod.svc.cluster.local`).
 fn check_host(host: &str) -> Result<(), String> {
-    if host.len() <= 253 && host.split('.').all(|label| check_name(label).is_ok()) {
+    if is_dns_name(host) {
         Ok(())
     } else {
         Err(format!(

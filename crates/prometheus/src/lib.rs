@@ -274,7 +274,20 @@ impl Prometheus {
             let canary = self
                 .field(spec, rollout, field, &rollout.canary, at)
                 .await?;
-            for name in queries::metric_names(&queries::template(spec, field)) {
+            // The names of the query Prometheus just took (placeholders filled for stable).
+            let query = queries::render(
+                &queries::template(spec, field),
+                spec.provider,
+                rollout,
+                &rollout.stable,
+            );
+            let names = queries::metric_names(&query).map_err(|why| {
+                Error::Invalid(format!(
+                    "{}: `{query}` does not parse as PromQL: {why}",
+                    field.path()
+                ))
+            })?;
+            for name in names {
                 let known = self
                     .query(&format!("group({{__name__={name:?}}})"), at)
                     .await?;

@@ -1,8 +1,13 @@
 //! The query templates: defaults per provider, placeholders filled for one version, and the
 //! metric names a template reads (so an unknown metric is refused before the rollout starts).
 
+use std::convert::Infallible;
+
 use analysis::{AnalysisSpec, Provider};
 use api::names::{cluster_name, subset_name};
+use promql_parser::label::{MatchOp, METRIC_NAME};
+use promql_parser::parser::{AggregateExpr, Expr, VectorSelector};
+use promql_parser::util::{walk_expr, ExprVisitor};
 
 /// The metrics the analysis reads, named as in `spec.analysis.queries`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,145 +164,52 @@ pub fn render(template: &str, provider: Provider, rollout: &RolloutRef, version:
         .replace("{cluster}", &cluster_regex(provider, rollout, version))
 }
 
-/// PromQL words that are not metric names: keywords, and the aggregation operators (which
-/// may be followed by `by (...)` rather than by their parenthesis).
-const KEYWORDS: [&str; 28] = [
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "bool",
-    "offset",
-    "and",
-    "or",
-    "unless",
-    "inf",
-    "nan",
-    "atan2",
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "group",
-    "stddev",
-    "stdvar",
-    "count",
-    "count_values",
-    "bottomk",
-    "topk",
-    "quantile",
-    "limitk",
-    "limit_ratio",
-];
-
-/// The metric names a query reads: identifiers that are neither functions (followed by `(`),
-/// keywords, label names (inside `{}` or the label list of `by (...)` and the like), nor
-/// inside strings or durations.
-pub fn metric_names(query: &str) -> Vec<String> {
-    let chars: Vec<char> = query.chars().collect();
-    let mut names = Vec::new();
-    let mut i = 0;
-    let mut label_list = false;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '"' || c == '\'' || c == '`' {
-            i = skip_string(&chars, i);
-        } else if c == '{' {
-            // A label matcher list (may hold a `__name__` matcher).
-            let end = find_closing(&chars, i, '{', '}');
-            let inner: String = chars[i + 1..end.min(chars.len())].iter().collect();
-            names.extend(name_matchers(&inner));
-            i = end + 1;
-        } else if c == '[' {
-            i = find_closing(&chars, i, '[', ']') + 1;
-        } else if c == '(' && label_list {
-            i = find_closing(&chars, i, '(', ')') + 1;
-            label_list = false;
-        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
-            let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i])) {
-                i += 1;
-            }
-            let word: String = chars[start..i].iter().collect();
-            let next = chars[i..].iter().find(|c| !c.is_whitespace());
-            let lower = word.to_ascii_lowercase();
-            if [
-                "by",
-                "without",
-                "on",
-                "ignoring",
-                "group_left",
-                "group_right",
-            ]
-            .contains(&lower.as_str())
-            {
-                label_list = true;
-            } else if next != Some(&'(')
-                && !KEYWORDS.contains(&lower.as_str())
-                && !names.contains(&word)
-            {
-                names.push(word);
-            }
-        } else if c.is_ascii_digit() {
-            // A number or a duration (`5m`, `1e3`): not a name.
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                i += 1;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    names
+/// The metric names a query reads, in order, each once: its selectors' names and their
+/// `__name__="..."` matchers; or why it does not parse as PromQL. Parsed by a PromQL parser,
+/// so keywords, functions, label names, strings and durations are never taken for names.
+pub fn metric_names(query: &str) -> Result<Vec<String>, String> {
+    let expr = promql_parser::parser::parse(query)?;
+    let mut names = MetricNames(Vec::new());
+    let Ok(_) = walk_expr(&mut names, &expr);
+    Ok(names.0)
 }
 
-fn skip_string(chars: &[char], start: usize) -> usize {
-    let quote = chars[start];
-    let mut i = start + 1;
-    while i < chars.len() && chars[i] != quote {
-        if chars[i] == '\\' && quote != '`' {
-            i += 1;
+/// Collects the names of the selectors the walk meets.
+struct MetricNames(Vec<String>);
+
+impl MetricNames {
+    fn add(&mut self, selector: &VectorSelector) {
+        let matched = selector
+            .matchers
+            .find_matchers(METRIC_NAME)
+            .into_iter()
+            .filter(|m| matches!(m.op, MatchOp::Equal))
+            .map(|m| m.value);
+        for name in selector.name.iter().cloned().chain(matched) {
+            if !self.0.contains(&name) {
+                self.0.push(name);
+            }
         }
-        i += 1;
     }
-    i + 1
 }
 
-/// Index of the bracket closing the one at `start` (strings skipped); the end if none.
-fn find_closing(chars: &[char], start: usize, open: char, close: char) -> usize {
-    let mut depth = 0;
-    let mut i = start;
-    while i < chars.len() {
-        match chars[i] {
-            '"' | '\'' | '`' => {
-                i = skip_string(chars, i);
-                continue;
-            }
-            c if c == open => depth += 1,
-            c if c == close => {
-                depth -= 1;
-                if depth == 0 {
-                    return i;
-                }
+impl ExprVisitor for MetricNames {
+    type Error = Infallible;
+
+    fn pre_visit(&mut self, expr: &Expr) -> Result<bool, Infallible> {
+        match expr {
+            Expr::VectorSelector(selector) => self.add(selector),
+            Expr::MatrixSelector(matrix) => self.add(&matrix.vs),
+            // The walk does not enter an aggregation's parameter (`topk(scalar(k), m)`).
+            Expr::Aggregate(AggregateExpr {
+                param: Some(param), ..
+            }) => {
+                walk_expr(self, param)?;
             }
             _ => {}
         }
-        i += 1;
+        Ok(true)
     }
-    chars.len()
-}
-
-/// Names given as `__name__="..."` in a matcher list.
-fn name_matchers(inner: &str) -> Vec<String> {
-    inner
-        .split(',')
-        .filter_map(|matcher| {
-            let value = matcher.trim().strip_prefix("__name__")?.trim_start();
-            let value = value.strip_prefix('=')?.trim();
-            Some(value.trim_matches(|c| c == '"' || c == '\'').to_owned())
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -421,7 +333,7 @@ mod tests {
             ("a and b or c unless a", &["a", "b", "c"]),
         ];
         for (query, expected) in cases {
-            assert_eq!(metric_names(query), expected, "{query}");
+            assert_eq!(metric_names(query).unwrap(), expected, "{query}");
         }
     }
 

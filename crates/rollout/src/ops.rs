@@ -18,7 +18,7 @@
 //! stay on one page. Any weight above 0 ends a drain.
 
 use sticky_canary_filter::bucket::{percent_to_basis_points, BUCKETS};
-use sticky_canary_filter::names::check_version_name;
+use sticky_canary_filter::names::{check_version_name, is_dns_label, is_dns_name};
 use sticky_canary_filter::VersionWeight;
 
 use api::{Proxies, StickyCanarySpec};
@@ -299,14 +299,7 @@ fn check_auto(spec: &StickyCanarySpec) -> Result<(), OpError> {
 /// A group of proxies names a namespace (a DNS label) and labels Kubernetes accepts.
 fn check_proxies(field: &str, proxies: &Proxies) -> Result<(), OpError> {
     if let Some(namespace) = &proxies.namespace {
-        let ok = !namespace.is_empty()
-            && namespace.len() <= 63
-            && namespace
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !namespace.starts_with('-')
-            && !namespace.ends_with('-');
-        if !ok {
+        if !is_dns_label(namespace) {
             return Err(OpError::Invalid(format!(
                 "{field}.namespace: {namespace:?} is not a namespace name"
             )));
@@ -410,15 +403,7 @@ fn with_versions(
 
 /// A service host: DNS labels of lower-case letters, digits and '-', dot separated.
 fn check_host(host: &str) -> Result<(), OpError> {
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if host.len() <= 253 && host.split('.').all(label_ok) {
+    if is_dns_name(host) {
         Ok(())
     } else {
         Err(OpError::Invalid(format!(

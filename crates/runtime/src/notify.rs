@@ -17,6 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 use url::{Host, Url};
@@ -247,18 +248,17 @@ async fn deliver(client: &reqwest::Client, url: &Url, rollout: &str, notices: Ve
     }
 }
 
+/// Posts `body`, retried with backoff (200 ms, doubling) up to [`ATTEMPTS`] attempts in all,
+/// then dropped with a warning.
 async fn post(client: &reqwest::Client, url: &Url, body: &Value) {
-    let mut last = String::new();
-    for attempt_number in 0..ATTEMPTS {
-        match attempt(client, url, body).await {
-            Ok(()) => return,
-            Err(why) => last = why,
-        }
-        tokio::time::sleep(Duration::from_millis(200 << attempt_number)).await;
+    let retries = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_times(ATTEMPTS as usize - 1);
+    if let Err(last) = (|| attempt(client, url, body)).retry(retries).await {
+        // The host only: the path of a webhook URL is its secret.
+        let host = url.host_str().unwrap_or_default();
+        tracing::warn!(%host, error = %last, "webhook: notice dropped after {ATTEMPTS} attempts");
     }
-    // The host only: the path of a webhook URL is its secret.
-    let host = url.host_str().unwrap_or_default();
-    tracing::warn!(%host, error = %last, "webhook: notice dropped after {ATTEMPTS} attempts");
 }
 
 /// One post; anything but a 2xx is a failure (a redirect is not followed: a webhook that

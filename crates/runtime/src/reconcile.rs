@@ -11,9 +11,10 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use kube::ResourceExt;
 
-use crate::error::{Changed, Error};
+use crate::error::Error;
 use crate::target::kube::KubeTarget;
 use crate::target::Target;
 use api::{StickyCanary, StickyCanarySpec, ACTION_ANNOTATION};
@@ -36,38 +37,31 @@ fn never_settles(docs: &[crate::target::Doc]) -> Error {
     ))
 }
 
-/// Runs `f` until it does not return [`Error::Conflict`], backing off between attempts.
-pub async fn retry_on_conflict<T, F, Fut>(mut f: F) -> Result<T, Error>
+/// Runs `f` until it does not return [`Error::Conflict`], at most [`MAX_ATTEMPTS`] times,
+/// backing off between attempts.
+pub async fn retry_on_conflict<T, F, Fut>(f: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
-    let mut attempt = 0;
-    loop {
-        let changed: Changed = match f().await {
-            Err(Error::Conflict(changed)) => changed,
-            other => return other,
-        };
-        tracing::debug!(%changed, attempt, "conflict, retrying");
-        tokio::time::sleep(backoff(attempt)).await;
-        attempt += 1;
-        if attempt == MAX_ATTEMPTS {
-            return Err(Error::GaveUp(changed));
-        }
-    }
+    f.retry(conflict_backoff())
+        .when(|err| matches!(err, Error::Conflict(_)))
+        .notify(|err, wait| tracing::debug!(%err, ?wait, "conflict, retrying"))
+        .await
+        .map_err(|err| match err {
+            Error::Conflict(changed) => Error::GaveUp(changed),
+            other => other,
+        })
 }
 
-/// Exponential backoff capped at half a second, with jitter so racing writers spread out.
-fn backoff(attempt: u32) -> Duration {
-    let base = 5u64 << attempt.min(7);
-    let jitter = u64::from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .subsec_nanos()
-            % 5_000_000,
-    );
-    Duration::from_millis(base.min(500)) + Duration::from_nanos(jitter)
+/// Exponential from 5 ms, capped at half a second, with jitter so racing writers spread out.
+fn conflict_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(5))
+        .with_max_delay(Duration::from_millis(500))
+        .with_jitter()
+        // Retries after the first attempt.
+        .with_max_times(MAX_ATTEMPTS as usize - 1)
 }
 
 /// Brings the target's objects and the rollout's status in line with the rollout; returns how

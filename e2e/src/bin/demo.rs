@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -22,8 +22,10 @@ use sticky_canary_e2e::locate;
 use sticky_canary_e2e::operator::Stickyctl;
 use sticky_canary_e2e::prometheus::Prometheus;
 use sticky_canary_e2e::site::Faults;
-use sticky_canary_e2e::stack::{weights, Stack};
+use sticky_canary_e2e::stack::{EnvoyRollout, Stack};
 use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
+use sticky_canary_e2e::wait;
+use sticky_canary_filter::PluginConfig;
 
 const STABLE: &str = "v1";
 const CANARY: &str = "v2";
@@ -53,21 +55,37 @@ fn main() -> ExitCode {
 /// Runs `stickyctl --envoy-dir <dir> args...` as an operator would, echoing the command and
 /// what it printed.
 fn type_command(ctl: &Stickyctl, args: &[&str]) -> Result<()> {
-    println!("$ {}", ctl.command_line(args));
-    for line in ctl.ok(args)?.lines() {
+    echo(&ctl.command_line(args), &ctl.ok(args)?);
+    Ok(())
+}
+
+/// Shows a command as typed and what it printed.
+fn echo(command: &str, printed: &str) {
+    println!("$ {command}");
+    for line in printed.lines() {
         if line.is_empty() {
             println!();
         } else {
             println!("  {line}");
         }
     }
-    Ok(())
 }
 
 /// Runs a command that changes the rollout and waits until Envoy serves the listener it wrote.
 fn operate(stack: &mut Stack, ctl: &Stickyctl, args: &[&str]) -> Result<()> {
     type_command(ctl, args)?;
-    let serving = stack.wait_for_lds_file()?;
+    show_serving(&stack.wait_for_lds_file()?);
+    Ok(())
+}
+
+/// Shows `init` as typed, what it printed and what Envoy then serves, as [`operate`] does.
+fn show_init(rollout: &EnvoyRollout) {
+    echo(&rollout.init_command, &rollout.init_output);
+    show_serving(&rollout.serving);
+}
+
+/// What Envoy serves, as a line of the demo.
+fn show_serving(serving: &PluginConfig) {
     let weights: Vec<String> = serving
         .versions
         .iter()
@@ -77,21 +95,23 @@ fn operate(stack: &mut Stack, ctl: &Stickyctl, args: &[&str]) -> Result<()> {
         "  Envoy now serves {} (listener reloaded from lds.json, no restart)",
         weights.join(" ")
     );
-    Ok(())
 }
 
 /// Runs the demo; returns the invariants that broke.
 fn run(args: &Args) -> Result<Vec<String>> {
     let upstream = locate::sibling_bin("sticky-upstream")?;
-    // Envoy needs a listener to start with; `stickyctl init` takes the directory over.
-    let plugin = weights(&[(STABLE, 100.0), (CANARY, 0.0)]);
-    let mut stack = Stack::start_with(&upstream, &plugin, EnvoyOptions { concurrency: 2 })
-        .context("starting upstreams and Envoy")?;
-    let ctl = Stickyctl::new(stack.envoy.dir())?;
+    let started = EnvoyRollout::start(
+        &upstream,
+        EnvoyOptions { concurrency: 2 },
+        &BTreeMap::new(),
+        (STABLE, CANARY),
+        &[],
+    )?;
     println!(
         "Envoy on http://{} runs the sticky-canary filter in front of {}.",
-        stack.envoy.listener(),
-        stack
+        started.stack.envoy.listener(),
+        started
+            .stack
             .upstreams
             .iter()
             .map(|u| format!("{} ({})", u.version, u.address))
@@ -101,18 +121,15 @@ fn run(args: &Args) -> Result<Vec<String>> {
     println!("Each version's page loads /assets/app-<version>.js, which only that version has.");
     println!(
         "Config directory: {} (Envoy reloads lds.json from it; stickyctl owns the rollout there)\n",
-        stack.envoy.dir().display()
+        started.stack.envoy.dir().display()
     );
     let mut broken = Vec::new();
     let from = args.from.to_string();
     let to = args.to.to_string();
 
     println!("0) The operator puts {STABLE} under stickyctl and starts the canary {CANARY}:");
-    operate(
-        &mut stack,
-        &ctl,
-        &["init", "--service", "shop", "--stable", STABLE],
-    )?;
+    show_init(&started);
+    let EnvoyRollout { mut stack, ctl, .. } = started;
     operate(&mut stack, &ctl, &["start", "--canary", CANARY])?;
     operate(&mut stack, &ctl, &["set-weight", &from])?;
 
@@ -182,29 +199,21 @@ fn automatic(upstream: &std::path::Path, broken: &mut Vec<String>) -> Result<()>
         (STABLE.to_owned(), errors(0.001)),
         (CANARY.to_owned(), errors(0.05)),
     ]);
-    let plugin = weights(&[(STABLE, 100.0), (CANARY, 0.0)]);
-    let mut stack =
-        Stack::start_faulty(upstream, &plugin, EnvoyOptions { concurrency: 2 }, &faults)
-            .context("starting the second stack")?;
-    let ctl = Stickyctl::new(stack.envoy.dir())?;
-    let prometheus = Prometheus::start(&[stack.envoy.admin_address()?])?;
+    let started = EnvoyRollout::start(
+        upstream,
+        EnvoyOptions { concurrency: 2 },
+        &faults,
+        (STABLE, CANARY),
+        &["--steps", "5,20,50,100", "--auto", "--interval", "15"],
+    )
+    .context("starting the second stack")?;
+    let prometheus = Prometheus::start(&[started.stack.envoy.admin_address()?])?;
     println!(
         "  Prometheus on {} scrapes Envoy every second.",
         prometheus.url()
     );
-    let init = [
-        "init",
-        "--service",
-        "shop",
-        "--stable",
-        STABLE,
-        "--steps",
-        "5,20,50,100",
-        "--auto",
-        "--interval",
-        "15",
-    ];
-    operate(&mut stack, &ctl, &init)?;
+    show_init(&started);
+    let EnvoyRollout { stack, ctl, .. } = started;
     let options = TrafficOptions {
         visits_per_second: 100.0,
         seconds: 180,
@@ -220,34 +229,38 @@ fn automatic(upstream: &std::path::Path, broken: &mut Vec<String>) -> Result<()>
     println!("$ {} &", ctl.command_line(&controller_args));
     let _controller = ctl.spawn(&controller_args, &log)?;
     type_command(&ctl, &["start", "--canary", CANARY])?;
-    let deadline = Instant::now() + Duration::from_secs(120);
     let mut last = String::new();
-    let status = loop {
-        let status = ctl.status()?;
-        let line = format!(
-            "{} {} step {} {}",
-            status["phase"].as_str().unwrap_or_default(),
-            weights_of(&status),
-            status["step"]["weight"]
-                .as_f64()
-                .map_or("-".to_owned(), |w| format!("{w}%")),
-            status["step"]["verdict"]["outcome"]
-                .as_str()
-                .unwrap_or("(no look yet)")
-        );
-        if line != last {
-            println!("  {line}");
-            last = line;
+    let rolled_back = wait::until(
+        "the failing canary to be rolled back",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            let status = ctl.status()?;
+            let line = format!(
+                "{} {} step {} {}",
+                status["phase"].as_str().unwrap_or_default(),
+                weights_of(&status),
+                status["step"]["weight"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |w| format!("{w}%")),
+                status["step"]["verdict"]["outcome"]
+                    .as_str()
+                    .unwrap_or("(no look yet)")
+            );
+            if line != last {
+                println!("  {line}");
+                last = line;
+            }
+            Ok((status["phase"] == "RolledBack").then_some(status))
+        },
+    );
+    let status = match rolled_back {
+        Ok(status) => status,
+        Err(err) => {
+            broken.push(format!("{err:#}"));
+            return Ok(());
         }
-        if status["phase"] == "RolledBack" || Instant::now() > deadline {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(500));
     };
-    if status["phase"] != "RolledBack" {
-        broken.push("the failing canary was not rolled back within 2 minutes".to_owned());
-        return Ok(());
-    }
     println!("  {}", status["message"].as_str().unwrap_or_default());
     type_command(&ctl, &["status"])?;
     Ok(())

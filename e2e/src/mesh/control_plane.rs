@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use super::tools::Tools;
 use crate::envoy::free_port;
 use crate::process::ChildGuard;
+use crate::wait;
 
 /// How long each part may take to come up.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -447,21 +448,17 @@ fn wait(
     mut ready: impl FnMut() -> Result<bool>,
     processes: &mut [&mut ChildGuard],
 ) -> Result<()> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    wait::until(what, PATIENCE, Duration::from_millis(100), || {
         if ready().unwrap_or(false) {
-            return Ok(());
+            return Ok(Some(()));
         }
         for process in processes.iter_mut() {
             if let Some(exit) = process.exited() {
                 bail!("{exit} while waiting for {what}");
             }
         }
-        if Instant::now() > deadline {
-            bail!("no {what} within {PATIENCE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        Ok(None)
+    })
 }
 
 fn http_get(path: &str) -> http::Request<Vec<u8>> {

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 
 use super::control_plane::ControlPlane;
@@ -18,6 +18,7 @@ use crate::envoy::free_port;
 use crate::locate;
 use crate::operator::Stickyctl;
 use crate::upstream::Upstream;
+use crate::wait;
 
 /// Where the services run.
 pub const NS: &str = "prod";
@@ -211,29 +212,27 @@ impl MeshStack {
 
     /// Polls `done` (with a fresh client of the gateway) until it holds, for [`PROPAGATION`].
     pub fn wait_until(&self, what: &str, mut done: impl FnMut(&Http) -> bool) -> Result<()> {
-        let deadline = Instant::now() + PROPAGATION;
-        while !done(&self.http.fresh()) {
-            if Instant::now() > deadline {
-                let log = self.gateway.envoy().log().unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                let counters: Vec<String> = self
-                    .gateway
-                    .envoy()
-                    .stats()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|(name, _)| name.contains("sticky_canary") || name.contains("wasm"))
-                    .map(|(name, value)| format!("{name}: {value}"))
-                    .collect();
-                bail!(
-                    "{what}: not seen within {PROPAGATION:?}; the gateway's filter counters: {counters:?}; its log ends:\n{}",
-                    tail.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Ok(())
+        wait::until(what, PROPAGATION, Duration::from_millis(200), || {
+            Ok(done(&self.http.fresh()).then_some(()))
+        })
+        .map_err(|err| {
+            let log = self.gateway.envoy().log().unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let counters: Vec<String> = self
+                .gateway
+                .envoy()
+                .stats()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(name, _)| name.contains("sticky_canary") || name.contains("wasm"))
+                .map(|(name, value)| format!("{name}: {value}"))
+                .collect();
+            anyhow!(
+                "{err}; the gateway's filter counters: {counters:?}; its log ends:\n{}",
+                tail.join("\n")
+            )
+        })
     }
 
     /// The shared plugin of the gateway as stored, if it exists.
