@@ -123,8 +123,14 @@ impl Cli {
 
     /// The target of the rollout `--name` names, else named `default`, else the only one.
     async fn target(&self, default: Option<String>) -> Result<Opened, Error> {
-        let name = self.name.clone().or(default);
-        self.place().await?.open(None, name.as_deref()).await
+        let place = self.place().await?;
+        // A directory holds one rollout, whatever its name: only a name given with `--name`
+        // must be its name.
+        let name = match place {
+            Place::EnvoyDir(_) => self.name.clone(),
+            Place::Kube { .. } => self.name.clone().or(default),
+        };
+        place.open(None, name.as_deref()).await
     }
 }
 
