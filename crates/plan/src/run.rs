@@ -21,7 +21,7 @@ use super::{ObjectKind, Refusal};
 use runtime::act::act;
 use runtime::error::{Changed, Error, EXIT_INVALID};
 use runtime::notify::Notifier;
-use runtime::reconcile::{converge, retry_on_conflict, MAX_ATTEMPTS};
+use runtime::reconcile::{converge, objects, retry_on_conflict, MAX_ATTEMPTS};
 use runtime::target::place::{Opened, Place};
 use runtime::target::{Plan, Target};
 
@@ -428,20 +428,16 @@ async fn apply_sticky<T: Target>(
             )
         }
     };
-    let objects = |n: usize| match n {
-        1 => "1 object".to_owned(),
-        n => format!("{n} objects"),
-    };
     let report = match (changed, written) {
         (false, 0) => "nothing to change".to_owned(),
         (false, n) => format!(
-            "applied: weight unchanged, {} drifted and re-applied",
-            objects(n)
+            "applied: weight unchanged, {}",
+            objects(n, "drifted and re-applied")
         ),
         (true, n) => format!(
-            "applied: canary at {}% ({} written)",
+            "applied: canary at {}% ({})",
             entry.weight,
-            objects(n)
+            objects(n, "written")
         ),
     };
     let report = match warning {

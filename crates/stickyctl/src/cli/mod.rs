@@ -107,6 +107,15 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
+    /// The command line of `stickyctl --envoy-dir <dir> <args>`.
+    fn in_dir(dir: &str, args: &[&str]) -> Vec<String> {
+        ["stickyctl", "--envoy-dir", dir]
+            .iter()
+            .chain(args)
+            .map(|arg| (*arg).to_owned())
+            .collect()
+    }
+
     /// `init --webhook` refuses a URL notices may not go to, naming the field, with exit code 2
     /// and nothing written; `--allow-http-webhook` takes plain http and is kept in the spec.
     #[tokio::test]
@@ -114,20 +123,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_str().unwrap().to_owned();
         let init = |webhook: &str, extra: &[&str]| {
-            let mut args = vec![
-                "stickyctl",
-                "--envoy-dir",
-                &path,
-                "init",
-                "--service",
-                "shop",
-                "--stable",
-                "v1",
-                "--webhook",
-            ];
+            let mut args = vec!["init", "--service", "shop", "--stable", "v1", "--webhook"];
             args.push(webhook);
             args.extend(extra);
-            args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+            in_dir(&path, &args)
         };
         let refused = [
             ("http://hooks.example/x", "plain http"),
@@ -193,11 +192,7 @@ mod tests {
         let layout_file = dir.path().join(render::envoy::LAYOUT_FILE);
         std::fs::write(layout_file, layout.to_string()).unwrap();
         let path = dir.path().to_str().unwrap().to_owned();
-        let stickyctl = |args: &[&str]| {
-            let mut line = vec!["stickyctl", "--envoy-dir", &path];
-            line.extend(args);
-            run(line.into_iter().map(str::to_owned).collect::<Vec<_>>())
-        };
+        let stickyctl = |args: &[&str]| run(in_dir(&path, args));
         let init = stickyctl(&["init", "--service", "shop", "--stable", "v1"]).await;
         assert_eq!(init.code, EXIT_OK, "{init:?}");
         assert_eq!(stickyctl(&["start", "--canary", "v2"]).await.code, EXIT_OK);
@@ -274,11 +269,7 @@ mod tests {
         let plan_file = dir.path().join("plan.yaml");
         std::fs::write(&plan_file, "- {project: shop, type: STICKY, weight: 25}\n").unwrap();
         let path = dir.path().to_str().unwrap().to_owned();
-        let stickyctl = |args: &[&str]| {
-            let mut line = vec!["stickyctl", "--envoy-dir", &path];
-            line.extend(args);
-            run(line.into_iter().map(str::to_owned).collect::<Vec<_>>())
-        };
+        let stickyctl = |args: &[&str]| run(in_dir(&path, args));
         let webhook = format!("http://127.0.0.1:{port}/hook");
         let init = stickyctl(&[
             "init",
