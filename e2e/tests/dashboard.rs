@@ -473,6 +473,7 @@ fn hostile_rollout(beacon: &str) -> (api::StickyCanary, Vec<String>) {
         at: jiff::Timestamp::from_second(1_800_000_000 + second).unwrap(),
         stable: sample(&stable, requests),
         canary: sample(&canary, requests / 10),
+        unanswered: Vec::new(),
     };
     let plan = StepPlan {
         weight: 5.0,

@@ -83,10 +83,10 @@ pub enum Provider {
 
 /// Query templates (PromQL) replacing the provider's defaults. Placeholders: `{service}`,
 /// `{serviceName}` (its first DNS label), `{namespace}`, `{rollout}` (`namespace/name`),
-/// `{version}`, `{cluster}` (a regex of the version's upstream cluster). Each must return raw
-/// cumulative counters of one version, best one series per proxy (increases are taken per
-/// series), with `le` labels for latency buckets and `sticky_reason` for decisions; never
-/// `rate()` or `increase()`.
+/// `{version}`, `{cluster}` (a regex of the version's upstream cluster). Each counter template
+/// must return raw cumulative counters of one version, best one series per proxy (increases
+/// are taken per series), with `le` labels for latency buckets and `sticky_reason` for
+/// decisions; never `rate()` or `increase()`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Queries {
@@ -102,6 +102,10 @@ pub struct Queries {
     /// The filter's decisions that chose one version, by `sticky_reason`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decisions: Option<String>,
+    /// The weight of one version each proxy's filter runs with: a gauge in basis points,
+    /// one series per proxy (the one query that is not a counter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 impl Queries {
@@ -110,16 +114,16 @@ impl Queries {
     }
 }
 
-/// The data-plane check: fresh decisions must follow a weight change.
+/// The data-plane check: every proxy must report the new weight, and new clients follow it.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DataPlaneSpec {
-    /// How far (absolute share, e.g. 0.05 = 5 points) the canary's share of fresh hash
-    /// decisions may be from its weight. In (0, 1).
+    /// How far (absolute share, e.g. 0.05 = 5 points) the canary's share of new clients
+    /// (the filter's `hash` decisions) may be from its weight. In (0, 1).
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
-    /// Seconds after the step's start by which the share must have been reached, else the
-    /// step fails. Positive.
+    /// Seconds after the step's start by which every proxy must report the weight (and a
+    /// full window of new clients must not miss it), else the step fails. Positive.
     #[serde(default = "default_deadline_seconds")]
     pub deadline_seconds: u64,
 }

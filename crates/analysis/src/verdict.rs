@@ -121,10 +121,12 @@ pub fn judge(spec: &AnalysisSpec, evidence: &Evidence) -> Verdict {
     checks.push(minimum(spec, evidence));
     checks.push(dataplane::check(
         &evidence.data_plane,
+        &evidence.last,
         (evidence.canary.requests, evidence.stable.requests),
         evidence.started,
         evidence.elapsed_seconds(),
     ));
+    checks.push(queries(evidence));
     let with = |outcome| {
         checks
             .iter()
@@ -214,6 +216,30 @@ fn sequential_check(
         share,
         statistic,
         threshold,
+        outcome,
+        reason,
+    }
+}
+
+/// The queries of the latest look that returned no series: a step cannot be judged without
+/// them, and waiting in silence would hide a setup fault (stats tags, labels) for good.
+fn queries(evidence: &Evidence) -> Check {
+    let unanswered = &evidence.last.unanswered;
+    let (outcome, reason) = if unanswered.is_empty() {
+        (Outcome::Pass, "every query answered".to_owned())
+    } else {
+        (
+            Outcome::Inconclusive,
+            format!("no series: {}", unanswered.join("; ")),
+        )
+    };
+    Check {
+        name: CheckName::Queries,
+        canary: ArmCounts::default(),
+        stable: ArmCounts::default(),
+        share: 0.0,
+        statistic: unanswered.len() as f64,
+        threshold: 0.0,
         outcome,
         reason,
     }
@@ -437,6 +463,7 @@ mod tests {
             at: at(0),
             stable: sample("v1", history, 10, &buckets(history, 1000), 0),
             canary: sample("v2", 0, 0, &[], 0),
+            unanswered: Vec::new(),
         };
         let plan = StepPlan {
             weight,
@@ -464,7 +491,9 @@ mod tests {
                 &buckets(canary.0, canary.2),
                 canary.3,
             ),
-        };
+            unanswered: Vec::new(),
+        }
+        .with_applied("proxy", weight);
         evidence.observe(&later, spec);
         evidence
     }
@@ -516,11 +545,6 @@ mod tests {
                 // Far fewer errors than stable: the statistic is large, the canary better.
                 &spec, 50.0, Arm(10000, 0, 100, 1000), Arm(10000, 200, 100, 1000),
                 Outcome::Pass, "errors", "the canary no worse",
-            ),
-            (
-                // The fresh decisions never followed the weight: after the deadline it fails.
-                &spec, 50.0, Arm(10000, 0, 100, 20), Arm(10000, 0, 100, 1980),
-                Outcome::Inconclusive, "dataPlane", "last window: fresh decisions gave the canary 1.0% (20/2000)",
             ),
             (
                 // At 100 % there is no stable to compare with.
@@ -587,7 +611,31 @@ mod tests {
         let names: Vec<_> = verdict.checks.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
-            ["errors", "latency", "maxErrorRate", "evidence", "dataPlane"]
+            [
+                "errors",
+                "latency",
+                "maxErrorRate",
+                "evidence",
+                "dataPlane",
+                "queries"
+            ]
+        );
+    }
+
+    /// A query that returned nothing holds the step, saying which, whatever else passed.
+    #[test]
+    fn an_unanswered_query_holds_the_step_saying_which() {
+        let spec = AnalysisSpec::default();
+        let mut evidence = step(&spec, 5.0, Arm(1000, 1, 10, 50), Arm(19000, 19, 190, 950));
+        assert_eq!(judge(&spec, &evidence).outcome, Outcome::Pass);
+        evidence.last.unanswered = vec!["spec.analysis.queries.weights for v2".to_owned()];
+        let verdict = judge(&spec, &evidence);
+        assert_eq!(verdict.outcome, Outcome::Inconclusive);
+        let queries = check(&verdict, "queries");
+        assert_eq!(queries.statistic, 1.0);
+        assert_eq!(
+            verdict.reason,
+            "no series: spec.analysis.queries.weights for v2"
         );
     }
 
@@ -609,6 +657,7 @@ mod tests {
             at: at(0),
             stable: sample("v1", 0, 0, &[], 0),
             canary: sample("v2", 0, 0, &[], 0),
+            unanswered: Vec::new(),
         };
         let plan = StepPlan {
             weight: 100.0,
@@ -619,7 +668,9 @@ mod tests {
             at: at(60),
             stable: sample("v1", 0, 0, &[], 0),
             canary: sample("v2", 500, 0, &[(5.0, 500), (f64::INFINITY, 500)], 100),
-        };
+            unanswered: Vec::new(),
+        }
+        .with_applied("proxy", 100.0);
         evidence.observe(&later, &spec);
         let verdict = judge(&spec, &evidence);
         assert_eq!(verdict.outcome, Outcome::Pass, "{}", verdict.reason);
@@ -645,7 +696,15 @@ mod tests {
     #[test]
     fn check_names_are_stored_as_they_are_written() {
         use CheckName::*;
-        for name in [Errors, Latency, MaxErrorRate, MaxP99, Evidence, DataPlane] {
+        for name in [
+            Errors,
+            Latency,
+            MaxErrorRate,
+            MaxP99,
+            Evidence,
+            DataPlane,
+            Queries,
+        ] {
             let json = serde_json::to_value(name).unwrap();
             assert_eq!(json, name.as_str());
             assert_eq!(serde_json::from_value::<CheckName>(json).unwrap(), name);

@@ -230,35 +230,59 @@ impl Prometheus {
             self.version(spec, rollout, &rollout.stable, at),
             self.version(spec, rollout, &rollout.canary, at)
         )?;
-        Ok(Snapshot { at, stable, canary })
+        // Stable serves before the canary and every proxy reports the filter's series from
+        // its start: those must answer. The canary's requests may not yet, at a small weight.
+        let must_answer = |(field, version): &(Field, &str)| {
+            *version == rollout.stable.as_str() || *field != Field::Requests
+        };
+        let unanswered = [(&stable, &rollout.stable), (&canary, &rollout.canary)]
+            .into_iter()
+            .flat_map(|((_, empty), version)| empty.iter().map(move |&f| (f, version.as_str())))
+            .filter(must_answer)
+            .map(|(field, version)| unanswered(spec, rollout, field, version))
+            .collect();
+        Ok(Snapshot {
+            at,
+            stable: stable.0,
+            canary: canary.0,
+            unanswered,
+        })
     }
 
+    /// A version's sample, and the fields that must answer and returned no series.
     async fn version(
         &self,
         spec: &AnalysisSpec,
         rollout: &RolloutRef,
         version: &str,
         at: Timestamp,
-    ) -> Result<VersionSample, Error> {
-        let (requests, errors, latency, decisions) = futures::try_join!(
+    ) -> Result<(VersionSample, Vec<Field>), Error> {
+        let answers = futures::try_join!(
             self.field(spec, rollout, Field::Requests, version, at),
             self.field(spec, rollout, Field::Errors, version, at),
             self.field(spec, rollout, Field::LatencyBuckets, version, at),
             self.field(spec, rollout, Field::Decisions, version, at),
+            self.field(spec, rollout, Field::Weights, version, at),
         )?;
-        Ok(VersionSample {
-            version: version.to_owned(),
-            requests: counter(Field::Requests, &requests)?,
-            errors: counter(Field::Errors, &errors)?,
-            latency: histograms(&latency)?,
-            decisions: by_reason(&decisions)?,
-        })
+        let (requests, errors, latency, decisions, weights) = answers;
+        let empty = [
+            (Field::Requests, &requests),
+            (Field::Decisions, &decisions),
+            (Field::Weights, &weights),
+        ]
+        .into_iter()
+        .filter(|(_, series)| series.is_empty())
+        .map(|(field, _)| field)
+        .collect();
+        let sample = sample(version, [requests, errors, latency, decisions, weights])?;
+        Ok((sample, empty))
     }
 
     /// Refuses, naming the field, a template Prometheus rejects, one that reads a metric
     /// Prometheus has no series of, a latency template without `le` or a decisions template
-    /// without `sticky_reason` labels, and a requests template that finds nothing of stable
-    /// (which serves traffic before any canary does). Nothing is written before this passes.
+    /// without `sticky_reason` labels, and a requests, decisions or weights template that
+    /// finds nothing of stable (which serves traffic, and runs in every proxy's filter, before
+    /// any canary does). Nothing is written before this passes.
     pub async fn validate_queries(
         &self,
         spec: &AnalysisSpec,
@@ -301,14 +325,15 @@ impl Prometheus {
                     Field::Requests | Field::Errors => drop(counter(field, series)?),
                     Field::LatencyBuckets => drop(histograms(series)?),
                     Field::Decisions => drop(by_reason(series)?),
+                    Field::Weights => drop(applied_weights(series)?),
                 }
             }
-            if field == Field::Requests && stable.is_empty() {
+            if field.must_answer() && stable.is_empty() {
                 return Err(Error::Invalid(format!(
-                    "{}: no series for the stable version {}: check the template's labels \
-                     against what Prometheus has",
+                    "{}: no series for the stable version {} (`{query}`): {}",
                     field.path(),
-                    rollout.stable
+                    rollout.stable,
+                    field.when_empty()
                 )));
             }
         }
@@ -381,30 +406,49 @@ pub fn parse_answer(body: &[u8]) -> Result<Vec<Series>, QueryError> {
         .collect()
 }
 
-/// One version's sample from the bytes of its four answers (requests, errors, latency
-/// buckets, decisions), read as [`Prometheus::snapshot`] reads them. Pure, and public for the
-/// fuzz targets (feed two into [`analysis::Evidence`] to reach the verdict).
-pub fn version_sample(
-    version: &str,
-    requests: &[u8],
-    errors: &[u8],
-    latency: &[u8],
-    decisions: &[u8],
-) -> Result<VersionSample, Error> {
-    let read = |field: Field, body: &[u8]| {
-        parse_answer(body).map_err(|err| match err {
+/// One version's sample from the bytes of its answers, in [`Field::ALL`]'s order (requests,
+/// errors, latency buckets, decisions, weights), read as [`Prometheus::snapshot`] reads them.
+/// Pure, and public for the fuzz targets (feed two into [`analysis::Evidence`] to reach the
+/// verdict).
+pub fn version_sample(version: &str, answers: [&[u8]; 5]) -> Result<VersionSample, Error> {
+    let mut series: [Vec<Series>; 5] = Default::default();
+    for ((slot, field), body) in series.iter_mut().zip(Field::ALL).zip(answers) {
+        *slot = parse_answer(body).map_err(|err| match err {
             QueryError::Rejected(why) | QueryError::Failed(why) => {
                 Error::Invalid(format!("{}: {why}", field.path()))
             }
-        })
-    };
+        })?;
+    }
+    sample(version, series)
+}
+
+/// One version's sample from its series, in [`Field::ALL`]'s order.
+fn sample(version: &str, series: [Vec<Series>; 5]) -> Result<VersionSample, Error> {
+    let [requests, errors, latency, decisions, weights] = series;
     Ok(VersionSample {
         version: version.to_owned(),
-        requests: counter(Field::Requests, &read(Field::Requests, requests)?)?,
-        errors: counter(Field::Errors, &read(Field::Errors, errors)?)?,
-        latency: histograms(&read(Field::LatencyBuckets, latency)?)?,
-        decisions: by_reason(&read(Field::Decisions, decisions)?)?,
+        requests: counter(Field::Requests, &requests)?,
+        errors: counter(Field::Errors, &errors)?,
+        latency: histograms(&latency)?,
+        decisions: by_reason(&decisions)?,
+        weights: applied_weights(&weights)?,
     })
+}
+
+/// What a query that must answer and returned no series says: which, for which version,
+/// the query itself, and what usually causes it.
+fn unanswered(spec: &AnalysisSpec, rollout: &RolloutRef, field: Field, version: &str) -> String {
+    let query = queries::render(
+        &queries::template(spec, field),
+        spec.provider,
+        rollout,
+        version,
+    );
+    format!(
+        "{} for {version} (`{query}`): {}",
+        field.path(),
+        field.when_empty()
+    )
 }
 
 /// The longest scrape interval in the body of a `/api/v1/targets` answer (`None` without any
@@ -542,6 +586,40 @@ pub fn histograms(series: &[Series]) -> Result<BTreeMap<String, Histogram>, Erro
         .collect())
 }
 
+/// Largest weight gauge value: 100 % in basis points.
+const FULL_WEIGHT: f64 = 10_000.0;
+
+/// The weight each proxy runs a version with, in percent, from the filter's gauges (basis
+/// points), by the series' labels but the version's and the rollout's, so that a proxy's
+/// gauges of both versions share a key.
+pub fn applied_weights(series: &[Series]) -> Result<BTreeMap<String, f64>, Error> {
+    let field = Field::Weights;
+    let mut weights = BTreeMap::new();
+    for s in series {
+        if !(0.0..=FULL_WEIGHT).contains(&s.value) {
+            return Err(Error::Invalid(format!(
+                "{}: {} is not a weight in basis points (0 to 10000)",
+                field.path(),
+                s.value
+            )));
+        }
+        let proxy = s
+            .labels
+            .iter()
+            .filter(|(name, _)| {
+                !matches!(
+                    name.as_str(),
+                    "__name__" | "sticky_version" | "sticky_rollout"
+                )
+            })
+            .map(|(name, value)| format!("{name}={value:?}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        weights.insert(proxy, s.value / 100.0);
+    }
+    Ok(weights)
+}
+
 /// The decision counters by `sticky_reason`.
 pub fn by_reason(series: &[Series]) -> Result<BTreeMap<String, Counter>, Error> {
     let field = Field::Decisions;
@@ -575,6 +653,39 @@ mod tests {
                 .map(|&(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
             value,
+        }
+    }
+
+    /// A proxy's gauges of both versions share its key, whatever their version and rollout
+    /// labels; a value no weight can be is refused naming the field.
+    #[test]
+    fn applied_weights_are_keyed_by_proxy() {
+        let of = |version: &str, instance: &str, value: f64| {
+            series(
+                &[
+                    ("__name__", "sticky_canary_weight_basis_points"),
+                    ("sticky_rollout", "prod/shop"),
+                    ("sticky_version", version),
+                    ("instance", instance),
+                ],
+                value,
+            )
+        };
+        let stable =
+            applied_weights(&[of("v1", "a:15090", 9500.0), of("v1", "b:15090", 8000.0)]).unwrap();
+        let canary =
+            applied_weights(&[of("v2", "a:15090", 500.0), of("v2", "b:15090", 2000.0)]).unwrap();
+        assert_eq!(
+            stable.keys().collect::<Vec<_>>(),
+            canary.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(canary[r#"instance="a:15090""#], 5.0);
+        assert_eq!(stable[r#"instance="b:15090""#], 80.0);
+        for bad in [-1.0, 10_001.0, f64::NAN, f64::INFINITY] {
+            let why = applied_weights(&[of("v2", "a", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(why.starts_with("spec.analysis.queries.weights: "), "{why}");
         }
     }
 
@@ -732,12 +843,16 @@ mod tests {
             (many, "too many series"),
         ];
         for (body, words) in &cases {
+            let empty = vector("[]");
             let why = match version_sample(
                 "v1",
-                body.as_bytes(),
-                one("", "0").as_bytes(),
-                b"{}",
-                b"{}",
+                [
+                    body.as_bytes(),
+                    one("", "0").as_bytes(),
+                    empty.as_bytes(),
+                    empty.as_bytes(),
+                    empty.as_bytes(),
+                ],
             ) {
                 Ok(sample) => panic!("{body:.80}: read as {sample:?}"),
                 Err(err) => err.to_string(),
@@ -755,19 +870,32 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(",")
         ));
-        let why = version_sample("v1", beyond.as_bytes(), b"{}", b"{}", b"{}")
-            .unwrap_err()
-            .to_string();
+        let empty = vector("[]");
+        let why = version_sample(
+            "v1",
+            [
+                beyond.as_bytes(),
+                empty.as_bytes(),
+                empty.as_bytes(),
+                empty.as_bytes(),
+                empty.as_bytes(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(why.contains("add up beyond any counter"), "{why}");
         // Buckets whose `le` is not a number, or NaN; decisions without a reason.
         for (le, words) in [("\"x\"", "is not a number"), ("\"NaN\"", "is not a number")] {
             let latency = one(&format!(r#""le":{le}"#), "1");
             let why = version_sample(
                 "v1",
-                vector("[]").as_bytes(),
-                vector("[]").as_bytes(),
-                latency.as_bytes(),
-                b"{}",
+                [
+                    vector("[]").as_bytes(),
+                    vector("[]").as_bytes(),
+                    latency.as_bytes(),
+                    vector("[]").as_bytes(),
+                    vector("[]").as_bytes(),
+                ],
             )
             .unwrap_err()
             .to_string();
@@ -787,15 +915,18 @@ mod tests {
         let top = "9007199254740992";
         let hostile = r#""pod":"<img src=x onerror=alert(1)></script>\u202e""#;
         let read = |requests: &str, errors: &str, slow: &str| {
+            let latency = vector(&format!(
+                r#"[{{"metric":{{"le":"10"}},"value":[1,{slow:?}]}},{{"metric":{{"le":"5"}},"value":[1,{top:?}]}},{{"metric":{{"le":"+Inf"}},"value":[1,"3"]}},{{"metric":{{"le":"-Inf"}},"value":[1,"7"]}}]"#
+            ));
             version_sample(
                 "v1",
-                one(hostile, requests).as_bytes(),
-                one(hostile, errors).as_bytes(),
-                vector(&format!(
-                    r#"[{{"metric":{{"le":"10"}},"value":[1,{slow:?}]}},{{"metric":{{"le":"5"}},"value":[1,{top:?}]}},{{"metric":{{"le":"+Inf"}},"value":[1,"3"]}},{{"metric":{{"le":"-Inf"}},"value":[1,"7"]}}]"#
-                ))
-                .as_bytes(),
-                one(r#""sticky_reason":"hash""#, requests).as_bytes(),
+                [
+                    one(hostile, requests).as_bytes(),
+                    one(hostile, errors).as_bytes(),
+                    latency.as_bytes(),
+                    one(r#""sticky_reason":"hash""#, requests).as_bytes(),
+                    one(hostile, "10000").as_bytes(),
+                ],
             )
             .unwrap()
         };
@@ -817,6 +948,7 @@ mod tests {
                 at: at(i as i64 * 10),
                 stable,
                 canary,
+                unanswered: Vec::new(),
             };
             match &mut evidence {
                 None => evidence = Some(Evidence::start(&snapshot, &spec, plan)),
@@ -836,6 +968,7 @@ mod tests {
             at: at(1000),
             stable: read(top, top, top),
             canary: read(top, top, top),
+            unanswered: Vec::new(),
         };
         evidence.observe(&later, &spec);
         assert_eq!(evidence.stable.requests, u64::MAX);

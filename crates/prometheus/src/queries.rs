@@ -20,15 +20,18 @@ pub enum Field {
     LatencyBuckets,
     /// The filter's decisions for it, by `sticky_reason`.
     Decisions,
+    /// The weight each proxy's filter runs it with (a gauge, in basis points).
+    Weights,
 }
 
 impl Field {
     /// Every field, in the order they are checked.
-    pub const ALL: [Field; 4] = [
+    pub const ALL: [Field; 5] = [
         Field::Requests,
         Field::Errors,
         Field::LatencyBuckets,
         Field::Decisions,
+        Field::Weights,
     ];
 
     /// The field's name in the spec.
@@ -38,6 +41,30 @@ impl Field {
             Field::Errors => "errors",
             Field::LatencyBuckets => "latencyBuckets",
             Field::Decisions => "decisions",
+            Field::Weights => "weights",
+        }
+    }
+
+    /// Whether the field must have series of stable for the rollout to be judged: stable
+    /// serves requests before any canary, and every proxy's filter reports its series from
+    /// the start. 5xx and latency may have none yet.
+    pub fn must_answer(self) -> bool {
+        matches!(self, Field::Requests | Field::Decisions | Field::Weights)
+    }
+
+    /// What usually leaves the field's query without a series.
+    pub fn when_empty(self) -> &'static str {
+        match self {
+            Field::Requests | Field::Errors | Field::LatencyBuckets => {
+                "nothing scrapes the proxies in front of this version yet, or the template's \
+                 labels do not match what Prometheus has"
+            }
+            Field::Decisions | Field::Weights => {
+                "usually the proxies' stats lack the filter's tags (the `stats_tags` of \
+                 `stickyctl bootstrap`, or the chart's proxy stats on Istio), the filter does \
+                 not run for this rollout, the `sticky_rollout` label differs, or the filter \
+                 predates the weight gauges"
+            }
         }
     }
 
@@ -90,9 +117,17 @@ pub fn default_template(provider: Provider, field: Field) -> String {
         (Provider::Istio, Field::LatencyBuckets) => {
             format!("istio_request_duration_milliseconds_bucket{{{ISTIO_SELECTOR}}}")
         }
+        (Provider::Envoy, Field::Weights) => {
+            r#"sticky_canary_weight_basis_points{sticky_version="{version}",sticky_rollout=""}"#
+                .to_owned()
+        }
         // Istio's proxies share one plugin among rollouts: the counters name theirs.
         (Provider::Istio, Field::Decisions) => {
             r#"sticky_canary_decisions{sticky_rollout="{rollout}",sticky_version="{version}"}"#
+                .to_owned()
+        }
+        (Provider::Istio, Field::Weights) => {
+            r#"sticky_canary_weight_basis_points{sticky_rollout="{rollout}",sticky_version="{version}"}"#
                 .to_owned()
         }
     }
@@ -105,6 +140,7 @@ pub fn template(spec: &AnalysisSpec, field: Field) -> String {
         Field::Errors => &spec.queries.errors,
         Field::LatencyBuckets => &spec.queries.latency_buckets,
         Field::Decisions => &spec.queries.decisions,
+        Field::Weights => &spec.queries.weights,
     };
     custom
         .clone()
@@ -272,6 +308,18 @@ mod tests {
                 "v1",
                 r#"sticky_canary_decisions{sticky_rollout="prod/shop",sticky_version="v1"}"#,
             ),
+            (
+                Provider::Envoy,
+                Field::Weights,
+                "v2",
+                r#"sticky_canary_weight_basis_points{sticky_version="v2",sticky_rollout=""}"#,
+            ),
+            (
+                Provider::Istio,
+                Field::Weights,
+                "v2",
+                r#"sticky_canary_weight_basis_points{sticky_rollout="prod/shop",sticky_version="v2"}"#,
+            ),
         ];
         for (provider, field, version, expected) in cases {
             let spec = AnalysisSpec {
@@ -346,7 +394,8 @@ mod tests {
                 "spec.analysis.queries.requests",
                 "spec.analysis.queries.errors",
                 "spec.analysis.queries.latencyBuckets",
-                "spec.analysis.queries.decisions"
+                "spec.analysis.queries.decisions",
+                "spec.analysis.queries.weights"
             ]
         );
     }
