@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::counters::{bucket_increases, increase};
 use super::dataplane;
+use super::metric::{MetricEvidence, MetricSample};
 use super::AnalysisSpec;
 
 /// The filter's decision reason of new clients (no pin), the decisions that follow the
@@ -27,6 +28,11 @@ impl Counter {
     /// A counter of one series (labels `""`).
     pub fn single(value: u64) -> Counter {
         Counter(BTreeMap::from([(String::new(), value)]))
+    }
+
+    /// Whether no series was read.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The sum over every series (saturating: counters come from outside, and a status
@@ -202,6 +208,9 @@ pub struct VersionSample {
     /// proxy's series labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub weights: BTreeMap<String, f64>,
+    /// The readings of `spec.analysis.metrics`, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, MetricSample>,
 }
 
 impl VersionSample {
@@ -361,8 +370,11 @@ pub struct Evidence {
     pub stable: ArmEvidence,
     /// The canary's increases over the step.
     pub canary: ArmEvidence,
-    /// Whether fresh decisions follow the new weight.
+    /// Whether the proxies applied the new weight.
     pub data_plane: dataplane::Progress,
+    /// What the step gathered of `spec.analysis.metrics`, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, MetricEvidence>,
 }
 
 impl Evidence {
@@ -379,6 +391,15 @@ impl Evidence {
             stable: ArmEvidence::default(),
             canary: ArmEvidence::default(),
             data_plane: dataplane::Progress::new(snapshot, plan.weight, spec),
+            metrics: spec
+                .metrics
+                .iter()
+                .map(|m| {
+                    let stable = snapshot.stable.metrics.get(&m.name);
+                    let quantile = m.quantile.unwrap_or(spec.latency_quantile);
+                    (m.name.clone(), MetricEvidence::start(m, stable, quantile))
+                })
+                .collect(),
         };
         // Stable's whole history so far places the boundary, before the step's requests.
         let mut history = Histogram::default();
@@ -448,6 +469,7 @@ impl VersionSample {
             latency: BTreeMap::from([(String::new(), Histogram::from_pairs(buckets))]),
             decisions: BTreeMap::from([(HASH_REASON.to_owned(), Counter::single(hash))]),
             weights: BTreeMap::new(),
+            metrics: BTreeMap::new(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod check;
 pub mod counters;
 pub mod dataplane;
 pub mod evidence;
+pub mod metric;
 pub mod sequential;
 pub mod verdict;
 
@@ -27,6 +28,7 @@ pub use check::{ArmCounts, Check, CheckName, Outcome};
 pub use evidence::{
     ArmEvidence, Bucket, Counter, Evidence, Histogram, LookError, Snapshot, StepPlan, VersionSample,
 };
+pub use metric::{MetricCheck, MetricKind, MetricSpec, Rule, Worse};
 pub use verdict::{judge, ArmSummary, Verdict};
 
 /// How the canary is judged (`spec.analysis`). Every field has a default, so `analysis: {}`
@@ -67,6 +69,10 @@ pub struct AnalysisSpec {
     /// The check that the proxies applied each new weight.
     #[serde(default)]
     pub data_plane: DataPlaneSpec,
+    /// Further metrics, each judged canary against stable or against a limit (latency
+    /// percentiles, CPU, memory, any counter of events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricSpec>,
 }
 
 /// The metrics the default query templates read.
@@ -149,6 +155,7 @@ impl Default for AnalysisSpec {
             max_p99_ms: None,
             latency_quantile: default_latency_quantile(),
             data_plane: DataPlaneSpec::default(),
+            metrics: Vec::new(),
         }
     }
 }
@@ -175,7 +182,8 @@ fn default_deadline_seconds() -> u64 {
     120
 }
 
-/// Sequential tests run per judged step: errors and latency.
+/// Built-in sequential tests run per judged step: errors and latency (each metric of
+/// `metrics` adds one).
 pub const TESTS_PER_STEP: usize = 2;
 
 /// Steps of a rollout that are judged: those with stable still live next to the canary
@@ -244,19 +252,21 @@ impl AnalysisSpec {
             ("errors", &self.queries.errors),
             ("latencyBuckets", &self.queries.latency_buckets),
             ("decisions", &self.queries.decisions),
+            ("weights", &self.queries.weights),
         ] {
             if template.as_deref().is_some_and(|t| t.trim().is_empty()) {
                 return field(&format!("queries.{name}"), "is empty".to_owned());
             }
         }
-        Ok(())
+        metric::validate(&self.metrics)
     }
 
     /// The level of each step's sequential test when the rollout judges `judged_steps` steps
     /// (those with both versions live): `alpha` split evenly over every test of every step,
-    /// so the whole rollout's false-rollback rate stays at most `alpha`.
+    /// the metrics' included, so the whole rollout's false-rollback rate stays at most `alpha`.
     pub fn test_alpha(&self, judged_steps: usize) -> f64 {
-        self.alpha / (TESTS_PER_STEP * judged_steps.max(1)) as f64
+        let tests = TESTS_PER_STEP + self.metrics.len();
+        self.alpha / (tests * judged_steps.max(1)) as f64
     }
 }
 

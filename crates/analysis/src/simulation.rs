@@ -109,6 +109,7 @@ impl Counters {
             latency: BTreeMap::from([(String::new(), Histogram::from_pairs(&pairs))]),
             decisions: BTreeMap::from([(HASH_REASON.to_owned(), Counter::single(self.hash))]),
             weights: BTreeMap::new(),
+            metrics: BTreeMap::new(),
         }
     }
 }

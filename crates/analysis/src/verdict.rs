@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::check::{percent, ArmCounts, Check, CheckName, Outcome};
 use super::dataplane;
 use super::evidence::{boundary_requests, ArmEvidence};
+use super::metric::{self, MetricCheck};
 use super::sequential;
 use super::{AnalysisSpec, Evidence};
 
@@ -46,6 +47,14 @@ pub struct Verdict {
     pub reason: String,
     /// Every check.
     pub checks: Vec<Check>,
+    /// Every metric of `spec.analysis.metrics`, judged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricCheck>,
+    /// Share of the judged comparisons (errors, latency, the guards and every metric) that
+    /// pass, in percent, as Toss's canary score: 100 when nothing is against the canary.
+    /// Absent while none is judged yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
     /// The canary's numbers.
     pub canary: ArmSummary,
     /// Stable's numbers.
@@ -72,9 +81,17 @@ impl Verdict {
             .iter()
             .filter(|c| matches!(c.name, CheckName::Errors | CheckName::Latency))
             .map(|c| format!("{} {}/{}", c.name, number(c.statistic), number(c.threshold)))
+            .chain(self.metrics.iter().map(|m| {
+                let value = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), number);
+                format!("{} {} vs {}", m.name, value(m.canary), value(m.stable))
+            }))
             .collect();
+        let score = self
+            .score
+            .map(|score| format!(" | score {score:.0}"))
+            .unwrap_or_default();
         format!(
-            "canary {} | stable {} | {} | {:?}",
+            "canary {} | stable {} | {}{score} | {:?}",
             arm(&self.canary),
             arm(&self.stable),
             statistics.join(" "),
@@ -127,13 +144,45 @@ pub fn judge(spec: &AnalysisSpec, evidence: &Evidence) -> Verdict {
         evidence.elapsed_seconds(),
     ));
     checks.push(queries(evidence));
+    let metrics: Vec<MetricCheck> = spec
+        .metrics
+        .iter()
+        .map(|m| {
+            let quantile = m.quantile.unwrap_or(spec.latency_quantile);
+            let gathered = evidence.metrics.get(&m.name).cloned().unwrap_or_default();
+            metric::check(m, &gathered, evidence.alpha, spec.k, quantile)
+        })
+        .collect();
     let with = |outcome| {
         checks
             .iter()
             .filter(|c| c.outcome == outcome)
             .map(|c| c.reason.as_str())
+            .chain(
+                metrics
+                    .iter()
+                    .filter(|m| m.outcome == outcome)
+                    .map(|m| m.reason.as_str()),
+            )
             .collect::<Vec<_>>()
     };
+    let compared: Vec<Outcome> = checks
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.name,
+                CheckName::Errors
+                    | CheckName::Latency
+                    | CheckName::MaxErrorRate
+                    | CheckName::MaxP99
+            )
+        })
+        .map(|c| c.outcome)
+        .chain(metrics.iter().map(|m| m.outcome))
+        .filter(|&o| o != Outcome::Inconclusive)
+        .collect();
+    let passed = compared.iter().filter(|&&o| o == Outcome::Pass).count();
+    let score = (!compared.is_empty()).then(|| 100.0 * passed as f64 / compared.len() as f64);
     let (outcome, reasons) = if !with(Outcome::Fail).is_empty() {
         (Outcome::Fail, with(Outcome::Fail))
     } else if !with(Outcome::Inconclusive).is_empty() {
@@ -155,6 +204,8 @@ pub fn judge(spec: &AnalysisSpec, evidence: &Evidence) -> Verdict {
         canary: summary(canary, &evidence.last.canary.version),
         stable: summary(stable, &evidence.last.stable.version),
         checks,
+        metrics,
+        score,
     }
 }
 
@@ -646,7 +697,7 @@ mod tests {
         assert_eq!(
             judge(&spec, &evidence).line(),
             "canary v2 1000 req 4.9% 5xx p99 25 ms | stable v1 19000 req 0.1% 5xx p99 25 ms | \
-             errors 3.4e26/240 latency 0.57/240 | Fail"
+             errors 3.4e26/240 latency 0.57/240 | score 67 | Fail"
         );
     }
 

@@ -175,6 +175,7 @@ mod tests {
             )]),
             decisions: BTreeMap::new(),
             weights: BTreeMap::new(),
+            metrics: BTreeMap::new(),
         }
     }
 

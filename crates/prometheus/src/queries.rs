@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use analysis::{AnalysisSpec, Provider};
+use analysis::{AnalysisSpec, MetricKind, MetricSpec, Provider};
 use api::names::{cluster_name, subset_name};
 use promql_parser::label::{MatchOp, METRIC_NAME};
 use promql_parser::parser::{AggregateExpr, Expr, VectorSelector};
@@ -145,6 +145,39 @@ pub fn template(spec: &AnalysisSpec, field: Field) -> String {
     custom
         .clone()
         .unwrap_or_else(|| default_template(spec.provider, field))
+}
+
+/// What usually leaves a metric's query without a series.
+pub const METRIC_WHEN_EMPTY: &str =
+    "the template's labels do not match what Prometheus has, or nothing scrapes the version yet";
+
+/// One query of `spec.analysis.metrics[index]`: where it is in the spec, and its template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricQuery {
+    /// `spec.analysis.metrics[i].query (name)` (or `.requests`), for messages.
+    pub path: String,
+    /// The template.
+    pub template: String,
+}
+
+/// The queries of `spec.analysis.metrics[index]`: its own, then for a counter the requests it
+/// is counted over (the rollout's requests query unless the metric names its own).
+pub fn metric_queries(spec: &AnalysisSpec, index: usize, metric: &MetricSpec) -> Vec<MetricQuery> {
+    let path = |part: &str| format!("spec.analysis.metrics[{index}].{part} ({})", metric.name);
+    let mut asked = vec![MetricQuery {
+        path: path("query"),
+        template: metric.query.clone(),
+    }];
+    if metric.kind == MetricKind::Counter {
+        asked.push(MetricQuery {
+            path: path("requests"),
+            template: metric
+                .requests
+                .clone()
+                .unwrap_or_else(|| template(spec, Field::Requests)),
+        });
+    }
+    asked
 }
 
 /// A regex for a PromQL string (`=~"..."`): regex metacharacters escaped, and the escaping

@@ -178,6 +178,7 @@ fn sample(version: &str, series: &[Series]) -> Option<VersionSample> {
         decisions: prometheus::by_reason(series).ok()?,
         // Counts above 100 % are no weight: read as none reported, which the check says.
         weights: prometheus::applied_weights(series).unwrap_or_default(),
+        metrics: Default::default(),
     })
 }
 
