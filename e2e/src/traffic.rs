@@ -51,6 +51,9 @@ impl Summary {
     }
 }
 
+/// Threads of a `sticky-load` process.
+const THREADS: usize = 2;
+
 /// How much load, for how long.
 #[derive(Debug, Clone, Copy)]
 pub struct TrafficOptions {
@@ -58,8 +61,10 @@ pub struct TrafficOptions {
     pub visits_per_second: f64,
     /// How long the load runs, then stops by itself.
     pub seconds: u64,
-    /// Every n-th visit is by a first-time visitor.
+    /// Every n-th visit is by a first-time visitor; 0: never, the same browsers come back.
     pub new_every: u64,
+    /// Returning browsers (cookies kept), over all threads.
+    pub returning: usize,
 }
 
 /// A running `sticky-load` process; killed when dropped.
@@ -76,6 +81,11 @@ impl Traffic {
             .arg(format!("--rate={}", options.visits_per_second))
             .arg(format!("--seconds={}", options.seconds))
             .arg(format!("--new-every={}", options.new_every))
+            .arg(format!("--threads={THREADS}"))
+            .arg(format!(
+                "--browsers={}",
+                options.returning.div_ceil(THREADS)
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         Ok(Traffic {

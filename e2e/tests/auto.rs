@@ -83,11 +83,15 @@ fn rollout(
 impl Rollout {
     /// `sticky-load` for `seconds`: a steady crowd, every second visit by a new visitor.
     fn load(&self, seconds: u64) -> Traffic {
-        let options = TrafficOptions {
+        self.load_with(TrafficOptions {
             visits_per_second: 100.0,
             seconds,
             new_every: 2,
-        };
+            returning: 100,
+        })
+    }
+
+    fn load_with(&self, options: TrafficOptions) -> Traffic {
         Traffic::start(
             Path::new(env!("CARGO_BIN_EXE_sticky-load")),
             self.stack.envoy.listener(),
@@ -345,10 +349,115 @@ fn a_weight_the_data_plane_did_not_apply_fails_its_step() {
         .unwrap_or_else(|err| panic!("{err}: {:#}", ctl.status().unwrap()));
     let message = status["message"].as_str().unwrap();
     assert!(message.starts_with("rolled back at 50%:"), "{message}");
+    // Named by the proxy's own report of the weight it runs, not guessed from traffic.
+    let envoy = r.stack.envoy.admin_address().unwrap();
+    for words in [
+        "the data plane did not apply the weight: 1 of 1 proxies not at weight 50% within 3 s"
+            .to_owned(),
+        format!(r#"instance="{envoy}""#),
+        "runs v2 at 5%, v1 at 95%".to_owned(),
+    ] {
+        assert!(message.contains(&words), "{words}: {message}");
+    }
+}
+
+/// The issue's case: a fixed population of a few hundred browsers that keep their cookies
+/// and come back, no new visitor at all, the canary identical to stable. At each ramp the
+/// clients a page load moves all go to the canary, so their decisions never show the weight;
+/// the proxies' reports of the weight they run do, and the canary is promoted.
+#[test]
+fn a_healthy_canary_whose_users_come_back_is_promoted() {
+    let r = rollout(&[], INTERVAL, &["--promotion", "auto"], |_| {});
+    let _load = r.load_with(TrafficOptions {
+        visits_per_second: 100.0,
+        seconds: 120,
+        new_every: 0,
+        returning: 150,
+    });
+    let _controller = r.controller();
+    r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    let status = r.wait("promoted", Duration::from_secs(90), |s| {
+        phase(s) == "Promoted"
+    });
+    let verdicts = status["verdicts"].as_array().unwrap();
+    let weights: Vec<f64> = verdicts
+        .iter()
+        .map(|v| v["weight"].as_f64().unwrap())
+        .collect();
+    assert_eq!(weights, [5.0, 50.0, 100.0], "{status:#}");
+    for verdict in verdicts {
+        let data_plane = verdict["verdict"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "dataPlane")
+            .unwrap();
+        assert_eq!(data_plane["outcome"], "Pass", "{verdict:#}");
+        let reason = data_plane["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("every proxy (1) reported weight"),
+            "{reason}"
+        );
+    }
+    let log = std::fs::read_to_string(r.controller_log()).unwrap_or_default();
+    assert!(!log.contains("did not apply"), "{log}");
+}
+
+/// A query that returns nothing is said at once, in the status message and one webhook
+/// notice, naming the query and the usual cause; `auto on --prometheus` refuses it before any
+/// write.
+#[test]
+fn a_query_without_series_is_said_not_waited_on() {
+    let webhook = Webhook::start(0).unwrap();
+    let silent = r#"sticky_canary_weight_basis_points{sticky_version="{version}",sticky_rollout="elsewhere"}"#;
+    let r = rollout(&[], INTERVAL, &["--webhook", &webhook.url()], |c| {
+        c.spec.analysis.queries.weights = Some(silent.to_owned());
+    });
+    let _load = r.load(60);
+    let _controller = r.controller();
+    r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    let said = r.wait("the silent query said", Duration::from_secs(40), |s| {
+        s["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no series: spec.analysis.queries.weights for v1"))
+    });
+    let message = said["message"].as_str().unwrap();
+    assert!(message.starts_with("waiting at 5%: "), "{message}");
     assert!(
-        message.contains("the data plane did not apply the weight"),
+        message.contains(r#"sticky_rollout="elsewhere""#),
         "{message}"
     );
+    assert!(message.contains("stats_tags"), "{message}");
+    assert_eq!(said["versions"][1]["weight"], 5.0, "held: {said:#}");
+    webhook
+        .wait_for(
+            "step 5%: no series: spec.analysis.queries.weights",
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let notices = webhook
+        .texts()
+        .into_iter()
+        .filter(|t| t.contains("no series"))
+        .count();
+    assert_eq!(notices, 1, "once per step: {:#?}", webhook.texts());
+    // Refused before any write by `auto on --prometheus`, naming the field and the cause.
+    r.ctl.ok(&["auto", "off"]).unwrap();
+    let stored = || std::fs::read(r.stack.envoy.dir().join(ROLLOUT_FILE)).unwrap();
+    let before = stored();
+    let run = r
+        .ctl
+        .run(&["auto", "on", "--prometheus", &r.prometheus.url()])
+        .unwrap();
+    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("spec.analysis.queries.weights: no series for the stable version v1"),
+        "{}",
+        run.stderr
+    );
+    assert!(stored() == before, "nothing written");
 }
 
 /// Scenario 6: the controller killed mid-step resumes that step with its evidence: the same

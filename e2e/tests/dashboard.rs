@@ -287,8 +287,9 @@ fn auto_on_from_the_page_takes_the_next_step_by_itself() {
     let options = TrafficOptions {
         visits_per_second: 60.0,
         seconds: 60,
-        // Every visitor new, so the data-plane check soon has the fresh decisions it counts.
+        // Every visitor new.
         new_every: 1,
+        returning: 100,
     };
     let load_bin = std::path::Path::new(env!("CARGO_BIN_EXE_sticky-load"));
     let _load = Traffic::start(load_bin, stack.envoy.listener(), options).unwrap();
@@ -473,6 +474,7 @@ fn hostile_rollout(beacon: &str) -> (api::StickyCanary, Vec<String>) {
         at: jiff::Timestamp::from_second(1_800_000_000 + second).unwrap(),
         stable: sample(&stable, requests),
         canary: sample(&canary, requests / 10),
+        unanswered: Vec::new(),
     };
     let plan = StepPlan {
         weight: 5.0,

@@ -1,5 +1,6 @@
-//! The decision counters, as Prometheus scrapes them from Envoy: one series per version and
-//! reason, labelled `sticky_version` and `sticky_reason` by the bootstrap's stats tags.
+//! The filter's metrics, as Prometheus scrapes them from Envoy: a decision counter per version
+//! and reason, labelled `sticky_version` and `sticky_reason` by the bootstrap's stats tags,
+//! and the weight each version has in the configuration the filter runs.
 
 mod common;
 
@@ -30,7 +31,7 @@ fn decisions_are_counted_per_version_and_reason_on_stats_prometheus() {
     let before = decisions(&stack.envoy.prometheus().unwrap());
     assert_eq!(
         before.len(),
-        10,
+        12,
         "a series per version and reason: {before:?}"
     );
     let mut crowd = Crowd::new(300);
@@ -56,9 +57,35 @@ fn decisions_are_counted_per_version_and_reason_on_stats_prometheus() {
             3 * pages(version),
         );
         expected.insert((version.to_owned(), "trusted".to_owned()), 0);
+        expected.insert((version.to_owned(), "repin".to_owned()), 0);
         expected.insert((version.to_owned(), "preflight".to_owned()), 0);
         let overrides = if version == "v2" { 7 * 4 } else { 0 };
         expected.insert((version.to_owned(), "override".to_owned()), overrides);
     }
     assert_eq!(counted, expected);
+}
+
+/// The weight gauges follow the configuration Envoy runs, without a single request: set at
+/// start, changed by a live reconfiguration, and a version at weight 0 reports 0.
+#[test]
+fn the_weights_in_effect_are_reported_per_version() {
+    let weights_now = |stack: &sticky_canary_e2e::stack::Stack| -> BTreeMap<String, u64> {
+        exposition::weights(&stack.envoy.prometheus().unwrap())
+            .into_iter()
+            .filter_map(|((rollout, version), value)| rollout.is_none().then_some((version, value)))
+            .collect()
+    };
+    let mut stack = common::start(&weights(&[("v1", 95.0), ("v2", 5.0)]));
+    let expect = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|&(v, bp)| (v.to_owned(), bp)).collect()
+    };
+    assert_eq!(weights_now(&stack), expect(&[("v1", 9500), ("v2", 500)]));
+    stack
+        .set_plugin(&weights(&[("v1", 66.67), ("v2", 33.33)]))
+        .unwrap();
+    assert_eq!(weights_now(&stack), expect(&[("v1", 6667), ("v2", 3333)]));
+    stack
+        .set_plugin(&weights(&[("v1", 0.0), ("v2", 100.0)]))
+        .unwrap();
+    assert_eq!(weights_now(&stack), expect(&[("v1", 0), ("v2", 10000)]));
 }

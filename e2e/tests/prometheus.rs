@@ -184,6 +184,7 @@ fn a_snapshot_counts_what_envoy_served_per_version() {
         visits_per_second: 20.0,
         seconds: 3,
         new_every: 4,
+        returning: 100,
     };
     let summary = Traffic::start(load, stack.envoy.listener(), options)
         .and_then(Traffic::finish)

@@ -41,10 +41,14 @@ pub enum Reason {
     Override,
     /// A mesh-internal hop already carried the version header and the config trusts it.
     Trusted,
-    /// The pinning cookie named a live version.
+    /// The pinning cookie named a live version, and the client keeps it.
     Cookie,
-    /// The weighted hash of the client key decided.
+    /// The weighted hash of the client key decided, for a client without a pin (a new
+    /// client, or one whose pin names no version in service): these follow the weights.
     Hash,
+    /// A pinned client re-hashed at a navigation moved to another version. After a weight
+    /// change these all move the same way, so they are counted apart from `hash`.
+    Repin,
     /// A CORS preflight, which never carries cookies: sent to the first live version, with
     /// no id minted and no cookie set (see [`is_preflight`]).
     Preflight,
@@ -52,11 +56,12 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in metric order.
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 6] = [
         Reason::Override,
         Reason::Trusted,
         Reason::Cookie,
         Reason::Hash,
+        Reason::Repin,
         Reason::Preflight,
     ];
 
@@ -67,6 +72,7 @@ impl Reason {
             Reason::Trusted => "trusted",
             Reason::Cookie => "cookie",
             Reason::Hash => "hash",
+            Reason::Repin => "repin",
             Reason::Preflight => "preflight",
         }
     }
@@ -90,7 +96,8 @@ pub struct Decision {
     pub version: usize,
     /// Why.
     pub reason: Reason,
-    /// For [`Reason::Hash`]: where the key came from and its bucket.
+    /// For a decision by hash ([`Reason::Hash`], [`Reason::Repin`], and a re-hashed pin that
+    /// stayed): where the key came from and its bucket.
     pub hashed: Option<(KeyOrigin, u16)>,
     /// Whether the response must (re)set the version cookie.
     pub set_version_cookie: bool,
@@ -205,9 +212,14 @@ fn decide_with(
         }
     };
     let version = config.buckets.version_of(bucket);
+    let reason = match pinned {
+        None => Reason::Hash,
+        Some(pin) if pin == version => Reason::Cookie,
+        Some(_) => Reason::Repin,
+    };
     Decision {
         version,
-        reason: Reason::Hash,
+        reason,
         hashed: Some((origin, bucket)),
         set_version_cookie: pinned != Some(version),
         minted_id,
@@ -542,7 +554,7 @@ mod tests {
                 let d = decide(&c, &req(&h), no_mint);
                 assert_eq!(
                     (d.version, d.reason, d.set_version_cookie),
-                    (1, Reason::Hash, true),
+                    (1, Reason::Repin, true),
                     "{repin}: a navigation leaves the drained version"
                 );
             }
@@ -581,9 +593,27 @@ mod tests {
             let d = decide(&c, &req(&h), no_mint);
             assert_eq!(
                 (d.version, d.reason, d.set_version_cookie),
-                (0, Reason::Hash, true)
+                (0, Reason::Repin, true)
             );
             assert_eq!(d.hashed.unwrap().0, KeyOrigin::Source(0));
+            // Re-hashed to the version it is pinned to, the client keeps its pin: `cookie`,
+            // so `repin` counts only the clients a weight change moved.
+            let mut h = vec![
+                ("cookie", &b"sticky-version=v1"[..]),
+                ("x-user-id", stable_user.as_bytes()),
+            ];
+            h.extend_from_slice(nav);
+            let d = decide(&c, &req(&h), no_mint);
+            assert_eq!(
+                (d.version, d.reason, d.set_version_cookie),
+                (0, Reason::Cookie, false)
+            );
+            assert_eq!(d.hashed.unwrap().0, KeyOrigin::Source(0));
+            // The same user without a pin is a new client: `hash`.
+            let mut h = vec![("x-user-id", stable_user.as_bytes())];
+            h.extend_from_slice(nav);
+            let d = decide(&c, &req(&h), no_mint);
+            assert_eq!((d.version, d.reason), (0, Reason::Hash));
         }
         let expiry = config(
             r#","keySources":[{"header":"x-user-id"}],"repin":"expiry""#,
@@ -625,7 +655,7 @@ mod tests {
         let d = decide(&c, &r, no_mint);
         assert_eq!(
             (d.version, d.reason, d.set_version_cookie),
-            (0, Reason::Hash, true)
+            (0, Reason::Repin, true)
         );
         assert!(r.was_read("sec-fetch-dest"));
         // Within a page the moved pin holds.
@@ -688,7 +718,7 @@ mod tests {
             headers.extend_from_slice(metadata);
             let d = decide(&c, &req(&headers), no_mint);
             let expected = if moves {
-                (0, Reason::Hash, true)
+                (0, Reason::Repin, true)
             } else {
                 (1, Reason::Cookie, false)
             };

@@ -1,35 +1,53 @@
-//! Names of the decision counters, one per version and reason (and rollout, when the filter
-//! serves several).
+//! Names of the filter's metrics: a decision counter per version and reason, and a gauge of
+//! the weight each version has in the configuration the filter runs (and rollout, when the
+//! filter serves several).
 //!
 //! The proxy-wasm ABI has no metric labels, so rollout, version and reason are encoded in the
 //! name and Envoy's `stats_tags` turn them back into the Prometheus labels `sticky_rollout`,
 //! `sticky_version` and `sticky_reason` (the regexes below; Istio takes them as
-//! `extraStatTags`-style settings). Without the tag rules the counters still show, with
+//! `extraStatTags`-style settings). Without the tag rules the metrics still show, with
 //! rollout, version and reason in the name.
 
 use crate::decision::Reason;
 
-/// The name part that follows the rollout's name in a multi-rollout counter, and that the
+/// The name part that follows the rollout's name in a multi-rollout metric, and that the
 /// tag rules look for to find where the rollout's name ends.
 const VERSION_LABEL: &str = "version";
+/// The decision counters' family.
+const DECISIONS: &str = "sticky_canary.decisions";
+/// The applied-weight gauges' family: in basis points (1/100 %), as proxy-wasm gauges hold
+/// whole numbers and the filter splits clients in basis points.
+const WEIGHT: &str = "sticky_canary.weight_basis_points";
 
-/// Counter name for decisions of `reason` that chose `version`. `rollout` is the rollout's
-/// name when the filter serves several ([`crate::rollouts`]); the single-rollout form keeps
-/// the names it always had, so existing dashboards keep working.
-pub fn decision_counter(rollout: Option<&str>, version: &str, reason: Reason) -> String {
+/// `<family>.[rollout.<rollout>.]version.<version>`. `rollout` is the rollout's name when the
+/// filter serves several ([`crate::rollouts`]); the single-rollout form keeps the names it
+/// always had, so existing dashboards keep working.
+fn name(family: &str, rollout: Option<&str>, version: &str) -> String {
     // Pushed piece by piece rather than `format!`ted: the same name in less code.
-    let mut name = String::from("sticky_canary.decisions.");
+    let mut name = String::from(family);
     if let Some(rollout) = rollout {
-        name.push_str("rollout.");
+        name.push_str(".rollout.");
         name.push_str(rollout);
-        name.push('.');
     }
+    name.push('.');
     name.push_str(VERSION_LABEL);
     name.push('.');
     name.push_str(version);
+    name
+}
+
+/// Counter name for decisions of `reason` that chose `version`.
+pub fn decision_counter(rollout: Option<&str>, version: &str, reason: Reason) -> String {
+    let mut name = name(DECISIONS, rollout, version);
     name.push_str(".reason.");
     name.push_str(reason.as_str());
     name
+}
+
+/// Gauge name for the weight of `version` in the configuration the filter runs: what the
+/// data plane applied, per proxy, whatever traffic it sees.
+pub fn weight_gauge(rollout: Option<&str>, version: &str) -> String {
+    name(WEIGHT, rollout, version)
 }
 
 /// Refuses rollout names the tag rules could not split off the counter name. The rollout
@@ -58,11 +76,11 @@ pub const REASON_TAG: &str = "sticky_reason";
 /// `/stats/prometheus`), so the tag rules must match it. Single-rollout counters have no
 /// rollout part and get no rollout label.
 pub const ROLLOUT_TAG_REGEX: &str =
-    r"^wasmcustom\.sticky_canary\.decisions(\.rollout\.(.+?))\.version\.";
+    r"^wasmcustom\.sticky_canary\.(?:decisions|weight_basis_points)(\.rollout\.(.+?))\.version\.";
 /// Envoy `stats_tags` regex extracting the version, after the rollout part if there is one
-/// (Envoy matches every rule against the full name).
-pub const VERSION_TAG_REGEX: &str =
-    r"^wasmcustom\.sticky_canary\.decisions(?:\.rollout\..+?)?(\.version\.(.+?))\.reason\.";
+/// (Envoy matches every rule against the full name): up to the reason of a counter, to the
+/// end of a gauge's name.
+pub const VERSION_TAG_REGEX: &str = r"^wasmcustom\.sticky_canary\.(?:decisions|weight_basis_points)(?:\.rollout\..+?)?(\.version\.(.+?))(?:\.reason\.[a-z]+)?$";
 /// Envoy `stats_tags` regex extracting the reason.
 pub const REASON_TAG_REGEX: &str = r"^wasmcustom\.sticky_canary\.decisions.*?(\.reason\.([a-z]+))$";
 
@@ -83,6 +101,14 @@ mod tests {
         assert_eq!(
             decision_counter(Some("prod/shop"), "v2", Reason::Cookie),
             "sticky_canary.decisions.rollout.prod/shop.version.v2.reason.cookie"
+        );
+        assert_eq!(
+            weight_gauge(None, "v2"),
+            "sticky_canary.weight_basis_points.version.v2"
+        );
+        assert_eq!(
+            weight_gauge(Some("prod/shop"), "1.2.3"),
+            "sticky_canary.weight_basis_points.rollout.prod/shop.version.1.2.3"
         );
     }
 
@@ -172,13 +198,25 @@ mod tests {
         ];
         for (rollout, version, expected) in cases {
             let counter = decision_counter(rollout, version, Reason::Hash);
-            let (rest, tags) = tags(&counter);
+            let (rest, found) = tags(&counter);
             assert_eq!(rest, "wasmcustom.sticky_canary.decisions", "{counter}");
             let expected: Vec<_> = expected
                 .into_iter()
                 .map(|(tag, value)| (tag, value.to_owned()))
                 .collect();
-            assert_eq!(tags, expected, "{counter}");
+            assert_eq!(found, expected, "{counter}");
+            // The weight gauge of the same version gets the same labels, without a reason.
+            let gauge = weight_gauge(rollout, version);
+            let (rest, found) = tags(&gauge);
+            assert_eq!(
+                rest, "wasmcustom.sticky_canary.weight_basis_points",
+                "{gauge}"
+            );
+            let without_reason: Vec<_> = expected
+                .into_iter()
+                .filter(|(tag, _)| *tag != REASON_TAG)
+                .collect();
+            assert_eq!(found, without_reason, "{gauge}");
         }
     }
 

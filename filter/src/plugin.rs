@@ -37,13 +37,15 @@ struct Active {
 }
 
 impl Active {
-    /// Validates the configuration and defines its counters; the error is the log line's text.
+    /// Validates the configuration, defines its counters and sets its weight gauges; the error
+    /// is the log line's text.
     fn new(json: &[u8]) -> Result<Self, String> {
         let rollouts = Rollouts::from_json(json)
             .map_err(|err| format!("invalid plugin configuration: {err}"))?;
         let mut counters = Vec::with_capacity(rollouts.rollouts().len());
         for rollout in rollouts.rollouts() {
             counters.push(define_counters(rollout)?);
+            set_weights(rollout)?;
         }
         Ok(Active { rollouts, counters })
     }
@@ -57,6 +59,11 @@ impl Active {
     }
 }
 
+fn define(kind: MetricType, metric: &str) -> Result<u32, String> {
+    proxy_wasm::hostcalls::define_metric(kind, metric)
+        .map_err(|status| format!("cannot define metric {metric}: {status:?}"))
+}
+
 /// Defines a rollout's counters: one per version and reason.
 fn define_counters(rollout: &Rollout) -> Result<Vec<u32>, String> {
     let names = &rollout.config.names;
@@ -64,12 +71,25 @@ fn define_counters(rollout: &Rollout) -> Result<Vec<u32>, String> {
     for version in names {
         for reason in Reason::ALL {
             let metric = metrics::decision_counter(rollout.name.as_deref(), version, reason);
-            let id = proxy_wasm::hostcalls::define_metric(MetricType::Counter, &metric)
-                .map_err(|status| format!("cannot define metric {metric}: {status:?}"))?;
-            counters.push(id);
+            counters.push(define(MetricType::Counter, &metric)?);
         }
     }
     Ok(counters)
+}
+
+/// Sets a rollout's weight gauges to the weights it runs with, one per version. A new
+/// configuration is a new plugin instance in Envoy (and Istio), which sets them again; a
+/// version that left keeps its last value, and a proxy that no longer runs the filter keeps
+/// the weight it last applied, so a check against a newer weight names it.
+fn set_weights(rollout: &Rollout) -> Result<(), String> {
+    let config = &rollout.config;
+    for (version, &basis_points) in config.names.iter().zip(&config.basis_points) {
+        let metric = metrics::weight_gauge(rollout.name.as_deref(), version);
+        let id = define(MetricType::Gauge, &metric)?;
+        proxy_wasm::hostcalls::record_metric(id, u64::from(basis_points))
+            .map_err(|status| format!("cannot set metric {metric}: {status:?}"))?;
+    }
+    Ok(())
 }
 
 #[derive(Default)]

@@ -43,6 +43,8 @@ pub enum CheckName {
     Evidence,
     /// Whether the proxies applied the weight ([`dataplane`]).
     DataPlane,
+    /// Whether every query that must answer did (the filter's series, stable's requests).
+    Queries,
 }
 
 impl CheckName {
@@ -55,6 +57,7 @@ impl CheckName {
             CheckName::MaxP99 => "maxP99",
             CheckName::Evidence => "evidence",
             CheckName::DataPlane => "dataPlane",
+            CheckName::Queries => "queries",
         }
     }
 }
@@ -69,7 +72,7 @@ impl std::fmt::Display for CheckName {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Check {
-    /// `errors`, `latency`, `maxErrorRate`, `maxP99`, `evidence` or `dataPlane`.
+    /// `errors`, `latency`, `maxErrorRate`, `maxP99`, `evidence`, `dataPlane` or `queries`.
     // A plain string in the CRD, as it was before the names were typed: a schema that lists
     // them would be a CRD change for no gain (only the controller writes them).
     #[schemars(with = "String")]
@@ -82,10 +85,11 @@ pub struct Check {
     pub share: f64,
     /// The number compared with `threshold`: the test statistic O for `errors` and
     /// `latency`, the canary's rate for the guards, its requests for `evidence`, the
-    /// distance of the fresh decisions' share from the weight for `dataPlane`.
+    /// distance of the new clients' share from the weight for `dataPlane`, the queries that
+    /// returned nothing for `queries`.
     pub statistic: f64,
     /// Where the check's outcome turns: 1/α, the guard's limit, the minimum of requests,
-    /// the tolerance.
+    /// the tolerance, 0 unanswered queries.
     pub threshold: f64,
     /// What the check concluded.
     pub outcome: Outcome,

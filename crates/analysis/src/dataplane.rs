@@ -1,36 +1,51 @@
-//! Did the proxies apply the weight? Fresh decisions (the filter's `hash` reason: clients
-//! without a pin, hashed by the live weights) must give the canary its new weight within a
-//! tolerance before a deadline, or the step fails: a listener or WasmPlugin that did not
-//! apply is caught, not assumed. Pinned clients (`cookie`) keep their version by design, so
-//! they say nothing about the weight; the share of requests served is shown beside it.
+//! Did the proxies apply the weight? Each proxy's filter reports the weight of the
+//! configuration it runs (a gauge per version): the step's weights must be reported by every
+//! proxy that reports the rollout before a deadline, or the step fails naming the proxies that
+//! do not, however little traffic there is.
+//!
+//! The share of new clients (the filter's `hash` reason: clients without a pin, hashed by the
+//! live weights) is a second, statistical signal when there are enough of them: a full window
+//! of them far from the weight at the deadline fails the step too. Pinned clients a navigation
+//! moved (`repin`) all move the same way after a weight change, and kept pins (`cookie`) stay
+//! by design, so neither says anything about the weight; the share of requests served is shown
+//! beside it.
 
 use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::check::{percent, ArmCounts, Check, CheckName, Outcome};
+use super::evidence::Snapshot;
 use super::AnalysisSpec;
 
-/// Fresh decisions counted in windows: a window with enough decisions either shows the
-/// weight (reached, for good) or does not (and the next window starts, so decisions made
-/// before the change reached the proxies drop out).
+/// Weights closer than this (in percent) are the same: the filter applies basis points.
+const SAME_WEIGHT: f64 = 0.005;
+
+/// The step's progress: when every proxy reported its weights, and new clients counted in
+/// windows. A window with enough decisions either shows the weight (reached, for good) or does
+/// not (and the next window starts, so decisions made before the change reached the proxies
+/// drop out).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Progress {
-    /// Canary weight in percent the decisions should follow.
+    /// Canary weight in percent the proxies should run with.
     pub weight: f64,
-    /// Allowed distance of the share from the weight (absolute share).
+    /// Allowed distance of the new clients' share from the weight (absolute share).
     pub tolerance: f64,
-    /// Seconds after the step's start by which the weight must be reached.
+    /// Seconds after the step's start by which the weight must be applied.
     pub deadline_seconds: u64,
-    /// Decisions a window needs before it is judged.
+    /// When every proxy reporting the rollout first reported the step's weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub applied: Option<Timestamp>,
+    /// New clients a window needs before it is judged.
     pub window_decisions: u64,
     /// When the current window started.
     #[schemars(with = "String")]
     pub window_start: Timestamp,
-    /// Fresh decisions for the canary in the current window.
+    /// New clients given the canary in the current window.
     pub canary: u64,
-    /// Fresh decisions for stable in the current window.
+    /// New clients given stable in the current window.
     pub stable: u64,
     /// The last complete window that missed the weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,7 +56,7 @@ pub struct Progress {
     pub reached: Option<Timestamp>,
 }
 
-/// Fresh decisions of a window, per version.
+/// New clients of a window, per version.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Window {
@@ -60,29 +75,85 @@ pub fn window_decisions(weight: f64, tolerance: f64) -> u64 {
     needed.max(20)
 }
 
+/// What the proxies of a snapshot report against the canary's `weight`: how many report the
+/// rollout, and each one that runs other weights, in words.
+pub fn proxies(weight: f64, snapshot: &Snapshot) -> (usize, Vec<String>) {
+    let (canary, stable) = (&snapshot.canary, &snapshot.stable);
+    let mut names: Vec<&String> = canary.weights.keys().chain(stable.weights.keys()).collect();
+    names.sort();
+    names.dedup();
+    let off = |reported: Option<&f64>, expected: f64| {
+        reported.is_none_or(|&w| (w - expected).abs() >= SAME_WEIGHT)
+    };
+    let shown =
+        |reported: Option<&f64>| reported.map_or_else(|| "nothing".to_owned(), |w| format!("{w}%"));
+    let wrong = names
+        .iter()
+        .filter_map(|&name| {
+            let (c, s) = (canary.weights.get(name), stable.weights.get(name));
+            (off(c, weight) || off(s, 100.0 - weight)).then(|| {
+                format!(
+                    "{name} runs {} at {}, {} at {}",
+                    canary.version,
+                    shown(c),
+                    stable.version,
+                    shown(s)
+                )
+            })
+        })
+        .collect();
+    (names.len(), wrong)
+}
+
 impl Progress {
-    /// The progress of a step whose weight was just written at `at`.
-    pub fn new(at: Timestamp, weight: f64, spec: &AnalysisSpec) -> Progress {
-        Progress {
+    /// The progress of a step whose weight was just written, as of `snapshot`.
+    pub fn new(snapshot: &Snapshot, weight: f64, spec: &AnalysisSpec) -> Progress {
+        let mut progress = Progress {
             weight,
             tolerance: spec.data_plane.tolerance,
             deadline_seconds: spec.data_plane.deadline_seconds,
+            applied: None,
             window_decisions: window_decisions(weight, spec.data_plane.tolerance),
-            window_start: at,
+            window_start: snapshot.at,
             canary: 0,
             stable: 0,
             missed: None,
             reached: None,
-        }
+        };
+        progress.note_applied(snapshot);
+        progress
     }
 
     fn distance(&self, canary: u64, stable: u64) -> f64 {
         (share(canary, stable) - self.weight / 100.0).abs()
     }
 
-    /// Adds the fresh decisions of one look ending at `at`.
-    pub fn observe(&mut self, at: Timestamp, canary: u64, stable: u64) {
-        if self.reached.is_some() {
+    /// Records when every proxy first reports the step's weights (for good: a proxy that
+    /// joins later starts from the configuration of the moment). New clients count from then
+    /// on: those decided before, by a proxy still at the old weight, say nothing of the new one.
+    /// Whether it did so at this snapshot.
+    fn note_applied(&mut self, snapshot: &Snapshot) -> bool {
+        if self.applied.is_some() {
+            return false;
+        }
+        let (reporting, wrong) = proxies(self.weight, snapshot);
+        if reporting == 0 || !wrong.is_empty() {
+            return false;
+        }
+        self.applied = Some(snapshot.at);
+        if self.reached.is_none() {
+            self.window_start = snapshot.at;
+            self.canary = 0;
+            self.stable = 0;
+            self.missed = None;
+        }
+        true
+    }
+
+    /// Adds one look: its snapshot, and the new clients since the previous one (dropped when
+    /// this look is the first to see the weight applied: they may predate it).
+    pub fn observe(&mut self, snapshot: &Snapshot, canary: u64, stable: u64) {
+        if self.note_applied(snapshot) || self.reached.is_some() {
             // The window that showed the weight is kept as it was.
             return;
         }
@@ -92,13 +163,13 @@ impl Progress {
             return;
         }
         if self.distance(self.canary, self.stable) <= self.tolerance {
-            self.reached = Some(at);
+            self.reached = Some(snapshot.at);
         } else {
             self.missed = Some(Window {
                 canary: self.canary,
                 stable: self.stable,
             });
-            self.window_start = at;
+            self.window_start = snapshot.at;
             self.canary = 0;
             self.stable = 0;
         }
@@ -115,9 +186,21 @@ pub fn share(canary: u64, stable: u64) -> f64 {
     }
 }
 
+/// Seconds from `from` to `to`, never negative.
+fn seconds(from: Timestamp, to: Timestamp) -> i64 {
+    (to.as_second() - from.as_second()).max(0)
+}
+
 /// The data-plane check at the step's latest look: `progress` of a step that started at
-/// `started`, `elapsed` seconds ago, in which the arms served `(canary, stable)` requests.
-pub fn check(progress: &Progress, requests: (u64, u64), started: Timestamp, elapsed: f64) -> Check {
+/// `started`, `elapsed` seconds ago, whose latest snapshot is `last`, in which the arms served
+/// `(canary, stable)` requests.
+pub fn check(
+    progress: &Progress,
+    last: &Snapshot,
+    requests: (u64, u64),
+    started: Timestamp,
+    elapsed: f64,
+) -> Check {
     let served = share(requests.0, requests.1);
     let served_text = format!(
         "requests served: canary {} ({}/{})",
@@ -125,55 +208,86 @@ pub fn check(progress: &Progress, requests: (u64, u64), started: Timestamp, elap
         requests.0,
         requests.0.saturating_add(requests.1)
     );
-    let weight = format!(
-        "weight {}% ± {} points",
-        progress.weight,
-        progress.tolerance * 100.0
-    );
+    let weight = format!("weight {}%", progress.weight);
+    let window = format!("{weight} ± {} points", progress.tolerance * 100.0);
     let decided = |(canary, stable): (u64, u64)| {
         format!(
-            "fresh decisions gave the canary {} ({canary}/{})",
+            "new clients gave the canary {} ({canary}/{})",
             percent(share(canary, stable)),
             canary.saturating_add(stable)
         )
     };
-    let (outcome, counted, reason) = if let Some(reached) = progress.reached {
-        let after = (reached.as_second() - started.as_second()).max(0);
-        (
-            Outcome::Pass,
-            (progress.canary, progress.stable),
-            format!(
-                "{}: {weight} reached after {after} s; {served_text}",
-                decided((progress.canary, progress.stable))
-            ),
-        )
-    } else if let Some(missed) = progress
-        .missed
-        .map(|w| (w.canary, w.stable))
-        .filter(|_| elapsed >= progress.deadline_seconds as f64)
-    {
-        (
-            Outcome::Fail,
-            missed,
-            format!(
-                "the data plane did not apply the weight: {}, not {weight} within {} s; {served_text}",
-                decided(missed),
-                progress.deadline_seconds
-            ),
+    let past_deadline = elapsed >= progress.deadline_seconds as f64;
+    let (reporting, wrong) = proxies(progress.weight, last);
+    let new_clients = if let Some(reached) = progress.reached {
+        format!(
+            "{}: {window} after {} s",
+            decided((progress.canary, progress.stable)),
+            seconds(started, reached)
         )
     } else {
-        let counted = (progress.canary, progress.stable);
         let missed = progress
             .missed
-            .map(|m| format!(" (last window: {})", decided((m.canary, m.stable))))
+            .map(|m| format!(", last window: {}", decided((m.canary, m.stable))))
             .unwrap_or_default();
+        format!(
+            "new clients: {} of the {} a window needs{missed}",
+            progress.canary.saturating_add(progress.stable),
+            progress.window_decisions
+        )
+    };
+    let counted = (progress.canary, progress.stable);
+    let (outcome, counted, reason) = if let Some(applied) = progress.applied {
+        match progress.missed.filter(|_| past_deadline && progress.reached.is_none()) {
+            Some(missed) => (
+                Outcome::Fail,
+                (missed.canary, missed.stable),
+                format!(
+                    "the data plane did not apply the weight: every proxy reports {weight}, but \
+                     {}, not {window} within {} s; {served_text}",
+                    decided((missed.canary, missed.stable)),
+                    progress.deadline_seconds
+                ),
+            ),
+            None => (
+                Outcome::Pass,
+                counted,
+                format!(
+                    "every proxy ({reporting}) reported {weight} after {} s; {new_clients}; {served_text}",
+                    seconds(started, applied)
+                ),
+            ),
+        }
+    } else if reporting == 0 {
         (
             Outcome::Inconclusive,
             counted,
             format!(
-                "waiting for fresh decisions to show {weight}: {} of {} counted{missed}; {served_text}",
-                counted.0 + counted.1,
-                progress.window_decisions
+                "no proxy reports the weights it runs (see the queries check); {new_clients}; \
+                 {served_text}"
+            ),
+        )
+    } else if past_deadline {
+        (
+            Outcome::Fail,
+            counted,
+            format!(
+                "the data plane did not apply the weight: {} of {reporting} proxies not at \
+                 {weight} within {} s: {}; {served_text}",
+                wrong.len(),
+                progress.deadline_seconds,
+                wrong.join("; ")
+            ),
+        )
+    } else {
+        (
+            Outcome::Inconclusive,
+            counted,
+            format!(
+                "waiting for {} of {reporting} proxies to apply {weight}: {}; {new_clients}; \
+                 {served_text}",
+                wrong.len(),
+                wrong.join("; ")
             ),
         )
     };
@@ -211,51 +325,72 @@ mod tests {
         assert_eq!(window_decisions(0.0, 0.05), 20);
     }
 
-    /// A step at weight 5 whose looks bring these (canary, stable) fresh decisions, every
-    /// 15 s; the check after the last.
-    fn after(looks: &[(u64, u64)]) -> Check {
+    /// One look: new clients for (canary, stable) since the last, and the canary weight each
+    /// proxy reports (stable reporting the rest).
+    type Look = (u64, u64, &'static [(&'static str, f64)]);
+
+    /// A step at weight 5 with these looks every 15 s; the check after the last.
+    fn after(looks: &[Look]) -> Check {
         let spec = AnalysisSpec::default();
-        let snap = |second: i64, canary: u64, stable: u64| Snapshot {
-            at: at(second),
-            stable: sample("v1", stable * 4, 0, &[], stable),
-            canary: sample("v2", canary * 4, 0, &[], canary),
+        let snap = |second: i64, canary: u64, stable: u64, proxies: &[(&str, f64)]| {
+            let mut snapshot = Snapshot::new(
+                at(second),
+                sample("v1", stable * 4, 0, &[], stable),
+                sample("v2", canary * 4, 0, &[], canary),
+            );
+            for &(proxy, weight) in proxies {
+                snapshot = snapshot.with_applied(proxy, weight);
+            }
+            snapshot
         };
         let plan = StepPlan {
             weight: 5.0,
             judged_steps: 6,
         };
-        let mut evidence = Evidence::start(&snap(0, 0, 0), &spec, plan);
+        let mut evidence = Evidence::start(&snap(0, 0, 0, &[]), &spec, plan);
         let (mut canary, mut stable) = (0, 0);
-        for (i, &(c, s)) in looks.iter().enumerate() {
+        for (i, &(c, s, proxies)) in looks.iter().enumerate() {
             canary += c;
             stable += s;
-            evidence.observe(&snap(15 * (i as i64 + 1), canary, stable), &spec);
+            evidence.observe(&snap(15 * (i as i64 + 1), canary, stable, proxies), &spec);
         }
         check(
             &evidence.data_plane,
+            &evidence.last,
             (evidence.canary.requests, evidence.stable.requests),
             evidence.started,
             evidence.elapsed_seconds(),
         )
     }
 
+    const OLD: &[(&str, f64)] = &[("a", 20.0)];
+    const NEW: &[(&str, f64)] = &[("a", 5.0)];
+    const ONE_BEHIND: &[(&str, f64)] = &[("a", 5.0), ("b", 20.0)];
+
     #[test]
-    fn the_data_plane_check_follows_the_decisions() {
+    fn the_data_plane_check_follows_the_proxies_then_new_clients() {
         // (looks, outcome, words in the reason)
-        type Case = (Vec<(u64, u64)>, Outcome, &'static str);
+        type Case = (Vec<Look>, Outcome, &'static str);
         let cases: Vec<Case> = vec![
-            (vec![], Outcome::Inconclusive, "0 of 304 counted"),
-            (vec![(5, 60)], Outcome::Inconclusive, "65 of 304 counted"),
-            (vec![(16, 304)], Outcome::Pass, "reached after 15 s"),
-            // The old weight (20 %) first, then the new one: the first window misses, the
-            // next shows it; passed is passed, and the window that showed it is kept.
-            (vec![(80, 320), (20, 380), (0, 500)], Outcome::Pass, "gave the canary 5.0% (20/400): weight 5% ± 5 points reached after 30 s"),
-            // Still at the old weight, but before the deadline: waiting.
-            (vec![(80, 320); 4], Outcome::Inconclusive, "last window: fresh decisions gave the canary 20.0% (80/400)"),
-            // Past the deadline (120 s) with a window that missed: the step fails.
-            (vec![(80, 320); 8], Outcome::Fail, "did not apply the weight: fresh decisions gave the canary 20.0% (80/400), not weight 5% ± 5 points within 120 s"),
-            // No traffic at all, long past the deadline: nothing to judge, not a failure.
-            (vec![(0, 0); 20], Outcome::Inconclusive, "0 of 304 counted"),
+            (vec![], Outcome::Inconclusive, "no proxy reports the weights it runs"),
+            // The gauges are missing however long it runs: said, never a failure by itself.
+            (vec![(5, 95, &[]); 20], Outcome::Inconclusive, "no proxy reports"),
+            (vec![(0, 0, OLD)], Outcome::Inconclusive, "waiting for 1 of 1 proxies to apply weight 5%: a runs v2 at 20%, v1 at 80%"),
+            // Returning clients only: no new client at all, yet the weight is seen applied.
+            (vec![(0, 0, OLD), (0, 0, NEW)], Outcome::Pass, "every proxy (1) reported weight 5% after 30 s; new clients: 0 of the 304"),
+            // One proxy still at the old weight at the deadline (120 s): failed, naming it.
+            (vec![(0, 0, ONE_BEHIND); 8], Outcome::Fail, "1 of 2 proxies not at weight 5% within 120 s: b runs v2 at 20%, v1 at 80%"),
+            (vec![(0, 0, ONE_BEHIND); 7], Outcome::Inconclusive, "waiting for 1 of 2 proxies"),
+            // A proxy reporting the canary's weight but not stable's is not at the weight.
+            (vec![(0, 0, &[("a", 5.0)]); 1], Outcome::Pass, "every proxy (1)"),
+            // Decisions made before the weight reached every proxy do not count: the window
+            // that missed is dropped when the weight is applied, and the next one shows it.
+            (vec![(80, 320, OLD), (20, 380, NEW)], Outcome::Pass, "new clients: 0 of the 304"),
+            (vec![(80, 320, OLD), (0, 0, NEW), (20, 380, NEW)], Outcome::Pass, "new clients gave the canary 5.0% (20/400): weight 5% ± 5 points after 45 s"),
+            // Every proxy reports the weight, yet new clients keep the old share: a proxy
+            // that does not report (or a broken filter) is caught at the deadline.
+            (vec![(0, 0, NEW), (80, 320, NEW), (80, 320, NEW)], Outcome::Pass, "last window: new clients gave the canary 20.0% (80/400)"),
+            (vec![(0, 0, NEW), (80, 320, NEW), (80, 320, NEW), (80, 320, NEW), (80, 320, NEW), (80, 320, NEW), (80, 320, NEW), (80, 320, NEW)], Outcome::Fail, "every proxy reports weight 5%, but new clients gave the canary 20.0% (80/400), not weight 5% ± 5 points within 120 s"),
         ];
         for (looks, outcome, words) in cases {
             let check = after(&looks);
@@ -268,10 +403,24 @@ mod tests {
                 check.reason
             );
         }
-        let passed = after(&[(16, 304)]);
-        assert_eq!(passed.canary.events, 16);
-        assert!((passed.statistic - (0.05f64 - 16.0 / 320.0).abs()).abs() < 1e-12);
-        assert_eq!(passed.threshold, 0.05);
-        assert!((passed.share - 16.0 / 320.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_proxy_missing_one_version_is_not_at_the_weight() {
+        let mut snapshot = Snapshot::new(
+            at(0),
+            sample("v1", 0, 0, &[], 0),
+            sample("v2", 0, 0, &[], 0),
+        );
+        snapshot.canary.weights.insert("a".to_owned(), 5.0);
+        let (reporting, wrong) = proxies(5.0, &snapshot);
+        assert_eq!(reporting, 1);
+        assert_eq!(wrong, ["a runs v2 at 5%, v1 at nothing"]);
+        snapshot.stable.weights.insert("a".to_owned(), 95.0);
+        assert_eq!(proxies(5.0, &snapshot), (1, vec![]));
+        // Basis points: 33.33 is 33.33, not 33.3.
+        let thirds = snapshot.clone().with_applied("a", 33.33);
+        assert_eq!(proxies(33.33, &thirds).1.len(), 0);
+        assert_eq!(proxies(33.3, &thirds).1.len(), 1);
     }
 }

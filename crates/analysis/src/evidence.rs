@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use super::counters::{bucket_increases, increase};
 use super::dataplane;
+use super::metric::{MetricEvidence, MetricSample};
 use super::AnalysisSpec;
 
-/// The filter's decision reason of fresh, weight-following decisions.
+/// The filter's decision reason of new clients (no pin), the decisions that follow the
+/// weights; pinned clients a navigation moved are `repin`, kept pins `cookie`.
 pub const HASH_REASON: &str = "hash";
 
 /// A cumulative counter as Prometheus returns it: one raw value per series (a proxy, a label
@@ -26,6 +28,11 @@ impl Counter {
     /// A counter of one series (labels `""`).
     pub fn single(value: u64) -> Counter {
         Counter(BTreeMap::from([(String::new(), value)]))
+    }
+
+    /// Whether no series was read.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The sum over every series (saturating: counters come from outside, and a status
@@ -197,10 +204,17 @@ pub struct VersionSample {
     /// The filter's decisions that chose this version, by reason (`hash`, `cookie`, ...).
     #[serde(default)]
     pub decisions: BTreeMap<String, Counter>,
+    /// The weight in percent each proxy runs this version with (the filter's gauge), by the
+    /// proxy's series labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, f64>,
+    /// The readings of `spec.analysis.metrics`, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, MetricSample>,
 }
 
 impl VersionSample {
-    /// Fresh (hash) decisions since `before`.
+    /// New clients' (hash) decisions since `before`.
     fn hash_since(&self, before: &VersionSample) -> u64 {
         match (
             self.decisions.get(HASH_REASON),
@@ -224,6 +238,30 @@ pub struct Snapshot {
     pub stable: VersionSample,
     /// The canary's counters.
     pub canary: VersionSample,
+    /// The queries that must answer for every rollout (the filter's series, stable's
+    /// requests) and returned no series: which, and what usually causes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unanswered: Vec<String>,
+}
+
+impl Snapshot {
+    /// Both versions' counters read at `at`, every query answered.
+    pub fn new(at: Timestamp, stable: VersionSample, canary: VersionSample) -> Snapshot {
+        Snapshot {
+            at,
+            stable,
+            canary,
+            unanswered: Vec::new(),
+        }
+    }
+
+    /// This snapshot with `proxy` reporting that it runs the canary at `weight` percent and
+    /// stable at the rest, as the filter's gauges do. Simulations and tests use it.
+    pub fn with_applied(mut self, proxy: &str, weight: f64) -> Snapshot {
+        self.canary.weights.insert(proxy.to_owned(), weight);
+        self.stable.weights.insert(proxy.to_owned(), 100.0 - weight);
+        self
+    }
 }
 
 /// Why a look at the metrics found no [`Snapshot`]. The state machine holds or rolls back on
@@ -332,8 +370,11 @@ pub struct Evidence {
     pub stable: ArmEvidence,
     /// The canary's increases over the step.
     pub canary: ArmEvidence,
-    /// Whether fresh decisions follow the new weight.
+    /// Whether the proxies applied the new weight.
     pub data_plane: dataplane::Progress,
+    /// What the step gathered of `spec.analysis.metrics`, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, MetricEvidence>,
 }
 
 impl Evidence {
@@ -349,7 +390,16 @@ impl Evidence {
             last: snapshot.clone(),
             stable: ArmEvidence::default(),
             canary: ArmEvidence::default(),
-            data_plane: dataplane::Progress::new(snapshot.at, plan.weight, spec),
+            data_plane: dataplane::Progress::new(snapshot, plan.weight, spec),
+            metrics: spec
+                .metrics
+                .iter()
+                .map(|m| {
+                    let stable = snapshot.stable.metrics.get(&m.name);
+                    let quantile = m.quantile.unwrap_or(spec.latency_quantile);
+                    (m.name.clone(), MetricEvidence::start(m, stable, quantile))
+                })
+                .collect(),
         };
         // Stable's whole history so far places the boundary, before the step's requests.
         let mut history = Histogram::default();
@@ -372,8 +422,7 @@ impl Evidence {
             .add_increase(&self.last.stable, &snapshot.stable);
         self.canary
             .add_increase(&self.last.canary, &snapshot.canary);
-        self.data_plane
-            .observe(snapshot.at, canary_hash, stable_hash);
+        self.data_plane.observe(snapshot, canary_hash, stable_hash);
         self.last = snapshot.clone();
         self.looks = self.looks.saturating_add(1);
         if self.boundary_ms.is_none() {
@@ -419,6 +468,8 @@ impl VersionSample {
             errors: Counter::single(errors),
             latency: BTreeMap::from([(String::new(), Histogram::from_pairs(buckets))]),
             decisions: BTreeMap::from([(HASH_REASON.to_owned(), Counter::single(hash))]),
+            weights: BTreeMap::new(),
+            metrics: BTreeMap::new(),
         }
     }
 }
@@ -521,6 +572,7 @@ pub(crate) mod tests {
             at: at(0),
             stable: sample("v1", 10_000, 10, &buckets(9_900, 10_000), 500),
             canary: sample("v2", 0, 0, &[], 0),
+            unanswered: Vec::new(),
         };
         let mut evidence = Evidence::start(&start, &spec, plan());
         assert_eq!(evidence.alpha, 0.05 / 12.0);
@@ -545,6 +597,7 @@ pub(crate) mod tests {
                 &buckets(canary.2, canary.0),
                 canary.3,
             ),
+            unanswered: Vec::new(),
         };
         evidence.observe(
             &look(15, (10_900, 11, 10_790, 590), (100, 2, 90, 10)),
@@ -584,6 +637,7 @@ pub(crate) mod tests {
             at: at(0),
             stable: sample("v1", 0, 0, &[], 0),
             canary: sample("v2", 0, 0, &[], 0),
+            unanswered: Vec::new(),
         };
         let mut evidence = Evidence::start(&empty, &spec, plan());
         assert_eq!(evidence.boundary_ms, None);
@@ -601,6 +655,7 @@ pub(crate) mod tests {
                 0,
             ),
             canary: sample("v2", 0, 0, &[], 0),
+            unanswered: Vec::new(),
         };
         evidence.observe(&with(15, 150), &spec);
         assert_eq!(

@@ -14,6 +14,7 @@ pub mod check;
 pub mod counters;
 pub mod dataplane;
 pub mod evidence;
+pub mod metric;
 pub mod sequential;
 pub mod verdict;
 
@@ -27,6 +28,7 @@ pub use check::{ArmCounts, Check, CheckName, Outcome};
 pub use evidence::{
     ArmEvidence, Bucket, Counter, Evidence, Histogram, LookError, Snapshot, StepPlan, VersionSample,
 };
+pub use metric::{MetricCheck, MetricKind, MetricSpec, Rule, Worse};
 pub use verdict::{judge, ArmSummary, Verdict};
 
 /// How the canary is judged (`spec.analysis`). Every field has a default, so `analysis: {}`
@@ -67,6 +69,10 @@ pub struct AnalysisSpec {
     /// The check that the proxies applied each new weight.
     #[serde(default)]
     pub data_plane: DataPlaneSpec,
+    /// Further metrics, each judged canary against stable or against a limit (latency
+    /// percentiles, CPU, memory, any counter of events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricSpec>,
 }
 
 /// The metrics the default query templates read.
@@ -83,10 +89,10 @@ pub enum Provider {
 
 /// Query templates (PromQL) replacing the provider's defaults. Placeholders: `{service}`,
 /// `{serviceName}` (its first DNS label), `{namespace}`, `{rollout}` (`namespace/name`),
-/// `{version}`, `{cluster}` (a regex of the version's upstream cluster). Each must return raw
-/// cumulative counters of one version, best one series per proxy (increases are taken per
-/// series), with `le` labels for latency buckets and `sticky_reason` for decisions; never
-/// `rate()` or `increase()`.
+/// `{version}`, `{cluster}` (a regex of the version's upstream cluster). Each counter template
+/// must return raw cumulative counters of one version, best one series per proxy (increases
+/// are taken per series), with `le` labels for latency buckets and `sticky_reason` for
+/// decisions; never `rate()` or `increase()`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Queries {
@@ -102,6 +108,10 @@ pub struct Queries {
     /// The filter's decisions that chose one version, by `sticky_reason`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decisions: Option<String>,
+    /// The weight of one version each proxy's filter runs with: a gauge in basis points,
+    /// one series per proxy (the one query that is not a counter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 impl Queries {
@@ -110,16 +120,16 @@ impl Queries {
     }
 }
 
-/// The data-plane check: fresh decisions must follow a weight change.
+/// The data-plane check: every proxy must report the new weight, and new clients follow it.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DataPlaneSpec {
-    /// How far (absolute share, e.g. 0.05 = 5 points) the canary's share of fresh hash
-    /// decisions may be from its weight. In (0, 1).
+    /// How far (absolute share, e.g. 0.05 = 5 points) the canary's share of new clients
+    /// (the filter's `hash` decisions) may be from its weight. In (0, 1).
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
-    /// Seconds after the step's start by which the share must have been reached, else the
-    /// step fails. Positive.
+    /// Seconds after the step's start by which every proxy must report the weight (and a
+    /// full window of new clients must not miss it), else the step fails. Positive.
     #[serde(default = "default_deadline_seconds")]
     pub deadline_seconds: u64,
 }
@@ -145,6 +155,7 @@ impl Default for AnalysisSpec {
             max_p99_ms: None,
             latency_quantile: default_latency_quantile(),
             data_plane: DataPlaneSpec::default(),
+            metrics: Vec::new(),
         }
     }
 }
@@ -171,7 +182,8 @@ fn default_deadline_seconds() -> u64 {
     120
 }
 
-/// Sequential tests run per judged step: errors and latency.
+/// Built-in sequential tests run per judged step: errors and latency (each metric of
+/// `metrics` adds one).
 pub const TESTS_PER_STEP: usize = 2;
 
 /// Steps of a rollout that are judged: those with stable still live next to the canary
@@ -240,19 +252,21 @@ impl AnalysisSpec {
             ("errors", &self.queries.errors),
             ("latencyBuckets", &self.queries.latency_buckets),
             ("decisions", &self.queries.decisions),
+            ("weights", &self.queries.weights),
         ] {
             if template.as_deref().is_some_and(|t| t.trim().is_empty()) {
                 return field(&format!("queries.{name}"), "is empty".to_owned());
             }
         }
-        Ok(())
+        metric::validate(&self.metrics)
     }
 
     /// The level of each step's sequential test when the rollout judges `judged_steps` steps
     /// (those with both versions live): `alpha` split evenly over every test of every step,
-    /// so the whole rollout's false-rollback rate stays at most `alpha`.
+    /// the metrics' included, so the whole rollout's false-rollback rate stays at most `alpha`.
     pub fn test_alpha(&self, judged_steps: usize) -> f64 {
-        self.alpha / (TESTS_PER_STEP * judged_steps.max(1)) as f64
+        let tests = TESTS_PER_STEP + self.metrics.len();
+        self.alpha / (tests * judged_steps.max(1)) as f64
     }
 }
 

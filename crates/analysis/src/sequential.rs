@@ -78,20 +78,65 @@ const RATE_RATIOS: [f64; 8] = [1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0];
 /// each ratio, and so the mixture, is a supermartingale, so it reaches 1/α with probability at
 /// most α: a canary within its limit is not failed by the noise of many looks.
 pub fn rate_above(alpha: f64, limit: f64, events: u64, trials: u64) -> Test {
-    let observed_above = trials > 0 && events as f64 > limit * trials as f64;
-    if !(limit > 0.0 && limit < 1.0) || trials == 0 {
+    let alternatives = RATE_RATIOS.iter().map(|ratio| limit * ratio);
+    mixture(alpha, limit, true, alternatives, events, trials)
+}
+
+/// [`rate_above`] turned around: "the rate is at least `limit`", rejected once it is shown
+/// below, by the mixture over rates q = limit / ratio below it (for any true rate at least the
+/// limit each ratio is a supermartingale, as above).
+pub fn rate_below(alpha: f64, limit: f64, events: u64, trials: u64) -> Test {
+    let alternatives = RATE_RATIOS.iter().map(|ratio| limit / ratio);
+    mixture(alpha, limit, false, alternatives, events, trials)
+}
+
+/// Alternatives of the sign test: a sign "beyond" more often than half the time.
+const SIGN_ALTERNATIVES: [f64; 5] = [0.6, 0.7, 0.8, 0.9, 0.95];
+
+/// The sign test of "a sample is beyond its bound at most half the time", rejected once it is
+/// shown more often: [`rate_above`] at ½ with alternatives spread up to 0.95, since samples
+/// are few and a canary that is worse is beyond at nearly every one.
+pub fn sign_test(alpha: f64, beyond: u64, samples: u64) -> Test {
+    mixture(
+        alpha,
+        0.5,
+        true,
+        SIGN_ALTERNATIVES.into_iter(),
+        beyond,
+        samples,
+    )
+}
+
+/// The mixture, equally weighted over `alternatives` strictly between 0 and 1 (others are
+/// dropped), of the likelihood ratios of rate q to `null` for `events` among `trials`; it
+/// rejects when the observed rate is beyond the null: `above` it, or below.
+fn mixture(
+    alpha: f64,
+    null: f64,
+    above: bool,
+    alternatives: impl Iterator<Item = f64>,
+    events: u64,
+    trials: u64,
+) -> Test {
+    let alternatives: Vec<f64> = alternatives.filter(|&q| q > 0.0 && q < 1.0).collect();
+    let observed = events as f64 / trials.max(1) as f64;
+    let beyond = trials > 0
+        && if above {
+            observed > null
+        } else {
+            observed < null
+        };
+    if !(null > 0.0 && null < 1.0) || trials == 0 || alternatives.is_empty() {
         return Test {
             log_statistic: 0.0,
-            canary_worse: observed_above,
+            canary_worse: beyond,
             rejects: false,
         };
     }
     let (x, rest) = (events as f64, (trials - events.min(trials)) as f64);
-    let terms: Vec<f64> = RATE_RATIOS
+    let terms: Vec<f64> = alternatives
         .iter()
-        .map(|ratio| limit * ratio)
-        .filter(|&q| q < 1.0)
-        .map(|q| x * (q / limit).ln() + rest * ((1.0 - q) / (1.0 - limit)).ln())
+        .map(|&q| x * (q / null).ln() + rest * ((1.0 - q) / (1.0 - null)).ln())
         .collect();
     let weight = -(terms.len() as f64).ln();
     let top = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -102,8 +147,8 @@ pub fn rate_above(alpha: f64, limit: f64, events: u64, trials: u64) -> Test {
     };
     Test {
         log_statistic,
-        canary_worse: observed_above,
-        rejects: observed_above && log_statistic >= -alpha.ln(),
+        canary_worse: beyond,
+        rejects: beyond && log_statistic >= -alpha.ln(),
     }
 }
 

@@ -108,6 +108,8 @@ impl Counters {
             errors: Counter::single(self.errors),
             latency: BTreeMap::from([(String::new(), Histogram::from_pairs(&pairs))]),
             decisions: BTreeMap::from([(HASH_REASON.to_owned(), Counter::single(self.hash))]),
+            weights: BTreeMap::new(),
+            metrics: BTreeMap::new(),
         }
     }
 }
@@ -120,6 +122,8 @@ struct World {
     seconds: u64,
     rate: f64,
     behaviour: (Behaviour, Behaviour),
+    /// The canary's weight the proxy runs.
+    weight: f64,
 }
 
 impl World {
@@ -131,6 +135,7 @@ impl World {
             seconds: 0,
             rate,
             behaviour: (stable, canary),
+            weight: 0.0,
         };
         // Stable served alone for a while before the rollout.
         let history = (rate * 600.0) as u64;
@@ -138,12 +143,14 @@ impl World {
         world
     }
 
+    /// The counters now, the proxy reporting the weight it last served at.
     fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            at: Timestamp::from_second(1_800_000_000 + self.seconds as i64).expect("in range"),
-            stable: self.stable.sample(),
-            canary: self.canary.sample(),
-        }
+        Snapshot::new(
+            Timestamp::from_second(1_800_000_000 + self.seconds as i64).expect("in range"),
+            self.stable.sample(),
+            self.canary.sample(),
+        )
+        .with_applied("proxy", self.weight)
     }
 
     /// One look's worth of traffic at canary `weight` percent.
@@ -154,6 +161,7 @@ impl World {
             0.5,
         );
         let canary = binomial(&mut self.rng, n, weight / 100.0);
+        self.weight = weight;
         self.canary.serve(&mut self.rng, canary, self.behaviour.1);
         self.stable
             .serve(&mut self.rng, n - canary, self.behaviour.0);

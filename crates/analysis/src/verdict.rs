@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::check::{percent, ArmCounts, Check, CheckName, Outcome};
 use super::dataplane;
 use super::evidence::{boundary_requests, ArmEvidence};
+use super::metric::{self, MetricCheck};
 use super::sequential;
 use super::{AnalysisSpec, Evidence};
 
@@ -46,6 +47,14 @@ pub struct Verdict {
     pub reason: String,
     /// Every check.
     pub checks: Vec<Check>,
+    /// Every metric of `spec.analysis.metrics`, judged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricCheck>,
+    /// Share of the judged comparisons (errors, latency, the guards and every metric) that
+    /// pass, in percent, as Toss's canary score: 100 when nothing is against the canary.
+    /// Absent while none is judged yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
     /// The canary's numbers.
     pub canary: ArmSummary,
     /// Stable's numbers.
@@ -72,9 +81,17 @@ impl Verdict {
             .iter()
             .filter(|c| matches!(c.name, CheckName::Errors | CheckName::Latency))
             .map(|c| format!("{} {}/{}", c.name, number(c.statistic), number(c.threshold)))
+            .chain(self.metrics.iter().map(|m| {
+                let value = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), number);
+                format!("{} {} vs {}", m.name, value(m.canary), value(m.stable))
+            }))
             .collect();
+        let score = self
+            .score
+            .map(|score| format!(" | score {score:.0}"))
+            .unwrap_or_default();
         format!(
-            "canary {} | stable {} | {} | {:?}",
+            "canary {} | stable {} | {}{score} | {:?}",
             arm(&self.canary),
             arm(&self.stable),
             statistics.join(" "),
@@ -121,17 +138,51 @@ pub fn judge(spec: &AnalysisSpec, evidence: &Evidence) -> Verdict {
     checks.push(minimum(spec, evidence));
     checks.push(dataplane::check(
         &evidence.data_plane,
+        &evidence.last,
         (evidence.canary.requests, evidence.stable.requests),
         evidence.started,
         evidence.elapsed_seconds(),
     ));
+    checks.push(queries(evidence));
+    let metrics: Vec<MetricCheck> = spec
+        .metrics
+        .iter()
+        .map(|m| {
+            let quantile = m.quantile.unwrap_or(spec.latency_quantile);
+            let gathered = evidence.metrics.get(&m.name).cloned().unwrap_or_default();
+            metric::check(m, &gathered, evidence.alpha, spec.k, quantile)
+        })
+        .collect();
     let with = |outcome| {
         checks
             .iter()
             .filter(|c| c.outcome == outcome)
             .map(|c| c.reason.as_str())
+            .chain(
+                metrics
+                    .iter()
+                    .filter(|m| m.outcome == outcome)
+                    .map(|m| m.reason.as_str()),
+            )
             .collect::<Vec<_>>()
     };
+    let compared: Vec<Outcome> = checks
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.name,
+                CheckName::Errors
+                    | CheckName::Latency
+                    | CheckName::MaxErrorRate
+                    | CheckName::MaxP99
+            )
+        })
+        .map(|c| c.outcome)
+        .chain(metrics.iter().map(|m| m.outcome))
+        .filter(|&o| o != Outcome::Inconclusive)
+        .collect();
+    let passed = compared.iter().filter(|&&o| o == Outcome::Pass).count();
+    let score = (!compared.is_empty()).then(|| 100.0 * passed as f64 / compared.len() as f64);
     let (outcome, reasons) = if !with(Outcome::Fail).is_empty() {
         (Outcome::Fail, with(Outcome::Fail))
     } else if !with(Outcome::Inconclusive).is_empty() {
@@ -153,6 +204,8 @@ pub fn judge(spec: &AnalysisSpec, evidence: &Evidence) -> Verdict {
         canary: summary(canary, &evidence.last.canary.version),
         stable: summary(stable, &evidence.last.stable.version),
         checks,
+        metrics,
+        score,
     }
 }
 
@@ -214,6 +267,30 @@ fn sequential_check(
         share,
         statistic,
         threshold,
+        outcome,
+        reason,
+    }
+}
+
+/// The queries of the latest look that returned no series: a step cannot be judged without
+/// them, and waiting in silence would hide a setup fault (stats tags, labels) for good.
+fn queries(evidence: &Evidence) -> Check {
+    let unanswered = &evidence.last.unanswered;
+    let (outcome, reason) = if unanswered.is_empty() {
+        (Outcome::Pass, "every query answered".to_owned())
+    } else {
+        (
+            Outcome::Inconclusive,
+            format!("no series: {}", unanswered.join("; ")),
+        )
+    };
+    Check {
+        name: CheckName::Queries,
+        canary: ArmCounts::default(),
+        stable: ArmCounts::default(),
+        share: 0.0,
+        statistic: unanswered.len() as f64,
+        threshold: 0.0,
         outcome,
         reason,
     }
@@ -437,6 +514,7 @@ mod tests {
             at: at(0),
             stable: sample("v1", history, 10, &buckets(history, 1000), 0),
             canary: sample("v2", 0, 0, &[], 0),
+            unanswered: Vec::new(),
         };
         let plan = StepPlan {
             weight,
@@ -464,7 +542,9 @@ mod tests {
                 &buckets(canary.0, canary.2),
                 canary.3,
             ),
-        };
+            unanswered: Vec::new(),
+        }
+        .with_applied("proxy", weight);
         evidence.observe(&later, spec);
         evidence
     }
@@ -516,11 +596,6 @@ mod tests {
                 // Far fewer errors than stable: the statistic is large, the canary better.
                 &spec, 50.0, Arm(10000, 0, 100, 1000), Arm(10000, 200, 100, 1000),
                 Outcome::Pass, "errors", "the canary no worse",
-            ),
-            (
-                // The fresh decisions never followed the weight: after the deadline it fails.
-                &spec, 50.0, Arm(10000, 0, 100, 20), Arm(10000, 0, 100, 1980),
-                Outcome::Inconclusive, "dataPlane", "last window: fresh decisions gave the canary 1.0% (20/2000)",
             ),
             (
                 // At 100 % there is no stable to compare with.
@@ -587,7 +662,31 @@ mod tests {
         let names: Vec<_> = verdict.checks.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
-            ["errors", "latency", "maxErrorRate", "evidence", "dataPlane"]
+            [
+                "errors",
+                "latency",
+                "maxErrorRate",
+                "evidence",
+                "dataPlane",
+                "queries"
+            ]
+        );
+    }
+
+    /// A query that returned nothing holds the step, saying which, whatever else passed.
+    #[test]
+    fn an_unanswered_query_holds_the_step_saying_which() {
+        let spec = AnalysisSpec::default();
+        let mut evidence = step(&spec, 5.0, Arm(1000, 1, 10, 50), Arm(19000, 19, 190, 950));
+        assert_eq!(judge(&spec, &evidence).outcome, Outcome::Pass);
+        evidence.last.unanswered = vec!["spec.analysis.queries.weights for v2".to_owned()];
+        let verdict = judge(&spec, &evidence);
+        assert_eq!(verdict.outcome, Outcome::Inconclusive);
+        let queries = check(&verdict, "queries");
+        assert_eq!(queries.statistic, 1.0);
+        assert_eq!(
+            verdict.reason,
+            "no series: spec.analysis.queries.weights for v2"
         );
     }
 
@@ -598,7 +697,7 @@ mod tests {
         assert_eq!(
             judge(&spec, &evidence).line(),
             "canary v2 1000 req 4.9% 5xx p99 25 ms | stable v1 19000 req 0.1% 5xx p99 25 ms | \
-             errors 3.4e26/240 latency 0.57/240 | Fail"
+             errors 3.4e26/240 latency 0.57/240 | score 67 | Fail"
         );
     }
 
@@ -609,6 +708,7 @@ mod tests {
             at: at(0),
             stable: sample("v1", 0, 0, &[], 0),
             canary: sample("v2", 0, 0, &[], 0),
+            unanswered: Vec::new(),
         };
         let plan = StepPlan {
             weight: 100.0,
@@ -619,7 +719,9 @@ mod tests {
             at: at(60),
             stable: sample("v1", 0, 0, &[], 0),
             canary: sample("v2", 500, 0, &[(5.0, 500), (f64::INFINITY, 500)], 100),
-        };
+            unanswered: Vec::new(),
+        }
+        .with_applied("proxy", 100.0);
         evidence.observe(&later, &spec);
         let verdict = judge(&spec, &evidence);
         assert_eq!(verdict.outcome, Outcome::Pass, "{}", verdict.reason);
@@ -645,7 +747,15 @@ mod tests {
     #[test]
     fn check_names_are_stored_as_they_are_written() {
         use CheckName::*;
-        for name in [Errors, Latency, MaxErrorRate, MaxP99, Evidence, DataPlane] {
+        for name in [
+            Errors,
+            Latency,
+            MaxErrorRate,
+            MaxP99,
+            Evidence,
+            DataPlane,
+            Queries,
+        ] {
             let json = serde_json::to_value(name).unwrap();
             assert_eq!(json, name.as_str());
             assert_eq!(serde_json::from_value::<CheckName>(json).unwrap(), name);

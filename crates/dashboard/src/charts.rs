@@ -174,6 +174,8 @@ mod tests {
                 },
             )]),
             decisions: BTreeMap::new(),
+            weights: BTreeMap::new(),
+            metrics: BTreeMap::new(),
         }
     }
 
@@ -182,6 +184,7 @@ mod tests {
             at: Timestamp::from_second(at).unwrap(),
             stable: sample("v1", stable.0, stable.1, stable.2),
             canary: sample("v2", canary.0, canary.1, canary.2),
+            unanswered: Vec::new(),
         }
     }
 

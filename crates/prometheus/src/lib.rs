@@ -14,7 +14,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use analysis::{AnalysisSpec, Counter, Histogram, Snapshot, VersionSample};
+use analysis::metric::MetricSample;
+use analysis::{AnalysisSpec, Counter, Histogram, MetricKind, MetricSpec, Snapshot, VersionSample};
 pub use queries::{Field, RolloutRef};
 
 /// Why Prometheus could not be asked or answered.
@@ -204,19 +205,9 @@ impl Prometheus {
         version: &str,
         at: Timestamp,
     ) -> Result<Vec<Series>, Error> {
-        let query = queries::render(
-            &queries::template(spec, field),
-            spec.provider,
-            rollout,
-            version,
-        );
-        self.instant(&query, at).await.map_err(|err| match err {
-            QueryError::Rejected(why) => Error::Invalid(format!(
-                "{}: Prometheus rejects `{query}`: {why}",
-                field.path()
-            )),
-            QueryError::Failed(why) => Error::Runtime(format!("{} ({query}): {why}", field.path())),
-        })
+        let template = queries::template(spec, field);
+        self.ask(&field.path(), &template, spec, rollout, version, at)
+            .await
     }
 
     /// Both versions' raw counters at `at`.
@@ -227,38 +218,97 @@ impl Prometheus {
         at: Timestamp,
     ) -> Result<Snapshot, Error> {
         let (stable, canary) = futures::try_join!(
-            self.version(spec, rollout, &rollout.stable, at),
-            self.version(spec, rollout, &rollout.canary, at)
+            self.version(spec, rollout, &rollout.stable, true, at),
+            self.version(spec, rollout, &rollout.canary, false, at)
         )?;
-        Ok(Snapshot { at, stable, canary })
+        Ok(Snapshot {
+            at,
+            stable: stable.0,
+            canary: canary.0,
+            unanswered: [stable.1, canary.1].concat(),
+        })
     }
 
+    /// A version's sample, and what its queries that must answer and returned no series
+    /// say ([`unanswered`]). Stable serves before the canary and every proxy reports the
+    /// filter's series from its start: those must answer. The canary's requests and metrics
+    /// of requests may not yet, at a small weight; a gauge of its pods must.
     async fn version(
         &self,
         spec: &AnalysisSpec,
         rollout: &RolloutRef,
         version: &str,
+        stable: bool,
         at: Timestamp,
-    ) -> Result<VersionSample, Error> {
-        let (requests, errors, latency, decisions) = futures::try_join!(
+    ) -> Result<(VersionSample, Vec<String>), Error> {
+        let answers = futures::try_join!(
             self.field(spec, rollout, Field::Requests, version, at),
             self.field(spec, rollout, Field::Errors, version, at),
             self.field(spec, rollout, Field::LatencyBuckets, version, at),
             self.field(spec, rollout, Field::Decisions, version, at),
+            self.field(spec, rollout, Field::Weights, version, at),
         )?;
-        Ok(VersionSample {
-            version: version.to_owned(),
-            requests: counter(Field::Requests, &requests)?,
-            errors: counter(Field::Errors, &errors)?,
-            latency: histograms(&latency)?,
-            decisions: by_reason(&decisions)?,
+        let (requests, errors, latency, decisions, weights) = answers;
+        let mut silent: Vec<String> = [
+            (Field::Requests, &requests),
+            (Field::Decisions, &decisions),
+            (Field::Weights, &weights),
+        ]
+        .into_iter()
+        .filter(|(field, series)| series.is_empty() && (stable || *field != Field::Requests))
+        .map(|(field, _)| unanswered(spec, rollout, field, version))
+        .collect();
+        let mut sample = sample(version, [requests, errors, latency, decisions, weights])?;
+        for (index, metric) in spec.metrics.iter().enumerate() {
+            let asked = queries::metric_queries(spec, index, metric);
+            let mut answers = Vec::with_capacity(asked.len());
+            for query in &asked {
+                answers.push(
+                    self.ask(&query.path, &query.template, spec, rollout, version, at)
+                        .await?,
+                );
+            }
+            let quiet = metric_must_answer(metric, stable);
+            if let Some(query) = quiet.filter(|&i| answers[i].is_empty()).map(|i| &asked[i]) {
+                silent.push(format!(
+                    "{} for {version} (`{}`): {}",
+                    query.path,
+                    queries::render(&query.template, spec.provider, rollout, version),
+                    queries::METRIC_WHEN_EMPTY
+                ));
+            }
+            sample.metrics.insert(
+                metric.name.clone(),
+                metric_sample(metric, &asked, &answers)?,
+            );
+        }
+        Ok((sample, silent))
+    }
+
+    /// The series of `template` at `path` for `version`, its placeholders filled.
+    async fn ask(
+        &self,
+        path: &str,
+        template: &str,
+        spec: &AnalysisSpec,
+        rollout: &RolloutRef,
+        version: &str,
+        at: Timestamp,
+    ) -> Result<Vec<Series>, Error> {
+        let query = queries::render(template, spec.provider, rollout, version);
+        self.instant(&query, at).await.map_err(|err| match err {
+            QueryError::Rejected(why) => {
+                Error::Invalid(format!("{path}: Prometheus rejects `{query}`: {why}"))
+            }
+            QueryError::Failed(why) => Error::Runtime(format!("{path} ({query}): {why}")),
         })
     }
 
     /// Refuses, naming the field, a template Prometheus rejects, one that reads a metric
     /// Prometheus has no series of, a latency template without `le` or a decisions template
-    /// without `sticky_reason` labels, and a requests template that finds nothing of stable
-    /// (which serves traffic before any canary does). Nothing is written before this passes.
+    /// without `sticky_reason` labels, and a requests, decisions or weights template that
+    /// finds nothing of stable (which serves traffic, and runs in every proxy's filter, before
+    /// any canary does). Nothing is written before this passes.
     pub async fn validate_queries(
         &self,
         spec: &AnalysisSpec,
@@ -275,40 +325,71 @@ impl Prometheus {
                 .field(spec, rollout, field, &rollout.canary, at)
                 .await?;
             // The names of the query Prometheus just took (placeholders filled for stable).
-            // Prometheus is the judge of syntax: a query it took that the parser cannot read
-            // (PromQL newer than the parser) only goes without this check.
             let query = queries::render(
                 &queries::template(spec, field),
                 spec.provider,
                 rollout,
                 &rollout.stable,
             );
-            let names = queries::metric_names(&query).unwrap_or_default();
-            for name in names {
-                let known = self
-                    .query(&format!("group({{__name__={name:?}}})"), at)
-                    .await?;
-                if known.is_empty() {
-                    return Err(Error::Invalid(format!(
-                        "{}: Prometheus has no series of metric `{name}` (a typo, or nothing \
-                         scrapes it yet)",
-                        field.path()
-                    )));
-                }
-            }
+            self.known_metrics(&field.path(), &query, at).await?;
             for series in [&stable, &canary] {
                 match field {
                     Field::Requests | Field::Errors => drop(counter(field, series)?),
                     Field::LatencyBuckets => drop(histograms(series)?),
                     Field::Decisions => drop(by_reason(series)?),
+                    Field::Weights => drop(applied_weights(series)?),
                 }
             }
-            if field == Field::Requests && stable.is_empty() {
+            if field.must_answer() && stable.is_empty() {
                 return Err(Error::Invalid(format!(
-                    "{}: no series for the stable version {}: check the template's labels \
-                     against what Prometheus has",
+                    "{}: no series for the stable version {} (`{query}`): {}",
                     field.path(),
-                    rollout.stable
+                    rollout.stable,
+                    field.when_empty()
+                )));
+            }
+        }
+        for (index, metric) in spec.metrics.iter().enumerate() {
+            let asked = queries::metric_queries(spec, index, metric);
+            for (version, stable) in [(&rollout.stable, true), (&rollout.canary, false)] {
+                let mut answers = Vec::with_capacity(asked.len());
+                for query in &asked {
+                    let series = self
+                        .ask(&query.path, &query.template, spec, rollout, version, at)
+                        .await?;
+                    let rendered =
+                        queries::render(&query.template, spec.provider, rollout, version);
+                    self.known_metrics(&query.path, &rendered, at).await?;
+                    answers.push(series);
+                }
+                metric_sample(metric, &asked, &answers)?;
+                if let Some(i) = metric_must_answer(metric, stable).filter(|_| stable) {
+                    if answers[i].is_empty() {
+                        return Err(Error::Invalid(format!(
+                            "{}: no series for the stable version {version} (`{}`): {}",
+                            asked[i].path,
+                            queries::render(&asked[i].template, spec.provider, rollout, version),
+                            queries::METRIC_WHEN_EMPTY
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a query that reads a metric Prometheus has no series of (a typo, or nothing
+    /// scrapes it yet). Prometheus is the judge of syntax: a query it took that the parser
+    /// cannot read (PromQL newer than the parser) only goes without this check.
+    async fn known_metrics(&self, path: &str, query: &str, at: Timestamp) -> Result<(), Error> {
+        for name in queries::metric_names(query).unwrap_or_default() {
+            let known = self
+                .query(&format!("group({{__name__={name:?}}})"), at)
+                .await?;
+            if known.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{path}: Prometheus has no series of metric `{name}` (a typo, or nothing \
+                     scrapes it yet)"
                 )));
             }
         }
@@ -381,30 +462,85 @@ pub fn parse_answer(body: &[u8]) -> Result<Vec<Series>, QueryError> {
         .collect()
 }
 
-/// One version's sample from the bytes of its four answers (requests, errors, latency
-/// buckets, decisions), read as [`Prometheus::snapshot`] reads them. Pure, and public for the
-/// fuzz targets (feed two into [`analysis::Evidence`] to reach the verdict).
-pub fn version_sample(
-    version: &str,
-    requests: &[u8],
-    errors: &[u8],
-    latency: &[u8],
-    decisions: &[u8],
-) -> Result<VersionSample, Error> {
-    let read = |field: Field, body: &[u8]| {
-        parse_answer(body).map_err(|err| match err {
+/// One version's sample from the bytes of its answers, in [`Field::ALL`]'s order (requests,
+/// errors, latency buckets, decisions, weights), read as [`Prometheus::snapshot`] reads them.
+/// Pure, and public for the fuzz targets (feed two into [`analysis::Evidence`] to reach the
+/// verdict).
+pub fn version_sample(version: &str, answers: [&[u8]; 5]) -> Result<VersionSample, Error> {
+    let mut series: [Vec<Series>; 5] = Default::default();
+    for ((slot, field), body) in series.iter_mut().zip(Field::ALL).zip(answers) {
+        *slot = parse_answer(body).map_err(|err| match err {
             QueryError::Rejected(why) | QueryError::Failed(why) => {
                 Error::Invalid(format!("{}: {why}", field.path()))
             }
-        })
-    };
+        })?;
+    }
+    sample(version, series)
+}
+
+/// One version's sample from its series, in [`Field::ALL`]'s order.
+fn sample(version: &str, series: [Vec<Series>; 5]) -> Result<VersionSample, Error> {
+    let [requests, errors, latency, decisions, weights] = series;
     Ok(VersionSample {
         version: version.to_owned(),
-        requests: counter(Field::Requests, &read(Field::Requests, requests)?)?,
-        errors: counter(Field::Errors, &read(Field::Errors, errors)?)?,
-        latency: histograms(&read(Field::LatencyBuckets, latency)?)?,
-        decisions: by_reason(&read(Field::Decisions, decisions)?)?,
+        requests: counter(Field::Requests, &requests)?,
+        errors: counter(Field::Errors, &errors)?,
+        latency: histograms(&latency)?,
+        decisions: by_reason(&decisions)?,
+        weights: applied_weights(&weights)?,
+        metrics: BTreeMap::new(),
     })
+}
+
+/// Which of a metric's queries ([`queries::metric_queries`]) must return series of the
+/// version (`stable` or the canary) for it to be judged: a counter's requests and a
+/// histogram of stable's (the canary's may have none yet), a gauge of every version's pods.
+fn metric_must_answer(metric: &MetricSpec, stable: bool) -> Option<usize> {
+    match metric.kind {
+        MetricKind::Counter => stable.then_some(1),
+        MetricKind::Histogram => stable.then_some(0),
+        MetricKind::Gauge => Some(0),
+    }
+}
+
+/// A metric's readings from the answers to its queries ([`queries::metric_queries`]).
+fn metric_sample(
+    metric: &MetricSpec,
+    asked: &[queries::MetricQuery],
+    answers: &[Vec<Series>],
+) -> Result<MetricSample, Error> {
+    let own = (&asked[0].path, &answers[0]);
+    Ok(match metric.kind {
+        MetricKind::Counter => MetricSample {
+            events: counter_at(own.0, own.1)?,
+            requests: counter_at(&asked[1].path, &answers[1])?,
+            ..MetricSample::default()
+        },
+        MetricKind::Histogram => MetricSample {
+            histograms: histograms_at(own.0, own.1)?,
+            ..MetricSample::default()
+        },
+        MetricKind::Gauge => MetricSample {
+            values: gauge_at(own.0, own.1)?,
+            ..MetricSample::default()
+        },
+    })
+}
+
+/// What a query that must answer and returned no series says: which, for which version,
+/// the query itself, and what usually causes it.
+fn unanswered(spec: &AnalysisSpec, rollout: &RolloutRef, field: Field, version: &str) -> String {
+    let query = queries::render(
+        &queries::template(spec, field),
+        spec.provider,
+        rollout,
+        version,
+    );
+    format!(
+        "{} for {version} (`{query}`): {}",
+        field.path(),
+        field.when_empty()
+    )
 }
 
 /// The longest scrape interval in the body of a `/api/v1/targets` answer (`None` without any
@@ -460,19 +596,17 @@ fn parse_duration(text: &str) -> Option<Duration> {
 /// A raw counter value as an integer; refuses what no counter holds (negative, fractional
 /// beyond rounding, not finite), which is what `rate()` or `increase()` return, and values
 /// beyond [`MAX_COUNT`] (no proxy counts that far; the arithmetic after stays exact).
-fn count(field: Field, series: &Series) -> Result<u64, Error> {
+fn count(path: &str, series: &Series) -> Result<u64, Error> {
     let value = series.value;
     if !value.is_finite() || value < 0.0 || (value - value.round()).abs() > 1e-6 * value.max(1.0) {
         return Err(Error::Invalid(format!(
-            "{}: {value} is not a raw counter (the template must return cumulative counts, \
-             not rate() or increase())",
-            field.path()
+            "{path}: {value} is not a raw counter (the template must return cumulative counts, \
+             not rate() or increase())"
         )));
     }
     if value > MAX_COUNT {
         return Err(Error::Invalid(format!(
-            "{}: {value} is beyond any counter (at most 2^53)",
-            field.path()
+            "{path}: {value} is beyond any counter (at most 2^53)"
         )));
     }
     // Finite, in [0, 2^53]: the cast is exact.
@@ -480,13 +614,10 @@ fn count(field: Field, series: &Series) -> Result<u64, Error> {
 }
 
 /// `total + value`, or the error of a sum no counter reaches.
-fn add(field: Field, total: u64, value: u64) -> Result<u64, Error> {
-    total.checked_add(value).ok_or_else(|| {
-        Error::Invalid(format!(
-            "{}: the series add up beyond any counter",
-            field.path()
-        ))
-    })
+fn add(path: &str, total: u64, value: u64) -> Result<u64, Error> {
+    total
+        .checked_add(value)
+        .ok_or_else(|| Error::Invalid(format!("{path}: the series add up beyond any counter")))
 }
 
 /// The series' identity: its labels but the ones the analysis groups by.
@@ -502,39 +633,42 @@ fn series_key(labels: &BTreeMap<String, String>) -> String {
 /// The `field`'s counter from its series, one slot per series identity; a value that is not
 /// a whole, finite, non-negative count is refused naming the field.
 pub fn counter(field: Field, series: &[Series]) -> Result<Counter, Error> {
+    counter_at(&field.path(), series)
+}
+
+/// [`counter`] of the template at `path`.
+fn counter_at(path: &str, series: &[Series]) -> Result<Counter, Error> {
     let mut counter = Counter::default();
     for s in series {
         let slot = counter.0.entry(series_key(&s.labels)).or_default();
-        *slot = add(field, *slot, count(field, s)?)?;
+        *slot = add(path, *slot, count(path, s)?)?;
     }
     Ok(counter)
 }
 
 /// The latency histograms from their `le` bucket series, one per series identity.
 pub fn histograms(series: &[Series]) -> Result<BTreeMap<String, Histogram>, Error> {
-    let field = Field::LatencyBuckets;
+    histograms_at(&Field::LatencyBuckets.path(), series)
+}
+
+/// [`histograms`] of the template at `path`.
+fn histograms_at(path: &str, series: &[Series]) -> Result<BTreeMap<String, Histogram>, Error> {
     let mut pairs: BTreeMap<String, Vec<(f64, u64)>> = BTreeMap::new();
     for s in series {
         let le = s.labels.get("le").ok_or_else(|| {
             Error::Invalid(format!(
-                "{}: a series without an `le` label: the template must return histogram buckets",
-                field.path()
+                "{path}: a series without an `le` label: the template must return histogram buckets"
             ))
         })?;
         let le: f64 = le
             .parse()
             .ok()
             .filter(|le: &f64| !le.is_nan())
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{}: `le` label {le:?} is not a number",
-                    field.path()
-                ))
-            })?;
+            .ok_or_else(|| Error::Invalid(format!("{path}: `le` label {le:?} is not a number")))?;
         pairs
             .entry(series_key(&s.labels))
             .or_default()
-            .push((le, count(field, s)?));
+            .push((le, count(path, s)?));
     }
     Ok(pairs
         .into_iter()
@@ -542,16 +676,64 @@ pub fn histograms(series: &[Series]) -> Result<BTreeMap<String, Histogram>, Erro
         .collect())
 }
 
+/// Largest weight gauge value: 100 % in basis points.
+const FULL_WEIGHT: f64 = 10_000.0;
+
+/// The weight each proxy runs a version with, in percent, from the filter's gauges (basis
+/// points), by the series' labels but the version's and the rollout's, so that a proxy's
+/// gauges of both versions share a key.
+pub fn applied_weights(series: &[Series]) -> Result<BTreeMap<String, f64>, Error> {
+    let field = Field::Weights;
+    let mut weights = BTreeMap::new();
+    for s in series {
+        if !(0.0..=FULL_WEIGHT).contains(&s.value) {
+            return Err(Error::Invalid(format!(
+                "{}: {} is not a weight in basis points (0 to 10000)",
+                field.path(),
+                s.value
+            )));
+        }
+        let proxy = s
+            .labels
+            .iter()
+            .filter(|(name, _)| {
+                !matches!(
+                    name.as_str(),
+                    "__name__" | "sticky_version" | "sticky_rollout"
+                )
+            })
+            .map(|(name, value)| format!("{name}={value:?}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        weights.insert(proxy, s.value / 100.0);
+    }
+    Ok(weights)
+}
+
+/// A gauge's value per series; a value that is no finite number is refused naming `path`.
+fn gauge_at(path: &str, series: &[Series]) -> Result<BTreeMap<String, f64>, Error> {
+    series
+        .iter()
+        .map(|s| {
+            if s.value.is_finite() {
+                Ok((series_key(&s.labels), s.value))
+            } else {
+                Err(Error::Invalid(format!(
+                    "{path}: {} is not a gauge's value",
+                    s.value
+                )))
+            }
+        })
+        .collect()
+}
+
 /// The decision counters by `sticky_reason`.
 pub fn by_reason(series: &[Series]) -> Result<BTreeMap<String, Counter>, Error> {
-    let field = Field::Decisions;
+    let field = &Field::Decisions.path();
     let mut reasons: BTreeMap<String, Counter> = BTreeMap::new();
     for s in series {
         let reason = s.labels.get("sticky_reason").ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: a series without a `sticky_reason` label",
-                field.path()
-            ))
+            Error::Invalid(format!("{field}: a series without a `sticky_reason` label"))
         })?;
         let slot = reasons
             .entry(reason.clone())
@@ -575,6 +757,39 @@ mod tests {
                 .map(|&(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
             value,
+        }
+    }
+
+    /// A proxy's gauges of both versions share its key, whatever their version and rollout
+    /// labels; a value no weight can be is refused naming the field.
+    #[test]
+    fn applied_weights_are_keyed_by_proxy() {
+        let of = |version: &str, instance: &str, value: f64| {
+            series(
+                &[
+                    ("__name__", "sticky_canary_weight_basis_points"),
+                    ("sticky_rollout", "prod/shop"),
+                    ("sticky_version", version),
+                    ("instance", instance),
+                ],
+                value,
+            )
+        };
+        let stable =
+            applied_weights(&[of("v1", "a:15090", 9500.0), of("v1", "b:15090", 8000.0)]).unwrap();
+        let canary =
+            applied_weights(&[of("v2", "a:15090", 500.0), of("v2", "b:15090", 2000.0)]).unwrap();
+        assert_eq!(
+            stable.keys().collect::<Vec<_>>(),
+            canary.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(canary[r#"instance="a:15090""#], 5.0);
+        assert_eq!(stable[r#"instance="b:15090""#], 80.0);
+        for bad in [-1.0, 10_001.0, f64::NAN, f64::INFINITY] {
+            let why = applied_weights(&[of("v2", "a", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(why.starts_with("spec.analysis.queries.weights: "), "{why}");
         }
     }
 
@@ -732,12 +947,16 @@ mod tests {
             (many, "too many series"),
         ];
         for (body, words) in &cases {
+            let empty = vector("[]");
             let why = match version_sample(
                 "v1",
-                body.as_bytes(),
-                one("", "0").as_bytes(),
-                b"{}",
-                b"{}",
+                [
+                    body.as_bytes(),
+                    one("", "0").as_bytes(),
+                    empty.as_bytes(),
+                    empty.as_bytes(),
+                    empty.as_bytes(),
+                ],
             ) {
                 Ok(sample) => panic!("{body:.80}: read as {sample:?}"),
                 Err(err) => err.to_string(),
@@ -755,19 +974,32 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(",")
         ));
-        let why = version_sample("v1", beyond.as_bytes(), b"{}", b"{}", b"{}")
-            .unwrap_err()
-            .to_string();
+        let empty = vector("[]");
+        let why = version_sample(
+            "v1",
+            [
+                beyond.as_bytes(),
+                empty.as_bytes(),
+                empty.as_bytes(),
+                empty.as_bytes(),
+                empty.as_bytes(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(why.contains("add up beyond any counter"), "{why}");
         // Buckets whose `le` is not a number, or NaN; decisions without a reason.
         for (le, words) in [("\"x\"", "is not a number"), ("\"NaN\"", "is not a number")] {
             let latency = one(&format!(r#""le":{le}"#), "1");
             let why = version_sample(
                 "v1",
-                vector("[]").as_bytes(),
-                vector("[]").as_bytes(),
-                latency.as_bytes(),
-                b"{}",
+                [
+                    vector("[]").as_bytes(),
+                    vector("[]").as_bytes(),
+                    latency.as_bytes(),
+                    vector("[]").as_bytes(),
+                    vector("[]").as_bytes(),
+                ],
             )
             .unwrap_err()
             .to_string();
@@ -787,15 +1019,18 @@ mod tests {
         let top = "9007199254740992";
         let hostile = r#""pod":"<img src=x onerror=alert(1)></script>\u202e""#;
         let read = |requests: &str, errors: &str, slow: &str| {
+            let latency = vector(&format!(
+                r#"[{{"metric":{{"le":"10"}},"value":[1,{slow:?}]}},{{"metric":{{"le":"5"}},"value":[1,{top:?}]}},{{"metric":{{"le":"+Inf"}},"value":[1,"3"]}},{{"metric":{{"le":"-Inf"}},"value":[1,"7"]}}]"#
+            ));
             version_sample(
                 "v1",
-                one(hostile, requests).as_bytes(),
-                one(hostile, errors).as_bytes(),
-                vector(&format!(
-                    r#"[{{"metric":{{"le":"10"}},"value":[1,{slow:?}]}},{{"metric":{{"le":"5"}},"value":[1,{top:?}]}},{{"metric":{{"le":"+Inf"}},"value":[1,"3"]}},{{"metric":{{"le":"-Inf"}},"value":[1,"7"]}}]"#
-                ))
-                .as_bytes(),
-                one(r#""sticky_reason":"hash""#, requests).as_bytes(),
+                [
+                    one(hostile, requests).as_bytes(),
+                    one(hostile, errors).as_bytes(),
+                    latency.as_bytes(),
+                    one(r#""sticky_reason":"hash""#, requests).as_bytes(),
+                    one(hostile, "10000").as_bytes(),
+                ],
             )
             .unwrap()
         };
@@ -817,6 +1052,7 @@ mod tests {
                 at: at(i as i64 * 10),
                 stable,
                 canary,
+                unanswered: Vec::new(),
             };
             match &mut evidence {
                 None => evidence = Some(Evidence::start(&snapshot, &spec, plan)),
@@ -836,6 +1072,7 @@ mod tests {
             at: at(1000),
             stable: read(top, top, top),
             canary: read(top, top, top),
+            unanswered: Vec::new(),
         };
         evidence.observe(&later, &spec);
         assert_eq!(evidence.stable.requests, u64::MAX);

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use analysis::{AnalysisSpec, Provider};
+use analysis::{AnalysisSpec, MetricKind, MetricSpec, Provider};
 use api::names::{cluster_name, subset_name};
 use promql_parser::label::{MatchOp, METRIC_NAME};
 use promql_parser::parser::{AggregateExpr, Expr, VectorSelector};
@@ -20,15 +20,18 @@ pub enum Field {
     LatencyBuckets,
     /// The filter's decisions for it, by `sticky_reason`.
     Decisions,
+    /// The weight each proxy's filter runs it with (a gauge, in basis points).
+    Weights,
 }
 
 impl Field {
     /// Every field, in the order they are checked.
-    pub const ALL: [Field; 4] = [
+    pub const ALL: [Field; 5] = [
         Field::Requests,
         Field::Errors,
         Field::LatencyBuckets,
         Field::Decisions,
+        Field::Weights,
     ];
 
     /// The field's name in the spec.
@@ -38,6 +41,30 @@ impl Field {
             Field::Errors => "errors",
             Field::LatencyBuckets => "latencyBuckets",
             Field::Decisions => "decisions",
+            Field::Weights => "weights",
+        }
+    }
+
+    /// Whether the field must have series of stable for the rollout to be judged: stable
+    /// serves requests before any canary, and every proxy's filter reports its series from
+    /// the start. 5xx and latency may have none yet.
+    pub fn must_answer(self) -> bool {
+        matches!(self, Field::Requests | Field::Decisions | Field::Weights)
+    }
+
+    /// What usually leaves the field's query without a series.
+    pub fn when_empty(self) -> &'static str {
+        match self {
+            Field::Requests | Field::Errors | Field::LatencyBuckets => {
+                "nothing scrapes the proxies in front of this version yet, or the template's \
+                 labels do not match what Prometheus has"
+            }
+            Field::Decisions | Field::Weights => {
+                "usually the proxies' stats lack the filter's tags (the `stats_tags` of \
+                 `stickyctl bootstrap`, or the chart's proxy stats on Istio), the filter does \
+                 not run for this rollout, the `sticky_rollout` label differs, or the filter \
+                 predates the weight gauges"
+            }
         }
     }
 
@@ -90,9 +117,17 @@ pub fn default_template(provider: Provider, field: Field) -> String {
         (Provider::Istio, Field::LatencyBuckets) => {
             format!("istio_request_duration_milliseconds_bucket{{{ISTIO_SELECTOR}}}")
         }
+        (Provider::Envoy, Field::Weights) => {
+            r#"sticky_canary_weight_basis_points{sticky_version="{version}",sticky_rollout=""}"#
+                .to_owned()
+        }
         // Istio's proxies share one plugin among rollouts: the counters name theirs.
         (Provider::Istio, Field::Decisions) => {
             r#"sticky_canary_decisions{sticky_rollout="{rollout}",sticky_version="{version}"}"#
+                .to_owned()
+        }
+        (Provider::Istio, Field::Weights) => {
+            r#"sticky_canary_weight_basis_points{sticky_rollout="{rollout}",sticky_version="{version}"}"#
                 .to_owned()
         }
     }
@@ -105,10 +140,44 @@ pub fn template(spec: &AnalysisSpec, field: Field) -> String {
         Field::Errors => &spec.queries.errors,
         Field::LatencyBuckets => &spec.queries.latency_buckets,
         Field::Decisions => &spec.queries.decisions,
+        Field::Weights => &spec.queries.weights,
     };
     custom
         .clone()
         .unwrap_or_else(|| default_template(spec.provider, field))
+}
+
+/// What usually leaves a metric's query without a series.
+pub const METRIC_WHEN_EMPTY: &str =
+    "the template's labels do not match what Prometheus has, or nothing scrapes the version yet";
+
+/// One query of `spec.analysis.metrics[index]`: where it is in the spec, and its template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricQuery {
+    /// `spec.analysis.metrics[i].query (name)` (or `.requests`), for messages.
+    pub path: String,
+    /// The template.
+    pub template: String,
+}
+
+/// The queries of `spec.analysis.metrics[index]`: its own, then for a counter the requests it
+/// is counted over (the rollout's requests query unless the metric names its own).
+pub fn metric_queries(spec: &AnalysisSpec, index: usize, metric: &MetricSpec) -> Vec<MetricQuery> {
+    let path = |part: &str| format!("spec.analysis.metrics[{index}].{part} ({})", metric.name);
+    let mut asked = vec![MetricQuery {
+        path: path("query"),
+        template: metric.query.clone(),
+    }];
+    if metric.kind == MetricKind::Counter {
+        asked.push(MetricQuery {
+            path: path("requests"),
+            template: metric
+                .requests
+                .clone()
+                .unwrap_or_else(|| template(spec, Field::Requests)),
+        });
+    }
+    asked
 }
 
 /// A regex for a PromQL string (`=~"..."`): regex metacharacters escaped, and the escaping
@@ -272,6 +341,18 @@ mod tests {
                 "v1",
                 r#"sticky_canary_decisions{sticky_rollout="prod/shop",sticky_version="v1"}"#,
             ),
+            (
+                Provider::Envoy,
+                Field::Weights,
+                "v2",
+                r#"sticky_canary_weight_basis_points{sticky_version="v2",sticky_rollout=""}"#,
+            ),
+            (
+                Provider::Istio,
+                Field::Weights,
+                "v2",
+                r#"sticky_canary_weight_basis_points{sticky_rollout="prod/shop",sticky_version="v2"}"#,
+            ),
         ];
         for (provider, field, version, expected) in cases {
             let spec = AnalysisSpec {
@@ -346,7 +427,8 @@ mod tests {
                 "spec.analysis.queries.requests",
                 "spec.analysis.queries.errors",
                 "spec.analysis.queries.latencyBuckets",
-                "spec.analysis.queries.decisions"
+                "spec.analysis.queries.decisions",
+                "spec.analysis.queries.weights"
             ]
         );
     }

@@ -13,7 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{end_step, new_step, phase_for, Transition};
 use crate::ops::{self, Op};
-use analysis::{judge, Evidence, LookError, Outcome, Snapshot, StepPlan, Verdict};
+use analysis::{judge, CheckName, Evidence, LookError, Outcome, Snapshot, StepPlan, Verdict};
 use api::{
     OnInconclusive, Phase, Promotion, RollbackMode, StepStatus, StickyCanarySpec,
     StickyCanaryStatus, Waiting,
@@ -104,6 +104,39 @@ fn progress(
     let mut judged = step.clone();
     judged.evidence = Some(evidence);
     judged.verdict = Some(verdict.clone());
+    let mut change = judged_step(spec, status, step, judged, &verdict, elapsed, now);
+    if let Some(unanswered) = newly_unanswered(step.verdict.as_ref(), &verdict) {
+        change
+            .notices
+            .push(format!("step {}%: {unanswered}", canary.weight));
+    }
+    change
+}
+
+/// The reason of the `queries` check when it turned inconclusive at this look: said once
+/// per step (a webhook notice), not at every look.
+fn newly_unanswered(before: Option<&Verdict>, now: &Verdict) -> Option<String> {
+    let unanswered = |verdict: &Verdict| {
+        verdict
+            .checks
+            .iter()
+            .find(|c| c.name == CheckName::Queries && c.outcome == Outcome::Inconclusive)
+            .map(|c| c.reason.clone())
+    };
+    let reason = unanswered(now)?;
+    before.and_then(unanswered).is_none().then_some(reason)
+}
+
+/// What the step `before` does, judged now: roll back, hold, wait (saying for what) or go on.
+fn judged_step(
+    spec: &StickyCanarySpec,
+    status: &StickyCanaryStatus,
+    before: &StepStatus,
+    mut judged: StepStatus,
+    verdict: &Verdict,
+    elapsed: SignedDuration,
+    now: Timestamp,
+) -> Transition {
     match verdict.outcome {
         Outcome::Fail => rollback(spec, status, Some(judged), &verdict.reason, now),
         Outcome::Inconclusive => match inconclusive(spec, elapsed) {
@@ -114,8 +147,11 @@ fn progress(
                 );
                 rollback(spec, status, Some(judged), &reason, now)
             }
-            Some(OnInconclusive::Hold) => hold(status, &judged, Some(verdict), ""),
-            None => with_message(status, judged, ""),
+            Some(OnInconclusive::Hold) => hold(status, &judged, Some(verdict.clone()), ""),
+            None => {
+                let message = format!("waiting at {}%: {}", judged.weight, verdict.reason);
+                with_message(status, judged, &message)
+            }
         },
         Outcome::Pass => {
             // Evidence came after all: a hold for evidence is over.
@@ -123,13 +159,18 @@ fn progress(
                 judged.waiting = None;
             }
             if elapsed < interval(spec) || judged.waiting.is_some() {
-                with_message(
-                    status,
-                    judged,
-                    status.message.as_deref().unwrap_or_default(),
-                )
+                // A message that said what the step waited for is no longer true.
+                let waited = before
+                    .verdict
+                    .as_ref()
+                    .is_some_and(|v| v.outcome == Outcome::Inconclusive);
+                let message = match &status.message {
+                    Some(message) if !waited => message.as_str(),
+                    _ => "",
+                };
+                with_message(status, judged, message)
             } else {
-                forward(spec, status, judged, Some(&verdict), now)
+                forward(spec, status, judged, Some(verdict), now)
             }
         }
     }

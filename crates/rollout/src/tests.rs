@@ -213,6 +213,8 @@ mod looks {
         /// (requests, errors, hash decisions) of stable and canary.
         stable: (u64, u64, u64),
         canary: (u64, u64, u64),
+        /// The canary weight the proxy runs with, as its gauges report it.
+        weight: f64,
     }
 
     impl World {
@@ -221,6 +223,7 @@ mod looks {
                 second: 0,
                 stable: (0, 0, 0),
                 canary: (0, 0, 0),
+                weight: 0.0,
             }
         }
 
@@ -228,6 +231,7 @@ mod looks {
         /// `canary_errors` of its requests; a tenth of the requests are new clients.
         fn run(&mut self, seconds: i64, rps: u64, weight: f64, canary_errors: f64) {
             self.second += seconds;
+            self.weight = weight;
             let total = rps * seconds as u64;
             let canary = (total as f64 * weight / 100.0).round() as u64;
             let stable = total - canary;
@@ -249,11 +253,12 @@ mod looks {
             let arm = |name: &str, c: (u64, u64, u64)| {
                 VersionSample::from_totals(name, c.0, c.1, &buckets(c), c.2)
             };
-            Snapshot {
-                at: at(self.second),
-                stable: arm("v1", self.stable),
-                canary: arm("v2", self.canary),
-            }
+            Snapshot::new(
+                at(self.second),
+                arm("v1", self.stable),
+                arm("v2", self.canary),
+            )
+            .with_applied("proxy", self.weight)
         }
     }
 
@@ -405,6 +410,49 @@ mod looks {
         assert_eq!(state.1.phase, Phase::RolledBack);
         assert_eq!(world.second, 120);
         assert!(state.1.message.unwrap().contains("inconclusive for 120s"));
+    }
+
+    /// A step that waits says for what in the status message at once, not only at its
+    /// deadline; a query that returns nothing is named there and notified once; once the
+    /// step passes, the waiting message goes.
+    #[test]
+    fn a_waiting_step_says_why_and_an_unanswered_query_is_notified_once() {
+        let s = auto_spec(&[10.0, 100.0]);
+        let mut state = (s.clone(), started(&s));
+        let mut world = World::new();
+        // The proxies' gauges are not scraped: the weights query answers nothing.
+        let mut notices = Vec::new();
+        for _ in 0..3 {
+            world.run(10, 100, 10.0, 0.0);
+            let mut snapshot = world.snapshot();
+            snapshot.canary.weights.clear();
+            snapshot.stable.weights.clear();
+            snapshot.unanswered =
+                vec!["spec.analysis.queries.weights for v2 (`q`): the stats tags".to_owned()];
+            notices.extend(look(&mut state, &Ok(snapshot), at(world.second)));
+        }
+        let message = state.1.message.clone().unwrap_or_default();
+        assert!(message.starts_with("waiting at 10%: "), "{message}");
+        assert!(
+            message
+                .contains("no series: spec.analysis.queries.weights for v2 (`q`): the stats tags"),
+            "{message}"
+        );
+        assert!(
+            message.contains("no proxy reports the weights it runs"),
+            "{message}"
+        );
+        assert_eq!(
+            notices,
+            ["step 10%: no series: spec.analysis.queries.weights for v2 (`q`): the stats tags"],
+            "once, not at every look"
+        );
+        // The gauges show up: the step passes and the waiting message goes.
+        let notices = drive(&mut state, &mut world, 50, 100, 0.0, |_| false);
+        assert!(notices.is_empty(), "{notices:?}");
+        let step = state.1.step.clone().unwrap();
+        assert_eq!(step.verdict.unwrap().outcome, Outcome::Pass);
+        assert_eq!(state.1.message, None);
     }
 
     #[test]

@@ -218,6 +218,7 @@ fn automatic(upstream: &std::path::Path, broken: &mut Vec<String>) -> Result<()>
         visits_per_second: 100.0,
         seconds: 180,
         new_every: 2,
+        returning: 100,
     };
     let _load = Traffic::start(
         &locate::sibling_bin("sticky-load")?,

@@ -3,7 +3,7 @@
 //! JSON summary of what each version served on stdout.
 //!
 //! Returning visitors keep their cookies (their pinned version); every `--new-every`-th visit
-//! is by a first-time visitor, so fresh hash decisions keep coming and follow the weights.
+//! is by a first-time visitor (none with 0: a fixed population that comes back).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -28,7 +28,7 @@ struct Args {
     /// How long to run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Every n-th visit is by a first-time visitor.
+    /// Every n-th visit is by a first-time visitor; 0: never (a fixed population).
     #[arg(long, default_value_t = 5)]
     new_every: u64,
     /// Threads sending visits.
@@ -56,7 +56,7 @@ fn run(args: &Args, http: &Http, thread: usize) -> Summary {
         next += period;
         visit += 1;
         let slot = (visit as usize) % browsers.len();
-        if visit.is_multiple_of(args.new_every.max(1)) {
+        if args.new_every > 0 && visit.is_multiple_of(args.new_every) {
             browsers[slot] = Browser::new();
         }
         let path = PAGES[(visit as usize) % PAGES.len()];

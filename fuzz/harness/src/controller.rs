@@ -153,6 +153,7 @@ pub fn prometheus_answer(data: &[u8]) {
                 version: "v2".to_owned(),
                 ..canary
             },
+            unanswered: Vec::new(),
         };
         let look = Input::Look(Box::new(Ok(snapshot)));
         let transition =
@@ -167,7 +168,7 @@ pub fn prometheus_answer(data: &[u8]) {
 }
 
 /// One version's counters from the same series for each field, as the controller builds them
-/// (`None` when one of them is refused).
+/// (`None` when one of the counters is refused).
 fn sample(version: &str, series: &[Series]) -> Option<VersionSample> {
     Some(VersionSample {
         version: version.to_owned(),
@@ -175,6 +176,9 @@ fn sample(version: &str, series: &[Series]) -> Option<VersionSample> {
         errors: prometheus::counter(Field::Errors, series).ok()?,
         latency: prometheus::histograms(series).ok()?,
         decisions: prometheus::by_reason(series).ok()?,
+        // Counts above 100 % are no weight: read as none reported, which the check says.
+        weights: prometheus::applied_weights(series).unwrap_or_default(),
+        metrics: Default::default(),
     })
 }
 

@@ -283,7 +283,7 @@ fn check_decision(config: &Config, request: &Request, decision: &Decision) {
     let exempt = match decision.reason {
         Reason::Override | Reason::Trusted => true,
         Reason::Cookie => config.is_draining(version),
-        Reason::Hash | Reason::Preflight => false,
+        Reason::Hash | Reason::Repin | Reason::Preflight => false,
     };
     assert!(
         exempt || config.is_live(version),
@@ -291,8 +291,12 @@ fn check_decision(config: &Config, request: &Request, decision: &Decision) {
         config.names[version],
         decision.reason
     );
-    assert_eq!(decision.hashed.is_some(), decision.reason == Reason::Hash);
-    assert!(!decision.set_version_cookie || decision.reason == Reason::Hash);
+    let by_hash = matches!(decision.reason, Reason::Hash | Reason::Repin);
+    // A pin re-hashed to its own version stays `cookie`, with its hash kept for `explain`.
+    assert!(decision.hashed.is_some() || !by_hash);
+    assert!(decision.hashed.is_none() || by_hash || decision.reason == Reason::Cookie);
+    // A new pin is set exactly for a client without one (`hash`) or a moved one (`repin`).
+    assert_eq!(decision.set_version_cookie, by_hash);
     if let Some(id) = &decision.minted_id {
         assert_eq!(id, MINTED);
     }

@@ -42,6 +42,8 @@ fn verdict(outcome: Outcome, reason: &str) -> Verdict {
             outcome,
             reason: "canary 1.0% (1/100) vs stable 1.1% (10/900)".to_owned(),
         }],
+        metrics: Vec::new(),
+        score: None,
         canary: ArmSummary {
             version: "v2".to_owned(),
             requests: 100,

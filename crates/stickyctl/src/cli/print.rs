@@ -357,6 +357,11 @@ pub fn explain(canary: &StickyCanary, config: &Config, args: &ExplainArgs) -> St
             format!("the key hashes to bucket {bucket} of 10000, which is {version}'s range")
         }
         (Reason::Hash, None, false) => "the hash decided".to_owned(),
+        (Reason::Repin, Some(bucket), _) => format!(
+            "a page load re-hashed the pinned client: its key is in bucket {bucket} of 10000, \
+             {version}'s range, so it moves there"
+        ),
+        (Reason::Repin, None, _) => "a page load re-hashed the pinned client: it moves".to_owned(),
         (Reason::Preflight, ..) => {
             "a CORS preflight carries no cookies: it goes to the first live version".to_owned()
         }
