@@ -762,16 +762,19 @@ fn hostile_text_is_shown_as_text_and_runs_nothing() {
     );
     let title: String = browser.eval(tab, "document.title").unwrap();
     assert!(title.contains(&img), "{title}");
-    // An action on it answers with the CLI's words, shown as text too.
-    browser.click(tab, "#act-next").unwrap();
-    // The refusal quotes the service (Rust's escapes, `\"` and `\u{202e}`): shown as text.
-    shows(
-        &mut browser,
-        tab,
-        "#notice",
-        "spec.service: \"shop</script><script>",
-        PAGE,
-    );
+    // The transition refuses every action on it: each says why in the CLI's words, which
+    // quote the service (Rust's escapes, `\"` and `\u{202e}`), on hover, to screen readers
+    // and when pressed anyway, as text every time.
+    let refusal = "spec.service: \"shop</script><script>";
+    shows(&mut browser, tab, "#act-next-why", refusal, PAGE);
+    let title: String = browser
+        .eval(tab, "document.querySelector('#act-next').title")
+        .unwrap();
+    assert!(title.contains(refusal), "{title}");
+    browser
+        .eval::<serde_json::Value>(tab, "document.querySelector('#act-next').click()")
+        .unwrap();
+    shows(&mut browser, tab, "#notice", refusal, PAGE);
     browser
         .screenshot(tab, &artifacts().join("hostile.png"))
         .unwrap();
