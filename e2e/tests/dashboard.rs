@@ -329,7 +329,13 @@ fn the_page_offers_only_what_the_rollout_takes_now() {
         .eval(tab, "document.querySelector('#act-start').title")
         .unwrap();
     assert!(why.contains("canary \"v2\" is already running"), "{why}");
-    shows(&mut browser, tab, "#position", "0%, before the first step (1%)", PAGE);
+    shows(
+        &mut browser,
+        tab,
+        "#position",
+        "0%, before the first step (1%)",
+        PAGE,
+    );
 
     // A free ratio: its dialog says what it does, the field clears once applied, and the
     // bar shows where 30% stands between the steps.
@@ -341,17 +347,35 @@ fn the_page_offers_only_what_the_rollout_takes_now() {
     shows(&mut browser, tab, "#ratio", "70:30", PAGE);
     let cleared = "document.querySelector('#weight-free').value === ''";
     browser.wait_for::<bool>(tab, cleared, PAGE).unwrap();
-    shows(&mut browser, tab, "#steps li.current", "30% (current, between steps)", PAGE);
-    shows(&mut browser, tab, "#position", "30%, between steps 20% and 50%", PAGE);
+    shows(
+        &mut browser,
+        tab,
+        "#steps li.current",
+        "30% (current, between steps)",
+        PAGE,
+    );
+    shows(
+        &mut browser,
+        tab,
+        "#position",
+        "30%, between steps 20% and 50%",
+        PAGE,
+    );
     let bar: String = browser
         .eval(tab, "[...document.querySelectorAll('#steps li')].map((li) => li.getAttribute('aria-current') ? `[${li.textContent}]` : li.textContent).join(' ')")
         .unwrap();
-    assert!(bar.contains("20% (done) [30% (current, between steps)] 50%"), "{bar}");
+    assert!(
+        bar.contains("20% (done) [30% (current, between steps)] 50%"),
+        "{bar}"
+    );
 
     // Times: UTC to the second, the history's and the header's alike; the header's is when
     // the page last heard from the server, so it moves while the rollout does not.
     let when: String = browser
-        .eval(tab, "document.querySelector('#history tbody td').textContent")
+        .eval(
+            tab,
+            "document.querySelector('#history tbody td').textContent",
+        )
         .unwrap();
     assert!(utc_to_the_second(&when), "{when}");
     let updated = |browser: &mut Chromium| -> String {
@@ -360,22 +384,42 @@ fn the_page_offers_only_what_the_rollout_takes_now() {
             .unwrap()
     };
     let first = updated(&mut browser);
-    let time = first.strip_prefix("updated ").unwrap_or_default().to_owned();
+    let time = first
+        .strip_prefix("updated ")
+        .unwrap_or_default()
+        .to_owned();
     assert!(utc_to_the_second(&time), "{first}");
     let moved = format!("document.querySelector('#updated').textContent !== {first:?}");
-    browser.wait_for::<bool>(tab, &moved, Duration::from_secs(3)).unwrap();
+    browser
+        .wait_for::<bool>(tab, &moved, Duration::from_secs(3))
+        .unwrap();
     assert_eq!(ctl.rollout().unwrap().spec.summary(), "v1=70 v2=30");
 
     // Who acted: the proxy's header when it sends one, else the dashboard.
     let host = url.trim_start_matches("http://").trim_end_matches('/');
-    let generation = ctl.rollout().unwrap().metadata.generation.unwrap_or_default();
+    let generation = ctl
+        .rollout()
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap_or_default();
     let body = format!(r#"{{"rollout":"shop","action":"pause","generation":{generation}}}"#);
     let as_alice = format!(
         "POST /api/actions HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-User: alice@example.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    assert!(raw_status(&url, &as_alice).contains(" 200 "), "{}", raw(&url, &as_alice));
-    shows(&mut browser, tab, "#history", "alice@example.com (dashboard): pause", PAGE);
+    assert!(
+        raw_status(&url, &as_alice).contains(" 200 "),
+        "{}",
+        raw(&url, &as_alice)
+    );
+    shows(
+        &mut browser,
+        tab,
+        "#history",
+        "alice@example.com (dashboard): pause",
+        PAGE,
+    );
     // Paused: Resume instead of Pause.
     shows(&mut browser, tab, "#act-pause", "Resume", PAGE);
     offered(&mut browser, tab, "-+++++++");
