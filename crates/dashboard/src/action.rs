@@ -251,24 +251,21 @@ mod tests {
     #[test]
     fn the_history_names_the_proxys_person_else_the_dashboard() {
         let long = "a".repeat(IDENTITY_MAX + 1);
-        let table: [(Option<&[u8]>, Result<&str, ()>); 7] = [
-            (None, Ok("dashboard")),
-            (Some(b""), Ok("dashboard")),
+        // The header's bytes, and who the history names (`None`: refused).
+        let table: [(Option<&[u8]>, Option<&str>); 7] = [
+            (None, Some("dashboard")),
+            (Some(b""), Some("dashboard")),
             (
                 Some(b"  alice@example.com "),
-                Ok("alice@example.com (dashboard)"),
+                Some("alice@example.com (dashboard)"),
             ),
-            (Some("Zoë".as_bytes()), Ok("Zoë (dashboard)")),
-            (Some(b"mallory\nreal: next 10"), Err(())),
-            (Some(b"\xff\xfe"), Err(())),
-            (Some(long.as_bytes()), Err(())),
+            (Some("Zoë".as_bytes()), Some("Zoë (dashboard)")),
+            (Some(b"mallory\nreal: next 10"), None),
+            (Some(b"\xff\xfe"), None),
+            (Some(long.as_bytes()), None),
         ];
         for (value, expected) in table {
-            assert_eq!(
-                requester(value).as_deref().map_err(drop),
-                expected,
-                "{value:?}"
-            );
+            assert_eq!(requester(value).ok().as_deref(), expected, "{value:?}");
         }
         assert!(requester(Some(b"eve\x07")).is_err());
         assert!(requester(Some("eve\u{85}x".as_bytes())).is_err());
