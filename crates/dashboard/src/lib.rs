@@ -1,7 +1,9 @@
 //! `stickyctl dashboard`: a web page to see and steer every rollout of a cluster or of an
 //! Envoy directory, live. Every action is the CLI's command, run through [`runtime::act::act`]
 //! (its notices posted in the background) and recorded in the history as done by the
-//! dashboard. A front end: it acts only through `runtime` and depends on no other front end.
+//! dashboard (and by whom, when a proxy in front names the person in a configured header).
+//! It offers only the actions the transition would take now ([`rollout::offer`]). A front
+//! end: it acts only through `runtime` and depends on no other front end.
 //!
 //! Safe by default: it listens on loopback; anywhere else it refuses to start without a
 //! token, and once a token is given every action needs it. Neither the token nor a
