@@ -274,6 +274,204 @@ fn dashboard_steers_a_live_envoy_from_a_real_browser() {
     shows(&mut browser, b, "#history", "dashboard: abort", PAGE);
 }
 
+/// The page's actions in the order of [`offered`]'s answer.
+const ACTIONS: [&str; 8] = [
+    "#act-start",
+    "#act-next",
+    "#act-pause",
+    "#act-auto",
+    "#act-set",
+    "#act-promote",
+    "#act-finish",
+    "#act-abort",
+];
+
+/// Waits until the actions the page offers are `expected` (`+` offered, `-` not, in
+/// [`ACTIONS`]' order) and every one not offered says why on hover and to screen readers.
+fn offered(browser: &mut Chromium, tab: Tab, expected: &str) {
+    let js = format!(
+        "(() => {{ const ids = {ACTIONS:?}; const signs = ids.map((id) => {{ const b = document.querySelector(id); \
+         if (b.getAttribute('aria-disabled') !== 'true') return '+'; \
+         const why = document.getElementById(b.getAttribute('aria-describedby')); \
+         return b.title && why && why.textContent.includes(b.title) ? '-' : '?'; }}).join(''); \
+         return signs === {expected:?} ? signs : null; }})()"
+    );
+    browser.wait_for::<String>(tab, &js, PAGE).unwrap_or_else(|err| {
+        let now: String = browser
+            .eval(tab, &format!("{ACTIONS:?}.map((id) => `${{id}} ${{document.querySelector(id).getAttribute('aria-disabled')}} ${{document.querySelector(id).title}}`).join('\\n')"))
+            .unwrap_or_default();
+        panic!("the page never offered {expected}: {err:#}\n{now}")
+    });
+}
+
+/// What an operator sees at each phase: only the actions the transition would take, the
+/// others explained; the ratio as stable:canary even without a canary; a weight between
+/// steps shown where it stands; dialogs naming their action; the free ratio cleared once
+/// applied; times in UTC to the second, the header's when the page last heard from the
+/// server; who acted, from the proxy's identity header.
+#[test]
+fn the_page_offers_only_what_the_rollout_takes_now() {
+    let EnvoyRollout { mut stack, ctl, .. } = rollout(&[]);
+    ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    stack.wait_for_lds_file().unwrap();
+    let (_dashboard, url) = dashboard(
+        &ctl,
+        &["--identity-header", "x-forwarded-user"],
+        "offers-dashboard.log",
+    );
+    let mut browser = Chromium::launch(&[]).unwrap();
+    let tab = browser.tab().unwrap();
+    browser.goto(tab, &format!("{url}#/r/shop")).unwrap();
+    shows(&mut browser, tab, "#ratio", "100:0", PAGE);
+    // A canary at 0%: everything but a second canary.
+    offered(&mut browser, tab, "-+++++++");
+    let why: String = browser
+        .eval(tab, "document.querySelector('#act-start').title")
+        .unwrap();
+    assert!(why.contains("canary \"v2\" is already running"), "{why}");
+    shows(
+        &mut browser,
+        tab,
+        "#position",
+        "0%, before the first step (1%)",
+        PAGE,
+    );
+
+    // A free ratio: its dialog says what it does, the field clears once applied, and the
+    // bar shows where 30% stands between the steps.
+    browser.fill(tab, "#weight-free", "30").unwrap();
+    browser.click(tab, "#act-set").unwrap();
+    shows(&mut browser, tab, "#confirm-ok", "Set ratio", PAGE);
+    browser.click(tab, "#confirm-ok").unwrap();
+    shows(&mut browser, tab, "#notice", "set-weight 30: applied", PAGE);
+    shows(&mut browser, tab, "#ratio", "70:30", PAGE);
+    let cleared = "document.querySelector('#weight-free').value === ''";
+    browser.wait_for::<bool>(tab, cleared, PAGE).unwrap();
+    shows(
+        &mut browser,
+        tab,
+        "#steps li.current",
+        "30% (current, between steps)",
+        PAGE,
+    );
+    shows(
+        &mut browser,
+        tab,
+        "#position",
+        "30%, between steps 20% and 50%",
+        PAGE,
+    );
+    let bar: String = browser
+        .eval(tab, "[...document.querySelectorAll('#steps li')].map((li) => li.getAttribute('aria-current') ? `[${li.textContent}]` : li.textContent).join(' ')")
+        .unwrap();
+    assert!(
+        bar.contains("20% (done) [30% (current, between steps)] 50%"),
+        "{bar}"
+    );
+
+    // Times: UTC to the second, the history's and the header's alike; the header's is when
+    // the page last heard from the server, so it moves while the rollout does not.
+    let when: String = browser
+        .eval(
+            tab,
+            "document.querySelector('#history tbody td').textContent",
+        )
+        .unwrap();
+    assert!(utc_to_the_second(&when), "{when}");
+    let updated = |browser: &mut Chromium| -> String {
+        browser
+            .eval(tab, "document.querySelector('#updated').textContent")
+            .unwrap()
+    };
+    let first = updated(&mut browser);
+    let time = first
+        .strip_prefix("updated ")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(utc_to_the_second(&time), "{first}");
+    let moved = format!("document.querySelector('#updated').textContent !== {first:?}");
+    browser
+        .wait_for::<bool>(tab, &moved, Duration::from_secs(3))
+        .unwrap();
+    assert_eq!(ctl.rollout().unwrap().spec.summary(), "v1=70 v2=30");
+
+    // Who acted: the proxy's header when it sends one, else the dashboard.
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    let generation = ctl
+        .rollout()
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap_or_default();
+    let body = format!(r#"{{"rollout":"shop","action":"pause","generation":{generation}}}"#);
+    let as_alice = format!(
+        "POST /api/actions HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-User: alice@example.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert!(
+        raw_status(&url, &as_alice).contains(" 200 "),
+        "{}",
+        raw(&url, &as_alice)
+    );
+    shows(
+        &mut browser,
+        tab,
+        "#history",
+        "alice@example.com (dashboard): pause",
+        PAGE,
+    );
+    // Paused: Resume instead of Pause.
+    shows(&mut browser, tab, "#act-pause", "Resume", PAGE);
+    offered(&mut browser, tab, "-+++++++");
+    browser.click(tab, "#act-pause").unwrap();
+    shows(&mut browser, tab, "#notice", "resume: applied", PAGE);
+    shows(&mut browser, tab, "#history", "dashboard: resume", PAGE);
+
+    // Abort: its dialog's button says Abort; then the ratio is still stable:canary, and
+    // only what can be done without a canary is offered, starting one among them.
+    browser.click(tab, "#act-abort").unwrap();
+    shows(&mut browser, tab, "#confirm-ok", "Abort", PAGE);
+    browser.click(tab, "#confirm-ok").unwrap();
+    shows(&mut browser, tab, "#notice", "abort v2: applied", PAGE);
+    shows(&mut browser, tab, "#phase", "Aborted", PAGE);
+    shows(&mut browser, tab, "#ratio", "100:0 (no canary)", PAGE);
+    offered(&mut browser, tab, "+-++----");
+    let why: String = browser
+        .eval(tab, "document.querySelector('#act-next').title")
+        .unwrap();
+    assert!(why.contains("no canary is running"), "{why}");
+    // A disabled action pressed anyway (it stays focusable) says why and does nothing.
+    browser
+        .eval::<serde_json::Value>(tab, "document.querySelector('#act-promote').click()")
+        .unwrap();
+    shows(&mut browser, tab, "#notice", "would change nothing", PAGE);
+    shows(&mut browser, tab, "#act-promote", "Promote", PAGE);
+    assert_eq!(ctl.rollout().unwrap().spec.summary(), "v1=100");
+
+    // Start a canary from the page, by its version name.
+    browser.fill(tab, "#start-version", CANARY).unwrap();
+    browser.click(tab, "#act-start").unwrap();
+    shows(&mut browser, tab, "#confirm-ok", "Start canary", PAGE);
+    browser.click(tab, "#confirm-ok").unwrap();
+    shows(&mut browser, tab, "#notice", "start v2: applied", PAGE);
+    shows(&mut browser, tab, "#ratio", "100:0", PAGE);
+    let cleared = "document.querySelector('#start-version').value === ''";
+    browser.wait_for::<bool>(tab, cleared, PAGE).unwrap();
+    offered(&mut browser, tab, "-+++++++");
+    assert_eq!(ctl.rollout().unwrap().spec.summary(), "v1=100 v2=0");
+    browser
+        .screenshot(tab, &artifacts().join("offers.png"))
+        .unwrap();
+}
+
+/// Whether `text` is a time as the page shows every time: `2026-12-05 18:14:11 UTC`.
+fn utc_to_the_second(text: &str) -> bool {
+    text.len() == "2026-12-05 18:14:11 UTC".len()
+        && jiff::fmt::strtime::parse("%Y-%m-%d %H:%M:%S UTC", text)
+            .and_then(|t| t.to_datetime())
+            .is_ok()
+}
+
 /// Auto on, pressed on the page (a dashboard on loopback, so without a token): the real
 /// controller judges the step from a real Prometheus under load and takes the next one by
 /// itself, and the page shows it, with the verdict's numbers and the per-version charts.
@@ -610,16 +808,19 @@ fn hostile_text_is_shown_as_text_and_runs_nothing() {
     );
     let title: String = browser.eval(tab, "document.title").unwrap();
     assert!(title.contains(&img), "{title}");
-    // An action on it answers with the CLI's words, shown as text too.
-    browser.click(tab, "#act-next").unwrap();
-    // The refusal quotes the service (Rust's escapes, `\"` and `\u{202e}`): shown as text.
-    shows(
-        &mut browser,
-        tab,
-        "#notice",
-        "spec.service: \"shop</script><script>",
-        PAGE,
-    );
+    // The transition refuses every action on it: each says why in the CLI's words, which
+    // quote the service (Rust's escapes, `\"` and `\u{202e}`), on hover, to screen readers
+    // and when pressed anyway, as text every time.
+    let refusal = "spec.service: \"shop</script><script>";
+    shows(&mut browser, tab, "#act-next-why", refusal, PAGE);
+    let title: String = browser
+        .eval(tab, "document.querySelector('#act-next').title")
+        .unwrap();
+    assert!(title.contains(refusal), "{title}");
+    browser
+        .eval::<serde_json::Value>(tab, "document.querySelector('#act-next').click()")
+        .unwrap();
+    shows(&mut browser, tab, "#notice", refusal, PAGE);
     browser
         .screenshot(tab, &artifacts().join("hostile.png"))
         .unwrap();

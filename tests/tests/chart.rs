@@ -299,6 +299,21 @@ fn the_dashboard_is_served_by_the_controller_with_its_token_from_a_secret() {
         .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "stickyctl-dashboard")
         .unwrap();
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "dashboard");
+    // Who acted, from an authenticating proxy's header: only when named.
+    let mut values = full_values();
+    values.push("controller.dashboard.identityHeader=x-forwarded-user".into());
+    let named = rendered(&values);
+    let deployment = named.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"],
+        serde_json::json!([
+            "controller",
+            "--dashboard",
+            "0.0.0.0:8080",
+            "--dashboard-identity-header",
+            "x-forwarded-user"
+        ])
+    );
     // Off by default: no port, no Service.
     let plain = rendered(&["images.registry=r.example".to_owned()]);
     assert!(plain.iter().all(|o| o["kind"] != "Service"));

@@ -32,7 +32,7 @@ on_both_backends! {
         let source = Place::Kube { client: c.kube_client(), namespace: Some(NS.to_owned()) };
         let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
-        let served = tokio::spawn(server::serve(listener, source, None, None));
+        let served = tokio::spawn(server::serve(listener, source, None, None, None));
 
         let (code, state) = request(&address, "GET", "/api/rollouts", None).await;
         assert_eq!(code, 200);

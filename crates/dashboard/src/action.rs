@@ -5,20 +5,23 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use url::Url;
 
+use rollout::offer::Action;
 use rollout::Command;
-use rollout::Op;
 
 /// The body of `POST /api/actions`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ActionRequest {
     /// The rollout's id as the page shows it (`namespace/name`, or the name).
     pub rollout: String,
-    /// `next`, `pause`, `resume`, `auto-on`, `auto-off`, `set-weight`, `promote`,
-    /// `promote-finish` or `abort`.
+    /// An [`Action`]'s name: `start`, `next`, `pause`, `resume`, `auto-on`, `auto-off`,
+    /// `set-weight`, `promote`, `promote-finish` or `abort`.
     pub action: String,
     /// The canary's percent, for `set-weight`.
     #[serde(default)]
     pub weight: Option<f64>,
+    /// The canary's version name, for `start`.
+    #[serde(default)]
+    pub version: Option<String>,
     /// The rollout's generation the page showed.
     #[serde(default)]
     pub generation: Option<i64>,
@@ -36,26 +39,65 @@ pub fn parse(body: &[u8]) -> Result<(ActionRequest, Command), String> {
 
 /// The command of `request`, or why there is none (naming the field).
 pub fn command(request: &ActionRequest) -> Result<Command, String> {
-    let op = Command::Op;
-    Ok(match request.action.as_str() {
-        "next" => op(Op::Next),
-        "pause" => Command::Pause,
-        "resume" => Command::Resume,
-        "auto-on" => Command::Auto(true),
-        "auto-off" => Command::Auto(false),
-        "promote" => op(Op::Promote { finish: false }),
-        "promote-finish" => op(Op::Promote { finish: true }),
-        "abort" => op(Op::Abort),
-        "set-weight" => match request.weight {
-            Some(weight) => op(Op::SetWeight(weight)),
-            None => return Err("set-weight needs `weight`, the canary's percent".to_owned()),
-        },
-        other => {
-            return Err(format!(
-                "unknown action {other:?} (next, pause, resume, auto-on, auto-off, set-weight, promote, promote-finish, abort)"
-            ))
-        }
+    let Some(action) = Action::named(&request.action) else {
+        let names: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+        return Err(format!(
+            "unknown action {:?} ({})",
+            request.action,
+            names.join(", ")
+        ));
+    };
+    action.command(request.version.as_deref(), request.weight)
+}
+
+/// The longest identity recorded from the identity header, in bytes.
+pub const IDENTITY_MAX: usize = 256;
+
+/// Who the history names for an action: the identity the reverse proxy in front passed in
+/// the configured header (`value`, only read when a header is configured), as
+/// `alice (dashboard)`, else `dashboard`. A value that is not one readable line (control
+/// characters, more than [`IDENTITY_MAX`] bytes, not UTF-8) is refused rather than recorded.
+pub fn requester(value: Option<&[u8]>) -> Result<String, String> {
+    let Some(value) = value else {
+        return Ok(ACTOR.to_owned());
+    };
+    let name = std::str::from_utf8(value)
+        .ok()
+        .map(str::trim)
+        .filter(|name| name.len() <= IDENTITY_MAX && !name.chars().any(char::is_control))
+        .ok_or("the identity header is not one readable line of at most 256 bytes")?;
+    Ok(if name.is_empty() {
+        ACTOR.to_owned()
+    } else {
+        format!("{name} ({ACTOR})")
     })
+}
+
+/// Who the history names for a dashboard action without an identity.
+pub const ACTOR: &str = "dashboard";
+
+/// Headers that carry secrets or what the dashboard checks itself: never an identity.
+const NOT_IDENTITIES: [&str; 6] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "origin",
+    "content-type",
+];
+
+/// The configured identity header's name (`--identity-header`), lower-case, or why it
+/// cannot be one: not a header name, or a header that carries a secret (which would then
+/// be written into the history) or that the dashboard reads for itself.
+pub fn identity_header(name: &str) -> Result<axum::http::HeaderName, String> {
+    let header = axum::http::HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("--identity-header {name:?}: not a header name"))?;
+    if NOT_IDENTITIES.contains(&header.as_str()) {
+        return Err(format!(
+            "--identity-header {name:?}: a header the dashboard reads itself or that carries a secret, never an identity"
+        ));
+    }
+    Ok(header)
 }
 
 /// Why an action is not let through.
@@ -152,12 +194,14 @@ pub fn bearer(header: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rollout::Op;
 
     fn request(action: &str, weight: Option<f64>) -> ActionRequest {
         ActionRequest {
             rollout: "prod/shop".to_owned(),
             action: action.to_owned(),
             weight,
+            version: None,
             generation: Some(3),
         }
     }
@@ -185,6 +229,56 @@ mod tests {
                 Ok(expected),
                 "{action}"
             );
+        }
+    }
+
+    #[test]
+    fn start_takes_the_version_name() {
+        let start = ActionRequest {
+            version: Some("v3".to_owned()),
+            ..request("start", None)
+        };
+        assert_eq!(
+            command(&start),
+            Ok(Command::Op(Op::Start {
+                canary: "v3".to_owned()
+            }))
+        );
+        let missing = command(&request("start", None)).unwrap_err();
+        assert!(missing.contains("`version`"), "{missing}");
+    }
+
+    #[test]
+    fn the_history_names_the_proxys_person_else_the_dashboard() {
+        let long = "a".repeat(IDENTITY_MAX + 1);
+        // The header's bytes, and who the history names (`None`: refused).
+        let table: [(Option<&[u8]>, Option<&str>); 7] = [
+            (None, Some("dashboard")),
+            (Some(b""), Some("dashboard")),
+            (
+                Some(b"  alice@example.com "),
+                Some("alice@example.com (dashboard)"),
+            ),
+            (Some("Zoë".as_bytes()), Some("Zoë (dashboard)")),
+            (Some(b"mallory\nreal: next 10"), None),
+            (Some(b"\xff\xfe"), None),
+            (Some(long.as_bytes()), None),
+        ];
+        for (value, expected) in table {
+            assert_eq!(requester(value).ok().as_deref(), expected, "{value:?}");
+        }
+        assert!(requester(Some(b"eve\x07")).is_err());
+        assert!(requester(Some("eve\u{85}x".as_bytes())).is_err());
+    }
+
+    #[test]
+    fn an_identity_header_never_carries_a_secret() {
+        assert_eq!(
+            identity_header(" X-Forwarded-User ").map(|h| h.to_string()),
+            Ok("x-forwarded-user".to_owned())
+        );
+        for refused in ["authorization", "Cookie", "proxy-authorization", "a b", ""] {
+            assert!(identity_header(refused).is_err(), "{refused}");
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,8 +29,9 @@ use runtime::target::place::Place;
 /// How often the rollouts are read for the live view.
 pub const POLL: Duration = Duration::from_millis(500);
 
-/// Who the history names for a dashboard action.
-pub const ACTOR: &str = "dashboard";
+/// How often a page hears from the server when nothing changed (an `alive` event), so its
+/// header's "updated" time says when it last heard, not when a rollout last changed.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// What every page gets, pushed whenever it changes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -53,6 +54,8 @@ struct App {
     /// webhook), with one client for the server's life.
     notifier: Notifier,
     token: Option<String>,
+    /// The header a reverse proxy names the person in (`--identity-header`), if configured.
+    identity: Option<HeaderName>,
     live: watch::Receiver<Arc<String>>,
     looker: tokio::sync::Mutex<Looker>,
 }
@@ -65,11 +68,14 @@ struct Looker {
     last: String,
 }
 
-/// Serves the dashboard on `listener` until Ctrl-C; `charts` fills [`PageState::charts`].
+/// Serves the dashboard on `listener` until Ctrl-C; `charts` fills [`PageState::charts`];
+/// `identity` names the header whose value the history records as who acted
+/// ([`action::requester`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     place: Place,
     token: Option<String>,
+    identity: Option<HeaderName>,
     charts: Option<super::charts::Charts>,
 ) -> Result<(), Error> {
     let listen = listener
@@ -81,6 +87,7 @@ pub async fn serve(
         place,
         notifier: Notifier::server(),
         token,
+        identity,
         live,
         looker: tokio::sync::Mutex::new(Looker {
             sender,
@@ -253,7 +260,13 @@ async fn events(
     let stream =
         futures::stream::unfold((app.live.clone(), true), |(mut live, first)| async move {
             if !first {
-                live.changed().await.ok()?;
+                tokio::select! {
+                    changed = live.changed() => changed.ok()?,
+                    () = tokio::time::sleep(HEARTBEAT) => {
+                        let now = jiff::Timestamp::now().to_string();
+                        return Some((Ok(Event::default().event("alive").data(now)), (live, false)));
+                    }
+                }
             }
             let data = live.borrow_and_update().as_str().to_owned();
             Some((
@@ -295,8 +308,14 @@ async fn act(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::
         Ok(parsed) => parsed,
         Err(why) => return answer(StatusCode::BAD_REQUEST, "error", &why),
     };
+    // Only a configured header is read: a client's own never names anyone.
+    let identity = app.identity.as_ref().and_then(|name| headers.get(name));
+    let by = match action::requester(identity.map(|value| value.as_bytes())) {
+        Ok(by) => by,
+        Err(why) => return answer(StatusCode::BAD_REQUEST, "error", &why),
+    };
     let requester = Requester {
-        by: Some(ACTOR.to_owned()),
+        by: Some(by),
         seen_generation: request.generation,
     };
     // The target (an Envoy directory's lock) is let go before the look below reads again.
@@ -337,12 +356,59 @@ mod tests {
 
     /// A dashboard on an empty Envoy directory, with a token; its base URL.
     async fn start() -> (String, tempfile::TempDir) {
+        start_with(None).await
+    }
+
+    /// [`start`], reading who acted from the `identity` header.
+    async fn start_with(identity: Option<&'static str>) -> (String, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let place = Place::EnvoyDir(dir.path().to_owned());
-        tokio::spawn(serve(listener, place, Some("t0k3n".to_owned()), None));
+        let identity = identity.map(HeaderName::from_static);
+        tokio::spawn(serve(
+            listener,
+            place,
+            Some("t0k3n".to_owned()),
+            identity,
+            None,
+        ));
         (base, dir)
+    }
+
+    /// The identity header is read only when configured: an unreadable value is refused
+    /// then, and means nothing otherwise (the action goes on, to a rollout that is not there).
+    #[tokio::test]
+    async fn only_a_configured_identity_header_is_read() {
+        for (identity, status) in [(Some("x-forwarded-user"), 400), (None, 422)] {
+            let (base, _dir) = start_with(identity).await;
+            let answer = reqwest::Client::new()
+                .post(format!("{base}/api/actions"))
+                .bearer_auth("t0k3n")
+                .header("content-type", "application/json")
+                .header("x-forwarded-user", vec![b'a'; action::IDENTITY_MAX + 1])
+                .body(r#"{"rollout":"shop","action":"next"}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status().as_u16(), status, "{identity:?}");
+        }
+    }
+
+    /// A page hears from the server every [`HEARTBEAT`] while nothing changes.
+    #[tokio::test]
+    async fn the_live_stream_says_it_is_alive_when_nothing_changes() {
+        let (base, _dir) = start().await;
+        let mut response = reqwest::get(format!("{base}/api/events")).await.unwrap();
+        let mut text = String::new();
+        let until = tokio::time::Instant::now() + HEARTBEAT * 3;
+        while text.matches("event: alive").count() < 2 {
+            let chunk = tokio::time::timeout_at(until, response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no two alive events within 3 heartbeats: {text}"));
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap().unwrap()));
+        }
+        assert_eq!(text.matches("event: state").count(), 1, "{text}");
     }
 
     #[tokio::test]

@@ -1,11 +1,13 @@
 //! What the dashboard shows of a rollout, pure: the rollout and the time in, a view the page
 //! renders as it is (words, numbers, the steps bar) out. The page adds no rule of its own.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use serde::Serialize;
 
 use analysis::Outcome;
-use api::{Phase, StickyCanary};
+use api::{Phase, StickyCanary, StickyCanarySpec};
 use render::exposure;
 
 use rollout::{self, describe};
@@ -22,7 +24,8 @@ pub struct RolloutView {
     pub phase: String,
     /// A CSS class for the phase's colour: `ok`, `moving`, `bad`.
     pub tone: &'static str,
-    /// `stable:canary` in percent, e.g. `90:10`; `100` with one version.
+    /// `stable:canary` in percent, e.g. `90:10`; `100:0 (no canary)` without a live canary
+    /// (before the first, after an abort or a promotion).
     pub ratio: String,
     /// The versions and their weights, e.g. `v1=90 v2=10`.
     pub versions: String,
@@ -40,8 +43,15 @@ pub struct RolloutView {
     pub auto_on: bool,
     /// Whether it is paused.
     pub paused: bool,
-    /// The steps, each done, current or to come.
+    /// The steps, each done, current or to come; a weight between two steps (set freely)
+    /// is an entry of its own, current, where it stands.
     pub steps: Vec<StepView>,
+    /// Where the canary stands among the steps, in words: `step 3 of 7 (10%)`,
+    /// `30%, between steps 20% and 50%`.
+    pub position: String,
+    /// Every action by its name (`next`, `set-weight`...): whether the transition would take
+    /// it now ([`rollout::offer`]), so the page offers exactly what the CLI would do.
+    pub actions: BTreeMap<&'static str, ActionView>,
     /// The current step's verdict, with its numbers and reasons.
     pub verdict: Option<VerdictView>,
     /// Applied changes, newest first.
@@ -59,6 +69,18 @@ pub struct StepView {
     pub weight: f64,
     /// `done`, `current` or `todo`.
     pub state: &'static str,
+    /// Whether this is the canary's weight between two steps rather than a step (not a
+    /// choice of the steps' list).
+    pub between: bool,
+}
+
+/// Whether an action is offered now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionView {
+    /// Whether the transition would take it.
+    pub enabled: bool,
+    /// Why not, in the CLI's words, when it would not.
+    pub why: Option<String>,
 }
 
 /// A verdict in words and numbers.
@@ -84,6 +106,8 @@ pub struct VerdictView {
 pub struct HistoryRow {
     /// When (RFC 3339).
     pub time: Timestamp,
+    /// When, as the page shows it: UTC to the second ([`when`]), as its header.
+    pub when: String,
     /// What and by whom, e.g. `dashboard: next 10`.
     pub action: String,
     /// The versions after it.
@@ -105,7 +129,7 @@ pub fn rollout(canary: &StickyCanary, now: Timestamp) -> RolloutView {
     let stable = spec.stable().map(|v| v.name.clone()).unwrap_or_default();
     let ratio = match (spec.stable(), canary_version) {
         (Some(s), Some(c)) => format!("{}:{}", s.weight, c.weight),
-        (Some(s), None) => format!("{}", s.weight),
+        (Some(s), None) => format!("{}:0 (no canary)", s.weight),
         _ => "-".to_owned(),
     };
     let verdict = status.step.as_ref().and_then(|s| s.verdict.as_ref());
@@ -118,7 +142,7 @@ pub fn rollout(canary: &StickyCanary, now: Timestamp) -> RolloutView {
     };
     let current = rollout::step_index(spec).map(|i| i as usize);
     let weight = canary_version.map_or(0.0, |c| c.weight);
-    let steps = spec
+    let mut steps: Vec<StepView> = spec
         .steps
         .iter()
         .enumerate()
@@ -130,8 +154,21 @@ pub fn rollout(canary: &StickyCanary, now: Timestamp) -> RolloutView {
                 _ if phase == Phase::Promoted || phase == Phase::Promoting => "done",
                 _ => "todo",
             },
+            between: false,
         })
         .collect();
+    let position = position(spec, current);
+    if let (Some(_), None) = (canary_version, current) {
+        let at = steps.iter().position(|s| s.weight > weight);
+        steps.insert(
+            at.unwrap_or(steps.len()),
+            StepView {
+                weight,
+                state: "current",
+                between: true,
+            },
+        );
+    }
     RolloutView {
         id: id(canary),
         service: spec.service.clone(),
@@ -147,6 +184,17 @@ pub fn rollout(canary: &StickyCanary, now: Timestamp) -> RolloutView {
         auto_on: spec.auto.enabled,
         paused: spec.paused,
         steps,
+        position,
+        actions: rollout::offer::offers(spec, &status, now)
+            .into_iter()
+            .map(|offer| {
+                let view = ActionView {
+                    enabled: offer.refusal.is_none(),
+                    why: offer.refusal,
+                };
+                (offer.action.name(), view)
+            })
+            .collect(),
         verdict: match (verdict, status.verdicts.last()) {
             (Some(v), _) => Some(verdict_view(v, format!("step {weight}% (current)"))),
             (None, Some(ended)) => Some(verdict_view(
@@ -161,6 +209,7 @@ pub fn rollout(canary: &StickyCanary, now: Timestamp) -> RolloutView {
             .rev()
             .map(|h| HistoryRow {
                 time: h.time,
+                when: when(h.time),
                 action: h.action.clone(),
                 versions: h.versions.clone(),
             })
@@ -189,6 +238,31 @@ impl RolloutView {
     pub fn matches(&self, query: &str) -> bool {
         self.search.contains(&query.trim().to_lowercase())
     }
+}
+
+/// Where the canary stands among `spec`'s steps (`current`: the index of the step it is on).
+fn position(spec: &StickyCanarySpec, current: Option<usize>) -> String {
+    let Some(canary) = spec.canary() else {
+        return "no canary".to_owned();
+    };
+    let weight = canary.weight;
+    let count = spec.steps.len();
+    if let Some(i) = current {
+        return format!("step {} of {count} ({weight}%)", i + 1);
+    }
+    let below = spec.steps.iter().rev().find(|&&s| s < weight);
+    let above = spec.steps.iter().find(|&&s| s > weight);
+    match (below, above) {
+        (Some(b), Some(a)) => format!("{weight}%, between steps {b}% and {a}%"),
+        (None, Some(a)) => format!("{weight}%, before the first step ({a}%)"),
+        (Some(b), None) => format!("{weight}%, past the last step ({b}%)"),
+        (None, None) => format!("{weight}%, no steps"),
+    }
+}
+
+/// A time as the page shows every time: UTC, to the second (`2026-12-05 18:14:11 UTC`).
+pub fn when(time: Timestamp) -> String {
+    time.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 fn verdict_view(v: &analysis::Verdict, step: String) -> VerdictView {

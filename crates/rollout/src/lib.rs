@@ -6,7 +6,7 @@
 //! controller's automatic steps and the dashboard's buttons, so no rule is written twice.
 //! `ops` holds the spec edits it is made of (weights, promote, abort), private so that
 //! nothing changes a spec another way; this crate adds what lives in the status (phase, the current step and its evidence, verdicts) and the
-//! automatic progression ([`auto`]).
+//! automatic progression ([`auto`]), and which commands it would take now ([`offer`]).
 //!
 //! The shells write the spec first and the status second, each against the resourceVersion
 //! they read, so two writers never interleave their halves. A crash between the two writes
@@ -29,6 +29,7 @@ use sticky_canary_filter::config::OverrideConfig;
 
 pub mod auto;
 pub mod describe;
+pub mod offer;
 mod ops;
 pub mod status;
 

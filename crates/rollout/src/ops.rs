@@ -82,10 +82,8 @@ pub fn init(service: &str, stable: &str) -> Result<StickyCanarySpec, OpError> {
 pub fn apply(spec: &StickyCanarySpec, op: &Op) -> Result<Option<Change>, OpError> {
     validate(spec)?;
     let ends = matches!(op, Op::Promote { .. } | Op::Abort | Op::Rollback { .. });
-    if let (Some(retiring), false) = (&spec.retiring, ends) {
-        return Err(OpError::WrongPhase(format!(
-            "version {retiring:?} is being removed; run `promote --finish` or `abort` to finish first"
-        )));
+    if !ends {
+        removing(spec)?;
     }
     let stable = spec.versions[0].name.clone();
     let change = match op {
@@ -97,26 +95,21 @@ pub fn apply(spec: &StickyCanarySpec, op: &Op) -> Result<Option<Change>, OpError
                     "{canary:?} is already the stable version"
                 )));
             }
-            match spec.canary() {
-                Some(current) if current.name == *canary => return Ok(None),
-                Some(current) => {
-                    return Err(OpError::WrongPhase(format!(
-                        "canary {:?} is already running; promote or abort it first",
-                        current.name
-                    )))
-                }
-                None => (
-                    with_versions(
-                        spec,
-                        vec![
-                            VersionWeight::new(&stable, 100.0),
-                            VersionWeight::new(canary, 0.0),
-                        ],
-                        None,
-                    ),
-                    format!("start {canary}"),
-                ),
+            if spec.canary().is_some_and(|current| current.name == *canary) {
+                return Ok(None);
             }
+            running(spec)?;
+            (
+                with_versions(
+                    spec,
+                    vec![
+                        VersionWeight::new(&stable, 100.0),
+                        VersionWeight::new(canary, 0.0),
+                    ],
+                    None,
+                ),
+                format!("start {canary}"),
+            )
         }
         Op::SetWeight(percent) => {
             let basis_points = percent_to_basis_points(*percent)
@@ -203,6 +196,34 @@ pub fn apply(spec: &StickyCanarySpec, op: &Op) -> Result<Option<Change>, OpError
         spec: new_spec,
         action,
     }))
+}
+
+/// Why no canary can be started now, whatever its name: a version being removed, or a
+/// canary running (whose own name `start` takes as a no-op). The very checks [`apply`]
+/// makes, so a front end offers `start` exactly when it would be taken.
+pub(crate) fn start_refusal(spec: &StickyCanarySpec) -> Option<OpError> {
+    removing(spec).and_then(|()| running(spec)).err()
+}
+
+/// Refuses while a version is being removed: only the commands that end a rollout go on.
+fn removing(spec: &StickyCanarySpec) -> Result<(), OpError> {
+    match &spec.retiring {
+        Some(retiring) => Err(OpError::WrongPhase(format!(
+            "version {retiring:?} is being removed; run `promote --finish` or `abort` to finish first"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses while a canary runs: one canary at a time.
+fn running(spec: &StickyCanarySpec) -> Result<(), OpError> {
+    match spec.canary() {
+        Some(current) => Err(OpError::WrongPhase(format!(
+            "canary {:?} is already running; promote or abort it first",
+            current.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Checks a whole spec: every rule of the filter's config plus the rollout's own shape.

@@ -30,6 +30,12 @@ function current() {
   return route && route.id != null ? state.rollouts.find((r) => r.id === route.id) : null;
 }
 
+// A time as the page shows every time, the server's history times included: UTC, to the
+// second (view::when writes the same form).
+function utc(date) {
+  return `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+}
+
 function notice(text, error) {
   const box = document.getElementById('notice');
   box.replaceChildren(el('p', { class: error ? 'error' : '' }, text));
@@ -81,21 +87,27 @@ function rolloutPage(main) {
       el('p', {}, 'Stable:canary ', el('span', { id: 'ratio', class: 'ratio' }), ' ', el('span', { id: 'versions', class: 'muted' })),
       el('p', { id: 'qa', class: 'muted' }),
       el('ol', { id: 'steps', class: 'steps', 'aria-label': 'Steps' }),
+      el('p', {}, 'Position: ', el('span', { id: 'position' })),
       el('p', {}, 'Automatic progression: ', el('span', { id: 'auto' })),
       el('p', {}, 'Health: ', el('span', { id: 'health' }))),
     el('section', { class: 'card', 'aria-labelledby': 'actions-title' },
       el('h2', { id: 'actions-title' }, 'Actions'),
       el('div', { class: 'actions' },
-        el('button', { id: 'act-next', onclick: () => send('next') }, 'Next step'),
-        el('button', { id: 'act-pause', onclick: (e) => send(e.target.dataset.action) }, 'Pause'),
-        el('button', { id: 'act-auto', 'aria-pressed': 'false', onclick: (e) => send(e.target.dataset.action) }, 'Auto'),
+        button('act-next', {}, () => send('next'), 'Next step'),
+        button('act-pause', {}, (e) => send(e.target.dataset.action), 'Pause'),
+        button('act-auto', { 'aria-pressed': 'false' }, (e) => send(e.target.dataset.action), 'Auto'),
         el('span', {},
           el('label', { for: 'weight-step' }, 'Step '), steps, ' ',
           el('label', { for: 'weight-free' }, 'or percent '), free, ' ',
-          el('button', { id: 'act-set', onclick: setRatio }, 'Set ratio…')),
-        el('button', { id: 'act-promote', onclick: () => confirmThen('Promote the canary to stable for every client?', () => send('promote')) }, 'Promote…'),
-        el('button', { id: 'act-finish', onclick: () => confirmThen('Remove the old version now? Its pages still loading get assets from the new stable.', () => send('promote-finish')) }, 'Finish promotion…'),
-        el('button', { id: 'act-abort', class: 'danger', onclick: () => confirmThen('Abort: send every client back to stable now?', () => send('abort')) }, 'Abort…'))),
+          button('act-set', {}, setRatio, 'Set ratio…')),
+        button('act-promote', {}, () => confirmThen('Promote the canary to stable for every client?', 'Promote', () => send('promote')), 'Promote…'),
+        button('act-finish', {}, () => confirmThen('Remove the old version now? Its pages still loading get assets from the new stable.', 'Finish promotion', () => send('promote-finish')), 'Finish promotion…'),
+        button('act-abort', { class: 'danger' }, () => confirmThen('Abort: send every client back to stable now?', 'Abort', () => send('abort')), 'Abort…'),
+        el('span', {},
+          el('label', { for: 'start-version' }, 'Canary version '),
+          el('input', { id: 'start-version', type: 'text', autocomplete: 'off', spellcheck: 'false' }), ' ',
+          button('act-start', {}, startCanary, 'Start canary…'))),
+      el('div', { id: 'action-reasons', class: 'sr-only' })),
     el('section', { class: 'card', 'aria-labelledby': 'verdict-title' },
       el('h2', { id: 'verdict-title' }, 'Current verdict'), el('div', { id: 'verdict' })),
     el('section', { class: 'card', 'aria-labelledby': 'charts-title' },
@@ -126,8 +138,9 @@ function drawRollout() {
   document.getElementById('auto').textContent = view.auto;
   document.getElementById('health').textContent = view.health;
   document.getElementById('steps').replaceChildren(...view.steps.map((s) => el('li',
-    { class: s.state, 'aria-current': s.state === 'current' ? 'step' : false },
-    `${s.weight}%`, el('span', { class: 'muted' }, s.state === 'todo' ? '' : ` (${s.state})`))));
+    { class: s.between ? `${s.state} between` : s.state, 'aria-current': s.state === 'current' ? 'step' : false },
+    `${s.weight}%`, el('span', { class: 'muted' }, s.state === 'todo' ? '' : ` (${s.state}${s.between ? ', between steps' : ''})`))));
+  document.getElementById('position').textContent = view.position;
   const pause = document.getElementById('act-pause');
   pause.dataset.action = view.paused ? 'resume' : 'pause';
   pause.textContent = view.paused ? 'Resume' : 'Pause';
@@ -136,11 +149,20 @@ function drawRollout() {
   auto.setAttribute('aria-pressed', String(view.autoOn));
   auto.textContent = view.autoOn ? 'Auto is on: turn off' : 'Auto is off: turn on';
   const select = document.getElementById('weight-step');
-  const options = view.steps.map((s) => String(s.weight)).join(',');
+  const stepsOnly = view.steps.filter((s) => !s.between);
+  const options = stepsOnly.map((s) => String(s.weight)).join(',');
   if (select.dataset.options !== options) {
     select.dataset.options = options;
-    select.replaceChildren(el('option', { value: '' }, '—'), ...view.steps.map((s) => el('option', { value: s.weight }, `${s.weight}%`)));
+    select.replaceChildren(el('option', { value: '' }, '—'), ...stepsOnly.map((s) => el('option', { value: s.weight }, `${s.weight}%`)));
   }
+  offer('act-next', view, 'next');
+  offer('act-pause', view, pause.dataset.action);
+  offer('act-auto', view, auto.dataset.action);
+  offer('act-set', view, 'set-weight');
+  offer('act-promote', view, 'promote');
+  offer('act-finish', view, 'promote-finish');
+  offer('act-abort', view, 'abort');
+  offer('act-start', view, 'start');
   const verdict = document.getElementById('verdict');
   verdict.replaceChildren(...(view.verdict
     ? [el('p', {}, `${view.verdict.step}: `, el('strong', {}, view.verdict.outcome), ': ', view.verdict.reason),
@@ -149,7 +171,7 @@ function drawRollout() {
     : [el('p', { class: 'muted' }, 'Not judged yet.')]));
   drawCharts(view);
   document.querySelector('#history tbody').replaceChildren(...view.history.map((h) => el('tr', {},
-    el('td', {}, h.time), el('td', {}, h.action), el('td', {}, h.versions))));
+    el('td', {}, el('time', { datetime: h.time }, h.when)), el('td', {}, h.action), el('td', {}, h.versions))));
 }
 
 function drawCharts(view) {
@@ -197,9 +219,47 @@ function figure(title, versions, series, value, label) {
 
 // ---- actions ----
 
-function confirmThen(text, then) {
+// An action's button: its handler runs only while the action is offered (aria-disabled
+// keeps it focusable, so a keyboard or screen reader user reaches it and hears why not).
+function button(id, attrs, handler, text) {
+  const onclick = (event) => {
+    if (event.currentTarget.getAttribute('aria-disabled') === 'true') {
+      notice(event.currentTarget.title, true);
+      return;
+    }
+    handler(event);
+  };
+  return el('button', Object.assign({ id, type: 'button', onclick }, attrs), text);
+}
+
+// Offers the button `id` as the server says `action` is offered now (rollout::offer, the
+// transition's own rule): when not, disabled, with the CLI's reason on hover (title) and
+// read with the button (aria-describedby).
+function offer(id, view, action) {
+  const node = document.getElementById(id);
+  const offered = view.actions[action] || { enabled: false, why: `unknown action ${action}` };
+  const whyId = `${id}-why`;
+  let why = document.getElementById(whyId);
+  if (!why) {
+    why = el('span', { id: whyId });
+    document.getElementById('action-reasons').append(why);
+  }
+  why.textContent = offered.enabled ? '' : `${node.textContent.replace('…', '')}: ${offered.why}`;
+  node.setAttribute('aria-disabled', String(!offered.enabled));
+  if (offered.enabled) {
+    node.removeAttribute('title');
+    node.removeAttribute('aria-describedby');
+  } else {
+    node.title = offered.why;
+    node.setAttribute('aria-describedby', whyId);
+  }
+}
+
+// Asks before `then`; the dialog's button names the action (`label`), not "Confirm".
+function confirmThen(text, label, then) {
   const dialog = document.getElementById('confirm');
   document.getElementById('confirm-text').textContent = text;
+  document.getElementById('confirm-ok').textContent = label;
   dialog.returnValue = '';
   dialog.onclose = () => { if (dialog.returnValue === 'ok') then(); };
   dialog.showModal();
@@ -217,16 +277,36 @@ function setRatio() {
   }
   const view = current();
   confirmThen(`Give ${view && view.canary ? view.canary : 'the canary'} ${weight}% of clients (stable:canary ${100 - weight}:${weight})?`,
-    () => send('set-weight', weight));
+    'Set ratio', async () => {
+      // Once applied, the fields are cleared: the ratio shown is the rollout's again.
+      if (await send('set-weight', { weight })) {
+        document.getElementById('weight-free').value = '';
+        document.getElementById('weight-step').value = '';
+      }
+    });
 }
 
-async function send(action, weight) {
+function startCanary() {
+  const field = document.getElementById('start-version');
+  const version = field.value.trim();
+  if (version === '') {
+    notice('Type the canary\'s version name first.', true);
+    return;
+  }
+  confirmThen(`Start canary ${version} at 0%? Only QA reaches it (the override) until it gets a share.`,
+    'Start canary', async () => {
+      if (await send('start', { version })) field.value = '';
+    });
+}
+
+// Posts `action` with its `extra` fields (a weight, a version); whether it was applied.
+async function send(action, extra) {
   const view = current();
-  if (!view) return;
+  if (!view) return false;
   const headers = { 'content-type': 'application/json' };
   const token = document.getElementById('token').value;
   if (token) headers.authorization = `Bearer ${token}`;
-  const body = JSON.stringify({ rollout: view.id, action, weight, generation: view.generation });
+  const body = JSON.stringify(Object.assign({ rollout: view.id, action, generation: view.generation }, extra));
   let answer;
   try {
     const response = await fetch('/api/actions', { method: 'POST', headers, body });
@@ -236,6 +316,7 @@ async function send(action, weight) {
     answer = { error: `the dashboard did not answer: ${err}` };
   }
   notice(answer.error || answer.message, Boolean(answer.error));
+  return !answer.error;
 }
 
 // ---- live state and routing ----
@@ -267,14 +348,26 @@ function navigate() {
   if (route.id != null) rolloutPage(main); else listPage(main);
 }
 
-function connect() {
+// The connection's state (announced when it changes) and when the page last heard from
+// the server: a state, or the `alive` it sends every second when nothing changed.
+function connection(text) {
   const live = document.getElementById('live');
+  if (live.textContent !== text) live.textContent = text;
+}
+
+function heard() {
+  connection('live');
+  document.getElementById('updated').textContent = `updated ${utc(new Date())}`;
+}
+
+function connect() {
   events = new EventSource('/api/events');
   events.addEventListener('state', (event) => {
-    live.textContent = `live, updated ${new Date().toLocaleTimeString()}`;
+    heard();
     apply(JSON.parse(event.data));
   });
-  events.onerror = () => { live.textContent = 'reconnecting…'; };
+  events.addEventListener('alive', heard);
+  events.onerror = () => connection('reconnecting…');
 }
 
 window.addEventListener('hashchange', navigate);

@@ -62,7 +62,8 @@ fn verdict(outcome: Outcome, reason: &str) -> Verdict {
 }
 
 /// Versions, phase; then the ratio, the phase in words, its tone, and the states of the
-/// seven default steps (`d` done, `C` current, `t` to come).
+/// seven default steps (`d` done, `C` current, `t` to come), with the canary's own weight
+/// as one more entry (`B`, current) when it is between two steps.
 type BarCase = (
     &'static [(&'static str, f64)],
     Phase,
@@ -78,7 +79,7 @@ fn phase_ratio_and_steps_bar() {
         (
             &[("v1", 100.0)],
             Phase::Stable,
-            "100",
+            "100:0 (no canary)",
             "Stable",
             "ok",
             "ttttttt",
@@ -89,7 +90,7 @@ fn phase_ratio_and_steps_bar() {
             "100:0",
             "Progressing",
             "moving",
-            "ttttttt",
+            "Bttttttt",
         ),
         (
             &[("v1", 90.0), ("v2", 10.0)],
@@ -105,7 +106,7 @@ fn phase_ratio_and_steps_bar() {
             "87.5:12.5",
             "Progressing",
             "moving",
-            "dddtttt",
+            "dddBtttt",
         ),
         (
             &[("v1", 0.0), ("v2", 100.0)],
@@ -118,7 +119,7 @@ fn phase_ratio_and_steps_bar() {
         (
             &[("v2", 100.0)],
             Phase::Promoted,
-            "100",
+            "100:0 (no canary)",
             "Promoted",
             "ok",
             "ddddddd",
@@ -126,7 +127,7 @@ fn phase_ratio_and_steps_bar() {
         (
             &[("v1", 100.0)],
             Phase::Aborted,
-            "100",
+            "100:0 (no canary)",
             "Aborted",
             "bad",
             "ttttttt",
@@ -134,7 +135,7 @@ fn phase_ratio_and_steps_bar() {
         (
             &[("v1", 100.0)],
             Phase::RolledBack,
-            "100",
+            "100:0 (no canary)",
             "Rolled back",
             "bad",
             "ttttttt",
@@ -151,15 +152,143 @@ fn phase_ratio_and_steps_bar() {
         let bar: String = view
             .steps
             .iter()
-            .map(|s| match s.state {
-                "done" => 'd',
-                "current" => 'C',
+            .map(|s| match (s.state, s.between) {
+                ("done", _) => 'd',
+                ("current", false) => 'C',
+                ("current", true) => 'B',
                 _ => 't',
             })
             .collect();
         assert_eq!(bar, *states, "{versions:?} {phase:?}");
         assert_eq!((view.id.as_str(), view.generation), ("prod/shop", 7));
     }
+}
+
+#[test]
+fn where_the_canary_stands_among_the_steps() {
+    let table: [(&[(&str, f64)], &str); 6] = [
+        (&[("v1", 90.0), ("v2", 10.0)], "step 3 of 7 (10%)"),
+        (
+            &[("v1", 70.0), ("v2", 30.0)],
+            "30%, between steps 20% and 50%",
+        ),
+        (
+            &[("v1", 100.0), ("v2", 0.0)],
+            "0%, before the first step (1%)",
+        ),
+        (&[("v1", 0.0), ("v2", 100.0)], "step 7 of 7 (100%)"),
+        (
+            &[("v1", 99.5), ("v2", 0.5)],
+            "0.5%, before the first step (1%)",
+        ),
+        (&[("v1", 100.0)], "no canary"),
+    ];
+    for (versions, words) in table {
+        let view = rollout(&rollout_with(versions, Phase::Progressing), now());
+        assert_eq!(view.position, words, "{versions:?}");
+    }
+    let free = rollout(
+        &rollout_with(&[("v1", 70.0), ("v2", 30.0)], Phase::Progressing),
+        now(),
+    );
+    let current: Vec<(f64, bool)> = free
+        .steps
+        .iter()
+        .filter(|s| s.state == "current")
+        .map(|s| (s.weight, s.between))
+        .collect();
+    assert_eq!(current, [(30.0, true)]);
+    let order: Vec<f64> = free.steps.iter().map(|s| s.weight).collect();
+    assert_eq!(order, [1.0, 5.0, 10.0, 20.0, 30.0, 50.0, 80.0, 100.0]);
+}
+
+/// The page enables a button exactly when the view says the action is offered, so each
+/// phase's enabled set is checked here (the rule itself: `rollout::offer`).
+#[test]
+fn each_phase_offers_only_what_the_transition_takes() {
+    let mut paused = rollout_with(&[("v1", 70.0), ("v2", 30.0)], Phase::Progressing);
+    paused.spec.paused = true;
+    let mut promoting = rollout_with(&[("v2", 100.0), ("v1", 0.0)], Phase::Promoting);
+    promoting.spec.versions[1].drain = true;
+    promoting.spec.retiring = Some("v1".to_owned());
+    let table: [(StickyCanary, &[&str]); 5] = [
+        (
+            rollout_with(&[("v1", 100.0)], Phase::Aborted),
+            &["auto-on", "pause", "start"],
+        ),
+        (
+            rollout_with(&[("v1", 100.0), ("v2", 0.0)], Phase::Progressing),
+            &[
+                "abort",
+                "auto-on",
+                "next",
+                "pause",
+                "promote",
+                "promote-finish",
+                "set-weight",
+            ],
+        ),
+        (
+            paused,
+            &[
+                "abort",
+                "auto-on",
+                "next",
+                "promote",
+                "promote-finish",
+                "resume",
+                "set-weight",
+            ],
+        ),
+        (
+            rollout_with(&[("v1", 0.0), ("v2", 100.0)], Phase::Progressing),
+            &[
+                "abort",
+                "auto-on",
+                "pause",
+                "promote",
+                "promote-finish",
+                "set-weight",
+            ],
+        ),
+        (promoting, &["abort", "auto-on", "pause", "promote-finish"]),
+    ];
+    for (canary, enabled) in table {
+        let view = rollout(&canary, now());
+        let on: Vec<&str> = view
+            .actions
+            .iter()
+            .filter(|(_, a)| a.enabled)
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(on, enabled, "{}", view.versions);
+        for (name, action) in &view.actions {
+            assert_eq!(action.enabled, action.why.is_none(), "{name}");
+        }
+    }
+    let aborted = rollout(&rollout_with(&[("v1", 100.0)], Phase::Aborted), now());
+    let next = &aborted.actions["next"];
+    assert!(
+        next.why
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no canary is running"),
+        "{next:?}"
+    );
+}
+
+#[test]
+fn history_times_are_utc_to_the_second() {
+    let mut c = rollout_with(&[("v1", 90.0), ("v2", 10.0)], Phase::Progressing);
+    let time: Timestamp = "2026-12-05T18:14:11.987654321Z".parse().unwrap();
+    c.status.as_mut().unwrap().history = vec![HistoryEntry {
+        time,
+        action: "next 10".to_owned(),
+        versions: "v1=90 v2=10".to_owned(),
+    }];
+    let row = &rollout(&c, now()).history[0];
+    assert_eq!(row.when, "2026-12-05 18:14:11 UTC");
+    assert_eq!(row.time, time);
 }
 
 #[test]

@@ -160,6 +160,10 @@ pub struct ControllerArgs {
     /// The dashboard's token for actions (needed on a non-loopback address).
     #[arg(long, env = "STICKY_DASHBOARD_TOKEN", hide_env_values = true)]
     pub dashboard_token: Option<String>,
+    /// The dashboard's --identity-header: the header an authenticating reverse proxy names
+    /// the person in (off by default).
+    #[arg(long, value_name = "HEADER")]
+    pub dashboard_identity_header: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +177,11 @@ pub struct DashboardArgs {
     /// Prometheus base URL for the per-version charts (the analysis' queries).
     #[arg(long, env = "STICKY_PROMETHEUS", value_name = "URL")]
     pub prometheus: Option<String>,
+    /// Record in the history as who acted the value of this request header, set by an
+    /// authenticating reverse proxy in front (e.g. x-forwarded-user); off by default. Only
+    /// with a proxy that sets it on every request and removes what clients send.
+    #[arg(long, value_name = "HEADER")]
+    pub identity_header: Option<String>,
 }
 
 /// Who may use the QA override.

@@ -179,7 +179,13 @@ fn prometheus(url: Option<&str>) -> Result<Option<Prometheus>, Error> {
 async fn dashboard(cli: &Cli, args: &DashboardArgs) -> Result<(), Error> {
     let prometheus = prometheus(args.prometheus.as_deref())?;
     let place = cli.place().await?;
-    dashboard::run(place, args.listen, args.token.clone(), prometheus).await
+    let settings = dashboard::Settings {
+        listen: args.listen,
+        token: args.token.clone(),
+        prometheus,
+        identity_header: args.identity_header.clone(),
+    };
+    dashboard::run(place, settings).await
 }
 
 /// `controller`: the reconcile loop on the flags' place until a signal; with `--dashboard`,
@@ -191,8 +197,13 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> Result<(), Error> {
     let Some(listen) = args.dashboard else {
         return controller::serve(&place, prometheus).await;
     };
-    let token = args.dashboard_token.clone();
-    let dashboard = dashboard::run(place.clone(), listen, token, prometheus.clone());
+    let settings = dashboard::Settings {
+        listen,
+        token: args.dashboard_token.clone(),
+        prometheus: prometheus.clone(),
+        identity_header: args.dashboard_identity_header.clone(),
+    };
+    let dashboard = dashboard::run(place.clone(), settings);
     tokio::select! {
         done = dashboard => done,
         done = controller::serve(&place, prometheus) => done,
