@@ -19,6 +19,8 @@ pub mod sequential;
 pub mod verdict;
 
 #[cfg(test)]
+mod gauge_simulation;
+#[cfg(test)]
 mod simulation;
 
 use schemars::JsonSchema;

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +23,10 @@ use super::check::Outcome;
 use super::evidence::{Counter, Histogram};
 use super::sequential;
 
-/// Distinct samples a gauge needs before it can pass.
+/// Samples a gauge needs before it can pass.
 pub const MIN_GAUGE_LOOKS: u64 = 3;
+/// Seconds between two samples of a gauge counted by its sign test, unless the metric says.
+pub const DEFAULT_SAMPLE_SECONDS: u64 = 15;
 
 /// One metric of `spec.analysis.metrics[]`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
@@ -43,6 +46,10 @@ pub struct MetricSpec {
     /// `histogram` only: the quantile judged, in (0, 1); `latencyQuantile` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantile: Option<f64>,
+    /// `gauge` only: seconds between two samples its test counts (15 when unset). Samples
+    /// closer than the gauge's own memory are not independent: see docs/analysis.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_seconds: Option<u64>,
     /// Which way is worse (`higher` by default; `histogram` only `higher`).
     #[serde(default)]
     pub worse: Worse,
@@ -161,6 +168,14 @@ pub fn validate(metrics: &[MetricSpec]) -> Result<(), String> {
                 );
             }
         }
+        if let Some(seconds) = metric.sample_seconds {
+            if metric.kind != MetricKind::Gauge {
+                return field("sampleSeconds", "only a gauge is sampled".to_owned());
+            }
+            if seconds == 0 {
+                return field("sampleSeconds", "must be at least 1".to_owned());
+            }
+        }
         if metric.kind == MetricKind::Histogram && metric.worse == Worse::Lower {
             return field(
                 "worse",
@@ -260,12 +275,57 @@ pub struct MetricEvidence {
     /// requests (or from the step's once it has enough).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<f64>,
-    /// `gauge`: distinct samples counted.
+    /// `gauge`: when the last sample counted was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub sampled: Option<Timestamp>,
+    /// `gauge`: samples counted.
     #[serde(default)]
     pub looks: u64,
     /// `gauge`: those with the canary beyond its bound.
     #[serde(default)]
     pub beyond: u64,
+    /// `gauge`: running sums of the samples' distance beyond the bound (the canary's mean
+    /// minus the worst it may be, turned so that positive is worse), for its autocorrelation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distances: Option<Distances>,
+}
+
+/// Running sums of a gauge's distances beyond its bound: enough to estimate how much
+/// consecutive samples remember of each other.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Distances {
+    /// Σ d.
+    pub sum: f64,
+    /// Σ d².
+    pub squares: f64,
+    /// Σ dₜ·dₜ₋₁.
+    pub lagged: f64,
+    /// The latest d.
+    pub last: f64,
+}
+
+impl Distances {
+    /// An upper estimate of the lag-1 autocorrelation of `n` distances, in [0, 0.99]: the
+    /// estimate, corrected for its small-sample bias (`(1 + 3ρ)/n` low) and raised by two of
+    /// its standard errors (`1/√n`), since an estimate too low lets correlated samples pass
+    /// for independent ones. Without variation the samples are one value, as far as can be
+    /// told: 0.
+    fn correlation(&self, n: u64) -> f64 {
+        if n < 3 {
+            return 0.99;
+        }
+        let n = n as f64;
+        let mean = self.sum / n;
+        let variance = self.squares / n - mean * mean;
+        if variance.is_nan() || variance <= f64::EPSILON * self.squares.max(1.0) {
+            return 0.0;
+        }
+        let covariance = self.lagged / (n - 1.0) - mean * mean;
+        let estimate = (covariance / variance).clamp(0.0, 1.0);
+        (estimate + (1.0 + 3.0 * estimate) / n + 2.0 / n.sqrt()).min(0.99)
+    }
 }
 
 impl MetricEvidence {
@@ -289,10 +349,11 @@ impl MetricEvidence {
         }
     }
 
-    /// Adds one look: both arms' readings now and at the previous look.
+    /// Adds the look at `at`: both arms' readings now and at the previous look.
     pub fn observe(
         &mut self,
         metric: &MetricSpec,
+        at: Timestamp,
         quantile: f64,
         (canary, canary_before): (Option<&MetricSample>, Option<&MetricSample>),
         (stable, stable_before): (Option<&MetricSample>, Option<&MetricSample>),
@@ -327,16 +388,18 @@ impl MetricEvidence {
                 let stable = self.stable.histogram.clone();
                 self.place_reference(&stable, quantile);
             }
-            MetricKind::Gauge => self.sample(metric, canary, stable),
+            MetricKind::Gauge => self.sample(metric, at, canary, stable),
             MetricKind::Counter => {}
         }
     }
 
-    /// Counts a gauge's sample when it is new (a look between two scrapes sees the same
-    /// values again, and counting it twice would break the test's independence).
+    /// Counts a gauge's sample once `sampleSeconds` passed since the last one counted: looks
+    /// come every few seconds, and samples closer than the gauge's memory are one sample
+    /// counted twice, which the test's level does not allow for.
     fn sample(
         &mut self,
         metric: &MetricSpec,
+        at: Timestamp,
         canary: Option<&MetricSample>,
         stable: Option<&MetricSample>,
     ) {
@@ -346,18 +409,45 @@ impl MetricEvidence {
         ) else {
             return;
         };
-        if self.canary.last == Some(c) && self.stable.last == Some(s) {
+        let spacing = metric.sample_seconds.unwrap_or(DEFAULT_SAMPLE_SECONDS) as i64;
+        if self
+            .sampled
+            .is_some_and(|last| at.as_second() - last.as_second() < spacing)
+        {
             return;
         }
+        self.sampled = Some(at);
         self.canary.last = Some(c);
         self.stable.last = Some(s);
         self.looks = self.looks.saturating_add(1);
         let Some(bound) = metric.rule.bound() else {
             return;
         };
-        if beyond(metric.worse, c, allowed(metric.worse, bound, s)) {
+        let edge = allowed(metric.worse, bound, s);
+        if beyond(metric.worse, c, edge) {
             self.beyond = self.beyond.saturating_add(1);
         }
+        let distance = match metric.worse {
+            Worse::Higher => c - edge,
+            Worse::Lower => edge - c,
+        };
+        let sums = self.distances.get_or_insert_with(Distances::default);
+        if self.looks > 1 {
+            sums.lagged += distance * sums.last;
+        }
+        sums.sum += distance;
+        sums.squares += distance * distance;
+        sums.last = distance;
+    }
+
+    /// The gauge's samples and those beyond the bound as independent samples count: scaled
+    /// by `(1 − ρ)/(1 + ρ)` for the measured autocorrelation ρ of the distances, the effective
+    /// sample size of an AR(1) process's mean.
+    fn effective_samples(&self) -> (u64, u64) {
+        let rho = self.distances.map_or(0.0, |d| d.correlation(self.looks));
+        let factor = (1.0 - rho) / (1.0 + rho);
+        let scale = |n: u64| (n as f64 * factor).round() as u64;
+        (scale(self.beyond), scale(self.looks))
     }
 }
 
@@ -445,7 +535,7 @@ pub fn check(
             statistic,
             threshold,
             outcome,
-            reason: format!("{name}: {reason}"),
+            reason,
         }
     };
     let Some(bound) = metric.rule.bound() else {
@@ -572,7 +662,8 @@ pub fn check(
                 evidence.beyond,
                 evidence.looks
             );
-            let test = sequential::sign_test(alpha, evidence.beyond, evidence.looks);
+            let (beyond, samples) = evidence.effective_samples();
+            let test = sequential::sign_test(alpha, beyond, samples);
             if !test.rejects && evidence.looks < MIN_GAUGE_LOOKS {
                 return result(
                     c.last,
@@ -649,6 +740,7 @@ mod tests {
             query: "q".to_owned(),
             requests: None,
             quantile: None,
+            sample_seconds: None,
             worse,
             rule,
         }
@@ -874,7 +966,7 @@ mod tests {
                 "{worse:?} {rule:?} {canary:?} {stable:?}: {}",
                 check.reason
             );
-            assert!(check.reason.starts_with("m: "), "{}", check.reason);
+            assert!(check.reason.starts_with("canary "), "{}", check.reason);
         }
     }
 
@@ -933,30 +1025,35 @@ mod tests {
         }
     }
 
-    /// Samples of a gauge, one per look; a look that sees the same scrape again does not count.
+    /// Samples of a gauge, one per `sampleSeconds`; looks in between do not count.
     #[test]
-    fn gauges_are_a_sign_test_over_new_samples() {
-        let metric = spec(MetricKind::Gauge, Worse::Higher, ratio(1.2));
+    fn gauges_are_a_sign_test_over_spaced_samples() {
+        let mut metric = spec(MetricKind::Gauge, Worse::Higher, ratio(1.2));
+        metric.sample_seconds = Some(10);
         let mut evidence = MetricEvidence::start(&metric, None, 0.99);
-        let observe = |evidence: &mut MetricEvidence, canary: f64, stable: f64| {
+        let mut second = 0;
+        let mut observe = |evidence: &mut MetricEvidence, canary: f64, stable: f64, after: i64| {
+            second += after;
+            let at = Timestamp::from_second(1_800_000_000 + second).unwrap();
             evidence.observe(
                 &metric,
+                at,
                 0.99,
                 (Some(&gauge(canary)), None),
                 (Some(&gauge(stable)), None),
             );
         };
-        observe(&mut evidence, 1.0, 1.0);
-        observe(&mut evidence, 1.0, 1.0);
+        observe(&mut evidence, 1.0, 1.0, 0);
+        observe(&mut evidence, 1.0, 1.0, 5);
         assert_eq!(
             (evidence.looks, evidence.beyond),
             (1, 0),
-            "the same scrape twice"
+            "5 s apart: one sample"
         );
         let first = check(&metric, &evidence, ALPHA, 100.0, 0.99);
         assert_eq!(first.outcome, Outcome::Inconclusive, "{}", first.reason);
         for i in 0..4 {
-            observe(&mut evidence, 1.0 + i as f64 / 100.0, 1.0);
+            observe(&mut evidence, 1.0 + i as f64 / 100.0, 1.0, 10);
         }
         let calm = check(&metric, &evidence, ALPHA, 100.0, 0.99);
         assert_eq!(calm.outcome, Outcome::Pass, "{}", calm.reason);
@@ -966,7 +1063,7 @@ mod tests {
         let mut evidence = MetricEvidence::start(&metric, None, 0.99);
         let mut caught = None;
         for i in 0..40 {
-            observe(&mut evidence, 3.0 + i as f64 / 100.0, 1.0);
+            observe(&mut evidence, 3.0, 1.0, 10);
             if check(&metric, &evidence, ALPHA, 100.0, 0.99).outcome == Outcome::Fail {
                 caught = Some(i + 1);
                 break;

@@ -354,26 +354,37 @@ fn power_table() -> String {
     table
 }
 
-const DOC: &str = "docs/analysis.md";
-const START: &str = "<!-- power-table:start -->\n";
-const END: &str = "<!-- power-table:end -->";
-
 #[test]
 fn the_power_table_in_the_docs_is_what_the_code_generates() {
+    check_doc_table("power-table", &power_table());
+}
+
+/// Fails unless docs/analysis.md holds `generated` between the `name` markers
+/// (`<!-- name:start -->`, `<!-- name:end -->`); rewrites it there with
+/// `STICKY_UPDATE_DOCS=1`.
+pub(crate) fn check_doc_table(name: &str, generated: &str) {
+    const DOC: &str = "docs/analysis.md";
+    let (start, end) = (
+        format!("<!-- {name}:start -->\n"),
+        format!("<!-- {name}:end -->"),
+    );
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(DOC);
     let doc = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{DOC}: {err}"));
-    let (before, rest) = doc.split_once(START).expect("the table's start marker");
-    let (shipped, after) = rest.split_once(END).expect("the table's end marker");
-    let generated = power_table();
+    let (before, rest) = doc
+        .split_once(&start)
+        .unwrap_or_else(|| panic!("{DOC}: no {start:?}"));
+    let (shipped, after) = rest
+        .split_once(&end)
+        .unwrap_or_else(|| panic!("{DOC}: no {end:?}"));
     if shipped != generated {
         if std::env::var_os("STICKY_UPDATE_DOCS").is_some() {
-            std::fs::write(&path, format!("{before}{START}{generated}{END}{after}")).unwrap();
+            std::fs::write(&path, format!("{before}{start}{generated}{end}{after}")).unwrap();
         } else {
             panic!(
-                "{DOC}'s power table is stale: rerun this test with STICKY_UPDATE_DOCS=1 to \
-                 rewrite it. Generated:\n{generated}"
+                "{DOC}'s {name} is stale: rerun this test with STICKY_UPDATE_DOCS=1 to rewrite \
+                 it. Generated:\n{generated}"
             );
         }
     }

@@ -157,12 +157,12 @@ pub fn judge(spec: &AnalysisSpec, evidence: &Evidence) -> Verdict {
         checks
             .iter()
             .filter(|c| c.outcome == outcome)
-            .map(|c| c.reason.as_str())
+            .map(|c| c.reason.clone())
             .chain(
                 metrics
                     .iter()
                     .filter(|m| m.outcome == outcome)
-                    .map(|m| m.reason.as_str()),
+                    .map(|m| format!("{}: {}", m.name, m.reason)),
             )
             .collect::<Vec<_>>()
     };

@@ -1,6 +1,7 @@
-//! Live per-version charts: requests per second, error rate and p99 of stable and canary,
-//! read with the analysis' own queries ([`Prometheus::snapshot`]) every [`PERIOD`] and kept
-//! for the last [`POINTS`] looks. [`points`] is pure; [`Charts`] is the thin shell.
+//! Live per-version charts: requests per second, error rate, p99, the weight the proxies run
+//! and every metric of `spec.analysis.metrics` (CPU and memory included) of stable and
+//! canary, read with the analysis' own queries ([`Prometheus::snapshot`]) every [`PERIOD`]
+//! and kept for the last [`POINTS`] looks. [`points`] is pure; [`Charts`] is the thin shell.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -9,7 +10,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 
-use analysis::{Histogram, Snapshot, VersionSample};
+use analysis::metric::MetricSample;
+use analysis::{AnalysisSpec, Histogram, MetricKind, Snapshot, VersionSample};
 use api::StickyCanary;
 use prometheus::Prometheus;
 use runtime::metrics::rollout_ref;
@@ -31,10 +33,17 @@ pub struct Point {
     pub error_rate: f64,
     /// p99 latency in milliseconds, when there were requests.
     pub p99_ms: Option<f64>,
+    /// The weight in percent the proxies run the version with (their mean; each proxy's own
+    /// in the data-plane check), when they report it.
+    pub weight: Option<f64>,
+    /// Each metric's value: a counter's rate between the looks, a histogram's quantile, a
+    /// gauge's mean over the version's pods.
+    pub metrics: BTreeMap<String, f64>,
 }
 
-/// Each version's points, by name, between consecutive `looks` (oldest first).
-pub fn points(looks: &[Snapshot]) -> BTreeMap<String, Vec<Point>> {
+/// Each version's points, by name, between consecutive `looks` (oldest first), the metrics
+/// as `analysis` says.
+pub fn points(looks: &[Snapshot], analysis: &AnalysisSpec) -> BTreeMap<String, Vec<Point>> {
     let mut charts: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     let Some(latest) = looks.last().map(|s| s.at) else {
         return charts;
@@ -56,20 +65,44 @@ pub fn points(looks: &[Snapshot]) -> BTreeMap<String, Vec<Point>> {
             charts
                 .entry(now.version.clone())
                 .or_default()
-                .push(point(then, now, seconds, ago));
+                .push(point(then, now, seconds, ago, analysis));
         }
     }
     charts
 }
 
-fn point(then: &VersionSample, now: &VersionSample, seconds: f64, ago: f64) -> Point {
+fn point(
+    then: &VersionSample,
+    now: &VersionSample,
+    seconds: f64,
+    ago: f64,
+    analysis: &AnalysisSpec,
+) -> Point {
     let requests = now.requests.increase_since(&then.requests);
     let errors = now.errors.increase_since(&then.errors);
-    let mut latency = Histogram::default();
-    for (series, histogram) in &now.latency {
-        let before = then.latency.get(series).cloned().unwrap_or_default();
-        latency.add(&histogram.increase_since(&before));
-    }
+    let latency = increase(&then.latency, &now.latency);
+    let weight = (!now.weights.is_empty())
+        .then(|| now.weights.values().sum::<f64>() / now.weights.len() as f64);
+    let none = MetricSample::default();
+    let metrics = analysis
+        .metrics
+        .iter()
+        .filter_map(|metric| {
+            let sample = now.metrics.get(&metric.name)?;
+            let before = then.metrics.get(&metric.name).unwrap_or(&none);
+            let value = match metric.kind {
+                MetricKind::Counter => {
+                    let total = sample.requests.increase_since(&before.requests);
+                    let events = sample.events.increase_since(&before.events);
+                    (total > 0).then(|| events as f64 / total as f64)
+                }
+                MetricKind::Histogram => increase(&before.histograms, &sample.histograms)
+                    .quantile_ms(metric.quantile.unwrap_or(analysis.latency_quantile)),
+                MetricKind::Gauge => sample.mean(),
+            }?;
+            Some((metric.name.clone(), value))
+        })
+        .collect();
     Point {
         ago,
         rps: requests as f64 / seconds,
@@ -79,7 +112,19 @@ fn point(then: &VersionSample, now: &VersionSample, seconds: f64, ago: f64) -> P
             errors as f64 / requests as f64
         },
         p99_ms: latency.quantile_ms(0.99),
+        weight,
+        metrics,
     }
+}
+
+/// What histograms per series observed from `then` to `now`, added up.
+fn increase(then: &BTreeMap<String, Histogram>, now: &BTreeMap<String, Histogram>) -> Histogram {
+    let mut sum = Histogram::default();
+    for (series, histogram) in now {
+        let before = then.get(series).cloned().unwrap_or_default();
+        sum.add(&histogram.increase_since(&before));
+    }
+    sum
 }
 
 /// The looks of every rollout with a canary.
@@ -136,7 +181,10 @@ impl Charts {
                         looks.pop_front();
                     }
                     let looks: Vec<Snapshot> = looks.iter().cloned().collect();
-                    serde_json::json!({ "versions": points(&looks) })
+                    serde_json::json!({
+                        "versions": points(&looks, &canary.spec.analysis),
+                        "metrics": canary.spec.analysis.metrics.iter().map(|m| &m.name).collect::<Vec<_>>(),
+                    })
                 }
                 Err(err) => serde_json::json!({ "error": err.to_string() }),
             };
@@ -195,7 +243,7 @@ mod tests {
             look(105, (1500, 5, 1500), (50, 10, 0)),
             look(110, (2000, 5, 2000), (100, 10, 50)),
         ];
-        let charts = points(&looks);
+        let charts = points(&looks, &AnalysisSpec::default());
         let stable = &charts["v1"];
         assert_eq!(stable.len(), 2);
         assert_eq!((stable[0].ago, stable[0].rps), (5.0, 100.0));
@@ -211,10 +259,10 @@ mod tests {
 
     #[test]
     fn no_points_without_two_looks_or_time_between() {
-        assert!(points(&[]).is_empty());
-        assert!(points(&[look(1, (1, 0, 1), (1, 0, 1))]).is_empty());
+        assert!(points(&[], &AnalysisSpec::default()).is_empty());
+        assert!(points(&[look(1, (1, 0, 1), (1, 0, 1))], &AnalysisSpec::default()).is_empty());
         let same = [look(1, (1, 0, 1), (1, 0, 1)), look(1, (2, 0, 2), (2, 0, 2))];
-        assert!(points(&same).is_empty());
+        assert!(points(&same, &AnalysisSpec::default()).is_empty());
     }
 
     #[test]
@@ -223,7 +271,68 @@ mod tests {
             look(0, (1000, 10, 1000), (10, 0, 10)),
             look(10, (100, 0, 100), (20, 0, 20)),
         ];
-        let stable = &points(&looks)["v1"];
+        let stable = &points(&looks, &AnalysisSpec::default())["v1"];
         assert_eq!(stable[0].rps, 10.0);
+    }
+
+    /// The weight the proxies run and every metric, charted per version: a counter's rate
+    /// between looks, a gauge's mean over the pods.
+    #[test]
+    fn weights_and_metrics_per_version() {
+        use analysis::metric::MetricSample;
+        use analysis::{Counter, MetricSpec, Rule};
+        let metric = |name: &str, kind| MetricSpec {
+            name: name.to_owned(),
+            kind,
+            query: "q".to_owned(),
+            requests: None,
+            quantile: None,
+            sample_seconds: None,
+            worse: Default::default(),
+            rule: Rule {
+                ratio: Some(1.5),
+                ..Rule::default()
+            },
+        };
+        let analysis = AnalysisSpec {
+            metrics: vec![
+                metric("conversions", MetricKind::Counter),
+                metric("cpu", MetricKind::Gauge),
+            ],
+            ..AnalysisSpec::default()
+        };
+        let with = |mut snapshot: Snapshot, bought: u64, visits: u64, cpu: f64| {
+            for arm in [&mut snapshot.stable, &mut snapshot.canary] {
+                arm.metrics.insert(
+                    "conversions".to_owned(),
+                    MetricSample {
+                        events: Counter::single(bought),
+                        requests: Counter::single(visits),
+                        ..MetricSample::default()
+                    },
+                );
+                arm.metrics.insert(
+                    "cpu".to_owned(),
+                    MetricSample {
+                        values: BTreeMap::from([
+                            ("a".to_owned(), cpu),
+                            ("b".to_owned(), cpu + 0.5),
+                        ]),
+                        ..MetricSample::default()
+                    },
+                );
+            }
+            snapshot.with_applied("p1", 20.0).with_applied("p2", 20.0)
+        };
+        let looks = [
+            with(look(0, (0, 0, 0), (0, 0, 0)), 10, 100, 1.0),
+            with(look(10, (10, 0, 10), (10, 0, 10)), 30, 300, 2.0),
+        ];
+        let charts = points(&looks, &analysis);
+        let canary = &charts["v2"][0];
+        assert_eq!(canary.weight, Some(20.0));
+        assert_eq!(charts["v1"][0].weight, Some(80.0));
+        assert_eq!(canary.metrics["conversions"], 0.1);
+        assert_eq!(canary.metrics["cpu"], 2.25);
     }
 }

@@ -97,7 +97,8 @@ pub struct VerdictView {
     ///
     /// [`Verdict::line`]: analysis::verdict::Verdict::line
     pub line: String,
-    /// Every check: its name, outcome and reason.
+    /// Every check, then every metric of `spec.analysis.metrics`: its name, outcome and
+    /// reason.
     pub checks: Vec<(String, String, String)>,
 }
 
@@ -281,6 +282,13 @@ fn verdict_view(v: &analysis::Verdict, step: String) -> VerdictView {
                     c.reason.clone(),
                 )
             })
+            .chain(v.metrics.iter().map(|m| {
+                (
+                    m.name.clone(),
+                    outcome(m.outcome).to_owned(),
+                    m.reason.clone(),
+                )
+            }))
             .collect(),
     }
 }

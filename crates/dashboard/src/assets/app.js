@@ -185,7 +185,15 @@ function drawCharts(view) {
     el('p', { class: 'legend' }, versions.map((v, i) => el('span', { class: `v${i % 2}` }, `${i % 2 ? '- - -' : '———'} ${v}`))),
     figure('Requests per second', versions, chart.versions, (p) => p.rps, (y) => y.toFixed(1)),
     figure('Error rate', versions, chart.versions, (p) => p.errorRate * 100, (y) => `${y.toFixed(2)}%`),
-    figure('p99 latency', versions, chart.versions, (p) => p.p99Ms, (y) => `${y.toFixed(0)} ms`));
+    figure('p99 latency', versions, chart.versions, (p) => p.p99Ms, (y) => `${y.toFixed(0)} ms`),
+    figure('Weight in effect (proxies)', versions, chart.versions, (p) => p.weight, (y) => `${y.toFixed(2)}%`),
+    ...(chart.metrics || []).map((name) => figure(name, versions, chart.versions,
+      (p) => (p.metrics && name in p.metrics ? p.metrics[name] : null), (y) => number(y))));
+}
+
+// A metric's value for people: 0.123, 1234.
+function number(y) {
+  return Math.abs(y) >= 100 ? y.toFixed(0) : y.toPrecision(3);
 }
 
 function figure(title, versions, series, value, label) {

@@ -253,6 +253,21 @@ pub fn status(canary: &StickyCanary, objects: &[Doc], now: Timestamp, output: Ou
     }
     if let Some(verdict) = state.step.as_ref().and_then(|s| s.verdict.as_ref()) {
         writeln!(out, "verdict  {:?}: {}", verdict.outcome, verdict.reason).ok();
+        if let Some(score) = verdict.score {
+            writeln!(
+                out,
+                "score    {score:.0} (of 100: the share of judged comparisons that pass)"
+            )
+            .ok();
+        }
+        for metric in &verdict.metrics {
+            writeln!(
+                out,
+                "metric   {} {:?}: {}",
+                metric.name, metric.outcome, metric.reason
+            )
+            .ok();
+        }
     }
     if let Some(message) = &state.message {
         writeln!(out, "message  {message}").ok();
