@@ -561,3 +561,110 @@ fn auto_on_refuses_a_query_prometheus_cannot_answer_before_any_write() {
     );
     assert!(stored() == before, "nothing written");
 }
+
+/// The metrics of `spec.analysis.metrics`, one of each kind, from the Envoy's own stats: each
+/// judged at every step, in every verdict with both versions' numbers, the score and the
+/// status text; a metric whose template returns nothing is refused by `auto on` before any
+/// write, naming it.
+#[test]
+fn metrics_of_every_kind_are_judged_and_a_silent_one_is_refused() {
+    use analysis::{MetricKind, MetricSpec, Rule, Worse};
+    let metric = |name: &str, kind, query: &str, worse, rule| MetricSpec {
+        name: name.to_owned(),
+        kind,
+        query: query.to_owned(),
+        requests: None,
+        quantile: (kind == MetricKind::Histogram).then_some(0.95),
+        sample_seconds: (kind == MetricKind::Gauge).then_some(1),
+        worse,
+        rule,
+    };
+    let ratio = |r| Rule {
+        ratio: Some(r),
+        ..Rule::default()
+    };
+    let metrics = vec![
+        metric(
+            "server-errors",
+            MetricKind::Counter,
+            r#"envoy_cluster_upstream_rq_xx{envoy_cluster_name=~"{cluster}",envoy_response_code_class="5"}"#,
+            Worse::Higher,
+            Rule {
+                limit: Some(0.02),
+                ..Rule::default()
+            },
+        ),
+        metric(
+            "p95",
+            MetricKind::Histogram,
+            r#"envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"{cluster}"}"#,
+            Worse::Higher,
+            ratio(3.0),
+        ),
+        metric(
+            "healthy-hosts",
+            MetricKind::Gauge,
+            r#"envoy_cluster_membership_healthy{envoy_cluster_name=~"{cluster}"}"#,
+            Worse::Lower,
+            ratio(1.0),
+        ),
+    ];
+    let names: Vec<String> = metrics.iter().map(|m| m.name.clone()).collect();
+    let r = rollout(&[], INTERVAL, &["--promotion", "auto"], |c| {
+        c.spec.analysis.metrics = metrics.clone();
+    });
+    let _load = r.load(120);
+    let _controller = r.controller();
+    r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    let text = r.wait("a judged step", Duration::from_secs(40), |s| {
+        s["step"]["verdict"]["metrics"]
+            .as_array()
+            .is_some_and(|m| m.len() == 3)
+    });
+    assert!(text["step"]["verdict"]["score"].is_number(), "{text:#}");
+    let printed = r.ctl.ok(&["status"]).unwrap();
+    for name in &names {
+        assert!(printed.contains(&format!("metric   {name} ")), "{printed}");
+    }
+    let status = r.wait("promoted", Duration::from_secs(90), |s| {
+        phase(s) == "Promoted"
+    });
+    for verdict in status["verdicts"].as_array().unwrap() {
+        let judged: Vec<(&str, &str)> = verdict["verdict"]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["name"].as_str().unwrap(), m["outcome"].as_str().unwrap()))
+            .collect();
+        let expected: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "Pass")).collect();
+        assert_eq!(judged, expected, "{verdict:#}");
+        assert_eq!(verdict["verdict"]["score"], 100.0, "{verdict:#}");
+    }
+
+    // A second rollout whose metric reads a label nobody has.
+    let r = rollout(&[], INTERVAL, &[], |c| {
+        c.spec.auto.enabled = false;
+        c.spec.analysis.metrics = vec![metric(
+            "cpu",
+            MetricKind::Gauge,
+            r#"envoy_cluster_membership_healthy{envoy_cluster_name=~"{cluster}",pod="nowhere"}"#,
+            Worse::Higher,
+            ratio(1.2),
+        )];
+    });
+    r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
+    let stored = || std::fs::read(r.stack.envoy.dir().join(ROLLOUT_FILE)).unwrap();
+    let before = stored();
+    let run = r
+        .ctl
+        .run(&["auto", "on", "--prometheus", &r.prometheus.url()])
+        .unwrap();
+    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("spec.analysis.metrics[0].query (cpu): no series for the stable version v1"),
+        "{}",
+        run.stderr
+    );
+    assert!(stored() == before, "nothing written");
+}

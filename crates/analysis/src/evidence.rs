@@ -423,6 +423,23 @@ impl Evidence {
         self.canary
             .add_increase(&self.last.canary, &snapshot.canary);
         self.data_plane.observe(snapshot, canary_hash, stable_hash);
+        for metric in &spec.metrics {
+            let quantile = metric.quantile.unwrap_or(spec.latency_quantile);
+            let name = &metric.name;
+            self.metrics.entry(name.clone()).or_default().observe(
+                metric,
+                snapshot.at,
+                quantile,
+                (
+                    snapshot.canary.metrics.get(name),
+                    self.last.canary.metrics.get(name),
+                ),
+                (
+                    snapshot.stable.metrics.get(name),
+                    self.last.stable.metrics.get(name),
+                ),
+            );
+        }
         self.last = snapshot.clone();
         self.looks = self.looks.saturating_add(1);
         if self.boundary_ms.is_none() {
@@ -669,5 +686,51 @@ pub(crate) mod tests {
         // Once placed it stays, whatever stable does next.
         evidence.observe(&with(45, 400), &spec);
         assert_eq!(evidence.boundary_ms, Some(5.0));
+    }
+
+    /// Every metric of the spec gathers its increases look by look, as the counters do.
+    #[test]
+    fn metrics_gather_their_increases_per_look() {
+        use crate::metric::{MetricKind, MetricSample, MetricSpec, Rule};
+        let spec = AnalysisSpec {
+            metrics: vec![MetricSpec {
+                name: "sales".to_owned(),
+                kind: MetricKind::Counter,
+                query: "q".to_owned(),
+                requests: None,
+                quantile: None,
+                sample_seconds: None,
+                worse: Default::default(),
+                rule: Rule {
+                    ratio: Some(1.0),
+                    ..Rule::default()
+                },
+            }],
+            ..AnalysisSpec::default()
+        };
+        let with_sales = |second, sold: u64, visits: u64| {
+            let mut snapshot = Snapshot::new(
+                at(second),
+                sample("v1", 0, 0, &[], 0),
+                sample("v2", 0, 0, &[], 0),
+            );
+            for arm in [&mut snapshot.stable, &mut snapshot.canary] {
+                arm.metrics.insert(
+                    "sales".to_owned(),
+                    MetricSample {
+                        events: Counter::single(sold),
+                        requests: Counter::single(visits),
+                        ..MetricSample::default()
+                    },
+                );
+            }
+            snapshot
+        };
+        let mut evidence = Evidence::start(&with_sales(0, 10, 100), &spec, plan());
+        evidence.observe(&with_sales(10, 15, 150), &spec);
+        evidence.observe(&with_sales(20, 18, 200), &spec);
+        let sales = &evidence.metrics["sales"];
+        assert_eq!((sales.canary.events, sales.canary.requests), (8, 100));
+        assert_eq!((sales.stable.events, sales.stable.requests), (8, 100));
     }
 }
