@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sticky_canary_filter::VersionWeight;
 use sticky_canary_tests::repo_root;
 use support::{
-    assert_same, eventually, names, start_controller_with, with_plane, Backend, GATEWAY_NS,
+    assert_same, eventually, start_controller_with, with_plane, Backend, GATEWAY_NS,
     GATEWAY_PLUGIN, NS, SC, WP,
 };
 
