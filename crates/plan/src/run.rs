@@ -388,11 +388,8 @@ async fn apply_entry(
             apply_sticky(&target, entry, names, context).await
         }
         Kind::DeploymentSingleton => {
-            let waits = Waits {
-                timeout,
-                interrupt: &context.interrupt,
-            };
-            hand_over(&cluster(place, entry)?, entry, names, waits, out).await
+            let cluster = cluster(place, entry)?;
+            hand_over(&cluster, entry, names, timeout, &context.interrupt, out).await
         }
         Kind::IngressNginx | Kind::IstioVsvc | Kind::DeploymentReplicas => {
             let cluster = cluster(place, entry)?;
@@ -472,27 +469,22 @@ async fn apply_sticky<T: Target>(
     Ok((changed || written > 0, report))
 }
 
-/// How long a handover may wait, and what stops it waiting.
-#[derive(Clone, Copy)]
-struct Waits<'a> {
-    timeout: Duration,
-    interrupt: &'a Interrupt,
-}
-
 /// `DEPLOYMENT_SINGLETON`: hands over to the side the entry names, never both running,
 /// saying each write as it is made and how the wait for the old pods goes. Bounded by
-/// `waits.timeout` (the old pods' going) and by [`MAX_ATTEMPTS`] conflicting writes; Ctrl-C
+/// `timeout` (the old pods' going) and by [`MAX_ATTEMPTS`] conflicting writes; Ctrl-C
 /// stops it before its next write.
 async fn hand_over(
     cluster: &Cluster,
     entry: &Entry,
     names: &Names,
-    waits: Waits<'_>,
+    timeout: Duration,
+    interrupt: &Interrupt,
     out: &mut Console,
 ) -> Result<(bool, String), Error> {
-    let Waits { timeout, interrupt } = waits;
     let runs = Side::of_weight(entry.count());
     let started = Instant::now();
+    // When the wait gives up, on the local clock a person compares it with (a timeout past
+    // the calendar's end never comes).
     let deadline = Timestamp::now()
         .checked_add(jiff::SignedDuration::try_from(timeout).unwrap_or(jiff::SignedDuration::MAX))
         .map(|at| {
@@ -521,42 +513,30 @@ async fn hand_over(
             both(names, stable.as_ref(), canary.as_ref()).map_err(|r| refused(entry, r))?;
         let pick = |side| if side == Side::Stable { stable } else { canary };
         let step = singleton::step(stable, canary, runs);
-        let waiting = |side: Side| {
-            let waiting = pick(side);
-            format!(
-                "{}'s pods to be gone ({} left, {} replicas counted by its controller); {} was not scaled up",
-                waiting.label(),
-                waiting.pods,
-                waiting.status_replicas,
-                pick(side.other()).label(),
-            )
+        // The whole handover is bounded, not only its wait: someone scaling the old one up
+        // again and again cannot keep it going. Ctrl-C stops it before its next write.
+        let stop = if step == Step::Done {
+            None
+        } else if interrupt.asked() {
+            Some("interrupted (Ctrl-C)".to_owned())
+        } else if started.elapsed() >= timeout {
+            Some(format!("timed out after {}s", timeout.as_secs()))
+        } else {
+            None
         };
-        if step != Step::Done && interrupt.asked() {
+        if let Some(stop) = stop {
             let why = match step {
                 Step::AwaitGone(side) => {
-                    format!("interrupted (Ctrl-C) waiting for {}", waiting(side))
+                    let waiting = pick(side);
+                    format!(
+                        "{stop} waiting for {}'s pods to be gone ({} left, {} replicas counted by its controller); {} was not scaled up",
+                        waiting.label(),
+                        waiting.pods,
+                        waiting.status_replicas,
+                        pick(side.other()).label(),
+                    )
                 }
-                _ => format!(
-                    "interrupted (Ctrl-C) handing over to {}",
-                    pick(runs).label()
-                ),
-            };
-            return Err(halfway(&done, why));
-        }
-        // The whole handover is bounded, not only its wait: someone scaling the old one up
-        // again and again cannot keep it going.
-        if step != Step::Done && started.elapsed() >= timeout {
-            let why = match step {
-                Step::AwaitGone(side) => format!(
-                    "timed out after {}s waiting for {}",
-                    timeout.as_secs(),
-                    waiting(side)
-                ),
-                _ => format!(
-                    "timed out after {}s handing over to {}",
-                    timeout.as_secs(),
-                    pick(runs).label()
-                ),
+                _ => format!("{stop} handing over to {}", pick(runs).label()),
             };
             return Err(halfway(&done, why));
         }
