@@ -130,9 +130,9 @@ on_both_backends! {
         c.assert_consistent().await;
         let status: StickyCanaryStatus = serde_json::from_value(c.rollout()["status"].clone()).unwrap();
         let actions: Vec<&str> = status.history.iter().map(|h| h.action.as_str()).collect();
-        assert_eq!(
-            actions,
-            [
+        // Every command is recorded as its Kubernetes user's.
+        let by = |action: &str| format!("{}: {action}", c.user());
+        let expected: Vec<String> = [
                 "init v1",
                 "start v2",
                 "set-weight 10",
@@ -144,7 +144,9 @@ on_both_backends! {
                 "abort v3",
                 "abort: remove v3"
             ]
-        );
+        .map(by)
+        .into();
+        assert_eq!(actions, expected);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The controller over a rollout's life, on both backends (see `support`): hand edits of the
 //! objects it writes are repaired through its watches (long before the resync), deleting a
-//! rollout takes only the managed routes and subsets out of the user's objects (with the
+//! rollout takes only the managed routes and subsets out of the user's objects, and deletes
+//! the DestinationRule stickyctl created when nothing of the user's is in it (with the
 //! controller's finalizer, with `stickyctl delete` and no controller, or both at once) and
 //! its entry out of the gateway's shared WasmPlugin (the last rollout to leave deletes the
 //! plugin, which no rollout can own), and what the controller does is recorded as Kubernetes
@@ -215,6 +216,11 @@ on_both_backends! {
 
         let out = c.ok(&["delete"]).await;
         assert!(out.contains("delete shop: applied"), "{out}");
+        let kept = [
+            format!("DestinationRule {NS}/shop: kept: its managed subsets are out, yours stay"),
+            format!("VirtualService {NS}/shop: kept: its managed routes are out, yours stay"),
+        ];
+        assert!(kept.iter().all(|line| out.contains(line)), "{out}");
         assert!(c.find(SC, "shop").is_none(), "deleted, finalizer removed");
         assert_eq!(c.find(VS, "shop").unwrap()["spec"], user_vs);
         assert_eq!(c.find(DR, "shop").unwrap()["spec"], user_dr);
@@ -223,6 +229,26 @@ on_both_backends! {
         let again = c.sticky(&["delete", "--name", "shop"]).await;
         assert_eq!(again.code, 2, "{again:?}");
         assert!(again.stderr.contains("does not exist"), "{}", again.stderr);
+    }
+}
+
+on_both_backends! {
+    async fn stickyctl_delete_removes_the_destination_rule_init_created_and_says_so(backend) {
+        let Some(c) = backend.cluster() else { return };
+        c.init().await;
+        c.ok(&["start", "--canary", "v2"]).await;
+        let created = c.find(DR, "shop").expect("init created the DestinationRule");
+        assert_eq!(created["metadata"]["labels"]["app.kubernetes.io/managed-by"], "stickyctl");
+
+        let out = c.ok(&["delete"]).await;
+        assert!(
+            out.contains(&format!(
+                "DestinationRule {NS}/shop: deleted: stickyctl created it and nothing of yours is in it"
+            )),
+            "{out}"
+        );
+        assert!(c.find(DR, "shop").is_none(), "the DestinationRule init created is left behind");
+        assert!(c.find(VS, "shop").is_some(), "the user's VirtualService stays");
     }
 }
 

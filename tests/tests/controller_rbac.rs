@@ -220,6 +220,19 @@ async fn the_controller_role_is_what_the_controller_uses() {
         .unwrap();
         eventually("the route is repaired", || c.route_names() == applied).await;
     }
+    // A subset taken out of the DestinationRule by hand is put back (an update).
+    let subsets = c.subsets();
+    c.update(
+        "networking.istio.io/v1",
+        "DestinationRule",
+        NS,
+        "shop",
+        |dr| {
+            dr["spec"]["subsets"].as_array_mut().unwrap().pop();
+        },
+    )
+    .unwrap();
+    eventually("the subset is repaired", || c.subsets() == subsets).await;
     c.delete("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
         .unwrap();
     eventually("the rollout is cleaned up and gone", || {
@@ -273,8 +286,16 @@ async fn the_operator_role_is_what_the_cli_uses() {
     assert!(c.legacy_plugin().is_none() && c.gateway_plugin().is_none());
     // As the roles are bound: RoleBindings in the rollout's namespace and in the gateway's,
     // and a ClusterRoleBinding for the list across all namespaces.
+    // And the question who it is, for the history, which every authenticated user may ask
+    // (the built-in ClusterRole system:basic-user).
+    let mut cluster_wide = granted("stickyctl-operator-plugins");
+    cluster_wide.insert((
+        "authentication.k8s.io".into(),
+        "selfsubjectreviews".into(),
+        "create".into(),
+    ));
     let expected = BTreeMap::from([
-        (None, granted("stickyctl-operator-plugins")),
+        (None, cluster_wide),
         (
             Some(GATEWAY_NS.to_owned()),
             granted("stickyctl-operator-proxies"),

@@ -6,7 +6,9 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -14,6 +16,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
+use sticky_canary_e2e::locate::stickyctl_bin;
+use sticky_canary_e2e::process::ChildGuard;
 use support::{eventually, with_plane, Backend, Cluster, NS, SC};
 
 const ING: (&str, &str) = ("networking.k8s.io/v1", "Ingress");
@@ -788,4 +792,197 @@ async fn a_plain_envoy_takes_sticky_entries_and_refuses_the_kubernetes_kinds() {
         "{}",
         out.stderr
     );
+}
+
+/// `stickyctl` run as a process, as an operator runs it, its standard output read a line at a
+/// time as it comes.
+struct Running {
+    child: ChildGuard,
+    lines: mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Running {
+    fn start(c: &Cluster, args: &[&str]) -> Running {
+        let mut command = Command::new(stickyctl_bin().expect("stickyctl is built"));
+        command
+            .arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = ChildGuard::spawn(command, "stickyctl").expect("start stickyctl");
+        let stdout = child.child_mut().stdout.take().expect("piped stdout");
+        let mut stderr = child.child_mut().stderr.take().expect("piped stderr");
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            stderr.read_to_string(&mut text).ok();
+            text
+        });
+        Running {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The lines printed until one contains `words` (that one last), while the process still
+    /// runs: a line printed only when it exits does not count.
+    fn until_line(&mut self, words: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = tokio::task::block_in_place(|| self.lines.recv_timeout(left))
+                .unwrap_or_else(|e| panic!("no line with {words:?} ({e}); so far: {seen:#?}"));
+            let found = line.contains(words);
+            seen.push(line);
+            if found {
+                let running = self.child.child_mut().try_wait().expect("try_wait");
+                assert_eq!(running, None, "{words:?} came only at the exit: {seen:#?}");
+                return seen;
+            }
+        }
+    }
+
+    /// Ctrl-C, as a terminal sends it.
+    fn interrupt(&mut self) {
+        let pid = libc::pid_t::try_from(self.child.child_mut().id()).expect("a pid");
+        // SAFETY: kill(2) with a pid of our own child and a valid signal touches no memory.
+        let sent = unsafe { libc::kill(pid, libc::SIGINT) };
+        assert_eq!(sent, 0, "SIGINT not sent");
+    }
+
+    /// Its exit code (`None`: a signal ended it), the rest of its output and its stderr.
+    fn finish(mut self) -> (Option<i32>, Vec<String>, String) {
+        let status = tokio::task::block_in_place(|| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = self.child.child_mut().try_wait().expect("try_wait") {
+                    return status;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "stickyctl did not exit"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let rest = self.lines.iter().collect();
+        let stderr = self.stderr.join().expect("the stderr reader");
+        (status.code(), rest, stderr)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_says_each_step_as_it_goes_and_ctrl_c_stops_a_handover_saying_what_was_applied() {
+    let Some(c) = Backend::Real.cluster() else {
+        return;
+    };
+    with_controller_manager();
+    c.create(ingress("web", json!({})))
+        .expect("the stable Ingress");
+    c.create(ingress("web-canary", json!({CANARY: "true"})))
+        .expect("the canary Ingress");
+    c.create(virtual_service("map", &[("map", 90), ("map-canary", 10)]))
+        .expect("the VirtualService");
+    c.create(deployment("batch", 1)).expect("stable");
+    c.create(deployment("batch-canary", 0)).expect("canary");
+    // The old version's pod takes its time to go: it stays terminating until released.
+    hold_pods(&c, "batch", true).await;
+    let (_dir, path) = plan_file(
+        "- {project: web, type: INGRESS_NGINX, weight: 20}\n\
+         - {project: batch, type: DEPLOYMENT_SINGLETON, weight: 1}\n\
+         - {project: map, type: ISTIO_VSVC, weight: 30}\n",
+    );
+
+    let mut apply = Running::start(&c, &["plan", "apply", &path]);
+    // The preview comes before the first write, each entry as it is applied, then the wait.
+    let before = apply.until_line("the API server accepts all");
+    assert!(
+        before
+            .iter()
+            .any(|l| l == &format!("entry 1 (web) INGRESS_NGINX in {NS}")),
+        "{before:#?}"
+    );
+    assert_eq!(
+        c.get(ING.0, ING.1, "web-canary")["metadata"]["annotations"].get(CANARY_WEIGHT),
+        None
+    );
+    apply.until_line("entry 1 (web): applied: ");
+    apply.until_line(&format!(
+        "entry 2 (batch): Deployment {NS}/batch scaled to 0"
+    ));
+    let waiting = apply.until_line(&format!(
+        "entry 2 (batch): waiting for Deployment {NS}/batch's pods to be gone (1 left"
+    ));
+    let progress = waiting.last().expect("the progress line");
+    assert!(
+        progress.contains("s of at most 300s, until ") && progress.contains(':'),
+        "{progress}"
+    );
+    assert_eq!(replicas(&c, "batch-canary"), 0);
+
+    apply.interrupt();
+    let (code, rest, stderr) = apply.finish();
+    assert_eq!(code, Some(1), "{rest:#?}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("entry 2 (batch): interrupted (Ctrl-C) waiting for Deployment {NS}/batch's pods to be gone"))
+            && stderr.contains(&format!("Deployment {NS}/batch-canary was not scaled up"))
+            && stderr.contains(&format!("done so far: Deployment {NS}/batch scaled to 0; run the plan again to resume"))
+            && stderr.contains("applied: entry 1 (web); not applied: entries 2-3 (batch, map)"),
+        "{stderr}"
+    );
+    assert_eq!(replicas(&c, "batch-canary"), 0, "scaled up after Ctrl-C");
+    assert_eq!(
+        weights(&c, "map"),
+        [90, 10],
+        "an entry after Ctrl-C was applied"
+    );
+
+    // Both at 0, the old pod still terminating: status says so, in words and in JSON.
+    let table = c.ok(&["plan", "status", &path]).await;
+    let row = table
+        .lines()
+        .find(|l| l.contains("DEPLOYMENT_SINGLETON"))
+        .expect("the singleton's row");
+    assert!(
+        row.contains("differs  handing over: neither runs yet (old pod terminating): ")
+            && row.contains(&format!("Deployment {NS}/batch: replicas 0, counted ")),
+        "{table}"
+    );
+    let status = plan_status(&c, &path).await;
+    let batch = &status["entries"][1];
+    assert!(
+        batch["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("handing over: neither runs yet (old pod terminating)")),
+        "{batch:#}"
+    );
+    assert_eq!(batch["current"], Value::Null, "{batch:#}");
+    assert_eq!(batch["singleton"]["runs"], "handingOver", "{batch:#}");
+    assert_eq!(batch["singleton"]["terminating"], "stable", "{batch:#}");
+    assert_eq!(batch["singleton"]["stable"]["replicas"], 0, "{batch:#}");
+    assert_eq!(batch["singleton"]["stable"]["pods"], 1, "{batch:#}");
+    assert_eq!(batch["singleton"]["canary"]["pods"], 0, "{batch:#}");
+
+    // Released, the next run resumes the handover and applies the rest.
+    hold_pods(&c, "batch", false).await;
+    let out = c.ok(&["plan", "apply", &path]).await;
+    assert!(
+        out.contains("entry 2 (batch): canary runs alone after "),
+        "{out}"
+    );
+    assert_eq!(replicas(&c, "batch-canary"), 1);
+    assert_eq!(weights(&c, "map"), [70, 30]);
 }

@@ -7,9 +7,11 @@ use clap::Subcommand;
 
 use super::file::{self, Entry};
 use super::run::{self, Goal};
+use runtime::console::Console;
 use runtime::error::Error;
-use runtime::notify::Notifier;
 use runtime::target::place::Place;
+
+pub use super::run::Context;
 
 /// `stickyctl plan ...`.
 #[derive(Debug, Subcommand)]
@@ -77,14 +79,14 @@ pub fn read(command: &PlanCommand) -> Result<PlanFile, Error> {
     Ok(PlanFile { entries, source })
 }
 
-/// Runs one `plan` subcommand on `file` ([`read`]) at `place`; `STICKY` entries' notices go
-/// out as `notifier` sends them.
+/// Runs one `plan` subcommand on `file` ([`read`]) at `place`, as `context` says (notices,
+/// who asks, what interrupts), writing to `out` as it goes.
 pub async fn execute(
     command: &PlanCommand,
     file: &PlanFile,
     place: &Place,
-    notifier: &Notifier,
-    out: &mut String,
+    context: &Context,
+    out: &mut Console,
 ) -> Result<(), Error> {
     let (goal, dry_run, timeout) = match command {
         PlanCommand::Apply {
@@ -99,5 +101,5 @@ pub async fn execute(
         }
     };
     let timeout = Duration::from_secs(*timeout);
-    run::apply(place, &file.entries, goal, *dry_run, timeout, notifier, out).await
+    run::apply(place, &file.entries, goal, *dry_run, timeout, context, out).await
 }

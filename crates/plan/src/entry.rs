@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::file::{Entry, Kind};
 use super::naming::Names;
-use super::preview::EntryStatus;
+use super::preview::{EntryStatus, SingletonStatus};
 use super::singleton::{self, Side, Step};
 use super::workload::{both, Workload};
 use super::{ingress, replicas, sticky, vsvc, Object, ObjectKind, Refusal, Write};
@@ -158,7 +158,18 @@ pub fn standing(
         in_sync: false,
         detail: String::new(),
         problem: None,
+        singleton: None,
     };
+    if let (
+        Kind::DeploymentSingleton,
+        Live::Deployments {
+            stable: Some(stable),
+            canary: Some(canary),
+        },
+    ) = (entry.kind, live)
+    {
+        status.singleton = Some(SingletonStatus::of(stable, canary));
+    }
     let decided = decide(entry, names, live, now);
     let stood = match live {
         Live::Sticky(Some(rollout)) => {
@@ -223,6 +234,21 @@ pub fn standing(
                             format!("{} runs alone", side.as_str()),
                         )
                     }
+                    singleton::Standing::HandingOver(going) => {
+                        let (old, new) = match going {
+                            Side::Stable => (stable, canary),
+                            Side::Canary => (canary, stable),
+                        };
+                        (
+                            None,
+                            None,
+                            format!(
+                                "handing over: neither runs yet (old pod terminating): {}; {}",
+                                counts(old),
+                                counts(new)
+                            ),
+                        )
+                    }
                     singleton::Standing::Neither => (
                         None,
                         None,
@@ -268,6 +294,17 @@ pub fn standing(
         (Err(()), Ok(_)) => status.detail = "cannot be read as its type".into(),
     }
     status
+}
+
+/// A Deployment's counts, for a person: `Deployment prod/batch: replicas 0, counted 1, pods 1`.
+fn counts(workload: &Workload) -> String {
+    format!(
+        "{}: replicas {}, counted {}, pods {}",
+        workload.label(),
+        workload.replicas,
+        workload.status_replicas,
+        workload.pods
+    )
 }
 
 #[cfg(test)]
@@ -337,6 +374,13 @@ mod tests {
             ((1, 1, 1), (0, 0, 0), Some(0.0), false, "stable runs alone"),
             ((0, 0, 0), (1, 1, 1), Some(1.0), true, "canary runs alone"),
             ((0, 0, 0), (0, 0, 0), None, false, "neither runs"),
+            (
+                (0, 1, 1),
+                (0, 0, 0),
+                None,
+                false,
+                "handing over: neither runs yet (old pod terminating): Deployment prod/d: replicas 0, counted 1, pods 1; Deployment prod/d-canary: replicas 0, counted 0, pods 0",
+            ),
             ((1, 1, 1), (1, 0, 0), None, false, "both may run"),
         ];
         for (s, c, current, in_sync, detail) in cases {

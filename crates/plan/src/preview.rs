@@ -2,12 +2,13 @@
 //! written, the progress while applying, and where each entry stands (`plan status`, also
 //! as JSON for scripts).
 
-use std::fmt::Write as _;
+use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::file::{Entry, Kind};
-use super::singleton::{Side, Step};
+use super::singleton::{self, Side, Standing, Step};
 use super::workload::Workload;
 use super::Write;
 
@@ -17,7 +18,7 @@ pub fn heading(entry: &Entry, namespace: &str) -> String {
 }
 
 /// One line per changed field: `    Ingress prod/web-canary: replicas 0 -> 1`.
-pub fn writes(writes: &[Write], out: &mut String) {
+pub fn writes(writes: &[Write], out: &mut impl fmt::Write) {
     for write in writes {
         for change in &write.changes {
             writeln!(
@@ -34,7 +35,7 @@ pub fn writes(writes: &[Write], out: &mut String) {
 }
 
 /// The moves of a singleton's handover, one per line.
-pub fn handover(steps: &[Step], stable: &Workload, canary: &Workload, out: &mut String) {
+pub fn handover(steps: &[Step], stable: &Workload, canary: &Workload, out: &mut impl fmt::Write) {
     let pick = |side| if side == Side::Stable { stable } else { canary };
     for step in steps {
         let line = match *step {
@@ -53,6 +54,26 @@ pub fn handover(steps: &[Step], stable: &Workload, canary: &Workload, out: &mut 
         };
         writeln!(out, "    {line}").ok();
     }
+}
+
+/// A handover's wait as it stands, for the progress line: what it waits for, how long it
+/// has, and until when (`deadline`, a clock time) it waits at most.
+pub fn waiting(
+    entry: &Entry,
+    old: &Workload,
+    waited: Duration,
+    timeout: Duration,
+    deadline: &str,
+) -> String {
+    format!(
+        "{}: waiting for {}'s pods to be gone ({} left, {} counted by its controller): {}s of at most {}s, until {deadline}",
+        entry.what(),
+        old.label(),
+        old.pods,
+        old.status_replicas,
+        waited.as_secs(),
+        timeout.as_secs()
+    )
 }
 
 /// `1-2, 4`: entry numbers as ranges.
@@ -116,6 +137,58 @@ pub struct EntryStatus {
     pub detail: String,
     /// Why the entry cannot be applied as things are, if it cannot.
     pub problem: Option<String>,
+    /// `DEPLOYMENT_SINGLETON`: which runs and each Deployment's counts (`null` for the other
+    /// types, and when a Deployment is missing).
+    pub singleton: Option<SingletonStatus>,
+}
+
+/// What a singleton's two Deployments run, for scripts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SingletonStatus {
+    /// `stable` or `canary` (that one alone), `handingOver` (neither runs yet: both at 0,
+    /// the old one's pods still going), `neither`, or `both`.
+    pub runs: &'static str,
+    /// While handing over, the side whose pods are still going.
+    pub terminating: Option<&'static str>,
+    /// The stable Deployment's counts.
+    pub stable: Pods,
+    /// The canary Deployment's counts.
+    pub canary: Pods,
+}
+
+/// One Deployment's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pods {
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// `status.replicas`: the pods its controller counts.
+    pub counted: i32,
+    /// Pods its selector matches, terminating ones too.
+    pub pods: usize,
+}
+
+impl SingletonStatus {
+    /// Where the singleton of `stable` and `canary` stands.
+    pub fn of(stable: &Workload, canary: &Workload) -> Self {
+        let (runs, terminating) = match singleton::standing(stable, canary) {
+            Standing::Alone(side) => (side.as_str(), None),
+            Standing::HandingOver(side) => ("handingOver", Some(side.as_str())),
+            Standing::Neither => ("neither", None),
+            Standing::Both => ("both", None),
+        };
+        let pods = |w: &Workload| Pods {
+            replicas: w.replicas,
+            counted: w.status_replicas,
+            pods: w.pods,
+        };
+        SingletonStatus {
+            runs,
+            terminating,
+            stable: pods(stable),
+            canary: pods(canary),
+        }
+    }
 }
 
 fn number(value: Option<f64>) -> String {
@@ -127,7 +200,7 @@ fn number(value: Option<f64>) -> String {
 }
 
 /// The status table, and which entries differ from the file.
-pub fn status_table(entries: &[EntryStatus], out: &mut String) {
+pub fn status_table(entries: &[EntryStatus], out: &mut impl fmt::Write) {
     let project_width = entries
         .iter()
         .map(|e| e.project.len())
@@ -208,6 +281,7 @@ mod tests {
             in_sync,
             detail: "1 canary beside 4 stable replicas".into(),
             problem: None,
+            singleton: None,
         };
         let mut out = String::new();
         status_table(

@@ -19,7 +19,9 @@ use super::singleton::{self, Side, Step};
 use super::workload::both;
 use super::{ObjectKind, Refusal};
 use runtime::act::act;
+use runtime::console::Console;
 use runtime::error::{Changed, Error, EXIT_INVALID};
+use runtime::interrupt::Interrupt;
 use runtime::notify::Notifier;
 use runtime::reconcile::{converge, objects, retry_on_conflict, MAX_ATTEMPTS};
 use runtime::target::place::{Opened, Place};
@@ -223,7 +225,7 @@ async fn check(place: &Place, prepared: &[Prepared]) -> Result<usize, Error> {
 }
 
 /// Prints what applying will change, entry by entry.
-fn print_preview(prepared: &[Prepared], out: &mut String) {
+fn print_preview(prepared: &[Prepared], out: &mut Console) {
     for p in prepared {
         writeln!(out, "{}", preview::heading(&p.entry, &p.names.namespace)).ok();
         if p.is_empty() {
@@ -270,17 +272,28 @@ pub enum Goal {
     Stable,
 }
 
+/// What a plan run gets from its front end.
+pub struct Context {
+    /// How `STICKY` entries' notices go out.
+    pub notifier: Notifier,
+    /// The Kubernetes user the history names for `STICKY` entries ([`super::sticky::requester`]).
+    pub user: Option<String>,
+    /// What stops the run between entries and in a handover's wait.
+    pub interrupt: Interrupt,
+}
+
 /// `plan apply` and `plan rollback`: previews, checks, then applies every entry (with
-/// `dry_run`, previews and checks only); `STICKY` entries' notices go out as `notifier` sends
-/// them.
+/// `dry_run`, previews and checks only), each said as it is done; `STICKY` entries' notices
+/// go out as `context` says. Ctrl-C, once writing began, stops at the next safe point: between
+/// entries, or in a handover's wait, never between a write and the next.
 pub async fn apply(
     place: &Place,
     entries: &[Entry],
     goal: Goal,
     dry_run: bool,
     timeout: Duration,
-    notifier: &Notifier,
-    out: &mut String,
+    context: &Context,
+    out: &mut Console,
 ) -> Result<(), Error> {
     check_place(place, entries)?;
     let entries: Vec<Entry> = match goal {
@@ -312,6 +325,8 @@ pub async fn apply(
         .ok();
         return Ok(());
     }
+    // Until here Ctrl-C ends the process: nothing was written.
+    context.interrupt.listen();
     writeln!(
         out,
         "the API server accepts all {checked} writes (dry run); applying"
@@ -319,7 +334,11 @@ pub async fn apply(
     .ok();
     let mut wrote_any = false;
     for (i, p) in prepared.iter().enumerate() {
-        let result = apply_entry(place, p, timeout, notifier).await;
+        let result = if context.interrupt.asked() {
+            Err(Error::Runtime("interrupted (Ctrl-C) before it".into()))
+        } else {
+            apply_entry(place, p, timeout, context, out).await
+        };
         match result {
             Ok((written, report)) => {
                 wrote_any |= written;
@@ -359,16 +378,18 @@ async fn apply_entry(
     place: &Place,
     p: &Prepared,
     timeout: Duration,
-    notifier: &Notifier,
+    context: &Context,
+    out: &mut Console,
 ) -> Result<(bool, String), Error> {
     let (entry, names) = (&p.entry, &p.names);
     match entry.kind {
         Kind::Sticky => {
             let target = sticky_target(place, names).await?;
-            apply_sticky(&target, entry, names, notifier).await
+            apply_sticky(&target, entry, names, context).await
         }
         Kind::DeploymentSingleton => {
-            hand_over(&cluster(place, entry)?, entry, names, timeout).await
+            let cluster = cluster(place, entry)?;
+            hand_over(&cluster, entry, names, timeout, &context.interrupt, out).await
         }
         Kind::IngressNginx | Kind::IstioVsvc | Kind::DeploymentReplicas => {
             let cluster = cluster(place, entry)?;
@@ -410,7 +431,7 @@ async fn apply_sticky<T: Target>(
     target: &T,
     entry: &Entry,
     names: &Names,
-    notifier: &Notifier,
+    context: &Context,
 ) -> Result<(bool, String), Error> {
     let current = target.load().await?;
     // Refused as the preview refuses it, naming the entry's field.
@@ -420,7 +441,8 @@ async fn apply_sticky<T: Target>(
         None => (false, converge(target).await?, None),
         Some(_) => {
             let input = super::sticky::input(entry.weight);
-            let acted = act(target, &input, &super::sticky::requester(), notifier).await?;
+            let by = super::sticky::requester(context.user.as_deref());
+            let acted = act(target, &input, &by, &context.notifier).await?;
             (
                 !acted.done.actions.is_empty(),
                 acted.done.written,
@@ -447,16 +469,30 @@ async fn apply_sticky<T: Target>(
     Ok((changed || written > 0, report))
 }
 
-/// `DEPLOYMENT_SINGLETON`: hands over to the side the entry names, never both running.
-/// Bounded by `timeout` (the old pods' going) and by [`MAX_ATTEMPTS`] conflicting writes.
+/// `DEPLOYMENT_SINGLETON`: hands over to the side the entry names, never both running,
+/// saying each write as it is made and how the wait for the old pods goes. Bounded by
+/// `timeout` (the old pods' going) and by [`MAX_ATTEMPTS`] conflicting writes; Ctrl-C
+/// stops it before its next write.
 async fn hand_over(
     cluster: &Cluster,
     entry: &Entry,
     names: &Names,
     timeout: Duration,
+    interrupt: &Interrupt,
+    out: &mut Console,
 ) -> Result<(bool, String), Error> {
     let runs = Side::of_weight(entry.count());
     let started = Instant::now();
+    // When the wait gives up, on the local clock a person compares it with (a timeout past
+    // the calendar's end never comes).
+    let deadline = Timestamp::now()
+        .checked_add(jiff::SignedDuration::try_from(timeout).unwrap_or(jiff::SignedDuration::MAX))
+        .map(|at| {
+            at.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|_| "never".to_owned());
     let mut done: Vec<String> = Vec::new();
     let mut conflicts = 0;
     let mut gone_after: Option<Duration> = None;
@@ -478,31 +514,38 @@ async fn hand_over(
         let pick = |side| if side == Side::Stable { stable } else { canary };
         let step = singleton::step(stable, canary, runs);
         // The whole handover is bounded, not only its wait: someone scaling the old one up
-        // again and again cannot keep it going.
-        if step != Step::Done && started.elapsed() >= timeout {
+        // again and again cannot keep it going. Ctrl-C stops it before its next write.
+        let stop = if step == Step::Done {
+            None
+        } else if interrupt.asked() {
+            Some("interrupted (Ctrl-C)".to_owned())
+        } else if started.elapsed() >= timeout {
+            Some(format!("timed out after {}s", timeout.as_secs()))
+        } else {
+            None
+        };
+        if let Some(stop) = stop {
             let why = match step {
                 Step::AwaitGone(side) => {
                     let waiting = pick(side);
                     format!(
-                        "timed out after {}s waiting for {}'s pods to be gone ({} left, {} replicas counted by its controller); {} was not scaled up",
-                        timeout.as_secs(),
+                        "{stop} waiting for {}'s pods to be gone ({} left, {} replicas counted by its controller); {} was not scaled up",
                         waiting.label(),
                         waiting.pods,
                         waiting.status_replicas,
                         pick(side.other()).label(),
                     )
                 }
-                _ => format!(
-                    "timed out after {}s handing over to {}",
-                    timeout.as_secs(),
-                    pick(runs).label()
-                ),
+                _ => format!("{stop} handing over to {}", pick(runs).label()),
             };
             return Err(halfway(&done, why));
         }
         let (workload, replicas) = match step {
             Step::Done => break,
-            Step::AwaitGone(_) => {
+            Step::AwaitGone(side) => {
+                let old = pick(side);
+                let line = preview::waiting(entry, old, started.elapsed(), timeout, &deadline);
+                out.progress(&old.label(), &line);
                 tokio::time::sleep(POLL).await;
                 continue;
             }
@@ -515,7 +558,11 @@ async fn hand_over(
             }
         };
         match cluster.write(&workload.scale_to(replicas), false).await {
-            Ok(()) => done.push(format!("{} scaled to {replicas}", workload.label())),
+            Ok(()) => {
+                let what = format!("{} scaled to {replicas}", workload.label());
+                writeln!(out, "{}: {what}", entry.what()).ok();
+                done.push(what);
+            }
             Err(Error::Conflict(what)) => {
                 conflicts += 1;
                 if conflicts >= MAX_ATTEMPTS {
@@ -555,7 +602,7 @@ pub async fn status(
     entries: &[Entry],
     source: &str,
     json: bool,
-    out: &mut String,
+    out: &mut Console,
 ) -> Result<(), Error> {
     check_place(place, entries)?;
     let mut statuses: Vec<EntryStatus> = Vec::new();

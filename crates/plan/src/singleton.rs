@@ -134,6 +134,10 @@ pub fn writes(
 pub enum Standing {
     /// Only this side may run.
     Alone(Side),
+    /// Neither runs yet: both are at 0 and this side's pods are still going (a handover
+    /// waiting, or one interrupted while it waited). Looked at by what runs alone, it would
+    /// pass for this side running, and it is the one moment nothing runs.
+    HandingOver(Side),
     /// Neither: between the old one's pods going and the new one's scale-up, or both at 0.
     Neither,
     /// Both may run: a handover someone else began, or a broken rule to repair.
@@ -143,6 +147,8 @@ pub enum Standing {
 /// What runs now.
 pub fn standing(stable: &Workload, canary: &Workload) -> Standing {
     match (stable.may_run(), canary.may_run()) {
+        (true, false) if stable.replicas == 0 => Standing::HandingOver(Side::Stable),
+        (false, true) if canary.replicas == 0 => Standing::HandingOver(Side::Canary),
         (true, false) => Standing::Alone(Side::Stable),
         (false, true) => Standing::Alone(Side::Canary),
         (false, false) => Standing::Neither,
@@ -298,5 +304,10 @@ mod tests {
         assert_eq!(standing(&off, &on), Standing::Alone(Canary));
         assert_eq!(standing(&off, &off), Standing::Neither);
         assert_eq!(standing(&on, &going), Standing::Both);
+        // Both at 0, the old pods still there (or still counted): neither runs yet.
+        assert_eq!(standing(&going, &off), Standing::HandingOver(Stable));
+        assert_eq!(standing(&off, &going), Standing::HandingOver(Canary));
+        let counted_only = workload("b", 0, 1, 0);
+        assert_eq!(standing(&counted_only, &off), Standing::HandingOver(Stable));
     }
 }

@@ -36,15 +36,20 @@ pub fn edit(
     if percent == 0.0 && rollout.spec.canary().is_none() {
         return Ok(None);
     }
-    let next = runtime::reconcile::planned(rollout, &input(percent), &requester(), now)
+    let next = runtime::reconcile::planned(rollout, &input(percent), &requester(None), now)
         .map_err(|e| Refusal::new("weight", format!("{label}: {e}")))?;
     Ok((next.spec != rollout.spec).then_some(next))
 }
 
-/// Who the history says set the weight: `plan: set-weight 20`.
-pub fn requester() -> Requester {
+/// Who the history says set the weight: the Kubernetes user through the plan,
+/// `alice (plan): set-weight 20`, or `plan: set-weight 20` when none is known.
+pub fn requester(user: Option<&str>) -> Requester {
+    let by = match user {
+        Some(user) => format!("{user} (plan)"),
+        None => "plan".to_owned(),
+    };
     Requester {
-        by: Some("plan".to_owned()),
+        by: Some(by),
         seen_generation: None,
     }
 }

@@ -2,12 +2,14 @@
 //!
 //! Managed subsets are named `sticky-canary-<version>`; the user's own subsets and every other
 //! field are kept as they are. A DestinationRule that does not exist yet is created with the
-//! managed subsets only.
+//! managed subsets only (labelled as stickyctl's), and deleted with the rollout once nothing
+//! but its host is left in it ([`leftover`]).
 
 use serde_json::{json, Value};
 
 use api::names::{subset_name, SUBSET_PREFIX};
 
+use super::wasmplugin::{MANAGED_BY, MANAGED_BY_LABEL};
 use super::EditError;
 
 /// API version of Istio's DestinationRule.
@@ -68,6 +70,22 @@ pub fn remove(spec: &Value) -> Value {
         subsets.retain(|s| !is_managed(s));
     }
     spec
+}
+
+/// Whether `object`, with `cleaned` as its spec once the managed subsets are out, is a
+/// DestinationRule stickyctl created (labelled [`MANAGED_BY`]) that holds nothing of the
+/// user's: no subset, no setting but its host. Such a rule is deleted with the rollout;
+/// one the user wrote, or added to, stays.
+pub fn leftover(object: &Value, cleaned: &Value) -> bool {
+    let created = object["metadata"]["labels"][MANAGED_BY_LABEL] == MANAGED_BY;
+    let empty = cleaned.as_object().is_some_and(|spec| {
+        spec.iter().all(|(field, value)| match field.as_str() {
+            "host" => true,
+            "subsets" => value.as_array().is_some_and(Vec::is_empty),
+            _ => false,
+        })
+    });
+    created && empty
 }
 
 fn is_managed(subset: &Value) -> bool {
@@ -141,6 +159,32 @@ mod tests {
         ];
         for (spec, expected) in cases {
             assert_eq!(remove(&spec), expected, "{spec}");
+        }
+    }
+
+    /// Only a rule stickyctl created, with nothing of the user's in it, is left over.
+    #[test]
+    fn a_created_rule_without_subsets_is_left_over() {
+        let created = json!({"metadata": {"labels": {MANAGED_BY_LABEL: MANAGED_BY}}});
+        let users = json!({"metadata": {"labels": {"team": "shop"}}});
+        let user_subset = json!({"name": "legacy", "labels": {"track": "old"}});
+        let cases = [
+            (&created, json!({"host": "shop", "subsets": []}), true),
+            (&created, json!({"host": "shop"}), true),
+            (
+                &created,
+                json!({"host": "shop", "subsets": [user_subset]}),
+                false,
+            ),
+            (
+                &created,
+                json!({"host": "shop", "subsets": [], "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}),
+                false,
+            ),
+            (&users, json!({"host": "shop", "subsets": []}), false),
+        ];
+        for (object, cleaned, expected) in cases {
+            assert_eq!(leftover(object, &cleaned), expected, "{object} {cleaned}");
         }
     }
 

@@ -280,19 +280,19 @@ pub fn desired(
 /// the rollout is not in it.
 fn leave(plugin: &Value, plugin_namespace: &str, namespace: &str, rollout: &str) -> Option<Write> {
     if plugin_namespace == namespace && wasmplugin::is_legacy_of(plugin, rollout) {
-        return Some(deletion(plugin));
+        return Some(deletion(Kind::WasmPlugin, plugin));
     }
     match wasmplugin::without_rollout(plugin, &placement::rollout_key(namespace, rollout)) {
         wasmplugin::Leave::Absent => None,
         wasmplugin::Leave::Keep(rest) => Some(Write::put(Kind::WasmPlugin, rest)),
-        wasmplugin::Leave::Delete => Some(deletion(plugin)),
+        wasmplugin::Leave::Delete => Some(deletion(Kind::WasmPlugin, plugin)),
     }
 }
 
-/// The deletion of live object `object`.
-fn deletion(object: &Value) -> Write {
+/// The deletion of live object `object` of `kind`.
+fn deletion(kind: Kind, object: &Value) -> Write {
     Write {
-        kind: Kind::WasmPlugin,
+        kind,
         object: object.clone(),
         delete: true,
         owned: Value::Null,
@@ -302,8 +302,10 @@ fn deletion(object: &Value) -> Write {
 /// The writes that take deleted rollout `rollout` of `namespace` out of everything it
 /// wrote: its entry out of the shared WasmPlugins first (the last one to leave deletes the
 /// plugin), so no proxy stamps for it any more, then its managed routes out of the
-/// VirtualService, then its subsets out of the DestinationRule. Objects that are absent or
-/// already clean are left out, so a repeated teardown writes nothing.
+/// VirtualService, then its subsets out of the DestinationRule, which is deleted when
+/// stickyctl created it and nothing of the user's is in it ([`destinationrule::leftover`]).
+/// Objects that are absent or already clean are left out, so a repeated teardown writes
+/// nothing.
 pub fn teardown(
     rollout: &str,
     namespace: &str,
@@ -316,8 +318,11 @@ pub fn teardown(
         .filter_map(|(at, plugin)| leave(plugin, &at.0, namespace, rollout));
     let cleaned = |kind: Kind, object: &Option<Value>, remove: &dyn Fn(&Value) -> Value| {
         let object = object.as_ref()?;
-        let spec = object.get("spec")?;
-        let clean = with_spec(object, remove(spec));
+        let spec = remove(object.get("spec")?);
+        if kind == Kind::DestinationRule && destinationrule::leftover(object, &spec) {
+            return Some(deletion(kind, object));
+        }
+        let clean = with_spec(object, spec);
         (clean != *object).then(|| Write::put(kind, clean))
     };
     plugins
@@ -407,7 +412,8 @@ mod tests {
                         .insert(namespace_and_name(&w.object), w.object.clone());
                 }
                 (Kind::VirtualService, _) => live.virtual_service = Some(w.object.clone()),
-                (Kind::DestinationRule, _) => live.destination_rule = Some(w.object.clone()),
+                (Kind::DestinationRule, true) => live.destination_rule = None,
+                (Kind::DestinationRule, false) => live.destination_rule = Some(w.object.clone()),
             }
         }
     }
@@ -678,6 +684,31 @@ mod tests {
             teardown("shop", "prod", &s, &Live::default()).is_empty(),
             "nothing there"
         );
+    }
+
+    /// The DestinationRule the rollout created goes with it; the user's VirtualService stays.
+    #[test]
+    fn teardown_deletes_the_destination_rule_it_created() {
+        let mut live = Live {
+            virtual_service: Some(vs()),
+            ..Live::default()
+        };
+        let s = spec(&[("v1", 90.0), ("v2", 10.0)]);
+        let first = desired("shop", "prod", &s, None, &live).unwrap();
+        apply(&mut live, &first.writes);
+        let writes = teardown("shop", "prod", &s, &live);
+        let deleted: Vec<(Kind, bool)> = writes.iter().map(|w| (w.kind, w.delete)).collect();
+        assert_eq!(
+            deleted,
+            [
+                (Kind::WasmPlugin, true),
+                (Kind::VirtualService, false),
+                (Kind::DestinationRule, true)
+            ]
+        );
+        apply(&mut live, &writes);
+        assert_eq!(live.destination_rule, None);
+        assert_eq!(live.virtual_service, Some(vs()));
     }
 
     #[test]

@@ -144,7 +144,7 @@ async fn finalize<M: Metrics>(canary: Arc<StickyCanary>, ctx: &Ctx<M>) -> Result
                 Ok(Action::requeue(again))
             }
             finalizer::Event::Cleanup(canary) => {
-                let written = teardown(&target, &canary).await?;
+                let written = teardown(&target, &canary).await?.len();
                 tracing::info!(rollout = %name, %namespace, written, "cleaned up");
                 let note = format!(
                     "left the shared WasmPlugins, removed the managed routes and subsets ({written} object(s) written)"

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -16,7 +17,7 @@ use kube::ResourceExt;
 
 use crate::error::Error;
 use crate::target::kube::KubeTarget;
-use crate::target::Target;
+use crate::target::{Doc, Target};
 use api::{StickyCanary, StickyCanarySpec, ACTION_ANNOTATION};
 use rollout::status;
 use rollout::{self, Input};
@@ -132,13 +133,24 @@ pub fn objects(count: usize, done: &str) -> String {
     }
 }
 
-/// Who asks for a change (the dashboard, the plan file), and the rollout as they saw it.
+/// Who asks for a change (the Kubernetes user of a command, the dashboard, the plan file), and
+/// the rollout as they saw it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Requester {
     /// Recorded before the action in the history, e.g. `dashboard` gives `dashboard: next 10`.
     pub by: Option<String>,
     /// The rollout's generation they saw: a change since is refused with [`Error::Stale`].
     pub seen_generation: Option<i64>,
+}
+
+impl Requester {
+    /// `action` as the history records it: after who asked for it, when known.
+    pub fn action(&self, action: &str) -> String {
+        match &self.by {
+            Some(by) => format!("{by}: {action}"),
+            None => action.to_owned(),
+        }
+    }
 }
 
 /// Runs `input` through [`rollout::transition`] on the stored rollout for `requester` and
@@ -208,11 +220,7 @@ fn with_spec(
     let mut next = current.clone();
     next.spec = spec.clone();
     if let Some(action) = action {
-        let action = match &requester.by {
-            Some(by) => format!("{by}: {action}"),
-            None => action.to_owned(),
-        };
-        annotate(&mut next, &action);
+        annotate(&mut next, &requester.action(action));
     }
     next
 }
@@ -255,11 +263,18 @@ pub async fn load<T: Target>(target: &T) -> Result<StickyCanary, Error> {
     })
 }
 
-/// Takes deleted rollout `canary`'s managed routes and subsets out of the user's objects, pass
+/// Takes deleted rollout `canary`'s managed routes and subsets out of the user's objects (and
+/// deletes the DestinationRule stickyctl created, when nothing of the user's is in it), pass
 /// after pass until one finds nothing left (a conflict re-reads, as in [`converge`]); returns
-/// how many objects were written. Used by the controller's finalizer and `stickyctl delete`.
-pub async fn teardown(target: &KubeTarget, canary: &StickyCanary) -> Result<usize, Error> {
-    let written = AtomicUsize::new(0);
+/// what was written, an object once (its last write). Used by the controller's finalizer and
+/// `stickyctl delete`.
+pub async fn teardown(target: &KubeTarget, canary: &StickyCanary) -> Result<Vec<Doc>, Error> {
+    let written: Mutex<Vec<Doc>> = Mutex::default();
+    let keep = |doc: &Doc| {
+        let mut written = written.lock().unwrap_or_else(PoisonError::into_inner);
+        written.retain(|w| w.label != doc.label);
+        written.push(doc.clone());
+    };
     retry_on_conflict(|| async {
         let mut last = Vec::new();
         for _ in 0..MAX_PASSES {
@@ -269,14 +284,14 @@ pub async fn teardown(target: &KubeTarget, canary: &StickyCanary) -> Result<usiz
             }
             for doc in &writes {
                 target.write(doc).await?;
-                written.fetch_add(1, Ordering::Relaxed);
+                keep(doc);
             }
             last = writes;
         }
         Err(never_settles(&last))
     })
     .await?;
-    Ok(written.into_inner())
+    Ok(written.into_inner().unwrap_or_else(PoisonError::into_inner))
 }
 
 #[cfg(test)]

@@ -407,6 +407,16 @@ impl Cluster {
         versions
     }
 
+    /// Who the history says ran the commands: on the real server the harness's admin (its
+    /// SelfSubjectReview), on the fake (which serves no review, as a server before 1.28) the
+    /// user the kubeconfig's context names.
+    pub fn user(&self) -> &'static str {
+        match self.api {
+            ApiServer::Fake(_) => "fake",
+            ApiServer::Real(_) => "sticky-harness",
+        }
+    }
+
     /// Runs `stickyctl` in-process against this cluster.
     pub async fn sticky(&self, args: &[&str]) -> Outcome {
         let kubeconfig = self.kubeconfig.to_str().expect("a UTF-8 temporary path");

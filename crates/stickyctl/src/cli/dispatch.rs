@@ -17,16 +17,20 @@ use api::StickyCanary;
 use prometheus::Prometheus;
 use rollout::{Command as RolloutCommand, Input, Op};
 use runtime::act::act;
+use runtime::console::Console;
 use runtime::controller;
 use runtime::error::Error;
+use runtime::identity;
+use runtime::interrupt::Interrupt;
 use runtime::metrics;
 use runtime::notify::Notifier;
 use runtime::reconcile::{self, annotate, converge, load, retry_on_conflict, Requester};
 use runtime::target::place::{Opened, Place};
 use runtime::target::Target;
 
-/// Runs `cli`'s command, writing what it prints to `out`.
-pub async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
+/// Runs `cli`'s command, writing what it prints to `out` as it goes; a plan stops at
+/// `interrupt`.
+pub async fn execute(cli: Cli, out: &mut Console, interrupt: &Interrupt) -> Result<(), Error> {
     let op = |op: Op| RolloutCommand::Op(op);
     // The large futures (every command that opens a target, and the plan) are boxed: tests
     // run commands on 2 MiB threads.
@@ -44,9 +48,13 @@ pub async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
             // The file first: a bad one is refused without a cluster.
             let file = plan::command::read(command)?;
             let place = cli.place().await?;
-            let notifier = Notifier::command();
+            let context = plan::command::Context {
+                notifier: Notifier::command(),
+                user: cli.user(&place).await,
+                interrupt: interrupt.clone(),
+            };
             Box::pin(plan::command::execute(
-                command, &file, &place, &notifier, out,
+                command, &file, &place, &context, out,
             ))
             .await
         }
@@ -54,8 +62,10 @@ pub async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
         Command::Controller(args) => run_controller(&cli, args).await,
         Command::Delete { dry } => Box::pin(delete(&cli, dry.dry_run, out)).await,
         Command::Init(args) => {
-            let target = cli.target(Some(default_name(&args.service))).await?;
-            Box::pin(init_rollout(&target, &cli, args, out)).await
+            let place = cli.place().await?;
+            let target = cli.open(&place, Some(default_name(&args.service))).await?;
+            let by = cli.requester(&place).await;
+            Box::pin(init_rollout(&target, &cli, args, &by, out)).await
         }
         Command::Status { output, watch } => {
             let target = cli.target(None).await?;
@@ -88,7 +98,7 @@ pub async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
             prometheus,
             dry,
         } => {
-            let target = cli.target(None).await?;
+            let (target, by) = cli.acting().await?;
             // `auto on` first checks that the rollout can be judged, before anything is written.
             if let (Switch::On, Some(url)) = (state, prometheus) {
                 let mut canary = load(&target).await?;
@@ -96,16 +106,16 @@ pub async fn execute(cli: Cli, out: &mut String) -> Result<(), Error> {
                 metrics::check(&Prometheus::new(url)?, &canary).await?;
             }
             let auto = RolloutCommand::Auto(*state == Switch::On);
-            Box::pin(change_on(&target, auto, dry, out)).await
+            Box::pin(change_on(&target, auto, dry, &by, out)).await
         }
         Command::Override { access, token, dry } => {
-            let target = cli.target(None).await?;
+            let (target, by) = cli.acting().await?;
             let (access, token) = override_access(*access, token)?;
             if let (Some(token), false) = (&token, dry.dry_run) {
                 keep_token(&target, &load(&target).await?, token, out).await?;
             }
             let command = RolloutCommand::Override(access);
-            Box::pin(change_on(&target, command, dry, out)).await
+            Box::pin(change_on(&target, command, dry, &by, out)).await
         }
     }
 }
@@ -123,7 +133,11 @@ impl Cli {
 
     /// The target of the rollout `--name` names, else named `default`, else the only one.
     async fn target(&self, default: Option<String>) -> Result<Opened, Error> {
-        let place = self.place().await?;
+        self.open(&self.place().await?, default).await
+    }
+
+    /// [`Cli::target`] at `place`.
+    async fn open(&self, place: &Place, default: Option<String>) -> Result<Opened, Error> {
         // A directory holds one rollout, whatever its name: only a name given with `--name`
         // must be its name.
         let name = match place {
@@ -132,6 +146,30 @@ impl Cli {
         };
         place.open(None, name.as_deref()).await
     }
+
+    /// Who the history names for this command's changes: the Kubernetes user
+    /// ([`identity::user`]); nobody in a plain Envoy's directory.
+    async fn user(&self, place: &Place) -> Option<String> {
+        match place {
+            Place::Kube { client, .. } => identity::user(client, self.kubeconfig.as_deref()).await,
+            Place::EnvoyDir(_) => None,
+        }
+    }
+
+    /// [`Cli::user`] as the requester of a change.
+    async fn requester(&self, place: &Place) -> Requester {
+        Requester {
+            by: self.user(place).await,
+            seen_generation: None,
+        }
+    }
+
+    /// The target of the rollout the flags name, and who acts on it.
+    async fn acting(&self) -> Result<(Opened, Requester), Error> {
+        let place = self.place().await?;
+        let target = self.open(&place, None).await?;
+        Ok((target, self.requester(&place).await))
+    }
 }
 
 /// `command` on the rollout the flags name ([`change_on`]).
@@ -139,33 +177,31 @@ async fn change(
     cli: &Cli,
     command: RolloutCommand,
     dry: &DryRun,
-    out: &mut String,
+    out: &mut Console,
 ) -> Result<(), Error> {
-    change_on(&cli.target(None).await?, command, dry, out).await
+    let (target, by) = cli.acting().await?;
+    change_on(&target, command, dry, &by, out).await
 }
 
-/// `command` on the rollout of `target`, through the runtime (its notices waited for, up
-/// to a bound, before the process exits); with `--dry-run`, the diff of what it would write.
+/// `command` on the rollout of `target` for `by`, through the runtime (its notices waited
+/// for, up to a bound, before the process exits); with `--dry-run`, the diff of what it
+/// would write.
 async fn change_on(
     target: &Opened,
     command: RolloutCommand,
     dry: &DryRun,
-    out: &mut String,
+    by: &Requester,
+    out: &mut Console,
 ) -> Result<(), Error> {
     let input = Input::Command(command);
     if dry.dry_run {
         let current = load(target).await?;
-        let next = reconcile::planned(
-            &current,
-            &input,
-            &Requester::default(),
-            jiff::Timestamp::now(),
-        )?;
+        let next = reconcile::planned(&current, &input, by, jiff::Timestamp::now())?;
         let plan = target.plan(&next).await?;
         out.push_str(&print::diff(Some(&current), &next, plan));
         return Ok(());
     }
-    let acted = act(target, &input, &Requester::default(), &Notifier::command()).await?;
+    let acted = act(target, &input, by, &Notifier::command()).await?;
     out.push_str(&print::acted(&acted));
     Ok(())
 }
@@ -214,7 +250,7 @@ async fn run_controller(cli: &Cli, args: &ControllerArgs) -> Result<(), Error> {
 /// without the controller: the rollout is marked for deletion first (a controller still
 /// reconciling it can then only clean up, never re-apply), its routes and subsets are taken
 /// out, and the finalizer, if the controller had put one on, is removed.
-async fn delete(cli: &Cli, dry_run: bool, out: &mut String) -> Result<(), Error> {
+async fn delete(cli: &Cli, dry_run: bool, out: &mut Console) -> Result<(), Error> {
     let target = match cli.target(None).await? {
         Opened::Kube(target) => target,
         Opened::EnvoyDir(_) => return Err(Error::Invalid(
@@ -232,7 +268,7 @@ async fn delete(cli: &Cli, dry_run: bool, out: &mut String) -> Result<(), Error>
     target.delete().await?;
     let written = reconcile::teardown(&target, &canary).await?;
     retry_on_conflict(|| target.remove_finalizer()).await?;
-    out.push_str(&print::deleted(&canary.name_any(), written));
+    out.push_str(&print::deleted(&canary.name_any(), &written));
     Ok(())
 }
 
@@ -242,7 +278,8 @@ async fn init_rollout(
     target: &Opened,
     cli: &Cli,
     args: &InitArgs,
-    out: &mut String,
+    by: &Requester,
+    out: &mut Console,
 ) -> Result<(), Error> {
     let mut spec = init_spec(args)?;
     let (access, token) = override_access(args.override_access, &args.override_token)?;
@@ -256,7 +293,7 @@ async fn init_rollout(
         .unwrap_or_else(|| default_name(&args.service));
     let mut fresh = StickyCanary::new(&name, spec);
     fresh.metadata.namespace = cli.namespace.clone();
-    annotate(&mut fresh, &format!("init {}", args.stable));
+    annotate(&mut fresh, &by.action(&format!("init {}", args.stable)));
     if args.dry.dry_run {
         return match target.load().await? {
             Some(existing) => Err(already_exists(&existing)),
@@ -292,7 +329,7 @@ async fn keep_token(
     target: &Opened,
     canary: &StickyCanary,
     token: &str,
-    out: &mut String,
+    out: &mut Console,
 ) -> Result<(), Error> {
     let read = target.keep_override_token(canary, token).await?;
     out.push_str(&print::qa_token(canary, &read));
@@ -300,7 +337,7 @@ async fn keep_token(
 }
 
 /// `status`: the rollout and whether its objects are in sync.
-async fn show_status(target: &Opened, output: Output, out: &mut String) -> Result<(), Error> {
+async fn show_status(target: &Opened, output: Output, out: &mut Console) -> Result<(), Error> {
     let canary = load(target).await?;
     let plan = target.plan(&canary).await?;
     let now = jiff::Timestamp::now();
@@ -309,7 +346,7 @@ async fn show_status(target: &Opened, output: Output, out: &mut String) -> Resul
 }
 
 /// `explain`: the filter's decision for a described request, with the rollout's settings.
-async fn explain(target: &Opened, args: &ExplainArgs, out: &mut String) -> Result<(), Error> {
+async fn explain(target: &Opened, args: &ExplainArgs, out: &mut Console) -> Result<(), Error> {
     let canary = load(target).await?;
     let config = Config::compile(target.plugin_config(&canary))
         .map_err(|e| Error::Invalid(format!("spec: {e}")))?;
@@ -318,34 +355,36 @@ async fn explain(target: &Opened, args: &ExplainArgs, out: &mut String) -> Resul
 }
 
 /// `render`: the objects the rollout renders to.
-async fn render(target: &Opened, out: &mut String) -> Result<(), Error> {
+async fn render(target: &Opened, out: &mut Console) -> Result<(), Error> {
     let canary = load(target).await?;
     let plan = target.plan(&canary).await?;
     out.push_str(&print::render(&plan.objects));
     Ok(())
 }
 
-/// Prints a line per look at the rollout, until it ends (stable, promoted, aborted or rolled
-/// back, with nothing left to remove). Lines go out as they come, not at the end.
-async fn watch_status(target: &Opened, out: &mut String) -> Result<(), Error> {
-    use std::io::Write as _;
+/// Prints a line per change of the rollout, until it ends (stable, promoted, aborted or rolled
+/// back, with nothing left to remove) or the output is closed; on a terminal, a progress line
+/// says how long it has stood as it is.
+async fn watch_status(target: &Opened, out: &mut Console) -> Result<(), Error> {
     let mut last = String::new();
+    let mut since = jiff::Timestamp::now();
     loop {
         let canary = load(target).await?;
         let state = canary.status.clone().unwrap_or_default();
         let now = jiff::Timestamp::now();
         let line = rollout::describe::line(&canary.spec, &state, now);
         if line != last {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(print::watch_line(&line, now).as_bytes())
-                .ok();
-            stdout.flush().ok();
-            last = line;
+            out.push_str(&print::watch_line(&line, now));
+            (last, since) = (line, now);
+        } else if out.is_terminal() {
+            out.progress(&last, &print::watch_unchanged(since, now));
         }
         if rollout::describe::ended(&canary.spec, &state) {
             out.push_str(&rollout::describe::line(&canary.spec, &state, now));
-            out.push('\n');
+            out.push_str("\n");
+            return Ok(());
+        }
+        if out.is_closed() {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -354,7 +393,7 @@ async fn watch_status(target: &Opened, out: &mut String) -> Result<(), Error> {
 
 /// `bootstrap`: the bootstrap of the Envoy reading `dir`'s files, which it names by absolute
 /// path.
-fn bootstrap(dir: Option<&Path>, admin_port: u16, out: &mut String) -> Result<(), Error> {
+fn bootstrap(dir: Option<&Path>, admin_port: u16, out: &mut Console) -> Result<(), Error> {
     let dir = dir.ok_or_else(|| {
         Error::Invalid("bootstrap renders a plain Envoy's bootstrap: pass --envoy-dir DIR".into())
     })?;

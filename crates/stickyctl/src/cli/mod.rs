@@ -18,12 +18,16 @@ mod dispatch;
 mod print;
 mod spec;
 
+use std::ffi::OsStr;
+use std::io::{IsTerminal, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use args::Cli;
+use runtime::console::Console;
 use runtime::error::{EXIT_INVALID, EXIT_OK};
+use runtime::interrupt::Interrupt;
 
 /// What a command printed and its exit code; `run` returns it so tests can call commands
 /// in-process.
@@ -37,10 +41,14 @@ pub struct Outcome {
     pub stderr: String,
 }
 
-/// The binaries' `main`: parse the process arguments, run, print, exit.
+/// The binaries' `main`: parse the process arguments, run, print as it goes, exit.
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "warn,stickyctl=info".into()),
@@ -49,18 +57,48 @@ pub fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            // A closed standard error leaves nothing to tell.
+            writeln!(
+                std::io::stderr(),
+                "error: cannot start the async runtime: {err}"
+            )
+            .ok();
             return ExitCode::from(runtime::error::EXIT_RUNTIME);
         }
     };
-    let outcome = runtime.block_on(run(std::env::args_os()));
-    print!("{}", outcome.stdout);
-    eprint!("{}", outcome.stderr);
-    ExitCode::from(outcome.code)
+    let mut out = Console::stdout();
+    let (code, stderr) =
+        runtime.block_on(run_on(std::env::args_os(), &mut out, Interrupt::ctrl_c()));
+    // A closed standard error leaves nothing to tell.
+    std::io::stderr().write_all(stderr.as_bytes()).ok();
+    ExitCode::from(code)
 }
 
-/// Runs one command line (including the program name) to completion.
+/// Whether warnings are coloured: only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+fn colour(terminal: bool, no_color: Option<&OsStr>) -> bool {
+    terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
+/// Runs one command line (including the program name) to completion, in-process: what it
+/// prints is kept in the [`Outcome`], and Ctrl-C stays the host's.
 pub async fn run<I, T>(args: I) -> Outcome
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut out = Console::memory();
+    let (code, stderr) = run_on(args, &mut out, Interrupt::none()).await;
+    Outcome {
+        code,
+        stdout: out.into_text(),
+        stderr,
+    }
+}
+
+/// Runs one command line, its words written to `out` as they come; its exit code and
+/// standard error. `interrupt` is what a plan stops on.
+async fn run_on<I, T>(args: I, out: &mut Console, interrupt: Interrupt) -> (u8, String)
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
@@ -68,37 +106,19 @@ where
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(err) => {
-            let code = if err.use_stderr() {
-                EXIT_INVALID
-            } else {
-                EXIT_OK
-            };
             let text = err.render().to_string();
-            let (stdout, stderr) = if err.use_stderr() {
-                (String::new(), text)
-            } else {
-                (text, String::new())
-            };
-            return Outcome {
-                code,
-                stdout,
-                stderr,
-            };
+            if err.use_stderr() {
+                return (EXIT_INVALID, text);
+            }
+            // `--help`, `--version`.
+            out.push_str(&text);
+            return (EXIT_OK, String::new());
         }
     };
-    let mut out = String::new();
     // On the heap: the commands' futures are large, and tests run them on 2 MiB threads.
-    match Box::pin(dispatch::execute(cli, &mut out)).await {
-        Ok(()) => Outcome {
-            code: EXIT_OK,
-            stdout: out,
-            stderr: String::new(),
-        },
-        Err(err) => Outcome {
-            code: err.exit_code(),
-            stdout: out,
-            stderr: format!("error: {err}\n"),
-        },
+    match Box::pin(dispatch::execute(cli, out, &interrupt)).await {
+        Ok(()) => (EXIT_OK, String::new()),
+        Err(err) => (err.exit_code(), format!("error: {err}\n")),
     }
 }
 
@@ -106,6 +126,18 @@ where
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+
+    /// Colour only on a terminal, and never with `NO_COLOR` set to anything.
+    #[test]
+    fn colour_needs_a_terminal_and_no_no_color() {
+        let set = Some(OsStr::new("1"));
+        let empty = Some(OsStr::new(""));
+        assert!(colour(true, None));
+        assert!(colour(true, empty), "an empty NO_COLOR is unset");
+        assert!(!colour(true, set));
+        assert!(!colour(false, None));
+        assert!(!colour(false, set));
+    }
 
     /// The command line of `stickyctl --envoy-dir <dir> <args>`.
     fn in_dir(dir: &str, args: &[&str]) -> Vec<String> {

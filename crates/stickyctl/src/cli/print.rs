@@ -61,12 +61,25 @@ pub fn initialized(stable: &str, created: bool, written: usize) -> String {
     }
 }
 
-/// `delete`'s report.
-pub fn deleted(name: &str, written: usize) -> String {
-    format!(
+/// `delete`'s report: what it wrote, and for the rollout's Istio objects which were deleted
+/// (stickyctl created them, nothing of the user's left) and which kept (the user's).
+pub fn deleted(name: &str, written: &[Doc]) -> String {
+    let mut out = format!(
         "delete {name}: applied ({}); it left the shared WasmPlugins\n",
-        objects(written, "written")
-    )
+        objects(written.len(), "written")
+    );
+    for doc in written {
+        let what = match doc.label.split_once(' ').map(|(kind, _)| kind) {
+            Some("DestinationRule") if doc.desired.is_none() => {
+                "deleted: stickyctl created it and nothing of yours is in it"
+            }
+            Some("DestinationRule") => "kept: its managed subsets are out, yours stay",
+            Some("VirtualService") => "kept: its managed routes are out, yours stay",
+            _ => continue,
+        };
+        writeln!(out, "{}: {what}", doc.label).ok();
+    }
+    out
 }
 
 /// How QA uses a created override token, kept where `read` says.
@@ -182,6 +195,15 @@ pub fn bootstrap(dir: &Path, admin_port: u16) -> String {
 /// `watch`: the line of one look at `now`.
 pub fn watch_line(line: &str, now: Timestamp) -> String {
     format!("{} {line}\n", now.strftime("%H:%M:%S"))
+}
+
+/// `status --watch` on a terminal, while the rollout stands as it is: for how long.
+pub fn watch_unchanged(since: Timestamp, now: Timestamp) -> String {
+    let seconds = now.duration_since(since).as_secs();
+    format!(
+        "         unchanged since {} ({seconds}s); looking every second, Ctrl-C to stop",
+        since.strftime("%H:%M:%S")
+    )
 }
 
 /// `status`: the rollout, its live `objects` and whether each is in sync, as a table or as
