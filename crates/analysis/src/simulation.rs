@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Binomial, Distribution};
+use rand_distr::{Binomial, Distribution, Gamma};
 
 use super::evidence::{Counter, HASH_REASON};
 use super::{
@@ -114,6 +115,30 @@ impl Counters {
     }
 }
 
+/// Who sends the requests.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Population {
+    /// Every request from a client never seen before: each version's requests are a fresh
+    /// random sample of clients.
+    New,
+    /// A fixed set of clients that come back, each pinned by its hash bucket, and each with
+    /// its own propensity to meet errors (a multiplier of the version's error rate, Gamma
+    /// distributed with mean 1 and shape [`PROPENSITY_SHAPE`]): the canary's few clients are
+    /// the same ones look after look.
+    Returning(usize),
+}
+
+/// Shape of the clients' error propensities: 1 is an exponential spread (a client at twice
+/// the mean is common, at five times it rare).
+const PROPENSITY_SHAPE: f64 = 1.0;
+
+/// One returning client: its hash bucket in [0, 100) and its error propensity.
+#[derive(Clone, Copy)]
+struct Client {
+    bucket: f64,
+    propensity: f64,
+}
+
 /// Both versions behind one proxy at a request rate.
 struct World {
     rng: ChaCha8Rng,
@@ -124,6 +149,8 @@ struct World {
     behaviour: (Behaviour, Behaviour),
     /// The canary's weight the proxy runs.
     weight: f64,
+    /// The returning clients, none for a population of new ones.
+    clients: Vec<Client>,
 }
 
 impl World {
@@ -136,6 +163,7 @@ impl World {
             rate,
             behaviour: (stable, canary),
             weight: 0.0,
+            clients: Vec::new(),
         };
         // Stable served alone for a while before the rollout.
         let history = (rate * 600.0) as u64;
@@ -153,6 +181,27 @@ impl World {
         .with_applied("proxy", self.weight)
     }
 
+    /// The world of [`World::new`] whose requests come from `population`.
+    fn of(
+        population: Population,
+        seed: u64,
+        rate: f64,
+        behaviour: (Behaviour, Behaviour),
+    ) -> World {
+        let mut world = World::new(seed, rate, behaviour.0, behaviour.1);
+        if let Population::Returning(size) = population {
+            let propensity =
+                Gamma::new(PROPENSITY_SHAPE, 1.0 / PROPENSITY_SHAPE).expect("positive");
+            world.clients = (0..size)
+                .map(|_| Client {
+                    bucket: world.rng.random_range(0.0..100.0),
+                    propensity: propensity.sample(&mut world.rng),
+                })
+                .collect();
+        }
+        world
+    }
+
     /// One look's worth of traffic at canary `weight` percent.
     fn run(&mut self, weight: f64) {
         let n = binomial(
@@ -160,12 +209,52 @@ impl World {
             (self.rate * LOOK_SECONDS as f64 * 2.0) as u64,
             0.5,
         );
-        let canary = binomial(&mut self.rng, n, weight / 100.0);
         self.weight = weight;
-        self.canary.serve(&mut self.rng, canary, self.behaviour.1);
-        self.stable
-            .serve(&mut self.rng, n - canary, self.behaviour.0);
+        if self.clients.is_empty() {
+            let canary = binomial(&mut self.rng, n, weight / 100.0);
+            self.canary.serve(&mut self.rng, canary, self.behaviour.1);
+            self.stable
+                .serve(&mut self.rng, n - canary, self.behaviour.0);
+        } else {
+            self.run_returning(n, weight);
+        }
         self.seconds += LOOK_SECONDS;
+    }
+
+    /// `n` requests spread over the returning clients, each served by the version its bucket
+    /// falls in, its errors at the version's rate times its propensity.
+    fn run_returning(&mut self, n: u64, weight: f64) {
+        let share = 1.0 / self.clients.len() as f64;
+        let mut served = [(0u64, 0u64); 2];
+        for client in &self.clients {
+            let requests = binomial(&mut self.rng, n, share);
+            let arm = usize::from(client.bucket < weight);
+            let behaviour = if arm == 1 {
+                self.behaviour.1
+            } else {
+                self.behaviour.0
+            };
+            let rate = (behaviour.error_rate * client.propensity).min(1.0);
+            served[arm].0 += requests;
+            served[arm].1 += binomial(&mut self.rng, requests, rate);
+        }
+        for (arm, (requests, errors)) in served.into_iter().enumerate() {
+            let (counters, behaviour) = if arm == 1 {
+                (&mut self.canary, self.behaviour.1)
+            } else {
+                (&mut self.stable, self.behaviour.0)
+            };
+            // Latency and decisions as for new clients; the errors are the clients'.
+            counters.serve(
+                &mut self.rng,
+                requests,
+                Behaviour {
+                    error_rate: 0.0,
+                    ..behaviour
+                },
+            );
+            counters.errors += errors;
+        }
     }
 }
 
@@ -191,16 +280,28 @@ fn step_fails(world: &mut World, spec: &AnalysisSpec, weight: f64, judged: usize
 
 /// Walks every default step; whether the canary was rolled back.
 fn rolled_back(seed: u64, rate: f64, stable: Behaviour, canary: Behaviour) -> bool {
+    rolled_back_at(Population::New, seed, rate, (stable, canary)).is_some()
+}
+
+/// Walks every default step with requests from `population`; the seconds into the rollout
+/// at which the canary was rolled back, if it was.
+fn rolled_back_at(
+    population: Population,
+    seed: u64,
+    rate: f64,
+    behaviour: (Behaviour, Behaviour),
+) -> Option<u64> {
     let spec = AnalysisSpec::default();
     let judged: Vec<f64> = DEFAULT_STEPS
         .iter()
         .copied()
         .filter(|&w| w < 100.0)
         .collect();
-    let mut world = World::new(seed, rate, stable, canary);
+    let mut world = World::of(population, seed, rate, behaviour);
     judged
         .iter()
         .any(|&weight| step_fails(&mut world, &spec, weight, judged.len()))
+        .then_some(world.seconds)
 }
 
 /// A/A: the canary is stable. However often each step is judged, the share of rollouts
@@ -388,4 +489,56 @@ pub(crate) fn check_doc_table(name: &str, generated: &str) {
             );
         }
     }
+}
+
+/// Populations × request rates: the share of A/A rollouts rolled back (both versions failing
+/// 2 %, so that errors are many and who the clients are matters), and when a canary failing 5 %
+/// of its requests next to stable's 0.1 % is rolled back (median, from the rollout's start).
+fn population_table() -> String {
+    const RUNS: u64 = 200;
+    let same = Behaviour {
+        error_rate: 0.02,
+        slow: 0.0,
+    };
+    let stable = Behaviour {
+        error_rate: 0.001,
+        slow: 0.0,
+    };
+    let bad = Behaviour {
+        error_rate: 0.05,
+        slow: 0.0,
+    };
+    let mut table = String::from(
+        "| clients | req/s | A/A (both 5xx 2 %) rolled back | canary 5xx 5 % (stable 0.1 %): rolled back after (median) |\n|---|---|---|---|\n",
+    );
+    for (p, (name, population)) in [
+        ("new on every request", Population::New),
+        ("300 returning", Population::Returning(300)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (r, rate) in [20.0, 200.0].into_iter().enumerate() {
+            let seed = ((p * 10 + r) as u64) << 24;
+            let aa = (0..RUNS)
+                .filter(|&run| rolled_back_at(population, seed + run, rate, (same, same)).is_some())
+                .count();
+            let mut caught: Vec<Option<u64>> = (0..RUNS / 4)
+                .map(|run| rolled_back_at(population, seed + (1 << 20) + run, rate, (stable, bad)))
+                .collect();
+            caught.sort_by_key(|t| t.unwrap_or(u64::MAX));
+            table.push_str(&format!(
+                "| {name} | {rate} | {:.1} % | {} |\n",
+                100.0 * aa as f64 / RUNS as f64,
+                caught[caught.len() / 2]
+                    .map_or_else(|| "not rolled back".to_owned(), |s| duration(Some(s)))
+            ));
+        }
+    }
+    table
+}
+
+#[test]
+fn the_population_table_in_the_docs_is_what_the_code_generates() {
+    check_doc_table("population-table", &population_table());
 }
