@@ -128,6 +128,19 @@ impl Rollout {
         (status, last)
     }
 
+    /// `auto on --prometheus` is refused (exit 2) saying `words`, and nothing is written.
+    fn auto_on_refused(&self, words: &str) {
+        let stored = || std::fs::read(self.stack.envoy.dir().join(ROLLOUT_FILE)).unwrap();
+        let before = stored();
+        let run = self
+            .ctl
+            .run(&["auto", "on", "--prometheus", &self.prometheus.url()])
+            .unwrap();
+        assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(words), "{words}: {}", run.stderr);
+        assert!(stored() == before, "nothing written");
+    }
+
     fn status(&self) -> Value {
         self.ctl.status().unwrap_or_else(|e| panic!("{e:#}"))
     }
@@ -444,20 +457,7 @@ fn a_query_without_series_is_said_not_waited_on() {
     assert_eq!(notices, 1, "once per step: {:#?}", webhook.texts());
     // Refused before any write by `auto on --prometheus`, naming the field and the cause.
     r.ctl.ok(&["auto", "off"]).unwrap();
-    let stored = || std::fs::read(r.stack.envoy.dir().join(ROLLOUT_FILE)).unwrap();
-    let before = stored();
-    let run = r
-        .ctl
-        .run(&["auto", "on", "--prometheus", &r.prometheus.url()])
-        .unwrap();
-    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
-    assert!(
-        run.stderr
-            .contains("spec.analysis.queries.weights: no series for the stable version v1"),
-        "{}",
-        run.stderr
-    );
-    assert!(stored() == before, "nothing written");
+    r.auto_on_refused("spec.analysis.queries.weights: no series for the stable version v1");
 }
 
 /// Scenario 6: the controller killed mid-step resumes that step with its evidence: the same
@@ -546,20 +546,9 @@ fn auto_on_refuses_a_query_prometheus_cannot_answer_before_any_write() {
             Some(r#"no_such_metric_total{envoy_cluster_name=~"{cluster}"}"#.to_owned());
     });
     r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
-    let stored = || std::fs::read(r.stack.envoy.dir().join(ROLLOUT_FILE)).unwrap();
-    let before = stored();
-    let run = r
-        .ctl
-        .run(&["auto", "on", "--prometheus", &r.prometheus.url()])
-        .unwrap();
-    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
-    assert!(
-        run.stderr
-            .contains("spec.analysis.queries.requests: Prometheus has no series of metric `no_such_metric_total`"),
-        "{}",
-        run.stderr
+    r.auto_on_refused(
+        "spec.analysis.queries.requests: Prometheus has no series of metric `no_such_metric_total`",
     );
-    assert!(stored() == before, "nothing written");
 }
 
 /// The metrics of `spec.analysis.metrics`, one of each kind, from the Envoy's own stats: each
@@ -653,18 +642,5 @@ fn metrics_of_every_kind_are_judged_and_a_silent_one_is_refused() {
         )];
     });
     r.ctl.ok(&["start", "--canary", CANARY]).unwrap();
-    let stored = || std::fs::read(r.stack.envoy.dir().join(ROLLOUT_FILE)).unwrap();
-    let before = stored();
-    let run = r
-        .ctl
-        .run(&["auto", "on", "--prometheus", &r.prometheus.url()])
-        .unwrap();
-    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
-    assert!(
-        run.stderr
-            .contains("spec.analysis.metrics[0].query (cpu): no series for the stable version v1"),
-        "{}",
-        run.stderr
-    );
-    assert!(stored() == before, "nothing written");
+    r.auto_on_refused("spec.analysis.metrics[0].query (cpu): no series for the stable version v1");
 }

@@ -103,6 +103,20 @@ impl Histogram {
         Histogram::from_pairs(&bucket_increases(&before.pairs(), &self.pairs()))
     }
 
+    /// What histograms kept per series observed from `before` to `now`, added up: each
+    /// series' increase (resets handled), a series new in `now` whole.
+    pub fn increase_per_series(
+        before: &BTreeMap<String, Histogram>,
+        now: &BTreeMap<String, Histogram>,
+    ) -> Histogram {
+        let empty = Histogram::default();
+        let mut sum = Histogram::default();
+        for (series, histogram) in now {
+            sum.add(&histogram.increase_since(before.get(series).unwrap_or(&empty)));
+        }
+        sum
+    }
+
     /// Adds `other`'s counts bucket by bucket. A bound only one side has counts, on the other,
     /// what that side's next smaller bound held.
     pub fn add(&mut self, other: &Histogram) {
@@ -315,11 +329,10 @@ impl ArmEvidence {
         self.errors = self
             .errors
             .saturating_add(now.errors.increase_since(&before.errors));
-        let empty = Histogram::default();
-        for (series, histogram) in &now.latency {
-            let then = before.latency.get(series).unwrap_or(&empty);
-            self.latency.add(&histogram.increase_since(then));
-        }
+        self.latency.add(&Histogram::increase_per_series(
+            &before.latency,
+            &now.latency,
+        ));
         let none = Counter::default();
         for (reason, counter) in &now.decisions {
             let then = before.decisions.get(reason).unwrap_or(&none);

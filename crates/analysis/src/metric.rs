@@ -373,13 +373,10 @@ impl MetricEvidence {
                         .requests
                         .saturating_add(now.requests.increase_since(&before.requests));
                 }
-                MetricKind::Histogram => {
-                    let empty = Histogram::default();
-                    for (series, histogram) in &now.histograms {
-                        let then = before.histograms.get(series).unwrap_or(&empty);
-                        arm.histogram.add(&histogram.increase_since(then));
-                    }
-                }
+                MetricKind::Histogram => arm.histogram.add(&Histogram::increase_per_series(
+                    &before.histograms,
+                    &now.histograms,
+                )),
                 MetricKind::Gauge => {}
             }
         }

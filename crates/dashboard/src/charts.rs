@@ -80,7 +80,7 @@ fn point(
 ) -> Point {
     let requests = now.requests.increase_since(&then.requests);
     let errors = now.errors.increase_since(&then.errors);
-    let latency = increase(&then.latency, &now.latency);
+    let latency = Histogram::increase_per_series(&then.latency, &now.latency);
     let weight = (!now.weights.is_empty())
         .then(|| now.weights.values().sum::<f64>() / now.weights.len() as f64);
     let none = MetricSample::default();
@@ -96,8 +96,10 @@ fn point(
                     let events = sample.events.increase_since(&before.events);
                     (total > 0).then(|| events as f64 / total as f64)
                 }
-                MetricKind::Histogram => increase(&before.histograms, &sample.histograms)
-                    .quantile_ms(metric.quantile.unwrap_or(analysis.latency_quantile)),
+                MetricKind::Histogram => {
+                    Histogram::increase_per_series(&before.histograms, &sample.histograms)
+                        .quantile_ms(metric.quantile.unwrap_or(analysis.latency_quantile))
+                }
                 MetricKind::Gauge => sample.mean(),
             }?;
             Some((metric.name.clone(), value))
@@ -115,16 +117,6 @@ fn point(
         weight,
         metrics,
     }
-}
-
-/// What histograms per series observed from `then` to `now`, added up.
-fn increase(then: &BTreeMap<String, Histogram>, now: &BTreeMap<String, Histogram>) -> Histogram {
-    let mut sum = Histogram::default();
-    for (series, histogram) in now {
-        let before = then.get(series).cloned().unwrap_or_default();
-        sum.add(&histogram.increase_since(&before));
-    }
-    sum
 }
 
 /// The looks of every rollout with a canary.
