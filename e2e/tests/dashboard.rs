@@ -457,7 +457,8 @@ fn the_page_offers_only_what_the_rollout_takes_now() {
     shows(&mut browser, tab, "#ratio", "100:0", PAGE);
     let cleared = "document.querySelector('#start-version').value === ''";
     browser.wait_for::<bool>(tab, cleared, PAGE).unwrap();
-    offered(&mut browser, tab, "-+++++++");
+    // At 0% nothing has reached the canary: no promotion offered.
+    offered(&mut browser, tab, "-++++--+");
     assert_eq!(ctl.rollout().unwrap().spec.summary(), "v1=100 v2=0");
     browser
         .screenshot(tab, &artifacts().join("offers.png"))

@@ -160,6 +160,17 @@ pub fn apply(spec: &StickyCanarySpec, op: &Op) -> Result<Option<Change>, OpError
                     )
                 }
                 (None, None) => return Ok(None),
+                // A canary nobody was sent to has shown nothing: promoting it would be a
+                // switch at once in disguise, which `set-weight 100` says plainly.
+                (None, Some(canary))
+                    if canary.weight == 0.0 && matches!(op, Op::Promote { .. }) =>
+                {
+                    return Err(OpError::WrongPhase(format!(
+                        "canary {:?} is at 0%: nothing has reached it yet; `next` starts the \
+                         steps, `set-weight 100` switches everyone at once",
+                        canary.name
+                    )));
+                }
                 (None, Some(canary)) => {
                     let canary = canary.name.clone();
                     if let Op::Abort | Op::Rollback { .. } = op {

@@ -54,7 +54,7 @@ fn each_phase_offers_what_the_transition_takes() {
             "canary at 0",
             vec![start()],
             Phase::Progressing,
-            "-+++-+-+++",
+            "-+++-+---+",
         ),
         (
             "a free weight",
@@ -72,7 +72,7 @@ fn each_phase_offers_what_the_transition_takes() {
             "auto on",
             vec![start(), Command::Auto(true)],
             Phase::Progressing,
-            "-+++--++++",
+            "-+++--+--+",
         ),
         (
             "past the last step",
@@ -88,7 +88,11 @@ fn each_phase_offers_what_the_transition_takes() {
         ),
         (
             "promoted",
-            vec![start(), Command::Op(Op::Promote { finish: true })],
+            vec![
+                start(),
+                weight(10.0),
+                Command::Op(Op::Promote { finish: true }),
+            ],
             Phase::Promoted,
             "+--+-+----",
         ),
@@ -119,7 +123,11 @@ fn an_offer_is_exactly_what_the_transition_does() {
         after(&[]),
         after(&[start()]),
         after(&[start(), weight(100.0)]),
-        after(&[start(), Command::Op(Op::Promote { finish: false })]),
+        after(&[
+            start(),
+            weight(10.0),
+            Command::Op(Op::Promote { finish: false }),
+        ]),
         after(&[start(), Command::Pause, Command::Auto(true)]),
     ];
     for (spec, status) in &states {
@@ -157,10 +165,16 @@ fn a_refusal_is_in_the_clis_words() {
         "nothing to do: `promote` would change nothing now (v1=100)"
     );
     assert!(why(&[start()], Action::Start).contains("canary \"v2\" is already running"));
-    let promoting = [start(), Command::Op(Op::Promote { finish: false })];
+    let promoting = [
+        start(),
+        weight(10.0),
+        Command::Op(Op::Promote { finish: false }),
+    ];
     assert!(why(&promoting, Action::Next).contains("is being removed"));
     assert!(why(&promoting, Action::Start).contains("is being removed"));
     assert!(why(&[start(), weight(100.0)], Action::Next).contains("past the last step"));
+    assert!(why(&[start()], Action::Promote).contains("is at 0%: nothing has reached it yet"));
+    assert!(why(&[start()], Action::PromoteFinish).contains("is at 0%"));
 }
 
 #[test]
