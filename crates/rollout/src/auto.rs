@@ -190,7 +190,10 @@ fn forward(
         Some(_) => format!("step {weight}% passed"),
         None => format!("the canary is at {weight}%"),
     };
-    let why = verdict.map_or(String::new(), |v| format!(" ({})", v.reason));
+    let why = verdict.map_or(String::new(), |v| match v.score {
+        Some(score) => format!(" (score {score:.0}: {})", v.reason),
+        None => format!(" ({})", v.reason),
+    });
     let next_weight = spec.steps.iter().copied().find(|&s| s > weight);
     let wait = match next_weight {
         None if spec.auto.promotion == Promotion::Auto => None,
