@@ -352,7 +352,7 @@ mod looks {
             ]
         );
         assert!(
-            notices.iter().any(|n| n.contains("step 10% passed")),
+            notices.iter().any(|n| n.contains("step 10% passed (score 100: ")),
             "{notices:?}"
         );
         assert!(
