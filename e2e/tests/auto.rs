@@ -411,6 +411,13 @@ fn a_healthy_canary_whose_users_come_back_is_promoted() {
             reason.contains("every proxy (1) reported weight"),
             "{reason}"
         );
+        // The figure docs/analysis.md quotes: seconds from the weight's write to its report.
+        let after = reason
+            .split(" after ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_default();
+        eprintln!("step {}: weight applied after {after} s", verdict["weight"]);
     }
     let log = std::fs::read_to_string(r.controller_log()).unwrap_or_default();
     assert!(!log.contains("did not apply"), "{log}");

@@ -352,7 +352,9 @@ mod looks {
             ]
         );
         assert!(
-            notices.iter().any(|n| n.contains("step 10% passed (score 100: ")),
+            notices
+                .iter()
+                .any(|n| n.contains("step 10% passed (score 100: ")),
             "{notices:?}"
         );
         assert!(
