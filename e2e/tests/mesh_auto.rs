@@ -115,9 +115,16 @@ fn auto_mesh() -> AutoMesh {
     )
     .unwrap_or_else(|e| panic!("cannot start the mesh: {e:?}"));
     for (service, interval) in [(HEALTHY, INTERVAL), (BAD, SLOW_INTERVAL)] {
-        let init = ["--steps", "10,50,100", "--interval", interval];
+        let init = [
+            "--steps",
+            "10,50,100",
+            "--interval",
+            interval,
+            "--promotion",
+            "auto",
+        ];
         stack
-            .init(service, &[&init[..], &["--promotion", "auto"]].concat())
+            .init(service, &init)
             .unwrap_or_else(|e| panic!("{e:#}"));
         patch_analysis(&stack, service, json!({"provider": "Istio"}));
         stack
