@@ -75,7 +75,21 @@ pub struct Traffic {
 impl Traffic {
     /// Starts `bin` (the `sticky-load` binary) against `listener`.
     pub fn start(bin: &Path, listener: SocketAddr, options: TrafficOptions) -> Result<Traffic> {
+        Traffic::start_on(bin, listener, None, options)
+    }
+
+    /// [`Traffic::start`] with every visit naming `host`, as a gateway that serves several
+    /// services by host needs.
+    pub fn start_on(
+        bin: &Path,
+        listener: SocketAddr,
+        host: Option<&str>,
+        options: TrafficOptions,
+    ) -> Result<Traffic> {
         let mut command = Command::new(bin);
+        if let Some(host) = host {
+            command.arg(format!("--host={host}"));
+        }
         command
             .arg(format!("--target={listener}"))
             .arg(format!("--rate={}", options.visits_per_second))

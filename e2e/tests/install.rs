@@ -33,7 +33,7 @@ use sticky_canary_e2e::browser::Dest;
 use sticky_canary_e2e::chart;
 use sticky_canary_e2e::envoy::free_port;
 use sticky_canary_e2e::locate::{self, workspace_root};
-use sticky_canary_e2e::mesh::proxy::{istio_stats_config, AgentStats};
+use sticky_canary_e2e::mesh::proxy::AgentStats;
 use sticky_canary_e2e::mesh::stack::{served_name, MeshStack, Service, NS};
 use sticky_canary_e2e::mesh::tools::InstallTools;
 use sticky_canary_e2e::process::ChildGuard;
@@ -306,13 +306,8 @@ fn the_install_guide_runs_against_a_real_control_plane() {
     );
 
     // The gateway as istio-agent would start it on a pod naming the chart's proxy stats.
-    let template = std::fs::read_to_string(&tools.istio_bootstrap_template).unwrap();
-    let proxy_stats_file = root.join("charts/sticky-canary/files/proxy-stats.json");
-    let proxy_stats = std::fs::read_to_string(&proxy_stats_file).unwrap();
-    let stats = AgentStats {
-        stats_config: Some(istio_stats_config(&template).unwrap()),
-        bootstrap_override: Some(proxy_stats.clone()),
-    };
+    let stats = AgentStats::istio_with_chart_proxy_stats().unwrap();
+    let proxy_stats = stats.bootstrap_override.clone().unwrap();
     let upstream = Path::new(env!("CARGO_BIN_EXE_sticky-upstream"));
     let mesh = MeshStack::start_with(
         upstream,

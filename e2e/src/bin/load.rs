@@ -37,12 +37,23 @@ struct Args {
     /// Returning visitors per thread.
     #[arg(long, default_value_t = 50)]
     browsers: usize,
+    /// The `host` every visit names (a mesh gateway routes by it); none: the listener's.
+    #[arg(long)]
+    host: Option<String>,
+}
+
+/// A first-time visitor of `args.host`.
+fn new_browser(args: &Args) -> Browser {
+    match &args.host {
+        Some(host) => Browser::new().with_header("host", host),
+        None => Browser::new(),
+    }
 }
 
 fn run(args: &Args, http: &Http, thread: usize) -> Summary {
     let period = Duration::from_secs_f64(args.threads as f64 / args.rate.max(0.001));
     let end = Instant::now() + Duration::from_secs(args.seconds);
-    let mut browsers = vec![Browser::new(); args.browsers.max(1)];
+    let mut browsers = vec![new_browser(args); args.browsers.max(1)];
     let mut summary = Summary::default();
     let mut next = Instant::now() + period.mul_f64(thread as f64 / args.threads as f64);
     let mut visit = 0u64;
@@ -57,7 +68,7 @@ fn run(args: &Args, http: &Http, thread: usize) -> Summary {
         visit += 1;
         let slot = (visit as usize) % browsers.len();
         if args.new_every > 0 && visit.is_multiple_of(args.new_every) {
-            browsers[slot] = Browser::new();
+            browsers[slot] = new_browser(args);
         }
         let path = PAGES[(visit as usize) % PAGES.len()];
         match browsers[slot].visit(http, path) {

@@ -54,6 +54,25 @@ pub struct AgentStats {
     pub bootstrap_override: Option<String>,
 }
 
+impl AgentStats {
+    /// What istio-agent gives a pod whose bootstrap override is the chart's proxy stats
+    /// (`charts/sticky-canary/files/proxy-stats.json`, the ConfigMap the chart installs): the
+    /// stats settings of the pinned Istio's bootstrap template, and that file.
+    pub fn istio_with_chart_proxy_stats() -> Result<AgentStats> {
+        let template_path = super::tools::istio_bootstrap_template()?;
+        let template = std::fs::read_to_string(&template_path)
+            .with_context(|| format!("reading {}", template_path.display()))?;
+        let chart =
+            crate::locate::workspace_root().join("charts/sticky-canary/files/proxy-stats.json");
+        let proxy_stats = std::fs::read_to_string(&chart)
+            .with_context(|| format!("reading {}", chart.display()))?;
+        Ok(AgentStats {
+            stats_config: Some(istio_stats_config(&template)?),
+            bootstrap_override: Some(proxy_stats),
+        })
+    }
+}
+
 /// The `stats_config` of istio-agent's bootstrap template (`envoy_bootstrap.json` of the
 /// pinned Istio) with its optional parts (each a `{{ if }}` or `{{ range }}` block over
 /// settings the proxies here do not have) left out: Istio's stats tag rules (`cluster_name`,

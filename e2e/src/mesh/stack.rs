@@ -17,6 +17,7 @@ use crate::browser::{Browser, Http};
 use crate::envoy::free_port;
 use crate::locate;
 use crate::operator::Stickyctl;
+use crate::site::Faults;
 use crate::upstream::Upstream;
 use crate::wait;
 
@@ -36,6 +37,8 @@ pub struct Service<'a> {
     pub versions: &'a [&'a str],
     /// The service its upstreams call on `/hop` (see `site::HOP`), through this address.
     pub calls: Option<(SocketAddr, String)>,
+    /// The faults a version's upstream injects (none for a version not listed).
+    pub faults: &'a [(&'a str, Faults)],
 }
 
 impl<'a> Service<'a> {
@@ -45,6 +48,7 @@ impl<'a> Service<'a> {
             name,
             versions,
             calls: None,
+            faults: &[],
         }
     }
 }
@@ -125,9 +129,15 @@ impl MeshStack {
                         ["--call".into(), address.to_string(), host.clone()]
                     })
                     .collect();
-                let call: Vec<&str> = call.iter().map(String::as_str).collect();
+                let faults = service
+                    .faults
+                    .iter()
+                    .filter(|(v, _)| v == version)
+                    .flat_map(|(_, faults)| faults.args());
+                let args: Vec<String> = call.into_iter().chain(faults).collect();
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let upstream =
-                    Upstream::spawn_with(upstream_bin, &served_name(service.name, version), &call)?;
+                    Upstream::spawn_with(upstream_bin, &served_name(service.name, version), &args)?;
                 endpoints.push(json!({"address": "127.0.0.1",
                                       "ports": {"http": upstream.address.port()},
                                       "labels": {"version": version}}));

@@ -43,6 +43,14 @@ impl Tools {
     }
 }
 
+/// istio-agent's Envoy bootstrap template (`tools/packaging/common/envoy_bootstrap.json` of
+/// the pinned Istio, in the Go module cache: nothing is built for it), whose stats settings
+/// the tests give their gateway.
+pub fn istio_bootstrap_template() -> Result<PathBuf> {
+    let mut paths = locate(&["istio-bootstrap"])?;
+    Ok(paths.remove("istio-bootstrap").unwrap_or_default())
+}
+
 /// What installing sticky-canary takes, and what proves it: Helm, a registry and its client,
 /// and Istio's own code for the agent's part.
 #[derive(Debug, Clone)]
@@ -55,22 +63,18 @@ pub struct InstallTools {
     pub crane: PathBuf,
     /// `wasm-fetch`: istio-agent's Wasm module cache (`istio.io/istio/pkg/wasm`) in a program.
     pub wasm_fetch: PathBuf,
-    /// istio-agent's Envoy bootstrap template (`tools/packaging/common/envoy_bootstrap.json`
-    /// of the pinned Istio), whose stats settings the tests give their gateway.
-    pub istio_bootstrap_template: PathBuf,
 }
 
 impl InstallTools {
     /// Like [`Tools::locate`].
     pub fn locate() -> Result<InstallTools> {
-        let mut paths = locate(&["helm", "registry", "crane", "wasm-fetch", "istio-bootstrap"])?;
+        let mut paths = locate(&["helm", "registry", "crane", "wasm-fetch"])?;
         let mut take = |name: &str| paths.remove(name).unwrap_or_default();
         Ok(InstallTools {
             helm: take("helm"),
             registry: take("registry"),
             crane: take("crane"),
             wasm_fetch: take("wasm-fetch"),
-            istio_bootstrap_template: take("istio-bootstrap"),
         })
     }
 }
