@@ -6,19 +6,11 @@
 //! promoted, and a bad one (5 % of its requests fail, stable's 0.1 %), rolled back; one test
 //! with a stream of new visitors, one with a fixed population of returning clients.
 //!
-//! **What the default Istio queries can and cannot read here.** `decisions` and `weights`
-//! (the filter's counters and weight gauges, `sticky_rollout="{rollout}"`) are used as they
-//! ship. `requests`, `errors` and `latencyBuckets` default to `istio_requests_total` and
-//! `istio_request_duration_milliseconds_bucket`, which only Istio's `istio.stats` HTTP filter
-//! makes: istiod adds it (config type `stats.PluginConfig`) when the mesh config names a
-//! metrics provider (`defaultProviders.metrics: [prometheus]`, which Istio's Helm chart sets),
-//! and only istio-proxy's Envoy build implements it; the upstream Envoy here would refuse the
-//! listener, so the harness names no provider and istiod adds no stats filter (see
-//! `docs/analysis.md`, "Istio's standard metrics"). The tests show exactly that (a provider
-//! named by a Telemetry object makes the gateway refuse `istio.stats`; without it no `istio_*`
-//! metric exists, and `auto on` refuses the default `requests` query for it), then override
-//! those three with the calling proxy's cluster stats of each version's subset, which the
-//! chart's proxy stats keep and its dashboard reads (`CLUSTER_*` below).
+//! Every query is the Istio provider's default: the filter's decisions and weight gauges
+//! (`sticky_rollout="{rollout}"`), and each version's subset cluster stats at the gateway
+//! (requests, 5xx, latency), which the chart's proxy stats keep. Istio's standard metrics
+//! (`istio_requests_total`) cannot exist here: only istio-proxy's own Envoy build has the
+//! `istio.stats` filter that makes them (see docs/analysis.md).
 //!
 //! Intervals are seconds; one control plane at a time (see `mesh.rs`).
 
@@ -30,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sticky_canary_e2e::envoy::free_port;
 use sticky_canary_e2e::mesh::proxy::AgentStats;
-use sticky_canary_e2e::mesh::stack::{host, MeshStack, Service, NS, PROPAGATION};
+use sticky_canary_e2e::mesh::stack::{host, MeshStack, Service, NS};
 use sticky_canary_e2e::process::ChildGuard;
 use sticky_canary_e2e::prometheus::Prometheus;
 use sticky_canary_e2e::site::Faults;
@@ -74,15 +66,6 @@ const VISITS_PER_SECOND: f64 = 60.0;
 const LOAD_SECONDS: u64 = 150;
 /// How long each rollout may take from `auto on` to its end.
 const WITHIN: Duration = Duration::from_secs(100);
-
-/// Requests of a version: its subset cluster's request count at the calling proxy, as the
-/// chart's proxy stats keep it (`cluster_name` is the tag of istio-agent's bootstrap).
-const CLUSTER_REQUESTS: &str = r#"envoy_cluster_upstream_rq_total{cluster_name=~"{cluster}"}"#;
-/// Its 5xx: Istio's tag rules file `upstream_rq_5xx` as `upstream_rq{response_code_class="5xx"}`.
-const CLUSTER_ERRORS: &str =
-    r#"envoy_cluster_upstream_rq{cluster_name=~"{cluster}",response_code_class="5xx"}"#;
-/// Its latency histogram, in milliseconds.
-const CLUSTER_LATENCY: &str = r#"envoy_cluster_upstream_rq_time_bucket{cluster_name=~"{cluster}"}"#;
 
 /// A mesh whose gateway Prometheus scrapes, both rollouts set up; holds the turn until all of
 /// it is gone.
@@ -222,69 +205,9 @@ impl AutoMesh {
         })
     }
 
-    /// Why Istio's default `requests`, `errors` and `latencyBuckets` queries cannot work here,
-    /// shown rather than said: their metrics come from Istio's `istio.stats` filter, which
-    /// istiod adds once a metrics provider is named (Istio's Helm chart names `prometheus` in
-    /// the mesh config; a Telemetry object here) and which upstream Envoy does not implement,
-    /// so the gateway refuses that listener and keeps the one it runs. Without it no `istio_*`
-    /// metric exists, and `auto on` refuses the default `requests` query, writing nothing.
-    fn istio_standard_metrics_cannot_exist_here(&self, service: &str) {
-        let (api_version, kind) = ("telemetry.istio.io/v1", "Telemetry");
-        let (namespace, name) = ("istio-system", "mesh-default");
-        let filters = self.stack.gateway.http_filters(self.stack.port).unwrap();
-        assert!(
-            !filters.iter().any(|f| f == "istio.stats"),
-            "the gateway runs a filter upstream Envoy lacks: {filters:?}"
-        );
-        self.stack
-            .plane
-            .apply(&json!({
-                "apiVersion": api_version, "kind": kind,
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": {"metrics": [{"providers": [{"name": "prometheus"}]}]}}))
-            .unwrap();
-        let refused = "Didn't find a registered implementation for 'istio.stats' with type URL: \
-                       'stats.PluginConfig'";
-        let envoy = self.stack.gateway.envoy();
-        wait::until(
-            "the gateway refusing istio.stats",
-            PROPAGATION,
-            Duration::from_millis(200),
-            || Ok(envoy.log()?.contains(refused).then_some(())),
-        )
-        .unwrap_or_else(|e| panic!("{e}: {}", envoy.log().unwrap_or_default()));
-        self.stack
-            .plane
-            .delete(api_version, kind, namespace, name)
-            .unwrap();
-        let istio = self
-            .prometheus
-            .query(r#"count by (__name__) ({__name__=~"istio_.+"})"#)
-            .unwrap();
-        assert_eq!(istio, Vec::<Value>::new(), "no Istio standard metric");
-        let before = self.rollout(service)["spec"].clone();
-        let run = self.auto_on(service);
-        assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
-        assert!(
-            run.stderr.contains(
-                "spec.analysis.queries.requests: Prometheus has no series of metric `istio_requests_total`"
-            ),
-            "{}",
-            run.stderr
-        );
-        assert_eq!(self.rollout(service)["spec"], before, "nothing written");
-    }
-
-    /// `auto on --prometheus` with the cluster stats for requests, errors and latency, once
-    /// Prometheus has what it checks (stable's requests, decisions and weights).
-    fn auto_on_with_cluster_stats(&self, service: &str) {
-        patch_analysis(
-            &self.stack,
-            service,
-            json!({"provider": "Istio",
-                   "queries": {"requests": CLUSTER_REQUESTS, "errors": CLUSTER_ERRORS,
-                               "latencyBuckets": CLUSTER_LATENCY}}),
-        );
+    /// `auto on --prometheus` with every query the provider's default, once Prometheus has
+    /// what it checks (stable's requests, decisions and weights).
+    fn auto_on_with_defaults(&self, service: &str) {
         let mut last = String::new();
         wait::until(
             &format!("`auto on` of {service} accepted"),
@@ -299,9 +222,7 @@ impl AutoMesh {
         .unwrap_or_else(|err| panic!("{err}: {last}"));
         let analysis = &self.rollout(service)["spec"]["analysis"];
         assert_eq!(analysis["provider"], "Istio");
-        for default in ["decisions", "weights"] {
-            assert_eq!(analysis["queries"].get(default), None, "{analysis:#}");
-        }
+        assert_eq!(analysis.get("queries"), None, "{analysis:#}");
     }
 }
 
@@ -342,10 +263,9 @@ fn healthy_promoted_and_bad_rolled_back(label: &str, population: TrafficOptions)
     let mesh = auto_mesh();
     let _loads = [HEALTHY, BAD].map(|service| mesh.load(service, population));
     let _controller = mesh.controller();
-    mesh.istio_standard_metrics_cannot_exist_here(HEALTHY);
     let started = Instant::now();
     for service in [HEALTHY, BAD] {
-        mesh.auto_on_with_cluster_stats(service);
+        mesh.auto_on_with_defaults(service);
     }
 
     let bad = mesh.wait_for_phase(BAD, "RolledBack");

@@ -89,10 +89,13 @@ pub struct RolloutRef {
     pub canary: String,
 }
 
-/// Selects the version's upstream cluster(s) from the calling proxy's cluster stats.
+/// Selects the version's upstream cluster(s) from a plain Envoy's cluster stats.
 const ENVOY_CLUSTER: &str = r#"envoy_cluster_name=~"{cluster}""#;
-/// Istio's standard metrics as the calling proxy (gateway or sidecar) reports them.
-const ISTIO_SELECTOR: &str = r#"reporter="source",destination_service_namespace="{namespace}",destination_service_name="{serviceName}",destination_version="{version}""#;
+/// Selects the version's subset cluster(s) from an Istio proxy's cluster stats: istio-agent's
+/// tag rules name the label `cluster_name`. The chart's proxy stats keep these series, which
+/// the filter's own need anyway; Istio's standard metrics (`istio_requests_total`) come from
+/// a filter only istio-proxy's own Envoy build has, and depend on the telemetry settings.
+const ISTIO_CLUSTER: &str = r#"cluster_name=~"{cluster}""#;
 
 /// The provider's default template of `field`.
 pub fn default_template(provider: Provider, field: Field) -> String {
@@ -110,12 +113,15 @@ pub fn default_template(provider: Provider, field: Field) -> String {
         (Provider::Envoy, Field::Decisions) => {
             r#"sticky_canary_decisions{sticky_version="{version}",sticky_rollout=""}"#.to_owned()
         }
-        (Provider::Istio, Field::Requests) => format!("istio_requests_total{{{ISTIO_SELECTOR}}}"),
+        (Provider::Istio, Field::Requests) => {
+            format!("envoy_cluster_upstream_rq_total{{{ISTIO_CLUSTER}}}")
+        }
+        // istio-agent's tag rules file `upstream_rq_5xx` as `response_code_class="5xx"`.
         (Provider::Istio, Field::Errors) => {
-            format!(r#"istio_requests_total{{{ISTIO_SELECTOR},response_code=~"5.."}}"#)
+            format!(r#"envoy_cluster_upstream_rq{{{ISTIO_CLUSTER},response_code_class="5xx"}}"#)
         }
         (Provider::Istio, Field::LatencyBuckets) => {
-            format!("istio_request_duration_milliseconds_bucket{{{ISTIO_SELECTOR}}}")
+            format!("envoy_cluster_upstream_rq_time_bucket{{{ISTIO_CLUSTER}}}")
         }
         (Provider::Envoy, Field::Weights) => {
             r#"sticky_canary_weight_basis_points{sticky_version="{version}",sticky_rollout=""}"#
@@ -327,13 +333,13 @@ mod tests {
                 Provider::Istio,
                 Field::Errors,
                 "v1",
-                r#"istio_requests_total{reporter="source",destination_service_namespace="prod",destination_service_name="shop",destination_version="v1",response_code=~"5.."}"#,
+                r#"envoy_cluster_upstream_rq{cluster_name=~"outbound\\|[0-9]+\\|sticky-canary-v1\\|shop\\.prod\\.svc\\.cluster\\.local(\\..+)?",response_code_class="5xx"}"#,
             ),
             (
                 Provider::Istio,
                 Field::LatencyBuckets,
                 "v1",
-                r#"istio_request_duration_milliseconds_bucket{reporter="source",destination_service_namespace="prod",destination_service_name="shop",destination_version="v1"}"#,
+                r#"envoy_cluster_upstream_rq_time_bucket{cluster_name=~"outbound\\|[0-9]+\\|sticky-canary-v1\\|shop\\.prod\\.svc\\.cluster\\.local(\\..+)?"}"#,
             ),
             (
                 Provider::Istio,

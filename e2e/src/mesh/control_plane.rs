@@ -12,9 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::{self, Scope};
 use kube::{Api, Client};
 use serde_json::{json, Value};
@@ -353,15 +351,6 @@ impl ControlPlane {
             self.apply(&object)?;
         }
         Ok(())
-    }
-
-    /// Deletes the object `kind` `namespace/name` of `api_version`.
-    pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<()> {
-        self.block_on(async {
-            let api = dynamic_api(&self.client, api_version, kind, Some(namespace)).await?;
-            api.delete(name, &DeleteParams::default()).await?;
-            Ok(())
-        })
     }
 
     /// The object `kind` `namespace/name` of `api_version`, `None` when absent.
