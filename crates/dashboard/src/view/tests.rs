@@ -217,16 +217,9 @@ fn each_phase_offers_only_what_the_transition_takes() {
             &["auto-on", "pause", "start"],
         ),
         (
+            // At 0% nothing has reached the canary: nothing to promote.
             rollout_with(&[("v1", 100.0), ("v2", 0.0)], Phase::Progressing),
-            &[
-                "abort",
-                "auto-on",
-                "next",
-                "pause",
-                "promote",
-                "promote-finish",
-                "set-weight",
-            ],
+            &["abort", "auto-on", "next", "pause", "set-weight"],
         ),
         (
             paused,
