@@ -323,8 +323,8 @@ fn the_page_offers_only_what_the_rollout_takes_now() {
     let tab = browser.tab().unwrap();
     browser.goto(tab, &format!("{url}#/r/shop")).unwrap();
     shows(&mut browser, tab, "#ratio", "100:0", PAGE);
-    // A canary at 0%: everything but a second canary.
-    offered(&mut browser, tab, "-+++++++");
+    // A canary at 0%: everything but a second canary and a promotion of what nothing reached.
+    offered(&mut browser, tab, "-++++--+");
     let why: String = browser
         .eval(tab, "document.querySelector('#act-start').title")
         .unwrap();

@@ -189,16 +189,29 @@ fn requests_to_a_service_without_a_rollout_are_untouched() {
 fn decisions_are_counted_per_rollout_version_and_reason_on_stats_prometheus() {
     let gateway = start(&rollouts(&[("v1", 50.0), ("v2", 50.0)], &[("v1", 100.0)]));
     let exposition = gateway.envoy.prometheus().unwrap();
-    // Series of the filter's counters whose name is not exactly `sticky_canary_decisions`.
+    // Series of the filter's metrics whose name is not exactly `sticky_canary_decisions` or
+    // `sticky_canary_weight_basis_points`.
     let unlabelled: Vec<&str> = exposition
         .lines()
         .filter(|line| line.starts_with("sticky_canary"))
         .filter(|line| !line.starts_with("sticky_canary_decisions{"))
+        .filter(|line| !line.starts_with("sticky_canary_weight_basis_points{"))
         .collect();
     assert!(unlabelled.is_empty(), "{unlabelled:#?}");
+    // The weight each rollout's versions run with, labelled alike.
+    let weights = sticky_canary_e2e::exposition::weights(&exposition);
+    let expected: BTreeMap<(Option<String>, String), u64> = [
+        ("prod/shop", "v1", 5000),
+        ("prod/shop", "v2", 5000),
+        ("prod/api", "v1", 10000),
+    ]
+    .into_iter()
+    .map(|(r, v, bp)| ((Some(r.to_owned()), v.to_owned()), bp))
+    .collect();
+    assert_eq!(weights, expected);
     let before = decisions(&exposition);
-    // A series per rollout, version and reason: 2 × 5 for the shop, 1 × 5 for the api.
-    assert_eq!(before.len(), 15, "{before:?}");
+    // A series per rollout, version and reason: 2 × 6 for the shop, 1 × 6 for the api.
+    assert_eq!(before.len(), 18, "{before:?}");
     assert!(before.keys().all(|(rollout, _, _)| rollout.is_some()));
     let mut browsers = vec![Browser::new(); 120];
     let shop = Tally::of(&visit(&gateway, &mut browsers, SHOP));

@@ -168,12 +168,15 @@ on_both_backends! {
         for args in [
             &["set-weight", "10", "--dry-run"][..],
             &["next", "--dry-run"],
-            &["promote", "--dry-run"],
             &["abort", "--dry-run"],
         ] {
             let out = c.ok(args).await;
             assert!(out.contains("--- a/StickyCanary shop"), "{args:?}: {out}");
         }
+        // At 0% nothing has reached the canary: promote is refused, dry run or not.
+        let refused = c.sticky(&["promote", "--dry-run"]).await;
+        assert_eq!(refused.code, 2, "{}{}", refused.stdout, refused.stderr);
+        assert!(refused.stderr.contains("is at 0%"), "{}", refused.stderr);
         let out = c.ok(&["set-weight", "10", "--dry-run"]).await;
         assert!(
             out.contains("-    weight: 100.0") && out.contains("+    weight: 90.0"),
