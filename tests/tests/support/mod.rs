@@ -604,15 +604,16 @@ where
     )))
 }
 
-/// Waits until `done` holds, polling; panics naming `what` after a generous bound (far below
-/// the controller's resync, so passing proves a watch triggered the work, not the resync).
+/// Waits until `done` holds, polling; panics naming `what` after a generous bound (60 s: a
+/// loaded 2-core CI machine took over 30 s once; still far below the controller's 300 s resync,
+/// so passing proves a watch triggered the work, not the resync).
 pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let wait = async {
         while !done() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), wait)
+    tokio::time::timeout(Duration::from_secs(60), wait)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
 }
