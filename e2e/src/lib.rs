@@ -27,5 +27,6 @@ pub mod site;
 pub mod stack;
 pub mod traffic;
 pub mod upstream;
+pub mod verdicts;
 pub mod wait;
 pub mod webhook;

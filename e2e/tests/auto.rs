@@ -17,6 +17,7 @@ use sticky_canary_e2e::prometheus::Prometheus;
 use sticky_canary_e2e::site::Faults;
 use sticky_canary_e2e::stack::{EnvoyRollout, Stack};
 use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
+use sticky_canary_e2e::verdicts::{check, failed_checks};
 use sticky_canary_e2e::wait;
 use sticky_canary_e2e::webhook::Webhook;
 
@@ -166,17 +167,6 @@ fn errors(error_rate: f64) -> Faults {
         error_rate,
         delay: Duration::ZERO,
     }
-}
-
-/// The names of the checks a judged step's verdict failed.
-fn failed_checks(judged: &Value) -> Vec<&str> {
-    judged["verdict"]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["outcome"] == "Fail")
-        .map(|c| c["name"].as_str().unwrap())
-        .collect()
 }
 
 fn phase(status: &Value) -> &str {
@@ -399,12 +389,7 @@ fn a_healthy_canary_whose_users_come_back_is_promoted() {
         .collect();
     assert_eq!(weights, [5.0, 50.0, 100.0], "{status:#}");
     for verdict in verdicts {
-        let data_plane = verdict["verdict"]["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "dataPlane")
-            .unwrap();
+        let data_plane = check(verdict, "dataPlane");
         assert_eq!(data_plane["outcome"], "Pass", "{verdict:#}");
         let reason = data_plane["reason"].as_str().unwrap();
         assert!(

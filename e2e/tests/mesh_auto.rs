@@ -27,6 +27,7 @@ use sticky_canary_e2e::process::ChildGuard;
 use sticky_canary_e2e::prometheus::Prometheus;
 use sticky_canary_e2e::site::Faults;
 use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
+use sticky_canary_e2e::verdicts::{check, failed_checks};
 use sticky_canary_e2e::wait;
 
 /// One control plane at a time, as in `mesh.rs`.
@@ -226,26 +227,6 @@ impl AutoMesh {
     }
 }
 
-fn failed_checks(judged: &Value) -> Vec<&str> {
-    judged["verdict"]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["outcome"] == "Fail")
-        .map(|c| c["name"].as_str().unwrap())
-        .collect()
-}
-
-/// The data-plane check of a judged step.
-fn data_plane(judged: &Value) -> &Value {
-    judged["verdict"]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "dataPlane")
-        .unwrap_or_else(|| panic!("no dataPlane check: {judged:#}"))
-}
-
 /// Seconds from a step's start until every proxy reported its weight, from the check's
 /// reason ("every proxy (1) reported weight 50% after 2 s; ...").
 fn applied_after(reason: &str) -> u64 {
@@ -277,7 +258,7 @@ fn healthy_promoted_and_bad_rolled_back(label: &str, population: TrafficOptions)
     let message = bad["message"].as_str().unwrap();
     assert!(message.starts_with("rolled back at 10%:"), "{message}");
     assert!(message.contains("5xx"), "{message}");
-    assert_eq!(data_plane(last)["outcome"], "Pass", "{last:#}");
+    assert_eq!(check(last, "dataPlane")["outcome"], "Pass", "{last:#}");
 
     let healthy = mesh.wait_for_phase(HEALTHY, "Promoted");
     let healthy_took = started.elapsed();
@@ -297,9 +278,9 @@ fn healthy_promoted_and_bad_rolled_back(label: &str, population: TrafficOptions)
     );
     let mut applied = Vec::new();
     for verdict in verdicts {
-        let check = data_plane(verdict);
-        let reason = check["reason"].as_str().unwrap();
-        assert_eq!(check["outcome"], "Pass", "{verdict:#}");
+        let data_plane = check(verdict, "dataPlane");
+        let reason = data_plane["reason"].as_str().unwrap();
+        assert_eq!(data_plane["outcome"], "Pass", "{verdict:#}");
         assert!(
             reason.contains("every proxy (1) reported weight"),
             "{reason}"
@@ -326,7 +307,7 @@ fn healthy_promoted_and_bad_rolled_back(label: &str, population: TrafficOptions)
     for reason in ["hash", "cookie", "repin"] {
         assert!(reasons.contains(&reason), "{reason} in {reasons:?}");
     }
-    let bad_applied = applied_after(data_plane(last)["reason"].as_str().unwrap());
+    let bad_applied = applied_after(check(last, "dataPlane")["reason"].as_str().unwrap());
     eprintln!(
         "{label}: bad canary rolled back {:.0} s after `auto on` (weight 10% reported after \
          {bad_applied} s); healthy canary promoted after {:.0} s, steps 10/50/100% reported by \
