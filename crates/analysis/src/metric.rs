@@ -523,7 +523,7 @@ pub fn check(
         Worse::Lower => "lower",
     };
     let result = |canary, stable, test: Option<sequential::Test>, outcome, reason: String| {
-        let statistic = test.map_or(1.0, |t| t.log_statistic.min(700.0).exp());
+        let statistic = test.map_or(1.0, |t| t.statistic());
         MetricCheck {
             name: name.clone(),
             kind: metric.kind,
@@ -545,7 +545,7 @@ pub fn check(
         );
     };
     let judged = |test: sequential::Test, numbers: String| {
-        let statistic = test.log_statistic.min(700.0).exp();
+        let statistic = test.statistic();
         if test.rejects {
             (
                 Outcome::Fail,

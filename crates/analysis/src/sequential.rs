@@ -38,6 +38,16 @@ pub struct Test {
     pub rejects: bool,
 }
 
+/// Largest ln O written into a status: e^700 ≈ 1e304 still fits a finite JSON number.
+const MAX_LOG_STATISTIC: f64 = 700.0;
+
+impl Test {
+    /// The statistic O as a status keeps it: finite, however far beyond 1/α it went.
+    pub fn statistic(&self) -> f64 {
+        self.log_statistic.min(MAX_LOG_STATISTIC).exp()
+    }
+}
+
 /// Runs the two-arm test at level `alpha` with concentration `k`: `canary_share` is the
 /// canary's measured share of requests (ρ), the events are counted per arm. A share outside
 /// (0, 1) (one arm served nothing) leaves nothing to compare: the statistic stays at 1.

@@ -15,9 +15,6 @@ use super::metric::{self, MetricCheck};
 use super::sequential;
 use super::{AnalysisSpec, Evidence};
 
-/// Largest ln O written into a status: e^700 ≈ 1e304 still fits a finite JSON number.
-const MAX_LOG_STATISTIC: f64 = 700.0;
-
 /// One version's numbers in the step, for a status line.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -225,7 +222,7 @@ fn sequential_check(
     let threshold = 1.0 / evidence.alpha;
     let test =
         sequential::canary_worse(spec.k, evidence.alpha, share, canary.events, stable.events);
-    let statistic = test.log_statistic.min(MAX_LOG_STATISTIC).exp();
+    let statistic = test.statistic();
     let numbers = format!(
         "canary {what} {} vs stable {}",
         counted(canary.events, canary.requests),
@@ -359,7 +356,7 @@ fn latency(spec: &AnalysisSpec, evidence: &Evidence) -> Check {
 /// the sequential guard test shows the rate above it.
 fn guard(evidence: &Evidence, name: CheckName, what: &str, canary: ArmCounts, limit: f64) -> Check {
     let test = sequential::rate_above(evidence.alpha, limit, canary.events, canary.requests);
-    let statistic = test.log_statistic.min(MAX_LOG_STATISTIC).exp();
+    let statistic = test.statistic();
     let threshold = 1.0 / evidence.alpha;
     let numbers = format!("canary {what} {}", counted(canary.events, canary.requests));
     let (outcome, reason) = if test.rejects {

@@ -357,9 +357,12 @@ impl Prometheus {
                     let series = self
                         .ask(&query.path, &query.template, spec, rollout, version, at)
                         .await?;
-                    let rendered =
-                        queries::render(&query.template, spec.provider, rollout, version);
-                    self.known_metrics(&query.path, &rendered, at).await?;
+                    // The names are the same for both versions: read them once.
+                    if stable {
+                        let rendered =
+                            queries::render(&query.template, spec.provider, rollout, version);
+                        self.known_metrics(&query.path, &rendered, at).await?;
+                    }
                     answers.push(series);
                 }
                 metric_sample(metric, &asked, &answers)?;
