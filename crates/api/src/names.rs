@@ -13,3 +13,10 @@ pub fn subset_name(version: &str) -> String {
 pub fn cluster_name(version: &str) -> String {
     format!("version_{version}")
 }
+
+/// Default name of the Service of `version` of service `service` (the short name) on the
+/// HTTPRoute backend, where a backend has no subsets: `<service>-<version>`. Whether it is a
+/// valid Service name is the renderer's check (`render::services`). The start of issue 20.
+pub fn version_service_name(service: &str, version: &str) -> String {
+    format!("{service}-{version}")
+}

@@ -5,16 +5,22 @@
 //! Envoy files ([`envoy`]), the filter's configuration per placement ([`placement`]), the
 //! proxies' stats settings ([`proxy_stats`]) and who can choose a version ([`exposure`]). It
 //! reads the spec; it never decides a change (that is `rollout`) nor writes one (`runtime`).
+//!
+//! The start of issue 20, not yet wired to a command: the Gateway API backend's managed
+//! HTTPRoute rules ([`httproute`]) and per-version Services ([`services`]); see
+//! `docs/gateway-api.md`.
 
 #![deny(missing_docs)]
 
 pub mod destinationrule;
 pub mod envoy;
 pub mod exposure;
+pub mod httproute;
 pub mod istio;
 pub mod placement;
 pub mod proxy_stats;
 pub mod seal;
+pub mod services;
 pub mod virtualservice;
 pub mod wasmplugin;
 
@@ -89,6 +95,28 @@ pub enum EditError {
         namespace: String,
         /// Its name.
         name: String,
+    },
+    /// A rule of the user's HTTPRoute cannot stand next to the managed rules (HTTPRoute
+    /// backend, issue 20).
+    #[error("rule {rule} of HTTPRoute {http_route} {why}")]
+    RuleConflict {
+        /// The HTTPRoute.
+        http_route: String,
+        /// The rule, by name or position.
+        rule: String,
+        /// What it does and what to do instead.
+        why: String,
+    },
+    /// An earlier rule has exactly the match of a user rule to the service, so Gateway API's
+    /// tie rule gives it every request of that rule (HTTPRoute backend, issue 20).
+    #[error("rule {rule} of HTTPRoute {http_route} routes to the service but can never match: rule {by} before it has the same match and wins the tie, so the requests it should send to the service (and the managed rules in front of it) go elsewhere: remove one of the two, or give them different matches")]
+    RuleShadowed {
+        /// The HTTPRoute.
+        http_route: String,
+        /// The user's rule to the service, by name or position.
+        rule: String,
+        /// The earlier rule with the same match.
+        by: String,
     },
     /// The object exists but cannot be edited as it is.
     #[error("{object}: {why}")]
