@@ -130,8 +130,19 @@ impl Rollouts {
 }
 
 /// The service a cluster serves, from its name. Istio names clusters
-/// `outbound|<port>|<subset>|<host>`, so the service is the host after the last `|`; an
-/// inbound cluster (`inbound|<port>||`) ends in nothing and is no rollout's service. A name
+/// `<direction>|<port>|<subset>|<host>` (`BuildSubsetKey`), so the service is the host after
+/// the last `|`, whichever proxy routed the request:
+///
+/// - `outbound|<port>|<subset>|<host>`: gateways and sidecars, a VirtualService's subsets;
+/// - `outbound|<port>||<host>`: the same on the HTTPRoute backend, where each version is a
+///   Service of its own, and at a waypoint for a Service not bound to it;
+/// - `inbound-vip|<port>|http|<host>` (and `http/<subset>`, `tcp`): a waypoint, for a Service
+///   bound to it.
+///
+/// On the HTTPRoute backend a rollout therefore lists its parent Service and every version
+/// Service (`render::services::filter_services`): the filter runs before it stamps, when the
+/// cluster is still the managed fallback's, stable's Service. Still one lookup per request.
+/// An inbound cluster (`inbound|<port>||`) ends in nothing and is no rollout's service. A name
 /// without `|` (a plain Envoy's cluster) is the service itself.
 pub fn service_of_cluster(cluster: &[u8]) -> Option<&[u8]> {
     let service = match cluster.iter().rposition(|&b| b == b'|') {
@@ -536,10 +547,26 @@ mod tests {
 
     #[test]
     fn the_service_is_the_host_of_an_istio_cluster_name() {
-        let cases: [(&str, Option<&str>); 8] = [
+        let cases: [(&str, Option<&str>); 12] = [
             (
                 "outbound|8080|sticky-canary-v2|shop.prod.svc.cluster.local",
                 Some("shop.prod.svc.cluster.local"),
+            ),
+            (
+                "inbound-vip|8080|http|shop.prod.svc.cluster.local",
+                Some("shop.prod.svc.cluster.local"),
+            ),
+            (
+                "inbound-vip|8080|http/sticky-canary-v2|shop.prod.svc.cluster.local",
+                Some("shop.prod.svc.cluster.local"),
+            ),
+            (
+                "inbound-vip|8080|http|shop-v2.prod.svc.cluster.local",
+                Some("shop-v2.prod.svc.cluster.local"),
+            ),
+            (
+                "outbound|8080||shop-v1.prod.svc.cluster.local",
+                Some("shop-v1.prod.svc.cluster.local"),
             ),
             (
                 "outbound|8080||shop.prod.svc.cluster.local",
@@ -558,6 +585,68 @@ mod tests {
                 service.map(str::as_bytes),
                 "{cluster}"
             );
+        }
+    }
+
+    /// The HTTPRoute backend (issue 20): a rollout lists its parent Service and its version
+    /// Services, and every cluster-name form of every proxy maps to it, with one lookup.
+    #[test]
+    fn every_cluster_name_form_of_a_version_service_maps_to_its_rollout() {
+        let rollouts = Rollouts::from_json(
+            br#"{"rollouts": [
+              {"name": "prod/shop", "services": ["shop.prod.svc.cluster.local",
+                 "shop-v1.prod.svc.cluster.local", "shop-canary.prod.svc.cluster.local"],
+               "config": {"versions": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}]}},
+              {"name": "prod/api", "services": ["api.prod.svc.cluster.local",
+                 "api-v1.prod.svc.cluster.local", "api-v2.prod.svc.cluster.local"],
+               "config": {"versions": [{"name": "v1", "weight": 100}, {"name": "v2", "weight": 0}],
+                          "cookie": {"name": "sticky-version.api"}}}
+            ]}"#,
+        )
+        .unwrap();
+        let cases = [
+            // A Gateway API gateway or a sidecar: the fallback's cluster, then a version's.
+            (
+                "outbound|80||shop-v1.prod.svc.cluster.local",
+                Some("prod/shop"),
+            ),
+            (
+                "outbound|80||shop-canary.prod.svc.cluster.local",
+                Some("prod/shop"),
+            ),
+            (
+                "outbound|80||shop.prod.svc.cluster.local",
+                Some("prod/shop"),
+            ),
+            // A waypoint the Services are bound to.
+            (
+                "inbound-vip|80|http|shop-v1.prod.svc.cluster.local",
+                Some("prod/shop"),
+            ),
+            (
+                "inbound-vip|80|http|shop.prod.svc.cluster.local",
+                Some("prod/shop"),
+            ),
+            (
+                "inbound-vip|80|http/sticky-canary-v2|shop.prod.svc.cluster.local",
+                Some("prod/shop"),
+            ),
+            (
+                "inbound-vip|8080|http|api-v2.prod.svc.cluster.local",
+                Some("prod/api"),
+            ),
+            (
+                "outbound|8080||api-v1.prod.svc.cluster.local",
+                Some("prod/api"),
+            ),
+            // Neither: another service, a version Service nobody listed, a sidecar's inbound.
+            ("inbound-vip|80|http|shop-v3.prod.svc.cluster.local", None),
+            ("outbound|80||shop-v1.staging.svc.cluster.local", None),
+            ("inbound|80||", None),
+            ("inbound-vip|80|http|", None),
+        ];
+        for (name, rollout) in cases {
+            assert_eq!(selected(&rollouts, name).as_deref(), rollout, "{name}");
         }
     }
 
