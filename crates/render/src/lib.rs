@@ -7,8 +7,8 @@
 //! reads the spec; it never decides a change (that is `rollout`) nor writes one (`runtime`).
 //!
 //! The start of issue 20, not yet wired to a command: the Gateway API backend's managed
-//! HTTPRoute rules ([`httproute`]) and per-version Services ([`services`]); see
-//! `docs/gateway-api.md`.
+//! HTTPRoute rules ([`httproute`]), per-version Services ([`services`]) and the shared plugin
+//! as a TrafficExtension ([`trafficextension`]); see `docs/gateway-api.md`.
 
 #![deny(missing_docs)]
 
@@ -21,6 +21,7 @@ pub mod placement;
 pub mod proxy_stats;
 pub mod seal;
 pub mod services;
+pub mod trafficextension;
 pub mod virtualservice;
 pub mod wasmplugin;
 
