@@ -265,10 +265,12 @@ fn managed_group(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let matches = matches_of(user);
-    let rule = |name: String, matches: Vec<Value>, service: &str, edit: HeaderEdit| {
+    let rule = |name: String, matches: Option<Value>, service: &str, edit: HeaderEdit| {
         let mut rule = settings.clone();
         rule.insert("name".to_owned(), json!(name));
-        rule.insert("matches".to_owned(), Value::Array(matches));
+        if let Some(matches) = matches {
+            rule.insert("matches".to_owned(), matches);
+        }
         let filters = with_header_edit(user.get("filters"), header, edit);
         if !filters.is_empty() {
             rule.insert("filters".to_owned(), Value::Array(filters));
@@ -303,14 +305,22 @@ fn managed_group(
                 Some(_) => HeaderEdit::Set(version),
                 None => HeaderEdit::Keep,
             };
-            rule(rule_name(managed.rollout, version), stamped, service, edit)
+            rule(
+                rule_name(managed.rollout, version),
+                Some(Value::Array(stamped)),
+                service,
+                edit,
+            )
         })
         .collect();
     if let Some((_, stable)) = managed.versions.first() {
-        // Unstamped requests: whatever version header they carry came from the client.
+        // Unstamped requests: whatever version header they carry came from the client. The
+        // user rule's matches exactly as they are, so the two tie wherever Istio sorts the
+        // user rule (an explicit `matches: []` sorts after every route with a match; a
+        // written-out `/` would move the fallback in front of other routes' catch-alls).
         group.push(rule(
             default_rule_name(managed.rollout),
-            matches,
+            user.get("matches").cloned(),
             stable,
             HeaderEdit::Remove,
         ));
@@ -414,8 +424,10 @@ fn is_service_ref(
             == service_namespace
 }
 
-/// A rule's matches, with the one Gateway API defaults to (`PathPrefix /`) when it has none:
-/// written out, since Istio sorts a route without a match after every other.
+/// A rule's matches, with the one Gateway API defaults to (`PathPrefix /`) when it has none.
+/// A version rule built on it always has a path: the API server would default one into its
+/// header-only match anyway (`HTTPRouteMatch.path`), and only stamped requests match it,
+/// which the filter stamps only when the user's rule took them unstamped.
 fn matches_of(rule: &Value) -> Vec<Value> {
     match rule.get("matches").and_then(Value::as_array) {
         Some(matches) if !matches.is_empty() => matches.clone(),
@@ -664,9 +676,9 @@ mod tests {
     }
 
     #[test]
-    fn a_rule_without_matches_gets_the_explicit_default_and_other_namespaces_are_named() {
+    fn a_rule_without_matches_keeps_its_shape_in_the_fallback_and_other_namespaces_are_named() {
         let user = spec(vec![
-            json!({"backendRefs": [{"name": "shop", "namespace": "prod", "port": 80}]}),
+            json!({"matches": [], "backendRefs": [{"name": "shop", "namespace": "prod", "port": 80}]}),
         ]);
         let edited = edit("shop", "web", &user, &two()).unwrap();
         let v2 = &edited["rules"][1];
@@ -675,10 +687,20 @@ mod tests {
             json!({"type": "PathPrefix", "value": "/"})
         );
         assert_eq!(v2["backendRefs"][0]["namespace"], "prod");
-        assert!(
-            edited["rules"][3].get("matches").is_none(),
+        assert_eq!(
+            edited["rules"][2]["matches"],
+            json!([]),
+            "the fallback ties with it"
+        );
+        assert_eq!(
+            edited["rules"][3], user["rules"][0],
             "the user's rule is untouched"
         );
+        let absent = spec(vec![
+            json!({"backendRefs": [{"name": "shop", "namespace": "prod", "port": 80}]}),
+        ]);
+        let edited = edit("shop", "web", &absent, &two()).unwrap();
+        assert!(edited["rules"][2].get("matches").is_none());
         // A ref without a namespace in another namespace is another Service.
         let elsewhere = spec(vec![to_shop("/")]);
         assert!(edit("shop", "web", &elsewhere, &two()).is_err());
