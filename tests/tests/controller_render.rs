@@ -50,15 +50,18 @@ fn specs() -> Vec<(&'static str, StickyCanarySpec)> {
         Proxies {
             namespace: None,
             selector: [("istio".to_owned(), "ingressgateway".to_owned())].into(),
+            ..Default::default()
         },
         Proxies {
             namespace: Some("edge".into()),
             selector: [("app".to_owned(), "edge-gateway".to_owned())].into(),
+            ..Default::default()
         },
     ]);
     spread.plugin.sidecars = vec![Proxies {
         namespace: Some("web".into()),
         selector: [("app".to_owned(), "web".to_owned())].into(),
+        ..Default::default()
     }];
     let mut retiring = canary.clone();
     retiring.versions = vec![

@@ -205,6 +205,39 @@ pub struct Routing {
     /// Pod label whose value is the version name; default `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_label: Option<String>,
+    /// Which API carries the routes. Absent: what routes the service today (a VirtualService
+    /// named `virtualService`, else an HTTPRoute), recorded here by `init`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<RoutingApi>,
+    /// Name of the HTTPRoute that gets the managed rules (HTTPRoute API); default: the
+    /// rollout's name, else the one HTTPRoute of the namespace that routes to the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<String>,
+    /// Services the user already has, per version (HTTPRoute API: a backend has no subsets).
+    /// A version not listed gets `<service>-<version>`, written and removed by stickyctl.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub version_services: BTreeMap<String, String>,
+}
+
+/// The API a rollout's routes are written in.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RoutingApi {
+    /// Istio's VirtualService with header routes to DestinationRule subsets.
+    VirtualService,
+    /// Gateway API's HTTPRoute with header rules to one Service per version (Gateway API
+    /// gateways, sidecars, ambient waypoints).
+    #[serde(rename = "HTTPRoute")]
+    HttpRoute,
+}
+
+impl RoutingApi {
+    /// The kind's name, as in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoutingApi::VirtualService => "VirtualService",
+            RoutingApi::HttpRoute => "HTTPRoute",
+        }
+    }
 }
 
 /// Where Istio loads the filter: the module URL and which proxies run it.
@@ -241,6 +274,10 @@ pub struct PluginPlacement {
     /// Gateway API gateways of the rollout's namespace, instead of a selector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target_refs: Vec<TargetRef>,
+    /// The service's ambient waypoint runs the filter (HTTPRoute API; Istio 1.24+): a plugin
+    /// in the service's namespace with `targetRefs` its Service, on the waypoint's server side.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waypoint: bool,
 }
 
 /// A group of proxies: the workloads of one namespace with these labels.
@@ -254,6 +291,9 @@ pub struct Proxies {
     /// Pod labels of the workloads; empty selects every workload of the namespace.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub selector: BTreeMap<String, String>,
+    /// Gateway API gateways of that namespace, instead of a selector (Istio 1.22+).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_refs: Vec<TargetRef>,
 }
 
 /// A Gateway API object the plugin attaches to.
@@ -519,6 +559,19 @@ impl StickyCanarySpec {
             .version_label
             .as_deref()
             .unwrap_or(DEFAULT_VERSION_LABEL)
+    }
+
+    /// Name of the Service of `version` on the HTTPRoute API: the one the user names, else
+    /// `<service>-<version>` with the service's short name.
+    pub fn version_service(&self, version: &str) -> String {
+        self.routing
+            .version_services
+            .get(version)
+            .cloned()
+            .unwrap_or_else(|| {
+                let short = self.service.split('.').next().unwrap_or(&self.service);
+                names::version_service_name(short, version)
+            })
     }
 
     /// Versions and weights as one line, e.g. `v1=90 v2=10`.

@@ -66,7 +66,7 @@ pub fn qa_line(spec: &StickyCanarySpec, canary: Option<&str>) -> String {
 /// What a person must know about who can choose a version of rollout `spec` of `namespace`.
 pub fn warnings(namespace: &str, spec: &StickyCanarySpec) -> Vec<String> {
     let placements = placement::placements(namespace, spec);
-    let on_gateway = placements.iter().any(|p| p.side == Side::Gateway);
+    let on_gateway = placements.iter().any(|p| p.side != Side::Sidecar);
     let on_sidecars = placements.iter().any(|p| p.side == Side::Sidecar);
     let override_ = &spec.filter.override_;
     let mut out = Vec::new();

@@ -561,6 +561,7 @@ mod tests {
         s.plugin.gateways = Some(vec![api::Proxies {
             namespace: Some("edge".into()),
             selector: BTreeMap::from([("app".into(), "edge".into())]),
+            ..Default::default()
         }]);
         let d = desired("shop", "prod", &s, None, &live).unwrap();
         assert_eq!(kinds(&d.writes), [Kind::WasmPlugin, Kind::WasmPlugin]);

@@ -32,6 +32,10 @@ pub enum Side {
     /// Sidecars, on their client side only (`match: [{mode: CLIENT}]`): the calls their
     /// workload makes, where routing to the callee's versions happens; never inbound.
     Sidecar,
+    /// The service's ambient waypoint, attached by `targetRefs` kind Service. A waypoint builds
+    /// its HTTP filters as a sidecar's inbound (server) side, so no `match` is written:
+    /// `CLIENT` would leave it without the filter. Like a gateway, it trusts no incoming stamp.
+    Waypoint,
 }
 
 impl Side {
@@ -39,6 +43,7 @@ impl Side {
         match self {
             Side::Gateway => "gateway",
             Side::Sidecar => "sidecar",
+            Side::Waypoint => "waypoint",
         }
     }
 }
@@ -118,14 +123,14 @@ pub fn placements(namespace: &str, spec: &StickyCanarySpec) -> Vec<Placement> {
             .clone()
             .unwrap_or_else(|| default_ns.to_owned()),
         selector: proxies.selector.clone(),
-        target_refs: Vec::new(),
+        target_refs: proxies.target_refs.clone(),
     };
     let mut out: Vec<Placement> = match &plugin.gateways {
         Some(gateways) => gateways
             .iter()
             .map(|g| group(Side::Gateway, g, DEFAULT_GATEWAY_NAMESPACE))
             .collect(),
-        None if plugin.selector.is_empty() && plugin.target_refs.is_empty() => {
+        None if plugin.selector.is_empty() && plugin.target_refs.is_empty() && !plugin.waypoint => {
             vec![Placement {
                 side: Side::Gateway,
                 namespace: DEFAULT_GATEWAY_NAMESPACE.to_owned(),
@@ -152,6 +157,21 @@ pub fn placements(namespace: &str, spec: &StickyCanarySpec) -> Vec<Placement> {
             .iter()
             .map(|s| group(Side::Sidecar, s, namespace)),
     );
+    if plugin.waypoint {
+        // Istio attaches a Service target only from the Service's own namespace.
+        let mut parts = spec.service.split('.');
+        let name = parts.next().unwrap_or_default();
+        out.push(Placement {
+            side: Side::Waypoint,
+            namespace: parts.next().unwrap_or(namespace).to_owned(),
+            selector: BTreeMap::new(),
+            target_refs: vec![TargetRef {
+                group: String::new(),
+                kind: "Service".to_owned(),
+                name: name.to_owned(),
+            }],
+        });
+    }
     out.sort();
     out.dedup();
     out
@@ -250,16 +270,19 @@ mod tests {
         let gw = Proxies {
             namespace: None,
             selector: labels(&[("istio", "ingressgateway")]),
+            ..Default::default()
         };
         spec.plugin.gateways = Some(vec![gw.clone(), gw]);
         spec.plugin.sidecars = vec![
             Proxies {
                 namespace: None,
                 selector: labels(&[("app", "web")]),
+                ..Default::default()
             },
             Proxies {
                 namespace: Some("web".into()),
                 selector: BTreeMap::new(),
+                ..Default::default()
             },
         ];
         let p = placements("prod", &spec);

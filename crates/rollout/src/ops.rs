@@ -21,7 +21,7 @@ use sticky_canary_filter::bucket::{percent_to_basis_points, BUCKETS};
 use sticky_canary_filter::names::{check_version_name, is_dns_label, is_dns_name};
 use sticky_canary_filter::VersionWeight;
 
-use api::{Proxies, StickyCanarySpec};
+use api::{Proxies, RoutingApi, StickyCanarySpec};
 
 /// A change an operator asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -295,6 +295,7 @@ pub fn validate(spec: &StickyCanarySpec) -> Result<(), OpError> {
     for (key, value) in &spec.plugin.selector {
         check_label(&format!("spec.plugin.selector.{key}"), key, value)?;
     }
+    check_routing(spec)?;
     check_auto(spec)?;
     spec.analysis.validate().map_err(OpError::Invalid)
 }
@@ -339,6 +340,53 @@ fn check_proxies(field: &str, proxies: &Proxies) -> Result<(), OpError> {
     }
     for (key, value) in &proxies.selector {
         check_label(&format!("{field}.selector.{key}"), key, value)?;
+    }
+    if !proxies.selector.is_empty() && !proxies.target_refs.is_empty() {
+        return Err(OpError::Invalid(format!(
+            "{field}: selector and targetRefs both set: a plugin selects its proxies one way"
+        )));
+    }
+    Ok(())
+}
+
+/// The HTTPRoute API's own settings: Service names per version, and what only it can do.
+fn check_routing(spec: &StickyCanarySpec) -> Result<(), OpError> {
+    for (version, service) in &spec.routing.version_services {
+        let ok = is_dns_label(service)
+            && service.len() <= 63
+            && service.starts_with(|c: char| c.is_ascii_lowercase());
+        if !ok {
+            return Err(OpError::Invalid(format!(
+                "spec.routing.versionServices.{version}: {service:?} is not a Service name (at most 63 lower-case letters, digits and '-', starting with a letter)"
+            )));
+        }
+    }
+    let virtual_service = spec.routing.api == Some(RoutingApi::VirtualService);
+    let needs_http_route = [
+        ("spec.plugin.waypoint", spec.plugin.waypoint),
+        ("spec.routing.httpRoute", spec.routing.http_route.is_some()),
+        (
+            "spec.routing.versionServices",
+            !spec.routing.version_services.is_empty(),
+        ),
+    ];
+    if let Some((field, _)) = needs_http_route
+        .iter()
+        .find(|(_, set)| *set && virtual_service)
+    {
+        return Err(OpError::Invalid(format!(
+            "{field}: only the HTTPRoute API has it, and spec.routing.api is VirtualService"
+        )));
+    }
+    if let Some(i) = spec
+        .plugin
+        .sidecars
+        .iter()
+        .position(|s| !s.target_refs.is_empty())
+    {
+        return Err(OpError::Invalid(format!(
+            "spec.plugin.sidecars[{i}].targetRefs: sidecars ignore targetRefs (Istio applies them to Gateway API gateways and waypoints only): use selector"
+        )));
     }
     Ok(())
 }
@@ -458,6 +506,7 @@ mod tests {
         let gateway = |namespace: &str, key: &str, value: &str| Proxies {
             namespace: Some(namespace.to_owned()),
             selector: [(key.to_owned(), value.to_owned())].into(),
+            ..Default::default()
         };
         type Edit<'a> = &'a dyn Fn(&mut StickyCanarySpec);
         let cases: [(Edit, &str); 4] = [

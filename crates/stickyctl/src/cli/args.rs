@@ -5,8 +5,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use render::placement;
-
 /// `stickyctl`: change a sticky canary rollout with one command.
 #[derive(Debug, Parser)]
 #[command(
@@ -203,6 +201,24 @@ pub struct OverrideToken {
     pub token: Option<String>,
 }
 
+/// `--routing`: the spec's `routing.api`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoutingArg {
+    #[value(name = "VirtualService", alias = "virtualservice")]
+    VirtualService,
+    #[value(name = "HTTPRoute", alias = "httproute")]
+    HttpRoute,
+}
+
+impl From<RoutingArg> for api::RoutingApi {
+    fn from(arg: RoutingArg) -> Self {
+        match arg {
+            RoutingArg::VirtualService => api::RoutingApi::VirtualService,
+            RoutingArg::HttpRoute => api::RoutingApi::HttpRoute,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Switch {
     On,
@@ -233,6 +249,20 @@ pub struct InitArgs {
     /// Pod label holding the version name.
     #[arg(long)]
     pub version_label: Option<String>,
+    /// The API that carries the routes (default: what routes the service today).
+    #[arg(long, value_enum, value_name = "API")]
+    pub routing: Option<RoutingArg>,
+    /// HTTPRoute that gets the managed rules (default: the rollout's name, else the one
+    /// HTTPRoute of the namespace routing to the service).
+    #[arg(long)]
+    pub http_route: Option<String>,
+    /// `VERSION=SERVICE`: the user's own Service of a version (HTTPRoute API; default
+    /// `<service>-<version>`, written by stickyctl); repeatable.
+    #[arg(long = "version-service", value_name = "VERSION=SERVICE")]
+    pub version_services: Vec<String>,
+    /// The service's ambient waypoint runs the filter (HTTPRoute API).
+    #[arg(long)]
+    pub waypoint: bool,
     /// URL of the filter module (oci://, https:// or file://).
     #[arg(long)]
     pub plugin_url: Option<String>,
@@ -243,9 +273,10 @@ pub struct InitArgs {
     /// usual ingress gateway, istio=ingressgateway).
     #[arg(long = "selector", value_name = "KEY=VALUE")]
     pub selectors: Vec<String>,
-    /// Namespace of that gateway.
-    #[arg(long, value_name = "NAMESPACE", default_value = placement::DEFAULT_GATEWAY_NAMESPACE)]
-    pub gateway_namespace: String,
+    /// Namespace of that gateway (default: istio-system), or of the Gateway API gateways
+    /// `--target-ref` names (default: the rollout's).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub gateway_namespace: Option<String>,
     /// Label `KEY=VALUE` of callers whose sidecars run the filter on their calls to the
     /// service; repeatable (one group of callers).
     #[arg(long = "sidecar", value_name = "KEY=VALUE")]

@@ -110,6 +110,9 @@ pub fn init_spec(args: &InitArgs) -> Result<StickyCanarySpec, Error> {
     spec.routing.virtual_service = args.virtual_service.clone();
     spec.routing.destination_rule = args.destination_rule.clone();
     spec.routing.version_label = args.version_label.clone();
+    spec.routing.api = args.routing.map(Into::into);
+    spec.routing.http_route = args.http_route.clone();
+    spec.plugin.waypoint = args.waypoint;
     spec.plugin.url = args.plugin_url.clone();
     if let Some(sha256) = &args.plugin_sha256 {
         let hex = sha256.len() == 64
@@ -133,35 +136,62 @@ pub fn init_spec(args: &InitArgs) -> Result<StickyCanarySpec, Error> {
             })
             .collect()
     };
-    if !args.selectors.is_empty() || args.gateway_namespace != placement::DEFAULT_GATEWAY_NAMESPACE
-    {
-        let mut selector = labels("--selector", &args.selectors)?;
-        if selector.is_empty() {
-            let (key, value) = placement::DEFAULT_GATEWAY_SELECTOR;
-            selector.insert(key.to_owned(), value.to_owned());
+    spec.routing.version_services = labels("--version-service", &args.version_services)?;
+    let target_refs = args
+        .target_refs
+        .iter()
+        .map(|target| {
+            let (kind, name) = target.split_once('/').ok_or_else(|| {
+                Error::Invalid(format!("--target-ref {target:?}: expected KIND/NAME"))
+            })?;
+            Ok(TargetRef {
+                group: "gateway.networking.k8s.io".to_owned(),
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    match &args.gateway_namespace {
+        // Gateway API gateways of another namespace: the plugin lives in theirs.
+        Some(namespace) if !target_refs.is_empty() => {
+            if !args.selectors.is_empty() {
+                return Err(Error::Invalid(
+                    "--selector with --target-ref and --gateway-namespace: name the gateway one way".into(),
+                ));
+            }
+            spec.plugin.gateways = Some(vec![Proxies {
+                namespace: Some(namespace.clone()),
+                target_refs,
+                ..Proxies::default()
+            }]);
         }
-        spec.plugin.gateways = Some(vec![Proxies {
-            namespace: Some(args.gateway_namespace.clone()),
-            selector,
-        }]);
+        namespace => {
+            if namespace.is_some() || !args.selectors.is_empty() {
+                let mut selector = labels("--selector", &args.selectors)?;
+                if selector.is_empty() {
+                    let (key, value) = placement::DEFAULT_GATEWAY_SELECTOR;
+                    selector.insert(key.to_owned(), value.to_owned());
+                }
+                let namespace = namespace
+                    .clone()
+                    .unwrap_or_else(|| placement::DEFAULT_GATEWAY_NAMESPACE.to_owned());
+                spec.plugin.gateways = Some(vec![Proxies {
+                    namespace: Some(namespace),
+                    selector,
+                    ..Proxies::default()
+                }]);
+            }
+            spec.plugin.target_refs = target_refs;
+        }
     }
     if !args.sidecars.is_empty() || args.sidecar_namespace.is_some() {
         spec.plugin.sidecars = vec![Proxies {
             namespace: args.sidecar_namespace.clone(),
             selector: labels("--sidecar", &args.sidecars)?,
+            ..Proxies::default()
         }];
     }
     spec.filter.trust_incoming_header = args.trust_incoming_header;
-    for target in &args.target_refs {
-        let (kind, name) = target.split_once('/').ok_or_else(|| {
-            Error::Invalid(format!("--target-ref {target:?}: expected KIND/NAME"))
-        })?;
-        spec.plugin.target_refs.push(TargetRef {
-            group: "gateway.networking.k8s.io".to_owned(),
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-        });
-    }
     spec.filter.key_sources = args
         .key_headers
         .iter()
