@@ -82,6 +82,7 @@ fn a_snapshot_counts_what_envoy_served_per_version() {
         service: "shop".to_owned(),
         stable: "v1".to_owned(),
         canary: "v2".to_owned(),
+        version_services: Default::default(),
     };
     let rt = runtime();
 

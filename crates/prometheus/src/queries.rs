@@ -1,10 +1,11 @@
 //! The query templates: defaults per provider, placeholders filled for one version, and the
 //! metric names a template reads (so an unknown metric is refused before the rollout starts).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use analysis::{AnalysisSpec, MetricKind, MetricSpec, Provider};
-use api::names::{cluster_name, subset_name};
+use api::names::{cluster_name, subset_name, version_service_name};
 use promql_parser::label::{MatchOp, METRIC_NAME};
 use promql_parser::parser::{AggregateExpr, Expr, VectorSelector};
 use promql_parser::util::{walk_expr, ExprVisitor};
@@ -87,6 +88,9 @@ pub struct RolloutRef {
     pub stable: String,
     /// The canary version.
     pub canary: String,
+    /// The Service of a version on the HTTPRoute API, where the user named one
+    /// (`spec.routing.versionServices`); other versions have the default name.
+    pub version_services: BTreeMap<String, String>,
 }
 
 /// Selects the version's upstream cluster(s) from a plain Envoy's cluster stats.
@@ -205,16 +209,31 @@ fn string_literal(text: &str) -> String {
 }
 
 /// The cluster(s) of `version` in the calling proxy's stats, as a regex: a plain Envoy's
-/// `version_<version>`, Istio's `outbound|<port>|sticky-canary-<version>|<host>` for any
-/// port and the service's short or full name.
+/// `version_<version>`; on Istio either API's, so the queries hold whichever carries the
+/// routes: the VirtualService's subset cluster `outbound|<port>|sticky-canary-<version>|<host>`
+/// (the service's short or full name), and the HTTPRoute's version Service,
+/// `outbound|<port>||<service>-<version>.<namespace>.svc.<domain>` at a gateway or sidecar and
+/// `inbound-vip|<port>|http|...` at a waypoint.
 pub fn cluster_regex(provider: Provider, rollout: &RolloutRef, version: &str) -> String {
     match provider {
         Provider::Envoy => regex_literal(&cluster_name(version)),
-        Provider::Istio => format!(
-            r"outbound\\|[0-9]+\\|{}\\|{}(\\..+)?",
-            regex_literal(&subset_name(version)),
-            regex_literal(&rollout.service)
-        ),
+        Provider::Istio => {
+            let (short, rest) = match rollout.service.split_once('.') {
+                Some((short, rest)) => (short, regex_literal(&format!(".{rest}"))),
+                None => (rollout.service.as_str(), r"(\\..+)?".to_owned()),
+            };
+            let service = rollout
+                .version_services
+                .get(version)
+                .cloned()
+                .unwrap_or_else(|| version_service_name(short, version));
+            format!(
+                r"outbound\\|[0-9]+\\|{}\\|{}(\\..+)?|(outbound|inbound-vip)\\|[0-9]+\\|(http)?\\|{}{rest}",
+                regex_literal(&subset_name(version)),
+                regex_literal(&rollout.service),
+                regex_literal(&service),
+            )
+        }
     }
 }
 
@@ -298,7 +317,26 @@ mod tests {
             service: "shop.prod.svc.cluster.local".to_owned(),
             stable: "v1".to_owned(),
             canary: "1.2.3".to_owned(),
+            version_services: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_version_service_the_user_named_is_its_cluster() {
+        let mut rollout = shop();
+        rollout
+            .version_services
+            .insert("1.2.3".to_owned(), "shop-canary".to_owned());
+        let regex = cluster_regex(Provider::Istio, &rollout, "1.2.3");
+        assert!(
+            regex.ends_with(r"(outbound|inbound-vip)\\|[0-9]+\\|(http)?\\|shop-canary\\.prod\\.svc\\.cluster\\.local"),
+            "{regex}"
+        );
+        assert!(cluster_regex(Provider::Istio, &rollout, "v1")
+            .ends_with(r"\\|shop-v1\\.prod\\.svc\\.cluster\\.local"));
+        // A short service name: the version Service in any namespace and domain.
+        rollout.service = "shop".to_owned();
+        assert!(cluster_regex(Provider::Istio, &rollout, "v1").ends_with(r"\\|shop-v1(\\..+)?"));
     }
 
     #[test]
@@ -333,13 +371,13 @@ mod tests {
                 Provider::Istio,
                 Field::Errors,
                 "v1",
-                r#"envoy_cluster_upstream_rq{cluster_name=~"outbound\\|[0-9]+\\|sticky-canary-v1\\|shop\\.prod\\.svc\\.cluster\\.local(\\..+)?",response_code_class="5xx"}"#,
+                r#"envoy_cluster_upstream_rq{cluster_name=~"outbound\\|[0-9]+\\|sticky-canary-v1\\|shop\\.prod\\.svc\\.cluster\\.local(\\..+)?|(outbound|inbound-vip)\\|[0-9]+\\|(http)?\\|shop-v1\\.prod\\.svc\\.cluster\\.local",response_code_class="5xx"}"#,
             ),
             (
                 Provider::Istio,
                 Field::LatencyBuckets,
                 "v1",
-                r#"envoy_cluster_upstream_rq_time_bucket{cluster_name=~"outbound\\|[0-9]+\\|sticky-canary-v1\\|shop\\.prod\\.svc\\.cluster\\.local(\\..+)?"}"#,
+                r#"envoy_cluster_upstream_rq_time_bucket{cluster_name=~"outbound\\|[0-9]+\\|sticky-canary-v1\\|shop\\.prod\\.svc\\.cluster\\.local(\\..+)?|(outbound|inbound-vip)\\|[0-9]+\\|(http)?\\|shop-v1\\.prod\\.svc\\.cluster\\.local"}"#,
             ),
             (
                 Provider::Istio,
@@ -386,7 +424,7 @@ mod tests {
         );
         assert_eq!(
             query,
-            r#"envoy_cluster_upstream_rq_total{envoy_cluster_name=~"outbound\\|[0-9]+\\|sticky-canary-v2\\|shop\\.prod\\.svc\\.cluster\\.local(\\..+)?"}"#
+            r#"envoy_cluster_upstream_rq_total{envoy_cluster_name=~"outbound\\|[0-9]+\\|sticky-canary-v2\\|shop\\.prod\\.svc\\.cluster\\.local(\\..+)?|(outbound|inbound-vip)\\|[0-9]+\\|(http)?\\|shop-v2\\.prod\\.svc\\.cluster\\.local"}"#
         );
         assert_eq!(
             template(&spec, Field::Errors),

@@ -28,6 +28,7 @@ pub fn rollout_ref(canary: &StickyCanary) -> Option<RolloutRef> {
         service: spec.service.clone(),
         stable: spec.stable()?.name.clone(),
         canary: spec.versions.get(1)?.name.clone(),
+        version_services: spec.routing.version_services.clone(),
     })
 }
 
