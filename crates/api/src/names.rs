@@ -16,7 +16,7 @@ pub fn cluster_name(version: &str) -> String {
 
 /// Default name of the Service of `version` of service `service` (the short name) on the
 /// HTTPRoute backend, where a backend has no subsets: `<service>-<version>`. Whether it is a
-/// valid Service name is the renderer's check (`render::services`). The start of issue 20.
+/// valid Service name is the renderer's check (`render::services`).
 pub fn version_service_name(service: &str, version: &str) -> String {
     format!("{service}-{version}")
 }

@@ -1,6 +1,6 @@
 //! Managed rules in the user's own Gateway API HTTPRoute: the HTTPRoute backend's twin of
-//! [`virtualservice`](super::virtualservice). **The start of issue 20: not yet wired to a
-//! command** (see `docs/gateway-api.md`, which also gives the Istio code this relies on).
+//! [`virtualservice`](super::virtualservice) (see `docs/gateway-api.md`, which also gives the
+//! Istio code this relies on).
 //!
 //! Before each of the user's rules with a backendRef to the parent Service, the rollout adds
 //! one rule per routed version, named `sticky-canary.<rollout>.v-<version>`: the user rule's
@@ -200,6 +200,47 @@ pub fn remove(spec: &Value, rollout: &str) -> Value {
         rules.retain(|rule| !is_managed(rule, rollout));
     }
     spec
+}
+
+/// Whether HTTPRoute `spec` of `namespace` has a user rule with a backendRef to Service
+/// `service_namespace/service`: how the route of a service is found when none is named.
+pub fn routes_to(spec: &Value, namespace: &str, service: &str, service_namespace: &str) -> bool {
+    spec.get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|rule| !is_any_rollouts(rule))
+        .flat_map(backend_refs)
+        .any(|r| is_service_ref(r, namespace, service, service_namespace))
+}
+
+/// The Gateways route `spec` of `namespace` attaches to, as `(namespace, name)`: where the
+/// filter runs for an ingress route.
+pub fn gateway_parents(spec: &Value, namespace: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = spec
+        .get("parentRefs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p.get("kind").and_then(Value::as_str).unwrap_or("Gateway") == "Gateway"
+                && p.get("group")
+                    .and_then(Value::as_str)
+                    .unwrap_or("gateway.networking.k8s.io")
+                    == "gateway.networking.k8s.io"
+        })
+        .filter_map(|p| {
+            let name = p.get("name").and_then(Value::as_str)?;
+            let ns = p
+                .get("namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(namespace);
+            Some((ns.to_owned(), name.to_owned()))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Refuses another HTTPRoute (`name`, `namespace`, `spec`) that routes to the rollout's

@@ -1,6 +1,7 @@
 //! A rollout's Istio objects, from its spec and the live objects, in apply order: its entry
-//! in the shared WasmPlugin of each proxy group it is placed on, the user's VirtualService and
-//! DestinationRule.
+//! in the shared WasmPlugin of each proxy group it is placed on, and its routes: the user's
+//! VirtualService and DestinationRule, or on the HTTPRoute API the user's HTTPRoute and a
+//! Service per version ([`super::gateway_api`]). [`routing_api`] says which.
 //!
 //! Order is make-before-break: the DestinationRule first gains the subsets of new versions
 //! (keeping those of versions on their way out), then the WasmPlugins and the VirtualService
@@ -12,8 +13,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{destinationrule, placement, same_opt, virtualservice, wasmplugin, EditError};
-use api::{StickyCanarySpec, DEFAULT_PLUGIN_URL};
+use super::{
+    destinationrule, gateway_api, httproute, placement, same_opt, virtualservice, wasmplugin,
+    EditError,
+};
+use api::{RoutingApi, StickyCanarySpec, DEFAULT_PLUGIN_URL};
 
 /// The kinds of object a rollout writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -24,14 +28,20 @@ pub enum Kind {
     VirtualService,
     /// `networking.istio.io/v1` DestinationRule, the user's (or created), edited.
     DestinationRule,
+    /// `gateway.networking.k8s.io/v1` HTTPRoute, the user's, edited (HTTPRoute API).
+    HttpRoute,
+    /// `v1` Service of one version, stickyctl's (HTTPRoute API).
+    Service,
 }
 
 impl Kind {
     /// Every kind, in display order.
-    pub const ALL: [Kind; 3] = [
+    pub const ALL: [Kind; 5] = [
         Kind::WasmPlugin,
         Kind::VirtualService,
         Kind::DestinationRule,
+        Kind::HttpRoute,
+        Kind::Service,
     ];
 
     /// The kind's name, as in `kind:`.
@@ -40,6 +50,8 @@ impl Kind {
             Kind::WasmPlugin => wasmplugin::KIND,
             Kind::VirtualService => virtualservice::KIND,
             Kind::DestinationRule => destinationrule::KIND,
+            Kind::HttpRoute => httproute::KIND,
+            Kind::Service => "Service",
         }
     }
 
@@ -49,14 +61,28 @@ impl Kind {
             Kind::WasmPlugin => wasmplugin::API_VERSION,
             Kind::VirtualService => virtualservice::API_VERSION,
             Kind::DestinationRule => destinationrule::API_VERSION,
+            Kind::HttpRoute => httproute::API_VERSION,
+            Kind::Service => "v1",
         }
     }
 }
 
-/// The names of a rollout's own VirtualService and DestinationRule. Its WasmPlugins are the
-/// shared ones of its placements ([`placement::Placement::plugin_name`]), elsewhere.
+/// The names of a rollout's own VirtualService, DestinationRule and HTTPRoute (the one it
+/// looks for first), and of its service. Its WasmPlugins are the shared ones of its
+/// placements ([`placement::Placement::plugin_name`]), elsewhere.
 pub fn object_name(kind: Kind, rollout: &str, spec: &StickyCanarySpec) -> String {
     match kind {
+        Kind::HttpRoute => spec
+            .routing
+            .http_route
+            .clone()
+            .unwrap_or_else(|| rollout.to_owned()),
+        Kind::Service => spec
+            .service
+            .split('.')
+            .next()
+            .unwrap_or(&spec.service)
+            .to_owned(),
         Kind::WasmPlugin => wasmplugin::legacy_name(rollout),
         Kind::VirtualService => spec
             .routing
@@ -82,6 +108,12 @@ pub struct Live {
     pub virtual_service: Option<Value>,
     /// The DestinationRule carrying the subsets.
     pub destination_rule: Option<Value>,
+    /// Every HTTPRoute of the rollout's namespace (HTTPRoute API): the one carrying the rules,
+    /// and the others, which must not route to the service.
+    pub http_routes: Vec<Value>,
+    /// Services of the rollout's namespace by name: the service itself, the rollout's
+    /// version Services and those the spec names.
+    pub services: BTreeMap<String, Value>,
 }
 
 impl Live {
@@ -91,7 +123,64 @@ impl Live {
             Kind::WasmPlugin => self.plugins.get(&namespace_and_name(object)),
             Kind::VirtualService => self.virtual_service.as_ref(),
             Kind::DestinationRule => self.destination_rule.as_ref(),
+            Kind::HttpRoute => {
+                let (_, name) = namespace_and_name(object);
+                self.http_routes
+                    .iter()
+                    .find(|route| namespace_and_name(route).1 == name)
+            }
+            Kind::Service => self.services.get(&namespace_and_name(object).1),
         }
+    }
+}
+
+/// The API that carries rollout `rollout`'s routes: the spec's, else detected from what
+/// routes the service today, the named VirtualService first (every rollout made before the
+/// HTTPRoute API keeps its routes), then an HTTPRoute. Both at once is refused: Istio merges a
+/// VirtualService and the VirtualServices it makes from HTTPRoutes in list order at
+/// waypoints, and lets one win at sidecars, so the managed routes of one would not hold.
+pub fn routing_api(
+    rollout: &str,
+    namespace: &str,
+    spec: &StickyCanarySpec,
+    live: &Live,
+) -> Result<RoutingApi, EditError> {
+    let route = gateway_api::find_route(rollout, namespace, spec, live);
+    match (spec.routing.api, &live.virtual_service, route) {
+        (Some(api), _, _) => Ok(api),
+        (None, Some(_), Some(route)) => Err(EditError::Malformed {
+            object: format!(
+                "VirtualService {namespace}/{}",
+                object_name(Kind::VirtualService, rollout, spec)
+            ),
+            why: format!(
+                "and HTTPRoute {namespace}/{} both route {}: Istio merges the two in list order at waypoints and lets one win at sidecars, so the managed routes of either would not hold; keep one (or set spec.routing.api)",
+                namespace_and_name(route).1,
+                spec.service
+            ),
+        }),
+        (None, Some(_), None) => Ok(RoutingApi::VirtualService),
+        (None, None, Some(_)) => Ok(RoutingApi::HttpRoute),
+        (None, None, None) if gateway_api::routing(namespace, spec, live).len() > 1 => {
+            let names: Vec<String> = gateway_api::routing(namespace, spec, live)
+                .into_iter()
+                .map(|route| format!("{namespace}/{}", namespace_and_name(route).1))
+                .collect();
+            Err(EditError::Malformed {
+                object: format!("service {}", spec.service),
+                why: format!(
+                    "HTTPRoutes {} all route it: name the one for the rollout in spec.routing.httpRoute (stickyctl init --http-route)",
+                    names.join(", ")
+                ),
+            })
+        }
+        (None, None, None) => Err(EditError::Malformed {
+            object: format!("service {}", spec.service),
+            why: format!(
+                "nothing routes it: VirtualService {namespace}/{} does not exist, nor an HTTPRoute of namespace {namespace} with a rule to it; create one first, stickyctl only adds its managed routes to it",
+                object_name(Kind::VirtualService, rollout, spec)
+            ),
+        }),
     }
 }
 
@@ -124,7 +213,7 @@ pub struct Write {
 }
 
 impl Write {
-    fn put(kind: Kind, object: Value) -> Self {
+    pub(crate) fn put(kind: Kind, object: Value) -> Self {
         Write {
             kind,
             owned: object.clone(),
@@ -137,7 +226,9 @@ impl Write {
 /// The rollout's objects as they should be, and the writes that get there from `live`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
-    /// Final WasmPlugin, VirtualService and DestinationRule, in [`Kind::ALL`] order.
+    /// The API that carries the routes ([`routing_api`]).
+    pub api: RoutingApi,
+    /// Final WasmPlugins, then the routes' objects.
     pub objects: Vec<Write>,
     /// The writes to make, in order; objects already as desired are left out.
     pub writes: Vec<Write>,
@@ -152,6 +243,9 @@ pub fn desired(
     seal: Option<&str>,
     live: &Live,
 ) -> Result<Desired, EditError> {
+    if routing_api(rollout, namespace, spec, live)? == RoutingApi::HttpRoute {
+        return gateway_api::desired(rollout, namespace, spec, seal, live);
+    }
     let name = |kind| object_name(kind, rollout, spec);
     let versions: Vec<&str> = spec.versions.iter().map(|v| v.name.as_str()).collect();
 
@@ -204,50 +298,14 @@ pub fn desired(
         destinationrule::edit(&dr_name, dr_live_spec, &spec.service, label, &both)?,
     );
 
-    let key = placement::rollout_key(namespace, rollout);
-    // The entry differs per side: only sidecars may trust an incoming header.
-    let entry = |side| wasmplugin::Entry {
-        key: key.clone(),
-        url: spec
-            .plugin
-            .url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_PLUGIN_URL.to_owned()),
-        sha256: spec.plugin.sha256.clone(),
-        value: json!({
-            "name": key,
-            "services": [placement::service_fqdn(&spec.service, namespace)],
-            "config": placement::plugin_config(namespace, rollout, spec, side, seal),
-        }),
-    };
-    let placements = placement::placements(namespace, spec);
-    let mut plugins = Vec::new();
-    for group in &placements {
-        let entry = entry(group.side);
-        let at = (group.namespace.clone(), group.plugin_name());
-        let plugin = wasmplugin::with_rollout(group, live.plugins.get(&at), &entry)?;
-        let owned = json!({
-            "url": plugin.pointer("/spec/url"),
-            "sha256": plugin.pointer("/spec/sha256"),
-            "entry": wasmplugin::entry(&plugin, &key),
-        });
-        plugins.push(Write {
-            kind: Kind::WasmPlugin,
-            object: plugin,
-            delete: false,
-            owned,
-        });
-    }
-    let placed: Vec<(String, String)> = plugins
-        .iter()
-        .map(|w| namespace_and_name(&w.object))
-        .collect();
-    let leaving: Vec<Write> = live
-        .plugins
-        .iter()
-        .filter(|(at, _)| !placed.contains(at))
-        .filter_map(|(at, plugin)| leave(plugin, &at.0, namespace, rollout))
-        .collect();
+    let (plugins, leaving) = plugin_writes(
+        rollout,
+        namespace,
+        spec,
+        seal,
+        live,
+        vec![placement::service_fqdn(&spec.service, namespace)],
+    )?;
 
     let mut objects = plugins;
     objects.push(Write::put(Kind::VirtualService, virtual_service));
@@ -271,14 +329,80 @@ pub fn desired(
     if !same_opt(dr_current.as_ref(), Some(&dr_final)) {
         writes.push(Write::put(Kind::DestinationRule, dr_final));
     }
-    Ok(Desired { objects, writes })
+    Ok(Desired {
+        api: RoutingApi::VirtualService,
+        objects,
+        writes,
+    })
+}
+
+/// The rollout's entry in the shared plugin of each proxy group it is placed on, listing
+/// `services` (the hosts whose clusters are the rollout's), and the writes that take it out
+/// of the plugins of groups it is no longer placed on: the second to apply after the first.
+pub(crate) fn plugin_writes(
+    rollout: &str,
+    namespace: &str,
+    spec: &StickyCanarySpec,
+    seal: Option<&str>,
+    live: &Live,
+    services: Vec<String>,
+) -> Result<(Vec<Write>, Vec<Write>), EditError> {
+    let key = placement::rollout_key(namespace, rollout);
+    // The entry differs per side: only sidecars may trust an incoming header.
+    let entry = |side| wasmplugin::Entry {
+        key: key.clone(),
+        url: spec
+            .plugin
+            .url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PLUGIN_URL.to_owned()),
+        sha256: spec.plugin.sha256.clone(),
+        value: json!({
+            "name": key,
+            "services": services,
+            "config": placement::plugin_config(namespace, rollout, spec, side, seal),
+        }),
+    };
+    let mut plugins = Vec::new();
+    for group in &placement::placements(namespace, spec) {
+        let entry = entry(group.side);
+        let at = (group.namespace.clone(), group.plugin_name());
+        let plugin = wasmplugin::with_rollout(group, live.plugins.get(&at), &entry)?;
+        let owned = json!({
+            "url": plugin.pointer("/spec/url"),
+            "sha256": plugin.pointer("/spec/sha256"),
+            "entry": wasmplugin::entry(&plugin, &key),
+        });
+        plugins.push(Write {
+            kind: Kind::WasmPlugin,
+            object: plugin,
+            delete: false,
+            owned,
+        });
+    }
+    let placed: Vec<(String, String)> = plugins
+        .iter()
+        .map(|w| namespace_and_name(&w.object))
+        .collect();
+    let leaving = live
+        .plugins
+        .iter()
+        .filter(|(at, _)| !placed.contains(at))
+        .filter_map(|(at, plugin)| leave(plugin, &at.0, namespace, rollout))
+        .collect();
+    Ok((plugins, leaving))
 }
 
 /// The write that takes rollout `rollout` of `namespace` out of `plugin` (of namespace
 /// `plugin_namespace`): its entry out of a shared plugin (the plugin deleted when it was the
 /// last), or the rollout's own single-rollout plugin of earlier versions deleted; `None` when
 /// the rollout is not in it.
-fn leave(plugin: &Value, plugin_namespace: &str, namespace: &str, rollout: &str) -> Option<Write> {
+pub(crate) fn leave(
+    plugin: &Value,
+    plugin_namespace: &str,
+    namespace: &str,
+    rollout: &str,
+) -> Option<Write> {
     if plugin_namespace == namespace && wasmplugin::is_legacy_of(plugin, rollout) {
         return Some(deletion(Kind::WasmPlugin, plugin));
     }
@@ -290,7 +414,7 @@ fn leave(plugin: &Value, plugin_namespace: &str, namespace: &str, rollout: &str)
 }
 
 /// The deletion of live object `object` of `kind`.
-fn deletion(kind: Kind, object: &Value) -> Write {
+pub(crate) fn deletion(kind: Kind, object: &Value) -> Write {
     Write {
         kind,
         object: object.clone(),
@@ -303,7 +427,8 @@ fn deletion(kind: Kind, object: &Value) -> Write {
 /// wrote: its entry out of the shared WasmPlugins first (the last one to leave deletes the
 /// plugin), so no proxy stamps for it any more, then its managed routes out of the
 /// VirtualService, then its subsets out of the DestinationRule, which is deleted when
-/// stickyctl created it and nothing of the user's is in it ([`destinationrule::leftover`]).
+/// stickyctl created it and nothing of the user's is in it ([`destinationrule::leftover`]);
+/// on the HTTPRoute API its rules out of the routes and its version Services deleted.
 /// Objects that are absent or already clean are left out, so a repeated teardown writes
 /// nothing.
 pub fn teardown(
@@ -340,6 +465,7 @@ pub fn teardown(
             .into_iter()
             .flatten(),
         )
+        .chain(gateway_api::teardown(rollout, namespace, live))
         .collect()
 }
 
@@ -375,7 +501,7 @@ fn new_object(kind: Kind, name: &str, namespace: &str) -> Value {
     })
 }
 
-fn with_spec(object: &Value, spec: Value) -> Value {
+pub(crate) fn with_spec(object: &Value, spec: Value) -> Value {
     let mut object = object.clone();
     object["spec"] = spec;
     object
@@ -414,6 +540,7 @@ mod tests {
                 (Kind::VirtualService, _) => live.virtual_service = Some(w.object.clone()),
                 (Kind::DestinationRule, true) => live.destination_rule = None,
                 (Kind::DestinationRule, false) => live.destination_rule = Some(w.object.clone()),
+                (Kind::HttpRoute | Kind::Service, _) => unreachable!("not on this API"),
             }
         }
     }

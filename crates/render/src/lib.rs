@@ -5,16 +5,16 @@
 //! Envoy files ([`envoy`]), the filter's configuration per placement ([`placement`]), the
 //! proxies' stats settings ([`proxy_stats`]) and who can choose a version ([`exposure`]). It
 //! reads the spec; it never decides a change (that is `rollout`) nor writes one (`runtime`).
-//!
-//! The start of issue 20, not yet wired to a command: the Gateway API backend's managed
-//! HTTPRoute rules ([`httproute`]), per-version Services ([`services`]) and the shared plugin
-//! as a TrafficExtension ([`trafficextension`]); see `docs/gateway-api.md`.
+//! On the HTTPRoute API ([`gateway_api`]): the managed HTTPRoute rules ([`httproute`]) and
+//! per-version Services ([`services`]); the shared plugin as a TrafficExtension
+//! ([`trafficextension`]) is not yet written by any command. See `docs/gateway-api.md`.
 
 #![deny(missing_docs)]
 
 pub mod destinationrule;
 pub mod envoy;
 pub mod exposure;
+pub mod gateway_api;
 pub mod httproute;
 pub mod istio;
 pub mod placement;

@@ -1,5 +1,4 @@
-//! The per-version Services of the HTTPRoute backend. **The start of issue 20: not yet wired
-//! to a command** (see `docs/gateway-api.md`).
+//! The per-version Services of the HTTPRoute API (see `docs/gateway-api.md`).
 //!
 //! A Gateway API backendRef names a Service and a port, never a subset (Istio's
 //! `buildDestination` sets none), so each routed version needs a Service of its own that

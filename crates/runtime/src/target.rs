@@ -7,7 +7,7 @@ use serde_json::Value;
 use sticky_canary_filter::PluginConfig;
 
 use crate::error::Error;
-use api::{StickyCanary, StickyCanaryStatus};
+use api::{RoutingApi, StickyCanary, StickyCanaryStatus};
 
 pub mod envoy_dir;
 pub mod kube;
@@ -40,6 +40,9 @@ pub struct Plan {
     pub objects: Vec<Doc>,
     /// The writes that bring the live objects there, in a safe order; empty when in sync.
     pub writes: Vec<Doc>,
+    /// On a cluster, the API that carries the routes and the HTTPRoute rendered into, as
+    /// found: what `init` records in the spec, so neither changes under the rollout.
+    pub routing: Option<(RoutingApi, Option<String>)>,
 }
 
 /// A place a rollout is stored and applied.

@@ -194,7 +194,11 @@ impl Target for EnvoyDir {
         };
         let objects = vec![doc(CDS_FILE, render_cds(&layout))?, doc(LDS_FILE, lds)?];
         let writes = objects.iter().filter(|d| !d.in_sync()).cloned().collect();
-        Ok(Plan { objects, writes })
+        Ok(Plan {
+            objects,
+            writes,
+            routing: None,
+        })
     }
 
     /// The spec's, sealed. A plain Envoy is a gateway: it never trusts an incoming header.

@@ -3,7 +3,7 @@
 //! Never clobbers: every replace carries the resourceVersion that was read, and a 409 comes
 //! back as [`Error::Conflict`] so the caller re-reads, re-renders and retries.
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -19,7 +19,7 @@ use sticky_canary_filter::PluginConfig;
 
 use super::{Doc, Plan, Target};
 use crate::error::{Changed, Error};
-use api::{StickyCanary, StickyCanaryStatus};
+use api::{RoutingApi, StickyCanary, StickyCanaryStatus};
 use render::istio::{self, Kind, Live};
 use render::wasmplugin::{MANAGED_BY, MANAGED_BY_LABEL};
 use render::{placement, seal};
@@ -96,15 +96,67 @@ impl KubeTarget {
             let value = serde_json::to_value(plugin).map_err(|e| Error::Runtime(e.to_string()))?;
             by_name.insert(istio::namespace_and_name(&value), value);
         }
-        Ok(Live {
+        let api = canary.spec.routing.api;
+        let mut live = Live {
             plugins: by_name,
-            virtual_service: self
+            ..Live::default()
+        };
+        if api != Some(RoutingApi::HttpRoute) {
+            live.virtual_service = self
                 .read(Kind::VirtualService, &name(Kind::VirtualService))
-                .await?,
-            destination_rule: self
+                .await?;
+            live.destination_rule = self
                 .read(Kind::DestinationRule, &name(Kind::DestinationRule))
-                .await?,
-        })
+                .await?;
+        }
+        if api == Some(RoutingApi::VirtualService) {
+            return Ok(live);
+        }
+        // Detecting, a cluster without Gateway API (404) or a role without HTTPRoutes (403)
+        // has none; on the HTTPRoute API both are errors.
+        live.http_routes = match self.list(Kind::HttpRoute, &ListParams::default()).await {
+            Err(Error::Kube(kube::Error::Api(status)))
+                if api.is_none() && (status.code == 404 || status.code == 403) =>
+            {
+                Vec::new()
+            }
+            listed => listed?,
+        };
+        if live.virtual_service.is_none() {
+            live.services = self.services(canary).await?;
+        }
+        Ok(live)
+    }
+
+    /// The objects of `kind` in the rollout's namespace.
+    async fn list(&self, kind: Kind, params: &ListParams) -> Result<Vec<Value>, Error> {
+        self.objects(kind)
+            .list(params)
+            .await?
+            .into_iter()
+            .map(|o| serde_json::to_value(o).map_err(|e| Error::Runtime(e.to_string())))
+            .collect()
+    }
+
+    /// The Services an HTTPRoute rollout renders from: its service, the version Services
+    /// stickyctl made (labelled as its own) and those the spec names.
+    async fn services(&self, canary: &StickyCanary) -> Result<BTreeMap<String, Value>, Error> {
+        let managed = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+        let mut out = BTreeMap::new();
+        for service in self.list(Kind::Service, &managed).await? {
+            out.insert(istio::namespace_and_name(&service).1, service);
+        }
+        let spec = &canary.spec;
+        let named = std::iter::once(istio::object_name(Kind::Service, &self.name, spec))
+            .chain(spec.routing.version_services.values().cloned());
+        for name in named {
+            if let btree_map::Entry::Vacant(entry) = out.entry(name) {
+                if let Some(service) = self.read(Kind::Service, entry.key()).await? {
+                    entry.insert(service);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn doc(live: &Live, write: &istio::Write) -> Doc {
@@ -291,9 +343,15 @@ impl Target for KubeTarget {
             &live,
         )?;
         let doc = |write: &istio::Write| Self::doc(&live, write);
+        let route = desired
+            .objects
+            .iter()
+            .find(|w| w.kind == Kind::HttpRoute)
+            .map(|w| istio::namespace_and_name(&w.object).1);
         Ok(Plan {
             objects: desired.objects.iter().map(doc).collect(),
             writes: desired.writes.iter().map(doc).collect(),
+            routing: Some((desired.api, route)),
         })
     }
 

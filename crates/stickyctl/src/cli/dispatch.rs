@@ -13,7 +13,7 @@ use super::args::{
 };
 use super::print;
 use super::spec::{already_exists, default_name, init_spec, override_access};
-use api::StickyCanary;
+use api::{RoutingApi, StickyCanary};
 use prometheus::Prometheus;
 use rollout::{Command as RolloutCommand, Input, Op};
 use runtime::act::act;
@@ -26,7 +26,7 @@ use runtime::metrics;
 use runtime::notify::Notifier;
 use runtime::reconcile::{self, annotate, converge, load, retry_on_conflict, Requester};
 use runtime::target::place::{Opened, Place};
-use runtime::target::Target;
+use runtime::target::{Plan, Target};
 
 /// Runs `cli`'s command, writing what it prints to `out` as it goes; a plan stops at
 /// `interrupt`.
@@ -311,6 +311,8 @@ async fn init_rollout(
             None => {
                 let plan = target.plan(&fresh).await?;
                 target.check(&plan).await?;
+                let mut fresh = fresh.clone();
+                record_routing(&mut fresh, &plan);
                 target.save(&fresh).await.map(|_| true)
             }
         }
@@ -322,6 +324,18 @@ async fn init_rollout(
     let written = converge(target).await?;
     out.push_str(&print::initialized(&args.stable, created, written));
     Ok(())
+}
+
+/// Records in a new rollout's spec the API that carries its routes and its HTTPRoute, as the
+/// plan found them, so that what routes the service cannot change under the rollout.
+fn record_routing(canary: &mut StickyCanary, plan: &Plan) {
+    if let Some((api, route)) = &plan.routing {
+        let routing = &mut canary.spec.routing;
+        routing.api = Some(*api);
+        if *api == RoutingApi::HttpRoute {
+            routing.http_route = routing.http_route.take().or_else(|| route.clone());
+        }
+    }
 }
 
 /// Keeps a created override token of `canary` on the target and says how QA gets it.
