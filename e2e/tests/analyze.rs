@@ -231,8 +231,9 @@ fn istioctl_analyze_finds_no_error_and_only_the_documented_warnings() {
                      "ports": [{"name": "http", "port": mesh.port, "targetPort": mesh.port}]}}))
         .unwrap();
     for pod in std::iter::once(gateway)
-        .chain(workload_pods("shop", &["v1", "v2"]))
-        .chain(workload_pods("api", &["v1", "v2"]))
+        // The canaries get their Pods later: first, what a canary without one gets.
+        .chain(workload_pods("shop", &["v1"]))
+        .chain(workload_pods("api", &["v1"]))
         .chain(workload_pods("a", &["v1"]))
     {
         mesh.plane.apply(&pod).unwrap();
@@ -301,6 +302,33 @@ fn istioctl_analyze_finds_no_error_and_only_the_documented_warnings() {
             .is_some(),
         "the callers' sidecar plugin"
     );
+
+    // The canaries' subsets before any of their Pods exists (a version started before it is
+    // deployed, or one whose workloads are not Pods): Istio's one error on our objects, the
+    // subset selecting no Pod (IST0173). It looks at Pods alone (ServiceEntry endpoints such
+    // as the harness's upstreams do not count) and, for a ServiceEntry without a workload
+    // selector, at every Pod with the subset's labels: hence no `version: v2` Pod anywhere.
+    let podless = analyze(&istioctl, &kubeconfig, "the canaries without a Pod");
+    let podless_error = |rule: &str| Finding {
+        level: "Error".to_owned(),
+        code: "IST0173".to_owned(),
+        origin: format!("DestinationRule {NS}/{rule}"),
+        message: "The Subset sticky-canary-v2 defined in the DestinationRule does not select \
+                  any pods. Which may lead to 503 UH (NoHealthyUpstream)."
+            .to_owned(),
+    };
+    assert_eq!(
+        errors(&podless),
+        BTreeSet::from([podless_error("shop"), podless_error("api")]),
+        "{}",
+        show(&podless)
+    );
+    for pod in workload_pods("shop", &["v2"])
+        .into_iter()
+        .chain(workload_pods("api", &["v2"]))
+    {
+        mesh.plane.apply(&pod).unwrap();
+    }
 
     let during = analyze(&istioctl, &kubeconfig, "during");
     assert_eq!(
