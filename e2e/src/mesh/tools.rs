@@ -51,6 +51,13 @@ pub fn istio_bootstrap_template() -> Result<PathBuf> {
     Ok(paths.remove("istio-bootstrap").unwrap_or_default())
 }
 
+/// `istioctl` of the pinned Istio, for `istioctl analyze` (Istio's own analyzers) on what
+/// `stickyctl` writes.
+pub fn istioctl() -> Result<PathBuf> {
+    let mut paths = locate(&["istioctl"])?;
+    Ok(paths.remove("istioctl").unwrap_or_default())
+}
+
 /// What installing sticky-canary takes, and what proves it: Helm, a registry and its client,
 /// and Istio's own code for the agent's part.
 #[derive(Debug, Clone)]
