@@ -1,6 +1,8 @@
 //! Where the CRD schemas come from, and the loud-missing rule: Istio's CRDs live outside the repo
-//! (`ISTIO_CRDS`, default `<repo>/../shared/istio/crds.gen.yaml`). When they are missing a test
-//! must say so loudly and, under `CI=true`, fail: a silently skipped schema test proves nothing.
+//! (`ISTIO_CRDS`, default `<repo>/../shared/istio/crds.gen.yaml`), and so do the Gateway API's
+//! (`GATEWAY_API_CRDS`, default the `sigs.k8s.io/gateway-api` module in Go's module cache). When
+//! they are missing a test must say so loudly and, under `CI=true`, fail: a silently skipped
+//! schema test proves nothing.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +22,14 @@ pub fn istio_manifest_dir() -> PathBuf {
     repo_root().join("istio")
 }
 
+/// Environment variable naming a directory of the Gateway API's CRDs, standard channel (one YAML
+/// file each, as `config/crd/standard` of the `sigs.k8s.io/gateway-api` module has them).
+pub const GATEWAY_API_CRDS_ENV: &str = "GATEWAY_API_CRDS";
+
+/// The Gateway API whose CRDs the tests install: the version the pinned Istio requires
+/// (`istio.io/istio`'s go.mod; see docs/gateway-api.md).
+pub const GATEWAY_API_VERSION: &str = "v1.6.0";
+
 /// Path of Istio's CRD file: `$ISTIO_CRDS`, else `<repo>/../shared/istio/crds.gen.yaml`.
 pub fn istio_crds_path() -> PathBuf {
     match std::env::var_os(ISTIO_CRDS_ENV) {
@@ -36,14 +46,75 @@ pub fn in_ci() -> bool {
 /// Reports a missing test input: panics under CI, otherwise prints a loud `SKIPPED:` banner to
 /// stderr. Callers return early after it (outside CI).
 pub fn missing_input(what: &str) {
+    missing(
+        what,
+        &format!(
+            "Set {ISTIO_CRDS_ENV} to Istio's crds.gen.yaml (expected at {}).",
+            istio_crds_path().display()
+        ),
+    );
+}
+
+/// [`missing_input`] saying `how` to provide it.
+fn missing(what: &str, how: &str) {
     let banner = format!(
         "\n==================== SKIPPED: {what} ====================\n\
-         Set {ISTIO_CRDS_ENV} to Istio's crds.gen.yaml (expected at {}).\n\
-         With CI=true this is a failure, not a skip.\n",
-        istio_crds_path().display()
+         {how}\n\
+         With CI=true this is a failure, not a skip.\n"
     );
     assert!(!in_ci(), "{banner}");
     eprintln!("{banner}");
+}
+
+/// The directory of the Gateway API's CRDs: `$GATEWAY_API_CRDS`, else
+/// `config/crd/standard` of `sigs.k8s.io/gateway-api@`[`GATEWAY_API_VERSION`] in Go's module
+/// cache (`go env GOMODCACHE`).
+pub fn gateway_api_crds_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(GATEWAY_API_CRDS_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    go_mod_cache()
+        .join(format!("sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}"))
+        .join("config/crd/standard")
+}
+
+/// Go's module cache: `$GOMODCACHE`, else what `go env GOMODCACHE` says, else `~/go/pkg/mod`.
+fn go_mod_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("GOMODCACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let from_go = std::process::Command::new("go")
+        .args(["env", "GOMODCACHE"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty());
+    match from_go {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join("go/pkg/mod"),
+    }
+}
+
+/// The Gateway API's HTTPRoute CRD (YAML), or `None` (after a loud message) when it is missing
+/// outside CI. Panics when it is missing under `CI=true` or cannot be read.
+pub fn httproute_crd() -> Option<String> {
+    let path = gateway_api_crds_dir().join("gateway.networking.k8s.io_httproutes.yaml");
+    if !path.exists() {
+        missing(
+            &format!("Gateway API CRD file {} not found", path.display()),
+            &format!(
+                "Set {GATEWAY_API_CRDS_ENV} to a directory of the Gateway API's standard CRDs, or \
+                 run `go mod download sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}`."
+            ),
+        );
+        return None;
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) => panic!("cannot read {}: {e}", path.display()),
+    }
 }
 
 /// Istio's CRDs, or `None` (after a loud message) when the file is missing outside CI.

@@ -55,6 +55,8 @@ pub const LEGACY_PLUGIN: &str = "sticky-canary-shop";
 pub const WP: (&str, &str) = ("extensions.istio.io/v1alpha1", "WasmPlugin");
 /// apiVersion and kind of the rollout.
 pub const SC: (&str, &str) = ("stickycanary.io/v1alpha1", "StickyCanary");
+/// apiVersion and kind of the Gateway API's HTTPRoute.
+pub const HTTPROUTE: (&str, &str) = ("gateway.networking.k8s.io/v1", "HTTPRoute");
 /// The kinds stickyctl writes (and the tests seed): what a real-backend test starts without,
 /// and whose writes [`Cluster::writes`] reports there.
 const WRITTEN_KINDS: [(&str, &str); 4] = [
@@ -66,9 +68,11 @@ const WRITTEN_KINDS: [(&str, &str); 4] = [
 
 /// What else a real-backend test starts without: the objects `stickyctl plan` edits, and
 /// what the controller-manager (when a test runs it) makes of Deployments. Deleting a
-/// Deployment does not delete its ReplicaSets and Pods: no garbage collector runs.
-const PLAN_KINDS: [(&str, &str); 4] = [
+/// Deployment does not delete its ReplicaSets and Pods: no garbage collector runs. HTTPRoutes
+/// only where the API serves them ([`Cluster::serve_httproutes`]).
+const PLAN_KINDS: [(&str, &str); 5] = [
     ("networking.k8s.io/v1", "Ingress"),
+    HTTPROUTE,
     ("apps/v1", "Deployment"),
     ("apps/v1", "ReplicaSet"),
     ("v1", "Pod"),
@@ -346,6 +350,33 @@ impl Cluster {
                     .map_err(|e| e.to_string())
             }
         }
+    }
+
+    /// Has the real API server serve the Gateway API's HTTPRoute: its CRD (from
+    /// [`sticky_canary_tests::crds_path::httproute_crd`]) applied, idempotently, and HTTPRoutes
+    /// listed in [`NS`]. `false` (after a loud banner) when the CRD file is missing outside
+    /// CI; panics on the fake backend, which is not given the Gateway API's CRDs.
+    pub fn serve_httproutes(&self) -> bool {
+        assert_eq!(
+            self.backend(),
+            Backend::Real,
+            "the HTTPRoute CRD is installed on the real API server only"
+        );
+        let Some(crd) = sticky_canary_tests::crds_path::httproute_crd() else {
+            return false;
+        };
+        with_plane(move |plane| plane.apply_yaml(&crd))
+            .unwrap_or_else(|e| panic!("applying the HTTPRoute CRD: {e:?}"));
+        let api = self.dynamic(HTTPROUTE.0, HTTPROUTE.1, Some(NS));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Err(e) = block(api.list(&Default::default())) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "HTTPRoutes not served 30 s after their CRD was applied: {e}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
     }
 
     /// Forgets the writes so far: [`Cluster::writes`] reports the ones after this.
@@ -746,8 +777,12 @@ impl Real {
                     namespace,
                     &api_resource(api_version, kind),
                 );
-                let objects = block(api.list(&Default::default()))
-                    .unwrap_or_else(|e| panic!("list {kind} in {namespace}: {e}"));
+                let objects = match block(api.list(&Default::default())) {
+                    Ok(objects) => objects,
+                    // A kind this server does not serve (yet) has nothing to clean.
+                    Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                    Err(e) => panic!("list {kind} in {namespace}: {e}"),
+                };
                 for object in objects {
                     let name = object.metadata.name.clone().unwrap_or_default();
                     if object
