@@ -694,18 +694,31 @@ async fn refusals_name_the_entry_and_come_before_any_write() {
     );
 }
 
-/// Three plain splits on the fake API, which can fail a write on demand.
-fn three_splits(c: &Cluster) -> (tempfile::TempDir, String) {
+/// Three plain splits of type `kind` (`ISTIO_VSVC` or `HTTPROUTE`) on the fake API, which can
+/// fail a write on demand.
+fn three_splits(c: &Cluster, kind: &str) -> (tempfile::TempDir, String) {
     for name in ["a", "b", "c"] {
         let canary = format!("{name}-canary");
-        c.create(virtual_service(name, &[(name, 100), (&canary, 0)]))
-            .expect("a VirtualService");
+        let split = [(name, 100), (canary.as_str(), 0)];
+        let object = match kind {
+            "HTTPROUTE" => http_route(name, &split),
+            _ => virtual_service(name, &split),
+        };
+        c.create(object).expect("a split");
     }
-    plan_file(
-        "- {project: a, type: ISTIO_VSVC, weight: 10}\n\
-         - {project: b, type: ISTIO_VSVC, weight: 20}\n\
-         - {project: c, type: ISTIO_VSVC, weight: 30}\n",
-    )
+    plan_file(&format!(
+        "- {{project: a, type: {kind}, weight: 10}}\n\
+         - {{project: b, type: {kind}, weight: 20}}\n\
+         - {{project: c, type: {kind}, weight: 30}}\n"
+    ))
+}
+
+/// The weights of `name`'s split of type `kind`, as [`three_splits`] made it.
+fn split_weights(c: &Cluster, kind: &str, name: &str) -> Vec<u64> {
+    match kind {
+        "HTTPROUTE" => backend_weights(c, name),
+        _ => weights(c, name),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -713,7 +726,7 @@ async fn a_failure_mid_plan_says_exactly_which_entries_are_applied_and_status_ag
     let Some(c) = Backend::Fake.cluster() else {
         return;
     };
-    let (_dir, path) = three_splits(&c);
+    let (_dir, path) = three_splits(&c, "ISTIO_VSVC");
     let fake = c.fake().expect("the fake API");
     // Every dry run passes; the second real write fails with a 500.
     fake.fail_write_after(1);
@@ -758,29 +771,37 @@ async fn a_failure_mid_plan_says_exactly_which_entries_are_applied_and_status_ag
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_storm_is_retried_and_each_entry_written_once() {
-    let Some(c) = Backend::Fake.cluster() else {
-        return;
-    };
-    let (_dir, path) = three_splits(&c);
-    let fake = c.fake().expect("the fake API");
-    c.clear_writes();
-    fake.fail_next_writes(5);
-    let out = c.ok(&["plan", "apply", &path]).await;
-    assert!(
-        out.ends_with("plan applied: entries 1-3 (a, b, c)\n"),
-        "{out}"
-    );
-    assert_eq!(
-        (weights(&c, "a"), weights(&c, "b"), weights(&c, "c")),
-        (vec![90, 10], vec![80, 20], vec![70, 30])
-    );
-    let writes = c.writes();
-    let conflicts = writes.iter().filter(|w| w.ends_with("-> 409")).count();
-    let done = writes.iter().filter(|w| w.ends_with("-> 200")).count();
-    assert_eq!((conflicts, done), (5, 3), "{writes:?}");
-    c.clear_writes();
-    c.ok(&["plan", "apply", &path]).await;
-    assert!(c.writes().is_empty(), "{:?}", c.writes());
+    // The VirtualService and its HTTPRoute twin alike.
+    for kind in ["ISTIO_VSVC", "HTTPROUTE"] {
+        let cluster = match kind {
+            "HTTPROUTE" => support::fake_cluster_serving_httproutes(),
+            _ => Backend::Fake.cluster(),
+        };
+        let Some(c) = cluster else {
+            continue;
+        };
+        let (_dir, path) = three_splits(&c, kind);
+        let fake = c.fake().expect("the fake API");
+        c.clear_writes();
+        fake.fail_next_writes(5);
+        let out = c.ok(&["plan", "apply", &path]).await;
+        assert!(
+            out.ends_with("plan applied: entries 1-3 (a, b, c)\n"),
+            "{kind}: {out}"
+        );
+        assert_eq!(
+            ["a", "b", "c"].map(|name| split_weights(&c, kind, name)),
+            [vec![90, 10], vec![80, 20], vec![70, 30]],
+            "{kind}"
+        );
+        let writes = c.writes();
+        let conflicts = writes.iter().filter(|w| w.ends_with("-> 409")).count();
+        let done = writes.iter().filter(|w| w.ends_with("-> 200")).count();
+        assert_eq!((conflicts, done), (5, 3), "{kind}: {writes:?}");
+        c.clear_writes();
+        c.ok(&["plan", "apply", &path]).await;
+        assert!(c.writes().is_empty(), "{kind}: {:?}", c.writes());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

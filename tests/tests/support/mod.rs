@@ -121,6 +121,40 @@ impl Backend {
             Backend::Fake => ApiServer::Fake(FakeApiServer::start(all_crds()?)),
             Backend::Real => ApiServer::Real(Real::take_turn()?),
         };
+        Some(Cluster::around(api, http))
+    }
+
+    /// [`Backend::cluster_with`] the user's one route to the service.
+    pub fn cluster(self) -> Option<Cluster> {
+        self.cluster_with(users_route())
+    }
+}
+
+/// The user's one route to the service.
+fn users_route() -> Value {
+    json!([{"name": "shop", "match": [{"uri": {"prefix": "/shop"}}],
+        "route": [{"destination": {"host": "shop", "port": {"number": 8080}}}]}])
+}
+
+/// A fake cluster ([`Backend::cluster`]) whose API also serves the Gateway API's HTTPRoute
+/// (its CRD beside Istio's and ours); `None` (after a loud banner) when either CRD file is
+/// missing outside CI.
+pub fn fake_cluster_serving_httproutes() -> Option<Cluster> {
+    let mut crds = all_crds()?;
+    let httproute = sticky_canary_tests::crds_path::httproute_crd()?;
+    crds.merge(
+        sticky_canary_tests::CrdSet::from_yaml_str(&httproute, "the HTTPRoute CRD")
+            .unwrap_or_else(|e| panic!("{e:?}")),
+    );
+    Some(Cluster::around(
+        ApiServer::Fake(FakeApiServer::start(crds)),
+        users_route(),
+    ))
+}
+
+impl Cluster {
+    /// The cluster of `api`, with the demo service's VirtualService of `http` routes.
+    fn around(api: ApiServer, http: Value) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let kubeconfig = dir.path().join("kubeconfig");
         match &api {
@@ -143,15 +177,7 @@ impl Backend {
                 "spec": {"hosts": ["shop.example.com"], "http": http}}),
             )
             .expect("create the user's VirtualService");
-        Some(cluster)
-    }
-
-    /// [`Backend::cluster_with`] the user's one route to the service.
-    pub fn cluster(self) -> Option<Cluster> {
-        self.cluster_with(
-            json!([{"name": "shop", "match": [{"uri": {"prefix": "/shop"}}],
-            "route": [{"destination": {"host": "shop", "port": {"number": 8080}}}]}]),
-        )
+        cluster
     }
 }
 
