@@ -2,7 +2,9 @@
 //! gateway or as a workload's sidecar: what istio-agent would start, without the agent.
 //!
 //! istiod knows a proxy by its node id and metadata (namespace, labels), which select the
-//! Gateways, Sidecars and WasmPlugins that apply to it; no Pod exists for it.
+//! Gateways, Sidecars and WasmPlugins that apply to it; no Pod exists for it, unless the proxy
+//! plays one ([`MeshProxy::start_as_pod`]): then istiod finds that Pod by the proxy's id and
+//! address, and takes its labels and Services from it, as for a proxy istio-agent started in it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +42,10 @@ pub enum Role {
     Gateway,
     /// A sidecar: listeners from the Sidecar object of its namespace.
     Sidecar,
+    /// An ambient waypoint (`waypoint` node, what `pilot-agent proxy waypoint` announces):
+    /// the HBONE listener on 15008 and one internal listener holding a filter chain per
+    /// service bound to it (`pilot/pkg/networking/core/listener_waypoint.go`).
+    Waypoint,
 }
 
 /// What istio-agent adds to a proxy's Envoy about stats, which a proxy started here does not
@@ -139,12 +145,58 @@ impl MeshProxy {
         labels: &BTreeMap<String, String>,
         stats: &AgentStats,
     ) -> Result<MeshProxy> {
+        MeshProxy::spawn(
+            plane,
+            role,
+            name,
+            namespace,
+            labels,
+            stats,
+            &node_address(),
+        )
+    }
+
+    /// The proxy of Pod `namespace/pod` at `pod_ip` with the Pod's `labels`, as istio-agent
+    /// would start it there: istiod finds the Pod by the node id (`<pod>.<namespace>`,
+    /// `podKeyByProxy`) or else by the address
+    /// (`pilot/pkg/serviceregistry/kube/controller/pod.go:364-394`), and the Services that
+    /// select it are the proxy's, which is how a Gateway API gateway's configuration finds
+    /// its proxies (`pilot/pkg/model/push_context.go:2462-2475`) and how a waypoint finds
+    /// the services bound to it (`pilot/pkg/model/service.go:1053-1083`).
+    pub fn start_as_pod(
+        plane: &ControlPlane,
+        role: Role,
+        pod: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        pod_ip: &str,
+    ) -> Result<MeshProxy> {
+        MeshProxy::spawn(
+            plane,
+            role,
+            pod,
+            namespace,
+            labels,
+            &AgentStats::default(),
+            pod_ip,
+        )
+    }
+
+    fn spawn(
+        plane: &ControlPlane,
+        role: Role,
+        name: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        stats: &AgentStats,
+        address: &str,
+    ) -> Result<MeshProxy> {
         let kind = match role {
             Role::Gateway => "router",
             Role::Sidecar => "sidecar",
+            Role::Waypoint => "waypoint",
         };
         let id = format!("{name}.{namespace}");
-        let address = node_address();
         let mut bootstrap = json!({
             "node": {
                 "id": format!("{kind}~{address}~{id}~{namespace}.svc.cluster.local"),
@@ -192,6 +244,17 @@ impl MeshProxy {
                 },
             }]},
         });
+        if role == Role::Waypoint {
+            // A waypoint's listeners hand connections to each other through Envoy's internal
+            // listeners, which need this extension in the bootstrap (istio-agent's template,
+            // `tools/packaging/common/envoy_bootstrap.json`, always has it).
+            bootstrap["bootstrap_extensions"] = json!([{
+                "name": "envoy.bootstrap.internal_listener",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener",
+                },
+            }]);
+        }
         let dir = tempfile::Builder::new()
             .prefix(&format!("sticky-{name}-"))
             .tempdir()?;
@@ -222,6 +285,12 @@ impl MeshProxy {
             });
         result.map_err(|err| self.envoy.explain(err))?;
         Ok(Http::new(SocketAddr::from(([127, 0, 0, 1], port))))
+    }
+
+    /// Envoy's whole configuration as it holds it now (admin `/config_dump`, with the
+    /// endpoints of every cluster): what istiod made of the objects.
+    pub fn config_dump(&self) -> Result<Value> {
+        self.envoy.config_dump("include_eds")
     }
 
     /// The Envoy process, for its stats, log and config dump.
