@@ -2,16 +2,16 @@
 //! CRDs, the Gateway API's (standard channel, the version the pinned Istio requires) and ours,
 //! and istiod translating what it holds into xDS for the Envoys of [`super::proxy`]. No kubelet
 //! or scheduler runs: workloads are upstream processes on loopback, registered with
-//! ServiceEntries that carry their version labels, or played as Pods whose status the harness
-//! writes ([`super::gateway_api`]). The controller-manager runs only when a test asks
-//! ([`ControlPlane::start_controllers`]).
+//! ServiceEntries that carry their version labels, or with WorkloadEntries that Kubernetes
+//! Services select ([`super::gateway_api`]). The controller-manager runs only when a test asks
+//! ([`ControlPlane::start_controller_manager`]).
 //!
 //! istiod's Gateway API controller is on (it is on by default once the CRDs exist), but not its
 //! deployment controller: that one renders a gateway's Deployment and Service from the
 //! injector's templates (`kube-gateway`, `waypoint`), which only a sidecar-injector
 //! installation provides (`pilot/pkg/bootstrap/sidecarinjector.go:43-74`, without them it
 //! cannot render anything), and no kubelet would run the Deployment anyway. The harness writes
-//! what it would: the gateway's Service and a Pod for the Envoy that plays it.
+//! what it would: the gateway's Service, and registers the Envoy that plays its pod.
 //!
 //! Everything stops when the value is dropped; every process also dies with the test process.
 
@@ -76,7 +76,7 @@ pub struct ControlPlane {
     /// istiod's plaintext xDS address, where the Envoys connect.
     pub xds: SocketAddr,
     // Dropped in reverse order of start: istiod before the API server before etcd.
-    controller_manager: std::sync::Mutex<Option<(ChildGuard, Vec<String>)>>,
+    controller_manager: std::sync::Mutex<Option<ChildGuard>>,
     istiod: std::sync::Mutex<Option<ChildGuard>>,
     /// How istiod was started, to start it again on the same addresses.
     istiod_command: (PathBuf, Vec<String>, Vec<(&'static str, &'static str)>),
@@ -242,35 +242,16 @@ impl ControlPlane {
     /// on no node, and the API server removes such a Pod at once when it is deleted.
     /// Must be called on the thread that keeps the control plane (its processes die with it).
     pub fn start_controller_manager(&self) -> Result<()> {
-        self.start_controllers(&["deployment-controller", "replicaset-controller"])
-    }
-
-    /// Has kube-controller-manager run at least `controllers` (its names, as `--controllers`
-    /// takes them): started with them, or restarted with them added to those it runs (each
-    /// controller only reconciles, so a restart loses nothing). Must be called on the thread
-    /// that keeps the control plane (its processes die with it).
-    pub fn start_controllers(&self, controllers: &[&str]) -> Result<()> {
         let mut running = self
             .controller_manager
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let mut wanted: Vec<String> = Vec::new();
-        if let Some((process, current)) = running.as_mut() {
-            if let Some(exited) = process.exited() {
-                return Err(self.explain("kube-controller-manager", anyhow!(exited)));
-            }
-            if controllers.iter().all(|c| current.iter().any(|r| r == c)) {
-                return Ok(());
-            }
-            wanted.clone_from(current);
+        if let Some(process) = running.as_mut() {
+            return match process.exited() {
+                None => Ok(()),
+                Some(exited) => Err(self.explain("kube-controller-manager", anyhow!(exited))),
+            };
         }
-        for controller in controllers {
-            if !wanted.iter().any(|w| w == controller) {
-                wanted.push((*controller).to_owned());
-            }
-        }
-        // Dropping the guard kills and reaps the one running.
-        drop(running.take());
         let tools = Tools::locate()?;
         let kubeconfig = self.dir.path().join("admin.kubeconfig");
         let process = spawn(
@@ -279,7 +260,7 @@ impl ControlPlane {
             "kube-controller-manager",
             &[
                 format!("--kubeconfig={}", kubeconfig.display()),
-                format!("--controllers={}", wanted.join(",")),
+                "--controllers=deployment,replicaset".into(),
                 "--leader-elect=false".into(),
                 // Nothing here scrapes or probes it.
                 "--secure-port=0".into(),
@@ -287,7 +268,7 @@ impl ControlPlane {
             ],
             &[],
         )?;
-        *running = Some((process, wanted));
+        *running = Some(process);
         Ok(())
     }
 
@@ -377,22 +358,6 @@ impl ControlPlane {
     /// Creates or updates `object` (server-side apply, as the harness's own field manager).
     pub fn apply(&self, object: &Value) -> Result<()> {
         self.block_on(apply(&self.client, object))
-    }
-
-    /// Writes `object`'s `status` through the status subresource (server-side apply, as the
-    /// harness's field manager), as the component that owns it would (a kubelet for a Pod).
-    pub fn apply_status(&self, object: &Value) -> Result<()> {
-        self.block_on(async {
-            let (api, name) = api_for(&self.client, object).await?;
-            api.patch_status(
-                &name,
-                &PatchParams::apply("sticky-harness").force(),
-                &Patch::Apply(object),
-            )
-            .await
-            .with_context(|| format!("writing the status of {name}"))?;
-            Ok(())
-        })
     }
 
     /// Deletes `kind` `namespace/name` of `api_version`; absent already is fine.

@@ -2,15 +2,25 @@
 //! a Gateway API `Gateway` with an Envoy playing its pod, and optionally an ambient waypoint
 //! with an Envoy playing its pod. Hand-written objects or `stickyctl` then route through it.
 //!
-//! **Services and Pods.** A service is a Kubernetes Service `<service>` (selector
-//! `app: <service>`, port 80 named `http`, targetPort 8080), and each of its versions a Pod
-//! `<service>-<version>` labelled `app`, `version`, on one Node, whose status the harness writes
-//! as a kubelet would (Running, Ready, a Pod IP of 127.0.k.n, distinct per Pod); an upstream
-//! process listens on that IP and port 8080. kube-controller-manager runs its EndpointSlice
-//! controller alone, so *any* Service selecting the Pods gets EndpointSlices, as on a cluster:
-//! the per-version Services `stickyctl` writes (`<service>-<version>`, the parent's selector
-//! plus `version`) included. Its node lifecycle controller does not run (nothing would renew
-//! the Node's lease, and it would evict the Pods), nor does any other.
+//! **Services and their workloads.** A service is a Kubernetes Service `<service>` (selector
+//! `app: <service>`, port 80 named `http`, targetPort 8080), and each of its versions a
+//! workload `<service>-<version>` labelled `app`, `version`: an upstream process listening on
+//! its own loopback address (127.0.k.n, distinct per workload and per stack) and port 8080,
+//! registered with istiod as a WorkloadEntry of that address and labels. istiod gives every
+//! Kubernetes Service with a selector the WorkloadEntries of its namespace that it selects as
+//! endpoints, as it does Pods (`PILOT_ENABLE_K8S_SELECT_WORKLOAD_ENTRIES`, on by default:
+//! `pilot/pkg/features/pilot.go:124`; `pilot/pkg/serviceregistry/kube/controller/
+//! endpointslice.go:467-490`, `controller.go:795-845`, the targetPort being the endpoint's
+//! port), so *any* Service selecting them has endpoints: the per-version Services `stickyctl`
+//! writes (`<service>-<version>`, the parent's selector plus `version`) included.
+//!
+//! Pods were the first choice and are a dead end on loopback: with a Node, Pods whose status
+//! the harness writes (Running, Ready, a Pod IP of 127.0.0.n) and kube-controller-manager's
+//! EndpointSlice controller, every EndpointSlice is refused by the API server, "may not be in
+//! the loopback range (127.0.0.0/8, ::1/128)" (`ValidateEndpointIP`,
+//! `pkg/apis/core/validation/validation.go:8423-8443` of k8s.io/kubernetes v1.36.3; Endpoints
+//! alike), and any other Pod IP is an address nothing here listens on without changing the
+//! machine's network.
 //!
 //! **The gateway.** A Gateway `public` of class `istio` in `istio-ingress`, one HTTP listener
 //! on a free port, routes from every namespace. istiod's deployment controller is off (see
@@ -19,31 +29,32 @@
 //! Service `public-istio` selecting `gateway.networking.k8s.io/gateway-name: public` with a
 //! port per listener (`pilot/pkg/config/kube/gatewaycommon/deploymentcontroller.go:905-945`;
 //! ClusterIP rather than the default LoadBalancer, which only changes the status: an address
-//! that never comes is "pending"), and a Pod with the labels the template gives the gateway's
-//! pods. An Envoy plays that Pod ([`super::proxy::MeshProxy::start_as_pod`]). Chosen over
+//! that never comes is "pending"), and a workload with the labels the template gives the
+//! gateway's pods, registered as above. An Envoy plays that workload at its address
+//! ([`super::proxy::MeshProxy::start_as_workload`]). Chosen over
 //! Istio's manual deployment mode (`spec.addresses` naming an existing Service) because it is
 //! the Gateway users get from Istio's getting-started guide and the one `stickyctl` meets
 //! most: the Gateway object is exactly the user's, and the proxy has exactly the labels
 //! istiod's deployment gives it, the `gateway-name` label by which a WasmPlugin's `targetRefs`
 //! kind `Gateway` selects it (`pilot/pkg/model/policyattachment.go:104-107, 184-197`).
 //! istiod gives a Gateway API gateway's configuration to the proxies that are endpoints of the
-//! Gateway's Service (`pilot/pkg/model/push_context.go:2462-2475`), which the Pod is.
+//! Gateway's Service (`pilot/pkg/model/push_context.go:2462-2475`), which the workload is.
 //!
 //! Gateway API listeners have no `bind`: istiod binds them to the wildcard, `0.0.0.0:<port>`
 //! (`pilot/pkg/networking/core/gateway.go:143-151`; the Gateway API conversion,
 //! `pilot/pkg/config/kube/gateway/conversion.go:2154-2163`, never sets `Bind`), so the gateway
 //! Envoy listens on every interface of the machine on that free port. Every request of the
-//! harness goes to its Pod IP on loopback ([`GatewayApiStack::gateway_address`]).
+//! harness goes to its workload's address on loopback ([`GatewayApiStack::gateway_address`]).
 //!
 //! **The waypoint** ([`Options::waypoint`]; istiod then runs with ambient on): a Gateway
 //! `waypoint` of class `istio-waypoint` in the services' namespace with the one listener
 //! `mesh` on 15008 (HBONE) that `istioctl waypoint generate` writes, its Service `waypoint`
-//! (no class suffix for waypoints, `gatewaycommon/classinfo.go:141-152`), and a Pod with the
-//! labels of the `waypoint` template, played by an Envoy of node type `waypoint`. istiod treats
+//! (no class suffix for waypoints, `gatewaycommon/classinfo.go:141-152`), and a workload with
+//! the labels of the `waypoint` template, played by an Envoy of node type `waypoint`. istiod treats
 //! a Gateway as a waypoint only once it has written the Gateway's `status.addresses`
 //! (`pilot/pkg/serviceregistry/ambient/waypoints.go:341-352`), which it does once the Service
 //! has endpoints on the listener's port (`pilot/pkg/config/kube/gateway/conversion.go:1836,
-//! 1907-1941`, `gatewaycommon/context.go:66-117`): the Pod's EndpointSlice. The parent Services
+//! 1907-1941`, `gatewaycommon/context.go:66-117`): the workload. The parent Services
 //! are bound to it with the label `istio.io/use-waypoint: waypoint`.
 //!
 //! Only the waypoint's configuration is proven here, not traffic through it: a waypoint accepts
@@ -82,10 +93,8 @@ pub const GATEWAY_SERVICE: &str = "public-istio";
 pub const WAYPOINT: &str = "waypoint";
 /// Every service's port in the mesh.
 pub const SERVICE_PORT: u16 = 80;
-/// Every Pod's container port, the services' `targetPort`.
+/// Every workload's port, the services' `targetPort`.
 pub const TARGET_PORT: u16 = 8080;
-/// The one Node every Pod is on.
-pub const NODE: &str = "sticky-node";
 /// The Gateway API's API version.
 pub const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
 
@@ -97,30 +106,30 @@ pub struct Options {
     pub waypoint: bool,
 }
 
-/// The control plane, the services' Pods and upstreams, the gateway (and the waypoint);
+/// The control plane, the services' workloads, the gateway (and the waypoint);
 /// everything stops when dropped.
 pub struct GatewayApiStack {
     /// The control plane.
     pub plane: ControlPlane,
-    /// The Envoy playing the gateway's Pod.
+    /// The Envoy playing the gateway's pod.
     pub gateway: MeshProxy,
-    /// The Envoy playing the waypoint's Pod, with [`Options::waypoint`].
+    /// The Envoy playing the waypoint's pod, with [`Options::waypoint`].
     pub waypoint: Option<MeshProxy>,
     /// The Gateway's listener port (also its Service's port, as the deployment controller
     /// makes it).
     pub gateway_port: u16,
     gateway_ip: Ipv4Addr,
-    pod_ips: BTreeMap<String, Ipv4Addr>,
+    workload_ips: BTreeMap<String, Ipv4Addr>,
     _upstreams: Vec<Upstream>,
 }
 
-/// The Pod of `service`'s `version`.
-pub fn pod_name(service: &str, version: &str) -> String {
+/// The workload (WorkloadEntry) of `service`'s `version`.
+pub fn workload_name(service: &str, version: &str) -> String {
     format!("{service}-{version}")
 }
 
-/// The labels of `service`'s `version` Pod (`app`, `version`).
-pub fn pod_labels(service: &str, version: &str) -> BTreeMap<String, String> {
+/// The labels of `service`'s `version` workload (`app`, `version`).
+pub fn workload_labels(service: &str, version: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app".to_owned(), service.to_owned()),
         ("version".to_owned(), version.to_owned()),
@@ -171,12 +180,12 @@ pub fn service_object(
     })
 }
 
-/// Blocks of Pod IPs handed out in this process.
+/// Blocks of workload addresses handed out in this process.
 static BLOCKS: AtomicU32 = AtomicU32::new(0);
 
-/// A block 127.0.k.0/24 of loopback addresses for one stack's Pods, with k chosen by the
+/// A block 127.0.k.0/24 of loopback addresses for one stack's workloads, with k chosen by the
 /// process id so that stacks of concurrent test processes (other clones' included) do not
-/// share Pod IPs, and checked free on [`TARGET_PORT`] and `port`.
+/// share addresses, and checked free on [`TARGET_PORT`] and `port`.
 fn address_block(port: u16) -> Result<u8> {
     let base = std::process::id();
     for _ in 0..64 {
@@ -190,12 +199,12 @@ fn address_block(port: u16) -> Result<u8> {
             return Ok(k);
         }
     }
-    bail!("no free block of loopback addresses for the Pods")
+    bail!("no free block of loopback addresses for the workloads")
 }
 
 impl GatewayApiStack {
-    /// Starts the control plane (Gateway API on; ambient with [`Options::waypoint`]), the
-    /// Node, every service of `services` with a Pod and an upstream (`upstream_bin`, the
+    /// Starts the control plane (Gateway API on; ambient with [`Options::waypoint`]), every
+    /// service of `services` with a workload (an upstream, `upstream_bin` being the
     /// `sticky-upstream` binary, serving as `<service>-<version>`) per version, the harness's
     /// user HTTPRoutes ([`user_http_route`], and [`user_mesh_http_route`] with a waypoint), the
     /// Gateway and its Envoy (the waypoint and its Envoy), and waits until the gateway listens.
@@ -220,17 +229,13 @@ impl GatewayApiStack {
             "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
             "metadata": {"name": "default", "namespace": "istio-system"},
             "spec": {"mtls": {"mode": "DISABLE"}}}))?;
-        plane.apply(&json!({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}}}))?;
-        plane.start_controllers(&["endpointslice-controller"])?;
 
         let gateway_port = free_port()?;
         let block = address_block(gateway_port)?;
         let gateway_ip = Ipv4Addr::new(127, 0, block, 2);
         let waypoint_ip = Ipv4Addr::new(127, 0, block, 3);
-        let mut next_pod = 10u8;
-        let mut pod_ips = BTreeMap::new();
+        let mut next_workload = 10u8;
+        let mut workload_ips = BTreeMap::new();
         let mut upstreams = Vec::new();
         for service in services {
             let mut labels = BTreeMap::new();
@@ -240,10 +245,10 @@ impl GatewayApiStack {
             let selector = BTreeMap::from([("app".to_owned(), service.name.to_owned())]);
             plane.apply(&service_object(service.name, &selector, &labels))?;
             for version in service.versions {
-                let ip = Ipv4Addr::new(127, 0, block, next_pod);
-                next_pod = next_pod
-                    .checked_add(1)
-                    .ok_or_else(|| anyhow!("more Pods than addresses in 127.0.{block}.0/24"))?;
+                let ip = Ipv4Addr::new(127, 0, block, next_workload);
+                next_workload = next_workload.checked_add(1).ok_or_else(|| {
+                    anyhow!("more workloads than addresses in 127.0.{block}.0/24")
+                })?;
                 let call: Vec<String> = service
                     .calls
                     .iter()
@@ -264,17 +269,16 @@ impl GatewayApiStack {
                     SocketAddr::from((ip, TARGET_PORT)),
                     &args,
                 )?);
-                let name = pod_name(service.name, version);
-                run_pod(
+                let name = workload_name(service.name, version);
+                register_workload(
                     &plane,
                     NS,
                     &name,
-                    &pod_labels(service.name, version),
+                    &workload_labels(service.name, version),
                     "default",
-                    &[("http", TARGET_PORT)],
                     ip,
                 )?;
-                pod_ips.insert(name, ip);
+                workload_ips.insert(name, ip);
             }
             plane.apply(&user_http_route(service.name))?;
             if options.waypoint {
@@ -299,16 +303,15 @@ impl GatewayApiStack {
             &[("http", gateway_port, "http")],
         )?;
         let gateway_pod = format!("{GATEWAY_SERVICE}-0");
-        run_pod(
+        register_workload(
             &plane,
             GATEWAY_NS,
             &gateway_pod,
             &gateway_labels,
             GATEWAY_SERVICE,
-            &[("http", gateway_port)],
             gateway_ip,
         )?;
-        let mut gateway = MeshProxy::start_as_pod(
+        let mut gateway = MeshProxy::start_as_workload(
             &plane,
             Role::Gateway,
             &gateway_pod,
@@ -331,13 +334,13 @@ impl GatewayApiStack {
             waypoint,
             gateway_port,
             gateway_ip,
-            pod_ips,
+            workload_ips,
             _upstreams: upstreams,
         })
     }
 
-    /// Where clients reach the gateway: its Pod IP and listener port (the Envoy listens on
-    /// every address of that port, see the module's doc).
+    /// Where clients reach the gateway: its workload's address and listener port (the Envoy
+    /// listens on every address of that port, see the module's doc).
     pub fn gateway_address(&self) -> SocketAddr {
         SocketAddr::from((self.gateway_ip, self.gateway_port))
     }
@@ -347,9 +350,11 @@ impl GatewayApiStack {
         Http::new(self.gateway_address())
     }
 
-    /// The Pod IP of `service`'s `version`, where its upstream listens on [`TARGET_PORT`].
-    pub fn pod_ip(&self, service: &str, version: &str) -> Option<Ipv4Addr> {
-        self.pod_ips.get(&pod_name(service, version)).copied()
+    /// The address of `service`'s `version`, where its upstream listens on [`TARGET_PORT`].
+    pub fn workload_ip(&self, service: &str, version: &str) -> Option<Ipv4Addr> {
+        self.workload_ips
+            .get(&workload_name(service, version))
+            .copied()
     }
 
     /// `proxy`'s whole configuration as Envoy holds it (admin `/config_dump` with endpoints).
@@ -360,12 +365,6 @@ impl GatewayApiStack {
     /// `stickyctl` with the admin's kubeconfig, in [`NS`].
     pub fn stickyctl(&self) -> Result<Stickyctl> {
         Stickyctl::kube(&self.plane.admin_kubeconfig(NS)?, NS)
-    }
-
-    /// Waits until Service `namespace/service` has `ready` ready endpoints in its
-    /// EndpointSlices (the EndpointSlice controller's work), for [`PROPAGATION`].
-    pub fn wait_for_endpoints(&self, namespace: &str, service: &str, ready: usize) -> Result<()> {
-        wait_for_endpoints(&self.plane, namespace, service, ready)
     }
 
     /// Polls `done` (with a fresh client of the gateway) until it holds, for [`PROPAGATION`].
@@ -453,45 +452,26 @@ fn gateway_service(
                  "ports": ports}}))
 }
 
-/// Creates Pod `namespace/name` on [`NODE`] and writes its status as its kubelet would once
-/// its containers run: Running, Ready, Pod IP `ip`.
-fn run_pod(
+/// Registers the workload `namespace/name` at `ip` with `labels`: a WorkloadEntry, which
+/// istiod treats as it would a ready Pod of that IP and labels (see the module's doc).
+fn register_workload(
     plane: &ControlPlane,
     namespace: &str,
     name: &str,
     labels: &BTreeMap<String, String>,
     service_account: &str,
-    ports: &[(&str, u16)],
     ip: Ipv4Addr,
 ) -> Result<()> {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(name, port)| json!({"name": name, "containerPort": port, "protocol": "TCP"}))
-        .collect();
-    let pod = json!({
-        "apiVersion": "v1", "kind": "Pod",
+    plane.apply(&json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {"nodeName": NODE, "serviceAccountName": service_account,
-                 "terminationGracePeriodSeconds": 0,
-                 // Never pulled: no kubelet runs; the process is the harness's.
-                 "containers": [{"name": "main", "image": "sticky-canary.invalid/played-by-harness",
-                                 "ports": ports}]},
-    });
-    plane.apply(&pod)?;
-    let ready = |kind: &str| json!({"type": kind, "status": "True"});
-    plane.apply_status(&json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace},
-        "status": {"phase": "Running",
-                   "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}],
-                   "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
-                   "conditions": [ready("PodScheduled"), ready("Initialized"),
-                                  ready("ContainersReady"), ready("Ready")]},
+        "spec": {"address": ip.to_string(), "labels": labels,
+                 "serviceAccount": service_account},
     }))
 }
 
-/// The waypoint: its Gateway, Service and Pod, and the Envoy playing the Pod; returns once
-/// istiod wrote the Gateway's addresses (the waypoint is then known to the ambient index).
+/// The waypoint: its Gateway, Service and workload, and the Envoy playing the workload; returns
+/// once istiod wrote the Gateway's addresses (the waypoint is then known to the ambient index).
 fn start_waypoint(plane: &ControlPlane, ip: Ipv4Addr) -> Result<MeshProxy> {
     plane.apply(&json!({
         "apiVersion": GATEWAY_API, "kind": "Gateway",
@@ -509,16 +489,7 @@ fn start_waypoint(plane: &ControlPlane, ip: Ipv4Addr) -> Result<MeshProxy> {
     )?;
     let labels = infrastructure_labels(WAYPOINT, "istio-waypoint", WAYPOINT);
     let pod = format!("{WAYPOINT}-0");
-    run_pod(
-        plane,
-        NS,
-        &pod,
-        &labels,
-        WAYPOINT,
-        &[("status-port", 15021)],
-        ip,
-    )?;
-    wait_for_endpoints(plane, NS, WAYPOINT, 1)?;
+    register_workload(plane, NS, &pod, &labels, WAYPOINT, ip)?;
     wait::until(
         "istiod writing the waypoint Gateway's status.addresses",
         PROPAGATION,
@@ -534,36 +505,32 @@ fn start_waypoint(plane: &ControlPlane, ip: Ipv4Addr) -> Result<MeshProxy> {
         },
     )
     .map_err(|err| plane.explain("istiod", err))?;
-    MeshProxy::start_as_pod(plane, Role::Waypoint, &pod, NS, &labels, &ip.to_string())
+    MeshProxy::start_as_workload(plane, Role::Waypoint, &pod, NS, &labels, &ip.to_string())
 }
 
-/// See [`GatewayApiStack::wait_for_endpoints`].
-fn wait_for_endpoints(
-    plane: &ControlPlane,
-    namespace: &str,
-    service: &str,
-    ready: usize,
-) -> Result<()> {
-    wait::until(
-        &format!("{ready} ready endpoints of Service {namespace}/{service}"),
-        PROPAGATION,
-        Duration::from_millis(200),
-        || {
-            let slices = plane.list(
-                "discovery.k8s.io/v1",
-                "EndpointSlice",
-                namespace,
-                &format!("kubernetes.io/service-name={service}"),
-            )?;
-            let count = slices
-                .iter()
-                .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
-                .filter(|e| e.pointer("/conditions/ready") == Some(&json!(true)))
-                .count();
-            Ok((count == ready).then_some(()))
-        },
-    )
-    .map_err(|err| plane.explain("kube-controller-manager", err))
+/// The endpoints (`address:port`) of cluster `name` in a config dump (with EDS, as
+/// [`MeshProxy::config_dump`] takes it).
+pub fn cluster_endpoints(dump: &Value, name: &str) -> Vec<String> {
+    configs_of(dump, "EndpointsConfigDump")
+        .flat_map(|c| {
+            c["dynamic_endpoint_configs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .filter_map(|e| e.get("endpoint_config"))
+        .filter(|e| e["cluster_name"] == name)
+        .flat_map(|e| e["endpoints"].as_array().into_iter().flatten())
+        .flat_map(|l| l["lb_endpoints"].as_array().into_iter().flatten())
+        .filter_map(|e| {
+            let socket = e.pointer("/endpoint/address/socket_address")?;
+            Some(format!(
+                "{}:{}",
+                socket["address"].as_str()?,
+                socket["port_value"].as_u64()?
+            ))
+        })
+        .collect()
 }
 
 /// The names of the clusters in a config dump, active and warming.

@@ -3,8 +3,8 @@
 //!
 //! istiod knows a proxy by its node id and metadata (namespace, labels), which select the
 //! Gateways, Sidecars and WasmPlugins that apply to it; no Pod exists for it, unless the proxy
-//! plays one ([`MeshProxy::start_as_pod`]): then istiod finds that Pod by the proxy's id and
-//! address, and takes its labels and Services from it, as for a proxy istio-agent started in it.
+//! plays a registered workload ([`MeshProxy::start_as_workload`]): then istiod finds it by the
+//! proxy's address, and the Services that select it are the proxy's.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -156,29 +156,29 @@ impl MeshProxy {
         )
     }
 
-    /// The proxy of Pod `namespace/pod` at `pod_ip` with the Pod's `labels`, as istio-agent
-    /// would start it there: istiod finds the Pod by the node id (`<pod>.<namespace>`,
-    /// `podKeyByProxy`) or else by the address
-    /// (`pilot/pkg/serviceregistry/kube/controller/pod.go:364-394`), and the Services that
-    /// select it are the proxy's, which is how a Gateway API gateway's configuration finds
-    /// its proxies (`pilot/pkg/model/push_context.go:2462-2475`) and how a waypoint finds
-    /// the services bound to it (`pilot/pkg/model/service.go:1053-1083`).
-    pub fn start_as_pod(
+    /// The proxy of the workload `namespace/name` registered at `address` (a WorkloadEntry, a
+    /// Pod) with `labels`, as istio-agent would start it there: istiod finds the workload by
+    /// the proxy's address (`pilot/pkg/serviceregistry/kube/controller/controller.go:882-935`,
+    /// `pilot/pkg/serviceregistry/util/workloadinstances/util.go:48-87`), and the Services that
+    /// select it are the proxy's, which is how a Gateway API gateway's configuration finds its
+    /// proxies (`pilot/pkg/model/push_context.go:2462-2475`) and how a waypoint finds the
+    /// services bound to it (`pilot/pkg/model/service.go:1053-1083`).
+    pub fn start_as_workload(
         plane: &ControlPlane,
         role: Role,
-        pod: &str,
+        name: &str,
         namespace: &str,
         labels: &BTreeMap<String, String>,
-        pod_ip: &str,
+        address: &str,
     ) -> Result<MeshProxy> {
         MeshProxy::spawn(
             plane,
             role,
-            pod,
+            name,
             namespace,
             labels,
             &AgentStats::default(),
-            pod_ip,
+            address,
         )
     }
 
