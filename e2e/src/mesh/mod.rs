@@ -5,5 +5,6 @@
 pub mod control_plane;
 pub mod gateway_api;
 pub mod proxy;
+pub mod sds;
 pub mod stack;
 pub mod tools;

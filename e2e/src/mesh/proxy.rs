@@ -14,6 +14,7 @@ use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 
 use super::control_plane::ControlPlane;
+use super::sds::SdsStub;
 use crate::browser::Http;
 use crate::envoy_process::EnvoyProcess;
 
@@ -118,6 +119,8 @@ pub fn istio_stats_config(template: &str) -> Result<Value> {
 /// A running proxy fed by istiod; stopped when dropped.
 pub struct MeshProxy {
     envoy: EnvoyProcess,
+    /// A waypoint's certificates (see [`super::sds`]).
+    _sds: Option<SdsStub>,
     /// `<name>.<namespace>`, as istiod's logs and config dumps name it.
     pub id: String,
 }
@@ -213,6 +216,13 @@ impl MeshProxy {
                     // No iptables here: istiod then builds no capturing listeners on
                     // 0.0.0.0 (15001, 15006), only those a Sidecar object binds.
                     "INTERCEPTION_MODE": "NONE",
+                    // With ambient on, istiod gives gateways and sidecars an HBONE cluster
+                    // (`connect_originate`, mutual TLS with istio-agent's SDS certificates,
+                    // which these proxies have not; `pilot/pkg/networking/core/cluster.go:
+                    // 393-395`), and Envoy would not finish starting without its secrets.
+                    // Nothing here sends HBONE. (A waypoint ignores this; it gets
+                    // certificates below.)
+                    "DISABLE_HBONE_SEND": "true",
                 },
             },
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
@@ -244,6 +254,7 @@ impl MeshProxy {
                 },
             }]},
         });
+        let mut sds = None;
         if role == Role::Waypoint {
             // A waypoint's listeners hand connections to each other through Envoy's internal
             // listeners, which need this extension in the bootstrap (istio-agent's template,
@@ -254,6 +265,37 @@ impl MeshProxy {
                     "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener",
                 },
             }]);
+            // Its certificates, where istio-agent's bootstrap has its SDS server.
+            let stub = SdsStub::start(&format!(
+                "spiffe://cluster.local/ns/{namespace}/sa/{}",
+                labels
+                    .get("gateway.networking.k8s.io/gateway-name")
+                    .map_or(name, String::as_str)
+            ))?;
+            if let Some(clusters) = bootstrap
+                .pointer_mut("/static_resources/clusters")
+                .and_then(Value::as_array_mut)
+            {
+                clusters.push(json!({
+                    "name": "sds-grpc",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        },
+                    },
+                    "load_assignment": {
+                        "cluster_name": "sds-grpc",
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                            "address": stub.address.ip().to_string(),
+                            "port_value": stub.address.port(),
+                        }}}}]}],
+                    },
+                }));
+            }
+            sds = Some(stub);
         }
         let dir = tempfile::Builder::new()
             .prefix(&format!("sticky-{name}-"))
@@ -267,7 +309,11 @@ impl MeshProxy {
         };
         let mut envoy = EnvoyProcess::spawn(&id, dir, &bootstrap, 1, &args)?;
         envoy.wait_ready().map_err(|err| envoy.explain(err))?;
-        Ok(MeshProxy { envoy, id })
+        Ok(MeshProxy {
+            envoy,
+            _sds: sds,
+            id,
+        })
     }
 
     /// Waits until istiod gave the proxy an active listener on 127.0.0.1:`port`.
