@@ -237,7 +237,14 @@ fn a_waypoint_gets_the_httproute_of_its_service_and_the_plugin() {
     let shop_chain = format!("inbound-vip|{SERVICE_PORT}|http|shop.{NS}.svc.cluster.local");
     let cart_chain = format!("inbound-vip|{SERVICE_PORT}|http|cart.{NS}.svc.cluster.local");
     let v2_unbound = format!("outbound|{SERVICE_PORT}||shop-v2.{NS}.svc.cluster.local");
-    let dump = GatewayApiStack::wait_for_config(waypoint, "the waypoint's routes for shop", |dump| {
+    // Envoy takes the waypoint's clusters; istiod's listeners and routes for it are read from
+    // istiod (the Envoy refuses those carrying Istio's own filters: see the harness's doc).
+    GatewayApiStack::wait_for_config(waypoint, "the waypoint's clusters in its Envoy", |dump| {
+        let clusters = cluster_names(dump);
+        (clusters.contains(&shop_chain) && clusters.contains(&v2_unbound)).then_some(())
+    })
+    .expect("the waypoint's Envoy holds its clusters");
+    let dump = mesh.wait_for_istiod_config(waypoint, "the waypoint's routes for shop", |dump| {
         let clusters = cluster_names(dump);
         let filters = chain_http_filters(dump, "main_internal", &shop_chain);
         (clusters.contains(&shop_chain)
@@ -278,10 +285,16 @@ fn a_waypoint_gets_the_httproute_of_its_service_and_the_plugin() {
         mesh.plane.apply(&object).expect("binding a version Service");
     }
     let v2_bound = format!("inbound-vip|{SERVICE_PORT}|http|shop-v2.{NS}.svc.cluster.local");
-    let dump = GatewayApiStack::wait_for_config(waypoint, "shop-v2 bound to the waypoint", |dump| {
-        cluster_names(dump).contains(&v2_bound).then(|| dump.clone())
+    GatewayApiStack::wait_for_config(waypoint, "shop-v2 bound, in the Envoy", |dump| {
+        cluster_names(dump).contains(&v2_bound).then_some(())
     })
-    .expect("inbound-vip clusters for bound version Services");
+    .expect("the waypoint's Envoy holds the inbound-vip cluster of a bound version Service");
+    let dump = mesh
+        .wait_for_istiod_config(waypoint, "shop-v2 bound to the waypoint", |dump| {
+            let routes = serde_json::to_string(&route_configs(dump)).unwrap_or_default();
+            routes.contains(&v2_bound).then(|| dump.clone())
+        })
+        .expect("inbound-vip clusters for bound version Services");
     let routes = serde_json::to_string(&route_configs(&dump)).unwrap_or_default();
     assert!(
         routes.contains(&v2_bound),
@@ -303,5 +316,45 @@ fn debug_gateway() {
     eprintln!("ROUTES {}", serde_json::to_string(&route_configs(&dump)).unwrap());
     eprintln!("HTTPROUTE {}", mesh.plane.get(GATEWAY_API, "HTTPRoute", NS, "shop").unwrap().unwrap()["status"]);
     eprintln!("GATEWAY {}", mesh.plane.get(GATEWAY_API, "Gateway", GATEWAY_NS, GATEWAY).unwrap().unwrap()["status"]);
-    eprintln!("{:?}", mesh.plane.explain("istiod", anyhow::anyhow!("log")));
+    let log = mesh.waypoint.as_ref().unwrap().envoy().log().unwrap();
+    for line in log.lines().filter(|l| !l.contains("Deprecated") && !l.contains("StreamSecrets")) {
+        eprintln!("WLOG {}", &line[..line.len().min(600)]);
+    }
+    let stats = mesh.waypoint.as_ref().unwrap().envoy().stats().unwrap();
+    for (k, v) in stats.iter().filter(|(k, _)| k.starts_with("listener_manager")) {
+        eprintln!("STAT {k} {v}");
+    }
+}
+
+#[test]
+#[ignore]
+fn debug_waypoint() {
+    let (mesh, _turn) = stack(&[Service::new("shop", &["v1", "v2"])], Options { waypoint: true });
+    mesh.plane
+        .apply(&json!({
+            "apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin",
+            "metadata": {"name": "sticky", "namespace": NS},
+            "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "shop"}],
+                     "url": plugin_url(), "phase": "AUTHN", "failStrategy": "FAIL_OPEN",
+                     "pluginConfig": {"rollouts": []}}}))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    let text = serde_json::to_string(&mesh.istiod_config_dump(mesh.waypoint.as_ref().unwrap()).unwrap()).unwrap();
+    eprintln!("ISTIOD {}", &text[..text.len().min(1500)]);
+    let dump = mesh.waypoint.as_ref().unwrap().config_dump().unwrap();
+    for l in sticky_canary_e2e::mesh::gateway_api::listeners(&dump) {
+        eprintln!("LISTENER {} {}", l["name"], l["address"]);
+        for (chain, m) in sticky_canary_e2e::mesh::gateway_api::http_connection_managers(&l) {
+            let names: Vec<&str> = m["http_filters"].as_array().into_iter().flatten().filter_map(|f| f["name"].as_str()).collect();
+            eprintln!("  CHAIN {chain} {names:?}");
+        }
+    }
+    let log = mesh.waypoint.as_ref().unwrap().envoy().log().unwrap();
+    for line in log.lines().filter(|l| !l.contains("Deprecated") && !l.contains("StreamSecrets")) {
+        eprintln!("WLOG {}", &line[..line.len().min(600)]);
+    }
+    let stats = mesh.waypoint.as_ref().unwrap().envoy().stats().unwrap();
+    for (k, v) in stats.iter().filter(|(k, _)| k.starts_with("listener_manager")) {
+        eprintln!("STAT {k} {v}");
+    }
 }

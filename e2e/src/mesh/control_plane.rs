@@ -291,6 +291,25 @@ impl ControlPlane {
         .map_err(|err| self.explain("istiod", err))
     }
 
+    /// The configuration istiod generates for the connected proxy `proxy_id`
+    /// (`<name>.<namespace>`), as its debug endpoint gives it (`/debug/config_dump`, in the
+    /// form of Envoy's admin config dump: `pilot/pkg/xds/debug.go:740-800`): every resource
+    /// istiod sends, also those the proxy's Envoy refused.
+    pub fn istiod_config_dump(&self, proxy_id: &str) -> Result<Value> {
+        let http = crate::browser::Http::new(SocketAddr::from(([127, 0, 0, 1], self.istiod_http)));
+        let response = http.get(&format!("/debug/config_dump?proxyID={proxy_id}"), &[])?;
+        if response.status != 200 {
+            bail!(
+                "istiod's config dump of {proxy_id}: {} {}",
+                response.status,
+                response.body
+            );
+        }
+        let dump: Value = serde_json::from_str(&response.body)
+            .with_context(|| format!("parsing istiod's config dump of {proxy_id}"))?;
+        Ok(snake_case_keys(dump))
+    }
+
     /// Adds the end of a part's log to an error.
     pub fn explain(&self, part: &str, err: anyhow::Error) -> anyhow::Error {
         let log = std::fs::read_to_string(self.dir.path().join(format!("{part}.log")))
@@ -435,6 +454,40 @@ impl ControlPlane {
                 .map(|o| serde_json::to_value(o).map_err(anyhow::Error::from))
                 .collect()
         })
+    }
+}
+
+/// `value` with its object keys in snake case, as Envoy's admin API writes them: istiod's debug
+/// endpoint writes protobuf's JSON names (`dynamicActiveClusters`). Keys without a lower-case
+/// letter (`ISTIO_VERSION`) and with a dot (extension names) are left as they are.
+fn snake_case_keys(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, value)| {
+                    let plain = key.starts_with('@')
+                        || key.contains('.')
+                        || !key.chars().any(|c| c.is_ascii_lowercase());
+                    let key = if plain {
+                        key
+                    } else {
+                        let mut snake = String::with_capacity(key.len() + 4);
+                        for c in key.chars() {
+                            if c.is_ascii_uppercase() {
+                                snake.push('_');
+                                snake.push(c.to_ascii_lowercase());
+                            } else {
+                                snake.push(c);
+                            }
+                        }
+                        snake
+                    };
+                    (key, snake_case_keys(value))
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(snake_case_keys).collect()),
+        other => other,
     }
 }
 

@@ -381,6 +381,37 @@ impl GatewayApiStack {
         })
     }
 
+    /// The configuration istiod generates for `proxy`, as istiod's debug endpoint gives it:
+    /// for a waypoint, whose Envoy here refuses the listeners that carry Istio's own filters
+    /// (see the module's doc), the listeners and routes are read here.
+    pub fn istiod_config_dump(&self, proxy: &MeshProxy) -> Result<Value> {
+        self.plane.istiod_config_dump(&proxy.id)
+    }
+
+    /// Polls istiod's configuration for `proxy` until `found` finds something in it, for
+    /// [`PROPAGATION`].
+    pub fn wait_for_istiod_config<T>(
+        &self,
+        proxy: &MeshProxy,
+        what: &str,
+        mut found: impl FnMut(&Value) -> Option<T>,
+    ) -> Result<T> {
+        let mut last = Value::Null;
+        wait::until(what, PROPAGATION, Duration::from_millis(300), || {
+            last = self.istiod_config_dump(proxy)?;
+            Ok(found(&last))
+        })
+        .map_err(|err| {
+            let clusters = cluster_names(&last);
+            let listeners: Vec<Value> = listeners(&last).iter().map(|l| l["name"].clone()).collect();
+            anyhow!(
+                "{err}; istiod's configuration for {} has the clusters {clusters:?} and the \
+                 listeners {listeners:?}",
+                proxy.id
+            )
+        })
+    }
+
     /// Polls `proxy`'s config dump until `found` finds something in it, for [`PROPAGATION`].
     pub fn wait_for_config<T>(
         proxy: &MeshProxy,

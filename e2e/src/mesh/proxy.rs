@@ -254,17 +254,18 @@ impl MeshProxy {
                 },
             }]},
         });
+        // Ambient's listeners hand connections to each other through Envoy's internal
+        // listeners (a waypoint's always, a gateway's `connect_originate` with ambient on),
+        // which need this extension in the bootstrap (istio-agent's template,
+        // `tools/packaging/common/envoy_bootstrap.json`, always has it).
+        bootstrap["bootstrap_extensions"] = json!([{
+            "name": "envoy.bootstrap.internal_listener",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener",
+            },
+        }]);
         let mut sds = None;
         if role == Role::Waypoint {
-            // A waypoint's listeners hand connections to each other through Envoy's internal
-            // listeners, which need this extension in the bootstrap (istio-agent's template,
-            // `tools/packaging/common/envoy_bootstrap.json`, always has it).
-            bootstrap["bootstrap_extensions"] = json!([{
-                "name": "envoy.bootstrap.internal_listener",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener",
-                },
-            }]);
             // Its certificates, where istio-agent's bootstrap has its SDS server.
             let stub = SdsStub::start(&format!(
                 "spiffe://cluster.local/ns/{namespace}/sa/{}",
