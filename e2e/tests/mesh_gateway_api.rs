@@ -14,8 +14,8 @@ use std::sync::{Mutex, MutexGuard};
 use serde_json::{json, Value};
 use sticky_canary_e2e::browser::Http;
 use sticky_canary_e2e::mesh::gateway_api::{
-    chain_http_filters, cluster_endpoints, cluster_names, route_configs, service_object, GatewayApiStack, Options,
-    GATEWAY, GATEWAY_API, GATEWAY_NS, SERVICE_PORT, TARGET_PORT,
+    chain_http_filters, cluster_endpoints, cluster_names, route_configs, service_object,
+    GatewayApiStack, Options, GATEWAY, GATEWAY_API, GATEWAY_NS, SERVICE_PORT, TARGET_PORT,
 };
 use sticky_canary_e2e::mesh::stack::{host, MeshStack, Service, NS};
 
@@ -122,7 +122,10 @@ fn an_httproute_through_a_gateway_api_gateway() {
         assert_eq!(served_by(&http, "shop", other).as_deref(), Some("shop-v1"));
     }
 
-    let dump = mesh.gateway.config_dump().expect("the gateway's config dump");
+    let dump = mesh
+        .gateway
+        .config_dump()
+        .expect("the gateway's config dump");
     let clusters = cluster_names(&dump);
     for version in ["v1", "v2"] {
         let cluster = format!("outbound|{SERVICE_PORT}||shop-{version}.{NS}.svc.cluster.local");
@@ -140,7 +143,9 @@ fn an_httproute_through_a_gateway_api_gateway() {
         );
     }
     assert!(
-        !clusters.iter().any(|c| c.contains("|v2|") || c.contains("|v1|")),
+        !clusters
+            .iter()
+            .any(|c| c.contains("|v2|") || c.contains("|v1|")),
         "no subset clusters: {clusters:?}"
     );
     let routes = route_configs(&dump);
@@ -190,7 +195,10 @@ fn an_httproute_through_a_gateway_api_gateway() {
     let router = filters
         .iter()
         .position(|f| f == "envoy.filters.http.router");
-    assert!(wasm < router, "the filter runs before the router: {filters:?}");
+    assert!(
+        wasm < router,
+        "the filter runs before the router: {filters:?}"
+    );
     // Requests still flow with the filter in place.
     mesh.wait_until("requests with the filter in place", |http| {
         served_by(http, "shop", v2).as_deref() == Some("shop-v2")
@@ -244,18 +252,21 @@ fn a_waypoint_gets_the_httproute_of_its_service_and_the_plugin() {
         (clusters.contains(&shop_chain) && clusters.contains(&v2_unbound)).then_some(())
     })
     .expect("the waypoint's Envoy holds its clusters");
-    let dump = mesh.wait_for_istiod_config(waypoint, "the waypoint's routes for shop", |dump| {
-        let clusters = cluster_names(dump);
-        let filters = chain_http_filters(dump, "main_internal", &shop_chain);
-        (clusters.contains(&shop_chain)
-            && clusters.contains(&v2_unbound)
-            && plugin_position(&filters, NS, "sticky").is_some())
-        .then(|| dump.clone())
-    })
-    .expect("the waypoint's configuration for shop");
+    let dump = mesh
+        .wait_for_istiod_config(waypoint, "the waypoint's routes for shop", |dump| {
+            let clusters = cluster_names(dump);
+            let filters = chain_http_filters(dump, "main_internal", &shop_chain);
+            (clusters.contains(&shop_chain)
+                && clusters.contains(&v2_unbound)
+                && plugin_position(&filters, NS, "sticky").is_some())
+            .then(|| dump.clone())
+        })
+        .expect("the waypoint's configuration for shop");
 
     let filters = chain_http_filters(&dump, "main_internal", &shop_chain);
-    let router = filters.iter().position(|f| f == "envoy.filters.http.router");
+    let router = filters
+        .iter()
+        .position(|f| f == "envoy.filters.http.router");
     assert!(
         plugin_position(&filters, NS, "sticky") < router,
         "the filter runs before the router on shop's server-side chain: {filters:?}"
@@ -282,7 +293,9 @@ fn a_waypoint_gets_the_httproute_of_its_service_and_the_plugin() {
     for version in ["v1", "v2"] {
         let mut object = version_service("shop", version);
         object["metadata"]["labels"] = json!({"istio.io/use-waypoint": "waypoint"});
-        mesh.plane.apply(&object).expect("binding a version Service");
+        mesh.plane
+            .apply(&object)
+            .expect("binding a version Service");
     }
     let v2_bound = format!("inbound-vip|{SERVICE_PORT}|http|shop-v2.{NS}.svc.cluster.local");
     GatewayApiStack::wait_for_config(waypoint, "shop-v2 bound, in the Envoy", |dump| {
@@ -300,61 +313,4 @@ fn a_waypoint_gets_the_httproute_of_its_service_and_the_plugin() {
         routes.contains(&v2_bound),
         "the waypoint's route to shop-v2 uses its inbound-vip cluster: {routes}"
     );
-}
-
-#[test]
-#[ignore]
-fn debug_gateway() {
-    let (mesh, _turn) = stack(&[Service::new("shop", &["v1", "v2"])], Options::default());
-    std::thread::sleep(std::time::Duration::from_secs(12));
-    let http = mesh.http();
-    let host = host("shop");
-    let r = http.get("/", &[("host", host.as_bytes())]);
-    eprintln!("RESPONSE {:?}", r.map(|r| (r.status, r.served_by, r.body.chars().take(200).collect::<String>())));
-    let dump = mesh.gateway.config_dump().unwrap();
-    eprintln!("CLUSTERS {:?}", cluster_names(&dump));
-    eprintln!("ROUTES {}", serde_json::to_string(&route_configs(&dump)).unwrap());
-    eprintln!("HTTPROUTE {}", mesh.plane.get(GATEWAY_API, "HTTPRoute", NS, "shop").unwrap().unwrap()["status"]);
-    eprintln!("GATEWAY {}", mesh.plane.get(GATEWAY_API, "Gateway", GATEWAY_NS, GATEWAY).unwrap().unwrap()["status"]);
-    let log = mesh.waypoint.as_ref().unwrap().envoy().log().unwrap();
-    for line in log.lines().filter(|l| !l.contains("Deprecated") && !l.contains("StreamSecrets")) {
-        eprintln!("WLOG {}", &line[..line.len().min(600)]);
-    }
-    let stats = mesh.waypoint.as_ref().unwrap().envoy().stats().unwrap();
-    for (k, v) in stats.iter().filter(|(k, _)| k.starts_with("listener_manager")) {
-        eprintln!("STAT {k} {v}");
-    }
-}
-
-#[test]
-#[ignore]
-fn debug_waypoint() {
-    let (mesh, _turn) = stack(&[Service::new("shop", &["v1", "v2"])], Options { waypoint: true });
-    mesh.plane
-        .apply(&json!({
-            "apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin",
-            "metadata": {"name": "sticky", "namespace": NS},
-            "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "shop"}],
-                     "url": plugin_url(), "phase": "AUTHN", "failStrategy": "FAIL_OPEN",
-                     "pluginConfig": {"rollouts": []}}}))
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(10));
-    let text = serde_json::to_string(&mesh.istiod_config_dump(mesh.waypoint.as_ref().unwrap()).unwrap()).unwrap();
-    eprintln!("ISTIOD {}", &text[..text.len().min(1500)]);
-    let dump = mesh.waypoint.as_ref().unwrap().config_dump().unwrap();
-    for l in sticky_canary_e2e::mesh::gateway_api::listeners(&dump) {
-        eprintln!("LISTENER {} {}", l["name"], l["address"]);
-        for (chain, m) in sticky_canary_e2e::mesh::gateway_api::http_connection_managers(&l) {
-            let names: Vec<&str> = m["http_filters"].as_array().into_iter().flatten().filter_map(|f| f["name"].as_str()).collect();
-            eprintln!("  CHAIN {chain} {names:?}");
-        }
-    }
-    let log = mesh.waypoint.as_ref().unwrap().envoy().log().unwrap();
-    for line in log.lines().filter(|l| !l.contains("Deprecated") && !l.contains("StreamSecrets")) {
-        eprintln!("WLOG {}", &line[..line.len().min(600)]);
-    }
-    let stats = mesh.waypoint.as_ref().unwrap().envoy().stats().unwrap();
-    for (k, v) in stats.iter().filter(|(k, _)| k.starts_with("listener_manager")) {
-        eprintln!("STAT {k} {v}");
-    }
 }

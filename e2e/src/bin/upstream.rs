@@ -71,10 +71,9 @@ async fn main() -> Result<()> {
     };
     let app =
         site::router(&args.version_name, calls, faults).context("version name as header value")?;
-    let listener =
-        tokio::net::TcpListener::bind(SocketAddr::from((args.address, args.port)))
-            .await
-            .with_context(|| format!("binding {}:{}", args.address, args.port))?;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from((args.address, args.port)))
+        .await
+        .with_context(|| format!("binding {}:{}", args.address, args.port))?;
     let address = listener.local_addr()?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {address}")?;

@@ -386,8 +386,10 @@ impl ControlPlane {
             match api.delete(name, &Default::default()).await {
                 Ok(_) => Ok(()),
                 Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-                Err(err) => Err(anyhow::Error::from(err)
-                    .context(format!("deleting {kind} {namespace}/{name}"))),
+                Err(err) => {
+                    Err(anyhow::Error::from(err)
+                        .context(format!("deleting {kind} {namespace}/{name}")))
+                }
             }
         })
     }

@@ -50,19 +50,37 @@
 //! `waypoint` of class `istio-waypoint` in the services' namespace with the one listener
 //! `mesh` on 15008 (HBONE) that `istioctl waypoint generate` writes, its Service `waypoint`
 //! (no class suffix for waypoints, `gatewaycommon/classinfo.go:141-152`), and a workload with
-//! the labels of the `waypoint` template, played by an Envoy of node type `waypoint`. istiod treats
-//! a Gateway as a waypoint only once it has written the Gateway's `status.addresses`
+//! the labels of the `waypoint` template, played by an Envoy of node type `waypoint`. istiod
+//! treats a Gateway as a waypoint only once it has written the Gateway's `status.addresses`
 //! (`pilot/pkg/serviceregistry/ambient/waypoints.go:341-352`), which it does once the Service
 //! has endpoints on the listener's port (`pilot/pkg/config/kube/gateway/conversion.go:1836,
-//! 1907-1941`, `gatewaycommon/context.go:66-117`): the workload. The parent Services
-//! are bound to it with the label `istio.io/use-waypoint: waypoint`.
+//! 1907-1941`, `gatewaycommon/context.go:66-117`): the workload. The parent Services are bound
+//! to it with the label `istio.io/use-waypoint: waypoint`; a Service not bound to it (a
+//! version Service without the label) is an `outbound|80||<host>` cluster of the waypoint,
+//! a bound one `inbound-vip|80|http|<host>`
+//! (`pilot/pkg/networking/core/listener_waypoint.go:1262-1297`).
+//!
+//! What a waypoint needs that a gateway does not, found by running it: the internal-listener
+//! bootstrap extension, and certificates (see [`super::sds`]: without them its Envoy never
+//! asks for listeners). With them its Envoy takes every cluster, but refuses three listeners,
+//! which carry Istio's own Envoy extensions that the upstream Envoy 1.40 lacks:
+//! `connect_terminate` and `main_internal` (the `io.istio.http.peer_metadata.Config` filters
+//! `waypoint_downstream_peer_metadata` and `waypoint_upstream_peer_metadata`, added
+//! unconditionally: `listener_waypoint.go:288-290, 907`, `pilot/pkg/xds/filters/
+//! filters.go:704-730`) and `inner_connect_originate` (`istio.double_hbone.*`). `main_internal`
+//! is the one holding a filter chain per bound service, with its HTTP filters and routes, so
+//! those are read from what istiod generates for the connected waypoint, its debug config dump
+//! ([`GatewayApiStack::istiod_config_dump`]), the very resources it pushes to that Envoy. With
+//! ambient on, istiod also gives gateways an HBONE cluster (`connect_originate`); the proxies
+//! other than waypoints announce `DISABLE_HBONE_SEND` (see [`super::proxy`]).
 //!
 //! Only the waypoint's configuration is proven here, not traffic through it: a waypoint accepts
-//! only HBONE (HTTP CONNECT over mutual TLS on 15008, with certificates istio-agent fetches
-//! from istiod's CA over SDS), which ztunnel, ambient's node proxy, originates from the
-//! client's pod. ztunnel is a Rust program of its own repository (istio/ztunnel), not in any Go
-//! module the harness builds from, and it needs the CA, which the plaintext istiod here does
-//! not serve; so nothing here can send a request into the waypoint.
+//! only HBONE (HTTP CONNECT over mutual TLS on 15008, into `connect_terminate`, one of the
+//! listeners the upstream Envoy refuses), which ztunnel, ambient's node proxy, originates from
+//! the client's pod. ztunnel is a Rust program of its own repository (istio/ztunnel), not in
+//! any Go module the harness builds from, and Istio's Envoy (istio/proxy, with the
+//! `peer_metadata` filter) is not built here either; so nothing here can carry a request
+//! through the waypoint.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -189,7 +207,11 @@ static BLOCKS: AtomicU32 = AtomicU32::new(0);
 fn address_block(port: u16) -> Result<u8> {
     let base = std::process::id();
     for _ in 0..64 {
-        let k = 20 + (base.wrapping_mul(7).wrapping_add(BLOCKS.fetch_add(1, Ordering::Relaxed)) % 230);
+        let k = 20
+            + (base
+                .wrapping_mul(7)
+                .wrapping_add(BLOCKS.fetch_add(1, Ordering::Relaxed))
+                % 230);
         let k = u8::try_from(k).unwrap_or(20);
         let free = [2u8, 3, 10, 11, 12, 13]
             .iter()
@@ -403,7 +425,10 @@ impl GatewayApiStack {
         })
         .map_err(|err| {
             let clusters = cluster_names(&last);
-            let listeners: Vec<Value> = listeners(&last).iter().map(|l| l["name"].clone()).collect();
+            let listeners: Vec<String> = listeners(&last)
+                .iter()
+                .filter_map(|l| l["name"].as_str().map(str::to_owned))
+                .collect();
             anyhow!(
                 "{err}; istiod's configuration for {} has the clusters {clusters:?} and the \
                  listeners {listeners:?}",
@@ -468,8 +493,10 @@ fn gateway_service(
     class: &str,
     listeners: &[(&str, u16, &str)],
 ) -> Result<()> {
-    let mut ports = vec![json!({"name": "status-port", "port": 15021, "protocol": "TCP",
-                                "appProtocol": "tcp"})];
+    let mut ports = vec![
+        json!({"name": "status-port", "port": 15021, "protocol": "TCP",
+                                "appProtocol": "tcp"}),
+    ];
     ports.extend(listeners.iter().map(|(name, port, app_protocol)| {
         json!({"name": name, "port": port, "protocol": "TCP", "appProtocol": app_protocol})
     }));
@@ -568,9 +595,13 @@ pub fn cluster_endpoints(dump: &Value, name: &str) -> Vec<String> {
 pub fn cluster_names(dump: &Value) -> Vec<String> {
     configs_of(dump, "ClustersConfigDump")
         .flat_map(|c| {
-            ["dynamic_active_clusters", "dynamic_warming_clusters", "static_clusters"]
-                .into_iter()
-                .flat_map(move |key| c[key].as_array().into_iter().flatten())
+            [
+                "dynamic_active_clusters",
+                "dynamic_warming_clusters",
+                "static_clusters",
+            ]
+            .into_iter()
+            .flat_map(move |key| c[key].as_array().into_iter().flatten())
         })
         .filter_map(|c| c.pointer("/cluster/name").and_then(Value::as_str))
         .map(str::to_owned)

@@ -148,15 +148,7 @@ impl MeshProxy {
         labels: &BTreeMap<String, String>,
         stats: &AgentStats,
     ) -> Result<MeshProxy> {
-        MeshProxy::spawn(
-            plane,
-            role,
-            name,
-            namespace,
-            labels,
-            stats,
-            &node_address(),
-        )
+        MeshProxy::spawn(plane, role, name, namespace, labels, stats, &node_address())
     }
 
     /// The proxy of the workload `namespace/name` registered at `address` (a WorkloadEntry, a

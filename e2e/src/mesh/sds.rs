@@ -120,7 +120,9 @@ fn certificates(spiffe_id: &str) -> Result<(String, String, String)> {
     let ca_key = KeyPair::generate().context("a CA key")?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).context("the CA certificate")?;
+    let ca = ca_params
+        .self_signed(&ca_key)
+        .context("the CA certificate")?;
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().context("a workload key")?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
