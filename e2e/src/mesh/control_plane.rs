@@ -711,3 +711,25 @@ async fn api_for(client: &Client, object: &Value) -> Result<(Api<DynamicObject>,
     let api = dynamic_api(client, api_version, kind, namespace).await?;
     Ok((api, name.to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istiods_json_names_become_envoys_admin_names() {
+        let dump = json!({"configs": [{"@type": "x", "dynamicActiveClusters": [
+            {"cluster": {"typedExtensionProtocolOptions": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {}},
+                         "metadata": {"filterMetadata": {"istio": {"ISTIO_VERSION": "1"}}}}}]}]});
+        let snake = snake_case_keys(dump);
+        let cluster = &snake["configs"][0]["dynamic_active_clusters"][0]["cluster"];
+        assert_eq!(snake["configs"][0]["@type"], "x");
+        assert!(cluster["typed_extension_protocol_options"]
+            .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+            .is_some());
+        assert_eq!(
+            cluster["metadata"]["filter_metadata"]["istio"]["ISTIO_VERSION"],
+            "1"
+        );
+    }
+}
