@@ -314,3 +314,183 @@ fn a_waypoint_gets_the_httproute_of_its_service_and_the_plugin() {
         "the waypoint's route to shop-v2 uses its inbound-vip cluster: {routes}"
     );
 }
+
+/// `stickyctl` on the HTTPRoute API through the Gateway API gateway, as a user runs it: it
+/// finds the route, records the API, makes `shop-v2` before the route sends to it, pins 200
+/// users by weight through a live weight change, ignores a spoofed header, lets QA through
+/// with the public override, and `delete` leaves the user's HTTPRoute exactly as it was,
+/// without stickyctl's Services.
+#[test]
+fn stickyctl_rolls_out_on_the_httproute_api() {
+    let (stack, _turn) = stack(&[Service::new("shop", &["v1", "v2"])], Options::default());
+    let plane = &stack.plane;
+    let route = |plane: &sticky_canary_e2e::mesh::control_plane::ControlPlane| {
+        plane
+            .get(GATEWAY_API, "HTTPRoute", NS, "shop")
+            .expect("read the HTTPRoute")
+            .expect("the user's HTTPRoute")
+    };
+    let original = route(plane);
+    let stickyctl = stack.stickyctl().expect("stickyctl");
+    let url = plugin_url();
+    let sticky = |args: &[&str]| {
+        let mut all = vec!["--name", "shop"];
+        all.extend_from_slice(args);
+        stickyctl
+            .ok(&all)
+            .unwrap_or_else(|e| panic!("stickyctl {args:?}: {e:?}"))
+    };
+    // Without a placement the route's Gateway is named as the fix, and nothing is written.
+    let refused = stickyctl
+        .run(&[
+            "--name",
+            "shop",
+            "init",
+            "--service",
+            "shop.prod.svc.cluster.local",
+            "--stable",
+            "v1",
+            "--plugin-url",
+            &url,
+        ])
+        .expect("stickyctl runs");
+    assert!(
+        refused.code == Some(2)
+            && refused
+                .stderr
+                .contains("--target-ref Gateway/public --gateway-namespace istio-ingress"),
+        "{refused:?}"
+    );
+    assert_eq!(route(plane)["spec"], original["spec"], "nothing written");
+    sticky(&[
+        "init",
+        "--service",
+        "shop.prod.svc.cluster.local",
+        "--stable",
+        "v1",
+        "--plugin-url",
+        &url,
+        "--target-ref",
+        "Gateway/public",
+        "--gateway-namespace",
+        GATEWAY_NS,
+        "--key-header",
+        "x-user-id",
+        "--override",
+        "public",
+    ]);
+    let rollout = plane
+        .get("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
+        .unwrap()
+        .expect("the rollout");
+    assert_eq!(rollout["spec"]["routing"]["api"], "HTTPRoute");
+    assert_eq!(rollout["spec"]["routing"]["httpRoute"], "shop");
+    sticky(&["start", "--canary", "v2"]);
+    sticky(&["set-weight", "30"]);
+    let v2 = plane
+        .get("v1", "Service", NS, "shop-v2")
+        .unwrap()
+        .expect("shop-v2 made");
+    assert_eq!(
+        v2["spec"]["selector"],
+        json!({"app": "shop", "version": "v2"})
+    );
+    let names: Vec<Value> = route(plane)["spec"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            json!("sticky-canary.shop.v-v1"),
+            json!("sticky-canary.shop.v-v2"),
+            json!("sticky-canary.shop.default"),
+            Value::Null
+        ]
+    );
+
+    // The version a user got, when the one that served them is the one stamped.
+    let user = |http: &Http, id: usize, extra: &[(&str, &[u8])]| {
+        let id = format!("u{id}");
+        let mut headers: Vec<(&str, &[u8])> =
+            vec![("host", b"shop.example.com"), ("x-user-id", id.as_bytes())];
+        headers.extend_from_slice(extra);
+        let r = http.get("/", &headers).ok()?;
+        let version = r.received_version?;
+        (r.served_by? == format!("shop-{version}")).then_some(version)
+    };
+    stack
+        .wait_until("the filter stamps at the gateway", |http| {
+            user(http, 0, &[]).is_some()
+        })
+        .expect("stamped");
+    let http = stack.http();
+    let first: Vec<Option<String>> = (0..200).map(|i| user(&http, i, &[])).collect();
+    assert!(
+        first.iter().all(Option::is_some),
+        "every user served by the version stamped: {first:?}"
+    );
+    let share = first.iter().filter(|v| v.as_deref() == Some("v2")).count() as f64 / 200.0;
+    assert!(
+        (0.2..=0.4).contains(&share),
+        "v2 share {share} at weight 30"
+    );
+    let again: Vec<Option<String>> = (0..200).map(|i| user(&http, i, &[])).collect();
+    assert_eq!(again, first, "every user keeps their version");
+    // A spoofed header is overwritten; the public override reaches the canary.
+    let on_v1 = first
+        .iter()
+        .position(|v| v.as_deref() == Some("v1"))
+        .expect("a user on v1");
+    for _ in 0..10 {
+        assert_eq!(
+            user(&http, on_v1, &[("x-sticky-version", b"v2")]).as_deref(),
+            Some("v1")
+        );
+        assert_eq!(
+            user(&http, on_v1, &[("x-sticky-override", b"v2")]).as_deref(),
+            Some("v2")
+        );
+    }
+    // A live weight change: users on v2 stay (ramp up), more join.
+    sticky(&["set-weight", "60"]);
+    stack
+        .wait_until("the new weight applies", |http| {
+            let now = (0..200)
+                .filter(|&i| user(http, i, &[]).as_deref() == Some("v2"))
+                .count();
+            now as f64 / 200.0 > share + 0.15
+        })
+        .expect("60%");
+    for (i, before) in first.iter().enumerate() {
+        if before.as_deref() == Some("v2") {
+            assert_eq!(
+                user(&http, i, &[]).as_deref(),
+                Some("v2"),
+                "user {i} stays on v2"
+            );
+        }
+    }
+
+    sticky(&["delete"]);
+    let after = route(plane);
+    assert_eq!(
+        after["spec"], original["spec"],
+        "the user's HTTPRoute exactly as it was"
+    );
+    for version in ["v1", "v2"] {
+        assert!(
+            plane
+                .get("v1", "Service", NS, &format!("shop-{version}"))
+                .unwrap()
+                .is_none(),
+            "shop-{version} deleted"
+        );
+    }
+    assert!(
+        plane.get("v1", "Service", NS, "shop").unwrap().is_some(),
+        "the user's Service stays"
+    );
+}

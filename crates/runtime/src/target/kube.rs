@@ -128,13 +128,20 @@ impl KubeTarget {
         Ok(live)
     }
 
-    /// The objects of `kind` in the rollout's namespace.
+    /// The objects of `kind` in the rollout's namespace, each with its `apiVersion` and
+    /// `kind` (the items of a list carry neither), as a read of one would have them.
     async fn list(&self, kind: Kind, params: &ListParams) -> Result<Vec<Value>, Error> {
         self.objects(kind)
             .list(params)
             .await?
             .into_iter()
-            .map(|o| serde_json::to_value(o).map_err(|e| Error::Runtime(e.to_string())))
+            .map(|o| {
+                let mut value =
+                    serde_json::to_value(o).map_err(|e| Error::Runtime(e.to_string()))?;
+                value["apiVersion"] = Value::from(kind.api_version());
+                value["kind"] = Value::from(kind.as_str());
+                Ok(value)
+            })
             .collect()
     }
 
