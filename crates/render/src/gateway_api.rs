@@ -142,10 +142,16 @@ pub(crate) fn desired(
             .collect(),
         seal,
     };
+    let ours = httproute::parents(route.get("spec").unwrap_or(&Value::Null), namespace);
     for other in &live.http_routes {
         let (_, name) = namespace_and_name(other);
-        if name != route_name {
-            let other_spec = other.get("spec").unwrap_or(&Value::Null);
+        let other_spec = other.get("spec").unwrap_or(&Value::Null);
+        // A route of other parents is another proxy's (an ingress route and a mesh route
+        // of one service): it never competes with the rollout's rules.
+        let shared = httproute::parents(other_spec, namespace)
+            .iter()
+            .any(|p| ours.contains(p));
+        if name != route_name && shared {
             httproute::check_other_route(&name, namespace, other_spec, &managed, &route_name)?;
         }
     }
@@ -513,6 +519,12 @@ mod tests {
             ),
             "{err}"
         );
+        // A route of the service with other parents (a mesh route, parent the Service) is
+        // another proxy's: not refused.
+        let mut mesh = two.clone();
+        mesh.http_routes[1]["spec"]["parentRefs"] =
+            json!([{"group": "", "kind": "Service", "name": "shop"}]);
+        assert!(render("shop", "prod", &named, None, &mesh).is_ok());
         let mut short = s.clone();
         short.service = "shop".into();
         short.routing.api = Some(RoutingApi::HttpRoute);

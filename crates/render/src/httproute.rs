@@ -217,30 +217,38 @@ pub fn routes_to(spec: &Value, namespace: &str, service: &str, service_namespace
 /// The Gateways route `spec` of `namespace` attaches to, as `(namespace, name)`: where the
 /// filter runs for an ingress route.
 pub fn gateway_parents(spec: &Value, namespace: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = spec
-        .get("parentRefs")
-        .and_then(Value::as_array)
+    let mut out: Vec<(String, String)> = parents(spec, namespace)
         .into_iter()
-        .flatten()
-        .filter(|p| {
-            p.get("kind").and_then(Value::as_str).unwrap_or("Gateway") == "Gateway"
-                && p.get("group")
-                    .and_then(Value::as_str)
-                    .unwrap_or("gateway.networking.k8s.io")
-                    == "gateway.networking.k8s.io"
-        })
-        .filter_map(|p| {
-            let name = p.get("name").and_then(Value::as_str)?;
-            let ns = p
-                .get("namespace")
-                .and_then(Value::as_str)
-                .unwrap_or(namespace);
-            Some((ns.to_owned(), name.to_owned()))
-        })
+        .filter(|(group, kind, _, _)| group == "gateway.networking.k8s.io" && kind == "Gateway")
+        .map(|(_, _, namespace, name)| (namespace, name))
         .collect();
     out.sort();
     out.dedup();
     out
+}
+
+/// The parents route `spec` of `namespace` attaches to, as `(group, kind, namespace, name)`
+/// with Gateway API's defaults filled in (a Gateway of the route's namespace).
+pub fn parents(spec: &Value, namespace: &str) -> Vec<(String, String, String, String)> {
+    spec.get("parentRefs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let text = |field: &str, default: &str| {
+                p.get(field)
+                    .and_then(Value::as_str)
+                    .unwrap_or(default)
+                    .to_owned()
+            };
+            Some((
+                text("group", "gateway.networking.k8s.io"),
+                text("kind", "Gateway"),
+                text("namespace", namespace),
+                p.get("name")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect()
 }
 
 /// Refuses another HTTPRoute (`name`, `namespace`, `spec`) that routes to the rollout's
