@@ -17,6 +17,7 @@ pub mod envoy;
 pub mod envoy_process;
 pub mod exposition;
 pub mod gateway;
+pub mod guide;
 pub mod load;
 pub mod locate;
 pub mod mesh;

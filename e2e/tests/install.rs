@@ -22,7 +22,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use sticky_canary_e2e::browser::Dest;
 use sticky_canary_e2e::chart;
 use sticky_canary_e2e::envoy::free_port;
+use sticky_canary_e2e::guide::{guide_blocks, Shell};
 use sticky_canary_e2e::locate::{self, workspace_root};
 use sticky_canary_e2e::mesh::proxy::AgentStats;
 use sticky_canary_e2e::mesh::stack::{served_name, MeshStack, Service, NS};
@@ -44,91 +45,6 @@ use sticky_canary_e2e::site::HOP;
 const CHART_NS: &str = "sticky-canary-system";
 /// The controller's ServiceAccount in the chart.
 const CONTROLLER_SA: &str = "stickyctl-controller";
-
-/// The `sh` blocks of the guide: `(id, script)`, each block's first line `# guide: <id>`.
-fn guide_blocks(markdown: &str) -> Result<Vec<(String, String)>> {
-    let mut blocks = Vec::new();
-    let mut lines = markdown.lines();
-    while let Some(line) = lines.next() {
-        if line.trim_end() != "```sh" {
-            continue;
-        }
-        let body: Vec<&str> = lines
-            .by_ref()
-            .take_while(|l| l.trim_end() != "```")
-            .collect();
-        let id = body
-            .first()
-            .and_then(|l| l.strip_prefix("# guide: "))
-            .with_context(|| {
-                format!("a sh block of the guide without `# guide: <id>`: {body:?}")
-            })?;
-        blocks.push((id.trim().to_owned(), body[1..].join("\n")));
-    }
-    Ok(blocks)
-}
-
-/// A shell session across blocks: each block runs in a fresh `bash -euo pipefail` that starts
-/// from the variables the blocks before it left.
-struct Shell {
-    state: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Shell {
-    fn new(vars: &[(&str, String)]) -> Result<Shell> {
-        let dir = tempfile::Builder::new().prefix("sticky-guide-").tempdir()?;
-        let state = dir.path().join("state.sh");
-        let mut text = String::new();
-        for (name, value) in vars {
-            text.push_str(&format!("export {name}={}\n", quote(value)));
-        }
-        std::fs::write(&state, text)?;
-        Ok(Shell { state, _dir: dir })
-    }
-
-    /// Runs `script` from the repository's root; its stdout, or why it failed.
-    fn run(&self, id: &str, script: &str) -> Result<String> {
-        let state = self.state.display();
-        let wrapped =
-            format!("set -euo pipefail\nset -a\nsource {state}\n{script}\nexport -p > {state}\n");
-        let output = Command::new("bash")
-            .arg("-c")
-            .arg(&wrapped)
-            .current_dir(workspace_root())
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running the guide's block {id}"))?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if !output.status.success() {
-            bail!(
-                "the guide's block {id} failed ({}):\n{script}\nstdout:\n{stdout}\nstderr:\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(stdout)
-    }
-
-    /// The value of a variable the blocks set.
-    fn var(&self, name: &str) -> Result<String> {
-        let value = self.run("(read)", &format!("printf %s \"${{{name}}}\""))?;
-        if value.is_empty() {
-            bail!("the guide set no {name}");
-        }
-        Ok(value)
-    }
-
-    /// Sets a variable for the blocks after this.
-    fn set(&self, name: &str, value: &str) -> Result<()> {
-        self.run("(set)", &format!("{name}={}", quote(value)))
-            .map(drop)
-    }
-}
-
-fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
-}
 
 /// The CNCF distribution registry on loopback, storing in a temporary directory.
 struct Registry {
