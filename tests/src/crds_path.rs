@@ -1,8 +1,11 @@
 //! Where the CRD schemas come from, and the loud-missing rule: Istio's CRDs live outside the repo
-//! (`ISTIO_CRDS`, default `<repo>/../shared/istio/crds.gen.yaml`). When they are missing a test
+//! (`ISTIO_CRDS`, default `<repo>/../shared/istio/crds.gen.yaml`), and so do Gateway API's
+//! (`GATEWAY_API_CRDS`, a directory of CRD files or one file, default the standard channel of
+//! `sigs.k8s.io/gateway-api` v1.6.0 in the Go module cache). When they are missing a test
 //! must say so loudly and, under `CI=true`, fail: a silently skipped schema test proves nothing.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::crd::CrdSet;
 
@@ -36,11 +39,21 @@ pub fn in_ci() -> bool {
 /// Reports a missing test input: panics under CI, otherwise prints a loud `SKIPPED:` banner to
 /// stderr. Callers return early after it (outside CI).
 pub fn missing_input(what: &str) {
+    missing(
+        what,
+        &format!(
+            "Set {ISTIO_CRDS_ENV} to Istio's crds.gen.yaml (expected at {}).",
+            istio_crds_path().display()
+        ),
+    );
+}
+
+/// [`missing_input`] with `fix` saying how to provide it.
+fn missing(what: &str, fix: &str) {
     let banner = format!(
         "\n==================== SKIPPED: {what} ====================\n\
-         Set {ISTIO_CRDS_ENV} to Istio's crds.gen.yaml (expected at {}).\n\
-         With CI=true this is a failure, not a skip.\n",
-        istio_crds_path().display()
+         {fix}\n\
+         With CI=true this is a failure, not a skip.\n"
     );
     assert!(!in_ci(), "{banner}");
     eprintln!("{banner}");
@@ -93,9 +106,119 @@ pub fn project_crds() -> CrdSet {
     set
 }
 
-/// Istio's CRDs plus the project's: what the fake API server needs. `None` as [`istio_crds`].
+/// Environment variable naming Gateway API's CRDs: a directory of CRD files (every `*.yaml`
+/// in it is read; documents that are not CRDs are skipped) or one file.
+pub const GATEWAY_API_CRDS_ENV: &str = "GATEWAY_API_CRDS";
+
+/// The Gateway API release whose CRDs the tests default to (the module Istio's go.mod pins).
+pub const GATEWAY_API_VERSION: &str = "v1.6.0";
+
+/// The Go module cache: `$GOMODCACHE`, else `$GOPATH/pkg/mod` (its first entry), else what
+/// `go env GOMODCACHE` says, else `~/go/pkg/mod` (Go's own default).
+fn go_module_cache() -> PathBuf {
+    let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(cache) = from_env("GOMODCACHE") {
+        return PathBuf::from(cache);
+    }
+    if let Some(gopath) = from_env("GOPATH") {
+        if let Some(first) = std::env::split_paths(&gopath).next() {
+            return first.join("pkg/mod");
+        }
+    }
+    let asked = std::process::Command::new("go")
+        .args(["env", "GOMODCACHE"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty());
+    match asked {
+        Some(cache) => PathBuf::from(cache),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join("go/pkg/mod"),
+    }
+}
+
+/// Where Gateway API's CRDs are: `$GATEWAY_API_CRDS` (a directory or a file), else the
+/// standard channel's directory of `sigs.k8s.io/gateway-api` [`GATEWAY_API_VERSION`] in the
+/// Go module cache (`go mod download sigs.k8s.io/gateway-api@v1.6.0` puts it there).
+pub fn gateway_api_crds_path() -> PathBuf {
+    match std::env::var_os(GATEWAY_API_CRDS_ENV) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => go_module_cache()
+            .join(format!("sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}"))
+            .join("config/crd/standard"),
+    }
+}
+
+/// The CRD files at `path`: the file itself, or the `*.yaml` files of the directory, sorted.
+fn crd_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    files.retain(|p| {
+        p.extension()
+            .is_some_and(|ext| ext == "yaml" || ext == "yml")
+    });
+    files.sort();
+    Ok(files)
+}
+
+/// Gateway API's CRDs (HTTPRoute among them), or `None` (after a loud message) when they are
+/// missing outside CI. Panics when they are missing under `CI=true`, when a file cannot be
+/// parsed, or when what was found defines no HTTPRoute: a wrong path must not pass as an
+/// empty set. Read once per process and path (the files are large).
+pub fn gateway_api_crds() -> Option<CrdSet> {
+    static LOADED: OnceLock<std::sync::Mutex<Vec<(PathBuf, CrdSet)>>> = OnceLock::new();
+    let path = gateway_api_crds_path();
+    if !path.exists() {
+        missing(
+            &format!("Gateway API CRDs {} not found", path.display()),
+            &format!(
+                "Set {GATEWAY_API_CRDS_ENV} to a directory of Gateway API CRD files (or one file), \
+                 or run `go mod download sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}` \
+                 (expected at {}).",
+                path.display()
+            ),
+        );
+        return None;
+    }
+    let cache = LOADED.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, set)) = cache.iter().find(|(p, _)| *p == path) {
+        return Some(set.clone());
+    }
+    let files = crd_files(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read Gateway API CRDs at {} ({GATEWAY_API_CRDS_ENV}): {e}",
+            path.display()
+        )
+    });
+    let mut set = CrdSet::default();
+    for file in &files {
+        match CrdSet::from_file(file) {
+            Ok(found) => set.merge(found),
+            Err(e) => panic!("cannot load Gateway API CRDs ({GATEWAY_API_CRDS_ENV}): {e}"),
+        }
+    }
+    assert!(
+        set.defines("gateway.networking.k8s.io/v1", "HTTPRoute"),
+        "{} ({GATEWAY_API_CRDS_ENV}) defines no gateway.networking.k8s.io/v1 HTTPRoute: \
+         point it at Gateway API's CRDs (config/crd/standard of sigs.k8s.io/gateway-api)",
+        path.display()
+    );
+    cache.push((path, set.clone()));
+    Some(set)
+}
+
+/// Istio's CRDs, Gateway API's and the project's: what the fake API server needs. `None`
+/// (after a loud message) when Istio's or Gateway API's are missing outside CI.
 pub fn all_crds() -> Option<CrdSet> {
     let mut set = istio_crds()?;
+    set.merge(gateway_api_crds()?);
     set.merge(project_crds());
     Some(set)
 }

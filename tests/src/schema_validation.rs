@@ -397,6 +397,12 @@ fn check_object(
     }
     for (name, field_value) in fields {
         let field_path = child_path(path, name);
+        if root && name == "metadata" {
+            // ObjectMeta, whatever the schema says of it (Gateway API's CRDs declare a bare
+            // `metadata: {type: object}`): the API server validates it as ObjectMeta and
+            // never prunes it, and the caller checks it so.
+            continue;
+        }
         if let Some(field_schema) = properties.and_then(|p| p.get(name)) {
             // The API server prunes a null field that is not nullable instead of rejecting it.
             let pruned_null = field_value.is_null()
@@ -524,6 +530,25 @@ mod tests {
         let mut errors = Vec::new();
         validate(&schema, &value, "spec", false, &mut errors);
         errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_declared_bare_metadata_is_left_to_the_object_meta_checks() {
+        // As Gateway API's CRDs declare it.
+        let schema = json!({"type": "object", "properties": {
+            "metadata": {"type": "object"}, "spec": {"type": "object"}}});
+        let object = json!({"metadata": {"name": "web", "namespace": "prod", "uid": "u"},
+                            "spec": {}});
+        let mut errors = Vec::new();
+        validate(&schema, &object, "", true, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        // Below the root, a field named metadata is an ordinary field.
+        let mut errors = Vec::new();
+        let nested = json!({"spec": {"metadata": {"name": "x"}}});
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "properties": {"metadata": {"type": "object"}}}}});
+        validate(&schema, &nested, "", true, &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
     }
 
     #[test]

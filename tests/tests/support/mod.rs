@@ -55,6 +55,43 @@ pub const LEGACY_PLUGIN: &str = "sticky-canary-shop";
 pub const WP: (&str, &str) = ("extensions.istio.io/v1alpha1", "WasmPlugin");
 /// apiVersion and kind of the rollout.
 pub const SC: (&str, &str) = ("stickycanary.io/v1alpha1", "StickyCanary");
+/// Where the Gateway API gateway of the HTTPRoute API's tests runs (Gateway `public`), and so
+/// the WasmPlugin of its rollouts.
+pub const GATEWAY_API_NS: &str = "istio-ingress";
+/// apiVersion and kind of Gateway API's HTTPRoute.
+pub const HR: (&str, &str) = ("gateway.networking.k8s.io/v1", "HTTPRoute");
+/// apiVersion and kind of a core Service.
+pub const SVC: (&str, &str) = ("v1", "Service");
+/// Service `shop`'s full host, which the HTTPRoute API needs in `spec.service`.
+pub const SHOP_HOST: &str = "shop.prod.svc.cluster.local";
+/// The user's HTTPRoute to service `shop` in the HTTPRoute API's tests.
+pub const ROUTE: &str = "storefront";
+/// The label stickyctl puts on what it writes.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "stickyctl");
+
+/// The user's HTTPRoute `storefront` to Service `shop` through Gateway `public` of
+/// [`GATEWAY_API_NS`], as a real server returns it (its defaults spelled out: the fake does
+/// not default).
+pub fn storefront_route() -> Value {
+    json!({"apiVersion": HR.0, "kind": HR.1,
+        "metadata": {"name": ROUTE, "namespace": NS},
+        "spec": {
+            "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                            "name": "public", "namespace": GATEWAY_API_NS}],
+            "hostnames": ["shop.example.com"],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/shop"}}],
+                       "backendRefs": [{"group": "", "kind": "Service", "name": "shop",
+                                        "port": 80, "weight": 1}]}]}})
+}
+
+/// The user's Service `shop`: every version's pods (`app: shop`), port 80 to 8080.
+pub fn shop_service() -> Value {
+    json!({"apiVersion": SVC.0, "kind": SVC.1,
+        "metadata": {"name": "shop", "namespace": NS, "labels": {"app": "shop"}},
+        "spec": {"selector": {"app": "shop"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+}
+
 /// The kinds stickyctl writes (and the tests seed): what a real-backend test starts without,
 /// and whose writes [`Cluster::writes`] reports there.
 const WRITTEN_KINDS: [(&str, &str); 4] = [
@@ -113,6 +150,19 @@ impl Backend {
     /// A cluster with the demo service's VirtualService; `None` (after a loud banner) when
     /// Istio's CRDs are not available outside CI.
     pub fn cluster_with(self, http: Value) -> Option<Cluster> {
+        let cluster = self.empty_cluster()?;
+        cluster
+            .create(
+                json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                "metadata": {"name": "shop", "namespace": NS},
+                "spec": {"hosts": ["shop.example.com"], "http": http}}),
+            )
+            .expect("create the user's VirtualService");
+        Some(cluster)
+    }
+
+    /// A cluster with nothing of the user's in it yet; `None` as [`Backend::cluster_with`].
+    pub fn empty_cluster(self) -> Option<Cluster> {
         let api = match self {
             Backend::Fake => ApiServer::Fake(FakeApiServer::start(all_crds()?)),
             Backend::Real => ApiServer::Real(Real::take_turn()?),
@@ -127,19 +177,11 @@ impl Backend {
                 std::fs::copy(&real.kubeconfig, &kubeconfig).expect("copy the kubeconfig");
             }
         }
-        let cluster = Cluster {
+        Some(Cluster {
             api,
             kubeconfig,
             _dir: dir,
-        };
-        cluster
-            .create(
-                json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-                "metadata": {"name": "shop", "namespace": NS},
-                "spec": {"hosts": ["shop.example.com"], "http": http}}),
-            )
-            .expect("create the user's VirtualService");
-        Some(cluster)
+        })
     }
 
     /// [`Backend::cluster_with`] the user's one route to the service.
@@ -534,6 +576,84 @@ impl Cluster {
             .map(|v| format!("sticky-canary-shop-{v}"))
             .collect();
         assert_eq!(routes, expected_routes);
+    }
+
+    /// Seeds what a user of the HTTPRoute API has: Service `shop` and HTTPRoute `storefront`
+    /// to it ([`shop_service`], [`storefront_route`]); the route as stored.
+    pub fn seed_http_route(&self) -> Value {
+        self.create(shop_service())
+            .expect("create the user's Service");
+        self.create(storefront_route())
+            .expect("create the user's HTTPRoute")
+    }
+
+    /// The user's HTTPRoute `storefront`.
+    pub fn http_route(&self) -> Value {
+        self.get(HR.0, HR.1, ROUTE)
+    }
+
+    /// The names of the HTTPRoute's rules, in order, `(user's)` for an unnamed one.
+    pub fn http_route_rules(&self) -> Vec<String> {
+        self.http_route()["spec"]["rules"]
+            .as_array()
+            .map(|rules| {
+                rules
+                    .iter()
+                    .map(|r| r["name"].as_str().unwrap_or("(user's)").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The names of the Services of [`NS`], in order.
+    pub fn services(&self) -> Vec<String> {
+        self.list(SVC.0, SVC.1)
+            .iter()
+            .filter(|s| s["metadata"]["namespace"] == NS)
+            .filter_map(|s| s["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The WasmPlugins stickyctl manages in `namespace`.
+    pub fn managed_plugins_in(&self, namespace: &str) -> Vec<Value> {
+        self.list(WP.0, WP.1)
+            .into_iter()
+            .filter(|p| {
+                p["metadata"]["namespace"] == namespace
+                    && p["metadata"]["labels"][MANAGED_BY.0] == MANAGED_BY.1
+            })
+            .collect()
+    }
+
+    /// The versions and weights of rollout `shop` in the one managed WasmPlugin of the
+    /// Gateway API gateway's namespace ([`GATEWAY_API_NS`]), if it is there.
+    pub fn gateway_api_weights(&self) -> Option<Value> {
+        let key = format!("{NS}/shop");
+        let plugins = self.managed_plugins_in(GATEWAY_API_NS);
+        let [plugin] = &plugins[..] else { return None };
+        plugin["spec"]["pluginConfig"]["rollouts"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == key.as_str())
+            .map(|e| e["config"]["versions"].clone())
+    }
+
+    /// `stickyctl init` of Service `shop` by its full host at stable `v1` on the HTTPRoute API
+    /// (detected), the filter on Gateway `public` of [`GATEWAY_API_NS`]; `extra` flags after.
+    pub async fn init_http_route(&self, extra: &[&str]) -> String {
+        let mut args = vec![
+            "init",
+            "--service",
+            SHOP_HOST,
+            "--stable",
+            "v1",
+            "--target-ref",
+            "Gateway/public",
+            "--gateway-namespace",
+            GATEWAY_API_NS,
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args).await
     }
 
     /// `stickyctl init` of service `shop` at stable `v1`, on the default placement: the
