@@ -17,7 +17,9 @@
 //! `x-kubernetes-preserve-unknown-fields: true`. Errors name the field:
 //! `spec.http[0].match[0].headers.x-sticky-version: unknown field "exactly"`.
 //! Not enforced: CEL rules (`x-kubernetes-validations`; listed by [`CrdSet::cel_rules`]),
-//! defaulting, and formats other than date-time, byte, int32, int64, uint32.
+//! and formats other than date-time, byte, int32, int64, uint32. The schema's `default`s
+//! ([`CrdSet::apply_defaults`]) are set by the fake API server on every write, as the real
+//! one does (Gateway API's CRDs have many; Istio's none).
 //!
 //! # The fake API server
 //! ```no_run

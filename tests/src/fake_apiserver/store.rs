@@ -664,6 +664,7 @@ impl Store {
                 set_or_remove(meta, "deletionTimestamp", None);
             }
         }
+        self.crds.apply_defaults(&mut object);
         if part == Part::Main && is_service(&target.resource.group, &target.resource.kind) {
             service_defaults(
                 &mut object,

@@ -70,18 +70,17 @@ pub const ROUTE: &str = "storefront";
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "stickyctl");
 
 /// The user's HTTPRoute `storefront` to Service `shop` through Gateway `public` of
-/// [`GATEWAY_API_NS`], as a real server returns it (its defaults spelled out: the fake does
-/// not default).
+/// [`GATEWAY_API_NS`], as a user writes it: the server fills in the defaults of Gateway
+/// API's schema (the path match's type, the backend's group, kind and weight, the parent's
+/// group and kind), the fake as the real one.
 pub fn storefront_route() -> Value {
     json!({"apiVersion": HR.0, "kind": HR.1,
         "metadata": {"name": ROUTE, "namespace": NS},
         "spec": {
-            "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
-                            "name": "public", "namespace": GATEWAY_API_NS}],
+            "parentRefs": [{"name": "public", "namespace": GATEWAY_API_NS}],
             "hostnames": ["shop.example.com"],
-            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/shop"}}],
-                       "backendRefs": [{"group": "", "kind": "Service", "name": "shop",
-                                        "port": 80, "weight": 1}]}]}})
+            "rules": [{"matches": [{"path": {"value": "/shop"}}],
+                       "backendRefs": [{"name": "shop", "port": 80}]}]}})
 }
 
 /// The user's Service `shop`: every version's pods (`app: shop`), port 80 to 8080.
