@@ -411,3 +411,122 @@ async fn a_conflict_storm_on_the_route_ends_as_if_there_had_been_none() {
         Some(3)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rollouts_share_one_route_and_each_delete_takes_out_only_its_own() {
+    // One host, two path-routed services in one HTTPRoute, each with its rollout.
+    let Some(c) = Backend::Fake.empty_cluster() else {
+        return;
+    };
+    c.create(support::shop_service()).unwrap();
+    let mut cart = support::shop_service();
+    cart["metadata"] = json!({"name": "cart", "namespace": NS, "labels": {"app": "cart"}});
+    cart["spec"]["selector"] = json!({"app": "cart"});
+    c.create(cart).unwrap();
+    let mut route = support::storefront_route();
+    route["spec"]["rules"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"matches": [{"path": {"value": "/cart"}}],
+                     "backendRefs": [{"name": "cart", "port": 80}]}));
+    let route = c.create(route).unwrap();
+    c.init_http_route(&[]).await;
+    c.ok(&[
+        "--name",
+        "cart",
+        "init",
+        "--service",
+        "cart.prod.svc.cluster.local",
+        "--stable",
+        "v1",
+        "--target-ref",
+        "Gateway/public",
+        "--gateway-namespace",
+        GATEWAY_API_NS,
+    ])
+    .await;
+    for name in ["shop", "cart"] {
+        c.ok(&["--name", name, "start", "--canary", "v2"]).await;
+        c.ok(&["--name", name, "set-weight", "20"]).await;
+    }
+    let rules = |c: &Cluster| -> Vec<String> { c.http_route_rules() };
+    let both = [
+        "sticky-canary.shop.v-v1",
+        "sticky-canary.shop.v-v2",
+        "sticky-canary.shop.default",
+        "(user's)",
+        "sticky-canary.cart.v-v1",
+        "sticky-canary.cart.v-v2",
+        "sticky-canary.cart.default",
+        "(user's)",
+    ];
+    assert_eq!(rules(&c), both);
+    // Each rollout's managed rules carry the user's matches of its own service's rule.
+    let spec = c.http_route()["spec"].clone();
+    assert_eq!(spec["rules"][1]["matches"][0]["path"]["value"], "/shop");
+    assert_eq!(spec["rules"][5]["matches"][0]["path"]["value"], "/cart");
+    assert_eq!(spec["rules"][5]["backendRefs"][0]["name"], "cart-v2");
+    // Both settled: re-running either writes nothing, its status neither: neither moves the
+    // other's rules, and the other's rules are no change of its own (no "reconcile" in its
+    // history each time the other one moves).
+    let history = |c: &Cluster| c.rollout()["status"]["history"].clone();
+    let shop_history = history(&c);
+    c.clear_writes();
+    c.ok(&["--name", "shop", "set-weight", "20"]).await;
+    c.ok(&["--name", "cart", "set-weight", "20"]).await;
+    assert_eq!(c.writes(), Vec::<String>::new());
+    assert_eq!(history(&c), shop_history);
+    // Both rollouts' entries in the Gateway's one plugin.
+    let plugins = c.managed_plugins_in(GATEWAY_API_NS);
+    assert_eq!(plugins.len(), 1);
+    assert_eq!(
+        names(&plugins[0]["spec"]["pluginConfig"]["rollouts"]),
+        ["prod/cart", "prod/shop"]
+    );
+
+    c.ok(&["--name", "shop", "delete"]).await;
+    assert_eq!(rules(&c), both[3..]);
+    assert_eq!(
+        c.services(),
+        ["cart", "cart-v1", "cart-v2", "shop"],
+        "only shop's went"
+    );
+    c.ok(&["--name", "cart", "delete"]).await;
+    assert_eq!(
+        serde_json::to_string(&c.http_route()["spec"]).unwrap(),
+        serde_json::to_string(&route["spec"]).unwrap()
+    );
+    assert_eq!(c.services(), ["cart", "shop"]);
+    assert!(c.managed_plugins_in(GATEWAY_API_NS).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_service_name_taken_by_someone_else_is_refused_with_nothing_written() {
+    let Some((c, route)) = cluster() else { return };
+    c.init_http_route(&[]).await;
+    // The user's own Service happens to be called what v2's would be.
+    let mut theirs = support::shop_service();
+    theirs["metadata"]["name"] = json!("shop-v2");
+    let theirs = c.create(theirs).unwrap();
+    let before = c.http_route();
+    c.clear_writes();
+    let out = c.sticky(&["start", "--canary", "v2"]).await;
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("Service shop-v2")
+            && out.stderr.contains("it is not stickyctl's")
+            && out.stderr.contains("spec.routing.versionServices"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(c.writes(), Vec::<String>::new());
+    assert_eq!(c.get(SVC.0, SVC.1, "shop-v2"), theirs);
+    assert_eq!(c.http_route(), before);
+    assert_eq!(
+        c.rollout()["spec"]["versions"].as_array().map(Vec::len),
+        Some(1)
+    );
+    c.ok(&["delete"]).await;
+    assert_eq!(c.http_route()["spec"], route["spec"]);
+    assert_eq!(c.services(), ["shop", "shop-v2"], "theirs stays");
+}
