@@ -67,10 +67,11 @@ $(PLAYWRIGHT):
 	@grep -q '"version": "$(PLAYWRIGHT_VERSION)"' $@ || { echo "expected playwright-core $(PLAYWRIGHT_VERSION)"; exit 1; }
 
 ## control-plane: etcd, kube-apiserver, kube-controller-manager (for the plan tests) and istiod for
-## the mesh tests, and Helm, the distribution registry, crane and wasm-fetch for the install tests,
+## the mesh tests (with the Gateway API CRDs, copied from their Go module), istioctl for the
+## analyze test, and Helm, the distribution registry, crane and wasm-fetch for the install tests,
 ## built from their Go modules at the versions in tools/control-plane/versions.env, cached in
-## ~/.cache/sticky-canary/ (a cold build takes about 9 minutes on 2 cores for the control plane
-## and 8 more for the install tools; later runs reuse the binaries).
+## ~/.cache/sticky-canary/ (a cold build takes about 9 minutes on 2 cores for the control plane,
+## 6 more for istioctl and 8 more for the install tools; later runs reuse the binaries).
 control-plane:
 	@command -v go >/dev/null || { echo "go is missing: the control-plane binaries are built with Go >= 1.26" >&2; exit 1; }
 	bash tools/control-plane/build >/dev/null

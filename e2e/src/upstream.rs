@@ -27,9 +27,22 @@ impl Upstream {
 
     /// [`Upstream::spawn`] with more arguments (such as `--call`).
     pub fn spawn_with(bin: &Path, version: &str, args: &[&str]) -> Result<Upstream> {
+        Upstream::spawn_at(bin, version, SocketAddr::from(([127, 0, 0, 1], 0)), args)
+    }
+
+    /// [`Upstream::spawn_with`] listening on `address` (a loopback address; port 0 picks a
+    /// free one), as a Pod of the mesh harness on its Pod IP and container port.
+    pub fn spawn_at(
+        bin: &Path,
+        version: &str,
+        address: SocketAddr,
+        args: &[&str],
+    ) -> Result<Upstream> {
         let mut command = Command::new(bin);
         command
-            .args(["--version", version, "--port", "0"])
+            .args(["--version", version])
+            .args(["--address", &address.ip().to_string()])
+            .args(["--port", &address.port().to_string()])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());

@@ -82,7 +82,7 @@ pub mod schema_validation;
 
 pub use crd::{CelRule, CrdSet, ResourceKind, ServedVersion};
 pub use crds_path::{
-    all_crds, gateway_api_crds, gateway_api_crds_path, istio_crds, istio_crds_path, project_crds,
+    all_crds, gateway_api_crds, gateway_api_crds_dir, istio_crds, istio_crds_path, project_crds,
     repo_root,
 };
 pub use fake_apiserver::{

@@ -458,9 +458,9 @@ fn check_object(
     for (name, field_value) in fields {
         let field_path = child_path(path, name);
         if root && name == "metadata" {
-            // ObjectMeta, whatever the schema says of it (Gateway API's CRDs declare a bare
-            // `metadata: {type: object}`): the API server validates it as ObjectMeta and
-            // never prunes it, and the caller checks it so.
+            // The API server checks a custom object's metadata as ObjectMeta whatever its
+            // CRD's schema says there (the Gateway API's CRDs declare a bare
+            // `metadata: {type: object}`); the caller checks it.
             continue;
         }
         if let Some(field_schema) = properties.and_then(|p| p.get(name)) {
@@ -631,22 +631,25 @@ mod tests {
     }
 
     #[test]
-    fn a_declared_bare_metadata_is_left_to_the_object_meta_checks() {
-        // As Gateway API's CRDs declare it.
-        let schema = json!({"type": "object", "properties": {
-            "metadata": {"type": "object"}, "spec": {"type": "object"}}});
-        let object = json!({"metadata": {"name": "web", "namespace": "prod", "uid": "u"},
-                            "spec": {}});
-        let mut errors = Vec::new();
-        validate(&schema, &object, "", true, &mut errors);
-        assert!(errors.is_empty(), "{errors:?}");
-        // Below the root, a field named metadata is an ordinary field.
+    fn below_the_root_a_field_named_metadata_is_an_ordinary_field() {
         let mut errors = Vec::new();
         let nested = json!({"spec": {"metadata": {"name": "x"}}});
         let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
             "properties": {"metadata": {"type": "object"}}}}});
         validate(&schema, &nested, "", true, &mut errors);
         assert_eq!(errors.len(), 1, "{errors:?}");
+    }
+
+    #[test]
+    fn a_root_metadata_is_objectmeta_whatever_the_schema_says_there() {
+        // As the Gateway API's CRDs declare it.
+        let schema = json!({"type": "object", "properties": {
+            "metadata": {"type": "object"}, "spec": {"type": "object"}}});
+        let object = json!({"apiVersion": "g/v1", "kind": "K", "spec": {},
+            "metadata": {"name": "a", "namespace": "prod", "annotations": {"k": "v"}}});
+        let mut errors = Vec::new();
+        validate(&schema, &object, "", true, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod support;
 use serde_json::{json, Value};
 use sticky_canary_tests::FakeApiServer;
 use support::{
-    names, Backend, Cluster, GATEWAY_API_NS, HR, MANAGED_BY, NS, ROUTE, SC, SHOP_HOST, SVC,
+    names, Backend, Cluster, GATEWAY_API_NS, HTTPROUTE, MANAGED_BY, NS, ROUTE, SC, SHOP_HOST, SVC,
 };
 
 /// A fake cluster with the user's Service `shop` and HTTPRoute `storefront`, and the route as
@@ -405,7 +405,7 @@ async fn a_conflict_storm_on_the_route_ends_as_if_there_had_been_none() {
     );
     assert_eq!(c.services(), ["shop", "shop-v1"]);
     assert_eq!(
-        c.get(HR.0, HR.1, ROUTE)["spec"]["rules"]
+        c.get(HTTPROUTE.0, HTTPROUTE.1, ROUTE)["spec"]["rules"]
             .as_array()
             .map(Vec::len),
         Some(3)

@@ -18,7 +18,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 use sticky_canary_e2e::locate::stickyctl_bin;
 use sticky_canary_e2e::process::ChildGuard;
-use support::{eventually, with_plane, Backend, Cluster, NS, SC};
+use support::{eventually, with_plane, Backend, Cluster, HTTPROUTE, NS, SC};
 
 const ING: (&str, &str) = ("networking.k8s.io/v1", "Ingress");
 const VS: (&str, &str) = ("networking.istio.io/v1", "VirtualService");
@@ -54,6 +54,51 @@ fn virtual_service(name: &str, destinations: &[(&str, u64)]) -> Value {
     json!({"apiVersion": VS.0, "kind": VS.1,
         "metadata": {"name": name, "namespace": NS},
         "spec": {"hosts": [name], "http": [{"name": "main", "route": route}]}})
+}
+
+/// The user's HTTPRoute `name` behind the Gateway `public`: rule `main` with weighted
+/// backendRefs to `services` (each a Service of its own, on port 8080), and rule `static` to
+/// another Service, which no plan entry touches.
+fn http_route(name: &str, services: &[(&str, u64)]) -> Value {
+    let backends: Vec<Value> = services
+        .iter()
+        .map(|(service, w)| json!({"name": service, "port": 8080, "weight": w}))
+        .collect();
+    json!({"apiVersion": HTTPROUTE.0, "kind": HTTPROUTE.1,
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"parentRefs": [{"name": "public", "namespace": "istio-system"}],
+            "hostnames": [format!("{name}.example.com")],
+            "rules": [
+                {"name": "main", "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                 "backendRefs": backends},
+                {"name": "static", "matches": [{"path": {"type": "PathPrefix", "value": "/static"}}],
+                 "backendRefs": [{"name": "cdn", "port": 80}]}]}})
+}
+
+/// What of an HTTPRoute a plan writes (its spec, annotations and so its generation), not the
+/// status its implementation writes: istiod, once the CRD is served, writes the status of
+/// every HTTPRoute (and so a 409 may meet the plan's write, which reads and edits again).
+fn spec_written_of(route: &Value) -> (Value, Value, Value) {
+    (
+        route["spec"].clone(),
+        route["metadata"]["annotations"].clone(),
+        route["metadata"]["generation"].clone(),
+    )
+}
+
+/// [`spec_written_of`] the HTTPRoute `name` as it is now.
+fn spec_written(c: &Cluster, name: &str) -> (Value, Value, Value) {
+    spec_written_of(&c.get(HTTPROUTE.0, HTTPROUTE.1, name))
+}
+
+/// The weights of rule `main` of the HTTPRoute, in order.
+fn backend_weights(c: &Cluster, name: &str) -> Vec<u64> {
+    c.get(HTTPROUTE.0, HTTPROUTE.1, name)["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .expect("backendRefs")
+        .iter()
+        .map(|b| b["weight"].as_u64().expect("a weight"))
+        .collect()
 }
 
 /// The weights of the VirtualService's first route, in order.
@@ -390,6 +435,125 @@ async fn every_kind_is_previewed_checked_and_applied_and_a_second_apply_writes_n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_httproute_split_is_previewed_checked_applied_and_rolled_back_as_a_virtualservice_one() {
+    let Some(c) = Backend::Real.cluster() else {
+        return;
+    };
+    if !c.serve_httproutes() {
+        return;
+    }
+    c.create(http_route(
+        "store",
+        &[("store-v1", 60), ("store-legacy", 30), ("store-v2", 10)],
+    ))
+    .expect("the HTTPRoute");
+    c.create(virtual_service(
+        "map",
+        &[("map", 60), ("map-legacy", 30), ("map-canary", 10)],
+    ))
+    .expect("the VirtualService");
+    let (_dir, path) = plan_file(
+        "- {project: store, type: HTTPROUTE, weight: 40, stable: store-v1, canary: store-v2}\n\
+         - {project: map, type: ISTIO_VSVC, weight: 40}\n",
+    );
+    let before = c.get(HTTPROUTE.0, HTTPROUTE.1, "store");
+
+    // The dry run previews both twins alike, the server checks both writes, nothing is written.
+    let dry = c.ok(&["plan", "apply", &path, "--dry-run"]).await;
+    for line in [
+        "entry 1 (store) HTTPROUTE in prod\n",
+        "    HTTPRoute prod/store: rules[main].backendRefs[store-v1].weight 60 -> 40\n",
+        "    HTTPRoute prod/store: rules[main].backendRefs[store-legacy].weight 30 -> 20\n",
+        "    HTTPRoute prod/store: rules[main].backendRefs[store-v2].weight 10 -> 40\n",
+        "entry 2 (map) ISTIO_VSVC in prod\n",
+        "    VirtualService prod/map: http[main].route[map-canary].weight 10 -> 40\n",
+        "dry run: the API server accepts all 2 writes; nothing was written\n",
+    ] {
+        assert!(dry.contains(line), "{line:?} missing from:\n{dry}");
+    }
+    assert_eq!(spec_written(&c, "store"), spec_written_of(&before));
+
+    let applied = c.ok(&["plan", "apply", &path]).await;
+    assert!(
+        applied.contains("entry 1 (store): applied: HTTPRoute prod/store rules[main].backendRefs[store-v1].weight 60 -> 40; HTTPRoute prod/store rules[main].backendRefs[store-legacy].weight 30 -> 20; HTTPRoute prod/store rules[main].backendRefs[store-v2].weight 10 -> 40\n")
+            && applied.ends_with("plan applied: entries 1-2 (store, map)\n"),
+        "{applied}"
+    );
+    assert_eq!(backend_weights(&c, "store"), [40, 20, 40]);
+    assert_eq!(weights(&c, "map"), [40, 20, 40], "the twins split alike");
+    // Only the weights (and the record of the shares) changed: the ports, the other rule,
+    // the matches and the parents are the user's.
+    let after = c.get(HTTPROUTE.0, HTTPROUTE.1, "store");
+    let mut expected = before["spec"].clone();
+    for (i, w) in [40, 20, 40].into_iter().enumerate() {
+        expected["rules"][0]["backendRefs"][i]["weight"] = json!(w);
+    }
+    support::assert_same(&after["spec"], &expected);
+    assert!(
+        after["metadata"]["annotations"]["stickycanary.io/plan-shares"].is_string(),
+        "{after:#}"
+    );
+
+    let status = plan_status(&c, &path).await;
+    let store = &status["entries"][0];
+    assert_eq!(
+        (
+            store["type"].as_str(),
+            store["objects"].clone(),
+            store["current"].as_f64(),
+            store["share"].as_f64(),
+            store["inSync"].as_bool(),
+            store["detail"].as_str(),
+        ),
+        (
+            Some("HTTPROUTE"),
+            json!(["HTTPRoute prod/store"]),
+            Some(40.0),
+            Some(40.0),
+            Some(true),
+            Some("rule main: store-v1 40, store-legacy 20, store-v2 40"),
+        ),
+        "{status:#}"
+    );
+    assert_eq!(status["inSync"], true);
+
+    // Idempotent: the same plan again writes nothing.
+    let written = spec_written(&c, "store");
+    let again = c.ok(&["plan", "apply", &path]).await;
+    assert!(
+        again.ends_with("nothing to change: every entry is as the file says\n"),
+        "{again}"
+    );
+    assert_eq!(spec_written(&c, "store"), written);
+
+    // Rollback and forward: the legacy backend comes back with its share, as on the twin.
+    c.ok(&["plan", "rollback", &path]).await;
+    assert_eq!(backend_weights(&c, "store"), [67, 33, 0]);
+    assert_eq!(in_sync(&plan_status(&c, &path).await), [false, false]);
+    c.ok(&["plan", "apply", &path]).await;
+    assert_eq!(backend_weights(&c, "store"), [40, 20, 40]);
+
+    // Refused by name, every entry at once, before any write.
+    let (_bad, bad) = plan_file(
+        "- {project: store, type: HTTPROUTE, weight: 10, canary: store-v3}\n\
+         - {project: gone, type: HTTPROUTE, weight: 10}\n\
+         - {project: shop, type: HTTPROUTE, weight: 10, httpRoute: store, stable: store-v0, canary: store-v2}\n",
+    );
+    let written = spec_written(&c, "store");
+    let out = c.sticky(&["plan", "apply", &bad]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    for line in [
+        "entry 1 (store): canary: no rule of HTTPRoute prod/store has a backendRef to the canary's Service store-v3",
+        "entry 2 (gone): httpRoute: HTTPRoute prod/gone does not exist",
+        "entry 3 (shop): stable: rule main of HTTPRoute prod/store has the canary's Service store-v2 but no backendRef to the stable Service store-v0",
+        "nothing was written",
+    ] {
+        assert!(out.stderr.contains(line), "{line:?} missing from {}", out.stderr);
+    }
+    assert_eq!(spec_written(&c, "store"), written);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_singleton_handover_waits_until_the_old_pods_are_gone_never_both_and_resumes() {
     let Some(c) = Backend::Real.cluster() else {
         return;
@@ -540,18 +704,31 @@ async fn refusals_name_the_entry_and_come_before_any_write() {
     );
 }
 
-/// Three plain splits on the fake API, which can fail a write on demand.
-fn three_splits(c: &Cluster) -> (tempfile::TempDir, String) {
+/// Three plain splits of type `kind` (`ISTIO_VSVC` or `HTTPROUTE`) on the fake API, which can
+/// fail a write on demand.
+fn three_splits(c: &Cluster, kind: &str) -> (tempfile::TempDir, String) {
     for name in ["a", "b", "c"] {
         let canary = format!("{name}-canary");
-        c.create(virtual_service(name, &[(name, 100), (&canary, 0)]))
-            .expect("a VirtualService");
+        let split = [(name, 100), (canary.as_str(), 0)];
+        let object = match kind {
+            "HTTPROUTE" => http_route(name, &split),
+            _ => virtual_service(name, &split),
+        };
+        c.create(object).expect("a split");
     }
-    plan_file(
-        "- {project: a, type: ISTIO_VSVC, weight: 10}\n\
-         - {project: b, type: ISTIO_VSVC, weight: 20}\n\
-         - {project: c, type: ISTIO_VSVC, weight: 30}\n",
-    )
+    plan_file(&format!(
+        "- {{project: a, type: {kind}, weight: 10}}\n\
+         - {{project: b, type: {kind}, weight: 20}}\n\
+         - {{project: c, type: {kind}, weight: 30}}\n"
+    ))
+}
+
+/// The weights of `name`'s split of type `kind`, as [`three_splits`] made it.
+fn split_weights(c: &Cluster, kind: &str, name: &str) -> Vec<u64> {
+    match kind {
+        "HTTPROUTE" => backend_weights(c, name),
+        _ => weights(c, name),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -559,7 +736,7 @@ async fn a_failure_mid_plan_says_exactly_which_entries_are_applied_and_status_ag
     let Some(c) = Backend::Fake.cluster() else {
         return;
     };
-    let (_dir, path) = three_splits(&c);
+    let (_dir, path) = three_splits(&c, "ISTIO_VSVC");
     let fake = c.fake().expect("the fake API");
     // Every dry run passes; the second real write fails with a 500.
     fake.fail_write_after(1);
@@ -604,29 +781,37 @@ async fn a_failure_mid_plan_says_exactly_which_entries_are_applied_and_status_ag
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_storm_is_retried_and_each_entry_written_once() {
-    let Some(c) = Backend::Fake.cluster() else {
-        return;
-    };
-    let (_dir, path) = three_splits(&c);
-    let fake = c.fake().expect("the fake API");
-    c.clear_writes();
-    fake.fail_next_writes(5);
-    let out = c.ok(&["plan", "apply", &path]).await;
-    assert!(
-        out.ends_with("plan applied: entries 1-3 (a, b, c)\n"),
-        "{out}"
-    );
-    assert_eq!(
-        (weights(&c, "a"), weights(&c, "b"), weights(&c, "c")),
-        (vec![90, 10], vec![80, 20], vec![70, 30])
-    );
-    let writes = c.writes();
-    let conflicts = writes.iter().filter(|w| w.ends_with("-> 409")).count();
-    let done = writes.iter().filter(|w| w.ends_with("-> 200")).count();
-    assert_eq!((conflicts, done), (5, 3), "{writes:?}");
-    c.clear_writes();
-    c.ok(&["plan", "apply", &path]).await;
-    assert!(c.writes().is_empty(), "{:?}", c.writes());
+    // The VirtualService and its HTTPRoute twin alike.
+    for kind in ["ISTIO_VSVC", "HTTPROUTE"] {
+        let cluster = match kind {
+            "HTTPROUTE" => support::fake_cluster_serving_httproutes(),
+            _ => Backend::Fake.cluster(),
+        };
+        let Some(c) = cluster else {
+            continue;
+        };
+        let (_dir, path) = three_splits(&c, kind);
+        let fake = c.fake().expect("the fake API");
+        c.clear_writes();
+        fake.fail_next_writes(5);
+        let out = c.ok(&["plan", "apply", &path]).await;
+        assert!(
+            out.ends_with("plan applied: entries 1-3 (a, b, c)\n"),
+            "{kind}: {out}"
+        );
+        assert_eq!(
+            ["a", "b", "c"].map(|name| split_weights(&c, kind, name)),
+            [vec![90, 10], vec![80, 20], vec![70, 30]],
+            "{kind}"
+        );
+        let writes = c.writes();
+        let conflicts = writes.iter().filter(|w| w.ends_with("-> 409")).count();
+        let done = writes.iter().filter(|w| w.ends_with("-> 200")).count();
+        assert_eq!((conflicts, done), (5, 3), "{kind}: {writes:?}");
+        c.clear_writes();
+        c.ok(&["plan", "apply", &path]).await;
+        assert!(c.writes().is_empty(), "{kind}: {:?}", c.writes());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -637,6 +822,9 @@ async fn a_plan_runs_with_the_rights_of_stickyctl_plan_operator_in_rbac_yaml() {
     with_controller_manager();
     let rbac = std::fs::read_to_string(sticky_canary_tests::repo_root().join("istio/rbac.yaml"))
         .expect("istio/rbac.yaml");
+    // The role's HTTPRoute rule is checked where the Gateway API's CRD is at hand (in CI it
+    // must be); the other kinds are checked either way.
+    let gateway_api = c.serve_httproutes();
     let kubeconfig = with_plane(move |plane| {
         plane.apply_yaml(&rbac)?;
         plane.apply(&json!({"apiVersion": "v1", "kind": "ServiceAccount",
@@ -654,6 +842,10 @@ async fn a_plan_runs_with_the_rights_of_stickyctl_plan_operator_in_rbac_yaml() {
         .expect("the canary Ingress");
     c.create(virtual_service("map", &[("map", 100), ("map-canary", 0)]))
         .expect("the VirtualService");
+    if gateway_api {
+        c.create(http_route("store", &[("store", 100), ("store-canary", 0)]))
+            .expect("the HTTPRoute");
+    }
     for (name, count) in [
         ("dispatcher", 2),
         ("dispatcher-canary", 0),
@@ -662,12 +854,16 @@ async fn a_plan_runs_with_the_rights_of_stickyctl_plan_operator_in_rbac_yaml() {
     ] {
         c.create(deployment(name, count)).expect("a Deployment");
     }
-    let (_dir, path) = plan_file(
+    let mut plan = String::from(
         "- {project: web, type: INGRESS_NGINX, weight: 50}\n\
          - {project: map, type: ISTIO_VSVC, weight: 50}\n\
          - {project: dispatcher, type: DEPLOYMENT_REPLICAS, weight: 2}\n\
          - {project: batch, type: DEPLOYMENT_SINGLETON, weight: 1}\n",
     );
+    if gateway_api {
+        plan.push_str("- {project: store, type: HTTPROUTE, weight: 50}\n");
+    }
+    let (_dir, path) = plan_file(&plan);
     let kubeconfig = kubeconfig.to_str().expect("a UTF-8 path").to_owned();
     let as_release_team = |command: &'static str| {
         let (kubeconfig, path) = (kubeconfig.clone(), path.clone());
@@ -695,6 +891,15 @@ async fn a_plan_runs_with_the_rights_of_stickyctl_plan_operator_in_rbac_yaml() {
         (replicas(&c, "batch"), replicas(&c, "batch-canary")),
         (1, 0)
     );
+    if gateway_api {
+        // Written there and back (only the plan writes the record of the shares).
+        let store = c.get(HTTPROUTE.0, HTTPROUTE.1, "store");
+        assert_eq!(backend_weights(&c, "store"), [100, 0]);
+        assert!(
+            store["metadata"]["annotations"]["stickycanary.io/plan-shares"].is_string(),
+            "{store:#}"
+        );
+    }
     // What the role leaves out is refused: the stable Deployment's spec, say.
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(
         runtime::target::kube::client(Some(std::path::Path::new(&kubeconfig)))

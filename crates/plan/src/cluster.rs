@@ -1,6 +1,6 @@
-//! The plan's Kubernetes shell: reads the Ingresses, VirtualServices and Deployments of the
-//! entries and writes them, each replace with the resourceVersion it read (a 409 is
-//! [`Error::Conflict`]: the entry is read and edited again), dry runs first.
+//! The plan's Kubernetes shell: reads the Ingresses, VirtualServices, HTTPRoutes and
+//! Deployments of the entries and writes them, each replace with the resourceVersion it read
+//! (a 409 is [`Error::Conflict`]: the entry is read and edited again), dry runs first.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v1::Scale;
@@ -30,6 +30,7 @@ fn resource(kind: ObjectKind) -> ApiResource {
             "VirtualService",
             "virtualservices",
         ),
+        ObjectKind::HttpRoute => ("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
         ObjectKind::DeploymentScale => ("apps", "v1", "Deployment", "deployments"),
     };
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
@@ -61,7 +62,7 @@ impl Cluster {
         Cluster { client }
     }
 
-    /// An Ingress or a VirtualService, `None` when it does not exist.
+    /// An Ingress, a VirtualService or an HTTPRoute, `None` when it does not exist.
     pub async fn object(
         &self,
         kind: ObjectKind,
@@ -119,7 +120,7 @@ impl Cluster {
         };
         let o = &write.object;
         let result = match o.kind {
-            ObjectKind::Ingress | ObjectKind::VirtualService => {
+            ObjectKind::Ingress | ObjectKind::VirtualService | ObjectKind::HttpRoute => {
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(self.client.clone(), &o.namespace, &resource(o.kind));
                 let object: DynamicObject = serde_json::from_value(write.desired.clone())

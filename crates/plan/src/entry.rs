@@ -10,7 +10,7 @@ use super::naming::Names;
 use super::preview::{EntryStatus, SingletonStatus};
 use super::singleton::{self, Side, Step};
 use super::workload::{both, Workload};
-use super::{ingress, replicas, sticky, vsvc, Object, ObjectKind, Refusal, Write};
+use super::{ingress, replicas, split, sticky, Object, ObjectKind, Refusal, Write};
 use api::StickyCanary;
 
 /// The live objects of one entry.
@@ -25,8 +25,8 @@ pub enum Live {
         /// `<project>-canary`.
         canary: Option<Value>,
     },
-    /// `ISTIO_VSVC`: the VirtualService.
-    VirtualService(Option<Value>),
+    /// `ISTIO_VSVC`, `HTTPROUTE`: the VirtualService or the HTTPRoute.
+    Routes(Option<Value>),
     /// `DEPLOYMENT_*`: the stable and the canary Deployment.
     Deployments {
         /// `<project>`.
@@ -76,7 +76,10 @@ pub fn objects(entry: &Entry, names: &Names) -> Vec<String> {
             label(ObjectKind::Ingress, &names.stable),
             label(ObjectKind::Ingress, &names.canary),
         ],
-        Kind::IstioVsvc => vec![label(ObjectKind::VirtualService, &names.virtual_service)],
+        Kind::IstioVsvc | Kind::HttpRoute => split::shape(entry.kind)
+            .map(|shape| shape.object(names).label())
+            .into_iter()
+            .collect(),
         Kind::DeploymentReplicas | Kind::DeploymentSingleton => vec![
             label(ObjectKind::DeploymentScale, &names.stable),
             label(ObjectKind::DeploymentScale, &names.canary),
@@ -98,6 +101,14 @@ pub fn decide(
             format!("read objects of another type than {}", entry.kind.as_str()),
         )
     };
+    if let (Some(shape), Live::Routes(object)) = (split::shape(entry.kind), live) {
+        let percent = entry.count().unsigned_abs().into();
+        return Ok(Decision::Writes(
+            split::edit(shape, names, object.as_ref(), percent)?
+                .into_iter()
+                .collect(),
+        ));
+    }
     match (entry.kind, live) {
         (Kind::Sticky, Live::Sticky(rollout)) => Ok(Decision::Sticky(
             sticky::edit(names, rollout.as_deref(), entry.weight, now)?.map(Box::new),
@@ -111,11 +122,6 @@ pub fn decide(
             )?
             .into_iter()
             .collect(),
-        )),
-        (Kind::IstioVsvc, Live::VirtualService(vs)) => Ok(Decision::Writes(
-            vsvc::edit(names, vs.as_ref(), entry.count().unsigned_abs().into())?
-                .into_iter()
-                .collect(),
         )),
         (Kind::DeploymentReplicas, Live::Deployments { stable, canary }) => Ok(Decision::Writes(
             replicas::edit(names, stable.as_ref(), canary.as_ref(), entry.count())?
@@ -198,28 +204,11 @@ pub fn standing(
                 })
                 .map_err(drop)
         }
-        Live::VirtualService(vs) => vsvc::routes(names, vs.as_ref())
-            .map(|routes| {
-                let weights: Vec<u64> = routes.iter().map(vsvc::Route::canary_weight).collect();
-                let agreed = weights
-                    .iter()
-                    .all(|w| *w == weights[0])
-                    .then(|| weights[0] as f64);
-                let detail = routes
-                    .iter()
-                    .map(|r| {
-                        let split: Vec<String> = r
-                            .destinations
-                            .iter()
-                            .map(|(d, w)| format!("{d} {w}"))
-                            .collect();
-                        format!("route {}: {}", r.key, split.join(", "))
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                (agreed, agreed, detail)
-            })
-            .map_err(drop),
+        Live::Routes(object) => split::shape(entry.kind).ok_or(()).and_then(|shape| {
+            split::standing(shape, names, object.as_ref())
+                .map(|(share, detail)| (share, share, detail))
+                .map_err(drop)
+        }),
         Live::Deployments { stable, canary } => both(names, stable.as_ref(), canary.as_ref())
             .map(|(stable, canary)| match entry.kind {
                 Kind::DeploymentSingleton => match singleton::standing(stable, canary) {
@@ -437,13 +426,7 @@ mod tests {
         let vs = json!({"metadata": {"name": "map", "namespace": "prod"}, "spec": {"http": [
             {"name": "a", "route": [{"destination": {"host": "map"}, "weight": 90}, {"destination": {"host": "map-canary"}, "weight": 10}]},
             {"name": "b", "route": [{"destination": {"host": "map"}, "weight": 80}, {"destination": {"host": "map-canary"}, "weight": 20}]}]}});
-        let s = standing(
-            &e,
-            &n,
-            &Live::VirtualService(Some(vs)),
-            true,
-            Timestamp::UNIX_EPOCH,
-        );
+        let s = standing(&e, &n, &Live::Routes(Some(vs)), true, Timestamp::UNIX_EPOCH);
         assert_eq!(
             (s.current, s.in_sync),
             (None, false),
@@ -452,6 +435,58 @@ mod tests {
         assert_eq!(
             s.detail,
             "route a: map 90, map-canary 10; route b: map 80, map-canary 20"
+        );
+    }
+
+    #[test]
+    fn an_httproute_entry_is_decided_and_stands_as_the_virtualservice_one_does() {
+        let (e, n) = entry(
+            "- {project: shop, type: HTTPROUTE, weight: 10, stable: shop-v1, canary: shop-v2}\n",
+        );
+        let route = |stable: u64, canary: u64| {
+            Live::Routes(Some(
+                json!({"metadata": {"name": "shop", "namespace": "prod"},
+                "spec": {"rules": [{"name": "main", "backendRefs": [
+                    {"name": "shop-v1", "port": 80, "weight": stable},
+                    {"name": "shop-v2", "port": 80, "weight": canary}]}]}}),
+            ))
+        };
+        for ((stable, canary), in_sync, current) in [((90, 10), true, 10.0), ((3, 1), false, 25.0)]
+        {
+            let live = route(stable, canary);
+            let s = standing(&e, &n, &live, true, Timestamp::UNIX_EPOCH);
+            assert_eq!(s.objects, ["HTTPRoute prod/shop"]);
+            assert_eq!(
+                (s.current, s.share, s.in_sync, s.problem),
+                (Some(current), Some(current), in_sync, None)
+            );
+            assert_eq!(
+                s.detail,
+                format!("rule main: shop-v1 {stable}, shop-v2 {canary}")
+            );
+            let decision = decide(&e, &n, &live, Timestamp::UNIX_EPOCH).expect("decided");
+            assert_eq!(decision.is_empty(), in_sync);
+        }
+        let Decision::Writes(writes) =
+            decide(&e, &n, &route(100, 0), Timestamp::UNIX_EPOCH).expect("decided")
+        else {
+            panic!("plain writes")
+        };
+        assert_eq!(writes[0].object.label(), "HTTPRoute prod/shop");
+        let missing = standing(&e, &n, &Live::Routes(None), true, Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            missing.problem.as_deref(),
+            Some("httpRoute: HTTPRoute prod/shop does not exist")
+        );
+        // Objects of another type are never edited as the entry's.
+        let other = Live::Ingress {
+            stable: None,
+            canary: None,
+        };
+        let refusal = decide(&e, &n, &other, Timestamp::UNIX_EPOCH).expect_err("a mismatch");
+        assert_eq!(
+            refusal.to_string(),
+            "type: read objects of another type than HTTPROUTE"
         );
     }
 

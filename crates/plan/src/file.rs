@@ -31,6 +31,10 @@ pub enum Kind {
     IngressNginx,
     /// A plain Istio VirtualService weight split, no stickiness: percent of requests.
     IstioVsvc,
+    /// Its Gateway API twin: a plain HTTPRoute weight split of the backendRefs to the stable
+    /// and canary Services, no stickiness: percent of requests.
+    #[serde(rename = "HTTPROUTE")]
+    HttpRoute,
     /// The canary Deployment's replica count (queue workers share by replicas).
     DeploymentReplicas,
     /// Which one of stable (0) and canary (1) runs; never both.
@@ -44,6 +48,7 @@ impl Kind {
             Kind::Sticky => "STICKY",
             Kind::IngressNginx => "INGRESS_NGINX",
             Kind::IstioVsvc => "ISTIO_VSVC",
+            Kind::HttpRoute => "HTTPROUTE",
             Kind::DeploymentReplicas => "DEPLOYMENT_REPLICAS",
             Kind::DeploymentSingleton => "DEPLOYMENT_SINGLETON",
         }
@@ -53,7 +58,9 @@ impl Kind {
     fn weight_rule(self) -> &'static str {
         match self {
             Kind::Sticky => "percent of clients from 0 to 100, at most two decimals",
-            Kind::IngressNginx | Kind::IstioVsvc => "an integer percent from 0 to 100",
+            Kind::IngressNginx | Kind::IstioVsvc | Kind::HttpRoute => {
+                "an integer percent from 0 to 100"
+            }
             Kind::DeploymentReplicas => "the canary's replica count, an integer from 0",
             Kind::DeploymentSingleton => "0 (stable runs) or 1 (canary runs)",
         }
@@ -64,6 +71,7 @@ impl Kind {
         match self {
             Kind::Sticky => &["rollout"],
             Kind::IstioVsvc => &["virtualService", "stable", "canary"],
+            Kind::HttpRoute => &["httpRoute", "stable", "canary"],
             Kind::IngressNginx | Kind::DeploymentReplicas | Kind::DeploymentSingleton => {
                 &["stable", "canary"]
             }
@@ -92,7 +100,8 @@ pub struct Entry {
     pub weight: f64,
     /// Namespace, when the entry names one.
     pub namespace: Option<String>,
-    /// Names overriding the convention: `rollout`, `virtualService`, `stable`, `canary`.
+    /// Names overriding the convention: `rollout`, `virtualService`, `httpRoute`, `stable`,
+    /// `canary`.
     pub overrides: Overrides,
 }
 
@@ -103,9 +112,11 @@ pub struct Overrides {
     pub rollout: Option<String>,
     /// ISTIO_VSVC: the VirtualService's name.
     pub virtual_service: Option<String>,
-    /// The stable Ingress or Deployment, or the stable destination host.
+    /// HTTPROUTE: the HTTPRoute's name.
+    pub http_route: Option<String>,
+    /// The stable Ingress, Deployment or Service, or the stable destination host.
     pub stable: Option<String>,
-    /// The canary Ingress or Deployment, or the canary destination host.
+    /// The canary Ingress, Deployment or Service, or the canary destination host.
     pub canary: Option<String>,
 }
 
@@ -124,6 +135,8 @@ struct RawEntry {
     rollout: Option<String>,
     #[serde(default)]
     virtual_service: Option<String>,
+    #[serde(default)]
+    http_route: Option<String>,
     #[serde(default)]
     stable: Option<String>,
     #[serde(default)]
@@ -207,6 +220,7 @@ fn entry(index: usize, item: Value) -> Result<Entry, String> {
     let overrides = Overrides {
         rollout: raw.rollout,
         virtual_service: raw.virtual_service,
+        http_route: raw.http_route,
         stable: raw.stable,
         canary: raw.canary,
     };
@@ -217,6 +231,7 @@ fn entry(index: usize, item: Value) -> Result<Entry, String> {
     let set = [
         ("rollout", &overrides.rollout),
         ("virtualService", &overrides.virtual_service),
+        ("httpRoute", &overrides.http_route),
         ("stable", &overrides.stable),
         ("canary", &overrides.canary),
     ];
@@ -229,7 +244,8 @@ fn entry(index: usize, item: Value) -> Result<Entry, String> {
                 raw.kind.name_fields().join(", ")
             ));
         }
-        // Destination hosts may be fully qualified; object names are DNS labels.
+        // Destination hosts may be fully qualified; object names (a backendRef's Service
+        // too) are DNS labels.
         let checked = if raw.kind == Kind::IstioVsvc && field != "virtualService" {
             check_host(value)
         } else {
@@ -266,7 +282,7 @@ pub fn check_weight(kind: Kind, weight: &Value) -> Result<f64, String> {
                 .map(|_| number)
                 .map_err(|_| rule())
         }
-        Kind::IngressNginx | Kind::IstioVsvc => (0.0..=100.0).contains(&number),
+        Kind::IngressNginx | Kind::IstioVsvc | Kind::HttpRoute => (0.0..=100.0).contains(&number),
         Kind::DeploymentReplicas => (0.0..=MAX_REPLICAS).contains(&number),
         Kind::DeploymentSingleton => number == 0.0 || number == 1.0,
     };
@@ -355,9 +371,39 @@ mod tests {
             Overrides {
                 rollout: None,
                 virtual_service: Some("routes".into()),
+                http_route: None,
                 stable: Some("m-blue.mesh.svc.cluster.local".into()),
                 canary: Some("m-green".into()),
             }
+        );
+    }
+
+    #[test]
+    fn an_httproute_entry_and_its_names_are_read_beside_the_virtualservice_one() {
+        let plan = parse(
+            "- {project: shop, type: HTTPROUTE, weight: 10, namespace: mesh, httpRoute: routes, stable: shop-v1, canary: shop-v2}\n\
+             - {project: shop, type: ISTIO_VSVC, weight: 10, namespace: mesh}\n",
+            "p.yaml",
+        )
+        .expect("valid: one project may have both, each its own type");
+        assert_eq!(
+            (plan[0].kind, plan[0].kind.as_str(), plan[1].kind),
+            (Kind::HttpRoute, "HTTPROUTE", Kind::IstioVsvc)
+        );
+        assert_eq!(
+            plan[0].overrides,
+            Overrides {
+                rollout: None,
+                virtual_service: None,
+                http_route: Some("routes".into()),
+                stable: Some("shop-v1".into()),
+                canary: Some("shop-v2".into()),
+            }
+        );
+        // The status JSON names the type as the file does.
+        assert_eq!(
+            serde_json::to_value(Kind::HttpRoute).expect("JSON"),
+            "HTTPROUTE"
         );
     }
 
@@ -379,6 +425,10 @@ mod tests {
             (Kind::IstioVsvc, json!(55), Some(55.0)),
             (Kind::IstioVsvc, json!(-5), None),
             (Kind::IstioVsvc, json!(null), None),
+            (Kind::HttpRoute, json!(0), Some(0.0)),
+            (Kind::HttpRoute, json!(100), Some(100.0)),
+            (Kind::HttpRoute, json!(33.5), None),
+            (Kind::HttpRoute, json!(101), None),
             (Kind::DeploymentReplicas, json!(0), Some(0.0)),
             (Kind::DeploymentReplicas, json!(250), Some(250.0)),
             (
@@ -462,6 +512,31 @@ mod tests {
             (
                 "- {project: m, type: ISTIO_VSVC, weight: 1, canary: m..x}\n",
                 "p.yaml: entry 1 (m): canary: \"m..x\" is not a service host",
+            ),
+            (
+                "- {project: m, type: ISTIO_VSVC, weight: 1, httpRoute: m}\n",
+                "p.yaml: entry 1 (m): httpRoute: does not apply to type ISTIO_VSVC (it takes virtualService, stable, canary)",
+            ),
+            (
+                "- {project: m, type: HTTPROUTE, weight: 1, virtualService: m}\n",
+                "p.yaml: entry 1 (m): virtualService: does not apply to type HTTPROUTE (it takes httpRoute, stable, canary)",
+            ),
+            // A backendRef names a Service, never a host.
+            (
+                "- {project: m, type: HTTPROUTE, weight: 1, canary: m-v2.prod.svc.cluster.local}\n",
+                "p.yaml: entry 1 (m): canary: \"m-v2.prod.svc.cluster.local\" is not a Kubernetes name",
+            ),
+            (
+                "- {project: m, type: HTTPROUTE, weight: 1, httpRoute: Routes}\n",
+                "p.yaml: entry 1 (m): httpRoute: \"Routes\" is not a Kubernetes name",
+            ),
+            (
+                "- {project: m, type: HTTPROUTE, weight: 100.5}\n",
+                "p.yaml: entry 1 (m): weight 100.5: must be an integer percent from 0 to 100",
+            ),
+            (
+                "- {project: m, type: HTTP_ROUTE, weight: 1}\n",
+                "p.yaml: entry 1 (m): unknown variant `HTTP_ROUTE`, expected one of `STICKY`, `INGRESS_NGINX`, `ISTIO_VSVC`, `HTTPROUTE`",
             ),
         ];
         for (text, expected) in cases {

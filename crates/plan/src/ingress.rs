@@ -183,6 +183,7 @@ mod tests {
             namespace: "prod".into(),
             rollout: "web".into(),
             virtual_service: "web".into(),
+            http_route: "web".into(),
             stable: "web".into(),
             canary: "web-canary".into(),
         }

@@ -4,7 +4,8 @@
 //! Pure core, thin shell: [`file`](mod@file) parses and checks the plan, [`naming`] maps a project to
 //! its objects, and each workload type has a pure edit from the live objects and the desired
 //! weight to the writes (or a [`Refusal`] naming the entry's field): [`sticky`],
-//! [`ingress`], [`vsvc`], [`replicas`], [`singleton`]. [`preview`] says what would change and
+//! [`ingress`], [`split`] (of a VirtualService, [`vsvc`], or of an HTTPRoute, [`httproute`]),
+//! [`replicas`], [`singleton`]. [`preview`] says what would change and
 //! where each entry stands; [`run`] reads, previews, checks every write with the server
 //! (a server-side dry run) and only then applies, entry by entry, saying which are applied.
 //!
@@ -17,12 +18,14 @@ pub mod cluster;
 pub mod command;
 pub mod entry;
 pub mod file;
+pub mod httproute;
 pub mod ingress;
 pub mod naming;
 pub mod preview;
 pub mod replicas;
 pub mod run;
 pub mod singleton;
+pub mod split;
 pub mod sticky;
 pub mod vsvc;
 pub mod workload;
@@ -62,6 +65,8 @@ pub enum ObjectKind {
     Ingress,
     /// `networking.istio.io/v1` VirtualService, replaced whole.
     VirtualService,
+    /// `gateway.networking.k8s.io/v1` HTTPRoute, replaced whole.
+    HttpRoute,
     /// The `scale` subresource of an `apps/v1` Deployment.
     DeploymentScale,
 }
@@ -92,6 +97,7 @@ impl Object {
         let kind = match self.kind {
             ObjectKind::Ingress => "Ingress",
             ObjectKind::VirtualService => "VirtualService",
+            ObjectKind::HttpRoute => "HTTPRoute",
             ObjectKind::DeploymentScale => "Deployment",
         };
         format!("{kind} {}/{}", self.namespace, self.name)
@@ -126,7 +132,7 @@ impl FieldChange {
 pub struct Write {
     /// The object written.
     pub object: Object,
-    /// The whole object to write (an Ingress, a VirtualService, a `Scale`).
+    /// The whole object to write (an Ingress, a VirtualService, an HTTPRoute, a `Scale`).
     pub desired: Value,
     /// What changes in it.
     pub changes: Vec<FieldChange>,

@@ -9,6 +9,7 @@
 //! | `STICKY` | StickyCanary `<project>` (`rollout:`) |
 //! | `INGRESS_NGINX` | stable Ingress `<project>` (`stable:`), canary Ingress `<project>-canary` (`canary:`) |
 //! | `ISTIO_VSVC` | VirtualService `<project>` (`virtualService:`) with destinations to hosts `<project>` (`stable:`) and `<project>-canary` (`canary:`) |
+//! | `HTTPROUTE` | HTTPRoute `<project>` (`httpRoute:`) with backendRefs to Services `<project>` (`stable:`) and `<project>-canary` (`canary:`) |
 //! | `DEPLOYMENT_REPLICAS`, `DEPLOYMENT_SINGLETON` | Deployments `<project>` (`stable:`) and `<project>-canary` (`canary:`) |
 //!
 //! Every object is in the entry's `namespace:`, else `--namespace`, else the kubeconfig's.
@@ -27,9 +28,11 @@ pub struct Names {
     pub rollout: String,
     /// The VirtualService (`ISTIO_VSVC`).
     pub virtual_service: String,
-    /// The stable Ingress or Deployment, or the stable destination host.
+    /// The HTTPRoute (`HTTPROUTE`).
+    pub http_route: String,
+    /// The stable Ingress, Deployment or backendRef's Service, or the stable destination host.
     pub stable: String,
-    /// The canary Ingress or Deployment, or the canary destination host.
+    /// The canary Ingress, Deployment or backendRef's Service, or the canary destination host.
     pub canary: String,
 }
 
@@ -49,6 +52,7 @@ pub fn resolve(entry: &Entry, namespace: &str) -> Names {
         namespace: or(&entry.namespace, namespace.to_owned()),
         rollout: or(&o.rollout, project.clone()),
         virtual_service: or(&o.virtual_service, project.clone()),
+        http_route: or(&o.http_route, project.clone()),
         stable: or(&o.stable, project.clone()),
         canary: or(&o.canary, format!("{project}{CANARY_SUFFIX}")),
     }
@@ -64,7 +68,9 @@ mod tests {
         let plan = parse(
             "- {project: web, type: INGRESS_NGINX, weight: 1}\n\
              - {project: map, type: ISTIO_VSVC, weight: 1, namespace: mesh, virtualService: routes, canary: map-green.mesh.svc.cluster.local}\n\
-             - {project: s, type: STICKY, weight: 1, rollout: shop}\n",
+             - {project: s, type: STICKY, weight: 1, rollout: shop}\n\
+             - {project: shop, type: HTTPROUTE, weight: 1, httpRoute: public, stable: shop-v1, canary: shop-v2}\n\
+             - {project: cart, type: HTTPROUTE, weight: 1}\n",
             "p.yaml",
         )
         .expect("valid");
@@ -76,6 +82,7 @@ mod tests {
                     namespace: "prod".into(),
                     rollout: "web".into(),
                     virtual_service: "web".into(),
+                    http_route: "web".into(),
                     stable: "web".into(),
                     canary: "web-canary".into(),
                 },
@@ -83,6 +90,7 @@ mod tests {
                     namespace: "mesh".into(),
                     rollout: "map".into(),
                     virtual_service: "routes".into(),
+                    http_route: "map".into(),
                     stable: "map".into(),
                     canary: "map-green.mesh.svc.cluster.local".into(),
                 },
@@ -90,8 +98,25 @@ mod tests {
                     namespace: "prod".into(),
                     rollout: "shop".into(),
                     virtual_service: "s".into(),
+                    http_route: "s".into(),
                     stable: "s".into(),
                     canary: "s-canary".into(),
+                },
+                Names {
+                    namespace: "prod".into(),
+                    rollout: "shop".into(),
+                    virtual_service: "shop".into(),
+                    http_route: "public".into(),
+                    stable: "shop-v1".into(),
+                    canary: "shop-v2".into(),
+                },
+                Names {
+                    namespace: "prod".into(),
+                    rollout: "cart".into(),
+                    virtual_service: "cart".into(),
+                    http_route: "cart".into(),
+                    stable: "cart".into(),
+                    canary: "cart-canary".into(),
                 },
             ]
         );

@@ -126,7 +126,8 @@ pub struct EntryStatus {
     /// The weight in the file.
     pub weight: f64,
     /// The weight now, in the file's terms (`null` when it has none: a missing object, a
-    /// singleton running neither or both, VirtualService routes that disagree).
+    /// singleton running neither or both, the routes of a VirtualService or HTTPRoute that
+    /// disagree).
     pub current: Option<f64>,
     /// The canary's share now, in percent (for `DEPLOYMENT_REPLICAS` its part of all
     /// replicas; `null` when there is none to give).

@@ -37,6 +37,7 @@ mod tests {
             namespace: "prod".into(),
             rollout: "d".into(),
             virtual_service: "d".into(),
+            http_route: "d".into(),
             stable: "d".into(),
             canary: "d-canary".into(),
         }

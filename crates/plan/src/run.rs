@@ -17,7 +17,7 @@ use super::naming::{self, Names};
 use super::preview::{self, EntryStatus};
 use super::singleton::{self, Side, Step};
 use super::workload::both;
-use super::{ObjectKind, Refusal};
+use super::{split, ObjectKind, Refusal};
 use runtime::act::act;
 use runtime::console::Console;
 use runtime::error::{Changed, Error, EXIT_INVALID};
@@ -108,11 +108,14 @@ async fn read(place: &Place, entry: &Entry, names: &Names) -> Result<Live, Error
                     .await?,
             }
         }
-        Kind::IstioVsvc => Live::VirtualService(
-            cluster(place, entry)?
-                .object(ObjectKind::VirtualService, ns, &names.virtual_service)
-                .await?,
-        ),
+        Kind::IstioVsvc | Kind::HttpRoute => {
+            let cluster = cluster(place, entry)?;
+            let object = match split::shape(entry.kind) {
+                Some(shape) => cluster.object(shape.kind, ns, (shape.name)(names)).await?,
+                None => None,
+            };
+            Live::Routes(object)
+        }
         Kind::DeploymentReplicas | Kind::DeploymentSingleton => {
             let cluster = cluster(place, entry)?;
             Live::Deployments {
@@ -391,7 +394,7 @@ async fn apply_entry(
             let cluster = cluster(place, entry)?;
             hand_over(&cluster, entry, names, timeout, &context.interrupt, out).await
         }
-        Kind::IngressNginx | Kind::IstioVsvc | Kind::DeploymentReplicas => {
+        Kind::IngressNginx | Kind::IstioVsvc | Kind::HttpRoute | Kind::DeploymentReplicas => {
             let cluster = cluster(place, entry)?;
             let written = retry_on_conflict(|| async {
                 let live = read(place, entry, names).await?;

@@ -269,6 +269,7 @@ mod tests {
             namespace: "prod".into(),
             rollout: "job".into(),
             virtual_service: "job".into(),
+            http_route: "job".into(),
             stable: "job".into(),
             canary: "job-canary".into(),
         };

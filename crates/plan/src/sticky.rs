@@ -70,6 +70,7 @@ mod tests {
             namespace: "prod".into(),
             rollout: "server".into(),
             virtual_service: "server".into(),
+            http_route: "server".into(),
             stable: "server".into(),
             canary: "server-canary".into(),
         }

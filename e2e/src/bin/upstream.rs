@@ -11,15 +11,19 @@ use clap::Parser;
 use sticky_canary_e2e::site;
 use sticky_canary_filter::names::check_version_name;
 
-/// Serves the demo site as one version, on 127.0.0.1.
+/// Serves the demo site as one version, on loopback.
 #[derive(Parser)]
 struct Args {
     /// Version name this process serves (a valid version name, e.g. v2).
     #[arg(long = "version", value_parser = parse_version)]
     version_name: String,
-    /// Port on 127.0.0.1; 0 picks a free one.
+    /// Port on `--address`; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Loopback address to listen on (127.0.0.0/8): a Pod's IP when the mesh harness plays
+    /// Pods.
+    #[arg(long, default_value_t = Ipv4Addr::LOCALHOST, value_parser = parse_loopback)]
+    address: Ipv4Addr,
     /// Serve `/hop` by calling another service at this address (the caller's sidecar), as
     /// `HOST` (the service's name), carrying the version header it received, as applications
     /// propagate it.
@@ -37,6 +41,13 @@ fn parse_share(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
         _ => Err(format!("{text:?} is not a share between 0 and 1")),
+    }
+}
+
+fn parse_loopback(text: &str) -> Result<Ipv4Addr, String> {
+    match text.parse::<Ipv4Addr>() {
+        Ok(address) if address.is_loopback() => Ok(address),
+        _ => Err(format!("{text:?} is not an address of 127.0.0.0/8")),
     }
 }
 
@@ -60,10 +71,9 @@ async fn main() -> Result<()> {
     };
     let app =
         site::router(&args.version_name, calls, faults).context("version name as header value")?;
-    let listener =
-        tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)))
-            .await
-            .with_context(|| format!("binding 127.0.0.1:{}", args.port))?;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from((args.address, args.port)))
+        .await
+        .with_context(|| format!("binding {}:{}", args.address, args.port))?;
     let address = listener.local_addr()?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {address}")?;

@@ -1,8 +1,17 @@
 //! etcd, kube-apiserver and istiod on loopback: a real Kubernetes API with RBAC, Istio's
-//! CRDs and ours, and istiod translating what it holds into xDS for the Envoys of
-//! [`super::proxy`]. No kubelet or scheduler runs: workloads are upstream processes on
-//! 127.0.0.1, registered with ServiceEntries that carry their version labels. The
-//! controller-manager runs only when a test asks ([`ControlPlane::start_controller_manager`]).
+//! CRDs, the Gateway API's (standard channel, the version the pinned Istio requires) and ours,
+//! and istiod translating what it holds into xDS for the Envoys of [`super::proxy`]. No kubelet
+//! or scheduler runs: workloads are upstream processes on loopback, registered with
+//! ServiceEntries that carry their version labels, or with WorkloadEntries that Kubernetes
+//! Services select ([`super::gateway_api`]). The controller-manager runs only when a test asks
+//! ([`ControlPlane::start_controller_manager`]).
+//!
+//! istiod's Gateway API controller is on (it is on by default once the CRDs exist), but not its
+//! deployment controller: that one renders a gateway's Deployment and Service from the
+//! injector's templates (`kube-gateway`, `waypoint`), which only a sidecar-injector
+//! installation provides (`pilot/pkg/bootstrap/sidecarinjector.go:43-74`, without them it
+//! cannot render anything), and no kubelet would run the Deployment anyway. The harness writes
+//! what it would: the gateway's Service, and registers the Envoy that plays its pod.
 //!
 //! Everything stops when the value is dropped; every process also dies with the test process.
 
@@ -26,13 +35,25 @@ use crate::wait;
 const PATIENCE: Duration = Duration::from_secs(90);
 /// istiod's xDS settings that keep its output to what the upstream Envoy 1.40 runs, each
 /// naming an Istio extension that exists only in Istio's own Envoy build (see the README).
-const ISTIOD_ENV: [(&str, &str); 3] = [
+const ISTIOD_ENV: [(&str, &str); 4] = [
     // `istio.alpn` filter on every outbound listener.
     ("PILOT_ENABLE_ALPN_FILTER", "false"),
     // `istio.metadata_exchange` HTTP, TCP and cluster filters, and the ALPN they negotiate.
     ("PILOT_ENABLE_METADATA_EXCHANGE", "false"),
     ("PILOT_DISABLE_MX_ALPN", "true"),
+    // No injector templates to render a gateway's Deployment from (see the module's doc).
+    ("PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER", "false"),
 ];
+
+/// What istiod runs beyond the classic API and the Gateway API.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Features {
+    /// Ambient mode (`PILOT_ENABLE_AMBIENT`): the ambient index (Pods, Services, Gateways of
+    /// class `istio-waypoint`), the `istio-waypoint` GatewayClass, and waypoint proxies'
+    /// configuration (`pilot/pkg/features/ambient.go:25-32`: every ambient setting defaults to
+    /// off without it).
+    pub ambient: bool,
+}
 /// Istio's mesh configuration: no auto mTLS (it would point clusters at istio-agent's SDS
 /// socket, which a bare Envoy has not), the root namespace where it usually is.
 const MESH_CONFIG: &str =
@@ -67,8 +88,14 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts etcd, kube-apiserver (with Istio's CRDs from `istio_crds` and ours) and istiod.
+    /// Starts etcd, kube-apiserver (with Istio's CRDs from `istio_crds`, the Gateway API's and
+    /// ours) and istiod.
     pub fn start(istio_crds: &Path) -> Result<ControlPlane> {
+        ControlPlane::start_with(istio_crds, Features::default())
+    }
+
+    /// [`ControlPlane::start`] with istiod running `features`.
+    pub fn start_with(istio_crds: &Path, features: Features) -> Result<ControlPlane> {
         let tools = Tools::locate()?;
         let dir = tempfile::Builder::new()
             .prefix("sticky-mesh-")
@@ -149,7 +176,7 @@ impl ControlPlane {
             &mut [],
         )?;
 
-        install_crds(&runtime, &client, istio_crds)?;
+        install_crds(&runtime, &client, istio_crds, &tools.gateway_api_crds)?;
         runtime.block_on(apply(
             &client,
             &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
@@ -161,6 +188,9 @@ impl ControlPlane {
         std::fs::write(dir.path().join("mesh.yaml"), MESH_CONFIG)?;
         let mut env: Vec<(&'static str, &'static str)> = ISTIOD_ENV.to_vec();
         env.extend([("POD_NAMESPACE", "istio-system"), ("POD_NAME", "istiod-0")]);
+        if features.ambient {
+            env.push(("PILOT_ENABLE_AMBIENT", "true"));
+        }
         let istiod_args: Vec<String> = vec![
             "discovery".into(),
             format!("--kubeconfig={}", admin_kubeconfig.display()),
@@ -261,6 +291,25 @@ impl ControlPlane {
         .map_err(|err| self.explain("istiod", err))
     }
 
+    /// The configuration istiod generates for the connected proxy `proxy_id`
+    /// (`<name>.<namespace>`), as its debug endpoint gives it (`/debug/config_dump`, in the
+    /// form of Envoy's admin config dump: `pilot/pkg/xds/debug.go:740-800`): every resource
+    /// istiod sends, also those the proxy's Envoy refused.
+    pub fn istiod_config_dump(&self, proxy_id: &str) -> Result<Value> {
+        let http = crate::browser::Http::new(SocketAddr::from(([127, 0, 0, 1], self.istiod_http)));
+        let response = http.get(&format!("/debug/config_dump?proxyID={proxy_id}"), &[])?;
+        if response.status != 200 {
+            bail!(
+                "istiod's config dump of {proxy_id}: {} {}",
+                response.status,
+                response.body
+            );
+        }
+        let dump: Value = serde_json::from_str(&response.body)
+            .with_context(|| format!("parsing istiod's config dump of {proxy_id}"))?;
+        Ok(snake_case_keys(dump))
+    }
+
     /// Adds the end of a part's log to an error.
     pub fn explain(&self, part: &str, err: anyhow::Error) -> anyhow::Error {
         let log = std::fs::read_to_string(self.dir.path().join(format!("{part}.log")))
@@ -330,6 +379,21 @@ impl ControlPlane {
         self.block_on(apply(&self.client, object))
     }
 
+    /// Deletes `kind` `namespace/name` of `api_version`; absent already is fine.
+    pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<()> {
+        self.block_on(async {
+            let api = dynamic_api(&self.client, api_version, kind, Some(namespace)).await?;
+            match api.delete(name, &Default::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                Err(err) => {
+                    Err(anyhow::Error::from(err)
+                        .context(format!("deleting {kind} {namespace}/{name}")))
+                }
+            }
+        })
+    }
+
     /// Has the API server check `object` as a server-side apply would write it, in a dry run
     /// with strict field validation: an unknown or duplicate field is an error, as is
     /// anything the object's schema (built-in or CRD) refuses. Nothing is written.
@@ -371,16 +435,92 @@ impl ControlPlane {
     }
 }
 
-/// Creates Istio's CRDs (from `istio_crds`) and ours, and waits until the API serves them.
+impl ControlPlane {
+    /// The objects `kind` of `api_version` in `namespace` matching `label_selector` (a
+    /// Kubernetes label selector, `""` for all).
+    pub fn list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        label_selector: &str,
+    ) -> Result<Vec<Value>> {
+        self.block_on(async {
+            let api = dynamic_api(&self.client, api_version, kind, Some(namespace)).await?;
+            let list = api
+                .list(&kube::api::ListParams::default().labels(label_selector))
+                .await
+                .with_context(|| format!("listing {kind} in {namespace}"))?;
+            list.items
+                .into_iter()
+                .map(|o| serde_json::to_value(o).map_err(anyhow::Error::from))
+                .collect()
+        })
+    }
+}
+
+/// `value` with its object keys in snake case, as Envoy's admin API writes them: istiod's debug
+/// endpoint writes protobuf's JSON names (`dynamicActiveClusters`). Keys without a lower-case
+/// letter (`ISTIO_VERSION`) and with a dot (extension names) are left as they are.
+fn snake_case_keys(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, value)| {
+                    let plain = key.starts_with('@')
+                        || key.contains('.')
+                        || !key.chars().any(|c| c.is_ascii_lowercase());
+                    let key = if plain {
+                        key
+                    } else {
+                        let mut snake = String::with_capacity(key.len() + 4);
+                        for c in key.chars() {
+                            if c.is_ascii_uppercase() {
+                                snake.push('_');
+                                snake.push(c.to_ascii_lowercase());
+                            } else {
+                                snake.push(c);
+                            }
+                        }
+                        snake
+                    };
+                    (key, snake_case_keys(value))
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(snake_case_keys).collect()),
+        other => other,
+    }
+}
+
+/// Creates Istio's CRDs (from `istio_crds`), the Gateway API's (every YAML file of
+/// `gateway_api_crds`) and ours, and waits until the API serves them.
 fn install_crds(
     runtime: &tokio::runtime::Runtime,
     client: &Client,
     istio_crds: &Path,
+    gateway_api_crds: &Path,
 ) -> Result<()> {
     let text = std::fs::read_to_string(istio_crds)
         .with_context(|| format!("reading Istio's CRDs from {}", istio_crds.display()))?;
     let mut crds =
         parse_yaml_documents(&text).with_context(|| format!("parsing {}", istio_crds.display()))?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(gateway_api_crds)
+        .with_context(|| format!("listing {}", gateway_api_crds.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no Gateway API CRDs in {}", gateway_api_crds.display());
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        crds.extend(
+            parse_yaml_documents(&text).with_context(|| format!("parsing {}", file.display()))?,
+        );
+    }
     crds.extend(parse_yaml_documents(&api::crd_yaml())?);
     let api: Api<DynamicObject> = Api::all_with(
         client.clone(),
@@ -535,6 +675,25 @@ async fn apply(client: &Client, object: &Value) -> Result<()> {
 
 /// Server-side apply of `object` with `params`.
 async fn apply_with(client: &Client, object: &Value, params: PatchParams) -> Result<()> {
+    let (api, name) = api_for(client, object).await?;
+    api.patch(&name, &params, &Patch::Apply(object))
+        .await
+        .with_context(|| {
+            format!(
+                "applying {} {}{name}",
+                object["kind"].as_str().unwrap_or_default(),
+                object
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .map(|n| format!("{n}/"))
+                    .unwrap_or_default()
+            )
+        })?;
+    Ok(())
+}
+
+/// The API of `object`'s kind (in its namespace) and its name.
+async fn api_for(client: &Client, object: &Value) -> Result<(Api<DynamicObject>, String)> {
     let field = |pointer: &str| {
         object
             .pointer(pointer)
@@ -550,13 +709,27 @@ async fn apply_with(client: &Client, object: &Value, params: PatchParams) -> Res
         .pointer("/metadata/namespace")
         .and_then(Value::as_str);
     let api = dynamic_api(client, api_version, kind, namespace).await?;
-    api.patch(name, &params, &Patch::Apply(object))
-        .await
-        .with_context(|| {
-            format!(
-                "applying {kind} {}{name}",
-                namespace.map(|n| format!("{n}/")).unwrap_or_default()
-            )
-        })?;
-    Ok(())
+    Ok((api, name.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istiods_json_names_become_envoys_admin_names() {
+        let dump = json!({"configs": [{"@type": "x", "dynamicActiveClusters": [
+            {"cluster": {"typedExtensionProtocolOptions": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {}},
+                         "metadata": {"filterMetadata": {"istio": {"ISTIO_VERSION": "1"}}}}}]}]});
+        let snake = snake_case_keys(dump);
+        let cluster = &snake["configs"][0]["dynamic_active_clusters"][0]["cluster"];
+        assert_eq!(snake["configs"][0]["@type"], "x");
+        assert!(cluster["typed_extension_protocol_options"]
+            .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+            .is_some());
+        assert_eq!(
+            cluster["metadata"]["filter_metadata"]["istio"]["ISTIO_VERSION"],
+            "1"
+        );
+    }
 }

@@ -3,6 +3,8 @@
 //! about Istio is proven by what istiod makes of the objects stickyctl writes.
 
 pub mod control_plane;
+pub mod gateway_api;
 pub mod proxy;
+pub mod sds;
 pub mod stack;
 pub mod tools;

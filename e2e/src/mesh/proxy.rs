@@ -2,7 +2,9 @@
 //! gateway or as a workload's sidecar: what istio-agent would start, without the agent.
 //!
 //! istiod knows a proxy by its node id and metadata (namespace, labels), which select the
-//! Gateways, Sidecars and WasmPlugins that apply to it; no Pod exists for it.
+//! Gateways, Sidecars and WasmPlugins that apply to it; no Pod exists for it, unless the proxy
+//! plays a registered workload ([`MeshProxy::start_as_workload`]): then istiod finds it by the
+//! proxy's address, and the Services that select it are the proxy's.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 
 use super::control_plane::ControlPlane;
+use super::sds::SdsStub;
 use crate::browser::Http;
 use crate::envoy_process::EnvoyProcess;
 
@@ -40,6 +43,10 @@ pub enum Role {
     Gateway,
     /// A sidecar: listeners from the Sidecar object of its namespace.
     Sidecar,
+    /// An ambient waypoint (`waypoint` node, what `pilot-agent proxy waypoint` announces):
+    /// the HBONE listener on 15008 and one internal listener holding a filter chain per
+    /// service bound to it (`pilot/pkg/networking/core/listener_waypoint.go`).
+    Waypoint,
 }
 
 /// What istio-agent adds to a proxy's Envoy about stats, which a proxy started here does not
@@ -112,6 +119,8 @@ pub fn istio_stats_config(template: &str) -> Result<Value> {
 /// A running proxy fed by istiod; stopped when dropped.
 pub struct MeshProxy {
     envoy: EnvoyProcess,
+    /// A waypoint's certificates (see [`super::sds`]).
+    _sds: Option<SdsStub>,
     /// `<name>.<namespace>`, as istiod's logs and config dumps name it.
     pub id: String,
 }
@@ -139,12 +148,50 @@ impl MeshProxy {
         labels: &BTreeMap<String, String>,
         stats: &AgentStats,
     ) -> Result<MeshProxy> {
+        MeshProxy::spawn(plane, role, name, namespace, labels, stats, &node_address())
+    }
+
+    /// The proxy of the workload `namespace/name` registered at `address` (a WorkloadEntry, a
+    /// Pod) with `labels`, as istio-agent would start it there: istiod finds the workload by
+    /// the proxy's address (`pilot/pkg/serviceregistry/kube/controller/controller.go:882-935`,
+    /// `pilot/pkg/serviceregistry/util/workloadinstances/util.go:48-87`), and the Services that
+    /// select it are the proxy's, which is how a Gateway API gateway's configuration finds its
+    /// proxies (`pilot/pkg/model/push_context.go:2462-2475`) and how a waypoint finds the
+    /// services bound to it (`pilot/pkg/model/service.go:1053-1083`).
+    pub fn start_as_workload(
+        plane: &ControlPlane,
+        role: Role,
+        name: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        address: &str,
+    ) -> Result<MeshProxy> {
+        MeshProxy::spawn(
+            plane,
+            role,
+            name,
+            namespace,
+            labels,
+            &AgentStats::default(),
+            address,
+        )
+    }
+
+    fn spawn(
+        plane: &ControlPlane,
+        role: Role,
+        name: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        stats: &AgentStats,
+        address: &str,
+    ) -> Result<MeshProxy> {
         let kind = match role {
             Role::Gateway => "router",
             Role::Sidecar => "sidecar",
+            Role::Waypoint => "waypoint",
         };
         let id = format!("{name}.{namespace}");
-        let address = node_address();
         let mut bootstrap = json!({
             "node": {
                 "id": format!("{kind}~{address}~{id}~{namespace}.svc.cluster.local"),
@@ -161,6 +208,13 @@ impl MeshProxy {
                     // No iptables here: istiod then builds no capturing listeners on
                     // 0.0.0.0 (15001, 15006), only those a Sidecar object binds.
                     "INTERCEPTION_MODE": "NONE",
+                    // With ambient on, istiod gives gateways and sidecars an HBONE cluster
+                    // (`connect_originate`, mutual TLS with istio-agent's SDS certificates,
+                    // which these proxies have not; `pilot/pkg/networking/core/cluster.go:
+                    // 393-395`), and Envoy would not finish starting without its secrets.
+                    // Nothing here sends HBONE. (A waypoint ignores this; it gets
+                    // certificates below.)
+                    "DISABLE_HBONE_SEND": "true",
                 },
             },
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
@@ -192,6 +246,50 @@ impl MeshProxy {
                 },
             }]},
         });
+        // Ambient's listeners hand connections to each other through Envoy's internal
+        // listeners (a waypoint's always, a gateway's `connect_originate` with ambient on),
+        // which need this extension in the bootstrap (istio-agent's template,
+        // `tools/packaging/common/envoy_bootstrap.json`, always has it).
+        bootstrap["bootstrap_extensions"] = json!([{
+            "name": "envoy.bootstrap.internal_listener",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener",
+            },
+        }]);
+        let mut sds = None;
+        if role == Role::Waypoint {
+            // Its certificates, where istio-agent's bootstrap has its SDS server.
+            let stub = SdsStub::start(&format!(
+                "spiffe://cluster.local/ns/{namespace}/sa/{}",
+                labels
+                    .get("gateway.networking.k8s.io/gateway-name")
+                    .map_or(name, String::as_str)
+            ))?;
+            if let Some(clusters) = bootstrap
+                .pointer_mut("/static_resources/clusters")
+                .and_then(Value::as_array_mut)
+            {
+                clusters.push(json!({
+                    "name": "sds-grpc",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        },
+                    },
+                    "load_assignment": {
+                        "cluster_name": "sds-grpc",
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                            "address": stub.address.ip().to_string(),
+                            "port_value": stub.address.port(),
+                        }}}}]}],
+                    },
+                }));
+            }
+            sds = Some(stub);
+        }
         let dir = tempfile::Builder::new()
             .prefix(&format!("sticky-{name}-"))
             .tempdir()?;
@@ -204,7 +302,11 @@ impl MeshProxy {
         };
         let mut envoy = EnvoyProcess::spawn(&id, dir, &bootstrap, 1, &args)?;
         envoy.wait_ready().map_err(|err| envoy.explain(err))?;
-        Ok(MeshProxy { envoy, id })
+        Ok(MeshProxy {
+            envoy,
+            _sds: sds,
+            id,
+        })
     }
 
     /// Waits until istiod gave the proxy an active listener on 127.0.0.1:`port`.
@@ -222,6 +324,12 @@ impl MeshProxy {
             });
         result.map_err(|err| self.envoy.explain(err))?;
         Ok(Http::new(SocketAddr::from(([127, 0, 0, 1], port))))
+    }
+
+    /// Envoy's whole configuration as it holds it now (admin `/config_dump`, with the
+    /// endpoints of every cluster): what istiod made of the objects.
+    pub fn config_dump(&self) -> Result<Value> {
+        self.envoy.config_dump("include_eds")
     }
 
     /// The Envoy process, for its stats, log and config dump.

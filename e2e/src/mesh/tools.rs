@@ -21,6 +21,9 @@ pub struct Tools {
     pub kube_controller_manager: PathBuf,
     /// istiod (`pilot-discovery`).
     pub pilot_discovery: PathBuf,
+    /// A directory of the Gateway API CRDs (standard channel) of the version the pinned Istio
+    /// requires, one YAML file each.
+    pub gateway_api_crds: PathBuf,
 }
 
 impl Tools {
@@ -32,6 +35,7 @@ impl Tools {
             "kube-apiserver",
             "kube-controller-manager",
             "pilot-discovery",
+            "gateway-api-crds",
         ])?;
         let mut take = |name: &str| paths.remove(name).unwrap_or_default();
         Ok(Tools {
@@ -39,6 +43,7 @@ impl Tools {
             kube_apiserver: take("kube-apiserver"),
             kube_controller_manager: take("kube-controller-manager"),
             pilot_discovery: take("pilot-discovery"),
+            gateway_api_crds: take("gateway-api-crds"),
         })
     }
 }
@@ -49,6 +54,13 @@ impl Tools {
 pub fn istio_bootstrap_template() -> Result<PathBuf> {
     let mut paths = locate(&["istio-bootstrap"])?;
     Ok(paths.remove("istio-bootstrap").unwrap_or_default())
+}
+
+/// `istioctl` of the pinned Istio, for `istioctl analyze` (Istio's own analyzers) on what
+/// `stickyctl` writes.
+pub fn istioctl() -> Result<PathBuf> {
+    let mut paths = locate(&["istioctl"])?;
+    Ok(paths.remove("istioctl").unwrap_or_default())
 }
 
 /// What installing sticky-canary takes, and what proves it: Helm, a registry and its client,
@@ -80,7 +92,7 @@ impl InstallTools {
 }
 
 /// Runs the build script for `names` and returns the path it printed for each, each checked
-/// to exist.
+/// to exist (a file; a directory for the names ending in `-crds`).
 fn locate(names: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
     let script = workspace_root().join("tools/control-plane/build");
     let output = Command::new("bash")
@@ -104,7 +116,12 @@ fn locate(names: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
             .find_map(|line| line.strip_prefix(&format!("{name}=")))
             .with_context(|| format!("{} printed no path for {name}", script.display()))?;
         let path = PathBuf::from(line);
-        if !path.is_file() {
+        let present = if name.ends_with("-crds") {
+            path.is_dir()
+        } else {
+            path.is_file()
+        };
+        if !present {
             bail!("{name}: {} is missing", path.display());
         }
         paths.insert((*name).to_owned(), path);

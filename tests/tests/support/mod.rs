@@ -55,11 +55,11 @@ pub const LEGACY_PLUGIN: &str = "sticky-canary-shop";
 pub const WP: (&str, &str) = ("extensions.istio.io/v1alpha1", "WasmPlugin");
 /// apiVersion and kind of the rollout.
 pub const SC: (&str, &str) = ("stickycanary.io/v1alpha1", "StickyCanary");
+/// apiVersion and kind of the Gateway API's HTTPRoute.
+pub const HTTPROUTE: (&str, &str) = ("gateway.networking.k8s.io/v1", "HTTPRoute");
 /// Where the Gateway API gateway of the HTTPRoute API's tests runs (Gateway `public`), and so
 /// the WasmPlugin of its rollouts.
 pub const GATEWAY_API_NS: &str = "istio-ingress";
-/// apiVersion and kind of Gateway API's HTTPRoute.
-pub const HR: (&str, &str) = ("gateway.networking.k8s.io/v1", "HTTPRoute");
 /// apiVersion and kind of a core Service.
 pub const SVC: (&str, &str) = ("v1", "Service");
 /// Service `shop`'s full host, which the HTTPRoute API needs in `spec.service`.
@@ -74,7 +74,7 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "stickyctl
 /// API's schema (the path match's type, the backend's group, kind and weight, the parent's
 /// group and kind), the fake as the real one.
 pub fn storefront_route() -> Value {
-    json!({"apiVersion": HR.0, "kind": HR.1,
+    json!({"apiVersion": HTTPROUTE.0, "kind": HTTPROUTE.1,
         "metadata": {"name": ROUTE, "namespace": NS},
         "spec": {
             "parentRefs": [{"name": "public", "namespace": GATEWAY_API_NS}],
@@ -102,9 +102,11 @@ const WRITTEN_KINDS: [(&str, &str); 4] = [
 
 /// What else a real-backend test starts without: the objects `stickyctl plan` edits, and
 /// what the controller-manager (when a test runs it) makes of Deployments. Deleting a
-/// Deployment does not delete its ReplicaSets and Pods: no garbage collector runs.
-const PLAN_KINDS: [(&str, &str); 4] = [
+/// Deployment does not delete its ReplicaSets and Pods: no garbage collector runs. HTTPRoutes
+/// only where the API serves them ([`Cluster::serve_httproutes`]).
+const PLAN_KINDS: [(&str, &str); 5] = [
     ("networking.k8s.io/v1", "Ingress"),
+    HTTPROUTE,
     ("apps/v1", "Deployment"),
     ("apps/v1", "ReplicaSet"),
     ("v1", "Pod"),
@@ -147,25 +149,45 @@ pub enum Backend {
 
 impl Backend {
     /// A cluster with the demo service's VirtualService; `None` (after a loud banner) when
-    /// Istio's CRDs are not available outside CI.
+    /// Istio's CRDs (or, on the fake, the Gateway API's) are not available outside CI.
     pub fn cluster_with(self, http: Value) -> Option<Cluster> {
-        let cluster = self.empty_cluster()?;
-        cluster
-            .create(
-                json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-                "metadata": {"name": "shop", "namespace": NS},
-                "spec": {"hosts": ["shop.example.com"], "http": http}}),
-            )
-            .expect("create the user's VirtualService");
-        Some(cluster)
+        Some(Cluster::around(self.api()?, http))
     }
 
     /// A cluster with nothing of the user's in it yet; `None` as [`Backend::cluster_with`].
     pub fn empty_cluster(self) -> Option<Cluster> {
-        let api = match self {
+        Some(Cluster::bare(self.api()?))
+    }
+
+    /// [`Backend::cluster_with`] the user's one route to the service.
+    pub fn cluster(self) -> Option<Cluster> {
+        self.cluster_with(users_route())
+    }
+
+    fn api(self) -> Option<ApiServer> {
+        Some(match self {
             Backend::Fake => ApiServer::Fake(FakeApiServer::start(all_crds()?)),
             Backend::Real => ApiServer::Real(Real::take_turn()?),
-        };
+        })
+    }
+}
+
+/// The user's one route to the service.
+fn users_route() -> Value {
+    json!([{"name": "shop", "match": [{"uri": {"prefix": "/shop"}}],
+        "route": [{"destination": {"host": "shop", "port": {"number": 8080}}}]}])
+}
+
+/// A fake cluster ([`Backend::cluster`]) whose API also serves the Gateway API's HTTPRoute:
+/// every fake does now ([`all_crds`] has the Gateway API's CRDs); `None` (after a loud
+/// banner) when a CRD file is missing outside CI.
+pub fn fake_cluster_serving_httproutes() -> Option<Cluster> {
+    Backend::Fake.cluster()
+}
+
+impl Cluster {
+    /// The cluster of `api`, with nothing of the user's in it.
+    fn bare(api: ApiServer) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let kubeconfig = dir.path().join("kubeconfig");
         match &api {
@@ -176,19 +198,24 @@ impl Backend {
                 std::fs::copy(&real.kubeconfig, &kubeconfig).expect("copy the kubeconfig");
             }
         }
-        Some(Cluster {
+        Cluster {
             api,
             kubeconfig,
             _dir: dir,
-        })
+        }
     }
 
-    /// [`Backend::cluster_with`] the user's one route to the service.
-    pub fn cluster(self) -> Option<Cluster> {
-        self.cluster_with(
-            json!([{"name": "shop", "match": [{"uri": {"prefix": "/shop"}}],
-            "route": [{"destination": {"host": "shop", "port": {"number": 8080}}}]}]),
-        )
+    /// The cluster of `api`, with the demo service's VirtualService of `http` routes.
+    fn around(api: ApiServer, http: Value) -> Cluster {
+        let cluster = Self::bare(api);
+        cluster
+            .create(
+                json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                "metadata": {"name": "shop", "namespace": NS},
+                "spec": {"hosts": ["shop.example.com"], "http": http}}),
+            )
+            .expect("create the user's VirtualService");
+        cluster
     }
 }
 
@@ -387,6 +414,33 @@ impl Cluster {
                     .map_err(|e| e.to_string())
             }
         }
+    }
+
+    /// Has the real API server serve the Gateway API's HTTPRoute: its CRD (from
+    /// [`sticky_canary_tests::crds_path::httproute_crd`]) applied, idempotently, and HTTPRoutes
+    /// listed in [`NS`]. `false` (after a loud banner) when the CRD file is missing outside
+    /// CI; panics on the fake backend, which serves them from the start ([`all_crds`]).
+    pub fn serve_httproutes(&self) -> bool {
+        assert_eq!(
+            self.backend(),
+            Backend::Real,
+            "the HTTPRoute CRD is installed on the real API server only"
+        );
+        let Some(crd) = sticky_canary_tests::crds_path::httproute_crd() else {
+            return false;
+        };
+        with_plane(move |plane| plane.apply_yaml(&crd))
+            .unwrap_or_else(|e| panic!("applying the HTTPRoute CRD: {e:?}"));
+        let api = self.dynamic(HTTPROUTE.0, HTTPROUTE.1, Some(NS));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Err(e) = block(api.list(&Default::default())) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "HTTPRoutes not served 30 s after their CRD was applied: {e}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
     }
 
     /// Forgets the writes so far: [`Cluster::writes`] reports the ones after this.
@@ -588,7 +642,7 @@ impl Cluster {
 
     /// The user's HTTPRoute `storefront`.
     pub fn http_route(&self) -> Value {
-        self.get(HR.0, HR.1, ROUTE)
+        self.get(HTTPROUTE.0, HTTPROUTE.1, ROUTE)
     }
 
     /// The names of the HTTPRoute's rules, in order, `(user's)` for an unnamed one.
@@ -865,8 +919,12 @@ impl Real {
                     namespace,
                     &api_resource(api_version, kind),
                 );
-                let objects = block(api.list(&Default::default()))
-                    .unwrap_or_else(|e| panic!("list {kind} in {namespace}: {e}"));
+                let objects = match block(api.list(&Default::default())) {
+                    Ok(objects) => objects,
+                    // A kind this server does not serve (yet) has nothing to clean.
+                    Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                    Err(e) => panic!("list {kind} in {namespace}: {e}"),
+                };
                 for object in objects {
                     let name = object.metadata.name.clone().unwrap_or_default();
                     if object
