@@ -185,6 +185,25 @@ impl CrdSet {
         self.find(api_version, kind).is_some()
     }
 
+    /// Sets the defaults of `object`'s schema in it (see
+    /// [`schema_validation::apply_defaults`]), as the API server does on a write; nothing for
+    /// an unknown kind.
+    pub fn apply_defaults(&self, object: &mut Value) {
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if let Some((_, version)) = self.find(&api_version, &kind) {
+            schema_validation::apply_defaults(&version.schema, object, true);
+        }
+    }
+
     /// Validates a whole object (`apiVersion`, `kind`, `metadata`, the schema) like the API server
     /// does on a write, except that unknown fields are errors. An unknown kind is an error too.
     pub fn validate(&self, object: &Value) -> Result<(), ValidationErrors> {

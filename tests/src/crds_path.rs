@@ -1,10 +1,11 @@
 //! Where the CRD schemas come from, and the loud-missing rule: Istio's CRDs live outside the repo
 //! (`ISTIO_CRDS`, default `<repo>/../shared/istio/crds.gen.yaml`), and so do the Gateway API's
-//! (`GATEWAY_API_CRDS`, default the `sigs.k8s.io/gateway-api` module in Go's module cache). When
-//! they are missing a test must say so loudly and, under `CI=true`, fail: a silently skipped
-//! schema test proves nothing.
+//! (`GATEWAY_API_CRDS`, a directory of CRD files or one file, default `config/crd/standard` of
+//! the `sigs.k8s.io/gateway-api` module in Go's module cache). When they are missing a test
+//! must say so loudly and, under `CI=true`, fail: a silently skipped schema test proves nothing.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use crate::crd::CrdSet;
 
@@ -23,7 +24,8 @@ pub fn istio_manifest_dir() -> PathBuf {
 }
 
 /// Environment variable naming a directory of the Gateway API's CRDs, standard channel (one YAML
-/// file each, as `config/crd/standard` of the `sigs.k8s.io/gateway-api` module has them).
+/// file each, as `config/crd/standard` of the `sigs.k8s.io/gateway-api` module has them), or
+/// one file holding them (every document that is no CRD is skipped).
 pub const GATEWAY_API_CRDS_ENV: &str = "GATEWAY_API_CRDS";
 
 /// The Gateway API whose CRDs the tests install: the version the pinned Istio requires
@@ -100,7 +102,12 @@ fn go_mod_cache() -> PathBuf {
 /// The Gateway API's HTTPRoute CRD (YAML), or `None` (after a loud message) when it is missing
 /// outside CI. Panics when it is missing under `CI=true` or cannot be read.
 pub fn httproute_crd() -> Option<String> {
-    let path = gateway_api_crds_dir().join("gateway.networking.k8s.io_httproutes.yaml");
+    let dir = gateway_api_crds_dir();
+    let path = match dir.is_file() {
+        // One file of them all: the HTTPRoute CRD is among its documents.
+        true => dir,
+        false => dir.join("gateway.networking.k8s.io_httproutes.yaml"),
+    };
     if !path.exists() {
         missing(
             &format!("Gateway API CRD file {} not found", path.display()),
@@ -164,9 +171,76 @@ pub fn project_crds() -> CrdSet {
     set
 }
 
-/// Istio's CRDs plus the project's: what the fake API server needs. `None` as [`istio_crds`].
+/// The CRD files at `path`: the file itself, or the `*.yaml` files of the directory, sorted.
+fn crd_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    files.retain(|p| {
+        p.extension()
+            .is_some_and(|ext| ext == "yaml" || ext == "yml")
+    });
+    files.sort();
+    Ok(files)
+}
+
+/// The Gateway API's CRDs (HTTPRoute among them) at [`gateway_api_crds_dir`], a directory or
+/// one file, or `None` (after a loud message) when missing outside CI. Panics when missing
+/// under `CI=true`, when a file cannot be parsed, or when what was found defines no
+/// HTTPRoute: a wrong path must not pass as an empty set. Read once per process and path
+/// (the files are large, and every fake API server loads them).
+pub fn gateway_api_crds() -> Option<CrdSet> {
+    static LOADED: OnceLock<Mutex<Vec<(PathBuf, CrdSet)>>> = OnceLock::new();
+    let path = gateway_api_crds_dir();
+    if !path.exists() {
+        missing(
+            &format!("Gateway API CRDs {} not found", path.display()),
+            &format!(
+                "Set {GATEWAY_API_CRDS_ENV} to a directory of the Gateway API's standard CRDs \
+                 (or one file of them), or run \
+                 `go mod download sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}`."
+            ),
+        );
+        return None;
+    }
+    let mut cache = LOADED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some((_, set)) = cache.iter().find(|(p, _)| *p == path) {
+        return Some(set.clone());
+    }
+    let files = crd_files(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the Gateway API's CRDs at {} ({GATEWAY_API_CRDS_ENV}): {e}",
+            path.display()
+        )
+    });
+    let mut set = CrdSet::default();
+    for file in &files {
+        match CrdSet::from_file(file) {
+            Ok(found) => set.merge(found),
+            Err(e) => panic!("cannot load the Gateway API's CRDs ({GATEWAY_API_CRDS_ENV}): {e}"),
+        }
+    }
+    assert!(
+        set.defines("gateway.networking.k8s.io/v1", "HTTPRoute"),
+        "{} ({GATEWAY_API_CRDS_ENV}) defines no gateway.networking.k8s.io/v1 HTTPRoute: \
+         point it at the Gateway API's CRDs (config/crd/standard of sigs.k8s.io/gateway-api)",
+        path.display()
+    );
+    cache.push((path, set.clone()));
+    Some(set)
+}
+
+/// Istio's CRDs, the Gateway API's and the project's: what the fake API server needs. `None`
+/// (after a loud message) when Istio's or the Gateway API's are missing outside CI.
 pub fn all_crds() -> Option<CrdSet> {
     let mut set = istio_crds()?;
+    set.merge(gateway_api_crds()?);
     set.merge(project_crds());
     Some(set)
 }

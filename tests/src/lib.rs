@@ -4,8 +4,10 @@
 //! # Validating objects
 //! ```no_run
 //! use sticky_canary_tests::{all_crds, CrdSet};
-//! // Istio's CRDs (ISTIO_CRDS or ../shared/istio/crds.gen.yaml) plus the CRDs in istio/.
-//! // None (after a loud "SKIPPED" banner) when the file is missing; panics when CI=true.
+//! // Istio's CRDs (ISTIO_CRDS or ../shared/istio/crds.gen.yaml), Gateway API's
+//! // (GATEWAY_API_CRDS, a directory or a file, or sigs.k8s.io/gateway-api@v1.6.0's
+//! // config/crd/standard in the Go module cache) plus the CRDs in istio/.
+//! // None (after a loud "SKIPPED" banner) when one is missing; panics when CI=true.
 //! let Some(crds) = all_crds() else { return };
 //! let vs = serde_json::json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
 //!     "metadata": {"name": "web"}, "spec": {"hosts": ["web"]}});
@@ -15,7 +17,9 @@
 //! `x-kubernetes-preserve-unknown-fields: true`. Errors name the field:
 //! `spec.http[0].match[0].headers.x-sticky-version: unknown field "exactly"`.
 //! Not enforced: CEL rules (`x-kubernetes-validations`; listed by [`CrdSet::cel_rules`]),
-//! defaulting, and formats other than date-time, byte, int32, int64, uint32.
+//! and formats other than date-time, byte, int32, int64, uint32. The schema's `default`s
+//! ([`CrdSet::apply_defaults`]) are set by the fake API server on every write, as the real
+//! one does (Gateway API's CRDs have many; Istio's none).
 //!
 //! # The fake API server
 //! ```no_run
@@ -26,12 +30,16 @@
 //! let dir = std::env::temp_dir();
 //! server.write_kubeconfig(&dir.join("kubeconfig"), "default").unwrap(); // for child processes
 //! server.fail_next_writes(3);                        // next 3 writes -> 409 Conflict
+//! server.fail_next_writes_of("httproutes", "web", 3); // next 3 writes of that one -> 409
 //! let writes = server.write_requests().len();        // e.g. 0 after a --dry-run command
 //! let vs = server.get("networking.istio.io/v1", "VirtualService", "default", "web");
 //! ```
-//! Served, for the kinds of the loaded CRDs and the built-in `events.k8s.io/v1` Event (what a
-//! controller's event recorder writes; see [`fake_apiserver::builtin_kinds`]), namespaced:
-//! `/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}[/status]]` and the all-namespaces
+//! Served, for the kinds of the loaded CRDs (Gateway API's HTTPRoute among them with
+//! [`all_crds`]) and the built-in `events.k8s.io/v1` Event (what a controller's event recorder
+//! writes), core `v1` Secret and core `v1` Service (defaulted and given a cluster IP as the
+//! real registry does; see [`fake_apiserver::builtin_kinds`]), namespaced:
+//! `/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}[/status]]` (`/api/v1/...` for the
+//! core group) and the all-namespaces
 //! list/watch `/apis/{group}/{version}/{plural}` (with the same selectors: how stickyctl finds
 //! the WasmPlugins it manages wherever they are). Unknown group/plural: 404.
 //! - GET, LIST (`labelSelector`, `fieldSelector` on metadata.name/namespace; `limit` is ignored:
@@ -73,7 +81,10 @@ pub mod samples;
 pub mod schema_validation;
 
 pub use crd::{CelRule, CrdSet, ResourceKind, ServedVersion};
-pub use crds_path::{all_crds, istio_crds, istio_crds_path, project_crds, repo_root};
+pub use crds_path::{
+    all_crds, gateway_api_crds, gateway_api_crds_dir, istio_crds, istio_crds_path, project_crds,
+    repo_root,
+};
 pub use fake_apiserver::{
     ApiError, AuditedWrite, Chaos, EventMatch, FakeApiServer, Fate, RecordedRequest, Snapshot,
     StaleLists, WatchFault,

@@ -11,7 +11,8 @@
 //! error paths use the API server's `spec.http[0].match` notation.
 //!
 //! Not enforced: `x-kubernetes-validations` (CEL rules; see [`crate::crd::CrdSet::cel_rules`]),
-//! defaulting, and formats other than `date-time`, `byte`, `int32`, `int64`, `uint32`.
+//! and formats other than `date-time`, `byte`, `int32`, `int64`, `uint32`. Defaulting is
+//! separate ([`apply_defaults`]), run by the fake API server before it validates a write.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
@@ -41,6 +42,65 @@ pub fn validate(
     errors: &mut Vec<FieldError>,
 ) {
     validate_node(schema, value, path, Mode::Structural, root, errors);
+}
+
+/// Sets the schema's `default`s in `value`, as the API server's structural defaulting does
+/// on every write of a custom resource (and on every read): a property with a `default` that
+/// is absent (or `null` without `nullable`) gets a copy of it, then every property, list item
+/// and map value is defaulted in turn, defaults just set included. Objects that are absent
+/// are not made up. At the root, `metadata` is left alone (ObjectMeta is never defaulted
+/// from a CRD's schema).
+pub fn apply_defaults(schema: &Value, value: &mut Value, root: bool) {
+    let Some(schema) = schema.as_object() else {
+        return;
+    };
+    match value {
+        Value::Object(fields) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            for (name, property) in properties.into_iter().flatten() {
+                if root && name == "metadata" {
+                    continue;
+                }
+                let Some(default) = property.get("default") else {
+                    continue;
+                };
+                let missing = match fields.get(name) {
+                    None => true,
+                    Some(Value::Null) => !flag_of(property, "nullable"),
+                    Some(_) => false,
+                };
+                if missing {
+                    fields.insert(name.clone(), default.clone());
+                }
+            }
+            let additional = schema.get("additionalProperties");
+            for (name, field) in fields.iter_mut() {
+                if root && name == "metadata" {
+                    continue;
+                }
+                match properties.and_then(|p| p.get(name)) {
+                    Some(property) => apply_defaults(property, field, false),
+                    None => {
+                        if let Some(values @ Value::Object(_)) = additional {
+                            apply_defaults(values, field, false);
+                        }
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for item in items {
+                    apply_defaults(item_schema, item, false);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn flag_of(schema: &Value, name: &str) -> bool {
+    schema.get(name).and_then(Value::as_bool).unwrap_or(false)
 }
 
 fn validate_node(
@@ -530,6 +590,54 @@ mod tests {
         let mut errors = Vec::new();
         validate(&schema, &value, "spec", false, &mut errors);
         errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn defaults_are_set_where_absent_and_inside_what_they_set() {
+        // As Gateway API's HTTPRoute declares them.
+        let path = json!({"type": "object", "properties": {
+            "type": {"type": "string", "default": "PathPrefix"},
+            "value": {"type": "string", "default": "/"}}});
+        let backend = json!({"type": "object", "properties": {
+            "group": {"type": "string", "default": ""},
+            "kind": {"type": "string", "default": "Service"},
+            "name": {"type": "string"},
+            "weight": {"type": "integer", "default": 1}}});
+        let schema = json!({"type": "object", "properties": {
+            "metadata": {"type": "object", "properties": {"name": {"default": "x"}}},
+            "spec": {"type": "object", "properties": {
+                "rules": {"type": "array", "items": {"type": "object", "properties": {
+                    "matches": {"type": "array",
+                                "default": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                                "items": {"type": "object", "properties": {"path": path}}},
+                    "backendRefs": {"type": "array", "items": backend}}}},
+                "labels": {"type": "object", "additionalProperties": {"type": "object",
+                    "properties": {"on": {"type": "boolean", "default": true}}}},
+                "absent": {"type": "object", "properties": {"a": {"default": 1}}}}}}});
+        let mut object = json!({"metadata": {}, "spec": {
+            "rules": [{"backendRefs": [{"name": "shop", "weight": 5}]},
+                      {"matches": [{"path": {"value": "/a"}}]}],
+            "labels": {"x": {}}}});
+        apply_defaults(&schema, &mut object, true);
+        assert_eq!(
+            object,
+            json!({"metadata": {}, "spec": {
+                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                           "backendRefs": [{"group": "", "kind": "Service", "name": "shop",
+                                            "weight": 5}]},
+                          {"matches": [{"path": {"type": "PathPrefix", "value": "/a"}}]}],
+                "labels": {"x": {"on": true}}}})
+        );
+    }
+
+    #[test]
+    fn below_the_root_a_field_named_metadata_is_an_ordinary_field() {
+        let mut errors = Vec::new();
+        let nested = json!({"spec": {"metadata": {"name": "x"}}});
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "properties": {"metadata": {"type": "object"}}}}});
+        validate(&schema, &nested, "", true, &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
     }
 
     #[test]

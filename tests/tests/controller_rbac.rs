@@ -5,8 +5,10 @@
 //! with the ClusterRoles both ways: a missing verb would fail in a cluster, a granted verb the
 //! code never uses is privilege nobody needs (no `delete` on the user's objects, for one).
 //! The operator's roles are also checked by where each request goes, as they are bound: the
-//! rollout's namespace, the gateway's (`istio-system`, where the shared WasmPlugin lives) and
-//! all namespaces (the one list that finds the plugins stickyctl manages).
+//! rollout's namespace, the gateways' (`istio-system`, where the ingress gateway's shared
+//! WasmPlugin lives, and `istio-ingress`, the Gateway API gateway's) and all namespaces (the
+//! one list that finds the plugins stickyctl manages). Both run a rollout on each routing
+//! API: the VirtualService, then the HTTPRoute (with its per-version Services).
 //!
 //! Fake-only: it reads the fake's log of every request, which a real server does not give a
 //! test. `real_apiserver.rs` runs the controller as its ServiceAccount on a real RBAC
@@ -16,13 +18,15 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use api::{StickyCanary, StickyCanarySpec};
+use api::{Proxies, StickyCanary, StickyCanarySpec, TargetRef};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sticky_canary_filter::VersionWeight;
 use sticky_canary_tests::fake_apiserver::parse_path;
 use sticky_canary_tests::{repo_root, RecordedRequest};
-use support::{cluster, eventually, names, Cluster, GATEWAY_NS, NS};
+use support::{
+    cluster, eventually, names, Cluster, GATEWAY_API_NS, GATEWAY_NS, NS, SHOP_HOST, SVC,
+};
 
 /// `(apiGroup, resource[/subresource], verb)`.
 type Permission = (String, String, String);
@@ -240,7 +244,6 @@ async fn the_controller_role_is_what_the_controller_uses() {
             .is_none()
     })
     .await;
-    drop(controller);
     assert!(
         names(&c.get("networking.istio.io/v1", "VirtualService", "shop")["spec"]["http"])
             .iter()
@@ -248,7 +251,91 @@ async fn the_controller_role_is_what_the_controller_uses() {
         "cleaned up"
     );
     assert!(c.legacy_plugin().is_none() && c.gateway_plugin().is_none());
+
+    // The same service on the HTTPRoute API: the user moved it to a Gateway API gateway.
+    c.delete("networking.istio.io/v1", "VirtualService", NS, "shop")
+        .unwrap();
+    let route = c.seed_http_route();
+    let mut spec = StickyCanarySpec::new(SHOP_HOST, "v1");
+    spec.versions = vec![
+        VersionWeight::new("v1", 90.0),
+        VersionWeight::new("v2", 10.0),
+    ];
+    spec.plugin.gateways = Some(vec![public_gateway()]);
+    let mut rollout = serde_json::to_value(StickyCanary::new("shop", spec)).unwrap();
+    rollout["metadata"]["namespace"] = json!(NS);
+    c.create(rollout)
+        .expect("create the HTTPRoute rollout (GitOps)");
+    eventually("the HTTPRoute rollout is applied", || {
+        c.rollout()["status"]["lastApplied"].is_object()
+            && c.http_route_rules().len() == 4
+            && c.services() == ["shop", "shop-v1", "shop-v2"]
+    })
+    .await;
+    // A weight change, with a port the user added to the service since: the version
+    // Services follow it (updated).
+    add_port(&c);
+    c.edit_rollout(|sc| {
+        sc["spec"]["versions"] =
+            json!([{"name": "v1", "weight": 80.0}, {"name": "v2", "weight": 20.0}]);
+    });
+    eventually("the new weights are applied", || {
+        c.gateway_api_weights()
+            .is_some_and(|w| w[1]["weight"] == 20.0)
+            && version_ports(&c, "shop-v2") == 2
+    })
+    .await;
+    // Aborted by GitOps: v2 leaves, its Service is deleted after the route left it.
+    c.edit_rollout(|sc| {
+        sc["spec"]["versions"] = json!([{"name": "v1", "weight": 100.0}]);
+    });
+    eventually("v2's Service is gone", || {
+        c.services() == ["shop", "shop-v1"] && c.http_route_rules().len() == 3
+    })
+    .await;
+    c.delete("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
+        .unwrap();
+    eventually("the HTTPRoute rollout is cleaned up and gone", || {
+        c.get_in("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
+            .is_none()
+    })
+    .await;
+    drop(controller);
+    assert_eq!(c.http_route()["spec"], route["spec"], "the route restored");
+    assert_eq!(c.services(), ["shop"]);
+    assert!(c.managed_plugins_in(GATEWAY_API_NS).is_empty());
     assert_eq!(used(&c), granted("stickyctl-controller"));
+}
+
+/// Where the HTTPRoute rollouts' filter runs: Gateway `public` of [`GATEWAY_API_NS`].
+fn public_gateway() -> Proxies {
+    Proxies {
+        namespace: Some(GATEWAY_API_NS.into()),
+        target_refs: vec![TargetRef {
+            group: "gateway.networking.k8s.io".into(),
+            kind: "Gateway".into(),
+            name: "public".into(),
+        }],
+        ..Proxies::default()
+    }
+}
+
+/// The user adds a port to Service `shop` (by hand, as `kubectl edit` would).
+fn add_port(c: &Cluster) {
+    c.update(SVC.0, SVC.1, NS, "shop", |service| {
+        service["spec"]["ports"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "grpc", "port": 9090, "targetPort": 9090}));
+    })
+    .expect("add a port to the user's Service");
+}
+
+/// How many ports version Service `name` has (0 when it is gone).
+fn version_ports(c: &Cluster, name: &str) -> usize {
+    c.get_in(SVC.0, SVC.1, NS, name)
+        .and_then(|s| s["spec"]["ports"].as_array().map(Vec::len))
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,6 +371,37 @@ async fn the_operator_role_is_what_the_cli_uses() {
     });
     c.ok(&["delete"]).await;
     assert!(c.legacy_plugin().is_none() && c.gateway_plugin().is_none());
+
+    // The same service on the HTTPRoute API: the user moved it to a Gateway API gateway.
+    c.delete("networking.istio.io/v1", "VirtualService", NS, "shop")
+        .unwrap();
+    let route = c.seed_http_route();
+    c.init_http_route(&[]).await;
+    for args in [
+        &["start", "--canary", "v2"][..],
+        &["set-weight", "10"],
+        &["status"],
+        &["render"],
+    ] {
+        c.ok(args).await;
+    }
+    assert_eq!(c.services(), ["shop", "shop-v1", "shop-v2"]);
+    // A weight change, with a port the user added to the service since: the version
+    // Services follow it (updated).
+    add_port(&c);
+    c.ok(&["set-weight", "30"]).await;
+    assert_eq!(version_ports(&c, "shop-v2"), 2);
+    // v2 promoted and finished: v1's Service is deleted; then v3 comes and is aborted.
+    c.ok(&["promote", "--finish"]).await;
+    assert_eq!(c.services(), ["shop", "shop-v2"]);
+    c.ok(&["start", "--canary", "v3"]).await;
+    c.ok(&["abort"]).await;
+    assert_eq!(c.services(), ["shop", "shop-v2"]);
+    c.ok(&["delete", "--dry-run"]).await;
+    c.ok(&["delete"]).await;
+    assert_eq!(c.http_route()["spec"], route["spec"], "the route restored");
+    assert_eq!(c.services(), ["shop"]);
+    assert!(c.managed_plugins_in(GATEWAY_API_NS).is_empty());
     // As the roles are bound: RoleBindings in the rollout's namespace and in the gateway's,
     // and a ClusterRoleBinding for the list across all namespaces.
     // And the question who it is, for the history, which every authenticated user may ask
@@ -298,6 +416,11 @@ async fn the_operator_role_is_what_the_cli_uses() {
         (None, cluster_wide),
         (
             Some(GATEWAY_NS.to_owned()),
+            granted("stickyctl-operator-proxies"),
+        ),
+        // The Gateway API gateway's namespace, where its plugin lives.
+        (
+            Some(GATEWAY_API_NS.to_owned()),
             granted("stickyctl-operator-proxies"),
         ),
         (Some(NS.to_owned()), granted("stickyctl-operator")),

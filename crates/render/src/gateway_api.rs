@@ -161,7 +161,28 @@ pub(crate) fn desired(
         route.get("spec").unwrap_or(&json!({})),
         &managed,
     )?;
-    let route_final = Write::put(Kind::HttpRoute, with_spec(route, route_spec));
+    // The route may carry other rollouts' rules too (services path-routed on one host): the
+    // rollout owns only its own, so another rollout's change is no change of this one.
+    let own_rules: BTreeSet<String> = routed
+        .iter()
+        .map(|(version, _)| httproute::rule_name(rollout, version))
+        .chain([httproute::default_rule_name(rollout)])
+        .collect();
+    let owned_rules: Vec<&Value> = route_spec["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|rule| {
+            rule["name"]
+                .as_str()
+                .is_some_and(|name| own_rules.contains(name))
+        })
+        .collect();
+    let owned = json!({"httpRoute": format!("{namespace}/{route_name}"), "rules": owned_rules});
+    let route_final = Write {
+        owned,
+        ..Write::put(Kind::HttpRoute, with_spec(route, route_spec))
+    };
 
     let names: Vec<&str> = routed.iter().map(|(_, s)| s.as_str()).collect();
     let hosts = services::filter_services(&spec.service, &names)?;
@@ -467,6 +488,64 @@ mod tests {
         assert_eq!(live.http_routes, original.http_routes);
         assert_eq!(live.services.len(), 2, "{:?}", live.services.keys());
         assert!(tear_down("shop", "prod", &s, &live).is_empty());
+    }
+
+    #[test]
+    fn another_rollouts_rules_in_the_same_route_are_no_change_of_this_one() {
+        // Services path-routed on one host: `shop` and `cart` in one HTTPRoute.
+        let mut live = live();
+        let cart_rule = json!({"matches": [{"path": {"type": "PathPrefix", "value": "/cart"}}],
+                               "backendRefs": [{"name": "cart", "port": 80}]});
+        live.http_routes[0]["spec"]["rules"]
+            .as_array_mut()
+            .unwrap()
+            .push(cart_rule);
+        let mut cart_parent = parent();
+        cart_parent["metadata"]["name"] = json!("cart");
+        cart_parent["spec"]["selector"] = json!({"app": "cart"});
+        live.services.insert("cart".into(), cart_parent);
+        let shop = spec(&[("v1", 90.0), ("v2", 10.0)]);
+        let mut cart = spec(&[("v1", 100.0)]);
+        cart.service = "cart.prod.svc.cluster.local".into();
+        let writes = render("shop", "prod", &shop, None, &live).unwrap().writes;
+        apply(&mut live, &writes);
+        let owned = |live: &Live| {
+            let d = render("shop", "prod", &shop, None, live).unwrap();
+            let route = d
+                .objects
+                .iter()
+                .find(|w| w.kind == Kind::HttpRoute)
+                .unwrap();
+            route.owned.clone()
+        };
+        let before = owned(&live);
+        assert_eq!(before["httpRoute"], "prod/storefront");
+        assert_eq!(
+            before["rules"].as_array().map(Vec::len),
+            Some(3),
+            "{before:#}"
+        );
+        // Cart's rollout comes, then its canary: shop's part of the route is unchanged.
+        for versions in [&[("v1", 100.0)][..], &[("v1", 50.0), ("v2", 50.0)]] {
+            cart.versions = versions
+                .iter()
+                .map(|&(name, weight)| VersionWeight::new(name, weight))
+                .collect();
+            let writes = render("cart", "prod", &cart, None, &live).unwrap().writes;
+            assert!(!writes.is_empty());
+            apply(&mut live, &writes);
+            assert!(render("shop", "prod", &shop, None, &live)
+                .unwrap()
+                .writes
+                .is_empty());
+            assert_eq!(owned(&live), before);
+        }
+        assert_eq!(rule_names(&live).len(), 8, "{:?}", rule_names(&live));
+        // A change of shop's own is one.
+        let mut user = live.clone();
+        user.http_routes[0]["spec"]["rules"][3]["matches"] =
+            json!([{"path": {"type": "PathPrefix", "value": "/shop"}}]);
+        assert_ne!(owned(&user), before);
     }
 
     #[test]

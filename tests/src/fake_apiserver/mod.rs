@@ -128,6 +128,14 @@ impl FakeApiServer {
         self.shared.store().fail_next_writes(count);
     }
 
+    /// Makes the next `count` writes of object `name` of `plural` (`httproutes`), in any
+    /// namespace, fail with a 409 Conflict without changing anything (dry runs do not count):
+    /// a conflict storm on one object, as when another writer keeps changing it, while
+    /// writes of everything else go through.
+    pub fn fail_next_writes_of(&self, plural: &str, name: &str, count: usize) {
+        self.shared.store().fail_next_writes_of(plural, name, count);
+    }
+
     /// Lets `successes` writes through (create, replace, patch, delete; dry runs do not count),
     /// then fails the next one with a 500 without changing anything: a failure mid-change.
     pub fn fail_write_after(&self, successes: usize) {

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::api_error::ApiError;
+use super::builtin_kinds::{is_service, service_defaults};
 use super::faults::{Fate, Faults, Snapshot};
 use super::field_ownership::FieldOwners;
 use super::patch::{self, PatchKind};
@@ -122,6 +123,8 @@ pub struct Store {
     compacted_through: u64,
     events: broadcast::Sender<Arc<Event>>,
     injected_conflicts: usize,
+    /// `(plural, name, count)`: the next `count` writes of that object fail with 409.
+    injected_object_conflicts: Vec<(String, String, usize)>,
     /// Writes to let through before one fails with a 500 (`None`: no failure injected).
     injected_failure: Option<usize>,
     /// Watch faults, which decide each event's fate.
@@ -188,6 +191,7 @@ impl Store {
             compacted_through: 0,
             events,
             injected_conflicts: 0,
+            injected_object_conflicts: Vec::new(),
             injected_failure: None,
             faults,
         }
@@ -206,6 +210,7 @@ impl Store {
             compacted_through: self.last_resource_version,
             events: broadcast::channel(1).0,
             injected_conflicts: 0,
+            injected_object_conflicts: Vec::new(),
             injected_failure: None,
             faults: Arc::default(),
         }
@@ -226,6 +231,16 @@ impl Store {
         self.injected_conflicts = count;
     }
 
+    /// Makes the next `count` writes (create, replace, patch, delete; dry runs do not count)
+    /// of object `name` of `plural`, in any namespace, fail with 409 Conflict: a storm on one
+    /// object, others written meanwhile as usual.
+    pub fn fail_next_writes_of(&mut self, plural: &str, name: &str, count: usize) {
+        self.injected_object_conflicts
+            .retain(|(p, n, _)| !(p == plural && n == name));
+        self.injected_object_conflicts
+            .push((plural.to_owned(), name.to_owned(), count));
+    }
+
     /// Lets `successes` writes through, then fails the next one with a 500 Internal Server
     /// Error without changing anything (once): a server failing in the middle of a change.
     pub fn fail_write_after(&mut self, successes: usize) {
@@ -236,6 +251,16 @@ impl Store {
     fn injected_fault(&mut self, resource: &ResourceKind, name: &str) -> Result<(), ApiError> {
         if self.injected_conflicts > 0 {
             self.injected_conflicts -= 1;
+            return Err(ApiError::conflict(resource, name));
+        }
+        let storm = self
+            .injected_object_conflicts
+            .iter_mut()
+            .find(|(plural, object, left)| {
+                *plural == resource.plural && object == name && *left > 0
+            });
+        if let Some((_, _, left)) = storm {
+            *left -= 1;
             return Err(ApiError::conflict(resource, name));
         }
         match self.injected_failure {
@@ -638,6 +663,15 @@ impl Store {
                 meta["generation"] = json!(1);
                 set_or_remove(meta, "deletionTimestamp", None);
             }
+        }
+        self.crds.apply_defaults(&mut object);
+        if part == Part::Main && is_service(&target.resource.group, &target.resource.kind) {
+            service_defaults(
+                &mut object,
+                current.as_ref(),
+                self.last_resource_version + 1,
+            )
+            .map_err(|errors| ApiError::invalid(target.resource, &key.name, &errors))?;
         }
         if let Err(errors) = self.crds.validate(&object) {
             return Err(ApiError::invalid(target.resource, &key.name, &errors));

@@ -57,6 +57,40 @@ pub const WP: (&str, &str) = ("extensions.istio.io/v1alpha1", "WasmPlugin");
 pub const SC: (&str, &str) = ("stickycanary.io/v1alpha1", "StickyCanary");
 /// apiVersion and kind of the Gateway API's HTTPRoute.
 pub const HTTPROUTE: (&str, &str) = ("gateway.networking.k8s.io/v1", "HTTPRoute");
+/// Where the Gateway API gateway of the HTTPRoute API's tests runs (Gateway `public`), and so
+/// the WasmPlugin of its rollouts.
+pub const GATEWAY_API_NS: &str = "istio-ingress";
+/// apiVersion and kind of a core Service.
+pub const SVC: (&str, &str) = ("v1", "Service");
+/// Service `shop`'s full host, which the HTTPRoute API needs in `spec.service`.
+pub const SHOP_HOST: &str = "shop.prod.svc.cluster.local";
+/// The user's HTTPRoute to service `shop` in the HTTPRoute API's tests.
+pub const ROUTE: &str = "storefront";
+/// The label stickyctl puts on what it writes.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "stickyctl");
+
+/// The user's HTTPRoute `storefront` to Service `shop` through Gateway `public` of
+/// [`GATEWAY_API_NS`], as a user writes it: the server fills in the defaults of Gateway
+/// API's schema (the path match's type, the backend's group, kind and weight, the parent's
+/// group and kind), the fake as the real one.
+pub fn storefront_route() -> Value {
+    json!({"apiVersion": HTTPROUTE.0, "kind": HTTPROUTE.1,
+        "metadata": {"name": ROUTE, "namespace": NS},
+        "spec": {
+            "parentRefs": [{"name": "public", "namespace": GATEWAY_API_NS}],
+            "hostnames": ["shop.example.com"],
+            "rules": [{"matches": [{"path": {"value": "/shop"}}],
+                       "backendRefs": [{"name": "shop", "port": 80}]}]}})
+}
+
+/// The user's Service `shop`: every version's pods (`app: shop`), port 80 to 8080.
+pub fn shop_service() -> Value {
+    json!({"apiVersion": SVC.0, "kind": SVC.1,
+        "metadata": {"name": "shop", "namespace": NS, "labels": {"app": "shop"}},
+        "spec": {"selector": {"app": "shop"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+}
+
 /// The kinds stickyctl writes (and the tests seed): what a real-backend test starts without,
 /// and whose writes [`Cluster::writes`] reports there.
 const WRITTEN_KINDS: [(&str, &str); 4] = [
@@ -115,18 +149,26 @@ pub enum Backend {
 
 impl Backend {
     /// A cluster with the demo service's VirtualService; `None` (after a loud banner) when
-    /// Istio's CRDs are not available outside CI.
+    /// Istio's CRDs (or, on the fake, the Gateway API's) are not available outside CI.
     pub fn cluster_with(self, http: Value) -> Option<Cluster> {
-        let api = match self {
-            Backend::Fake => ApiServer::Fake(FakeApiServer::start(all_crds()?)),
-            Backend::Real => ApiServer::Real(Real::take_turn()?),
-        };
-        Some(Cluster::around(api, http))
+        Some(Cluster::around(self.api()?, http))
+    }
+
+    /// A cluster with nothing of the user's in it yet; `None` as [`Backend::cluster_with`].
+    pub fn empty_cluster(self) -> Option<Cluster> {
+        Some(Cluster::bare(self.api()?))
     }
 
     /// [`Backend::cluster_with`] the user's one route to the service.
     pub fn cluster(self) -> Option<Cluster> {
         self.cluster_with(users_route())
+    }
+
+    fn api(self) -> Option<ApiServer> {
+        Some(match self {
+            Backend::Fake => ApiServer::Fake(FakeApiServer::start(all_crds()?)),
+            Backend::Real => ApiServer::Real(Real::take_turn()?),
+        })
     }
 }
 
@@ -136,25 +178,16 @@ fn users_route() -> Value {
         "route": [{"destination": {"host": "shop", "port": {"number": 8080}}}]}])
 }
 
-/// A fake cluster ([`Backend::cluster`]) whose API also serves the Gateway API's HTTPRoute
-/// (its CRD beside Istio's and ours); `None` (after a loud banner) when either CRD file is
-/// missing outside CI.
+/// A fake cluster ([`Backend::cluster`]) whose API also serves the Gateway API's HTTPRoute:
+/// every fake does now ([`all_crds`] has the Gateway API's CRDs); `None` (after a loud
+/// banner) when a CRD file is missing outside CI.
 pub fn fake_cluster_serving_httproutes() -> Option<Cluster> {
-    let mut crds = all_crds()?;
-    let httproute = sticky_canary_tests::crds_path::httproute_crd()?;
-    crds.merge(
-        sticky_canary_tests::CrdSet::from_yaml_str(&httproute, "the HTTPRoute CRD")
-            .unwrap_or_else(|e| panic!("{e:?}")),
-    );
-    Some(Cluster::around(
-        ApiServer::Fake(FakeApiServer::start(crds)),
-        users_route(),
-    ))
+    Backend::Fake.cluster()
 }
 
 impl Cluster {
-    /// The cluster of `api`, with the demo service's VirtualService of `http` routes.
-    fn around(api: ApiServer, http: Value) -> Cluster {
+    /// The cluster of `api`, with nothing of the user's in it.
+    fn bare(api: ApiServer) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let kubeconfig = dir.path().join("kubeconfig");
         match &api {
@@ -165,11 +198,16 @@ impl Cluster {
                 std::fs::copy(&real.kubeconfig, &kubeconfig).expect("copy the kubeconfig");
             }
         }
-        let cluster = Cluster {
+        Cluster {
             api,
             kubeconfig,
             _dir: dir,
-        };
+        }
+    }
+
+    /// The cluster of `api`, with the demo service's VirtualService of `http` routes.
+    fn around(api: ApiServer, http: Value) -> Cluster {
+        let cluster = Self::bare(api);
         cluster
             .create(
                 json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
@@ -381,7 +419,7 @@ impl Cluster {
     /// Has the real API server serve the Gateway API's HTTPRoute: its CRD (from
     /// [`sticky_canary_tests::crds_path::httproute_crd`]) applied, idempotently, and HTTPRoutes
     /// listed in [`NS`]. `false` (after a loud banner) when the CRD file is missing outside
-    /// CI; panics on the fake backend, which is not given the Gateway API's CRDs.
+    /// CI; panics on the fake backend, which serves them from the start ([`all_crds`]).
     pub fn serve_httproutes(&self) -> bool {
         assert_eq!(
             self.backend(),
@@ -591,6 +629,84 @@ impl Cluster {
             .map(|v| format!("sticky-canary-shop-{v}"))
             .collect();
         assert_eq!(routes, expected_routes);
+    }
+
+    /// Seeds what a user of the HTTPRoute API has: Service `shop` and HTTPRoute `storefront`
+    /// to it ([`shop_service`], [`storefront_route`]); the route as stored.
+    pub fn seed_http_route(&self) -> Value {
+        self.create(shop_service())
+            .expect("create the user's Service");
+        self.create(storefront_route())
+            .expect("create the user's HTTPRoute")
+    }
+
+    /// The user's HTTPRoute `storefront`.
+    pub fn http_route(&self) -> Value {
+        self.get(HTTPROUTE.0, HTTPROUTE.1, ROUTE)
+    }
+
+    /// The names of the HTTPRoute's rules, in order, `(user's)` for an unnamed one.
+    pub fn http_route_rules(&self) -> Vec<String> {
+        self.http_route()["spec"]["rules"]
+            .as_array()
+            .map(|rules| {
+                rules
+                    .iter()
+                    .map(|r| r["name"].as_str().unwrap_or("(user's)").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The names of the Services of [`NS`], in order.
+    pub fn services(&self) -> Vec<String> {
+        self.list(SVC.0, SVC.1)
+            .iter()
+            .filter(|s| s["metadata"]["namespace"] == NS)
+            .filter_map(|s| s["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The WasmPlugins stickyctl manages in `namespace`.
+    pub fn managed_plugins_in(&self, namespace: &str) -> Vec<Value> {
+        self.list(WP.0, WP.1)
+            .into_iter()
+            .filter(|p| {
+                p["metadata"]["namespace"] == namespace
+                    && p["metadata"]["labels"][MANAGED_BY.0] == MANAGED_BY.1
+            })
+            .collect()
+    }
+
+    /// The versions and weights of rollout `shop` in the one managed WasmPlugin of the
+    /// Gateway API gateway's namespace ([`GATEWAY_API_NS`]), if it is there.
+    pub fn gateway_api_weights(&self) -> Option<Value> {
+        let key = format!("{NS}/shop");
+        let plugins = self.managed_plugins_in(GATEWAY_API_NS);
+        let [plugin] = &plugins[..] else { return None };
+        plugin["spec"]["pluginConfig"]["rollouts"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == key.as_str())
+            .map(|e| e["config"]["versions"].clone())
+    }
+
+    /// `stickyctl init` of Service `shop` by its full host at stable `v1` on the HTTPRoute API
+    /// (detected), the filter on Gateway `public` of [`GATEWAY_API_NS`]; `extra` flags after.
+    pub async fn init_http_route(&self, extra: &[&str]) -> String {
+        let mut args = vec![
+            "init",
+            "--service",
+            SHOP_HOST,
+            "--stable",
+            "v1",
+            "--target-ref",
+            "Gateway/public",
+            "--gateway-namespace",
+            GATEWAY_API_NS,
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args).await
     }
 
     /// `stickyctl init` of service `shop` at stable `v1`, on the default placement: the

@@ -19,7 +19,7 @@ use sticky_canary_filter::PluginConfig;
 
 use super::{Doc, Plan, Target};
 use crate::error::{Changed, Error};
-use api::{RoutingApi, StickyCanary, StickyCanaryStatus};
+use api::{RoutingApi, StickyCanary, StickyCanarySpec, StickyCanaryStatus};
 use render::istio::{self, Kind, Live};
 use render::wasmplugin::{MANAGED_BY, MANAGED_BY_LABEL};
 use render::{placement, seal};
@@ -146,17 +146,14 @@ impl KubeTarget {
     }
 
     /// The Services an HTTPRoute rollout renders from: its service, the version Services
-    /// stickyctl made (labelled as its own) and those the spec names.
+    /// stickyctl made (labelled as its own) and those of the spec's versions by name.
     async fn services(&self, canary: &StickyCanary) -> Result<BTreeMap<String, Value>, Error> {
         let managed = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
         let mut out = BTreeMap::new();
         for service in self.list(Kind::Service, &managed).await? {
             out.insert(istio::namespace_and_name(&service).1, service);
         }
-        let spec = &canary.spec;
-        let named = std::iter::once(istio::object_name(Kind::Service, &self.name, spec))
-            .chain(spec.routing.version_services.values().cloned());
-        for name in named {
+        for name in service_names(&self.name, &canary.spec) {
             if let btree_map::Entry::Vacant(entry) = out.entry(name) {
                 if let Some(service) = self.read(Kind::Service, entry.key()).await? {
                     entry.insert(service);
@@ -239,6 +236,21 @@ impl KubeTarget {
             saved => saved.map(drop),
         }
     }
+}
+
+/// The Services an HTTPRoute rollout `name` reads by name: its service, and every version's
+/// Service, the user's (`routing.versionServices`) and the default `<service>-<version>` alike:
+/// a default name taken by a Service that is not stickyctl's must be seen, so that it is
+/// refused by name instead of created over (a 409 AlreadyExists, retried as a conflict).
+fn service_names(name: &str, spec: &StickyCanarySpec) -> Vec<String> {
+    let mut names = vec![istio::object_name(Kind::Service, name, spec)];
+    let versions = spec.versions.iter().map(|v| spec.version_service(&v.name));
+    for service in versions.chain(spec.routing.version_services.values().cloned()) {
+        if !names.contains(&service) {
+            names.push(service);
+        }
+    }
+    names
 }
 
 /// Where the API serves `kind`.
@@ -518,6 +530,26 @@ mod tests {
             refused(what)(Error::Kube(api_error(500))),
             Error::Kube(_)
         ));
+    }
+
+    #[test]
+    fn every_versions_service_is_read_by_name_the_default_names_too() {
+        let mut spec = StickyCanarySpec::new("shop.prod.svc.cluster.local", "v1");
+        spec.versions = vec![
+            sticky_canary_filter::VersionWeight::new("v1", 90.0),
+            sticky_canary_filter::VersionWeight::new("v2", 10.0),
+        ];
+        spec.routing
+            .version_services
+            .insert("v2".into(), "shop-canary".into());
+        // A user-named Service of a version no longer routed is still read (it is theirs).
+        spec.routing
+            .version_services
+            .insert("v0".into(), "shop-old".into());
+        assert_eq!(
+            service_names("shop", &spec),
+            ["shop", "shop-v1", "shop-canary", "shop-old"]
+        );
     }
 
     #[test]
