@@ -81,12 +81,7 @@ fn the_gateway_api_guide_runs_against_a_real_control_plane() {
         ]
     );
     let plugins = plane
-        .list(
-            "extensions.istio.io/v1alpha1",
-            "WasmPlugin",
-            GATEWAY_NS,
-            "",
-        )
+        .list("extensions.istio.io/v1alpha1", "WasmPlugin", GATEWAY_NS, "")
         .unwrap();
     assert_eq!(plugins.len(), 1, "one plugin in the Gateway's namespace");
     assert_eq!(

@@ -530,3 +530,29 @@ async fn a_version_service_name_taken_by_someone_else_is_refused_with_nothing_wr
     assert_eq!(c.http_route()["spec"], route["spec"]);
     assert_eq!(c.services(), ["shop", "shop-v2"], "theirs stays");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_repairs_a_hand_edited_route_and_a_deleted_version_service_at_once() {
+    let Some((c, _)) = cluster() else { return };
+    c.init_http_route(&[]).await;
+    c.ok(&["start", "--canary", "v2"]).await;
+    c.ok(&["set-weight", "10"]).await;
+    let rules = c.http_route_rules();
+    let controller = c.start_controller();
+    // Within `eventually`'s minute, long before the resync (300 s): the watches of the route
+    // and of the version Services.
+    c.update(HTTPROUTE.0, HTTPROUTE.1, NS, ROUTE, |route| {
+        route["spec"]["rules"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|r| r["name"] != "sticky-canary.shop.v-v2");
+    })
+    .unwrap();
+    support::eventually("the managed rule is back", || c.http_route_rules() == rules).await;
+    c.delete(SVC.0, SVC.1, NS, "shop-v2").unwrap();
+    support::eventually("shop-v2 is back", || {
+        c.services().contains(&"shop-v2".to_owned())
+    })
+    .await;
+    drop(controller);
+}
