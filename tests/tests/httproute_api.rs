@@ -111,7 +111,8 @@ async fn init_detects_the_api_and_a_version_service_is_made_before_and_deleted_a
         "{rollout:#}"
     );
     assert_eq!(c.services(), ["shop", "shop-v1"]);
-    // The Service before the route (the write log), then the plugin, then the route.
+    // The Service, then the route (its rule in before any request is stamped with the
+    // version), then the plugin (the write log).
     let service =
         first_write(&c, "POST", "/api/v1/namespaces/prod/services").expect("a Service created");
     let plugin = first_write(
@@ -122,7 +123,11 @@ async fn init_detects_the_api_and_a_version_service_is_made_before_and_deleted_a
     .expect("the Gateway's plugin created");
     let put_route =
         first_write(&c, "PUT", &format!("/httproutes/{ROUTE}")).expect("the route updated");
-    assert!(service < plugin && plugin < put_route, "{:#?}", c.writes());
+    assert!(
+        service < put_route && put_route < plugin,
+        "{:#?}",
+        c.writes()
+    );
 
     c.ok(&["start", "--canary", "v2"]).await;
     c.ok(&["set-weight", "10"]).await;

@@ -3,9 +3,11 @@
 //! ([`httproute`]), and its entry in the shared plugins, listing the service and every version
 //! Service, since the filter reads the rollout off the cluster a route chose.
 //!
-//! Make before break, as for subsets: a version's Service is applied before any rule sends to
-//! it, then the plugins and the route switch traffic, then the rollout leaves the plugins of
-//! groups it is no longer placed on, and only then are the Services nothing routes to deleted.
+//! Make before break: a version's Service is applied before any rule sends to it, and its
+//! rule before the plugins stamp requests with it (so no stamped request meets a route
+//! without its rule); then the plugins switch, then the route drops the rules of versions no
+//! longer stamped, then the rollout leaves the plugins of groups it is no longer placed on,
+//! and only then are the Services nothing routes to deleted.
 
 use std::collections::BTreeSet;
 
@@ -155,12 +157,24 @@ pub(crate) fn desired(
             httproute::check_other_route(&name, namespace, other_spec, &managed, &route_name)?;
         }
     }
-    let route_spec = httproute::edit(
-        &route_name,
-        namespace,
-        route.get("spec").unwrap_or(&json!({})),
-        &managed,
-    )?;
+    let live_spec = route.get("spec").unwrap_or(&json!({})).clone();
+    let route_spec = httproute::edit(&route_name, namespace, &live_spec, &managed)?;
+    // A new version's rule goes in before the plugins stamp it, and a leaving version's stays
+    // until they no longer do: first the route with both, then the plugins, then the route.
+    let mut both = routed.clone();
+    for (version, service) in httproute::managed_versions(&live_spec, rollout) {
+        if !both.iter().any(|(v, _)| *v == version) {
+            both.push((version, service));
+        }
+    }
+    let with_leaving = httproute::ManagedRules {
+        versions: both.iter().map(|(v, s)| (v.as_str(), s.as_str())).collect(),
+        ..managed.clone()
+    };
+    let route_first = with_spec(
+        route,
+        httproute::edit(&route_name, namespace, &live_spec, &with_leaving)?,
+    );
     // The route may carry other rollouts' rules too (services path-routed on one host): the
     // rollout owns only its own, so another rollout's change is no change of this one.
     let own_rules: BTreeSet<String> = routed
@@ -200,17 +214,26 @@ pub(crate) fn desired(
     objects.push(route_final);
     objects.extend(service_writes);
     let changed = |w: &&Write| !same_opt(live.get(w.kind, &w.object), Some(&w.object));
-    let mut writes: Vec<Write> = objects
-        .iter()
-        .filter(|w| w.kind == Kind::Service)
-        .filter(changed)
-        .cloned()
-        .collect();
-    writes.extend(
-        objects
+    let of = |kind: Kind| objects.iter().filter(move |w| w.kind == kind);
+    let mut writes: Vec<Write> = of(Kind::Service).filter(changed).cloned().collect();
+    let adds = routed.iter().any(|(v, _)| {
+        !httproute::managed_versions(&live_spec, rollout)
             .iter()
-            .filter(|w| w.kind != Kind::Service)
-            .filter(changed)
+            .any(|(l, _)| l == v)
+    });
+    let mut route_now = route.clone();
+    if adds && !same_opt(Some(&route_now), Some(&route_first)) {
+        let final_owned = of(Kind::HttpRoute).next().map(|w| w.owned.clone());
+        writes.push(Write {
+            owned: final_owned.unwrap_or_default(),
+            ..Write::put(Kind::HttpRoute, route_first.clone())
+        });
+        route_now = route_first;
+    }
+    writes.extend(of(Kind::WasmPlugin).filter(changed).cloned());
+    writes.extend(
+        of(Kind::HttpRoute)
+            .filter(|w| !same_opt(Some(&route_now), Some(&w.object)))
             .cloned(),
     );
     writes.extend(leaving);
@@ -383,11 +406,11 @@ mod tests {
             steps(&d.writes),
             [
                 (Kind::Service, "shop-v1".into(), false),
-                (Kind::WasmPlugin, PLUGIN.into(), false),
                 (Kind::HttpRoute, "storefront".into(), false),
+                (Kind::WasmPlugin, PLUGIN.into(), false),
             ]
         );
-        let plugin = &d.writes[1].object;
+        let plugin = &d.writes[2].object;
         assert_eq!(plugin["metadata"]["namespace"], "istio-ingress");
         assert_eq!(
             plugin["spec"]["pluginConfig"]["rollouts"][0]["services"],
@@ -420,8 +443,8 @@ mod tests {
             steps(&d.writes),
             [
                 (Kind::Service, "shop-v2".into(), false),
-                (Kind::WasmPlugin, PLUGIN.into(), false),
                 (Kind::HttpRoute, "storefront".into(), false),
+                (Kind::WasmPlugin, PLUGIN.into(), false),
             ]
         );
         assert_eq!(
@@ -450,6 +473,56 @@ mod tests {
         );
         apply(&mut live, &d.writes);
         assert!(!live.services.contains_key("shop-v2"));
+    }
+
+    #[test]
+    fn a_new_versions_rule_is_in_before_the_filter_stamps_it_and_a_leaving_ones_after() {
+        let mut live = live();
+        let two = spec(&[("v1", 90.0), ("v2", 10.0)]);
+        let writes = render("shop", "prod", &two, None, &live).unwrap().writes;
+        apply(&mut live, &writes);
+        let three = spec(&[("v1", 90.0), ("v3", 10.0)]);
+        let d = render("shop", "prod", &three, None, &live).unwrap();
+        assert_eq!(
+            steps(&d.writes),
+            [
+                (Kind::Service, "shop-v3".into(), false),
+                (Kind::HttpRoute, "storefront".into(), false),
+                (Kind::WasmPlugin, PLUGIN.into(), false),
+                (Kind::HttpRoute, "storefront".into(), false),
+                (Kind::Service, "shop-v2".into(), true),
+            ]
+        );
+        let rules = |w: &Write| -> Vec<String> {
+            w.object["spec"]["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(
+            rules(&d.writes[1]),
+            [
+                "sticky-canary.shop.v-v1",
+                "sticky-canary.shop.v-v3",
+                "sticky-canary.shop.v-v2",
+                "sticky-canary.shop.default"
+            ]
+        );
+        assert_eq!(
+            rules(&d.writes[3]),
+            [
+                "sticky-canary.shop.v-v1",
+                "sticky-canary.shop.v-v3",
+                "sticky-canary.shop.default"
+            ]
+        );
+        apply(&mut live, &d.writes);
+        assert!(render("shop", "prod", &three, None, &live)
+            .unwrap()
+            .writes
+            .is_empty());
     }
 
     #[test]

@@ -425,6 +425,23 @@ fn with_header_edit(filters: Option<&Value>, header: &str, edit: HeaderEdit) -> 
     filters
 }
 
+/// The versions rollout `rollout`'s rules in route `spec` send to, with their Services, in
+/// order: what the route routes now, which a change keeps until the filter stops stamping them.
+pub fn managed_versions(spec: &Value, rollout: &str) -> Vec<(String, String)> {
+    let prefix = rule_name(rollout, "");
+    spec.get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|rule| is_managed(rule, rollout))
+        .filter_map(|rule| {
+            let version = rule.get("name")?.as_str()?.strip_prefix(&prefix)?;
+            let service = backend_refs(rule).next()?.get("name")?.as_str()?;
+            Some((version.to_owned(), service.to_owned()))
+        })
+        .collect()
+}
+
 /// Whether a rule is one of rollout `rollout`'s managed rules, by its name alone.
 fn is_managed(rule: &Value, rollout: &str) -> bool {
     rule.get("name")
