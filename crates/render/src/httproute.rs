@@ -26,7 +26,7 @@
 use serde_json::{json, Map, Value};
 use sticky_canary_filter::names::{is_dns_name, quoted};
 
-use super::EditError;
+use super::{EditError, HeaderEdit};
 
 /// API version of Gateway API's HTTPRoute.
 pub const API_VERSION: &str = "gateway.networking.k8s.io/v1";
@@ -375,17 +375,6 @@ fn managed_group(
         ));
     }
     group
-}
-
-/// What a managed rule does to the version header before the upstream.
-#[derive(Debug, Clone, Copy)]
-enum HeaderEdit<'a> {
-    /// Leave it as the request carries it.
-    Keep,
-    /// Replace the sealed stamp with the plain version, the value services propagate.
-    Set(&'a str),
-    /// Drop it.
-    Remove,
 }
 
 /// The user rule's filters with `edit` of the header in its RequestHeaderModifier (Gateway API

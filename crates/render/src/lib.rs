@@ -65,6 +65,17 @@ mod tests {
     }
 }
 
+/// What a managed route or rule does to the version header before the upstream.
+#[derive(Debug, Clone, Copy)]
+enum HeaderEdit<'a> {
+    /// Leave it as the request carries it.
+    Keep,
+    /// Replace the sealed stamp with the plain version, the value services propagate.
+    Set(&'a str),
+    /// Drop it.
+    Remove,
+}
+
 /// Why the user's Istio objects cannot take the managed routes and subsets; raised before
 /// anything is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -19,7 +19,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::EditError;
+use super::{EditError, HeaderEdit};
 use api::names::subset_name;
 
 /// API version of Istio's VirtualService.
@@ -192,17 +192,6 @@ fn managed_group(routes: &ManagedRoutes, header: &str, user: &Value) -> Vec<Valu
         ));
     }
     group
-}
-
-/// What a managed route does to the version header before the upstream.
-#[derive(Debug, Clone, Copy)]
-enum HeaderEdit<'a> {
-    /// Leave it as the request carries it.
-    Keep,
-    /// Replace the sealed stamp with the plain version, the value services propagate.
-    Set(&'a str),
-    /// Drop it.
-    Remove,
 }
 
 /// Adds `edit` of request header `header` to a route's `headers.request`, next to the user

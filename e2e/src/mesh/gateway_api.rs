@@ -271,19 +271,7 @@ impl GatewayApiStack {
                 next_workload = next_workload.checked_add(1).ok_or_else(|| {
                     anyhow!("more workloads than addresses in 127.0.{block}.0/24")
                 })?;
-                let call: Vec<String> = service
-                    .calls
-                    .iter()
-                    .flat_map(|(address, host)| {
-                        ["--call".into(), address.to_string(), host.clone()]
-                    })
-                    .collect();
-                let faults = service
-                    .faults
-                    .iter()
-                    .filter(|(v, _)| v == version)
-                    .flat_map(|(_, faults)| faults.args());
-                let args: Vec<String> = call.into_iter().chain(faults).collect();
+                let args = service.upstream_args(version);
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 upstreams.push(Upstream::spawn_at(
                     upstream_bin,

@@ -227,24 +227,7 @@ impl MeshProxy {
                 "cds_config": {"ads": {}, "resource_api_version": "V3"},
                 "lds_config": {"ads": {}, "resource_api_version": "V3"},
             },
-            "static_resources": {"clusters": [{
-                "name": "xds-grpc",
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": {"http2_protocol_options": {}},
-                    },
-                },
-                "load_assignment": {
-                    "cluster_name": "xds-grpc",
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                        "address": plane.xds.ip().to_string(),
-                        "port_value": plane.xds.port(),
-                    }}}}]}],
-                },
-            }]},
+            "static_resources": {"clusters": [grpc_cluster("xds-grpc", plane.xds)]},
         });
         // Ambient's listeners hand connections to each other through Envoy's internal
         // listeners (a waypoint's always, a gateway's `connect_originate` with ambient on),
@@ -269,24 +252,7 @@ impl MeshProxy {
                 .pointer_mut("/static_resources/clusters")
                 .and_then(Value::as_array_mut)
             {
-                clusters.push(json!({
-                    "name": "sds-grpc",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        },
-                    },
-                    "load_assignment": {
-                        "cluster_name": "sds-grpc",
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                            "address": stub.address.ip().to_string(),
-                            "port_value": stub.address.port(),
-                        }}}}]}],
-                    },
-                }));
+                clusters.push(grpc_cluster("sds-grpc", stub.address));
             }
             sds = Some(stub);
         }
@@ -365,6 +331,29 @@ impl MeshProxy {
             })
             .collect())
     }
+}
+
+/// A static cluster `name` of one gRPC (HTTP/2) server at `address`, as istio-agent's
+/// bootstrap has for istiod (`xds-grpc`) and for the agent's SDS server (`sds-grpc`).
+fn grpc_cluster(name: &str, address: std::net::SocketAddr) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": address.ip().to_string(),
+                "port_value": address.port(),
+            }}}}]}],
+        },
+    })
 }
 
 #[cfg(test)]

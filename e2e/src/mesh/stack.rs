@@ -51,6 +51,20 @@ impl<'a> Service<'a> {
             faults: &[],
         }
     }
+
+    /// The arguments of `version`'s upstream: whom it calls on `/hop`, the faults it injects.
+    pub fn upstream_args(&self, version: &str) -> Vec<String> {
+        let call = self
+            .calls
+            .iter()
+            .flat_map(|(address, host)| ["--call".into(), address.to_string(), host.clone()]);
+        let faults = self
+            .faults
+            .iter()
+            .filter(|(v, _)| *v == version)
+            .flat_map(|(_, faults)| faults.args());
+        call.chain(faults).collect()
+    }
 }
 
 /// The control plane, the gateway and the services; everything stops when dropped.
@@ -122,19 +136,7 @@ impl MeshStack {
         for service in services {
             let mut endpoints = Vec::new();
             for version in service.versions {
-                let call: Vec<String> = service
-                    .calls
-                    .iter()
-                    .flat_map(|(address, host)| {
-                        ["--call".into(), address.to_string(), host.clone()]
-                    })
-                    .collect();
-                let faults = service
-                    .faults
-                    .iter()
-                    .filter(|(v, _)| v == version)
-                    .flat_map(|(_, faults)| faults.args());
-                let args: Vec<String> = call.into_iter().chain(faults).collect();
+                let args = service.upstream_args(version);
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let upstream =
                     Upstream::spawn_with(upstream_bin, &served_name(service.name, version), &args)?;
