@@ -3,7 +3,8 @@
 //! order of the writes (a version's Service exists before a rule sends to it, and is deleted
 //! only after none does), `delete` giving the user back their route byte for byte and
 //! removing only stickyctl's Services, a VirtualService next to an HTTPRoute refused with
-//! nothing written, and a 409 storm on the route ending as if there had been none.
+//! nothing written, a 409 storm on the route ending as if there had been none, the controller
+//! repairing hand edits at once, and the dashboard working unchanged.
 //!
 //! Fake-only: it reads the fake's change history and request log and injects conflicts on
 //! one object, which a real server does not offer.
@@ -560,4 +561,58 @@ async fn the_controller_repairs_a_hand_edited_route_and_a_deleted_version_servic
     })
     .await;
     drop(controller);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_works_unchanged_on_the_httproute_api() {
+    let Some((c, _)) = cluster() else { return };
+    c.init_http_route(&[]).await;
+    c.ok(&["start", "--canary", "v2"]).await;
+    let source = runtime::target::place::Place::Kube {
+        client: c.kube_client(),
+        namespace: Some(NS.to_owned()),
+    };
+    let listener = dashboard::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let served = tokio::spawn(dashboard::server::serve(listener, source, None, None, None));
+    let http = reqwest::Client::new();
+    let state: Value = http
+        .get(format!("http://{address}/api/rollouts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let shop = &state["rollouts"][0];
+    assert_eq!(shop["id"], "prod/shop", "{state:#}");
+    assert_eq!(shop["ratio"], "100:0", "{state:#}");
+    let next = json!({"rollout": "prod/shop", "action": "next", "generation": shop["generation"]});
+    let answer = http
+        .post(format!("http://{address}/api/actions"))
+        .json(&next)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(
+        answer["message"], "next 1: applied (1 object written)",
+        "{answer}"
+    );
+    assert_eq!(c.rollout()["spec"]["versions"][1]["weight"], 1.0);
+    assert_eq!(
+        c.rollout()["status"]["history"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["action"],
+        "dashboard: next 1"
+    );
+    assert!(c
+        .http_route_rules()
+        .contains(&"sticky-canary.shop.v-v2".to_owned()));
+    served.abort();
 }
