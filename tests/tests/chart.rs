@@ -209,6 +209,27 @@ fn the_images_are_pinned_by_digest_and_the_declared_rollout_uses_the_filter_imag
 }
 
 #[test]
+fn a_declared_rollout_runs_at_a_gateway_api_gateway_by_target_refs() {
+    let mut values = full_values();
+    values.extend([
+        "gateway.namespace=istio-ingress".to_owned(),
+        "gateway.targetRefs[0].group=gateway.networking.k8s.io".to_owned(),
+        "gateway.targetRefs[0].kind=Gateway".to_owned(),
+        "gateway.targetRefs[0].name=public".to_owned(),
+    ]);
+    let objects = rendered(&values);
+    let rollout = objects
+        .iter()
+        .find(|o| o["kind"] == "StickyCanary")
+        .unwrap();
+    assert_eq!(
+        rollout["spec"]["plugin"]["gateways"],
+        serde_json::json!([{"namespace": "istio-ingress", "targetRefs": [
+            {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public"}]}])
+    );
+}
+
+#[test]
 fn the_operators_are_bound_where_their_requests_go() {
     let objects = rendered(&full_values());
     let mut bindings: Vec<(String, String, String)> = objects
