@@ -283,3 +283,22 @@ impl MeshStack {
             }))
     }
 }
+
+/// The QA override token of rollout `rollout` in [`NS`], as `stickyctl override token` keeps
+/// it: the Secret `sticky-canary-override-tokens`, key the rollout's name (base64, as the API
+/// server writes a Secret's `data`); `None` while there is none.
+pub fn override_token(plane: &ControlPlane, rollout: &str) -> Result<Option<String>> {
+    use base64::Engine;
+    let Some(secret) = plane.get("v1", "Secret", NS, "sticky-canary-override-tokens")? else {
+        return Ok(None);
+    };
+    let Some(text) = secret["data"][rollout].as_str() else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .with_context(|| format!("the token of {rollout} is not base64: {text:?}"))?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .with_context(|| format!("the token of {rollout} is not UTF-8"))
+}
