@@ -1,0 +1,436 @@
+//! The mesh scenarios on the HTTPRoute API, through the Gateway API gateway `public` of
+//! `istio-ingress` that istiod configures ([`GatewayApiStack`]), each driven by `stickyctl` as
+//! a user runs it (`init --target-ref Gateway/public --gateway-namespace istio-ingress`,
+//! `start`, `set-weight`, `override token`, `abort`, `delete`): a crowd of returning visitors
+//! loading pages and their assets across a live weight change, an abort under load, QA's
+//! override token and a spoofed header, several services with the same version names on one
+//! gateway beside one without a rollout, two services routed by path by one HTTPRoute with a
+//! rollout each, and Istio's analyzers on all of it.
+//!
+//! One stack per test (a control plane is 10-20 s), one test at a time; the scenarios of a test
+//! share its stack, each on its own services and hosts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sticky_canary_e2e::browser::{Browser, Http, Visit};
+use sticky_canary_e2e::crowd::{Crowd, Moves};
+use sticky_canary_e2e::load::browse_while;
+use sticky_canary_e2e::mesh::analyze::{self, above_info, errors, show, Finding};
+use sticky_canary_e2e::mesh::gateway_api::{
+    GatewayApiStack, Options, GATEWAY_API, GATEWAY_NS, SERVICE_PORT,
+};
+use sticky_canary_e2e::mesh::stack::{
+    applied_weights, host, override_token, served_name, MeshStack, Service, NS, PROPAGATION,
+};
+use sticky_canary_e2e::mesh::tools;
+use sticky_canary_e2e::operator::Stickyctl;
+use sticky_canary_e2e::site::WHOAMI;
+
+/// One control plane at a time (see `mesh.rs`).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const ROLLOUT_API: &str = "stickycanary.io/v1alpha1";
+const WASM_PLUGIN_API: &str = "extensions.istio.io/v1alpha1";
+
+/// A Gateway API stack for one test and `stickyctl` on it, holding the turn until all of it is
+/// gone.
+struct Mesh {
+    stack: GatewayApiStack,
+    stickyctl: Stickyctl,
+    http: Http,
+    // Last, so the next test starts only once all of this one's processes are gone.
+    _turn: MutexGuard<'static, ()>,
+}
+
+fn mesh(services: &[Service]) -> Mesh {
+    // A test that failed while holding the turn poisons it; the next one may still run.
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let upstream = Path::new(env!("CARGO_BIN_EXE_sticky-upstream"));
+    let stack = GatewayApiStack::start(upstream, services, Options::default())
+        .unwrap_or_else(|e| panic!("cannot start the mesh: {e:?}"));
+    eprintln!("the Gateway API stack is up in {:?}", started.elapsed());
+    let stickyctl = stack.stickyctl().expect("stickyctl");
+    let http = stack.http();
+    Mesh {
+        stack,
+        stickyctl,
+        http,
+        _turn: turn,
+    }
+}
+
+impl Mesh {
+    /// `stickyctl init` of rollout `rollout` for `service` at stable `v1`, the filter at the
+    /// Gateway API gateway, with `extra` flags.
+    fn init(&self, rollout: &str, service: &str, extra: &[&str]) {
+        let url = MeshStack::plugin_url().expect("the filter is built (make wasm)");
+        let service = format!("{service}.{NS}.svc.cluster.local");
+        let mut args = vec![
+            "--name",
+            rollout,
+            "init",
+            "--service",
+            &service,
+            "--stable",
+            "v1",
+            "--plugin-url",
+            &url,
+            "--target-ref",
+            "Gateway/public",
+            "--gateway-namespace",
+            GATEWAY_NS,
+        ];
+        args.extend_from_slice(extra);
+        self.stickyctl
+            .ok(&args)
+            .unwrap_or_else(|e| panic!("stickyctl {args:?}: {e:?}"));
+    }
+
+    /// `stickyctl --name <rollout> args...`, which must succeed.
+    fn sticky(&self, rollout: &str, args: &[&str]) -> String {
+        let mut all = vec!["--name", rollout];
+        all.extend_from_slice(args);
+        self.stickyctl
+            .ok(&all)
+            .unwrap_or_else(|e| panic!("stickyctl {all:?}: {e:?}"))
+    }
+
+    fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.stack
+            .plane
+            .get(api_version, kind, namespace, name)
+            .unwrap_or_else(|e| panic!("reading {kind} {namespace}/{name}: {e:?}"))
+    }
+
+    /// The HTTPRoute `name` of [`NS`], which must exist.
+    fn route(&self, name: &str) -> Value {
+        self.get(GATEWAY_API, "HTTPRoute", NS, name)
+            .unwrap_or_else(|| panic!("no HTTPRoute {name}"))
+    }
+
+    fn service_exists(&self, name: &str) -> bool {
+        self.get("v1", "Service", NS, name).is_some()
+    }
+
+    fn wait_until(&self, what: &str, done: impl FnMut(&Http) -> bool) {
+        self.stack
+            .wait_until(what, done)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+
+    /// Whether the gateway runs `weights` for rollout `prod/<rollout>`.
+    fn runs_weights(&self, rollout: &str, weights: &[f64]) -> bool {
+        applied_weights(&self.stack.gateway, &format!("{NS}/{rollout}"))
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some(weights)
+    }
+
+    fn wait_for_weights(&self, rollout: &str, weights: &[f64]) {
+        self.wait_until(&format!("{rollout} at {weights:?} at the gateway"), |_| {
+            self.runs_weights(rollout, weights)
+        });
+    }
+}
+
+/// A first-time visitor of `site` (`Host: <site>.example.com`).
+fn browser(site: &str) -> Browser {
+    Browser::new().with_header("host", &host(site))
+}
+
+/// The names of a route's rules, `""` for a rule without one (the user's, here).
+fn rule_names(route: &Value) -> Vec<String> {
+    route["spec"]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The rules of `route` without those of rollout `rollout` (`sticky-canary.<rollout>.*`).
+fn rules_without(route: &Value, rollout: &str) -> Vec<Value> {
+    let prefix = format!("sticky-canary.{rollout}.");
+    route["spec"]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter(|r| !r["name"].as_str().unwrap_or_default().starts_with(&prefix))
+        .cloned()
+        .collect()
+}
+
+/// Whether a rule of `route` has a backendRef to Service `service`.
+fn sends_to(route: &Value, service: &str) -> bool {
+    route["spec"]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["backendRefs"].as_array().into_iter().flatten())
+        .any(|b| b["name"] == service)
+}
+
+/// Every page load of `visits` is whole: 200s only, every sub-resource from the page's version.
+fn assert_whole(visits: &[Visit], what: &str) {
+    for visit in visits {
+        assert!(
+            visit.responses().all(|r| r.status == 200),
+            "{what}: a request failed: {visit:?}"
+        );
+        assert!(!visit.mixed(), "{what}: a page mixed versions: {visit:?}");
+    }
+}
+
+fn versions(visits: &[Visit]) -> Vec<Option<String>> {
+    visits
+        .iter()
+        .map(|v| v.version().map(str::to_owned))
+        .collect()
+}
+
+/// One service through the Gateway API gateway on the HTTPRoute API: a crowd of returning
+/// visitors loads pages and their assets with no 404 and no page mixing versions, before,
+/// across and after a live weight change (nobody on the canary moved back); a spoofed
+/// `x-sticky-version` changes nobody's version; QA reaches the canary with the token
+/// `stickyctl override token` made (and only with it, the token in clear nowhere stickyctl
+/// wrote nor at the gateway); an abort under load brings every client back to stable without
+/// a failed request, the route no longer sending to `shop-v2` and that Service then deleted;
+/// and `delete` gives the user's HTTPRoute back exactly.
+#[test]
+fn page_and_assets_override_and_abort_on_the_httproute_api() {
+    let mesh = mesh(&[Service::new("shop", &["v1", "v2"])]);
+    let original = mesh.route("shop");
+    mesh.init("shop", "shop", &[]);
+    mesh.sticky("shop", &["start", "--canary", "v2"]);
+    mesh.sticky("shop", &["set-weight", "20"]);
+    assert_eq!(
+        rule_names(&mesh.route("shop")),
+        [
+            "sticky-canary.shop.v-v1",
+            "sticky-canary.shop.v-v2",
+            "sticky-canary.shop.default",
+            ""
+        ]
+    );
+    mesh.wait_for_weights("shop", &[80.0, 20.0]);
+    mesh.wait_until("a first-time visitor stamped", |http| {
+        browser("shop")
+            .visit(http, "/")
+            .is_ok_and(|v| v.page.received_version.is_some())
+    });
+
+    // Returning visitors: shares by weight, pins that hold.
+    let pin = format!("sticky-version.{NS}.shop");
+    let mut visitors = Crowd::returning(&browser("shop"), 300);
+    let share = visitors
+        .visit_share(&mesh.http, "/", "shop-v2")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!((0.12..=0.28).contains(&share), "v2 share {share} at 20");
+    let pinned = visitors.pins(&pin);
+    assert!(pinned.iter().all(Option::is_some), "every visitor pinned");
+    let before = visitors.visit(&mesh.http, "/").unwrap();
+    assert_whole(&before, "at 20");
+    assert_eq!(visitors.pins(&pin), pinned, "pins hold");
+
+    // A live weight change while the crowd browses page after page.
+    let (_, loads) = browse_while(&mesh.http.fresh(), &mut visitors.browsers, |driver| {
+        driver.wait_for_round().unwrap();
+        driver.change(|| {
+            mesh.sticky("shop", &["set-weight", "50"]);
+            let start = Instant::now();
+            while !mesh.runs_weights("shop", &[50.0, 50.0]) {
+                assert!(start.elapsed() < PROPAGATION, "50 never reached the gateway");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        driver.wait_for_round().unwrap();
+    });
+    let mut across = 0;
+    for load in &loads {
+        let visit = load
+            .outcome
+            .as_ref()
+            .unwrap_or_else(|err| panic!("a page load failed across the change: {err}"));
+        assert_whole(std::slice::from_ref(visit), "across 20 -> 50");
+        across += usize::from(load.overlapped(1));
+    }
+    eprintln!(
+        "{} page loads across the live change ({across} overlapping it): no 404, none mixed",
+        loads.len()
+    );
+    let after = visitors.visit(&mesh.http, "/").unwrap();
+    assert_whole(&after, "at 50");
+    let moves = Moves::between(&before, &after, "shop-v1");
+    assert_eq!(moves.to_stable, 0, "a ramp-up moves nobody back: {moves:?}");
+    let share = after
+        .iter()
+        .filter(|v| v.version() == Some("shop-v2"))
+        .count() as f64
+        / after.len() as f64;
+    assert!((0.4..=0.6).contains(&share), "v2 share {share} at 50");
+
+    // A spoofed version header: every client where it was without it.
+    let mut spoofers = Crowd {
+        browsers: visitors
+            .browsers
+            .iter()
+            .map(|b| b.clone().with_header("x-sticky-version", "v2"))
+            .collect(),
+    };
+    let spoofed = spoofers.visit(&mesh.http, "/").unwrap();
+    assert_whole(&spoofed, "spoofed");
+    assert_eq!(
+        versions(&spoofed),
+        versions(&after),
+        "a client's own x-sticky-version changes nothing"
+    );
+    let mut newcomers = Crowd {
+        browsers: (0..100)
+            .map(|_| browser("shop").with_header("x-sticky-version", "v2"))
+            .collect(),
+    };
+    let newcomers = newcomers.visit(&mesh.http, "/").unwrap();
+    assert_whole(&newcomers, "spoofing newcomers");
+    let on_v2 = newcomers
+        .iter()
+        .filter(|v| v.version() == Some("shop-v2"))
+        .count();
+    assert!(
+        (25..=75).contains(&on_v2),
+        "newcomers asking for v2: {on_v2} of 100 on it, the weight decides"
+    );
+
+    // QA's override: off by default, then with the token only.
+    let on_v1 = versions(&after)
+        .iter()
+        .position(|v| v.as_deref() == Some("shop-v1"))
+        .expect("a visitor on v1");
+    let qa = |http: &Http, value: Option<&str>| -> Option<String> {
+        let mut b = visitors.browsers[on_v1].clone();
+        if let Some(value) = value {
+            b = b.with_header("x-sticky-override", value);
+        }
+        let visit = b.visit(http, "/").ok()?;
+        (visit.not_found() == 0 && !visit.mixed())
+            .then(|| visit.version().map(str::to_owned))
+            .flatten()
+    };
+    for _ in 0..10 {
+        assert_eq!(
+            qa(&mesh.http, Some("v2")).as_deref(),
+            Some("shop-v1"),
+            "no override by default"
+        );
+    }
+    let said = mesh.sticky("shop", &["override", "token"]);
+    assert!(
+        said.contains("kubectl get secret sticky-canary-override-tokens"),
+        "{said}"
+    );
+    let token = override_token(&mesh.stack.plane, "shop")
+        .unwrap()
+        .expect("a token for shop");
+    let with_token = format!("v2:{token}");
+    mesh.wait_until("the override token at the gateway", |http| {
+        qa(http, Some(&with_token)).as_deref() == Some("shop-v2")
+    });
+    for _ in 0..10 {
+        assert_eq!(qa(&mesh.http, Some(&with_token)).as_deref(), Some("shop-v2"));
+        assert_eq!(qa(&mesh.http, Some("v2")).as_deref(), Some("shop-v1"));
+        assert_eq!(qa(&mesh.http, Some("v2:wrong")).as_deref(), Some("shop-v1"));
+        assert_eq!(qa(&mesh.http, None).as_deref(), Some("shop-v1"));
+    }
+    let plugins = mesh
+        .stack
+        .plane
+        .list(WASM_PLUGIN_API, "WasmPlugin", GATEWAY_NS, "")
+        .unwrap();
+    assert_eq!(plugins.len(), 1, "one plugin at the gateway: {plugins:?}");
+    let written = [
+        ("WasmPlugin", plugins[0].to_string()),
+        ("HTTPRoute", mesh.route("shop").to_string()),
+        (
+            "rollout",
+            mesh.get(ROLLOUT_API, "StickyCanary", NS, "shop")
+                .unwrap()
+                .to_string(),
+        ),
+        (
+            "gateway's config dump",
+            mesh.stack.gateway.config_dump().unwrap().to_string(),
+        ),
+    ];
+    for (what, text) in written {
+        assert!(!text.contains(&token), "the token in clear in the {what}");
+    }
+
+    // Abort while the crowd browses: every client back on stable, no request failing on the
+    // way (a route sending to a Service already gone would answer 500 or 503).
+    assert!(mesh.service_exists("shop-v2"));
+    let on_v2 = versions(&after)
+        .iter()
+        .position(|v| v.as_deref() == Some("shop-v2"))
+        .expect("a visitor on v2");
+    let probe = visitors.browsers[on_v2].clone();
+    let (_, loads) = browse_while(&mesh.http.fresh(), &mut visitors.browsers, |driver| {
+        driver.wait_for_round().unwrap();
+        driver.change(|| {
+            mesh.sticky("shop", &["abort"]);
+            mesh.wait_until("every client back on stable", |http| {
+                let mut returning = probe.clone();
+                returning
+                    .visit(http, "/")
+                    .is_ok_and(|v| v.version() == Some("shop-v1"))
+            });
+        });
+        driver.wait_for_round().unwrap();
+    });
+    for load in &loads {
+        let visit = load
+            .outcome
+            .as_ref()
+            .unwrap_or_else(|err| panic!("a page load failed across the abort: {err}"));
+        assert!(
+            visit
+                .responses()
+                .all(|r| r.status == 200 || r.status == 404),
+            "a request failed across the abort: {visit:?}"
+        );
+        if load.started_after(1) {
+            assert_eq!(visit.version(), Some("shop-v1"), "after the abort: {visit:?}");
+            assert_whole(std::slice::from_ref(visit), "after the abort");
+        }
+    }
+    let route = mesh.route("shop");
+    assert!(
+        !sends_to(&route, "shop-v2"),
+        "the route still sends to shop-v2: {route}"
+    );
+    let wait_gone = Instant::now();
+    while mesh.service_exists("shop-v2") {
+        assert!(
+            wait_gone.elapsed() < PROPAGATION,
+            "shop-v2 not deleted after the abort"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(mesh.service_exists("shop-v1"), "stable's Service stays");
+    let share = visitors
+        .visit_share(&mesh.http, "/", "shop-v1")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(share, 1.0, "after abort everyone is on stable");
+
+    mesh.sticky("shop", &["delete"]);
+    assert_eq!(
+        mesh.route("shop")["spec"],
+        original["spec"],
+        "the user's HTTPRoute exactly as it was"
+    );
+    assert!(!mesh.service_exists("shop-v1") && mesh.service_exists("shop"));
+}
