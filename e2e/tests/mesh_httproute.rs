@@ -626,24 +626,6 @@ fn many_services_and_path_routes_on_one_gateway() {
     entries.sort_unstable();
     assert_eq!(entries, ["prod/api", "prod/cart", "prod/web"]);
 
-    // Istio's analyzers on everything stickyctl wrote: the managed rules, the version
-    // Services, the plugin attached to the Gateway.
-    let during = analysis("during the rollouts");
-    assert_eq!(errors(&during), BTreeSet::new(), "{}", show(&during));
-    let new: BTreeSet<Finding> = during.difference(&before).cloned().collect();
-    assert_eq!(
-        new,
-        BTreeSet::new(),
-        "what the rollouts added to the analysis:{}",
-        show(&new)
-    );
-    assert_eq!(
-        above_info(&during),
-        BTreeSet::new(),
-        "warnings during the rollouts:{}",
-        show(&during)
-    );
-
     for (rollout, weights) in [
         ("cart", [20.0, 80.0]),
         ("web", [80.0, 20.0]),
@@ -660,6 +642,31 @@ fn many_services_and_path_routes_on_one_gateway() {
                     && v.resources.iter().all(|r| r.received_version.is_some())
             })
     });
+
+    // Istio's analyzers on everything stickyctl wrote: the managed rules, the version
+    // Services, the plugin attached to the Gateway.
+    // istiod's verdict on the routes stickyctl edited, first: accepted, every backendRef
+    // resolved (the version Services were there before the rules), at their generation.
+    for name in ["site", "cart"] {
+        mesh.wait_until(&format!("istiod's status of HTTPRoute {name}"), |_| {
+            resolved(&mesh.route(name))
+        });
+    }
+    let during = analysis("during the rollouts");
+    assert_eq!(errors(&during), BTreeSet::new(), "{}", show(&during));
+    let new: BTreeSet<Finding> = during.difference(&before).cloned().collect();
+    assert_eq!(
+        new,
+        BTreeSet::new(),
+        "what the rollouts added to the analysis:{}",
+        show(&new)
+    );
+    assert_eq!(
+        above_info(&during),
+        BTreeSet::new(),
+        "warnings during the rollouts:{}",
+        show(&during)
+    );
 
     // Returning visitors of each: shares by weight, versions whole.
     let mut carts = Crowd::returning(&browser("cart"), 300);
@@ -788,6 +795,52 @@ fn many_services_and_path_routes_on_one_gateway() {
         show(&after),
         show(&before)
     );
+
+    // The control: the analysis does read HTTPRoutes and istiod's status of them. A route to a
+    // Service that does not exist (what a version rule written before its Service would be)
+    // is flagged.
+    let mut broken = site_route();
+    broken["metadata"]["name"] = json!("broken");
+    broken["spec"]["hostnames"] = json!([host("broken")]);
+    broken["spec"]["rules"] = json!([{"backendRefs": [{"name": "nowhere", "port": SERVICE_PORT}]}]);
+    plane.apply(&broken).unwrap();
+    mesh.wait_until("istiod's status of HTTPRoute broken", |_| {
+        mesh.route("broken")["status"]["parents"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    });
+    assert!(!resolved(&mesh.route("broken")), "{}", mesh.route("broken"));
+    let control = analysis("a route to a missing Service");
+    let flagged: BTreeSet<Finding> = control.difference(&before).cloned().collect();
+    let expected = BTreeSet::from([Finding {
+        level: "Warning".to_owned(),
+        code: "IST0171".to_owned(),
+        origin: format!("HTTPRoute {NS}/broken"),
+        message: format!(
+            "A condition with a negative status is present: type=ResolvedRefs, \
+             reason=BackendNotFound, message=backend(nowhere.{NS}.svc.cluster.local) not found."
+        ),
+    }]);
+    assert_eq!(flagged, expected, "{}", show(&flagged));
+}
+
+/// Whether istiod's status of `route` says, for its current generation, Accepted and
+/// ResolvedRefs (every backendRef a Service that exists).
+fn resolved(route: &Value) -> bool {
+    let generation = &route["metadata"]["generation"];
+    let parents = route["status"]["parents"].as_array();
+    parents.is_some_and(|parents| {
+        !parents.is_empty()
+            && parents.iter().all(|p| {
+                ["Accepted", "ResolvedRefs"].iter().all(|kind| {
+                    p["conditions"].as_array().into_iter().flatten().any(|c| {
+                        c["type"] == *kind
+                            && c["status"] == "True"
+                            && &c["observedGeneration"] == generation
+                    })
+                })
+            })
+    })
 }
 
 /// `rules` as the `spec.rules` of a route, for [`rules_without`].
