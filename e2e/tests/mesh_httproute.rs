@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -136,6 +137,15 @@ impl Mesh {
         self.wait_until(&format!("{rollout} at {weights:?} at the gateway"), |_| {
             self.runs_weights(rollout, weights)
         });
+    }
+}
+
+/// Sets its flag when dropped (also while a failing test unwinds).
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -384,19 +394,73 @@ fn page_and_assets_override_and_abort_on_the_httproute_api() {
         .position(|v| v.as_deref() == Some("shop-v2"))
         .expect("a visitor on v2");
     let probe = visitors.browsers[on_v2].clone();
-    let (_, loads) = browse_while(&mesh.http.fresh(), &mut visitors.browsers, |driver| {
-        driver.wait_for_round().unwrap();
-        driver.change(|| {
-            mesh.sticky("shop", &["abort"]);
-            mesh.wait_until("every client back on stable", |http| {
-                let mut returning = probe.clone();
-                returning
-                    .visit(http, "/")
-                    .is_ok_and(|v| v.version() == Some("shop-v1"))
-            });
+    // Meanwhile a watcher reads the Service, then the route, over and over: the Service gone
+    // while the route still sends to it would be a break before the make.
+    let stop = AtomicBool::new(false);
+    let plane = &mesh.stack.plane;
+    let read_route = || {
+        plane
+            .get(GATEWAY_API, "HTTPRoute", NS, "shop")
+            .ok()
+            .flatten()
+    };
+    let (loads, reads) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut reads = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let gone = plane
+                    .get("v1", "Service", NS, "shop-v2")
+                    .ok()
+                    .flatten()
+                    .is_none();
+                if let Some(route) = read_route() {
+                    assert!(
+                        !(gone && sends_to(&route, "shop-v2")),
+                        "shop-v2 deleted while the route still sends to it: {route}"
+                    );
+                    reads += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            reads
         });
-        driver.wait_for_round().unwrap();
+        // Stops the watcher however this ends, so a failure here cannot leave it running.
+        let _stop = SetOnDrop(&stop);
+        let (_, loads) = browse_while(&mesh.http.fresh(), &mut visitors.browsers, |driver| {
+            driver.wait_for_round().unwrap();
+            driver.change(|| {
+                mesh.sticky("shop", &["abort"]);
+                mesh.wait_until("every client back on stable", |http| {
+                    let mut returning = probe.clone();
+                    returning
+                        .visit(http, "/")
+                        .is_ok_and(|v| v.version() == Some("shop-v1"))
+                });
+            });
+            driver.wait_for_round().unwrap();
+        });
+        let wait_gone = Instant::now();
+        while mesh.service_exists("shop-v2") {
+            assert!(
+                wait_gone.elapsed() < PROPAGATION,
+                "shop-v2 not deleted after the abort"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::SeqCst);
+        (loads, watcher.join().unwrap())
     });
+    assert!(reads > 10, "the watcher read the route {reads} times");
+    let broken = loads
+        .iter()
+        .filter_map(|l| l.outcome.as_ref().ok())
+        .filter(|v| v.not_found() > 0)
+        .count();
+    eprintln!(
+        "{} page loads across the abort, none failed ({broken} with a 404: a canary's page \
+         whose assets came after the switch); route and Service read {reads} times",
+        loads.len()
+    );
     for load in &loads {
         let visit = load
             .outcome
@@ -422,14 +486,6 @@ fn page_and_assets_override_and_abort_on_the_httproute_api() {
         !sends_to(&route, "shop-v2"),
         "the route still sends to shop-v2: {route}"
     );
-    let wait_gone = Instant::now();
-    while mesh.service_exists("shop-v2") {
-        assert!(
-            wait_gone.elapsed() < PROPAGATION,
-            "shop-v2 not deleted after the abort"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     assert!(mesh.service_exists("shop-v1"), "stable's Service stays");
     let share = visitors
         .visit_share(&mesh.http, "/", "shop-v1")
