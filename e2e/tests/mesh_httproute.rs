@@ -571,7 +571,8 @@ fn share_of(of: &[String], what: &str) -> f64 {
 /// own HTTPRoute, `web` and `api` routed by path by ONE HTTPRoute of `site.example.com` with a
 /// rollout each (`init --http-route site`), and `static` without a rollout. Each rollout's
 /// managed rules sit in front of its own user rule; the canaries run at their own weights and
-/// a change of one moves nobody of the others; `static` gets no header and no cookie. Istio's
+/// a change of one moves nobody of the others; `static` gets no header and no cookie; `cart`,
+/// promoted and finished, serves everyone v2 whole and loses `cart-v1`. Istio's
 /// analyzers (`istioctl analyze`) find nothing in what stickyctl wrote on this API during the
 /// rollouts: not one message more than before them (HTTPRoute's validation is empty). Deleting
 /// `api`'s rollout leaves `web`'s rules and the user's rules exactly, `web`'s canary running;
@@ -799,6 +800,57 @@ fn many_services_and_path_routes_on_one_gateway() {
         cart_share
     );
     assert_eq!(carts.pins(&format!("sticky-version.{NS}.cart")), cart_pins);
+
+    // cart promoted: every returning visitor on v2 from their next page, whole; finished:
+    // the route no longer sends to cart-v1, whose Service goes.
+    mesh.sticky("cart", &["promote"]);
+    // Every worker of the gateway runs it once forty returning visitors in a row, those of
+    // stable among them, get v2 on fresh connections.
+    mesh.wait_until("cart's stable is v2", |http| {
+        Crowd::returning(&browser("cart"), 40)
+            .visit(http, "/")
+            .is_ok_and(|visits| visits.iter().all(|v| v.version() == Some("cart-v2")))
+    });
+    let promoted = carts.visit(&mesh.http, "/").unwrap();
+    assert_whole(&promoted, "cart promoted");
+    let left: Vec<&Visit> = promoted
+        .iter()
+        .filter(|v| v.version() != Some("cart-v2"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "every cart visitor on v2 after the promotion: {left:?}"
+    );
+    mesh.sticky("cart", &["promote", "--finish"]);
+    let cart = mesh.route("cart");
+    assert!(!sends_to(&cart, "cart-v1"), "{cart}");
+    assert_eq!(
+        rule_names(&cart),
+        ["sticky-canary.cart.v-v2", "sticky-canary.cart.default", ""]
+    );
+    assert_eq!(
+        cart["spec"]["rules"][1]["backendRefs"][0]["name"],
+        "cart-v2"
+    );
+    let wait_gone = Instant::now();
+    while mesh.service_exists("cart-v1") {
+        assert!(wait_gone.elapsed() < PROPAGATION, "cart-v1 not deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(mesh.service_exists("cart-v2"));
+    mesh.wait_until("the gateway without cart-v1", |_| {
+        !sticky_canary_e2e::mesh::gateway_api::cluster_names(
+            &mesh.stack.gateway.config_dump().unwrap_or_default(),
+        )
+        .iter()
+        .any(|c| c.contains("cart-v1."))
+    });
+    assert_eq!(
+        carts
+            .visit_share(&mesh.http, "/", "cart-v2")
+            .unwrap_or_else(|e| panic!("{e:?}")),
+        1.0
+    );
 
     // api's rollout deleted: web's rules and the user's exactly, web's canary running.
     let site_before = mesh.route("site");
