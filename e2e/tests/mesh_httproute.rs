@@ -608,6 +608,27 @@ fn many_services_and_path_routes_on_one_gateway() {
         analyze::analyze(&istioctl, &kubeconfig, round, &[]).unwrap_or_else(|e| panic!("{e:?}"))
     };
     let before = analysis("before");
+    // Before any rollout, the harness's own objects: infos only, the namespaces not labelled
+    // for injection (IST0102), so every message below would be the rollouts'.
+    let codes = |findings: &BTreeSet<Finding>| -> Vec<(String, String, String)> {
+        findings
+            .iter()
+            .map(|f| (f.level.clone(), f.code.clone(), f.origin.clone()))
+            .collect()
+    };
+    let injection = |namespace: &str| {
+        (
+            "Info".to_owned(),
+            "IST0102".to_owned(),
+            format!("Namespace {namespace}"),
+        )
+    };
+    assert_eq!(
+        codes(&before),
+        [injection("default"), injection(GATEWAY_NS), injection(NS)],
+        "before any rollout:{}",
+        show(&before)
+    );
 
     mesh.init("cart", "cart", &[]);
     mesh.init("web", "web", &["--http-route", "site"]);
@@ -724,6 +745,7 @@ fn many_services_and_path_routes_on_one_gateway() {
         "warnings during the rollouts:{}",
         show(&during)
     );
+    assert_eq!(during, before, "{}", show(&during));
 
     // Returning visitors of each: shares by weight, versions whole.
     let mut carts = Crowd::returning(&browser("cart"), 300);
