@@ -1,7 +1,7 @@
 //! The mesh scenarios on the HTTPRoute API, through the Gateway API gateway `public` of
 //! `istio-ingress` that istiod configures ([`GatewayApiStack`]), each driven by `stickyctl` as
 //! a user runs it (`init --target-ref Gateway/public --gateway-namespace istio-ingress`,
-//! `start`, `set-weight`, `override token`, `abort`, `delete`): a crowd of returning visitors
+//! `start`, `set-weight`, `override token`, `abort`, `promote`, `delete`): a crowd of returning visitors
 //! loading pages and their assets across a live weight change, an abort under load, QA's
 //! override token and a spoofed header, several services with the same version names on one
 //! gateway beside one without a rollout, two services routed by path by one HTTPRoute with a
@@ -574,7 +574,8 @@ fn share_of(of: &[String], what: &str) -> f64 {
 /// a change of one moves nobody of the others; `static` gets no header and no cookie; `cart`,
 /// promoted and finished, serves everyone v2 whole and loses `cart-v1`. Istio's
 /// analyzers (`istioctl analyze`) find nothing in what stickyctl wrote on this API during the
-/// rollouts: not one message more than before them (HTTPRoute's validation is empty). Deleting
+/// rollouts: not one message more than before them (HTTPRoute's validation is empty), while a
+/// control route to a missing Service is flagged (IST0171, from istiod's status). Deleting
 /// `api`'s rollout leaves `web`'s rules and the user's rules exactly, `web`'s canary running;
 /// deleting the others gives every user route back exactly, and the analysis of before.
 #[test]
