@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
+use sticky_canary_filter::config::DEFAULT_ID_COOKIE;
 
 use crate::browser::{Browser, Http, Response, Visit};
 
@@ -45,6 +46,51 @@ impl Crowd {
         Crowd {
             browsers: vec![Browser::new(); size],
         }
+    }
+
+    /// `size` returning visitors, each a clone of `base` (its headers: the `Host` of the site)
+    /// holding the id `client-0`, `client-1`, ... in the filter's id cookie (as if the filter
+    /// had minted them), so that which of them the hash puts on the canary is the same on
+    /// every run and a share check cannot fail by chance. First-time visitors, whose ids the
+    /// filter mints, are the end-to-end tests' subject.
+    pub fn returning(base: &Browser, size: usize) -> Crowd {
+        Crowd {
+            browsers: (0..size)
+                .map(|i| {
+                    base.clone()
+                        .with_cookie(DEFAULT_ID_COOKIE, &format!("client-{i}"))
+                })
+                .collect(),
+        }
+    }
+
+    /// Each browser's value of cookie `name` (a pin: `sticky-version.<namespace>.<rollout>`),
+    /// in the crowd's order.
+    pub fn pins(&self, name: &str) -> Vec<Option<String>> {
+        self.browsers
+            .iter()
+            .map(|b| b.cookie(name).map(str::to_owned))
+            .collect()
+    }
+
+    /// Every browser visits `path`; the share of page loads that `served` (an upstream's name,
+    /// `<service>-<version>`) served, once no page load got a 404 or mixed versions (an error
+    /// naming the first that did).
+    pub fn visit_share(&mut self, http: &Http, path: &str, served: &str) -> Result<f64> {
+        let visits = self.visit(http, path)?;
+        let mut on = 0;
+        for visit in &visits {
+            if visit.not_found() > 0 {
+                bail!("a 404 on {path}: {visit:?}");
+            }
+            if visit.mixed() {
+                bail!("a page load of {path} mixed versions: {visit:?}");
+            }
+            if visit.version() == Some(served) {
+                on += 1;
+            }
+        }
+        Ok(f64::from(on) / visits.len().max(1) as f64)
     }
 
     /// Every browser navigates to `path` and loads the page's sub-resources.

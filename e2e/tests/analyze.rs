@@ -13,48 +13,14 @@
 //! VirtualServices are as they were and the analysis says what it said before.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{json, Value};
 use sticky_canary_e2e::envoy::free_port;
+use sticky_canary_e2e::mesh::analyze::{self, above_info, errors, show, Finding};
 use sticky_canary_e2e::mesh::stack::{fqdn, host, MeshStack, Service, NS};
 use sticky_canary_e2e::mesh::tools;
-use sticky_canary_e2e::process::ChildGuard;
-use sticky_canary_e2e::wait;
-
-/// One message of `istioctl analyze -o json`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Finding {
-    level: String,
-    code: String,
-    origin: String,
-    message: String,
-}
-
-impl std::fmt::Display for Finding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} [{}] ({}) {}",
-            self.level, self.code, self.origin, self.message
-        )
-    }
-}
-
-fn show(findings: &BTreeSet<Finding>) -> String {
-    findings
-        .iter()
-        .map(|f| format!("\n  {f}"))
-        .collect::<String>()
-}
-
-/// How long one `istioctl analyze` may take (it reads every Istio and Kubernetes kind the
-/// analyzers take; seconds on loopback).
-const ANALYZE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `istioctl analyze --all-namespaces` against the API server of `kubeconfig`, every message
 /// down to Info.
@@ -69,88 +35,7 @@ fn analyze_with(
     round: &str,
     extra: &[&str],
 ) -> BTreeSet<Finding> {
-    let mut command = Command::new(istioctl);
-    command
-        .arg("analyze")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(extra)
-        .args([
-            "--all-namespaces",
-            "--output",
-            "json",
-            "--output-threshold",
-            "Info",
-            "--timeout",
-            "60s",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = ChildGuard::spawn(command, "istioctl analyze").unwrap();
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                pipe.read_to_string(&mut text).map(|_| text)
-            } else {
-                Ok(text)
-            }
-        })
-    };
-    let stdout = drain(child.child_mut().stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.child_mut().stderr.take().map(|p| Box::new(p) as _));
-    let status = wait::until(
-        "istioctl analyze to finish",
-        ANALYZE_TIMEOUT,
-        Duration::from_millis(100),
-        || Ok(child.child_mut().try_wait()?),
-    )
-    .unwrap_or_else(|e| panic!("{e:?}"));
-    // The process is gone: its pipes are closed, the readers at their end.
-    let stdout = stdout.join().unwrap().unwrap();
-    let stderr = stderr.join().unwrap().unwrap();
-    eprintln!(
-        "istioctl analyze ({round}): {:.1} s, {status}\n{stdout}{stderr}",
-        started.elapsed().as_secs_f64()
-    );
-    // With JSON output istioctl exits 0 whatever it finds (the failure threshold applies to
-    // its log output only): anything else is istioctl failing.
-    assert!(
-        status.success(),
-        "istioctl analyze failed ({status}): {stderr}"
-    );
-    let messages: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("istioctl analyze printed no JSON ({e}): {stdout}{stderr}"));
-    let text = |m: &Value, k: &str| m[k].as_str().unwrap_or_default().to_owned();
-    messages
-        .as_array()
-        .unwrap_or_else(|| panic!("not a list: {messages}"))
-        .iter()
-        .map(|m| Finding {
-            level: text(m, "level"),
-            code: text(m, "code"),
-            origin: text(m, "origin"),
-            message: text(m, "message"),
-        })
-        .collect()
-}
-
-fn errors(findings: &BTreeSet<Finding>) -> BTreeSet<Finding> {
-    findings
-        .iter()
-        .filter(|f| f.level == "Error")
-        .cloned()
-        .collect()
-}
-
-fn above_info(findings: &BTreeSet<Finding>) -> BTreeSet<Finding> {
-    findings
-        .iter()
-        .filter(|f| f.level != "Info")
-        .cloned()
-        .collect()
+    analyze::analyze(istioctl, kubeconfig, round, extra).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 fn finding(level: &str, code: &str, vs: &str, message: &str) -> Finding {

@@ -18,9 +18,8 @@ use sticky_canary_e2e::envoy::free_port;
 use sticky_canary_e2e::load::browse_while;
 use sticky_canary_e2e::mesh::proxy::{MeshProxy, Role};
 use sticky_canary_e2e::mesh::stack::{
-    fqdn, served_name, MeshStack, Service, GATEWAY_PLUGIN, NS, PROPAGATION,
+    fqdn, override_token, served_name, MeshStack, Service, GATEWAY_PLUGIN, NS, PROPAGATION,
 };
-use sticky_canary_filter::config::DEFAULT_ID_COOKIE;
 
 /// One control plane at a time: each is four processes compiling and pushing configuration,
 /// and several at once on a small machine only make each slower.
@@ -75,20 +74,9 @@ impl Mesh {
     /// The share of `crowd` visits of `service` that `version` served, after checking that no
     /// page mixed versions or missed an asset.
     fn visit_share(&self, crowd: &mut Crowd, service: &str, version: &str) -> f64 {
-        let visits = crowd.visit(&self.http, "/").unwrap();
-        let served = served_name(service, version);
-        let mut on = 0;
-        for visit in &visits {
-            assert_eq!(visit.not_found(), 0, "a 404 on {service}: {visit:?}");
-            assert!(
-                !visit.mixed(),
-                "a page of {service} mixed versions: {visit:?}"
-            );
-            if visit.version() == Some(served.as_str()) {
-                on += 1;
-            }
-        }
-        f64::from(on) / visits.len() as f64
+        crowd
+            .visit_share(&self.http, "/", &served_name(service, version))
+            .unwrap_or_else(|e| panic!("{service}: {e:?}"))
     }
 
     /// Waits until the gateway runs `weights` for rollout `prod/<rollout>`.
@@ -111,35 +99,13 @@ impl Mesh {
     }
 }
 
-/// Standard base64, as the API server writes a Secret's `data`.
-fn base64_decode(text: &str) -> String {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .unwrap_or_else(|e| panic!("{text:?} is not base64: {e}"));
-    String::from_utf8(bytes).unwrap_or_else(|e| panic!("not UTF-8: {e}"))
-}
-
-/// `size` visitors of `service` holding the ids `client-0`, `client-1`, ... (as if the
-/// filter had minted them), so that which of them the hash puts on the canary is the same on
-/// every run and a share check cannot fail by chance. First-time visitors, whose ids the
-/// filter mints, are the end-to-end tests' subject.
+/// `size` returning visitors of `service` (see [`Crowd::returning`]).
 fn crowd(service: &str, size: usize) -> Crowd {
-    Crowd {
-        browsers: (0..size)
-            .map(|i| {
-                MeshStack::browser(service).with_cookie(DEFAULT_ID_COOKIE, &format!("client-{i}"))
-            })
-            .collect(),
-    }
+    Crowd::returning(&MeshStack::browser(service), size)
 }
 
 fn pins(crowd: &Crowd, cookie: &str) -> Vec<Option<String>> {
-    crowd
-        .browsers
-        .iter()
-        .map(|b| b.cookie(cookie).map(str::to_owned))
-        .collect()
+    crowd.pins(cookie)
 }
 
 /// Through the gateway in `istio-system`, a rollout of a service in `prod`: the filter runs
@@ -236,14 +202,8 @@ fn a_rollout_through_the_ingress_gateway() {
         said.contains("kubectl get secret sticky-canary-override-tokens"),
         "{said}"
     );
-    let secret = mesh
-        .plane
-        .get("v1", "Secret", NS, "sticky-canary-override-tokens")
+    let token = override_token(&mesh.plane, "shop")
         .unwrap()
-        .expect("the token's Secret");
-    let token = secret["data"]["shop"]
-        .as_str()
-        .map(base64_decode)
         .expect("a token for shop");
     let with_token = format!("v2:{token}");
     mesh.wait_until("the override token at the gateway", |http| {

@@ -260,28 +260,52 @@ impl MeshStack {
     /// The weights of rollout `rollout` (`prod/<name>`) in the shared plugin the gateway runs
     /// now (its ECDS configuration as Envoy holds it), `None` while it holds none.
     pub fn applied_weights(&self, rollout: &str) -> Result<Option<Vec<f64>>> {
-        let dump = self
-            .gateway
-            .envoy()
-            .config_dump("")
-            .context("the gateway's config")?;
-        Ok(dump["configs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|c| c["ecds_filters"].as_array().into_iter().flatten())
-            .filter_map(|f| f.pointer("/ecds_filter/typed_config/config/configuration/value"))
-            .filter_map(Value::as_str)
-            .filter_map(|text| serde_json::from_str::<Value>(text).ok())
-            .find_map(|config| {
-                let entry = config["rollouts"]
-                    .as_array()?
-                    .iter()
-                    .find(|r| r["name"] == rollout)?
-                    .clone();
-                entry["config"]["versions"]
-                    .as_array()
-                    .map(|vs| vs.iter().filter_map(|v| v["weight"].as_f64()).collect())
-            }))
+        applied_weights(&self.gateway, rollout)
     }
+}
+
+/// The QA override token of rollout `rollout` in [`NS`], as `stickyctl override token` keeps
+/// it: the Secret `sticky-canary-override-tokens`, key the rollout's name (base64, as the API
+/// server writes a Secret's `data`); `None` while there is none.
+pub fn override_token(plane: &ControlPlane, rollout: &str) -> Result<Option<String>> {
+    use base64::Engine;
+    let Some(secret) = plane.get("v1", "Secret", NS, "sticky-canary-override-tokens")? else {
+        return Ok(None);
+    };
+    let Some(text) = secret["data"][rollout].as_str() else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .with_context(|| format!("the token of {rollout} is not base64: {text:?}"))?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .with_context(|| format!("the token of {rollout} is not UTF-8"))
+}
+
+/// The weights of rollout `rollout` (`<namespace>/<name>`) in the plugin `proxy` runs now (its
+/// ECDS configuration as Envoy holds it), `None` while it holds none.
+pub fn applied_weights(proxy: &MeshProxy, rollout: &str) -> Result<Option<Vec<f64>>> {
+    let dump = proxy
+        .envoy()
+        .config_dump("")
+        .with_context(|| format!("{}'s config", proxy.id))?;
+    Ok(dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["ecds_filters"].as_array().into_iter().flatten())
+        .filter_map(|f| f.pointer("/ecds_filter/typed_config/config/configuration/value"))
+        .filter_map(Value::as_str)
+        .filter_map(|text| serde_json::from_str::<Value>(text).ok())
+        .find_map(|config| {
+            let entry = config["rollouts"]
+                .as_array()?
+                .iter()
+                .find(|r| r["name"] == rollout)?
+                .clone();
+            entry["config"]["versions"]
+                .as_array()
+                .map(|vs| vs.iter().filter_map(|v| v["weight"].as_f64()).collect())
+        }))
 }
