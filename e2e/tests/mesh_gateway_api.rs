@@ -494,3 +494,252 @@ fn stickyctl_rolls_out_on_the_httproute_api() {
         "the user's Service stays"
     );
 }
+
+/// `stickyctl` on the HTTPRoute API with the filter on the service's ambient waypoint, as a
+/// user runs it: `init --waypoint --http-route shop-mesh` (the user's route whose parent is the
+/// Service `shop`, bound to the waypoint), `start`, `set-weight 30`; then what istiod generates
+/// for the waypoint proxy, read from istiod's debug config dump (the upstream Envoy playing the
+/// waypoint refuses the listeners carrying Istio's own filters, see the harness's doc): the
+/// WasmPlugin `sticky-canary-waypoint-service-shop-<hash>` in `prod` (targetRefs kind Service `shop`,
+/// no `match`) on shop's server-side filter chain (`main_internal`, chain
+/// `inbound-vip|80|http|shop...`) before the router, the managed rules in its routes (the
+/// sealed `x-sticky-version` values) to the version Services' `inbound-vip` clusters: the
+/// version Services `stickyctl` makes carry the parent's `istio.io/use-waypoint`, so they are
+/// bound to the waypoint as the parent is. `delete` leaves the user's route exactly and the
+/// plugin and Services gone.
+///
+/// No request goes through the waypoint: it accepts only HBONE (HTTP CONNECT over mutual TLS
+/// on 15008, into `connect_terminate`), which ztunnel originates and the upstream Envoy cannot
+/// terminate (Istio's `peer_metadata` filters); neither ztunnel nor Istio's Envoy is built
+/// here. So the proof stops at the configuration istiod pushes to the waypoint.
+///
+/// The harness's gateway route `shop` routes to the Service too; the rollout refuses a second
+/// HTTPRoute to its service, so this test removes it first: the service is reached through its
+/// waypoint only.
+#[test]
+fn stickyctl_rolls_out_at_a_waypoint() {
+    let (mesh, _turn) = stack(
+        &[Service::new("shop", &["v1", "v2"])],
+        Options { waypoint: true },
+    );
+    let waypoint = mesh.waypoint.as_ref().expect("a waypoint");
+    let plane = &mesh.plane;
+    plane
+        .delete(GATEWAY_API, "HTTPRoute", NS, "shop")
+        .expect("the gateway's route removed");
+    let route = || {
+        plane
+            .get(GATEWAY_API, "HTTPRoute", NS, "shop-mesh")
+            .expect("read the HTTPRoute")
+            .expect("the user's mesh HTTPRoute")
+    };
+    let original = route();
+    let stickyctl = mesh.stickyctl().expect("stickyctl");
+    let url = plugin_url();
+    let sticky = |args: &[&str]| {
+        let mut all = vec!["--name", "shop"];
+        all.extend_from_slice(args);
+        stickyctl
+            .ok(&all)
+            .unwrap_or_else(|e| panic!("stickyctl {args:?}: {e:?}"))
+    };
+    sticky(&[
+        "init",
+        "--service",
+        "shop.prod.svc.cluster.local",
+        "--stable",
+        "v1",
+        "--waypoint",
+        "--plugin-url",
+        &url,
+        "--http-route",
+        "shop-mesh",
+    ]);
+    let rollout = plane
+        .get("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
+        .unwrap()
+        .expect("the rollout");
+    assert_eq!(rollout["spec"]["routing"]["api"], "HTTPRoute");
+    assert_eq!(rollout["spec"]["routing"]["httpRoute"], "shop-mesh");
+    assert_eq!(rollout["spec"]["plugin"]["waypoint"], true);
+    sticky(&["start", "--canary", "v2"]);
+    sticky(&["set-weight", "30"]);
+
+    // The plugin: in the Service's namespace, targeting it, on every request (no match).
+    // Named by the group, `sticky-canary-waypoint-service-shop-<hash>` (the kind's capital
+    // is spelled differently in a name, so a short hash keeps groups apart).
+    let plugins = plane
+        .list("extensions.istio.io/v1alpha1", "WasmPlugin", NS, "")
+        .unwrap();
+    assert_eq!(plugins.len(), 1, "one plugin in {NS}: {plugins:#?}");
+    let plugin = plugins[0].clone();
+    let plugin_name = plugin["metadata"]["name"].as_str().unwrap().to_owned();
+    let plugin_name = plugin_name.as_str();
+    assert!(
+        plugin_name.starts_with("sticky-canary-waypoint-service-shop-"),
+        "{plugin_name}"
+    );
+    let refs = plugin["spec"]["targetRefs"].as_array().expect("targetRefs");
+    assert_eq!(refs.len(), 1, "{plugin:#}");
+    assert_eq!(refs[0]["kind"], "Service", "{plugin:#}");
+    assert_eq!(refs[0]["name"], "shop", "{plugin:#}");
+    assert!(
+        refs[0].get("group").is_none_or(|g| g == ""),
+        "core group: {plugin:#}"
+    );
+    assert!(
+        plugin["spec"].get("match").is_none(),
+        "no match: {plugin:#}"
+    );
+    assert!(plugin["spec"].get("selector").is_none(), "{plugin:#}");
+
+    // The version Services, bound to the waypoint as the parent is.
+    for version in ["v1", "v2"] {
+        let service = plane
+            .get("v1", "Service", NS, &format!("shop-{version}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("shop-{version} made"));
+        assert_eq!(
+            service["spec"]["selector"],
+            json!({"app": "shop", "version": version})
+        );
+        assert_eq!(
+            service["metadata"]["labels"]["istio.io/use-waypoint"],
+            sticky_canary_e2e::mesh::gateway_api::WAYPOINT,
+            "shop-{version} bound to the parent's waypoint: {service:#}"
+        );
+    }
+
+    // The managed rules' sealed header values, as stickyctl wrote them.
+    let rules = route()["spec"]["rules"].as_array().cloned().unwrap();
+    let names: Vec<Value> = rules.iter().map(|r| r["name"].clone()).collect();
+    assert_eq!(
+        names,
+        [
+            json!("sticky-canary.shop.v-v1"),
+            json!("sticky-canary.shop.v-v2"),
+            json!("sticky-canary.shop.default"),
+            Value::Null
+        ]
+    );
+    let sealed: BTreeMap<&str, String> = [("v1", 0), ("v2", 1)]
+        .into_iter()
+        .map(|(version, i)| {
+            let value = rules[i]
+                .pointer("/matches/0/headers/0/value")
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("a header match in {:#}", rules[i]));
+            assert!(
+                value.starts_with(&format!("{version};")),
+                "sealed {version}: {value}"
+            );
+            (version, value.to_owned())
+        })
+        .collect();
+
+    // What istiod generates for the waypoint proxy.
+    let shop_chain = format!("inbound-vip|{SERVICE_PORT}|http|shop.{NS}.svc.cluster.local");
+    let bound = |version: &str| {
+        format!("inbound-vip|{SERVICE_PORT}|http|shop-{version}.{NS}.svc.cluster.local")
+    };
+    let dump = mesh
+        .wait_for_istiod_config(waypoint, "the rollout at the waypoint", |dump| {
+            let clusters = cluster_names(dump);
+            let filters = chain_http_filters(dump, "main_internal", &shop_chain);
+            let routes = serde_json::to_string(&route_configs(dump)).unwrap_or_default();
+            (clusters.contains(&bound("v1"))
+                && clusters.contains(&bound("v2"))
+                && plugin_position(&filters, NS, plugin_name).is_some()
+                && sealed.values().all(|v| routes.contains(v.as_str())))
+            .then(|| dump.clone())
+        })
+        .expect("the rollout in istiod's configuration for the waypoint");
+    let clusters = cluster_names(&dump);
+    let filters = chain_http_filters(&dump, "main_internal", &shop_chain);
+    let router = filters
+        .iter()
+        .position(|f| f == "envoy.filters.http.router");
+    let wasm = plugin_position(&filters, NS, plugin_name);
+    assert!(
+        wasm.is_some() && wasm < router,
+        "the filter before the router on shop's server-side chain: {filters:?}"
+    );
+    let shop_clusters: Vec<&String> = clusters.iter().filter(|c| c.contains("|shop")).collect();
+    eprintln!("the waypoint's clusters for shop: {shop_clusters:?}; shop's chain: {filters:?}");
+    for version in ["v1", "v2"] {
+        let unbound = format!("outbound|{SERVICE_PORT}||shop-{version}.{NS}.svc.cluster.local");
+        assert!(
+            !clusters.contains(&unbound),
+            "no outbound cluster for a bound version Service: {clusters:?}"
+        );
+    }
+    // Each managed version rule: its sealed header to its version Service's inbound-vip
+    // cluster; the fallback to stable's.
+    let routes = route_configs(&dump);
+    let all_routes: Vec<&Value> = routes
+        .iter()
+        .flat_map(|r| r["virtual_hosts"].as_array().into_iter().flatten())
+        .flat_map(|h| h["routes"].as_array().into_iter().flatten())
+        .collect();
+    for (version, value) in &sealed {
+        let to = all_routes
+            .iter()
+            .find(|r| {
+                r["match"]["headers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|h| {
+                        h["name"] == "x-sticky-version"
+                            && serde_json::to_string(h).unwrap_or_default().contains(value)
+                    })
+            })
+            .unwrap_or_else(|| panic!("a route matching {value}: {all_routes:#?}"));
+        assert_eq!(
+            to["route"]["cluster"],
+            json!(bound(version)),
+            "{value} to shop-{version}: {to:#}"
+        );
+    }
+    assert!(
+        all_routes.iter().any(|r| {
+            r["name"] == "sticky-canary.shop.default" && r["route"]["cluster"] == json!(bound("v1"))
+        }),
+        "the fallback to shop-v1: {all_routes:#?}"
+    );
+
+    sticky(&["delete"]);
+    assert_eq!(
+        route()["spec"],
+        original["spec"],
+        "the user's mesh route exactly as it was"
+    );
+    assert!(
+        plane
+            .get(
+                "extensions.istio.io/v1alpha1",
+                "WasmPlugin",
+                NS,
+                plugin_name
+            )
+            .unwrap()
+            .is_none(),
+        "the plugin deleted"
+    );
+    for version in ["v1", "v2"] {
+        assert!(
+            plane
+                .get("v1", "Service", NS, &format!("shop-{version}"))
+                .unwrap()
+                .is_none(),
+            "shop-{version} deleted"
+        );
+    }
+    mesh.wait_for_istiod_config(waypoint, "the plugin gone from the waypoint", |dump| {
+        let filters = chain_http_filters(dump, "main_internal", &shop_chain);
+        (filters.contains(&"envoy.filters.http.router".to_owned())
+            && plugin_position(&filters, NS, plugin_name).is_none())
+        .then_some(())
+    })
+    .expect("the waypoint without the filter");
+}
