@@ -10,14 +10,22 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sticky_canary_e2e::browser::Http;
+use sticky_canary_e2e::mesh::auto::{
+    assert_decision_reasons, assert_promoted_through_10_50_100, assert_rolled_back_at_10,
+    patch_analysis, AutoLoop, BAD_FAULTS, CANARY, STABLE,
+};
 use sticky_canary_e2e::mesh::gateway_api::{
     chain_http_filters, cluster_endpoints, cluster_names, route_configs, service_object,
     GatewayApiStack, Options, GATEWAY, GATEWAY_API, GATEWAY_NS, SERVICE_PORT, TARGET_PORT,
 };
+use sticky_canary_e2e::mesh::proxy::AgentStats;
 use sticky_canary_e2e::mesh::stack::{host, MeshStack, Service, NS};
+use sticky_canary_e2e::prometheus::Prometheus;
+use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
 
 /// One control plane at a time (see `mesh.rs`).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -742,4 +750,126 @@ fn stickyctl_rolls_out_at_a_waypoint() {
         .then_some(())
     })
     .expect("the waypoint without the filter");
+}
+
+/// `auto` through istiod on the HTTPRoute API, as `mesh_auto.rs` proves it on the
+/// VirtualService API: `stickyctl controller` on the cluster, Prometheus scraping the Gateway
+/// API gateway's Envoy (started with the chart's proxy stats, as istio-agent starts a pod that
+/// names them), two rollouts on the one gateway with `spec.analysis.provider: Istio` and every
+/// query the provider's default: a healthy canary (identical to stable) walks 10-50-100 and is
+/// promoted, a bad one (5 % of its requests fail, stable's 0.1 %) is rolled back at 10 %. The
+/// default queries read each version's cluster stats at the gateway, here the version
+/// Services' `outbound|80||<service>-<version>.prod.svc.cluster.local` (no subset on this API),
+/// which the Istio provider's cluster regex matches. Load: new visitors (every second visit a
+/// browser never seen before).
+#[test]
+fn auto_through_istiod_on_the_httproute_api_promotes_a_healthy_canary_and_rolls_back_a_bad_one() {
+    const WITHIN: Duration = Duration::from_secs(100);
+    // Dropped last, once every process of this test is gone.
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let stats = AgentStats::istio_with_chart_proxy_stats().unwrap_or_else(|e| panic!("{e:#}"));
+    let bad = Service {
+        faults: &BAD_FAULTS,
+        ..Service::new("cart", &[STABLE, CANARY])
+    };
+    let mesh = GatewayApiStack::start_with_stats(
+        Path::new(env!("CARGO_BIN_EXE_sticky-upstream")),
+        &[Service::new("shop", &[STABLE, CANARY]), bad],
+        Options::default(),
+        &stats,
+    )
+    .unwrap_or_else(|e| panic!("cannot start the mesh: {e:?}"));
+    let stickyctl = mesh.stickyctl().expect("stickyctl");
+    let url = plugin_url();
+    for (service, interval) in [("shop", "4"), ("cart", "20")] {
+        let fqdn = format!("{service}.{NS}.svc.cluster.local");
+        stickyctl
+            .ok(&[
+                "--name",
+                service,
+                "init",
+                "--service",
+                &fqdn,
+                "--stable",
+                STABLE,
+                "--plugin-url",
+                &url,
+                "--target-ref",
+                &format!("Gateway/{GATEWAY}"),
+                "--gateway-namespace",
+                GATEWAY_NS,
+                "--steps",
+                "10,50,100",
+                "--interval",
+                interval,
+                "--promotion",
+                "auto",
+            ])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        patch_analysis(&mesh.plane, service, json!({"provider": "Istio"}));
+        stickyctl
+            .ok(&["--name", service, "start", "--canary", CANARY])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    let admin = mesh.gateway.envoy().admin().unwrap().address();
+    let prometheus = Prometheus::start(&[admin]).unwrap_or_else(|e| panic!("{e:#}"));
+    let logs = tempfile::tempdir().unwrap();
+    let population = TrafficOptions {
+        visits_per_second: 60.0,
+        seconds: 150,
+        new_every: 2,
+        returning: 100,
+    };
+    let _loads = ["shop", "cart"].map(|service| {
+        Traffic::start_on(
+            Path::new(env!("CARGO_BIN_EXE_sticky-load")),
+            mesh.gateway_address(),
+            Some(&host(service)),
+            population,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"))
+    });
+    let auto = AutoLoop {
+        stickyctl: &stickyctl,
+        plane: &mesh.plane,
+        prometheus: prometheus.url(),
+        logs: logs.path(),
+        within: WITHIN,
+    };
+    let _controller = auto.controller();
+    let started = Instant::now();
+    for service in ["shop", "cart"] {
+        auto.auto_on_with_defaults(service);
+    }
+
+    let bad = auto.wait_for_phase("cart", "RolledBack");
+    let bad_took = started.elapsed();
+    let bad_applied = assert_rolled_back_at_10(&bad);
+    let healthy = auto.wait_for_phase("shop", "Promoted");
+    let healthy_took = started.elapsed();
+    let applied = assert_promoted_through_10_50_100(&healthy);
+    assert_decision_reasons(&prometheus, "shop");
+    // The version Services' clusters are what Prometheus has from the gateway.
+    let clusters = prometheus
+        .query(r#"sum by (cluster_name) (envoy_cluster_upstream_rq_total{cluster_name=~"outbound\\|80\\|\\|(shop|cart)-v[12]\\..*"}) > 0"#)
+        .unwrap();
+    let clusters: Vec<&str> = clusters
+        .iter()
+        .filter_map(|s| s["metric"]["cluster_name"].as_str())
+        .collect();
+    eprintln!("version Services' clusters in Prometheus: {clusters:?}");
+    for version in [STABLE, CANARY] {
+        let cluster = format!("outbound|{SERVICE_PORT}||shop-{version}.{NS}.svc.cluster.local");
+        assert!(
+            clusters.contains(&cluster.as_str()),
+            "{cluster} in {clusters:?}"
+        );
+    }
+    eprintln!(
+        "HTTPRoute API: bad canary rolled back {:.0} s after `auto on` (weight 10% reported \
+         after {bad_applied} s); healthy canary promoted after {:.0} s, steps 10/50/100% \
+         reported by the gateway after {applied:?} s",
+        bad_took.as_secs_f64(),
+        healthy_took.as_secs_f64()
+    );
 }

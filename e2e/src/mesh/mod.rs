@@ -2,6 +2,7 @@
 //! their Go modules ([`tools`]), and Envoys that istiod configures ([`proxy`]), so every claim
 //! about Istio is proven by what istiod makes of the objects stickyctl writes.
 
+pub mod auto;
 pub mod control_plane;
 pub mod gateway_api;
 pub mod proxy;
