@@ -19,42 +19,24 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use sticky_canary_e2e::envoy::free_port;
+use sticky_canary_e2e::mesh::auto::{
+    assert_decision_reasons, assert_promoted_through_10_50_100, assert_rolled_back_at_10,
+    patch_analysis, AutoLoop, BAD_FAULTS, CANARY, STABLE,
+};
 use sticky_canary_e2e::mesh::proxy::AgentStats;
-use sticky_canary_e2e::mesh::stack::{host, MeshStack, Service, NS};
-use sticky_canary_e2e::process::ChildGuard;
+use sticky_canary_e2e::mesh::stack::{host, MeshStack, Service};
 use sticky_canary_e2e::prometheus::Prometheus;
-use sticky_canary_e2e::site::Faults;
 use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
-use sticky_canary_e2e::verdicts::{check, failed_checks};
-use sticky_canary_e2e::wait;
 
 /// One control plane at a time, as in `mesh.rs`.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-const STABLE: &str = "v1";
-const CANARY: &str = "v2";
 /// The service whose canary is identical to stable.
 const HEALTHY: &str = "shop";
 /// The service whose canary fails 5 % of its requests.
 const BAD: &str = "cart";
-const BAD_FAULTS: [(&str, Faults); 2] = [
-    (
-        STABLE,
-        Faults {
-            error_rate: 0.001,
-            delay: Duration::ZERO,
-        },
-    ),
-    (
-        CANARY,
-        Faults {
-            error_rate: 0.05,
-            delay: Duration::ZERO,
-        },
-    ),
-];
 /// Seconds each healthy step holds.
 const INTERVAL: &str = "4";
 /// The bad canary's interval. A step fails at the first look whose test rejects (about 10 s
@@ -110,7 +92,7 @@ fn auto_mesh() -> AutoMesh {
         stack
             .init(service, &init)
             .unwrap_or_else(|e| panic!("{e:#}"));
-        patch_analysis(&stack, service, json!({"provider": "Istio"}));
+        patch_analysis(&stack.plane, service, json!({"provider": "Istio"}));
         stack
             .sticky(service, &["start", "--canary", CANARY])
             .unwrap_or_else(|e| panic!("{e:#}"));
@@ -125,18 +107,6 @@ fn auto_mesh() -> AutoMesh {
     }
 }
 
-/// Sets fields of `spec.analysis` of `service`'s rollout, as an operator's `kubectl apply
-/// --server-side`: a field set by an earlier call and left out of this one is removed.
-fn patch_analysis(stack: &MeshStack, service: &str, analysis: Value) {
-    stack
-        .plane
-        .apply(&json!({
-            "apiVersion": "stickycanary.io/v1alpha1", "kind": "StickyCanary",
-            "metadata": {"name": service, "namespace": NS},
-            "spec": {"analysis": analysis}}))
-        .unwrap_or_else(|e| panic!("{e:#}"));
-}
-
 impl AutoMesh {
     /// `sticky-load` browsing `service` through the gateway as `population` does.
     fn load(&self, service: &str, population: TrafficOptions) -> Traffic {
@@ -149,92 +119,16 @@ impl AutoMesh {
         .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    fn controller_log(&self) -> std::path::PathBuf {
-        self.logs.path().join("controller.log")
+    /// The automatic loop on this mesh.
+    fn auto(&self) -> AutoLoop<'_> {
+        AutoLoop {
+            stickyctl: &self.stack.stickyctl,
+            plane: &self.stack.plane,
+            prometheus: self.prometheus.url(),
+            logs: self.logs.path(),
+            within: WITHIN,
+        }
     }
-
-    /// The shipped controller on the cluster, reading this Prometheus.
-    fn controller(&self) -> ChildGuard {
-        self.stack
-            .stickyctl
-            .spawn(
-                &["controller", "--prometheus", &self.prometheus.url()],
-                &self.controller_log(),
-            )
-            .unwrap()
-    }
-
-    fn auto_on(&self, service: &str) -> sticky_canary_e2e::operator::Run {
-        let url = self.prometheus.url();
-        let args = ["--name", service, "auto", "on", "--prometheus", &url];
-        self.stack.stickyctl.run(&args).unwrap()
-    }
-
-    fn status(&self, service: &str) -> Value {
-        let out = self
-            .stack
-            .sticky(service, &["status", "-o", "json"])
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-
-    fn rollout(&self, service: &str) -> Value {
-        self.stack
-            .plane
-            .get("stickycanary.io/v1alpha1", "StickyCanary", NS, service)
-            .unwrap()
-            .unwrap_or_else(|| panic!("no rollout {service}"))
-    }
-
-    /// Polls `service`'s status until its phase is `phase`, for [`WITHIN`].
-    fn wait_for_phase(&self, service: &str, phase: &str) -> Value {
-        wait::until(
-            &format!("{service} {phase}"),
-            WITHIN,
-            Duration::from_millis(500),
-            || {
-                let status = self.status(service);
-                Ok((status["phase"] == phase).then_some(status))
-            },
-        )
-        .unwrap_or_else(|err| {
-            panic!(
-                "{err}\nstatus: {:#}\ncontroller log:\n{}",
-                self.status(service),
-                std::fs::read_to_string(self.controller_log()).unwrap_or_default()
-            )
-        })
-    }
-
-    /// `auto on --prometheus` with every query the provider's default, once Prometheus has
-    /// what it checks (stable's requests, decisions and weights).
-    fn auto_on_with_defaults(&self, service: &str) {
-        let mut last = String::new();
-        wait::until(
-            &format!("`auto on` of {service} accepted"),
-            Duration::from_secs(30),
-            Duration::from_millis(500),
-            || {
-                let run = self.auto_on(service);
-                last = run.stderr;
-                Ok((run.code == Some(0)).then_some(()))
-            },
-        )
-        .unwrap_or_else(|err| panic!("{err}: {last}"));
-        let analysis = &self.rollout(service)["spec"]["analysis"];
-        assert_eq!(analysis["provider"], "Istio");
-        assert_eq!(analysis.get("queries"), None, "{analysis:#}");
-    }
-}
-
-/// Seconds from a step's start until every proxy reported its weight, from the check's
-/// reason ("every proxy (1) reported weight 50% after 2 s; ...").
-fn applied_after(reason: &str) -> u64 {
-    let (_, rest) = reason
-        .split_once(" after ")
-        .unwrap_or_else(|| panic!("{reason}"));
-    let seconds = rest.split_once(" s").map_or(rest, |(s, _)| s);
-    seconds.parse().unwrap_or_else(|e| panic!("{e}: {reason}"))
 }
 
 /// Both rollouts driven by the controller while `population` browses each service: the
@@ -243,71 +137,21 @@ fn applied_after(reason: &str) -> u64 {
 fn healthy_promoted_and_bad_rolled_back(label: &str, population: TrafficOptions) {
     let mesh = auto_mesh();
     let _loads = [HEALTHY, BAD].map(|service| mesh.load(service, population));
-    let _controller = mesh.controller();
+    let auto = mesh.auto();
+    let _controller = auto.controller();
     let started = Instant::now();
     for service in [HEALTHY, BAD] {
-        mesh.auto_on_with_defaults(service);
+        auto.auto_on_with_defaults(service);
     }
 
-    let bad = mesh.wait_for_phase(BAD, "RolledBack");
+    let bad = auto.wait_for_phase(BAD, "RolledBack");
     let bad_took = started.elapsed();
-    let last = bad["verdicts"].as_array().unwrap().last().unwrap();
-    assert_eq!(last["weight"], 10.0, "{bad:#}");
-    assert_eq!(last["verdict"]["outcome"], "Fail", "{last:#}");
-    assert!(failed_checks(last).contains(&"errors"), "{last:#}");
-    let message = bad["message"].as_str().unwrap();
-    assert!(message.starts_with("rolled back at 10%:"), "{message}");
-    assert!(message.contains("5xx"), "{message}");
-    assert_eq!(check(last, "dataPlane")["outcome"], "Pass", "{last:#}");
+    let bad_applied = assert_rolled_back_at_10(&bad);
 
-    let healthy = mesh.wait_for_phase(HEALTHY, "Promoted");
+    let healthy = auto.wait_for_phase(HEALTHY, "Promoted");
     let healthy_took = started.elapsed();
-    assert_eq!(healthy["versions"][0]["name"], CANARY, "{healthy:#}");
-    let verdicts = healthy["verdicts"].as_array().unwrap();
-    let judged: Vec<(f64, &str)> = verdicts
-        .iter()
-        .map(|v| {
-            let outcome = v["verdict"]["outcome"].as_str().unwrap();
-            (v["weight"].as_f64().unwrap(), outcome)
-        })
-        .collect();
-    assert_eq!(
-        judged,
-        [(10.0, "Pass"), (50.0, "Pass"), (100.0, "Pass")],
-        "{healthy:#}"
-    );
-    let mut applied = Vec::new();
-    for verdict in verdicts {
-        let data_plane = check(verdict, "dataPlane");
-        let reason = data_plane["reason"].as_str().unwrap();
-        assert_eq!(data_plane["outcome"], "Pass", "{verdict:#}");
-        assert!(
-            reason.contains("every proxy (1) reported weight"),
-            "{reason}"
-        );
-        assert!(
-            verdict["verdict"]["canary"]["requests"].as_u64().unwrap() >= 200,
-            "{verdict:#}"
-        );
-        applied.push(applied_after(reason));
-    }
-    // The decisions' reasons reach Prometheus through istio-agent's stats settings and the
-    // chart's tag rules: new clients (`hash`), kept pins (`cookie`) and pins moved at a page
-    // load by the ramp (`repin`).
-    let reasons = mesh
-        .prometheus
-        .query(&format!(
-            r#"sum by (sticky_reason) (sticky_canary_decisions{{sticky_rollout="{NS}/{HEALTHY}"}}) > 0"#
-        ))
-        .unwrap();
-    let reasons: Vec<&str> = reasons
-        .iter()
-        .filter_map(|s| s["metric"]["sticky_reason"].as_str())
-        .collect();
-    for reason in ["hash", "cookie", "repin"] {
-        assert!(reasons.contains(&reason), "{reason} in {reasons:?}");
-    }
-    let bad_applied = applied_after(check(last, "dataPlane")["reason"].as_str().unwrap());
+    let applied = assert_promoted_through_10_50_100(&healthy);
+    assert_decision_reasons(&mesh.prometheus, HEALTHY);
     eprintln!(
         "{label}: bad canary rolled back {:.0} s after `auto on` (weight 10% reported after \
          {bad_applied} s); healthy canary promoted after {:.0} s, steps 10/50/100% reported by \

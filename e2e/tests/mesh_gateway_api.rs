@@ -10,14 +10,22 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sticky_canary_e2e::browser::Http;
+use sticky_canary_e2e::mesh::auto::{
+    assert_decision_reasons, assert_promoted_through_10_50_100, assert_rolled_back_at_10,
+    patch_analysis, AutoLoop, BAD_FAULTS, CANARY, STABLE,
+};
 use sticky_canary_e2e::mesh::gateway_api::{
     chain_http_filters, cluster_endpoints, cluster_names, route_configs, service_object,
     GatewayApiStack, Options, GATEWAY, GATEWAY_API, GATEWAY_NS, SERVICE_PORT, TARGET_PORT,
 };
+use sticky_canary_e2e::mesh::proxy::AgentStats;
 use sticky_canary_e2e::mesh::stack::{host, MeshStack, Service, NS};
+use sticky_canary_e2e::prometheus::Prometheus;
+use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
 
 /// One control plane at a time (see `mesh.rs`).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -110,9 +118,12 @@ fn an_httproute_through_a_gateway_api_gateway() {
     mesh.plane.apply(&route).expect("the sticky rules");
 
     let v2: &[(&str, &[u8])] = &[("x-sticky-version", b"v2")];
+    // Several in a row: under the route before, to `shop`, either answer comes by chance.
     mesh.wait_until("stamped requests on shop-v2", |http| {
-        served_by(http, "shop", v2).as_deref() == Some("shop-v2")
-            && served_by(http, "shop", &[]).as_deref() == Some("shop-v1")
+        (0..8).all(|_| {
+            served_by(http, "shop", v2).as_deref() == Some("shop-v2")
+                && served_by(http, "shop", &[]).as_deref() == Some("shop-v1")
+        })
     })
     .expect("the sticky rules take effect");
     for _ in 0..20 {
@@ -492,5 +503,377 @@ fn stickyctl_rolls_out_on_the_httproute_api() {
     assert!(
         plane.get("v1", "Service", NS, "shop").unwrap().is_some(),
         "the user's Service stays"
+    );
+}
+
+/// `stickyctl` on the HTTPRoute API with the filter on the service's ambient waypoint, as a
+/// user runs it: `init --waypoint --http-route shop-mesh` (the user's route whose parent is the
+/// Service `shop`, bound to the waypoint), `start`, `set-weight 30`; then what istiod generates
+/// for the waypoint proxy, read from istiod's debug config dump (the upstream Envoy playing the
+/// waypoint refuses the listeners carrying Istio's own filters, see the harness's doc): the
+/// WasmPlugin `sticky-canary-waypoint-service-shop-<hash>` in `prod` (targetRefs kind Service `shop`,
+/// no `match`) on shop's server-side filter chain (`main_internal`, chain
+/// `inbound-vip|80|http|shop...`) before the router, the managed rules in its routes (the
+/// sealed `x-sticky-version` values) to the version Services' `inbound-vip` clusters: the
+/// version Services `stickyctl` makes carry the parent's `istio.io/use-waypoint`, so they are
+/// bound to the waypoint as the parent is. `delete` leaves the user's route exactly and the
+/// plugin and Services gone.
+///
+/// No request goes through the waypoint: it accepts only HBONE (HTTP CONNECT over mutual TLS
+/// on 15008, into `connect_terminate`), which ztunnel originates and the upstream Envoy cannot
+/// terminate (Istio's `peer_metadata` filters); neither ztunnel nor Istio's Envoy is built
+/// here. So the proof stops at the configuration istiod pushes to the waypoint.
+///
+/// The harness's gateway route `shop` routes to the Service too; the rollout refuses a second
+/// HTTPRoute to its service, so this test removes it first: the service is reached through its
+/// waypoint only.
+#[test]
+fn stickyctl_rolls_out_at_a_waypoint() {
+    let (mesh, _turn) = stack(
+        &[Service::new("shop", &["v1", "v2"])],
+        Options { waypoint: true },
+    );
+    let waypoint = mesh.waypoint.as_ref().expect("a waypoint");
+    let plane = &mesh.plane;
+    plane
+        .delete(GATEWAY_API, "HTTPRoute", NS, "shop")
+        .expect("the gateway's route removed");
+    let route = || {
+        plane
+            .get(GATEWAY_API, "HTTPRoute", NS, "shop-mesh")
+            .expect("read the HTTPRoute")
+            .expect("the user's mesh HTTPRoute")
+    };
+    let original = route();
+    let stickyctl = mesh.stickyctl().expect("stickyctl");
+    let url = plugin_url();
+    let sticky = |args: &[&str]| {
+        let mut all = vec!["--name", "shop"];
+        all.extend_from_slice(args);
+        stickyctl
+            .ok(&all)
+            .unwrap_or_else(|e| panic!("stickyctl {args:?}: {e:?}"))
+    };
+    sticky(&[
+        "init",
+        "--service",
+        "shop.prod.svc.cluster.local",
+        "--stable",
+        "v1",
+        "--waypoint",
+        "--plugin-url",
+        &url,
+        "--http-route",
+        "shop-mesh",
+    ]);
+    let rollout = plane
+        .get("stickycanary.io/v1alpha1", "StickyCanary", NS, "shop")
+        .unwrap()
+        .expect("the rollout");
+    assert_eq!(rollout["spec"]["routing"]["api"], "HTTPRoute");
+    assert_eq!(rollout["spec"]["routing"]["httpRoute"], "shop-mesh");
+    assert_eq!(rollout["spec"]["plugin"]["waypoint"], true);
+    sticky(&["start", "--canary", "v2"]);
+    sticky(&["set-weight", "30"]);
+
+    // The plugin: in the Service's namespace, targeting it, on every request (no match).
+    // Named by the group, `sticky-canary-waypoint-service-shop-<hash>` (the kind's capital
+    // is spelled differently in a name, so a short hash keeps groups apart).
+    let plugins = plane
+        .list("extensions.istio.io/v1alpha1", "WasmPlugin", NS, "")
+        .unwrap();
+    assert_eq!(plugins.len(), 1, "one plugin in {NS}: {plugins:#?}");
+    let plugin = plugins[0].clone();
+    let plugin_name = plugin["metadata"]["name"].as_str().unwrap().to_owned();
+    let plugin_name = plugin_name.as_str();
+    assert!(
+        plugin_name.starts_with("sticky-canary-waypoint-service-shop-"),
+        "{plugin_name}"
+    );
+    let refs = plugin["spec"]["targetRefs"].as_array().expect("targetRefs");
+    assert_eq!(refs.len(), 1, "{plugin:#}");
+    assert_eq!(refs[0]["kind"], "Service", "{plugin:#}");
+    assert_eq!(refs[0]["name"], "shop", "{plugin:#}");
+    assert!(
+        refs[0].get("group").is_none_or(|g| g == ""),
+        "core group: {plugin:#}"
+    );
+    assert!(
+        plugin["spec"].get("match").is_none(),
+        "no match: {plugin:#}"
+    );
+    assert!(plugin["spec"].get("selector").is_none(), "{plugin:#}");
+
+    // The version Services, bound to the waypoint as the parent is.
+    for version in ["v1", "v2"] {
+        let service = plane
+            .get("v1", "Service", NS, &format!("shop-{version}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("shop-{version} made"));
+        assert_eq!(
+            service["spec"]["selector"],
+            json!({"app": "shop", "version": version})
+        );
+        assert_eq!(
+            service["metadata"]["labels"]["istio.io/use-waypoint"],
+            sticky_canary_e2e::mesh::gateway_api::WAYPOINT,
+            "shop-{version} bound to the parent's waypoint: {service:#}"
+        );
+    }
+
+    // The managed rules' sealed header values, as stickyctl wrote them.
+    let rules = route()["spec"]["rules"].as_array().cloned().unwrap();
+    let names: Vec<Value> = rules.iter().map(|r| r["name"].clone()).collect();
+    assert_eq!(
+        names,
+        [
+            json!("sticky-canary.shop.v-v1"),
+            json!("sticky-canary.shop.v-v2"),
+            json!("sticky-canary.shop.default"),
+            Value::Null
+        ]
+    );
+    let sealed: BTreeMap<&str, String> = [("v1", 0), ("v2", 1)]
+        .into_iter()
+        .map(|(version, i)| {
+            let value = rules[i]
+                .pointer("/matches/0/headers/0/value")
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("a header match in {:#}", rules[i]));
+            assert!(
+                value.starts_with(&format!("{version};")),
+                "sealed {version}: {value}"
+            );
+            (version, value.to_owned())
+        })
+        .collect();
+
+    // What istiod generates for the waypoint proxy.
+    let shop_chain = format!("inbound-vip|{SERVICE_PORT}|http|shop.{NS}.svc.cluster.local");
+    let bound = |version: &str| {
+        format!("inbound-vip|{SERVICE_PORT}|http|shop-{version}.{NS}.svc.cluster.local")
+    };
+    let dump = mesh
+        .wait_for_istiod_config(waypoint, "the rollout at the waypoint", |dump| {
+            let clusters = cluster_names(dump);
+            let filters = chain_http_filters(dump, "main_internal", &shop_chain);
+            let routes = serde_json::to_string(&route_configs(dump)).unwrap_or_default();
+            (clusters.contains(&bound("v1"))
+                && clusters.contains(&bound("v2"))
+                && plugin_position(&filters, NS, plugin_name).is_some()
+                && sealed.values().all(|v| routes.contains(v.as_str())))
+            .then(|| dump.clone())
+        })
+        .expect("the rollout in istiod's configuration for the waypoint");
+    let clusters = cluster_names(&dump);
+    let filters = chain_http_filters(&dump, "main_internal", &shop_chain);
+    let router = filters
+        .iter()
+        .position(|f| f == "envoy.filters.http.router");
+    let wasm = plugin_position(&filters, NS, plugin_name);
+    assert!(
+        wasm.is_some() && wasm < router,
+        "the filter before the router on shop's server-side chain: {filters:?}"
+    );
+    let shop_clusters: Vec<&String> = clusters.iter().filter(|c| c.contains("|shop")).collect();
+    eprintln!("the waypoint's clusters for shop: {shop_clusters:?}; shop's chain: {filters:?}");
+    for version in ["v1", "v2"] {
+        let unbound = format!("outbound|{SERVICE_PORT}||shop-{version}.{NS}.svc.cluster.local");
+        assert!(
+            !clusters.contains(&unbound),
+            "no outbound cluster for a bound version Service: {clusters:?}"
+        );
+    }
+    // Each managed version rule: its sealed header to its version Service's inbound-vip
+    // cluster; the fallback to stable's.
+    let routes = route_configs(&dump);
+    let all_routes: Vec<&Value> = routes
+        .iter()
+        .flat_map(|r| r["virtual_hosts"].as_array().into_iter().flatten())
+        .flat_map(|h| h["routes"].as_array().into_iter().flatten())
+        .collect();
+    for (version, value) in &sealed {
+        let to = all_routes
+            .iter()
+            .find(|r| {
+                r["match"]["headers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|h| {
+                        h["name"] == "x-sticky-version"
+                            && serde_json::to_string(h).unwrap_or_default().contains(value)
+                    })
+            })
+            .unwrap_or_else(|| panic!("a route matching {value}: {all_routes:#?}"));
+        assert_eq!(
+            to["route"]["cluster"],
+            json!(bound(version)),
+            "{value} to shop-{version}: {to:#}"
+        );
+    }
+    assert!(
+        all_routes.iter().any(|r| {
+            r["name"] == "sticky-canary.shop.default" && r["route"]["cluster"] == json!(bound("v1"))
+        }),
+        "the fallback to shop-v1: {all_routes:#?}"
+    );
+
+    sticky(&["delete"]);
+    assert_eq!(
+        route()["spec"],
+        original["spec"],
+        "the user's mesh route exactly as it was"
+    );
+    assert!(
+        plane
+            .get(
+                "extensions.istio.io/v1alpha1",
+                "WasmPlugin",
+                NS,
+                plugin_name
+            )
+            .unwrap()
+            .is_none(),
+        "the plugin deleted"
+    );
+    for version in ["v1", "v2"] {
+        assert!(
+            plane
+                .get("v1", "Service", NS, &format!("shop-{version}"))
+                .unwrap()
+                .is_none(),
+            "shop-{version} deleted"
+        );
+    }
+    mesh.wait_for_istiod_config(waypoint, "the plugin gone from the waypoint", |dump| {
+        let filters = chain_http_filters(dump, "main_internal", &shop_chain);
+        (filters.contains(&"envoy.filters.http.router".to_owned())
+            && plugin_position(&filters, NS, plugin_name).is_none())
+        .then_some(())
+    })
+    .expect("the waypoint without the filter");
+}
+
+/// `auto` through istiod on the HTTPRoute API, as `mesh_auto.rs` proves it on the
+/// VirtualService API: `stickyctl controller` on the cluster, Prometheus scraping the Gateway
+/// API gateway's Envoy (started with the chart's proxy stats, as istio-agent starts a pod that
+/// names them), two rollouts on the one gateway with `spec.analysis.provider: Istio` and every
+/// query the provider's default: a healthy canary (identical to stable) walks 10-50-100 and is
+/// promoted, a bad one (5 % of its requests fail, stable's 0.1 %) is rolled back at 10 %. The
+/// default queries read each version's cluster stats at the gateway, here the version
+/// Services' `outbound|80||<service>-<version>.prod.svc.cluster.local` (no subset on this API),
+/// which the Istio provider's cluster regex matches. Load: new visitors (every second visit a
+/// browser never seen before).
+#[test]
+fn auto_through_istiod_on_the_httproute_api_promotes_a_healthy_canary_and_rolls_back_a_bad_one() {
+    const WITHIN: Duration = Duration::from_secs(100);
+    // Dropped last, once every process of this test is gone.
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let stats = AgentStats::istio_with_chart_proxy_stats().unwrap_or_else(|e| panic!("{e:#}"));
+    let bad = Service {
+        faults: &BAD_FAULTS,
+        ..Service::new("cart", &[STABLE, CANARY])
+    };
+    let mesh = GatewayApiStack::start_with_stats(
+        Path::new(env!("CARGO_BIN_EXE_sticky-upstream")),
+        &[Service::new("shop", &[STABLE, CANARY]), bad],
+        Options::default(),
+        &stats,
+    )
+    .unwrap_or_else(|e| panic!("cannot start the mesh: {e:?}"));
+    let stickyctl = mesh.stickyctl().expect("stickyctl");
+    let url = plugin_url();
+    for (service, interval) in [("shop", "4"), ("cart", "20")] {
+        let fqdn = format!("{service}.{NS}.svc.cluster.local");
+        stickyctl
+            .ok(&[
+                "--name",
+                service,
+                "init",
+                "--service",
+                &fqdn,
+                "--stable",
+                STABLE,
+                "--plugin-url",
+                &url,
+                "--target-ref",
+                &format!("Gateway/{GATEWAY}"),
+                "--gateway-namespace",
+                GATEWAY_NS,
+                "--steps",
+                "10,50,100",
+                "--interval",
+                interval,
+                "--promotion",
+                "auto",
+            ])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        patch_analysis(&mesh.plane, service, json!({"provider": "Istio"}));
+        stickyctl
+            .ok(&["--name", service, "start", "--canary", CANARY])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    let admin = mesh.gateway.envoy().admin().unwrap().address();
+    let prometheus = Prometheus::start(&[admin]).unwrap_or_else(|e| panic!("{e:#}"));
+    let logs = tempfile::tempdir().unwrap();
+    let population = TrafficOptions {
+        visits_per_second: 60.0,
+        seconds: 150,
+        new_every: 2,
+        returning: 100,
+    };
+    let _loads = ["shop", "cart"].map(|service| {
+        Traffic::start_on(
+            Path::new(env!("CARGO_BIN_EXE_sticky-load")),
+            mesh.gateway_address(),
+            Some(&host(service)),
+            population,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"))
+    });
+    let auto = AutoLoop {
+        stickyctl: &stickyctl,
+        plane: &mesh.plane,
+        prometheus: prometheus.url(),
+        logs: logs.path(),
+        within: WITHIN,
+    };
+    let _controller = auto.controller();
+    let started = Instant::now();
+    for service in ["shop", "cart"] {
+        auto.auto_on_with_defaults(service);
+    }
+
+    let bad = auto.wait_for_phase("cart", "RolledBack");
+    let bad_took = started.elapsed();
+    let bad_applied = assert_rolled_back_at_10(&bad);
+    let healthy = auto.wait_for_phase("shop", "Promoted");
+    let healthy_took = started.elapsed();
+    let applied = assert_promoted_through_10_50_100(&healthy);
+    assert_decision_reasons(&prometheus, "shop");
+    // The version Services' clusters are what Prometheus had from the gateway (over the run:
+    // once promoted, stable's Service and cluster are gone, and their series with them).
+    let clusters = prometheus
+        .query(r#"sum by (cluster_name) (max_over_time(envoy_cluster_upstream_rq_total{cluster_name=~"outbound\\|80\\|\\|(shop|cart)-v[12]\\..*"}[10m])) > 0"#)
+        .unwrap();
+    let clusters: Vec<&str> = clusters
+        .iter()
+        .filter_map(|s| s["metric"]["cluster_name"].as_str())
+        .collect();
+    eprintln!("version Services' clusters in Prometheus: {clusters:?}");
+    for version in [STABLE, CANARY] {
+        let cluster = format!("outbound|{SERVICE_PORT}||shop-{version}.{NS}.svc.cluster.local");
+        assert!(
+            clusters.contains(&cluster.as_str()),
+            "{cluster} in {clusters:?}"
+        );
+    }
+    eprintln!(
+        "HTTPRoute API: bad canary rolled back {:.0} s after `auto on` (weight 10% reported \
+         after {bad_applied} s); healthy canary promoted after {:.0} s, steps 10/50/100% \
+         reported by the gateway after {applied:?} s",
+        bad_took.as_secs_f64(),
+        healthy_took.as_secs_f64()
     );
 }

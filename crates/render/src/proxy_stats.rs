@@ -24,11 +24,17 @@ pub fn stats_tags() -> Value {
     ])
 }
 
-/// The request count, status classes and latency histogram of every managed subset's
-/// cluster (Istio names it `outbound|<port>|sticky-canary-<version>|<host>`).
+/// The request count, status classes and latency histogram of the clusters a version's
+/// requests take: on the VirtualService API every managed subset's
+/// (`outbound|<port>|sticky-canary-<version>|<host>`); on the HTTPRoute API a version is a
+/// Service of any name, so every Service cluster's without a subset, at a gateway or sidecar
+/// (`outbound|<port>||<host>`) and at a waypoint (`inbound-vip|<port>|http|<host>`). These
+/// are what the Istio provider's default queries read (`prometheus::queries::cluster_regex`).
+/// Three series and a histogram per Service cluster of a proxy that takes these settings (the
+/// ones that run the filter).
 pub fn cluster_stats_regex() -> String {
     format!(
-        r"^cluster\.outbound\|[0-9]+\|{SUBSET_PREFIX}[^|]+\|.+\.upstream_rq_(total|time|[1-5]xx)$"
+        r"^cluster\.(outbound\|[0-9]+\|({SUBSET_PREFIX}[^|]+)?|inbound-vip\|[0-9]+\|http)\|.+\.upstream_rq_(total|time|[1-5]xx)$"
     )
 }
 
@@ -57,6 +63,28 @@ pub fn istio_bootstrap_override_json() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cluster_stats_kept_are_those_of_either_apis_version_clusters() {
+        let kept = regex::Regex::new(&cluster_stats_regex()).unwrap();
+        for name in [
+            "cluster.outbound|80|sticky-canary-v2|shop.prod.svc.cluster.local.upstream_rq_total",
+            "cluster.outbound|80||shop-v2.prod.svc.cluster.local.upstream_rq_5xx",
+            "cluster.outbound|8080||shop-canary.prod.svc.cluster.local.upstream_rq_time",
+            "cluster.inbound-vip|80|http|shop-v2.prod.svc.cluster.local.upstream_rq_total",
+        ] {
+            assert!(kept.is_match(name), "{name} kept");
+        }
+        for name in [
+            "cluster.outbound|80||shop-v2.prod.svc.cluster.local.upstream_cx_total",
+            "cluster.outbound|80|v2|shop.prod.svc.cluster.local.upstream_rq_total",
+            "cluster.inbound|8080||.upstream_rq_total",
+            "cluster.xds-grpc.upstream_rq_total",
+            "cluster.inbound-vip|80|http/v2|shop.prod.svc.cluster.local.upstream_rq_total",
+        ] {
+            assert!(!kept.is_match(name), "{name} dropped");
+        }
+    }
 
     #[test]
     fn the_chart_ships_the_rendered_settings() {

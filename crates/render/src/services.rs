@@ -58,6 +58,10 @@ pub fn check_name(name: &str, version: &str) -> Result<(), EditError> {
     })
 }
 
+/// The parent Service's labels that bind it to an ambient waypoint (`istio.io/use-waypoint`,
+/// and the waypoint's namespace when it is another), copied onto its version Services.
+pub const WAYPOINT_LABELS: [&str; 2] = ["istio.io/use-waypoint", "istio.io/use-waypoint-namespace"];
+
 /// The Service of `version` made from the parent Service `parent` (a whole object as the API
 /// server returns it). Refused: a parent that selects no pods by label (no selector, or
 /// `ExternalName`: its endpoints are not chosen by pod labels, so no per-version Service can
@@ -118,9 +122,22 @@ pub fn render(parent: &Value, version: &VersionService) -> Result<Value, EditErr
         return Err(refuse("has no ports".into()));
     }
     let namespace = parent.pointer("/metadata/namespace").cloned();
+    let mut labels = json!({ MANAGED_BY_LABEL: MANAGED_BY, VERSION_LABEL: version.version });
+    // Bound to the parent's waypoint too: a waypoint's route to a version Service then uses
+    // its `inbound-vip` cluster, as for the parent, and the waypoint applies to that traffic
+    // what it applies to the parent's (`listener_waypoint.go:1262-1297` of the pinned Istio);
+    // unbound, the same route takes an `outbound` cluster around the waypoint's handling.
+    for label in WAYPOINT_LABELS {
+        if let Some(value) = parent
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(label))
+        {
+            labels[label] = value.clone();
+        }
+    }
     let mut metadata = json!({
         "name": version.name,
-        "labels": { MANAGED_BY_LABEL: MANAGED_BY, VERSION_LABEL: version.version },
+        "labels": labels,
         "annotations": { ROLLOUT_ANNOTATION: version.rollout },
     });
     if let Some(namespace) = namespace {
@@ -174,6 +191,10 @@ pub fn with_live(desired: &Value, live: Option<&Value>, rollout: &str) -> Result
                 .as_object()
                 .cloned()
                 .unwrap_or_default();
+            if field == "labels" {
+                // The waypoint binding follows the parent's, removed with it.
+                merged.retain(|k, _| !WAYPOINT_LABELS.contains(&k.as_str()));
+            }
             merged.extend(desired.clone());
             out["metadata"][field] = Value::Object(merged);
         }
@@ -266,7 +287,8 @@ mod tests {
                 "apiVersion": "v1", "kind": "Service",
                 "metadata": {
                     "name": "shop-v2", "namespace": "prod",
-                    "labels": {MANAGED_BY_LABEL: MANAGED_BY, VERSION_LABEL: "v2"},
+                    "labels": {MANAGED_BY_LABEL: MANAGED_BY, VERSION_LABEL: "v2",
+                               "istio.io/use-waypoint": "waypoint"},
                     "annotations": {ROLLOUT_ANNOTATION: "prod/shop"},
                 },
                 "spec": {
@@ -345,6 +367,37 @@ mod tests {
         assert!(
             err.to_string().contains("belongs to rollout prod/other"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_version_service_is_bound_to_the_parents_waypoint_and_follows_its_binding() {
+        let mut elsewhere = parent();
+        elsewhere["metadata"]["labels"]["istio.io/use-waypoint-namespace"] = json!("mesh");
+        elsewhere["metadata"]["labels"]["team"] = json!("a");
+        let service = render(&elsewhere, &version("shop-v2", "v2")).unwrap();
+        assert_eq!(
+            service["metadata"]["labels"],
+            json!({MANAGED_BY_LABEL: MANAGED_BY, VERSION_LABEL: "v2",
+                   "istio.io/use-waypoint": "waypoint",
+                   "istio.io/use-waypoint-namespace": "mesh"}),
+            "the binding, not the parent's other labels"
+        );
+
+        // The parent unbound: so is its version Service, live labels of others kept.
+        let mut unbound = parent();
+        unbound["metadata"]["labels"] = json!({});
+        let desired = render(&unbound, &version("shop-v2", "v2")).unwrap();
+        assert_eq!(
+            desired["metadata"]["labels"],
+            json!({MANAGED_BY_LABEL: MANAGED_BY, VERSION_LABEL: "v2"})
+        );
+        let mut live = service.clone();
+        live["metadata"]["labels"]["team"] = json!("b");
+        let out = with_live(&desired, Some(&live), "prod/shop").unwrap();
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({MANAGED_BY_LABEL: MANAGED_BY, VERSION_LABEL: "v2", "team": "b"})
         );
     }
 

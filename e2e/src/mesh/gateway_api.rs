@@ -92,7 +92,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::control_plane::{ControlPlane, Features};
-use super::proxy::{MeshProxy, Role};
+use super::proxy::{AgentStats, MeshProxy, Role};
 use super::stack::{host, served_name, Service, NS, PROPAGATION};
 use crate::browser::Http;
 use crate::envoy::free_port;
@@ -235,6 +235,19 @@ impl GatewayApiStack {
         services: &[Service],
         options: Options,
     ) -> Result<GatewayApiStack> {
+        GatewayApiStack::start_with_stats(upstream_bin, services, options, &AgentStats::default())
+    }
+
+    /// [`GatewayApiStack::start`] with the gateway's Envoy given what istio-agent adds about
+    /// stats (as [`super::stack::MeshStack::start_with`] gives its gateway): with
+    /// [`AgentStats::istio_with_chart_proxy_stats`], the chart's proxy stats, which keep each
+    /// version Service's cluster stats that the Istio analysis queries read.
+    pub fn start_with_stats(
+        upstream_bin: &Path,
+        services: &[Service],
+        options: Options,
+        stats: &AgentStats,
+    ) -> Result<GatewayApiStack> {
         let plane = ControlPlane::start_with(
             &locate::istio_crds()?,
             Features {
@@ -321,13 +334,14 @@ impl GatewayApiStack {
             GATEWAY_SERVICE,
             gateway_ip,
         )?;
-        let mut gateway = MeshProxy::start_as_workload(
+        let mut gateway = MeshProxy::start_as_workload_with(
             &plane,
             Role::Gateway,
             &gateway_pod,
             GATEWAY_NS,
             &gateway_labels,
             &gateway_ip.to_string(),
+            stats,
         )?;
         gateway
             .wait_for_listener(gateway_port)

@@ -3,6 +3,7 @@
 //! about Istio is proven by what istiod makes of the objects stickyctl writes.
 
 pub mod analyze;
+pub mod auto;
 pub mod control_plane;
 pub mod gateway_api;
 pub mod proxy;

@@ -166,15 +166,28 @@ impl MeshProxy {
         labels: &BTreeMap<String, String>,
         address: &str,
     ) -> Result<MeshProxy> {
-        MeshProxy::spawn(
+        MeshProxy::start_as_workload_with(
             plane,
             role,
             name,
             namespace,
             labels,
-            &AgentStats::default(),
             address,
+            &AgentStats::default(),
         )
+    }
+
+    /// [`MeshProxy::start_as_workload`] with what istio-agent would add about stats.
+    pub fn start_as_workload_with(
+        plane: &ControlPlane,
+        role: Role,
+        name: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        address: &str,
+        stats: &AgentStats,
+    ) -> Result<MeshProxy> {
+        MeshProxy::spawn(plane, role, name, namespace, labels, stats, address)
     }
 
     fn spawn(
