@@ -33,7 +33,6 @@ use crate::target::Target;
 use api::StickyCanary;
 use render::istio::{namespace_and_name, object_name, Kind};
 use render::placement::{placements, rollout_key};
-use render::services;
 use render::wasmplugin::{self, MANAGED_BY, MANAGED_BY_LABEL};
 
 /// How often the controller re-checks a rollout that did not change, as a safety net behind
@@ -192,25 +191,8 @@ pub fn referencing(
         .collect()
 }
 
-/// The rollout a version Service belongs to (its [`services::ROLLOUT_ANNOTATION`],
-/// `<namespace>/<name>`), when the controller has it.
-pub fn owning(rollouts: &[Arc<StickyCanary>], service: &Value) -> Vec<ObjectRef<StickyCanary>> {
-    let owner = service["metadata"]["annotations"][services::ROLLOUT_ANNOTATION]
-        .as_str()
-        .and_then(|owner| owner.split_once('/'));
-    rollouts
-        .iter()
-        .filter(|rollout| {
-            owner.is_some_and(|(namespace, name)| {
-                rollout.namespace().as_deref() == Some(namespace) && rollout.name_any() == name
-            })
-        })
-        .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
-        .collect()
-}
-
 /// Whether the cluster serves Gateway API's HTTPRoute (a list of one answers): only then are
-/// HTTPRoutes and version Services watched, since a watch of a kind nobody serves fails on.
+/// HTTPRoutes watched, since a watch of a kind nobody serves fails on.
 async fn serves_http_routes(client: &Client, namespace: Option<&str>) -> bool {
     let (api, _) = objects_api(client.clone(), Kind::HttpRoute, namespace);
     api.list(&kube::api::ListParams::default().limit(1))
@@ -270,8 +252,11 @@ pub async fn run<M: Metrics + Send + 'static>(
                 )
             });
     }
-    // The HTTPRoute API's objects, so that a hand edit of a route or a deleted version
-    // Service is repaired at once, not at the next resync.
+    // The HTTPRoutes, so that a hand edit of the managed rules is repaired at once, not at the
+    // next resync. (Version Services are not watched: under a cache serving stale lists, the
+    // kube-runtime watcher of a labelled core kind re-lists without backoff and starves the
+    // controller, seen in controller_watch_faults.rs; a deleted one is made again at the
+    // rollout's next reconcile.)
     if serves_http_routes(&client, namespace).await {
         let (api, resource) = objects_api(client.clone(), Kind::HttpRoute, namespace);
         let route_store: Store<StickyCanary> = store.clone();
@@ -284,14 +269,6 @@ pub async fn run<M: Metrics + Send + 'static>(
                     &route.name_any(),
                 )
             });
-        let (api, resource) = objects_api(client.clone(), Kind::Service, namespace);
-        let service_store: Store<StickyCanary> = store.clone();
-        let managed =
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-        controller = controller.watches_with(api, resource, managed, move |service| {
-            let service = serde_json::to_value(service).unwrap_or_default();
-            owning(&service_store.state(), &service)
-        });
     }
     controller
         .shutdown_on_signal()
