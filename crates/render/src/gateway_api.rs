@@ -161,8 +161,9 @@ pub(crate) fn desired(
     let route_spec = httproute::edit(&route_name, namespace, &live_spec, &managed)?;
     // A new version's rule goes in before the plugins stamp it, and a leaving version's stays
     // until they no longer do: first the route with both, then the plugins, then the route.
+    let live_versions = httproute::managed_versions(&live_spec, rollout);
     let mut both = routed.clone();
-    for (version, service) in httproute::managed_versions(&live_spec, rollout) {
+    for (version, service) in live_versions.clone() {
         if !both.iter().any(|(v, _)| *v == version) {
             both.push((version, service));
         }
@@ -216,11 +217,9 @@ pub(crate) fn desired(
     let changed = |w: &&Write| !same_opt(live.get(w.kind, &w.object), Some(&w.object));
     let of = |kind: Kind| objects.iter().filter(move |w| w.kind == kind);
     let mut writes: Vec<Write> = of(Kind::Service).filter(changed).cloned().collect();
-    let adds = routed.iter().any(|(v, _)| {
-        !httproute::managed_versions(&live_spec, rollout)
-            .iter()
-            .any(|(l, _)| l == v)
-    });
+    let adds = routed
+        .iter()
+        .any(|(v, _)| !live_versions.iter().any(|(l, _)| l == v));
     let mut route_now = route.clone();
     if adds && !same_opt(Some(&route_now), Some(&route_first)) {
         let final_owned = of(Kind::HttpRoute).next().map(|w| w.owned.clone());

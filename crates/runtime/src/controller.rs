@@ -191,15 +191,6 @@ pub fn referencing(
         .collect()
 }
 
-/// Whether the cluster serves Gateway API's HTTPRoute (a list of one answers): only then are
-/// HTTPRoutes watched, since a watch of a kind nobody serves fails on.
-async fn serves_http_routes(client: &Client, namespace: Option<&str>) -> bool {
-    let (api, _) = objects_api(client.clone(), Kind::HttpRoute, namespace);
-    api.list(&kube::api::ListParams::default().limit(1))
-        .await
-        .is_ok()
-}
-
 /// The rollouts among `rollouts` that a change to shared `plugin` concerns: those with an
 /// entry in it, and those placed on its proxy group (an entry removed by hand comes back).
 pub fn in_plugin(rollouts: &[Arc<StickyCanary>], plugin: &Value) -> Vec<ObjectRef<StickyCanary>> {
@@ -249,24 +240,6 @@ pub async fn run<M: Metrics + Send + 'static>(
                     kind,
                     object.namespace().as_deref(),
                     &object.name_any(),
-                )
-            });
-    }
-    // The HTTPRoutes, so that a hand edit of the managed rules is repaired at once, not at the
-    // next resync. (Version Services are not watched: under a cache serving stale lists, the
-    // kube-runtime watcher of a labelled core kind re-lists without backoff and starves the
-    // controller, seen in controller_watch_faults.rs; a deleted one is made again at the
-    // rollout's next reconcile.)
-    if serves_http_routes(&client, namespace).await {
-        let (api, resource) = objects_api(client.clone(), Kind::HttpRoute, namespace);
-        let route_store: Store<StickyCanary> = store.clone();
-        controller =
-            controller.watches_with(api, resource, watcher::Config::default(), move |route| {
-                referencing(
-                    &route_store.state(),
-                    Kind::HttpRoute,
-                    route.namespace().as_deref(),
-                    &route.name_any(),
                 )
             });
     }
