@@ -329,7 +329,7 @@ pub fn standing(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -376,7 +376,8 @@ mod tests {
     /// Both shapes: every test of the rule below runs on each.
     const SHAPES: [&Shape; 2] = [&vsvc::SHAPE, &httproute::SHAPE];
 
-    fn names() -> Names {
+    /// The names of the rule's tests: a rollout `map` whose canary Service is `map-canary`.
+    pub(crate) fn names() -> Names {
         Names {
             namespace: "prod".into(),
             rollout: "map".into(),

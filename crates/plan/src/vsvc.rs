@@ -70,6 +70,7 @@ fn goes_to(destination: &Value, name: &str, _namespace: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::split::tests::names;
     use crate::split::{edit, routes};
     use serde_json::json;
 
@@ -81,17 +82,6 @@ mod tests {
         assert!(!is_host("map-canary", "map"));
         assert!(!is_host("map", "map-canary"));
         assert!(!is_host("mapx.prod", "map"));
-    }
-
-    fn names() -> Names {
-        Names {
-            namespace: "prod".into(),
-            rollout: "map".into(),
-            virtual_service: "map".into(),
-            http_route: "map".into(),
-            stable: "map".into(),
-            canary: "map-canary".into(),
-        }
     }
 
     #[test]
