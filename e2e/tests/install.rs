@@ -21,7 +21,7 @@
 //! scraping the gateway while traffic flows.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,6 +38,7 @@ use sticky_canary_e2e::mesh::proxy::AgentStats;
 use sticky_canary_e2e::mesh::stack::{served_name, MeshStack, Service, NS};
 use sticky_canary_e2e::mesh::tools::InstallTools;
 use sticky_canary_e2e::process::ChildGuard;
+use sticky_canary_e2e::registry::Registry;
 use sticky_canary_e2e::prometheus::Prometheus;
 use sticky_canary_e2e::site::HOP;
 
@@ -45,55 +46,6 @@ use sticky_canary_e2e::site::HOP;
 const CHART_NS: &str = "sticky-canary-system";
 /// The controller's ServiceAccount in the chart.
 const CONTROLLER_SA: &str = "stickyctl-controller";
-
-/// The CNCF distribution registry on loopback, storing in a temporary directory.
-struct Registry {
-    address: String,
-    _process: ChildGuard,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start(bin: &Path) -> Result<Registry> {
-        let dir = tempfile::Builder::new()
-            .prefix("sticky-registry-")
-            .tempdir()?;
-        let address = format!("127.0.0.1:{}", free_port()?);
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
-                dir.path().join("data").display()
-            ),
-        )?;
-        let log = std::fs::File::create(dir.path().join("registry.log"))?;
-        let mut command = Command::new(bin);
-        command
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let mut process = ChildGuard::spawn(command, "registry")?;
-        let http = sticky_canary_e2e::browser::Http::new(address.parse()?);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !http.get("/v2/", &[]).is_ok_and(|r| r.status == 200) {
-            if let Some(exit) = process.exited() {
-                bail!("the registry {exit}");
-            }
-            if Instant::now() > deadline {
-                bail!("the registry did not answer /v2/ within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(Registry {
-            address,
-            _process: process,
-            _dir: dir,
-        })
-    }
-}
 
 fn run(program: &Path, args: &[&str]) -> Result<String> {
     let output = Command::new(program)
@@ -239,7 +191,7 @@ fn the_install_guide_runs_against_a_real_control_plane() {
         &stats,
     )
     .unwrap_or_else(|e| panic!("cannot start the mesh: {e:?}"));
-    let registry = Registry::start(&tools.registry).unwrap();
+    let registry = Registry::start(&tools.registry, Ipv4Addr::LOCALHOST).unwrap();
 
     let stickyctl = locate::stickyctl_bin().unwrap();
     let path = [

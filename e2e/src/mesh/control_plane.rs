@@ -15,7 +15,7 @@
 //!
 //! Everything stops when the value is dropped; every process also dies with the test process.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -58,6 +58,40 @@ pub struct Features {
 /// socket, which a bare Envoy has not), the root namespace where it usually is.
 const MESH_CONFIG: &str =
     "rootNamespace: istio-system\nenableAutoMtls: false\ntrustDomain: cluster.local\n";
+/// Where the API server listens and what the cluster learns of it.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiNetwork {
+    /// The address it binds.
+    pub bind: Ipv4Addr,
+    /// Its address in the `kubernetes` Service's endpoints: what Pods reach it at.
+    pub advertise: Ipv4Addr,
+    /// The Services' ClusterIP range.
+    pub service_range: &'static str,
+    /// Whether Pods get their ServiceAccount's token mounted (the `ServiceAccount` admission
+    /// plugin, which refuses a Pod until its ServiceAccount exists: only where a
+    /// controller-manager makes them).
+    pub service_accounts: bool,
+}
+
+impl ApiNetwork {
+    /// Loopback only, no Pods: the mesh harness's.
+    pub const LOOPBACK: ApiNetwork = ApiNetwork {
+        bind: Ipv4Addr::LOCALHOST,
+        advertise: Ipv4Addr::LOCALHOST,
+        service_range: "10.0.0.0/24",
+        service_accounts: false,
+    };
+}
+
+/// How istiod was started, to start it again on the same addresses.
+struct IstiodCommand {
+    bin: PathBuf,
+    args: Vec<String>,
+    env: Vec<(&'static str, &'static str)>,
+    http: u16,
+    xds: SocketAddr,
+}
+
 /// The admin identity of the harness (a token of the token file, in `system:masters`).
 const ADMIN_USER: &str = "sticky-harness";
 /// A person releasing services: a user of the token file in group [`OPERATOR_GROUP`], with no
@@ -73,14 +107,11 @@ pub struct ControlPlane {
     operator_token: String,
     /// The kube-apiserver's address.
     pub api: SocketAddr,
-    /// istiod's plaintext xDS address, where the Envoys connect.
-    pub xds: SocketAddr,
     // Dropped in reverse order of start: istiod before the API server before etcd.
     controller_manager: std::sync::Mutex<Option<ChildGuard>>,
     istiod: std::sync::Mutex<Option<ChildGuard>>,
-    /// How istiod was started, to start it again on the same addresses.
-    istiod_command: (PathBuf, Vec<String>, Vec<(&'static str, &'static str)>),
-    istiod_http: u16,
+    /// How istiod was started: `None` when it runs as a Pod, or not at all.
+    istiod_command: Option<IstiodCommand>,
     _apiserver: ChildGuard,
     _etcd: ChildGuard,
     runtime: tokio::runtime::Runtime,
@@ -96,6 +127,14 @@ impl ControlPlane {
 
     /// [`ControlPlane::start`] with istiod running `features`.
     pub fn start_with(istio_crds: &Path, features: Features) -> Result<ControlPlane> {
+        let mut plane = ControlPlane::start_api(istio_crds, ApiNetwork::LOOPBACK)?;
+        plane.start_istiod(features)?;
+        Ok(plane)
+    }
+
+    /// etcd and kube-apiserver on `network`, with Istio's CRDs from `istio_crds`, the Gateway
+    /// API's and ours, and the namespace `istio-system`; no istiod.
+    pub fn start_api(istio_crds: &Path, network: ApiNetwork) -> Result<ControlPlane> {
         let tools = Tools::locate()?;
         let dir = tempfile::Builder::new()
             .prefix("sticky-mesh-")
@@ -138,28 +177,40 @@ impl ControlPlane {
                  {operator_token},{OPERATOR_USER},{OPERATOR_USER},\"{OPERATOR_GROUP}\"\n"
             ),
         )?;
-        let api = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let port = free_port()?;
+        // The harness's own address of it: loopback is bound whatever else is.
+        let api = SocketAddr::from(([127, 0, 0, 1], port));
         let path = |name: &str| dir.path().join(name).display().to_string();
+        let mut admission = vec![
+            // Nothing here needs it, and it would only slow every request down.
+            "--enable-priority-and-fairness=false".to_owned(),
+        ];
+        if !network.service_accounts {
+            // No controller-manager makes the ServiceAccounts' token secrets.
+            admission.push("--disable-admission-plugins=ServiceAccount".into());
+        }
         let apiserver = spawn(
             &tools.kube_apiserver,
             dir.path(),
             "kube-apiserver",
             &[
                 format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={}", api.port()),
+                format!("--bind-address={}", network.bind),
+                format!("--advertise-address={}", network.advertise),
+                format!("--secure-port={port}"),
                 format!("--cert-dir={}", path("pki")),
                 format!("--token-auth-file={}", path("tokens.csv")),
                 "--authorization-mode=RBAC".into(),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                format!("--service-cluster-ip-range={}", network.service_range),
                 format!("--service-account-issuer=https://{api}"),
                 format!("--service-account-key-file={}", path("sa.pub")),
                 format!("--service-account-signing-key-file={}", path("sa.key")),
-                // No controller-manager makes the ServiceAccounts' token secrets.
-                "--disable-admission-plugins=ServiceAccount".into(),
-                "--enable-priority-and-fairness=false".into(),
-            ],
+                // Where a node's kubelet serves logs and exec (crate::node).
+                "--kubelet-preferred-address-types=InternalIP".into(),
+            ]
+            .into_iter()
+            .chain(admission)
+            .collect::<Vec<_>>(),
             &[],
         )?;
         let admin_kubeconfig = dir.path().join("admin.kubeconfig");
@@ -181,11 +232,31 @@ impl ControlPlane {
             &client,
             &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
         ))?;
+        Ok(ControlPlane {
+            controller_manager: std::sync::Mutex::new(None),
+            admin_token,
+            operator_token,
+            api,
+            istiod: std::sync::Mutex::new(None),
+            istiod_command: None,
+            _apiserver: apiserver,
+            _etcd: etcd,
+            runtime,
+            client,
+            dir,
+        })
+    }
 
+    /// Starts istiod as a process on loopback, running `features`, and waits until it is ready.
+    fn start_istiod(&mut self, features: Features) -> Result<()> {
+        let tools = Tools::locate()?;
+        let dir = self.dir.path();
+        let path = |name: &str| dir.join(name).display().to_string();
+        let admin_kubeconfig = dir.join("admin.kubeconfig");
         let xds = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let http = free_port()?;
         let monitoring = free_port()?;
-        std::fs::write(dir.path().join("mesh.yaml"), MESH_CONFIG)?;
+        std::fs::write(dir.join("mesh.yaml"), MESH_CONFIG)?;
         let mut env: Vec<(&'static str, &'static str)> = ISTIOD_ENV.to_vec();
         env.extend([("POD_NAMESPACE", "istio-system"), ("POD_NAME", "istiod-0")]);
         if features.ambient {
@@ -204,36 +275,36 @@ impl ControlPlane {
             "--domain=cluster.local".into(),
             "--log_output_level=default:warn".into(),
         ];
-        let mut istiod = spawn(
-            &tools.pilot_discovery,
-            dir.path(),
-            "istiod",
-            &istiod_args,
-            &env,
-        )?;
+        let mut istiod = spawn(&tools.pilot_discovery, dir, "istiod", &istiod_args, &env)?;
         let ready = crate::browser::Http::new(SocketAddr::from(([127, 0, 0, 1], http)));
         let istiod_ready = wait(
             "istiod /ready",
             || Ok(ready.get("/ready", &[]).is_ok_and(|r| r.status == 200)),
             &mut [&mut istiod],
         );
-        let plane = ControlPlane {
-            controller_manager: std::sync::Mutex::new(None),
-            admin_token,
-            operator_token,
-            api,
+        *self.istiod.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(istiod);
+        self.istiod_command = Some(IstiodCommand {
+            bin: tools.pilot_discovery,
+            args: istiod_args,
+            env,
+            http,
             xds,
-            istiod: std::sync::Mutex::new(Some(istiod)),
-            istiod_command: (tools.pilot_discovery.clone(), istiod_args, env),
-            istiod_http: http,
-            _apiserver: apiserver,
-            _etcd: etcd,
-            runtime,
-            client,
-            dir,
-        };
-        istiod_ready.map_err(|err| plane.explain("istiod", err))?;
-        Ok(plane)
+        });
+        istiod_ready.map_err(|err| self.explain("istiod", err))
+    }
+
+    /// istiod's plaintext xDS address, where the Envoys connect.
+    ///
+    /// # Panics
+    /// When istiod does not run as a process of the harness ([`ControlPlane::start_api`]).
+    pub fn xds(&self) -> SocketAddr {
+        self.istiod_process().xds
+    }
+
+    fn istiod_process(&self) -> &IstiodCommand {
+        self.istiod_command
+            .as_ref()
+            .expect("istiod runs as a process of the harness (ControlPlane::start_with)")
     }
 
     /// Starts kube-controller-manager (once; later calls find it running) with the
@@ -242,6 +313,11 @@ impl ControlPlane {
     /// on no node, and the API server removes such a Pod at once when it is deleted.
     /// Must be called on the thread that keeps the control plane (its processes die with it).
     pub fn start_controller_manager(&self) -> Result<()> {
+        self.start_controller_manager_with(&["--controllers=deployment,replicaset".into()])
+    }
+
+    /// Starts kube-controller-manager (once) with `args` added to the harness's own.
+    pub fn start_controller_manager_with(&self, args: &[String]) -> Result<()> {
         let mut running = self
             .controller_manager
             .lock()
@@ -260,12 +336,14 @@ impl ControlPlane {
             "kube-controller-manager",
             &[
                 format!("--kubeconfig={}", kubeconfig.display()),
-                "--controllers=deployment,replicaset".into(),
                 "--leader-elect=false".into(),
                 // Nothing here scrapes or probes it.
                 "--secure-port=0".into(),
                 "--v=1".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>(),
             &[],
         )?;
         *running = Some(process);
@@ -280,9 +358,15 @@ impl ControlPlane {
         let mut running = self.istiod.lock().unwrap_or_else(|e| e.into_inner());
         // Dropping the guard kills and reaps it: its ports are free again.
         drop(running.take());
-        let (bin, args, env) = &self.istiod_command;
-        let istiod = running.insert(spawn(bin, self.dir.path(), "istiod", args, env)?);
-        let ready = crate::browser::Http::new(SocketAddr::from(([127, 0, 0, 1], self.istiod_http)));
+        let command = self.istiod_process();
+        let istiod = running.insert(spawn(
+            &command.bin,
+            self.dir.path(),
+            "istiod",
+            &command.args,
+            &command.env,
+        )?);
+        let ready = crate::browser::Http::new(SocketAddr::from(([127, 0, 0, 1], command.http)));
         wait(
             "istiod /ready after its restart",
             || Ok(ready.get("/ready", &[]).is_ok_and(|r| r.status == 200)),
@@ -296,7 +380,10 @@ impl ControlPlane {
     /// form of Envoy's admin config dump: `pilot/pkg/xds/debug.go:740-800`): every resource
     /// istiod sends, also those the proxy's Envoy refused.
     pub fn istiod_config_dump(&self, proxy_id: &str) -> Result<Value> {
-        let http = crate::browser::Http::new(SocketAddr::from(([127, 0, 0, 1], self.istiod_http)));
+        let http = crate::browser::Http::new(SocketAddr::from((
+            [127, 0, 0, 1],
+            self.istiod_process().http,
+        )));
         let response = http.get(&format!("/debug/config_dump?proxyID={proxy_id}"), &[])?;
         if response.status != 200 {
             bail!(
@@ -308,6 +395,23 @@ impl ControlPlane {
         let dump: Value = serde_json::from_str(&response.body)
             .with_context(|| format!("parsing istiod's config dump of {proxy_id}"))?;
         Ok(snake_case_keys(dump))
+    }
+
+    /// The directory of the control plane's files and logs (`<part>.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The API server's serving certificate (self-signed at its start, valid for the
+    /// `kubernetes` Service's ClusterIP too) with the authority that signed it: what the
+    /// cluster's clients trust.
+    pub fn api_certificate(&self) -> PathBuf {
+        self.dir.path().join("pki/apiserver.crt")
+    }
+
+    /// The signing key of ServiceAccount tokens.
+    pub fn service_account_key(&self) -> PathBuf {
+        self.dir.path().join("sa.key")
     }
 
     /// Adds the end of a part's log to an error.
@@ -563,7 +667,7 @@ fn install_crds(
 }
 
 /// Starts `bin` with `args` and `env`, its output in `<dir>/<name>.log`.
-fn spawn(
+pub(crate) fn spawn(
     bin: &Path,
     dir: &Path,
     name: &str,
@@ -583,7 +687,7 @@ fn spawn(
 }
 
 /// Polls `ready` until it holds, one of `processes` exits, or [`PATIENCE`] runs out.
-fn wait(
+pub(crate) fn wait(
     what: &str,
     mut ready: impl FnMut() -> Result<bool>,
     processes: &mut [&mut ChildGuard],

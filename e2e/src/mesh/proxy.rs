@@ -240,7 +240,7 @@ impl MeshProxy {
                 "cds_config": {"ads": {}, "resource_api_version": "V3"},
                 "lds_config": {"ads": {}, "resource_api_version": "V3"},
             },
-            "static_resources": {"clusters": [grpc_cluster("xds-grpc", plane.xds)]},
+            "static_resources": {"clusters": [grpc_cluster("xds-grpc", plane.xds())]},
         });
         // Ambient's listeners hand connections to each other through Envoy's internal
         // listeners (a waypoint's always, a gateway's `connect_originate` with ambient on),

@@ -93,7 +93,7 @@ impl InstallTools {
 
 /// Runs the build script for `names` and returns the path it printed for each, each checked
 /// to exist (a file; a directory for the names ending in `-crds`).
-fn locate(names: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
+pub(crate) fn locate(names: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
     let script = workspace_root().join("tools/control-plane/build");
     let output = Command::new("bash")
         .arg(&script)

@@ -1,0 +1,69 @@
+//! The node's own namespaces: a test that runs a node runs again inside new network, mount and
+//! PID namespaces (`unshare`), so that the pod and service ranges exist only there, nothing it
+//! mounts is seen outside, and every process it started (containerd's shims and the
+//! containers among them) dies with it, however the test ends.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Set in the copy of the test that runs inside the namespaces.
+const INSIDE: &str = "STICKY_NODE_NAMESPACES";
+
+/// `true` inside the node's namespaces: the caller goes on with the test. Outside, runs the
+/// test named `test` (its full path, as `cargo test -- --exact` names it) again inside new
+/// namespaces, its output passed through, and returns `false` once it passed; an error says
+/// it failed.
+pub fn inside(test: &str) -> Result<bool> {
+    if std::env::var_os(INSIDE).is_some() {
+        setup_network()?;
+        return Ok(true);
+    }
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    let status = Command::new("unshare")
+        .args([
+            "--net",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+        ])
+        .arg(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1")
+        .status()
+        .context("running unshare (util-linux) to give the node namespaces of its own")?;
+    if !status.success() {
+        bail!("{test} failed inside the node's namespaces ({status}): its output is above");
+    }
+    Ok(false)
+}
+
+/// Loopback up, with the node's address on it (a `dummy` link would need a kernel module this
+/// machine may lack; an address on `lo` is local all the same).
+fn setup_network() -> Result<()> {
+    run("ip", &["link", "set", "lo", "up"])?;
+    run(
+        "ip",
+        &["addr", "add", &format!("{}/32", super::NODE_IP), "dev", "lo"],
+    )?;
+    Ok(())
+}
+
+/// Runs `program` with `args`; an error carries what it printed.
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !output.status.success() {
+        bail!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
