@@ -112,7 +112,7 @@ demo-mesh: setup build control-plane
 lint:
 	$(CARGO) fmt --all -- --check
 	cd fuzz && $(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features sticky-canary-e2e/node -- -D warnings
 	$(CARGO) clippy -p sticky-canary-filter --target wasm32-wasip1 -- -D warnings
 	tools/crates/check
 

@@ -1,15 +1,153 @@
-//! A real node (`sticky_canary_e2e::node`): pods from the node's registry, Services through
-//! kube-proxy, names through CoreDNS.
+//! On a real node (`sticky_canary_e2e::node`): Istio installed by its Helm charts, istiod and
+//! the ingress gateway as Pods, `shop`'s versions as Deployments with injected sidecars under
+//! STRICT mTLS, the chart's controller as its Pod, and the install guide (`docs/istio.md`) run
+//! block by block against it. The filter reaches the gateway as the guide pins it: istio-agent
+//! pulls `oci://…@sha256:…` from the node's registry.
+//!
+//! Run by `make test-cluster` (`.ci/run` runs it after `make test`).
 
-use sticky_canary_e2e::locate;
-use sticky_canary_e2e::node::{isolate, Node};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sticky_canary_e2e::browser::{Browser, Http};
+use sticky_canary_e2e::crowd::Crowd;
+use sticky_canary_e2e::guide::{guide_blocks, Shell};
+use sticky_canary_e2e::locate::{self, workspace_root};
+use sticky_canary_e2e::node::{isolate, istio, shop, Node, TAG};
+
+const CHART_NS: &str = "sticky-canary-system";
 
 #[test]
-fn a_node_becomes_ready_and_runs_coredns() {
-    if !isolate::inside("a_node_becomes_ready_and_runs_coredns").unwrap() {
+fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
+    if !isolate::inside("the_install_guide_runs_on_a_real_node_with_injected_sidecars").unwrap() {
         return;
     }
-    let node = Node::start(&locate::istio_crds().unwrap()).unwrap();
-    let pods = node.plane.list("v1", "Pod", "kube-system", "k8s-app=kube-dns").unwrap();
-    assert_eq!(pods.len(), 1, "{pods:?}");
+    let started = Instant::now();
+    let node = Node::start(&locate::istio_crds().unwrap()).unwrap_or_else(|e| panic!("{e:?}"));
+    eprintln!("node Ready, CoreDNS running: {:?}", started.elapsed());
+    istio::install(&node).unwrap_or_else(|e| panic!("{e:?}"));
+    eprintln!("istiod and the gateway running: {:?}", started.elapsed());
+    for object in shop::objects() {
+        node.plane.apply(&object).unwrap();
+    }
+    let upstream = node.image("sticky-canary/upstream");
+    for version in ["v1", "v2"] {
+        node.plane
+            .apply(&shop::version(&upstream, version, 2))
+            .unwrap();
+    }
+    for version in ["v1", "v2"] {
+        node.wait_rollout(shop::NS, &format!("shop-{version}"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    eprintln!("shop's versions running: {:?}", started.elapsed());
+    // Every pod of shop has istiod's sidecar, from the node's proxy image.
+    let pods = node.plane.list("v1", "Pod", shop::NS, "app=shop").unwrap();
+    assert_eq!(pods.len(), 4);
+    let proxy_image = format!("{}/istio/proxyv2:{TAG}", node.registry);
+    for pod in &pods {
+        assert!(injected(pod, &proxy_image), "not injected: {pod}");
+    }
+
+    let gateway = node
+        .plane
+        .get("v1", "Service", "istio-system", istio::GATEWAY)
+        .unwrap()
+        .expect("the gateway's Service");
+    let gateway_ip = gateway["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    let gateway_address: SocketAddr = format!("{gateway_ip}:80").parse().unwrap();
+    let http = Http::new(gateway_address);
+    let site = Browser::new().with_header("host", "shop.example.com");
+
+    let root = workspace_root();
+    let guide = std::fs::read_to_string(root.join("docs/istio.md")).unwrap();
+    let blocks = guide_blocks(&guide).unwrap();
+    let stickyctl = locate::stickyctl_bin().unwrap();
+    let path = [
+        node.helm.parent().unwrap(),
+        node.crane.parent().unwrap(),
+        stickyctl.parent().unwrap(),
+    ]
+    .iter()
+    .map(|p| p.display().to_string())
+    .chain(std::env::var("PATH").ok())
+    .collect::<Vec<_>>()
+    .join(":");
+    let admin = node.plane.admin_kubeconfig("default").unwrap();
+    let shell = Shell::new(&[
+        ("PATH", path),
+        ("KUBECONFIG", admin.display().to_string()),
+        ("REGISTRY", node.registry.clone()),
+        ("GATEWAY", gateway_address.to_string()),
+    ])
+    .unwrap();
+    let block = |id: &str| -> String {
+        let (_, script) = blocks.iter().find(|(b, _)| b == id).unwrap();
+        shell.run(id, script).unwrap_or_else(|e| panic!("{e:?}"))
+    };
+
+    block("push");
+    let installing = Instant::now();
+    block("install");
+    node.wait_rollout(CHART_NS, "stickyctl-controller")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    eprintln!(
+        "figure: helm install to the controller Ready: {:?}",
+        installing.elapsed()
+    );
+
+    block("init");
+    let mut crowd = Crowd::returning(&site, 200);
+    let share = wait_share(&mut crowd, &http, "shop-v1", |s| s == 1.0);
+    assert_eq!(share, 1.0, "every client on stable after init");
+
+    block("canary");
+    block("qa-token");
+    let qa = block("qa");
+    assert!(qa.contains("shop-v2"), "QA reaches the canary: {qa}");
+    let weighted = Instant::now();
+    block("step");
+    let share = wait_share(&mut crowd, &http, "shop-v2", |s| (0.35..=0.65).contains(&s));
+    eprintln!(
+        "figure: set-weight 50 to the gateway applying it: {:?}",
+        weighted.elapsed()
+    );
+    assert!((0.35..=0.65).contains(&share), "share of v2 at 50%: {share}");
+
+    block("abort");
+    let share = wait_share(&mut crowd, &http, "shop-v1", |s| s == 1.0);
+    assert_eq!(share, 1.0, "every client back on stable after the abort");
+
+    block("promote");
+    let share = wait_share(&mut crowd, &http, "shop-v2", |s| s == 1.0);
+    assert_eq!(share, 1.0, "every client on the promoted version");
+    block("delete");
+    block("uninstall");
+    eprintln!("done: {:?}", started.elapsed());
+}
+
+/// Whether `pod` runs istiod's sidecar (`istio-proxy`, as a container or a native sidecar) of
+/// `proxy_image`.
+fn injected(pod: &Value, proxy_image: &str) -> bool {
+    ["containers", "initContainers"].iter().any(|list| {
+        pod["spec"][list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == "istio-proxy" && c["image"] == proxy_image)
+    })
+}
+
+/// The crowd's share of page loads `served` served, once `done` holds of it (or after a
+/// minute, the last share): the gateway applies a change when istiod has pushed it.
+fn wait_share(crowd: &mut Crowd, http: &Http, served: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let share = crowd.visit_share(http, "/", served).unwrap_or(-1.0);
+        if done(share) || Instant::now() > deadline {
+            return share;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

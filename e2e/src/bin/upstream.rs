@@ -21,7 +21,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     port: u16,
     /// Loopback address to listen on (127.0.0.0/8): a Pod's IP when the mesh harness plays
-    /// Pods.
+    /// Pods; or 0.0.0.0 in a real Pod, whose network namespace is its own.
     #[arg(long, default_value_t = Ipv4Addr::LOCALHOST, value_parser = parse_loopback)]
     address: Ipv4Addr,
     /// Serve `/hop` by calling another service at this address (the caller's sidecar), as
@@ -46,8 +46,8 @@ fn parse_share(text: &str) -> Result<f64, String> {
 
 fn parse_loopback(text: &str) -> Result<Ipv4Addr, String> {
     match text.parse::<Ipv4Addr>() {
-        Ok(address) if address.is_loopback() => Ok(address),
-        _ => Err(format!("{text:?} is not an address of 127.0.0.0/8")),
+        Ok(address) if address.is_loopback() || address.is_unspecified() => Ok(address),
+        _ => Err(format!("{text:?} is not an address of 127.0.0.0/8 nor 0.0.0.0")),
     }
 }
 

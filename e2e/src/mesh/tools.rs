@@ -116,7 +116,7 @@ pub(crate) fn locate(names: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
             .find_map(|line| line.strip_prefix(&format!("{name}=")))
             .with_context(|| format!("{} printed no path for {name}", script.display()))?;
         let path = PathBuf::from(line);
-        let present = if name.ends_with("-crds") {
+        let present = if name.ends_with("-crds") || name.ends_with("-charts") {
             path.is_dir()
         } else {
             path.is_file()

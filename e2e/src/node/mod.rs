@@ -9,8 +9,10 @@
 
 pub mod containerd;
 pub mod dns;
+pub mod istio;
 pub mod isolate;
 pub mod kubelet;
+pub mod shop;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -89,6 +91,8 @@ impl NodeTools {
 pub struct Node {
     /// Helm, for the charts.
     pub helm: PathBuf,
+    /// crane, for the registry.
+    pub crane: PathBuf,
     /// The images pushed, by repository: `host:port/repository@sha256:…`.
     pub images: BTreeMap<&'static str, String>,
     /// The registry, `host:port`.
@@ -232,6 +236,7 @@ impl Node {
         )?;
         let node = Node {
             helm: tools.helm,
+            crane: tools.crane,
             registry: registry.address.clone(),
             images,
             _scheduler: scheduler,

@@ -1,0 +1,116 @@
+//! Istio installed on the node as a cluster installs it: Helm charts of the pinned Istio
+//! module (`manifests/charts`), istiod as a Pod with its sidecar injector and its CA, the
+//! ingress gateway as a Deployment whose proxy istiod injects, STRICT mTLS for the mesh.
+//!
+//! The images are the node's (`make node-images`): `pilot` is the pinned istiod, `proxyv2` the
+//! pinned istio-agent with the upstream Envoy 1.40. What only Istio's own Envoy build has stays
+//! off, as in the mesh harness: the `istio.alpn` and metadata-exchange filters (istiod's
+//! settings) and Istio's stats filter (no telemetry provider).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use super::{Node, TAG};
+
+/// The ingress gateway's release, Deployment and Service name.
+pub const GATEWAY: &str = "istio-ingressgateway";
+
+/// Where the pinned Istio module keeps its Helm charts.
+fn charts() -> Result<PathBuf> {
+    let mut paths = crate::mesh::tools::locate(&["istio-charts"])?;
+    Ok(paths.remove("istio-charts").unwrap_or_default())
+}
+
+/// Installs Istio's base chart (the harness installed its CRDs already), istiod's and the
+/// ingress gateway's, and mesh-wide STRICT mTLS; returns once istiod and the gateway run.
+pub fn install(node: &Node) -> Result<()> {
+    let charts = charts()?;
+    let hub = format!("{}/istio", node.registry);
+    let values = json!({
+        "global": {"hub": hub, "tag": TAG, "imagePullPolicy": "IfNotPresent",
+                   "proxy": {"resources": {"requests": {"cpu": "10m", "memory": "40Mi"}}}},
+        "pilot": {
+            "autoscaleEnabled": false,
+            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+            "env": {
+                // Filters of Istio's own Envoy build (see the module's doc).
+                "PILOT_ENABLE_ALPN_FILTER": "false",
+                "PILOT_ENABLE_METADATA_EXCHANGE": "false",
+                "PILOT_DISABLE_MX_ALPN": "true",
+            },
+        },
+        // No stats filter: Istio's stats extension is not in the upstream Envoy.
+        "telemetry": {"enabled": false},
+        "meshConfig": {"defaultConfig": {"proxyMetadata": {
+            // The node's registry speaks plain HTTP.
+            "WASM_INSECURE_REGISTRIES": node.registry,
+        }}},
+    });
+    let values_file = node.dir().join("istiod-values.json");
+    std::fs::write(&values_file, serde_json::to_vec_pretty(&values)?)?;
+    helm(
+        node,
+        &[
+            "install",
+            "istio-base",
+            &charts.join("base").display().to_string(),
+            "--namespace=istio-system",
+            "--set=base.enableCRDTemplates=false",
+        ],
+    )?;
+    helm(
+        node,
+        &[
+            "install",
+            "istiod",
+            &charts.join("istio-control/istio-discovery").display().to_string(),
+            "--namespace=istio-system",
+            &format!("--values={}", values_file.display()),
+        ],
+    )?;
+    node.wait_rollout("istio-system", "istiod")?;
+    node.plane.apply(&json!({
+        "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": "istio-system"},
+        "spec": {"mtls": {"mode": "STRICT"}},
+    }))?;
+    helm(
+        node,
+        &[
+            "install",
+            GATEWAY,
+            &charts.join("gateway").display().to_string(),
+            "--namespace=istio-system",
+            "--set=service.type=ClusterIP",
+            "--set=resources.requests.cpu=10m",
+            "--set=resources.requests.memory=40Mi",
+            "--set=autoscaling.enabled=false",
+        ],
+    )?;
+    node.wait_rollout("istio-system", GATEWAY)
+}
+
+/// Runs Helm as the cluster's admin; an error carries what it printed.
+pub fn helm(node: &Node, args: &[&str]) -> Result<String> {
+    let kubeconfig = node.plane.admin_kubeconfig("default")?;
+    run_helm(&node.helm, &kubeconfig, args)
+}
+
+fn run_helm(helm: &Path, kubeconfig: &Path, args: &[&str]) -> Result<String> {
+    let output = Command::new(helm)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .output()
+        .context("running helm")?;
+    if !output.status.success() {
+        bail!(
+            "helm {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}

@@ -1,0 +1,80 @@
+//! The install guide's example service on the node: `shop` in `prod`, its versions as
+//! Deployments of the test service (`sticky-upstream`) whose pods istiod injects, the gateway's
+//! `web` Gateway and the user's VirtualService routing `shop.example.com` and the mesh name.
+
+use serde_json::{json, Value};
+
+/// The service's namespace, labelled for injection.
+pub const NS: &str = "prod";
+/// The service's ClusterIP, fixed so that callers can be told it before it exists.
+pub const SHOP_IP: &str = "10.96.1.10";
+/// The port the test service listens on in its pod.
+pub const APP_PORT: u16 = 8080;
+
+/// The namespace, the Service, the Gateway and the VirtualService.
+pub fn objects() -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "shop", "namespace": NS, "labels": {"app": "shop"}},
+               "spec": {"clusterIP": SHOP_IP, "selector": {"app": "shop"},
+                        "ports": [{"name": "http", "port": 80, "targetPort": APP_PORT}]}}),
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+               "metadata": {"name": "web", "namespace": "istio-system"},
+               "spec": {"selector": {"istio": "ingressgateway"},
+                        "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                                     "hosts": ["*/*"]}]}}),
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+               "metadata": {"name": "shop", "namespace": NS},
+               "spec": {"hosts": ["shop.example.com", "shop.prod.svc.cluster.local"],
+                        "gateways": ["istio-system/web", "mesh"],
+                        "http": [{"route": [{"destination": {"host": "shop.prod.svc.cluster.local"}}]}]}}),
+    ]
+}
+
+/// Deployment `shop-<version>` of `image`: `replicas` pods labelled `app: shop`,
+/// `version: <version>`, injected as the namespace says unless `sidecar` is false.
+pub fn version(image: &str, version: &str, replicas: u32) -> Value {
+    let labels = json!({"app": "shop", "version": version});
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": format!("shop-{version}"), "namespace": NS},
+           "spec": {
+               "replicas": replicas,
+               "selector": {"matchLabels": labels},
+               "template": {
+                   "metadata": {"labels": labels},
+                   "spec": {"containers": [app(image, &format!("shop-{version}"), &[])]},
+               },
+           }})
+}
+
+/// A caller of shop: a pod of `image` serving `/hop` by calling shop's ClusterIP with the
+/// version header it received, with a sidecar or, with `sidecar` false, without one.
+pub fn caller(image: &str, name: &str, sidecar: bool) -> Value {
+    let labels = json!({"app": name, "sidecar.istio.io/inject": sidecar.to_string()});
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": NS, "labels": labels},
+           "spec": {"containers": [app(image, name, &[
+               "--call".into(), format!("{SHOP_IP}:80"), "shop.prod.svc.cluster.local".into(),
+           ])]}})
+}
+
+/// The test service's container, answering as `served` (its `x-served-by`).
+fn app(image: &str, served: &str, extra: &[String]) -> Value {
+    let mut args = vec![
+        "--version".to_owned(),
+        served.to_owned(),
+        "--address=0.0.0.0".into(),
+        format!("--port={APP_PORT}"),
+    ];
+    args.extend_from_slice(extra);
+    json!({
+        "name": "app",
+        "image": image,
+        "args": args,
+        "ports": [{"containerPort": APP_PORT, "name": "http"}],
+        "readinessProbe": {"httpGet": {"path": "/", "port": APP_PORT}, "periodSeconds": 1},
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+    })
+}
