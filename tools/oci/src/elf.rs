@@ -4,7 +4,18 @@
 
 use anyhow::{bail, Context, Result};
 
+const PT_DYNAMIC: u32 = 2;
 const PT_INTERP: u32 = 3;
+
+/// How an ELF file links.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Linking {
+    /// The program interpreter it names (`PT_INTERP`), for an executable linked dynamically.
+    pub interpreter: Option<String>,
+    /// Whether it has a dynamic section (`PT_DYNAMIC`): a dynamic executable or a shared
+    /// library, which may need other libraries.
+    pub dynamic: bool,
+}
 
 /// Whether `bytes` start as an ELF file does (the magic only).
 pub fn is_elf(bytes: &[u8]) -> bool {
@@ -14,6 +25,12 @@ pub fn is_elf(bytes: &[u8]) -> bool {
 /// The program interpreter a 64-bit little-endian ELF names (`/lib64/ld-linux-x86-64.so.2`),
 /// `None` for a static one. Errors on anything else, or on headers pointing outside the file.
 pub fn interpreter(binary: &[u8]) -> Result<Option<String>> {
+    Ok(linking(binary)?.interpreter)
+}
+
+/// How a 64-bit little-endian ELF links. Errors on anything else, or on headers pointing
+/// outside the file.
+pub fn linking(binary: &[u8]) -> Result<Linking> {
     if binary.len() < 64 || !is_elf(binary) {
         bail!("not an ELF executable");
     }
@@ -29,6 +46,7 @@ pub fn interpreter(binary: &[u8]) -> Result<Option<String>> {
     };
     let phoff = u64_at(32)?;
     let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    let mut linking = Linking::default();
     for index in 0..phnum {
         let at = phoff
             .checked_add(index * phentsize)
@@ -36,8 +54,13 @@ pub fn interpreter(binary: &[u8]) -> Result<Option<String>> {
         let Some(p_type) = binary.get(at..at.saturating_add(4)) else {
             bail!("program header {index} lies outside the file");
         };
-        if u32::from_le_bytes(p_type.try_into()?) != PT_INTERP {
-            continue;
+        match u32::from_le_bytes(p_type.try_into()?) {
+            PT_DYNAMIC => {
+                linking.dynamic = true;
+                continue;
+            }
+            PT_INTERP => {}
+            _ => continue,
         }
         let (offset, size) = (
             u64_at(at.saturating_add(8))?,
@@ -51,9 +74,9 @@ pub fn interpreter(binary: &[u8]) -> Result<Option<String>> {
         if !path.starts_with('/') {
             bail!("the program interpreter {path:?} is not an absolute path");
         }
-        return Ok(Some(path.to_owned()));
+        linking.interpreter = Some(path.to_owned());
     }
-    Ok(None)
+    Ok(linking)
 }
 
 /// `Ok` for a 64-bit little-endian ELF without a program interpreter.
@@ -122,6 +145,15 @@ pub(crate) mod tests {
         truncated.truncate(64 + 56 + 3);
         assert!(interpreter(&truncated).is_err(), "name outside the file");
         assert!(interpreter(&elf_with(&[PT_INTERP], "ld.so")).is_err());
+        let library = linking(&elf(&[1, PT_DYNAMIC])).unwrap();
+        assert_eq!(
+            library,
+            Linking {
+                interpreter: None,
+                dynamic: true
+            }
+        );
+        assert!(!linking(&elf(&[1])).unwrap().dynamic);
         if cfg!(target_env = "gnu") {
             let own = std::fs::read(std::env::current_exe().unwrap()).unwrap();
             let interp = interpreter(&own).unwrap().unwrap();

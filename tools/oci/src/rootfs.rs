@@ -5,8 +5,8 @@
 //! same host files give the same digest.
 //!
 //! What is not followed: libraries `dlopen`ed at run time (iptables' extensions, say) are not
-//! in `ldd`'s answer: `--add` their directory too. Executables inside an added directory get no
-//! libraries either (only files added one by one are looked at).
+//! in `ldd`'s answer: `--add` their directory too. Every dynamically linked ELF file added, one
+//! by one or in a directory, brings the libraries it needs (the extensions theirs).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -139,23 +139,31 @@ impl Tree {
             bail!("{} is neither a file nor a directory", host.display());
         }
         let bytes = std::fs::read(host).with_context(|| format!("reading {}", host.display()))?;
-        let interpreter = match elf::is_elf(&bytes) {
-            true => elf::interpreter(&bytes).with_context(|| format!("{}", host.display()))?,
-            false => None,
+        self.add_file(host, path, meta.permissions().mode() & 0o7777, bytes)
+    }
+
+    /// The host's regular file `host` (`bytes`, `mode`) at `path`, with, when it is an ELF
+    /// linked dynamically, its program interpreter and the libraries `ldd` names.
+    fn add_file(&mut self, host: &Path, path: &str, mode: u32, bytes: Vec<u8>) -> Result<()> {
+        let linking = match elf::is_elf(&bytes) {
+            true => elf::linking(&bytes).with_context(|| format!("{}", host.display()))?,
+            false => elf::Linking::default(),
         };
         self.insert(
             Entry::File {
                 path: path.to_owned(),
-                mode: meta.permissions().mode() & 0o7777,
+                mode,
                 bytes,
             },
             false,
         )?;
-        if let Some(interpreter) = interpreter {
-            for library in std::iter::once(interpreter).chain(libraries(host)?) {
-                self.add_resolved(&library)
-                    .with_context(|| format!("a library of {}", host.display()))?;
-            }
+        let libraries = match linking.dynamic {
+            true => libraries(host)?,
+            false => Vec::new(),
+        };
+        for library in linking.interpreter.into_iter().chain(libraries) {
+            self.add_resolved(&library)
+                .with_context(|| format!("a library of {}", host.display()))?;
         }
         Ok(())
     }
@@ -218,14 +226,7 @@ impl Tree {
             } else if meta.is_file() {
                 let bytes = std::fs::read(&child)
                     .with_context(|| format!("reading {}", child.display()))?;
-                self.insert(
-                    Entry::File {
-                        path: inner,
-                        mode: meta.permissions().mode() & 0o7777,
-                        bytes,
-                    },
-                    false,
-                )?;
+                self.add_file(&child, &inner, meta.permissions().mode() & 0o7777, bytes)?;
             } else {
                 bail!(
                     "{} is neither a file, a directory nor a symlink",
@@ -271,6 +272,9 @@ fn parse_ldd(text: &str) -> Result<Vec<String>> {
             }
             None => line.split_whitespace().next().unwrap_or_default(),
         };
+        if line == "statically linked" {
+            continue;
+        }
         if path.starts_with('/') {
             paths.push(path.to_owned());
         } else if !line.starts_with("linux-vdso") && !line.starts_with("linux-gate") {
@@ -444,6 +448,16 @@ mod tests {
     }
 
     #[test]
+    fn a_dynamic_elf_inside_an_added_directory_brings_its_libraries_too() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(std::env::current_exe().unwrap(), dir.path().join("t")).unwrap();
+        let entries = entries(&spec(&[(dir.path(), "/opt")], "/opt/t")).unwrap();
+        let found = paths(&entries);
+        assert!(found.iter().any(|p| p.contains("libc.so")), "{found:?}");
+        assert!(found.iter().any(|p| p.contains("ld-linux")), "{found:?}");
+    }
+
+    #[test]
     fn a_static_binary_brings_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("static");
@@ -603,6 +617,7 @@ mod tests {
                 "/lib64/ld-linux-x86-64.so.2"
             ]
         );
+        assert!(parse_ldd("\tstatically linked\n").unwrap().is_empty());
         let err = parse_ldd("\tlibgone.so.1 => not found\n")
             .unwrap_err()
             .to_string();
