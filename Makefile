@@ -14,7 +14,7 @@ PLAYWRIGHT := .work/playwright/node_modules/playwright-core/package.json
 export ISTIO_CRDS ?= $(abspath ../shared/istio/crds.gen.yaml)
 export ENVOY_BIN ?= $(abspath $(ENVOY))
 
-.PHONY: setup wasm build oci demo demo-mesh test lint bench clean control-plane fuzz fuzz-build fuzz-corpus
+.PHONY: setup wasm build oci node-images demo demo-mesh test lint bench clean control-plane fuzz fuzz-build fuzz-corpus
 
 ## setup: wasm target, Envoy in a virtualenv, Playwright, and wrk, Prometheus, curl (the install
 ## guide's QA request) and Chromium (the real-browser tests drive Debian's) when missing
@@ -87,6 +87,14 @@ oci: wasm .work/musl-target
 	$(CARGO) run -q -p sticky-canary-oci -- filter --wasm $(WASM) --out target/oci/filter
 	$(CARGO) run -q -p sticky-canary-oci -- controller --stickyctl $(STICKYCTL_STATIC) --out target/oci/controller
 
+## node-images: the test node's images (pause, pilot, proxyv2, coredns, upstream) as OCI image
+## layouts in target/oci/node/, one `name digest path` line each (tools/node/images: host files
+## through `sticky-oci rootfs`, a dynamic binary with its loader and libraries; Envoy from the
+## venv, pilot-agent, istiod and CoreDNS from tools/control-plane/build, Debian's iptables).
+## tools/oci/tests/node_images.rs runs their programs under chroot.
+node-images: $(ENVOY)
+	bash tools/node/images
+
 .work/musl-target:
 	rustup target add $(MUSL_TARGET)
 	@mkdir -p .work && touch $@
@@ -119,7 +127,7 @@ lint:
 ## test: lint, then every test (unit, property, fake Kubernetes API, real Envoy end to end,
 ## the real control plane). The programs are built first: the end-to-end tests run stickyctl and
 ## the upstreams as processes.
-test: setup wasm oci lint control-plane
+test: setup wasm oci node-images lint control-plane
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 

@@ -28,7 +28,7 @@ pub struct Image {
 impl Image {
     /// The image of `config` (its `rootfs` filled in from `layers`) and `layers`, with
     /// `annotations` on the manifest.
-    fn new(mut config: Value, layers: Vec<Layer>, annotations: Value) -> Image {
+    pub(crate) fn new(mut config: Value, layers: Vec<Layer>, annotations: Value) -> Image {
         let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
         config["rootfs"] = json!({"type": "layers", "diff_ids": diff_ids});
         let config = Blob::json(CONFIG, &config);
@@ -56,7 +56,7 @@ impl Image {
     }
 }
 
-fn annotations(title: &str, version: &str) -> Value {
+pub(crate) fn annotations(title: &str, version: &str) -> Value {
     json!({
         "org.opencontainers.image.title": title,
         "org.opencontainers.image.version": version,

@@ -20,6 +20,33 @@ pub enum Entry {
         mode: u32,
         bytes: Vec<u8>,
     },
+    /// A symbolic link to `target` (stored as it is: relative or absolute).
+    Symlink { path: String, target: String },
+}
+
+impl Entry {
+    /// The entry's path in the layer (no leading or trailing slash).
+    pub fn path(&self) -> &str {
+        match self {
+            Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => {
+                path
+            }
+        }
+    }
+}
+
+/// Who owns an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+impl Owner {
+    /// root:root.
+    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
 }
 
 /// A layer: its compressed blob and the digest of the uncompressed tar (the image config's
@@ -34,11 +61,17 @@ pub struct Layer {
 
 /// The layer holding `entries`, owned by root.
 pub fn build(entries: &[Entry]) -> Result<Layer> {
+    let owned: Vec<(Entry, Owner)> = entries.iter().map(|e| (e.clone(), Owner::ROOT)).collect();
+    build_owned(&owned)
+}
+
+/// The layer holding `entries`, each owned by its [`Owner`].
+pub fn build_owned(entries: &[(Entry, Owner)]) -> Result<Layer> {
     let mut tar = tar::Builder::new(Vec::new());
-    for entry in entries {
+    for (entry, owner) in entries {
         let mut header = tar::Header::new_ustar();
-        header.set_uid(0);
-        header.set_gid(0);
+        header.set_uid(owner.uid.into());
+        header.set_gid(owner.gid.into());
         header.set_mtime(0);
         match entry {
             Entry::Dir { path, mode } => {
@@ -54,6 +87,13 @@ pub fn build(entries: &[Entry]) -> Result<Layer> {
                 header.set_size(bytes.len() as u64);
                 tar.append_data(&mut header, path, bytes.as_slice())
                     .with_context(|| format!("adding file {path}"))?;
+            }
+            Entry::Symlink { path, target } => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                tar.append_link(&mut header, path, target)
+                    .with_context(|| format!("adding symlink {path} -> {target}"))?;
             }
         }
     }
@@ -127,6 +167,79 @@ mod tests {
         assert_eq!(
             names,
             [("etc/".into(), 0o755, 0), ("etc/passwd".into(), 0o644, 0)]
+        );
+    }
+
+    #[test]
+    fn symlinks_stay_symlinks_and_owners_are_kept() {
+        let long = format!("usr/lib/{}/libx.so", "d".repeat(120));
+        let layer = build_owned(&[
+            (
+                Entry::Symlink {
+                    path: "usr/sbin/iptables".into(),
+                    target: "xtables-nft-multi".into(),
+                },
+                Owner::ROOT,
+            ),
+            (
+                Entry::Symlink {
+                    path: "lib/libx.so".into(),
+                    target: format!("/{long}"),
+                },
+                Owner::ROOT,
+            ),
+            (
+                Entry::Dir {
+                    path: "var/lib/istio".into(),
+                    mode: 0o755,
+                },
+                Owner {
+                    uid: 1337,
+                    gid: 1337,
+                },
+            ),
+        ])
+        .unwrap();
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(layer.blob.bytes.as_slice())
+            .read_to_end(&mut tar)
+            .unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let found: Vec<(String, tar::EntryType, Option<String>, u64)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().entry_type(),
+                    e.link_name().unwrap().map(|l| l.display().to_string()),
+                    e.header().uid().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "usr/sbin/iptables".into(),
+                    tar::EntryType::Symlink,
+                    Some("xtables-nft-multi".into()),
+                    0
+                ),
+                (
+                    "lib/libx.so".into(),
+                    tar::EntryType::Symlink,
+                    Some(format!("/{long}")),
+                    0
+                ),
+                (
+                    "var/lib/istio/".into(),
+                    tar::EntryType::Directory,
+                    None,
+                    1337
+                ),
+            ]
         );
     }
 }
