@@ -24,7 +24,7 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
         return;
     }
     let started = Instant::now();
-    let node = Node::start(&locate::istio_crds().unwrap()).unwrap_or_else(|e| panic!("{e:?}"));
+    let node = Node::start().unwrap_or_else(|e| panic!("{e:?}"));
     eprintln!("node Ready, CoreDNS running: {:?}", started.elapsed());
     istio::install(&node).unwrap_or_else(|e| panic!("{e:?}"));
     eprintln!("istiod and the gateway running: {:?}", started.elapsed());

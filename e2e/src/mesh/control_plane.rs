@@ -127,14 +127,15 @@ impl ControlPlane {
 
     /// [`ControlPlane::start`] with istiod running `features`.
     pub fn start_with(istio_crds: &Path, features: Features) -> Result<ControlPlane> {
-        let mut plane = ControlPlane::start_api(istio_crds, ApiNetwork::LOOPBACK)?;
+        let mut plane = ControlPlane::start_api(Some(istio_crds), ApiNetwork::LOOPBACK)?;
         plane.start_istiod(features)?;
         Ok(plane)
     }
 
-    /// etcd and kube-apiserver on `network`, with Istio's CRDs from `istio_crds`, the Gateway
-    /// API's and ours, and the namespace `istio-system`; no istiod.
-    pub fn start_api(istio_crds: &Path, network: ApiNetwork) -> Result<ControlPlane> {
+    /// etcd and kube-apiserver on `network`, with Istio's CRDs from `istio_crds` (without it
+    /// Istio's base chart installs them), the Gateway API's and ours, and the namespace
+    /// `istio-system`; no istiod.
+    pub fn start_api(istio_crds: Option<&Path>, network: ApiNetwork) -> Result<ControlPlane> {
         let tools = Tools::locate()?;
         let dir = tempfile::Builder::new()
             .prefix("sticky-mesh-")
@@ -602,13 +603,16 @@ fn snake_case_keys(value: Value) -> Value {
 fn install_crds(
     runtime: &tokio::runtime::Runtime,
     client: &Client,
-    istio_crds: &Path,
+    istio_crds: Option<&Path>,
     gateway_api_crds: &Path,
 ) -> Result<()> {
-    let text = std::fs::read_to_string(istio_crds)
-        .with_context(|| format!("reading Istio's CRDs from {}", istio_crds.display()))?;
-    let mut crds =
-        parse_yaml_documents(&text).with_context(|| format!("parsing {}", istio_crds.display()))?;
+    let mut crds = Vec::new();
+    if let Some(istio_crds) = istio_crds {
+        let text = std::fs::read_to_string(istio_crds)
+            .with_context(|| format!("reading Istio's CRDs from {}", istio_crds.display()))?;
+        crds = parse_yaml_documents(&text)
+            .with_context(|| format!("parsing {}", istio_crds.display()))?;
+    }
     let mut files: Vec<PathBuf> = std::fs::read_dir(gateway_api_crds)
         .with_context(|| format!("listing {}", gateway_api_crds.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))

@@ -24,7 +24,7 @@ fn charts() -> Result<PathBuf> {
     Ok(paths.remove("istio-charts").unwrap_or_default())
 }
 
-/// Installs Istio's base chart (the harness installed its CRDs already), istiod's and the
+/// Installs Istio's base chart (its CRDs), istiod's and the
 /// ingress gateway's, and mesh-wide STRICT mTLS; returns once istiod and the gateway run.
 pub fn install(node: &Node) -> Result<()> {
     let charts = charts()?;
@@ -58,7 +58,6 @@ pub fn install(node: &Node) -> Result<()> {
             "istio-base",
             &charts.join("base").display().to_string(),
             "--namespace=istio-system",
-            "--set=base.enableCRDTemplates=false",
         ],
     )?;
     helm(

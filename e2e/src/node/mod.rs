@@ -112,7 +112,7 @@ impl Node {
     /// Starts the control plane, the registry with every image, containerd, the kubelet,
     /// kube-proxy and kube-scheduler, then CoreDNS; returns once the node is Ready and CoreDNS
     /// answers.
-    pub fn start(istio_crds: &Path) -> Result<Node> {
+    pub fn start() -> Result<Node> {
         if !Path::new("/proc/self/ns/net").exists() {
             bail!("no network namespaces here (/proc/self/ns/net is missing)");
         }
@@ -128,8 +128,9 @@ impl Node {
             &["-t", "tmpfs", "node", &dir.path().display().to_string()],
         )?;
 
+        // Istio's CRDs come with its base chart (istio::install).
         let plane = ControlPlane::start_api(
-            istio_crds,
+            None,
             ApiNetwork {
                 bind: Ipv4Addr::UNSPECIFIED,
                 advertise: NODE_IP,
@@ -326,8 +327,26 @@ impl Node {
                 )
             })
             .collect();
-        explain(self.dir.path(), "kubelet", err)
-            .context(format!("pods of {namespace}:\n{}", states.join("\n")))
+        let events: Vec<String> = self
+            .plane
+            .list("v1", "Event", namespace, "")
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e["type"] != "Normal")
+            .map(|e| {
+                format!(
+                    "{} {}: {}",
+                    e["involvedObject"]["kind"].as_str().unwrap_or_default(),
+                    e["involvedObject"]["name"].as_str().unwrap_or_default(),
+                    e["message"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        explain(self.dir.path(), "kubelet", err).context(format!(
+            "pods of {namespace}:\n{}\nwarnings of {namespace}:\n{}",
+            states.join("\n"),
+            events.join("\n")
+        ))
     }
 }
 
