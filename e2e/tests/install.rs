@@ -38,8 +38,8 @@ use sticky_canary_e2e::mesh::proxy::AgentStats;
 use sticky_canary_e2e::mesh::stack::{served_name, MeshStack, Service, NS};
 use sticky_canary_e2e::mesh::tools::InstallTools;
 use sticky_canary_e2e::process::ChildGuard;
-use sticky_canary_e2e::registry::Registry;
 use sticky_canary_e2e::prometheus::Prometheus;
+use sticky_canary_e2e::registry::Registry;
 use sticky_canary_e2e::site::HOP;
 
 /// The chart's namespace in the guide.

@@ -104,8 +104,18 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
 
     block("canary");
     block("qa-token");
-    let qa = block("qa");
-    assert!(qa.contains("shop-v2"), "QA reaches the canary: {qa}");
+    // The gateway applies the token once istiod has pushed it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut qa = block("qa");
+    while !qa.contains("shop-v2") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        qa = block("qa");
+    }
+    assert!(
+        qa.contains("shop-v2"),
+        "QA reaches the canary: {qa}\n{}",
+        node.logs("istio-system", istio::GATEWAY, "istio-proxy")
+    );
     let weighted = Instant::now();
     block("step");
     let share = wait_share(&mut crowd, &http, "shop-v2", |s| (0.35..=0.65).contains(&s));
@@ -113,7 +123,10 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
         "figure: set-weight 50 to the gateway applying it: {:?}",
         weighted.elapsed()
     );
-    assert!((0.35..=0.65).contains(&share), "share of v2 at 50%: {share}");
+    assert!(
+        (0.35..=0.65).contains(&share),
+        "share of v2 at 50%: {share}"
+    );
 
     block("abort");
     let share = wait_share(&mut crowd, &http, "shop-v1", |s| s == 1.0);

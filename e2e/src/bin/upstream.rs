@@ -47,7 +47,9 @@ fn parse_share(text: &str) -> Result<f64, String> {
 fn parse_loopback(text: &str) -> Result<Ipv4Addr, String> {
     match text.parse::<Ipv4Addr>() {
         Ok(address) if address.is_loopback() || address.is_unspecified() => Ok(address),
-        _ => Err(format!("{text:?} is not an address of 127.0.0.0/8 nor 0.0.0.0")),
+        _ => Err(format!(
+            "{text:?} is not an address of 127.0.0.0/8 nor 0.0.0.0"
+        )),
     }
 }
 

@@ -29,37 +29,37 @@ pub fn objects(image: &str) -> Vec<Value> {
                "metadata": {"name": "coredns", "namespace": ns},
                "data": {"Corefile": COREFILE}}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
-               "metadata": {"name": "coredns", "namespace": ns, "labels": labels},
-               "spec": {
-                   "replicas": 1,
-                   "selector": {"matchLabels": labels},
-                   "template": {
-                       "metadata": {"labels": labels},
-                       "spec": {
-                           "serviceAccountName": "coredns",
-                           "dnsPolicy": "Default",
-                           "containers": [{
-                               "name": "coredns",
-                               "image": image,
-                               "args": ["-conf", "/etc/coredns/Corefile"],
-                               "ports": [{"containerPort": 53, "protocol": "UDP", "name": "dns"},
-                                         {"containerPort": 53, "protocol": "TCP", "name": "dns-tcp"}],
-                               "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181},
-                                                  "periodSeconds": 1},
-                               "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns"}],
-                           }],
-                           "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
-                       },
-                   },
-               }}),
+        "metadata": {"name": "coredns", "namespace": ns, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": "coredns",
+                    "dnsPolicy": "Default",
+                    "containers": [{
+                        "name": "coredns",
+                        "image": image,
+                        "args": ["-conf", "/etc/coredns/Corefile"],
+                        "ports": [{"containerPort": 53, "protocol": "UDP", "name": "dns"},
+                                  {"containerPort": 53, "protocol": "TCP", "name": "dns-tcp"}],
+                        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181},
+                                           "periodSeconds": 1},
+                        "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns"}],
+                    }],
+                    "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
+                },
+            },
+        }}),
         json!({"apiVersion": "v1", "kind": "Service",
-               "metadata": {"name": "kube-dns", "namespace": ns, "labels": labels},
-               "spec": {
-                   "clusterIP": DNS_IP,
-                   "selector": labels,
-                   "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                             {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}],
-               }}),
+        "metadata": {"name": "kube-dns", "namespace": ns, "labels": labels},
+        "spec": {
+            "clusterIP": DNS_IP,
+            "selector": labels,
+            "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                      {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}],
+        }}),
     ]
 }
 

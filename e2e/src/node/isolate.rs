@@ -41,12 +41,27 @@ pub fn inside(test: &str) -> Result<bool> {
 }
 
 /// Loopback up, with the node's address on it (a `dummy` link would need a kernel module this
-/// machine may lack; an address on `lo` is local all the same).
+/// machine may lack; an address on `lo` is local all the same), and a route for the Services'
+/// range from that address: a connection to a ClusterIP needs a route before kube-proxy's
+/// rules turn it towards a pod.
 fn setup_network() -> Result<()> {
+    let node_ip = super::NODE_IP.to_string();
     run("ip", &["link", "set", "lo", "up"])?;
     run(
         "ip",
-        &["addr", "add", &format!("{}/32", super::NODE_IP), "dev", "lo"],
+        &["addr", "add", &format!("{node_ip}/32"), "dev", "lo"],
+    )?;
+    run(
+        "ip",
+        &[
+            "route",
+            "add",
+            super::SERVICE_RANGE,
+            "dev",
+            "lo",
+            "src",
+            &node_ip,
+        ],
     )?;
     Ok(())
 }

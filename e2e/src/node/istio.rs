@@ -65,7 +65,10 @@ pub fn install(node: &Node) -> Result<()> {
         &[
             "install",
             "istiod",
-            &charts.join("istio-control/istio-discovery").display().to_string(),
+            &charts
+                .join("istio-control/istio-discovery")
+                .display()
+                .to_string(),
             "--namespace=istio-system",
             &format!("--values={}", values_file.display()),
         ],

@@ -9,8 +9,8 @@
 
 pub mod containerd;
 pub mod dns;
-pub mod istio;
 pub mod isolate;
+pub mod istio;
 pub mod kubelet;
 pub mod shop;
 
@@ -301,6 +301,31 @@ impl Node {
             },
         )
         .map_err(|err| self.explain_pods(namespace, err))
+    }
+
+    /// The logs of container `container` of the pods of `namespace` whose names start with
+    /// `pod`, as the kubelet keeps them (the end of each, 60 lines).
+    pub fn logs(&self, namespace: &str, pod: &str, container: &str) -> String {
+        let mut text = String::new();
+        let dirs = std::fs::read_dir(self.dir.path().join("pod-logs"))
+            .into_iter()
+            .flatten();
+        for dir in dirs.flatten() {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(&format!("{namespace}_{pod}")) {
+                continue;
+            }
+            let files = std::fs::read_dir(dir.path().join(container))
+                .into_iter()
+                .flatten();
+            for file in files.flatten() {
+                let log = std::fs::read_to_string(file.path()).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(60)..];
+                text.push_str(&format!("== {name}/{container}\n{}\n", tail.join("\n")));
+            }
+        }
+        text
     }
 
     /// Adds the end of a part's log (`<part>.log` of the node's directory) to an error.

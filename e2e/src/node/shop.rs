@@ -38,15 +38,15 @@ pub fn objects() -> Vec<Value> {
 pub fn version(image: &str, version: &str, replicas: u32) -> Value {
     let labels = json!({"app": "shop", "version": version});
     json!({"apiVersion": "apps/v1", "kind": "Deployment",
-           "metadata": {"name": format!("shop-{version}"), "namespace": NS},
-           "spec": {
-               "replicas": replicas,
-               "selector": {"matchLabels": labels},
-               "template": {
-                   "metadata": {"labels": labels},
-                   "spec": {"containers": [app(image, &format!("shop-{version}"), &[])]},
-               },
-           }})
+    "metadata": {"name": format!("shop-{version}"), "namespace": NS},
+    "spec": {
+        "replicas": replicas,
+        "selector": {"matchLabels": labels},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [app(image, &format!("shop-{version}"), &[])]},
+        },
+    }})
 }
 
 /// A caller of shop: a pod of `image` serving `/hop` by calling shop's ClusterIP with the
@@ -54,10 +54,10 @@ pub fn version(image: &str, version: &str, replicas: u32) -> Value {
 pub fn caller(image: &str, name: &str, sidecar: bool) -> Value {
     let labels = json!({"app": name, "sidecar.istio.io/inject": sidecar.to_string()});
     json!({"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": NS, "labels": labels},
-           "spec": {"containers": [app(image, name, &[
-               "--call".into(), format!("{SHOP_IP}:80"), "shop.prod.svc.cluster.local".into(),
-           ])]}})
+    "metadata": {"name": name, "namespace": NS, "labels": labels},
+    "spec": {"containers": [app(image, name, &[
+        "--call".into(), format!("{SHOP_IP}:80"), "shop.prod.svc.cluster.local".into(),
+    ])]}})
 }
 
 /// The test service's container, answering as `served` (its `x-served-by`).
