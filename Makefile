@@ -14,7 +14,7 @@ PLAYWRIGHT := .work/playwright/node_modules/playwright-core/package.json
 export ISTIO_CRDS ?= $(abspath ../shared/istio/crds.gen.yaml)
 export ENVOY_BIN ?= $(abspath $(ENVOY))
 
-.PHONY: setup wasm build oci node-images demo demo-mesh test lint bench clean control-plane fuzz fuzz-build fuzz-corpus
+.PHONY: setup wasm build oci node-images demo demo-mesh test test-cluster lint bench clean control-plane fuzz fuzz-build fuzz-corpus
 
 ## setup: wasm target, Envoy in a virtualenv, Playwright, and wrk, Prometheus, curl (the install
 ## guide's QA request) and Chromium (the real-browser tests drive Debian's) when missing
@@ -130,6 +130,19 @@ lint:
 test: setup wasm oci node-images lint control-plane
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+
+## test-cluster: the real node's tests (e2e/tests/node.rs, cargo feature `node`): etcd,
+## kube-apiserver, the controller-manager, kube-scheduler, the kubelet and kube-proxy (built from
+## the pinned Kubernetes module), Debian's containerd, runc and CNI plugins (installed when
+## missing, as root), CoreDNS, istiod and the ingress gateway as pods, the install guide run on
+## it. Everything runs in network, mount and PID namespaces of the test's own (unshare): needs root.
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack
+test-cluster: setup wasm oci node-images control-plane
+	@command -v containerd >/dev/null && command -v runc >/dev/null && [ -x /usr/lib/cni/bridge ] || { \
+	  echo "installing $(NODE_PACKAGES) (apt-get), for the real node"; \
+	  apt-get update -qq && apt-get install -y -qq $(NODE_PACKAGES) >/dev/null; }
+	$(CARGO) build --workspace --bins
+	$(CARGO) test -p sticky-canary-e2e --features node --test node
 
 ## fuzz: every fuzz target for FUZZ_RUNS executions (libFuzzer through cargo-fuzz, on the stable
 ## toolchain without sanitizers), one line of figures each: executions, executions per second,

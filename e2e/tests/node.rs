@@ -15,6 +15,7 @@ use sticky_canary_e2e::crowd::Crowd;
 use sticky_canary_e2e::guide::{guide_blocks, Shell};
 use sticky_canary_e2e::locate::{self, workspace_root};
 use sticky_canary_e2e::node::{isolate, istio, shop, Node, TAG};
+use sticky_canary_e2e::site::HOP;
 
 const CHART_NS: &str = "sticky-canary-system";
 
@@ -117,6 +118,9 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
         node.logs("istio-system", istio::GATEWAY, "istio-proxy")
     );
     let weighted = Instant::now();
+    trust_needs_a_sidecar(&node);
+    istio_agent_refuses_a_wrong_digest(&node, &shell.var("FILTER").unwrap());
+
     block("step");
     let share = wait_share(&mut crowd, &http, "shop-v2", |s| (0.35..=0.65).contains(&s));
     eprintln!(
@@ -163,4 +167,142 @@ fn wait_share(crowd: &mut Crowd, http: &Http, served: &str, done: impl Fn(f64) -
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The README's trust rule rests on STRICT mTLS: a workload without a sidecar cannot send a
+/// request (version header and all) to shop's pods, one with a sidecar can; with shop's
+/// namespace PERMISSIVE the same sidecar-less call gets through, so the refusal is mTLS's.
+fn trust_needs_a_sidecar(node: &Node) {
+    let upstream = node.image("sticky-canary/upstream");
+    node.plane
+        .apply(&shop::caller(&upstream, "outsider", false))
+        .unwrap();
+    node.plane
+        .apply(&shop::caller(&upstream, "insider", true))
+        .unwrap();
+    // The test reaches the insider's own port in plain text; its calls to shop still leave
+    // through its sidecar, with mTLS.
+    node.plane
+        .apply(&serde_json::json!({
+            "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": "insider", "namespace": shop::NS},
+            "spec": {"selector": {"matchLabels": {"app": "insider"}}, "mtls": {"mode": "PERMISSIVE"}},
+        }))
+        .unwrap();
+    let outsider = node
+        .wait_pod(shop::NS, "outsider")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let insider = node
+        .wait_pod(shop::NS, "insider")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let hop = |ip: &str| {
+        let http = Http::new(format!("{ip}:{}", shop::APP_PORT).parse().unwrap());
+        http.get(HOP, &[("x-sticky-version", b"v2")]).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut from_insider = hop(&insider);
+    while from_insider.status != 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        from_insider = hop(&insider);
+    }
+    assert_eq!(
+        from_insider.status, 200,
+        "a mesh workload reaches shop: {from_insider:?}"
+    );
+    let from_outsider = hop(&outsider);
+    assert_eq!(
+        from_outsider.status, 502,
+        "STRICT mTLS refuses a workload without a sidecar: {from_outsider:?}"
+    );
+
+    let permissive = serde_json::json!({
+        "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": shop::NS},
+        "spec": {"mtls": {"mode": "PERMISSIVE"}},
+    });
+    node.plane.apply(&permissive).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut permitted = hop(&outsider);
+    while permitted.status != 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        permitted = hop(&outsider);
+    }
+    assert_eq!(
+        permitted.status, 200,
+        "PERMISSIVE lets it through: {permitted:?}"
+    );
+    node.plane
+        .delete(
+            "security.istio.io/v1",
+            "PeerAuthentication",
+            shop::NS,
+            "default",
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut refused = hop(&outsider);
+    while refused.status != 502 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        refused = hop(&outsider);
+    }
+    assert_eq!(refused.status, 502, "STRICT again: {refused:?}");
+}
+
+/// istio-agent pulls a WasmPlugin's module and checks it against the plugin's `sha256`: the
+/// filter's image with a digest that is not its module's is refused (its fetch counted as
+/// `checksum_mismatched` in the agent's own metrics), the guide's is fetched.
+fn istio_agent_refuses_a_wrong_digest(node: &Node, filter: &str) {
+    node.plane
+        .apply(&serde_json::json!({
+            "apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin",
+            "metadata": {"name": "wrong-digest", "namespace": "istio-system"},
+            "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}},
+                     "url": format!("oci://{filter}"),
+                     "sha256": "0".repeat(64),
+                     "failStrategy": "FAIL_OPEN",
+                     "phase": "STATS"},
+        }))
+        .unwrap();
+    let gateway = node
+        .plane
+        .list(
+            "v1",
+            "Pod",
+            "istio-system",
+            &format!("app={}", istio::GATEWAY),
+        )
+        .unwrap();
+    let ip = gateway[0]["status"]["podIP"].as_str().unwrap().to_owned();
+    let agent = Http::new(format!("{ip}:15020").parse().unwrap());
+    let count = |result: &str| -> f64 {
+        let text = agent
+            .get("/stats/prometheus", &[])
+            .map(|r| r.body)
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("istio_agent_wasm_remote_fetch_count")
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count("checksum_mismatched") < 1.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        count("checksum_mismatched") >= 1.0,
+        "istio-agent refused the wrong digest: {}",
+        node.logs("istio-system", istio::GATEWAY, "istio-proxy")
+    );
+    assert!(count("success") >= 1.0, "and fetched the guide's module");
+    node.plane
+        .delete(
+            "extensions.istio.io/v1alpha1",
+            "WasmPlugin",
+            "istio-system",
+            "wrong-digest",
+        )
+        .unwrap();
 }

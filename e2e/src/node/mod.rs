@@ -328,6 +328,22 @@ impl Node {
         text
     }
 
+    /// Waits until pod `namespace/name` is Ready; returns its IP.
+    pub fn wait_pod(&self, namespace: &str, name: &str) -> Result<String> {
+        crate::wait::until(
+            &format!("Pod {namespace}/{name} Ready"),
+            POD_PATIENCE,
+            Duration::from_millis(250),
+            || {
+                let pod = self.plane.get("v1", "Pod", namespace, name)?;
+                Ok(pod
+                    .filter(|p| condition(p, "Ready"))
+                    .and_then(|p| p["status"]["podIP"].as_str().map(str::to_owned)))
+            },
+        )
+        .map_err(|err| self.explain_pods(namespace, err))
+    }
+
     /// Adds the end of a part's log (`<part>.log` of the node's directory) to an error.
     pub fn explain(&self, part: &str, err: anyhow::Error) -> anyhow::Error {
         explain(self.dir.path(), part, err)
