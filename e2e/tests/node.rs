@@ -144,16 +144,19 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
     eprintln!("done: {:?}", started.elapsed());
 }
 
-/// Whether `pod` runs istiod's sidecar (`istio-proxy`, as a container or a native sidecar) of
-/// `proxy_image`.
+/// Whether `pod` was injected as Istio's template does on Kubernetes 1.36: `istio-init` (the
+/// capture rules) then `istio-proxy` as a native sidecar (an init container that keeps running),
+/// both of `proxy_image`.
 fn injected(pod: &Value, proxy_image: &str) -> bool {
-    ["containers", "initContainers"].iter().any(|list| {
-        pod["spec"][list]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["name"] == "istio-proxy" && c["image"] == proxy_image)
-    })
+    let init: Vec<&Value> = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let names: Vec<&str> = init.iter().filter_map(|c| c["name"].as_str()).collect();
+    names.starts_with(&["istio-init", "istio-proxy"])
+        && init[..2].iter().all(|c| c["image"] == proxy_image)
+        && init[1]["restartPolicy"] == "Always"
 }
 
 /// The crowd's share of page loads `served` served, once `done` holds of it (or after a
