@@ -6,13 +6,15 @@
 //!
 //! Run by `make test-cluster` (`.ci/run` runs it after `make test`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sticky_canary_e2e::browser::{Browser, Http};
-use sticky_canary_e2e::crowd::Crowd;
+use sticky_canary_e2e::crowd::{Crowd, Moves};
 use sticky_canary_e2e::guide::{guide_blocks, Shell};
+use sticky_canary_e2e::load::browse_while;
 use sticky_canary_e2e::locate::{self, workspace_root};
 use sticky_canary_e2e::node::{isolate, istio, shop, Node, TAG};
 use sticky_canary_e2e::site::HOP;
@@ -97,6 +99,7 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
         "figure: helm install to the controller Ready: {:?}",
         installing.elapsed()
     );
+    istio::gateway_proxy_stats(&node).unwrap_or_else(|e| panic!("{e:?}"));
 
     block("init");
     let mut crowd = Crowd::returning(&site, 200);
@@ -117,16 +120,60 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
         "QA reaches the canary: {qa}\n{}",
         node.logs("istio-system", istio::GATEWAY, "istio-proxy")
     );
-    let weighted = Instant::now();
     trust_needs_a_sidecar(&node);
     istio_agent_refuses_a_wrong_digest(&node, &shell.var("FILTER").unwrap());
 
-    block("step");
-    let share = wait_share(&mut crowd, &http, "shop-v2", |s| (0.35..=0.65).contains(&s));
+    // The step while 300 returning visitors load page after page with their assets.
+    let mut visitors = Crowd::returning(&site, 300);
+    let before = visitors.visit(&http, "/").unwrap();
+    let fifty = BTreeMap::from([("v1".to_owned(), 5000.0), ("v2".to_owned(), 5000.0)]);
+    let ((), loads) = browse_while(&http.fresh(), &mut visitors.browsers, |driver| {
+        driver.wait_for_round().unwrap();
+        driver.change(|| {
+            let command = Instant::now();
+            block("step");
+            let applied = Instant::now();
+            let deadline = applied + Duration::from_secs(60);
+            loop {
+                let weights = istio::gateway_weights(&node, "prod/shop").unwrap_or_default();
+                if !weights.is_empty() && weights.iter().all(|w| *w == fifty) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the gateway never reported 50%: {weights:?}\n{}",
+                    gateway_stats(&node)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!(
+                "figure: every gateway pod reports 50% {:?} after the step's commands returned ({:?} after they began)",
+                applied.elapsed(),
+                command.elapsed()
+            );
+        });
+        driver.wait_for_round().unwrap();
+    });
+    let mut across = 0;
+    for load in &loads {
+        let visit = load
+            .outcome
+            .as_ref()
+            .unwrap_or_else(|err| panic!("a page load failed across the step: {err}"));
+        assert!(
+            visit.responses().all(|r| r.status == 200) && !visit.mixed(),
+            "a page load across the step is not whole: {visit:?}"
+        );
+        across += usize::from(load.overlapped(1));
+    }
     eprintln!(
-        "figure: set-weight 50 to the gateway applying it: {:?}",
-        weighted.elapsed()
+        "{} page loads across the live step ({across} overlapping it): every one whole",
+        loads.len()
     );
+    let after = visitors.visit(&http, "/").unwrap();
+    let moves = Moves::between(&before, &after, "shop-v1");
+    assert_eq!(moves.to_stable, 0, "a ramp-up moves nobody back: {moves:?}");
+    let share = wait_share(&mut crowd, &http, "shop-v2", |s| (0.35..=0.65).contains(&s));
     assert!(
         (0.35..=0.65).contains(&share),
         "share of v2 at 50%: {share}"
@@ -308,4 +355,38 @@ fn istio_agent_refuses_a_wrong_digest(node: &Node, filter: &str) {
             "wrong-digest",
         )
         .unwrap();
+}
+
+/// The gateway pods' annotations and the lines of their Envoy's Prometheus stats that name the
+/// filter, for a failure's message.
+fn gateway_stats(node: &Node) -> String {
+    let pods = node
+        .plane
+        .list(
+            "v1",
+            "Pod",
+            "istio-system",
+            &format!("app={}", istio::GATEWAY),
+        )
+        .unwrap_or_default();
+    pods.iter()
+        .map(|pod| {
+            let ip = pod["status"]["podIP"].as_str().unwrap_or_default();
+            let stats = format!("{ip}:15090")
+                .parse()
+                .ok()
+                .and_then(|a| Http::new(a).get("/stats/prometheus", &[]).ok())
+                .map(|r| r.body)
+                .unwrap_or_default();
+            let sticky: Vec<&str> = stats.lines().filter(|l| l.contains("sticky")).collect();
+            format!(
+                "{} {}: {} stats lines, of the filter:\n{}",
+                pod["metadata"]["name"],
+                pod["metadata"]["annotations"],
+                stats.lines().count(),
+                sticky.join("\n")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

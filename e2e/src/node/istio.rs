@@ -7,6 +7,7 @@
 //! off, as in the mesh harness: the `istio.alpn` and metadata-exchange filters (istiod's
 //! settings) and Istio's stats filter (no telemetry provider).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -93,6 +94,62 @@ pub fn install(node: &Node) -> Result<()> {
         ],
     )?;
     node.wait_rollout("istio-system", GATEWAY)
+}
+
+/// Names the chart's proxy stats on the gateway's pods, as the install guide's *Metrics* says
+/// (`podAnnotations` of Istio's `gateway` chart), and waits for the restarted gateway.
+pub fn gateway_proxy_stats(node: &Node) -> Result<()> {
+    let charts = charts()?;
+    helm(
+        node,
+        &[
+            "upgrade",
+            GATEWAY,
+            &charts.join("gateway").display().to_string(),
+            "--namespace=istio-system",
+            "--reuse-values",
+            "--set-string=podAnnotations.sidecar\\.istio\\.io/bootstrapOverride=sticky-canary-proxy-stats",
+        ],
+    )?;
+    node.wait_rollout("istio-system", GATEWAY)
+}
+
+/// The weights each Ready gateway pod's filter runs rollout `rollout` (`namespace/name`) with,
+/// by version, in basis points (`sticky_canary_weight_basis_points` of Envoy's
+/// `/stats/prometheus` on port 15090, what Prometheus scrapes).
+pub fn gateway_weights(node: &Node, rollout: &str) -> Result<Vec<BTreeMap<String, f64>>> {
+    let pods = node
+        .plane
+        .list("v1", "Pod", "istio-system", &format!("app={GATEWAY}"))?;
+    let mut weights = Vec::new();
+    for pod in pods.iter().filter(|p| super::condition(p, "Ready")) {
+        let Some(ip) = pod["status"]["podIP"].as_str() else {
+            continue;
+        };
+        let stats = crate::browser::Http::new(format!("{ip}:15090").parse()?)
+            .get("/stats/prometheus", &[])?
+            .body;
+        let rollout_label = format!("sticky_rollout=\"{rollout}\"");
+        let mut by_version = BTreeMap::new();
+        for line in stats.lines() {
+            let Some(labels) = line
+                .strip_prefix("sticky_canary_weight_basis_points{")
+                .filter(|l| l.contains(&rollout_label))
+            else {
+                continue;
+            };
+            let version = labels
+                .split("sticky_version=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next());
+            let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+            if let (Some(version), Some(value)) = (version, value) {
+                by_version.insert(version.to_owned(), value);
+            }
+        }
+        weights.push(by_version);
+    }
+    Ok(weights)
 }
 
 /// Runs Helm as the cluster's admin; an error carries what it printed.
