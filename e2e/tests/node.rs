@@ -11,12 +11,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sticky_canary_e2e::browser::{Browser, Http};
-use sticky_canary_e2e::crowd::{Crowd, Moves};
+use sticky_canary_e2e::browser::{Browser, Dest, Http};
+use sticky_canary_e2e::crowd::{par_map, Crowd, Moves};
 use sticky_canary_e2e::guide::{guide_blocks, Shell};
 use sticky_canary_e2e::load::browse_while;
 use sticky_canary_e2e::locate::{self, workspace_root};
 use sticky_canary_e2e::node::{isolate, istio, shop, Node, TAG};
+use sticky_canary_e2e::operator::Stickyctl;
 use sticky_canary_e2e::site::HOP;
 
 const CHART_NS: &str = "sticky-canary-system";
@@ -27,39 +28,7 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
         return;
     }
     let started = Instant::now();
-    let node = Node::start().unwrap_or_else(|e| panic!("{e:?}"));
-    eprintln!("node Ready, CoreDNS running: {:?}", started.elapsed());
-    istio::install(&node).unwrap_or_else(|e| panic!("{e:?}"));
-    eprintln!("istiod and the gateway running: {:?}", started.elapsed());
-    for object in shop::objects() {
-        node.plane.apply(&object).unwrap();
-    }
-    let upstream = node.image("sticky-canary/upstream");
-    for version in ["v1", "v2"] {
-        node.plane
-            .apply(&shop::version(&upstream, version, 2))
-            .unwrap();
-    }
-    for version in ["v1", "v2"] {
-        node.wait_rollout(shop::NS, &format!("shop-{version}"))
-            .unwrap_or_else(|e| panic!("{e:?}"));
-    }
-    eprintln!("shop's versions running: {:?}", started.elapsed());
-    // Every pod of shop has istiod's sidecar, from the node's proxy image.
-    let pods = node.plane.list("v1", "Pod", shop::NS, "app=shop").unwrap();
-    assert_eq!(pods.len(), 4);
-    let proxy_image = format!("{}/istio/proxyv2:{TAG}", node.registry);
-    for pod in &pods {
-        assert!(injected(pod, &proxy_image), "not injected: {pod}");
-    }
-
-    let gateway = node
-        .plane
-        .get("v1", "Service", "istio-system", istio::GATEWAY)
-        .unwrap()
-        .expect("the gateway's Service");
-    let gateway_ip = gateway["spec"]["clusterIP"].as_str().unwrap().to_owned();
-    let gateway_address: SocketAddr = format!("{gateway_ip}:80").parse().unwrap();
+    let (node, gateway_address) = node_with_shop(started);
     let http = Http::new(gateway_address);
     let site = Browser::new().with_header("host", "shop.example.com");
 
@@ -189,6 +158,160 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
     block("delete");
     block("uninstall");
     eprintln!("done: {:?}", started.elapsed());
+}
+
+/// A node with Istio installed and shop's two versions running (two injected pods each), and
+/// the address of the ingress gateway's Service; progress timed from `started`.
+fn node_with_shop(started: Instant) -> (Node, SocketAddr) {
+    let node = Node::start().unwrap_or_else(|e| panic!("{e:?}"));
+    eprintln!("node Ready, CoreDNS running: {:?}", started.elapsed());
+    istio::install(&node).unwrap_or_else(|e| panic!("{e:?}"));
+    eprintln!("istiod and the gateway running: {:?}", started.elapsed());
+    for object in shop::objects() {
+        node.plane.apply(&object).unwrap();
+    }
+    let upstream = node.image("sticky-canary/upstream");
+    for version in ["v1", "v2"] {
+        node.plane
+            .apply(&shop::version(&upstream, version, 2))
+            .unwrap();
+    }
+    for version in ["v1", "v2"] {
+        node.wait_rollout(shop::NS, &format!("shop-{version}"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    eprintln!("shop's versions running: {:?}", started.elapsed());
+    // Every pod of shop has istiod's sidecar, from the node's proxy image.
+    let pods = node.plane.list("v1", "Pod", shop::NS, "app=shop").unwrap();
+    assert_eq!(pods.len(), 4);
+    let proxy_image = format!("{}/istio/proxyv2:{TAG}", node.registry);
+    for pod in &pods {
+        assert!(injected(pod, &proxy_image), "not injected: {pod}");
+    }
+    let gateway = node
+        .plane
+        .get("v1", "Service", "istio-system", istio::GATEWAY)
+        .unwrap()
+        .expect("the gateway's Service");
+    let gateway_ip = gateway["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    let address = format!("{gateway_ip}:80").parse().unwrap();
+    (node, address)
+}
+
+/// web's pages call shop (`/hop`), each through its pod's sidecar. With web's rollout at the
+/// gateway and shop's on web's sidecars trusting the header (`--sidecar app=web
+/// --trust-incoming-header`, the README's rule for sidecars behind a gateway), shop serves
+/// every hop from the version the gateway chose for web; before shop's rollout, shop's
+/// versions split the hops with no regard for web's (the control).
+#[test]
+fn across_a_hop_shop_follows_the_version_the_gateway_chose() {
+    if !isolate::inside("across_a_hop_shop_follows_the_version_the_gateway_chose").unwrap() {
+        return;
+    }
+    let (node, gateway) = node_with_shop(Instant::now());
+    let upstream = node.image("sticky-canary/upstream");
+    for object in shop::web_objects() {
+        node.plane.apply(&object).unwrap();
+    }
+    for version in ["v1", "v2"] {
+        node.plane
+            .apply(&shop::web_version(&upstream, version))
+            .unwrap();
+    }
+    for version in ["v1", "v2"] {
+        node.wait_rollout(shop::NS, &format!("web-{version}"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    let filter = node.image("sticky-canary/filter");
+    let url = format!("oci://{filter}");
+    let sha256 = filter.rsplit("@sha256:").next().unwrap().to_owned();
+    let admin = node.plane.admin_kubeconfig(shop::NS).unwrap();
+    let stickyctl = Stickyctl::kube(&admin, shop::NS).unwrap();
+    let init = |service: &str, extra: &[&str]| {
+        let fqdn = format!("{service}.{}.svc.cluster.local", shop::NS);
+        let mut args = vec![
+            "init",
+            "--service",
+            &fqdn,
+            "--stable",
+            "v1",
+            "--plugin-url",
+            &url,
+            "--plugin-sha256",
+            &sha256,
+        ];
+        args.extend_from_slice(extra);
+        stickyctl.ok(&args).unwrap_or_else(|e| panic!("{e:?}"));
+        for step in [&["start", "--canary", "v2"][..], &["set-weight", "50"]] {
+            let mut args = vec!["--name", service];
+            args.extend_from_slice(step);
+            stickyctl.ok(&args).unwrap_or_else(|e| panic!("{e:?}"));
+        }
+    };
+    init("web", &[]);
+
+    let http = Http::new(gateway);
+    let mut crowd = Crowd::returning(&Browser::new().with_header("host", "web.example.com"), 200);
+    let hops = |crowd: &mut Crowd| -> Vec<Option<(String, String)>> {
+        par_map(&mut crowd.browsers, |browser| {
+            let response = browser.fetch(&http, HOP, Dest::Api).ok();
+            Ok(response.and_then(|r| Some((r.served_by?, r.callee_served_by?))))
+        })
+        .unwrap_or_default()
+    };
+    let version = |served: &str| served.rsplit('-').next().unwrap_or_default().to_owned();
+    let matching = |hops: &[Option<(String, String)>]| {
+        hops.iter()
+            .flatten()
+            .filter(|(web, shop)| version(web) == version(shop))
+            .count()
+    };
+    // web at 50% through the gateway; shop splits its calls by its own pods.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut before = hops(&mut crowd);
+    while !(before.iter().all(Option::is_some) && has_both(&before)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        before = hops(&mut crowd);
+    }
+    let agreeing = matching(&before);
+    assert!(
+        (40..=160).contains(&agreeing),
+        "without shop's rollout about half the hops mix versions: {agreeing} of 200 agree"
+    );
+
+    init("shop", &["--sidecar", "app=web", "--trust-incoming-header"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut after = hops(&mut crowd);
+    while matching(&after) < 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        after = hops(&mut crowd);
+    }
+    assert_eq!(
+        matching(&after),
+        200,
+        "shop follows web's version on every hop: {:?}",
+        after
+            .iter()
+            .filter(|h| h.as_ref().is_none_or(|(w, s)| version(w) != version(s)))
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    let on_v2 = after
+        .iter()
+        .flatten()
+        .filter(|(web, _)| version(web) == "v2")
+        .count();
+    assert!(
+        (60..=140).contains(&on_v2),
+        "web's weight decides: {on_v2} of 200 on v2"
+    );
+}
+
+/// Whether both of web's versions served some of `hops`.
+fn has_both(hops: &[Option<(String, String)>]) -> bool {
+    ["web-v1", "web-v2"]
+        .iter()
+        .all(|v| hops.iter().flatten().any(|(web, _)| web == v))
 }
 
 /// Whether `pod` was injected as Istio's template does on Kubernetes 1.36: `istio-init` (the

@@ -11,6 +11,49 @@ pub const SHOP_IP: &str = "10.96.1.10";
 /// The port the test service listens on in its pod.
 pub const APP_PORT: u16 = 8080;
 
+/// `web`'s ClusterIP: the service whose pages call shop (the hop).
+pub const WEB_IP: &str = "10.96.1.20";
+
+/// `web` beside shop: its Service and its VirtualService for `web.example.com` and the mesh.
+/// Its versions ([`web_version`]) serve `/hop` by calling shop.
+pub fn web_objects() -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "web", "namespace": NS, "labels": {"app": "web"}},
+               "spec": {"clusterIP": WEB_IP, "selector": {"app": "web"},
+                        "ports": [{"name": "http", "port": 80, "targetPort": APP_PORT}]}}),
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+               "metadata": {"name": "web", "namespace": NS},
+               "spec": {"hosts": ["web.example.com", "web.prod.svc.cluster.local"],
+                        "gateways": ["istio-system/web", "mesh"],
+                        "http": [{"route": [{"destination": {"host": "web.prod.svc.cluster.local"}}]}]}}),
+    ]
+}
+
+/// Deployment `web-<version>`: like [`version`], its `/hop` calling shop through its sidecar.
+pub fn web_version(image: &str, version: &str) -> Value {
+    let labels = json!({"app": "web", "version": version});
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": format!("web-{version}"), "namespace": NS},
+    "spec": {
+        "replicas": 1,
+        "selector": {"matchLabels": labels},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [app(image, &format!("web-{version}"), &calls_shop())]},
+        },
+    }})
+}
+
+/// `--call` of shop's ClusterIP, with its mesh name as the host.
+fn calls_shop() -> Vec<String> {
+    vec![
+        "--call".into(),
+        format!("{SHOP_IP}:80"),
+        "shop.prod.svc.cluster.local".into(),
+    ]
+}
+
 /// The namespace, the Service, the Gateway and the VirtualService.
 pub fn objects() -> Vec<Value> {
     vec![
@@ -55,9 +98,7 @@ pub fn caller(image: &str, name: &str, sidecar: bool) -> Value {
     let labels = json!({"app": name, "sidecar.istio.io/inject": sidecar.to_string()});
     json!({"apiVersion": "v1", "kind": "Pod",
     "metadata": {"name": name, "namespace": NS, "labels": labels},
-    "spec": {"containers": [app(image, name, &[
-        "--call".into(), format!("{SHOP_IP}:80"), "shop.prod.svc.cluster.local".into(),
-    ])]}})
+    "spec": {"containers": [app(image, name, &calls_shop())]}})
 }
 
 /// The test service's container, answering as `served` (its `x-served-by`).
