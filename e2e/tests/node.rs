@@ -314,6 +314,137 @@ fn has_both(hops: &[Option<(String, String)>]) -> bool {
         .all(|v| hops.iter().flatten().any(|(web, _)| web == v))
 }
 
+/// The Gateway API guide (`docs/gateway-api.md`, but for its ambient block: no ztunnel here) on
+/// istiod's own gateway: the user's Gateway `public`, for which istiod's deployment controller
+/// makes the Deployment and Service `public-istio` from its `kube-gateway` template, and the
+/// kubelet runs that Pod with its injected istio-agent. A fifth of 200 returning clients on the
+/// canary through it, every client on the promoted version, the route given back by `delete`.
+#[test]
+fn the_gateway_api_guide_runs_on_istios_gateway_deployment() {
+    if !isolate::inside("the_gateway_api_guide_runs_on_istios_gateway_deployment").unwrap() {
+        return;
+    }
+    let (node, _) = node_with_shop(Instant::now());
+    // shop moves to the Gateway API: stickyctl refuses a service both APIs route.
+    node.plane
+        .delete("networking.istio.io/v1", "VirtualService", shop::NS, "shop")
+        .unwrap();
+    let gateway_api = "gateway.networking.k8s.io/v1";
+    node.plane
+        .apply(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                                   "metadata": {"name": "istio-ingress"}}))
+        .unwrap();
+    node.plane
+        .apply(&serde_json::json!({
+            "apiVersion": gateway_api, "kind": "Gateway",
+            "metadata": {"name": "public", "namespace": "istio-ingress"},
+            "spec": {"gatewayClassName": "istio",
+                     "listeners": [{"name": "http", "port": 80, "protocol": "HTTP",
+                                    "allowedRoutes": {"namespaces": {"from": "All"}}}]},
+        }))
+        .unwrap();
+    let route = serde_json::json!({
+        "apiVersion": gateway_api, "kind": "HTTPRoute",
+        "metadata": {"name": "shop", "namespace": shop::NS},
+        "spec": {"parentRefs": [{"name": "public", "namespace": "istio-ingress"}],
+                 "hostnames": ["shop.example.com"],
+                 "rules": [{"backendRefs": [{"name": "shop", "port": 80}]}]},
+    });
+    node.plane.apply(&route).unwrap();
+    let started = Instant::now();
+    wait_for(|| {
+        node.plane
+            .get("apps/v1", "Deployment", "istio-ingress", "public-istio")
+            .ok()
+            .flatten()
+            .is_some()
+    });
+    node.wait_rollout("istio-ingress", "public-istio")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    eprintln!(
+        "figure: the Gateway to istiod's gateway Pod running: {:?}",
+        started.elapsed()
+    );
+    let gateway_pods = node
+        .plane
+        .list(
+            "v1",
+            "Pod",
+            "istio-ingress",
+            "gateway.networking.k8s.io/gateway-name=public",
+        )
+        .unwrap();
+    assert_eq!(gateway_pods.len(), 1, "{gateway_pods:?}");
+    let service = node
+        .plane
+        .get("v1", "Service", "istio-ingress", "public-istio")
+        .unwrap()
+        .expect("istiod's Service for the Gateway");
+    let address: SocketAddr = format!("{}:80", service["spec"]["clusterIP"].as_str().unwrap())
+        .parse()
+        .unwrap();
+    let http = Http::new(address);
+
+    let guide = std::fs::read_to_string(workspace_root().join("docs/gateway-api.md")).unwrap();
+    let blocks = guide_blocks(&guide).unwrap();
+    let stickyctl = locate::stickyctl_bin().unwrap();
+    let path = [stickyctl.parent().unwrap().display().to_string()]
+        .into_iter()
+        .chain(std::env::var("PATH").ok())
+        .collect::<Vec<_>>()
+        .join(":");
+    let admin = node.plane.admin_kubeconfig("default").unwrap();
+    let shell = Shell::new(&[
+        ("PATH", path),
+        ("KUBECONFIG", admin.display().to_string()),
+        ("GATEWAY", address.to_string()),
+        (
+            "PLUGIN_URL",
+            format!("oci://{}", node.image("sticky-canary/filter")),
+        ),
+    ])
+    .unwrap();
+    let block = |id: &str| -> String {
+        let (_, script) = blocks.iter().find(|(b, _)| b == id).unwrap();
+        shell.run(id, script).unwrap_or_else(|e| panic!("{e:?}"))
+    };
+    let site = Browser::new().with_header("host", "shop.example.com");
+    let mut crowd = Crowd::returning(&site, 200);
+    let original = node
+        .plane
+        .get(gateway_api, "HTTPRoute", shop::NS, "shop")
+        .unwrap()
+        .expect("the user's route");
+    block("init");
+    let share = wait_share(&mut crowd, &http, "shop-v1", |s| s == 1.0);
+    assert_eq!(share, 1.0, "every client on stable after init");
+    block("canary");
+    let share = wait_share(&mut crowd, &http, "shop-v2", |s| (0.1..=0.3).contains(&s));
+    assert!((0.1..=0.3).contains(&share), "share of v2 at 20%: {share}");
+    block("promote");
+    let share = wait_share(&mut crowd, &http, "shop-v2", |s| s == 1.0);
+    assert_eq!(share, 1.0, "every client on the promoted version");
+    block("delete");
+    let restored = node
+        .plane
+        .get(gateway_api, "HTTPRoute", shop::NS, "shop")
+        .unwrap()
+        .expect("the user's route");
+    assert_eq!(
+        restored["spec"], original["spec"],
+        "delete gives the route back"
+    );
+}
+
+/// Polls `done` every 250 ms for up to a minute.
+fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "not within a minute");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Whether `pod` was injected as Istio's template does on Kubernetes 1.36: `istio-init` (the
 /// capture rules) then `istio-proxy` as a native sidecar (an init container that keeps running),
 /// both of `proxy_image`.
