@@ -14,7 +14,7 @@ PLAYWRIGHT := .work/playwright/node_modules/playwright-core/package.json
 export ISTIO_CRDS ?= $(abspath ../shared/istio/crds.gen.yaml)
 export ENVOY_BIN ?= $(abspath $(ENVOY))
 
-.PHONY: setup wasm build oci node-images demo demo-mesh test test-cluster lint bench clean control-plane fuzz fuzz-build fuzz-corpus
+.PHONY: setup wasm build oci node-images node-packages demo demo-mesh demo-cluster test test-cluster lint bench clean control-plane fuzz fuzz-build fuzz-corpus
 
 ## setup: wasm target, Envoy in a virtualenv, Playwright, and wrk, Prometheus, curl (the install
 ## guide's QA request) and Chromium (the real-browser tests drive Debian's) when missing
@@ -114,6 +114,13 @@ demo-mesh: setup build control-plane
 	$(CARGO) build --release -q -p sticky-canary-e2e --bins
 	target/release/sticky-demo-mesh
 
+## demo-cluster: the same story on a real node (make test-cluster's): istiod, the ingress
+## gateway, shop's versions and the chart's controller as pods, a ramp to 100% and the promote;
+## needs root, stops everything it started
+demo-cluster: setup build oci node-images control-plane node-packages
+	$(CARGO) build --release -q -p sticky-canary-e2e --bins
+	target/release/sticky-demo-cluster
+
 ## lint: formatting and clippy, warnings are errors (the fuzz crate, outside the workspace,
 ## gets its formatting checked; its targets are one line each, the harness is in the workspace),
 ## then the crate rules of crates/ (tools/crates/check: which crate may depend on what).
@@ -137,12 +144,16 @@ test: setup wasm oci node-images lint control-plane
 ## missing, as root), CoreDNS, istiod and the ingress gateway as pods, the install guide run on
 ## it. Everything runs in network, mount and PID namespaces of the test's own (unshare): needs root.
 NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack
-test-cluster: setup wasm oci node-images control-plane
+test-cluster: setup wasm oci node-images control-plane node-packages
+	$(CARGO) build --workspace --bins
+	$(CARGO) test -p sticky-canary-e2e --features node --test node
+
+## node-packages: Debian's containerd, runc, CNI plugins, iptables and conntrack, installed when
+## missing (apt-get, as root)
+node-packages:
 	@command -v containerd >/dev/null && command -v runc >/dev/null && [ -x /usr/lib/cni/bridge ] || { \
 	  echo "installing $(NODE_PACKAGES) (apt-get), for the real node"; \
 	  apt-get update -qq && apt-get install -y -qq $(NODE_PACKAGES) >/dev/null; }
-	$(CARGO) build --workspace --bins
-	$(CARGO) test -p sticky-canary-e2e --features node --test node
 
 ## fuzz: every fuzz target for FUZZ_RUNS executions (libFuzzer through cargo-fuzz, on the stable
 ## toolchain without sanitizers), one line of figures each: executions, executions per second,

@@ -167,19 +167,7 @@ fn node_with_shop(started: Instant) -> (Node, SocketAddr) {
     eprintln!("node Ready, CoreDNS running: {:?}", started.elapsed());
     istio::install(&node).unwrap_or_else(|e| panic!("{e:?}"));
     eprintln!("istiod and the gateway running: {:?}", started.elapsed());
-    for object in shop::objects() {
-        node.plane.apply(&object).unwrap();
-    }
-    let upstream = node.image("sticky-canary/upstream");
-    for version in ["v1", "v2"] {
-        node.plane
-            .apply(&shop::version(&upstream, version, 2))
-            .unwrap();
-    }
-    for version in ["v1", "v2"] {
-        node.wait_rollout(shop::NS, &format!("shop-{version}"))
-            .unwrap_or_else(|e| panic!("{e:?}"));
-    }
+    shop::install(&node).unwrap_or_else(|e| panic!("{e:?}"));
     eprintln!("shop's versions running: {:?}", started.elapsed());
     // Every pod of shop has istiod's sidecar, from the node's proxy image.
     let pods = node.plane.list("v1", "Pod", shop::NS, "app=shop").unwrap();
@@ -188,13 +176,7 @@ fn node_with_shop(started: Instant) -> (Node, SocketAddr) {
     for pod in &pods {
         assert!(injected(pod, &proxy_image), "not injected: {pod}");
     }
-    let gateway = node
-        .plane
-        .get("v1", "Service", "istio-system", istio::GATEWAY)
-        .unwrap()
-        .expect("the gateway's Service");
-    let gateway_ip = gateway["spec"]["clusterIP"].as_str().unwrap().to_owned();
-    let address = format!("{gateway_ip}:80").parse().unwrap();
+    let address = istio::gateway_address(&node).unwrap();
     (node, address)
 }
 

@@ -15,11 +15,16 @@ const INSIDE: &str = "STICKY_NODE_NAMESPACES";
 /// namespaces, its output passed through, and returns `false` once it passed; an error says
 /// it failed.
 pub fn inside(test: &str) -> Result<bool> {
+    inside_with(&["--exact", test, "--nocapture", "--test-threads=1"])
+}
+
+/// [`inside`] for a program: outside, runs it again with `args` inside the namespaces.
+pub fn inside_with(args: &[&str]) -> Result<bool> {
     if std::env::var_os(INSIDE).is_some() {
         setup_network()?;
         return Ok(true);
     }
-    let exe = std::env::current_exe().context("locating the test binary")?;
+    let exe = std::env::current_exe().context("locating the running program")?;
     let status = Command::new("unshare")
         .args([
             "--net",
@@ -30,12 +35,16 @@ pub fn inside(test: &str) -> Result<bool> {
             "--mount-proc",
         ])
         .arg(&exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .args(args)
         .env(INSIDE, "1")
         .status()
         .context("running unshare (util-linux) to give the node namespaces of its own")?;
     if !status.success() {
-        bail!("{test} failed inside the node's namespaces ({status}): its output is above");
+        bail!(
+            "{} {} failed inside the node's namespaces ({status}): its output is above",
+            exe.display(),
+            args.join(" ")
+        );
     }
     Ok(false)
 }

@@ -116,19 +116,24 @@ pub fn gateway_proxy_stats(node: &Node) -> Result<()> {
 
 /// The weights each Ready gateway pod's filter runs rollout `rollout` (`namespace/name`) with,
 /// by version, in basis points (`sticky_canary_weight_basis_points` of Envoy's
-/// `/stats/prometheus` on port 15090, what Prometheus scrapes).
+/// `/stats/prometheus` on port 15090, what Prometheus scrapes); none for a pod that does not
+/// answer. Pods being deleted are left out.
 pub fn gateway_weights(node: &Node, rollout: &str) -> Result<Vec<BTreeMap<String, f64>>> {
     let pods = node
         .plane
         .list("v1", "Pod", "istio-system", &format!("app={GATEWAY}"))?;
     let mut weights = Vec::new();
-    for pod in pods.iter().filter(|p| super::condition(p, "Ready")) {
+    let serving = pods
+        .iter()
+        .filter(|p| super::condition(p, "Ready") && p["metadata"]["deletionTimestamp"].is_null());
+    for pod in serving {
         let Some(ip) = pod["status"]["podIP"].as_str() else {
             continue;
         };
         let stats = crate::browser::Http::new(format!("{ip}:15090").parse()?)
-            .get("/stats/prometheus", &[])?
-            .body;
+            .get("/stats/prometheus", &[])
+            .map(|r| r.body)
+            .unwrap_or_default();
         let rollout_label = format!("sticky_rollout=\"{rollout}\"");
         let mut by_version = BTreeMap::new();
         for line in stats.lines() {
@@ -150,6 +155,18 @@ pub fn gateway_weights(node: &Node, rollout: &str) -> Result<Vec<BTreeMap<String
         weights.push(by_version);
     }
     Ok(weights)
+}
+
+/// The ingress gateway Service's address (its ClusterIP, port 80).
+pub fn gateway_address(node: &Node) -> Result<std::net::SocketAddr> {
+    let service = node
+        .plane
+        .get("v1", "Service", "istio-system", GATEWAY)?
+        .context("the gateway's Service is missing")?;
+    let ip = service["spec"]["clusterIP"]
+        .as_str()
+        .context("the gateway's Service has no ClusterIP")?;
+    Ok(format!("{ip}:80").parse()?)
 }
 
 /// Runs Helm as the cluster's admin; an error carries what it printed.

@@ -2,7 +2,25 @@
 //! Deployments of the test service (`sticky-upstream`) whose pods istiod injects, the gateway's
 //! `web` Gateway and the user's VirtualService routing `shop.example.com` and the mesh name.
 
+use anyhow::Result;
 use serde_json::{json, Value};
+
+use super::Node;
+
+/// Deploys shop on `node`: [`objects`] and two pods of each version; returns once they run.
+pub fn install(node: &Node) -> Result<()> {
+    for object in objects() {
+        node.plane.apply(&object)?;
+    }
+    let upstream = node.image("sticky-canary/upstream");
+    for name in ["v1", "v2"] {
+        node.plane.apply(&version(&upstream, name, 2))?;
+    }
+    for name in ["v1", "v2"] {
+        node.wait_rollout(NS, &format!("shop-{name}"))?;
+    }
+    Ok(())
+}
 
 /// The service's namespace, labelled for injection.
 pub const NS: &str = "prod";
