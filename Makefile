@@ -143,10 +143,11 @@ test: setup wasm oci node-images lint control-plane
 ## the pinned Kubernetes module), Debian's containerd, runc and CNI plugins (installed when
 ## missing, as root), CoreDNS, istiod and the ingress gateway as pods, the install guide run on
 ## it. Everything runs in network, mount and PID namespaces of the test's own (unshare): needs root.
+## One node at a time: each test starts its own, and two would share 2 cores.
 NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack
 test-cluster: setup wasm oci node-images control-plane node-packages
 	$(CARGO) build --workspace --bins
-	$(CARGO) test -p sticky-canary-e2e --features node --test node
+	$(CARGO) test -p sticky-canary-e2e --features node --test node -- --test-threads=1
 
 ## node-packages: Debian's containerd, runc, CNI plugins, iptables and conntrack, installed when
 ## missing (apt-get, as root)

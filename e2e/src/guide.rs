@@ -2,7 +2,7 @@
 //! order, by bash from the repository's root, each block starting from the variables the
 //! blocks before it left.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -30,6 +30,18 @@ pub fn guide_blocks(markdown: &str) -> Result<Vec<(String, String)>> {
         blocks.push((id.trim().to_owned(), body[1..].join("\n")));
     }
     Ok(blocks)
+}
+
+/// A `PATH` that finds `programs` (each by its directory) before the harness's own `PATH`: what
+/// the guide's reader has installed.
+pub fn path_with(programs: &[&Path]) -> String {
+    programs
+        .iter()
+        .filter_map(|program| program.parent())
+        .map(|dir| dir.display().to_string())
+        .chain(std::env::var("PATH").ok())
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// A shell session across blocks: each block runs in a fresh `bash -euo pipefail` that starts

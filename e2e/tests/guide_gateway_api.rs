@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use sticky_canary_e2e::guide::{guide_blocks, Shell};
+use sticky_canary_e2e::guide::{guide_blocks, path_with, Shell};
 use sticky_canary_e2e::locate::{self, workspace_root};
 use sticky_canary_e2e::mesh::gateway_api::{
     chain_http_filters, GatewayApiStack, Options, GATEWAY_API, GATEWAY_NS,
@@ -31,11 +31,7 @@ fn the_gateway_api_guide_runs_against_a_real_control_plane() {
     .unwrap_or_else(|e| panic!("cannot start the mesh: {e:?}"));
     let plane = &stack.plane;
     let stickyctl = locate::stickyctl_bin().unwrap();
-    let path = [stickyctl.parent().unwrap().display().to_string()]
-        .into_iter()
-        .chain(std::env::var("PATH").ok())
-        .collect::<Vec<_>>()
-        .join(":");
+    let path = path_with(&[&stickyctl]);
     let shell = Shell::new(&[
         ("PATH", path),
         (

@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use sticky_canary_e2e::browser::Dest;
 use sticky_canary_e2e::chart;
 use sticky_canary_e2e::envoy::free_port;
-use sticky_canary_e2e::guide::{guide_blocks, Shell};
+use sticky_canary_e2e::guide::{guide_blocks, path_with, Shell};
 use sticky_canary_e2e::locate::{self, workspace_root};
 use sticky_canary_e2e::mesh::proxy::AgentStats;
 use sticky_canary_e2e::mesh::stack::{served_name, MeshStack, Service, NS};
@@ -194,16 +194,7 @@ fn the_install_guide_runs_against_a_real_control_plane() {
     let registry = Registry::start(&tools.registry, Ipv4Addr::LOCALHOST).unwrap();
 
     let stickyctl = locate::stickyctl_bin().unwrap();
-    let path = [
-        tools.helm.parent().unwrap(),
-        tools.crane.parent().unwrap(),
-        stickyctl.parent().unwrap(),
-    ]
-    .iter()
-    .map(|p| p.display().to_string())
-    .chain(std::env::var("PATH").ok())
-    .collect::<Vec<_>>()
-    .join(":");
+    let path = path_with(&[&tools.helm, &tools.crane, &stickyctl]);
     let admin = mesh.plane.admin_kubeconfig("default").unwrap();
     let shell = Shell::new(&[
         ("PATH", path),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sticky_canary_e2e::browser::{Browser, Dest, Http};
 use sticky_canary_e2e::crowd::{par_map, Crowd, Moves};
-use sticky_canary_e2e::guide::{guide_blocks, Shell};
+use sticky_canary_e2e::guide::{guide_blocks, path_with, Shell};
 use sticky_canary_e2e::load::browse_while;
 use sticky_canary_e2e::locate::{self, workspace_root};
 use sticky_canary_e2e::node::{isolate, istio, shop, Node, TAG};
@@ -36,16 +36,7 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
     let guide = std::fs::read_to_string(root.join("docs/istio.md")).unwrap();
     let blocks = guide_blocks(&guide).unwrap();
     let stickyctl = locate::stickyctl_bin().unwrap();
-    let path = [
-        node.helm.parent().unwrap(),
-        node.crane.parent().unwrap(),
-        stickyctl.parent().unwrap(),
-    ]
-    .iter()
-    .map(|p| p.display().to_string())
-    .chain(std::env::var("PATH").ok())
-    .collect::<Vec<_>>()
-    .join(":");
+    let path = path_with(&[&node.helm, &node.crane, &stickyctl]);
     let admin = node.plane.admin_kubeconfig("default").unwrap();
     let shell = Shell::new(&[
         ("PATH", path),
@@ -78,12 +69,7 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
     block("canary");
     block("qa-token");
     // The gateway applies the token once istiod has pushed it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut qa = block("qa");
-    while !qa.contains("shop-v2") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        qa = block("qa");
-    }
+    let qa = retry(|| block("qa"), |qa| qa.contains("shop-v2"));
     assert!(
         qa.contains("shop-v2"),
         "QA reaches the canary: {qa}\n{}",
@@ -249,12 +235,10 @@ fn across_a_hop_shop_follows_the_version_the_gateway_chose() {
             .count()
     };
     // web at 50% through the gateway; shop splits its calls by its own pods.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut before = hops(&mut crowd);
-    while !(before.iter().all(Option::is_some) && has_both(&before)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        before = hops(&mut crowd);
-    }
+    let before = retry(
+        || hops(&mut crowd),
+        |hops| hops.iter().all(Option::is_some) && has_both(hops),
+    );
     let agreeing = matching(&before);
     assert!(
         (40..=160).contains(&agreeing),
@@ -262,12 +246,7 @@ fn across_a_hop_shop_follows_the_version_the_gateway_chose() {
     );
 
     init("shop", &["--sidecar", "app=web", "--trust-incoming-header"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut after = hops(&mut crowd);
-    while matching(&after) < 200 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        after = hops(&mut crowd);
-    }
+    let after = retry(|| hops(&mut crowd), |hops| matching(hops) == 200);
     assert_eq!(
         matching(&after),
         200,
@@ -370,11 +349,7 @@ fn the_gateway_api_guide_runs_on_istios_gateway_deployment() {
     let guide = std::fs::read_to_string(workspace_root().join("docs/gateway-api.md")).unwrap();
     let blocks = guide_blocks(&guide).unwrap();
     let stickyctl = locate::stickyctl_bin().unwrap();
-    let path = [stickyctl.parent().unwrap().display().to_string()]
-        .into_iter()
-        .chain(std::env::var("PATH").ok())
-        .collect::<Vec<_>>()
-        .join(":");
+    let path = path_with(&[&stickyctl]);
     let admin = node.plane.admin_kubeconfig("default").unwrap();
     let shell = Shell::new(&[
         ("PATH", path),
@@ -420,11 +395,7 @@ fn the_gateway_api_guide_runs_on_istios_gateway_deployment() {
 
 /// Polls `done` every 250 ms for up to a minute.
 fn wait_for(mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "not within a minute");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    assert!(retry(&mut done, |done| *done), "not within {PATIENCE:?}");
 }
 
 /// Whether `pod` was injected as Istio's template does on Kubernetes 1.36: `istio-init` (the
@@ -445,14 +416,25 @@ fn injected(pod: &Value, proxy_image: &str) -> bool {
 /// The crowd's share of page loads `served` served, once `done` holds of it (or after a
 /// minute, the last share): the gateway applies a change when istiod has pushed it.
 fn wait_share(crowd: &mut Crowd, http: &Http, served: &str, done: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let share = crowd.visit_share(http, "/", served).unwrap_or(-1.0);
-        if done(share) || Instant::now() > deadline {
-            return share;
-        }
+    retry(
+        || crowd.visit_share(http, "/", served).unwrap_or(-1.0),
+        |share| done(*share),
+    )
+}
+
+/// How long the tests wait for a change to reach the proxies.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// `probe()` every half second until `done` holds of what it returns, or [`PATIENCE`] runs
+/// out: the last result either way, for the caller's assertion.
+fn retry<T>(mut probe: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = probe();
+    while !done(&last) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
+        last = probe();
     }
+    last
 }
 
 /// The README's trust rule rests on STRICT mTLS: a workload without a sidecar cannot send a
@@ -485,12 +467,7 @@ fn trust_needs_a_sidecar(node: &Node) {
         let http = Http::new(format!("{ip}:{}", shop::APP_PORT).parse().unwrap());
         http.get(HOP, &[("x-sticky-version", b"v2")]).unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut from_insider = hop(&insider);
-    while from_insider.status != 200 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        from_insider = hop(&insider);
-    }
+    let from_insider = retry(|| hop(&insider), |r| r.status == 200);
     assert_eq!(
         from_insider.status, 200,
         "a mesh workload reaches shop: {from_insider:?}"
@@ -507,12 +484,7 @@ fn trust_needs_a_sidecar(node: &Node) {
         "spec": {"mtls": {"mode": "PERMISSIVE"}},
     });
     node.plane.apply(&permissive).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut permitted = hop(&outsider);
-    while permitted.status != 200 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        permitted = hop(&outsider);
-    }
+    let permitted = retry(|| hop(&outsider), |r| r.status == 200);
     assert_eq!(
         permitted.status, 200,
         "PERMISSIVE lets it through: {permitted:?}"
@@ -525,12 +497,7 @@ fn trust_needs_a_sidecar(node: &Node) {
             "default",
         )
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut refused = hop(&outsider);
-    while refused.status != 502 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        refused = hop(&outsider);
-    }
+    let refused = retry(|| hop(&outsider), |r| r.status == 502);
     assert_eq!(refused.status, 502, "STRICT again: {refused:?}");
 }
 
@@ -573,12 +540,8 @@ fn istio_agent_refuses_a_wrong_digest(node: &Node, filter: &str) {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count("checksum_mismatched") < 1.0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-    }
     assert!(
-        count("checksum_mismatched") >= 1.0,
+        retry(|| count("checksum_mismatched"), |n| *n >= 1.0) >= 1.0,
         "istio-agent refused the wrong digest: {}",
         node.logs("istio-system", istio::GATEWAY, "istio-proxy")
     );
