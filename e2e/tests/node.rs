@@ -178,6 +178,17 @@ fn across_a_hop_shop_follows_the_version_the_gateway_chose() {
     }
     let (node, gateway) = node_with_shop(Instant::now());
     let upstream = node.image("sticky-canary/upstream");
+    let admin = node.plane.admin_kubeconfig(shop::NS).unwrap();
+    let stickyctl = Stickyctl::kube(&admin, shop::NS).unwrap();
+    // web's sidecars keep the filter's stats, labelled, as the gateway's do.
+    let proxy_stats = stickyctl.ok(&["proxy-stats"]).unwrap();
+    node.plane
+        .apply(&serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": shop::PROXY_STATS, "namespace": shop::NS},
+            "data": {"custom_bootstrap.json": proxy_stats},
+        }))
+        .unwrap();
     for object in shop::web_objects() {
         node.plane.apply(&object).unwrap();
     }
@@ -193,8 +204,6 @@ fn across_a_hop_shop_follows_the_version_the_gateway_chose() {
     let filter = node.image("sticky-canary/filter");
     let url = format!("oci://{filter}");
     let sha256 = filter.rsplit("@sha256:").next().unwrap().to_owned();
-    let admin = node.plane.admin_kubeconfig(shop::NS).unwrap();
-    let stickyctl = Stickyctl::kube(&admin, shop::NS).unwrap();
     let init = |service: &str, extra: &[&str]| {
         let fqdn = format!("{service}.{}.svc.cluster.local", shop::NS);
         let mut args = vec![
@@ -265,6 +274,30 @@ fn across_a_hop_shop_follows_the_version_the_gateway_chose() {
     assert!(
         (60..=140).contains(&on_v2),
         "web's weight decides: {on_v2} of 200 on v2"
+    );
+
+    // A change of shop's weight reaches every sidecar that runs shop's rollout.
+    let command = Instant::now();
+    stickyctl
+        .ok(&["--name", "shop", "set-weight", "80"])
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let returned = Instant::now();
+    let eighty = BTreeMap::from([("v1".to_owned(), 2000.0), ("v2".to_owned(), 8000.0)]);
+    let reported = |weights: &Vec<BTreeMap<String, f64>>| {
+        weights.len() == 2 && weights.iter().all(|w| *w == eighty)
+    };
+    let weights = retry(
+        || istio::proxy_weights(&node, shop::NS, "app=web", "prod/shop").unwrap_or_default(),
+        reported,
+    );
+    assert!(
+        reported(&weights),
+        "web's two sidecars report 80% for shop: {weights:?}"
+    );
+    eprintln!(
+        "figure: both web sidecars report shop at 80% {:?} after set-weight returned ({:?} after it began; polled every 500 ms)",
+        returned.elapsed(),
+        command.elapsed()
     );
 }
 

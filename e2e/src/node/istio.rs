@@ -114,14 +114,24 @@ pub fn gateway_proxy_stats(node: &Node) -> Result<()> {
     node.wait_rollout("istio-system", GATEWAY)
 }
 
-/// The weights each Ready gateway pod's filter runs rollout `rollout` (`namespace/name`) with,
-/// by version, in basis points (`sticky_canary_weight_basis_points` of Envoy's
-/// `/stats/prometheus` on port 15090, what Prometheus scrapes); none for a pod that does not
-/// answer. Pods being deleted are left out.
+/// The weights each Ready gateway pod's filter runs rollout `rollout` (`namespace/name`) with
+/// (see [`proxy_weights`]).
 pub fn gateway_weights(node: &Node, rollout: &str) -> Result<Vec<BTreeMap<String, f64>>> {
-    let pods = node
-        .plane
-        .list("v1", "Pod", "istio-system", &format!("app={GATEWAY}"))?;
+    proxy_weights(node, "istio-system", &format!("app={GATEWAY}"), rollout)
+}
+
+/// The weights the filter of each Ready pod of `namespace` matching `selector` runs rollout
+/// `rollout` (`namespace/name`) with, by version, in basis points
+/// (`sticky_canary_weight_basis_points` of Envoy's `/stats/prometheus` on port 15090, what
+/// Prometheus scrapes; labelled where the pod names the chart's proxy stats); none for a pod
+/// that does not answer. Pods being deleted are left out.
+pub fn proxy_weights(
+    node: &Node,
+    namespace: &str,
+    selector: &str,
+    rollout: &str,
+) -> Result<Vec<BTreeMap<String, f64>>> {
+    let pods = node.plane.list("v1", "Pod", namespace, selector)?;
     let mut weights = Vec::new();
     let serving = pods
         .iter()

@@ -48,7 +48,12 @@ pub fn web_objects() -> Vec<Value> {
     ]
 }
 
-/// Deployment `web-<version>`: like [`version`], its `/hop` calling shop through its sidecar.
+/// The ConfigMap of the filter's stats settings (`stickyctl proxy-stats`, as the chart ships
+/// them for the gateway) in shop's namespace, which web's pods name.
+pub const PROXY_STATS: &str = "sticky-canary-proxy-stats";
+
+/// Deployment `web-<version>`: like [`version`], its `/hop` calling shop through its sidecar,
+/// whose istio-agent merges [`PROXY_STATS`] into its Envoy's bootstrap.
 pub fn web_version(image: &str, version: &str) -> Value {
     let labels = json!({"app": "web", "version": version});
     json!({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -57,7 +62,8 @@ pub fn web_version(image: &str, version: &str) -> Value {
         "replicas": 1,
         "selector": {"matchLabels": labels},
         "template": {
-            "metadata": {"labels": labels},
+            "metadata": {"labels": labels,
+                         "annotations": {"sidecar.istio.io/bootstrapOverride": PROXY_STATS}},
             "spec": {"containers": [app(image, &format!("web-{version}"), &calls_shop())]},
         },
     }})
