@@ -118,10 +118,14 @@ lint:
 
 ## test: lint, then every test (unit, property, fake Kubernetes API, real Envoy end to end,
 ## the real control plane). The programs are built first: the end-to-end tests run stickyctl and
-## the upstreams as processes.
+## the upstreams as processes. The tests are what `cargo test --workspace` runs (every test
+## binary, then the doc tests), in TEST_LANES parallel lanes instead of one binary after another
+## (tools/ci/test-lanes: most long tests wait on timers, not the CPU); each binary's output is
+## printed whole at the end, and a failure names its binary. TEST_LANES=1 runs them in sequence.
+TEST_LANES ?= 3
 test: setup wasm oci lint control-plane
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace
+	CARGO=$(CARGO) tools/ci/test-lanes $(TEST_LANES)
 
 ## fuzz: every fuzz target for FUZZ_RUNS executions (libFuzzer through cargo-fuzz, on the stable
 ## toolchain without sanitizers), one line of figures each: executions, executions per second,
