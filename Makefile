@@ -34,7 +34,8 @@ $(ENVOY):
 
 ## wasm: the filter, optimized for size (tests and the demo load this very file). Only this
 ## build gets opt-level z: native builds, benchmarks of the pure code included, stay at 3.
-## Then the exports of the callbacks the filter does not implement go (`sticky-canary-trim`,
+## Then the exports of the callbacks the filter does not implement go (`sticky-canary-trim`, built
+## in its own profile `trim` so it never rebuilds the workspace's filter (see Cargo.toml),
 ## see filter/trim), and Binaryen's wasm-opt shrinks what is left: 258 KiB -> 199 KiB.
 ## `-ocimfs 20` caps the inlining of functions called from one place only: uncapped, V8 holds
 ## 8-12 MiB more memory per Envoy for the giant functions it makes (see BENCHMARKS.md).
@@ -43,7 +44,7 @@ $(ENVOY):
 ## from it; each replaces the file by renaming, never writing through that link.
 wasm: .work/wasm-target $(WASM_OPT)
 	CARGO_PROFILE_RELEASE_OPT_LEVEL=z $(CARGO) build --release -p sticky-canary-filter --target wasm32-wasip1
-	$(CARGO) run -q -p sticky-canary-trim -- $(WASM)
+	$(CARGO) run -q --profile trim -p sticky-canary-trim -- $(WASM)
 	node $(WASM_OPT) -Oz -ocimfs 20 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
 	  --enable-nontrapping-float-to-int $(WASM) -o $(WASM).opt
 	mv $(WASM).opt $(WASM)
