@@ -34,7 +34,8 @@ $(ENVOY):
 
 ## wasm: the filter, optimized for size (tests and the demo load this very file). Only this
 ## build gets opt-level z: native builds, benchmarks of the pure code included, stay at 3.
-## Then the exports of the callbacks the filter does not implement go (`sticky-canary-trim`,
+## Then the exports of the callbacks the filter does not implement go (`sticky-canary-trim`, built
+## in its own profile `trim` so it never rebuilds the workspace's filter (see Cargo.toml),
 ## see filter/trim), and Binaryen's wasm-opt shrinks what is left: 258 KiB -> 199 KiB.
 ## `-ocimfs 20` caps the inlining of functions called from one place only: uncapped, V8 holds
 ## 8-12 MiB more memory per Envoy for the giant functions it makes (see BENCHMARKS.md).
@@ -43,7 +44,7 @@ $(ENVOY):
 ## from it; each replaces the file by renaming, never writing through that link.
 wasm: .work/wasm-target $(WASM_OPT)
 	CARGO_PROFILE_RELEASE_OPT_LEVEL=z $(CARGO) build --release -p sticky-canary-filter --target wasm32-wasip1
-	$(CARGO) run -q -p sticky-canary-trim -- $(WASM)
+	$(CARGO) run -q --profile trim -p sticky-canary-trim -- $(WASM)
 	node $(WASM_OPT) -Oz -ocimfs 20 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
 	  --enable-nontrapping-float-to-int $(WASM) -o $(WASM).opt
 	mv $(WASM).opt $(WASM)
@@ -133,10 +134,14 @@ lint:
 
 ## test: lint, then every test (unit, property, fake Kubernetes API, real Envoy end to end,
 ## the real control plane). The programs are built first: the end-to-end tests run stickyctl and
-## the upstreams as processes.
+## the upstreams as processes. The tests are what `cargo test --workspace` runs (every test
+## binary, then the doc tests), in TEST_LANES parallel lanes instead of one binary after another
+## (tools/ci/test-lanes: most long tests wait on timers, not the CPU); each binary's output is
+## printed whole at the end, and a failure names its binary. TEST_LANES=1 runs them in sequence.
+TEST_LANES ?= 3
 test: setup wasm oci node-images lint control-plane
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace
+	CARGO=$(CARGO) tools/ci/test-lanes $(TEST_LANES)
 
 ## test-cluster: the real node's tests (e2e/tests/node.rs, cargo feature `node`): etcd,
 ## kube-apiserver, the controller-manager, kube-scheduler, the kubelet and kube-proxy (built from
