@@ -149,15 +149,15 @@ test: setup wasm oci node-images lint control-plane
 ## missing, as root), CoreDNS, istiod and the ingress gateway as pods, the install guide run on
 ## it. Everything runs in network, mount and PID namespaces of the test's own (unshare): needs root.
 ## One node at a time: each test starts its own, and two would share 2 cores.
-NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack iproute2
 test-cluster: setup wasm oci node-images control-plane node-packages
 	$(CARGO) build --workspace --bins
 	$(CARGO) test -p sticky-canary-e2e --features node --test node -- --test-threads=1
 
-## node-packages: Debian's containerd, runc, CNI plugins, iptables and conntrack, installed when
-## missing (apt-get, as root)
+## node-packages: Debian's containerd, runc, CNI plugins, iptables, conntrack and iproute2 (the
+## node's namespace is set up with `ip`), installed when missing (apt-get, as root)
 node-packages:
-	@command -v containerd >/dev/null && command -v runc >/dev/null && [ -x /usr/lib/cni/bridge ] || { \
+	@command -v containerd >/dev/null && command -v runc >/dev/null && command -v ip >/dev/null && [ -x /usr/lib/cni/bridge ] || { \
 	  echo "installing $(NODE_PACKAGES) (apt-get), for the real node"; \
 	  apt-get update -qq && apt-get install -y -qq $(NODE_PACKAGES) >/dev/null; }
 
