@@ -69,10 +69,13 @@ $(PLAYWRIGHT):
 
 ## control-plane: etcd, kube-apiserver, kube-controller-manager (for the plan tests) and istiod for
 ## the mesh tests (with the Gateway API CRDs, copied from their Go module), istioctl for the
-## analyze test, and Helm, the distribution registry, crane and wasm-fetch for the install tests,
-## built from their Go modules at the versions in tools/control-plane/versions.env, cached in
+## analyze test, Helm, the distribution registry, crane and wasm-fetch for the install tests, and
+## the real node's kubelet, kube-proxy, kube-scheduler, pilot-agent and CoreDNS (make
+## test-cluster; pilot-agent and CoreDNS also go into make node-images' images), built from their
+## Go modules at the versions in tools/control-plane/versions.env, cached in
 ## ~/.cache/sticky-canary/ (a cold build takes about 9 minutes on 2 cores for the control plane,
-## 6 more for istioctl and 8 more for the install tools; later runs reuse the binaries).
+## 6 more for istioctl, 8 more for the install tools and about 9 more for the node's; later runs
+## reuse the binaries).
 control-plane:
 	@command -v go >/dev/null || { echo "go is missing: the control-plane binaries are built with Go >= 1.26" >&2; exit 1; }
 	bash tools/control-plane/build >/dev/null
@@ -93,7 +96,7 @@ oci: wasm .work/musl-target
 ## through `sticky-oci rootfs`, a dynamic binary with its loader and libraries; Envoy from the
 ## venv, pilot-agent, istiod and CoreDNS from tools/control-plane/build, Debian's iptables).
 ## tools/oci/tests/node_images.rs runs their programs under chroot.
-node-images: $(ENVOY)
+node-images: $(ENVOY) node-packages
 	bash tools/node/images
 
 .work/musl-target:
@@ -149,15 +152,18 @@ test: setup wasm oci node-images lint control-plane
 ## missing, as root), CoreDNS, istiod and the ingress gateway as pods, the install guide run on
 ## it. Everything runs in network, mount and PID namespaces of the test's own (unshare): needs root.
 ## One node at a time: each test starts its own, and two would share 2 cores.
-NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack iproute2
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack iproute2 libc6-dev
 test-cluster: setup wasm oci node-images control-plane node-packages
 	$(CARGO) build --workspace --bins
 	$(CARGO) test -p sticky-canary-e2e --features node --test node -- --test-threads=1
 
-## node-packages: Debian's containerd, runc, CNI plugins, iptables, conntrack and iproute2 (the
-## node's namespace is set up with `ip`), installed when missing (apt-get, as root)
+## node-packages: Debian's containerd, runc, CNI plugins, iptables (also for the proxy image's
+## istio-init), conntrack, iproute2 (the node's namespace is set up with `ip`) and libc6-dev
+## (the static pause), installed when missing (apt-get, as root)
 node-packages:
-	@command -v containerd >/dev/null && command -v runc >/dev/null && command -v ip >/dev/null && [ -x /usr/lib/cni/bridge ] || { \
+	@command -v containerd >/dev/null && command -v runc >/dev/null && command -v ip >/dev/null && \
+	  [ -x /usr/lib/cni/bridge ] && [ -x /usr/sbin/xtables-nft-multi ] && \
+	  [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || { \
 	  echo "installing $(NODE_PACKAGES) (apt-get), for the real node"; \
 	  apt-get update -qq && apt-get install -y -qq $(NODE_PACKAGES) >/dev/null; }
 

@@ -8,6 +8,27 @@ use std::process::{Child, Command};
 
 use anyhow::{Context, Result};
 
+/// Runs `program` with `args` from the repository's root to its end: what it printed on
+/// stdout, or an error naming the command with its exit status and stderr.
+pub fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Result<String> {
+    let program = program.as_ref();
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(crate::locate::workspace_root())
+        .output()
+        .with_context(|| format!("running {}", program.to_string_lossy()))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{} {} failed ({}): {}",
+            program.to_string_lossy(),
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// A running child process, killed and reaped when dropped.
 #[derive(Debug)]
 pub struct ChildGuard {

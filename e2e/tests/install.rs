@@ -26,7 +26,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sticky_canary_e2e::browser::Dest;
@@ -37,7 +36,7 @@ use sticky_canary_e2e::locate::{self, workspace_root};
 use sticky_canary_e2e::mesh::proxy::AgentStats;
 use sticky_canary_e2e::mesh::stack::{served_name, MeshStack, Service, NS};
 use sticky_canary_e2e::mesh::tools::InstallTools;
-use sticky_canary_e2e::process::ChildGuard;
+use sticky_canary_e2e::process::{run, ChildGuard};
 use sticky_canary_e2e::prometheus::Prometheus;
 use sticky_canary_e2e::registry::Registry;
 use sticky_canary_e2e::site::HOP;
@@ -46,23 +45,6 @@ use sticky_canary_e2e::site::HOP;
 const CHART_NS: &str = "sticky-canary-system";
 /// The controller's ServiceAccount in the chart.
 const CONTROLLER_SA: &str = "stickyctl-controller";
-
-fn run(program: &Path, args: &[&str]) -> Result<String> {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(workspace_root())
-        .output()
-        .with_context(|| format!("running {}", program.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} {args:?} failed ({}): {}",
-            program.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
 
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

@@ -6,7 +6,6 @@
 //!
 //! Run by `make test-cluster` (`.ci/run` runs it after `make test`).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -81,26 +80,14 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
     // The step while 300 returning visitors load page after page with their assets.
     let mut visitors = Crowd::returning(&site, 300);
     let before = visitors.visit(&http, "/").unwrap();
-    let fifty = BTreeMap::from([("v1".to_owned(), 5000.0), ("v2".to_owned(), 5000.0)]);
     let ((), loads) = browse_while(&http.fresh(), &mut visitors.browsers, |driver| {
         driver.wait_for_round().unwrap();
         driver.change(|| {
             let command = Instant::now();
             block("step");
             let applied = Instant::now();
-            let deadline = applied + Duration::from_secs(60);
-            loop {
-                let weights = istio::gateway_weights(&node, "prod/shop").unwrap_or_default();
-                if !weights.is_empty() && weights.iter().all(|w| *w == fifty) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the gateway never reported 50%: {weights:?}\n{}",
-                    gateway_stats(&node)
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            istio::wait_weights(&node, istio::GATEWAY_PODS, "prod/shop", &istio::shop_at(50))
+                .unwrap_or_else(|e| panic!("{e:?}\n{}", gateway_stats(&node)));
             eprintln!(
                 "figure: every gateway pod reports 50% {:?} after the step's commands returned ({:?} after they began)",
                 applied.elapsed(),
@@ -201,22 +188,11 @@ fn across_a_hop_shop_follows_the_version_the_gateway_chose() {
         node.wait_rollout(shop::NS, &format!("web-{version}"))
             .unwrap_or_else(|e| panic!("{e:?}"));
     }
-    let filter = node.image("sticky-canary/filter");
-    let url = format!("oci://{filter}");
-    let sha256 = filter.rsplit("@sha256:").next().unwrap().to_owned();
+    let plugin = node.plugin_flags();
     let init = |service: &str, extra: &[&str]| {
         let fqdn = format!("{service}.{}.svc.cluster.local", shop::NS);
-        let mut args = vec![
-            "init",
-            "--service",
-            &fqdn,
-            "--stable",
-            "v1",
-            "--plugin-url",
-            &url,
-            "--plugin-sha256",
-            &sha256,
-        ];
+        let mut args = vec!["init", "--service", &fqdn, "--stable", "v1"];
+        args.extend(plugin.iter().map(String::as_str));
         args.extend_from_slice(extra);
         stickyctl.ok(&args).unwrap_or_else(|e| panic!("{e:?}"));
         for step in [&["start", "--canary", "v2"][..], &["set-weight", "50"]] {
@@ -282,20 +258,15 @@ fn across_a_hop_shop_follows_the_version_the_gateway_chose() {
         .ok(&["--name", "shop", "set-weight", "80"])
         .unwrap_or_else(|e| panic!("{e:?}"));
     let returned = Instant::now();
-    let eighty = BTreeMap::from([("v1".to_owned(), 2000.0), ("v2".to_owned(), 8000.0)]);
-    let reported = |weights: &Vec<BTreeMap<String, f64>>| {
-        weights.len() == 2 && weights.iter().all(|w| *w == eighty)
-    };
-    let weights = retry(
-        || istio::proxy_weights(&node, shop::NS, "app=web", "prod/shop").unwrap_or_default(),
-        reported,
-    );
-    assert!(
-        reported(&weights),
-        "web's two sidecars report 80% for shop: {weights:?}"
-    );
+    istio::wait_weights(
+        &node,
+        (shop::NS, "app=web", 2),
+        "prod/shop",
+        &istio::shop_at(80),
+    )
+    .unwrap_or_else(|e| panic!("web's two sidecars report 80% for shop: {e:?}"));
     eprintln!(
-        "figure: both web sidecars report shop at 80% {:?} after set-weight returned ({:?} after it began; polled every 500 ms)",
+        "figure: both web sidecars report shop at 80% {:?} after set-weight returned ({:?} after it began)",
         returned.elapsed(),
         command.elapsed()
     );
@@ -346,13 +317,7 @@ fn the_gateway_api_guide_runs_on_istios_gateway_deployment() {
     });
     node.plane.apply(&route).unwrap();
     let started = Instant::now();
-    wait_for(|| {
-        node.plane
-            .get("apps/v1", "Deployment", "istio-ingress", "public-istio")
-            .ok()
-            .flatten()
-            .is_some()
-    });
+    // Waits while istiod has not written the Deployment yet, then for its pod.
     node.wait_rollout("istio-ingress", "public-istio")
         .unwrap_or_else(|e| panic!("{e:?}"));
     eprintln!(
@@ -424,11 +389,6 @@ fn the_gateway_api_guide_runs_on_istios_gateway_deployment() {
         restored["spec"], original["spec"],
         "delete gives the route back"
     );
-}
-
-/// Polls `done` every 250 ms for up to a minute.
-fn wait_for(mut done: impl FnMut() -> bool) {
-    assert!(retry(&mut done, |done| *done), "not within {PATIENCE:?}");
 }
 
 /// Whether `pod` was injected as Istio's template does on Kubernetes 1.36: `istio-init` (the
@@ -549,15 +509,8 @@ fn istio_agent_refuses_a_wrong_digest(node: &Node, filter: &str) {
                      "phase": "STATS"},
         }))
         .unwrap();
-    let gateway = node
-        .plane
-        .list(
-            "v1",
-            "Pod",
-            "istio-system",
-            &format!("app={}", istio::GATEWAY),
-        )
-        .unwrap();
+    let gateway =
+        istio::serving_pods(node, "istio-system", &format!("app={}", istio::GATEWAY)).unwrap();
     let ip = gateway[0]["status"]["podIP"].as_str().unwrap().to_owned();
     let agent = Http::new(format!("{ip}:15020").parse().unwrap());
     let count = |result: &str| -> f64 {

@@ -6,16 +6,15 @@
 //! non-zero if an invariant broke: a 404, a page mixing versions, or a client moving from the
 //! canary back to stable. Runs in namespaces of its own (root): everything stops with it.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use sticky_canary_e2e::browser::{Browser, Http, Visit};
 use sticky_canary_e2e::crowd::{Crowd, Moves, Tally};
 use sticky_canary_e2e::locate::workspace_root;
-use sticky_canary_e2e::node::{isolate, istio, shop, Node};
+use sticky_canary_e2e::node::{self, isolate, istio, shop, Node};
 use sticky_canary_e2e::operator::Stickyctl;
 
 /// Shows a sticky canary ramped up on a real node.
@@ -27,13 +26,15 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Parsed before the run inside the namespaces, so that --help or a typo needs no root.
+    let parsed = Args::parse();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match isolate::inside_with(&args) {
         Ok(true) => sticky_canary_e2e::demo::exit(
             "sticky-demo-cluster",
             "no 404, no page mixing versions, nobody moved back from the canary.",
-            run(&Args::parse()),
+            run(&parsed),
         ),
         // The run inside the namespaces said everything.
         Ok(false) => ExitCode::SUCCESS,
@@ -61,12 +62,6 @@ fn run(args: &Args) -> Result<Vec<String>> {
     );
     let controller = node.image("sticky-canary/stickyctl");
     let filter = node.image("sticky-canary/filter");
-    let digest = |image: &str| {
-        image
-            .split_once('@')
-            .map(|(_, d)| d.to_owned())
-            .unwrap_or_default()
-    };
     istio::helm(
         &node,
         &[
@@ -79,8 +74,11 @@ fn run(args: &Args) -> Result<Vec<String>> {
             "--namespace=sticky-canary-system",
             "--create-namespace",
             &format!("--set=images.registry={}", node.registry),
-            &format!("--set=images.controller.digest={}", digest(&controller)),
-            &format!("--set=images.filter.digest={}", digest(&filter)),
+            &format!(
+                "--set=images.controller.digest={}",
+                node::digest(&controller)
+            ),
+            &format!("--set=images.filter.digest={}", node::digest(&filter)),
         ],
     )?;
     node.wait_rollout("sticky-canary-system", "stickyctl-controller")?;
@@ -99,19 +97,19 @@ fn run(args: &Args) -> Result<Vec<String>> {
         }
         Ok(())
     };
-    let url = format!("oci://{filter}");
-    let sha256 = digest(&filter).trim_start_matches("sha256:").to_owned();
-    type_command(&[
+    let init = [
         "init",
         "--service",
         "shop.prod.svc.cluster.local",
         "--stable",
         "v1",
-        "--plugin-url",
-        &url,
-        "--plugin-sha256",
-        &sha256,
-    ])?;
+    ];
+    let plugin = node.plugin_flags();
+    let init: Vec<&str> = init
+        .into_iter()
+        .chain(plugin.iter().map(String::as_str))
+        .collect();
+    type_command(&init)?;
     type_command(&["start", "--canary", "v2"])?;
     let http = Http::new(istio::gateway_address(&node)?);
     let mut crowd = Crowd::returning(
@@ -146,28 +144,17 @@ fn run(args: &Args) -> Result<Vec<String>> {
     Ok(broken)
 }
 
-/// Waits until every gateway pod reports `weight`% for the canary, and says how long it took.
+/// Waits until the gateway pod reports `weight`% for the canary, and says how long it took.
 fn await_gateway(node: &Node, weight: u32) -> Result<()> {
-    let start = Instant::now();
-    let canary = f64::from(weight * 100);
-    // At 100% stable stays in the configuration, at 0, while its clients drain.
-    let wanted = BTreeMap::from([
-        ("v1".to_owned(), 10_000.0 - canary),
-        ("v2".to_owned(), canary),
-    ]);
-    loop {
-        let weights = istio::gateway_weights(node, "prod/shop")?;
-        if !weights.is_empty() && weights.iter().all(|w| *w == wanted) {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("the gateway did not report {weight}% within a minute: {weights:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let took = istio::wait_weights(
+        node,
+        istio::GATEWAY_PODS,
+        "prod/shop",
+        &istio::shop_at(weight),
+    )?;
     println!(
         "  istio-agent's Envoy in the gateway Pod runs it {} ms after the command",
-        start.elapsed().as_millis()
+        took.as_millis()
     );
     Ok(())
 }

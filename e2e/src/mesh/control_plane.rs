@@ -13,6 +13,10 @@
 //! cannot render anything), and no kubelet would run the Deployment anyway. The harness writes
 //! what it would: the gateway's Service, and registers the Envoy that plays its pod.
 //!
+//! The same API server serves a real node ([`crate::node`]) when started on the node's address
+//! without istiod ([`ControlPlane::start_api`]): istiod then runs as a Pod, installed by its
+//! Helm chart, and Deployments run on the kubelet.
+//!
 //! Everything stops when the value is dropped; every process also dies with the test process.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -417,11 +421,7 @@ impl ControlPlane {
 
     /// Adds the end of a part's log to an error.
     pub fn explain(&self, part: &str, err: anyhow::Error) -> anyhow::Error {
-        let log = std::fs::read_to_string(self.dir.path().join(format!("{part}.log")))
-            .unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        err.context(format!("{part} log:\n{}", tail.join("\n")))
+        with_log(self.dir.path(), part, err)
     }
 
     /// A client with the harness's admin rights.
@@ -668,6 +668,14 @@ fn install_crds(
         },
         &mut [],
     )
+}
+
+/// `err` with the end of `<dir>/<part>.log` (40 lines) as its context.
+pub(crate) fn with_log(dir: &Path, part: &str, err: anyhow::Error) -> anyhow::Error {
+    let log = std::fs::read_to_string(dir.join(format!("{part}.log"))).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    err.context(format!("{part} log:\n{}", tail.join("\n")))
 }
 
 /// Starts `bin` with `args` and `env`, its output in `<dir>/<name>.log`.

@@ -8,11 +8,11 @@
 //! settings) and Istio's stats filter (no telemetry provider).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{Node, TAG};
 
@@ -114,12 +114,6 @@ pub fn gateway_proxy_stats(node: &Node) -> Result<()> {
     node.wait_rollout("istio-system", GATEWAY)
 }
 
-/// The weights each Ready gateway pod's filter runs rollout `rollout` (`namespace/name`) with
-/// (see [`proxy_weights`]).
-pub fn gateway_weights(node: &Node, rollout: &str) -> Result<Vec<BTreeMap<String, f64>>> {
-    proxy_weights(node, "istio-system", &format!("app={GATEWAY}"), rollout)
-}
-
 /// The weights the filter of each Ready pod of `namespace` matching `selector` runs rollout
 /// `rollout` (`namespace/name`) with, by version, in basis points
 /// (`sticky_canary_weight_basis_points` of Envoy's `/stats/prometheus` on port 15090, what
@@ -131,12 +125,8 @@ pub fn proxy_weights(
     selector: &str,
     rollout: &str,
 ) -> Result<Vec<BTreeMap<String, f64>>> {
-    let pods = node.plane.list("v1", "Pod", namespace, selector)?;
     let mut weights = Vec::new();
-    let serving = pods
-        .iter()
-        .filter(|p| super::condition(p, "Ready") && p["metadata"]["deletionTimestamp"].is_null());
-    for pod in serving {
+    for pod in serving_pods(node, namespace, selector)? {
         let Some(ip) = pod["status"]["podIP"].as_str() else {
             continue;
         };
@@ -179,24 +169,55 @@ pub fn gateway_address(node: &Node) -> Result<std::net::SocketAddr> {
     Ok(format!("{ip}:80").parse()?)
 }
 
+/// What the filter reports for shop's rollout with the canary `v2` at `percent`%, in basis
+/// points by version (stable `v1` stays in the configuration at 0 while its clients drain).
+pub fn shop_at(percent: u32) -> BTreeMap<String, f64> {
+    let canary = f64::from(percent * 100);
+    BTreeMap::from([
+        ("v1".to_owned(), 10_000.0 - canary),
+        ("v2".to_owned(), canary),
+    ])
+}
+
+/// Waits until `pods` (at least one) Ready pods of `namespace` matching `selector` report
+/// `wanted` for rollout `rollout` ([`proxy_weights`], polled every 50 ms), for up to a
+/// minute; how long it took, or an error with what they report.
+pub fn wait_weights(
+    node: &Node,
+    (namespace, selector, pods): (&str, &str, usize),
+    rollout: &str,
+    wanted: &BTreeMap<String, f64>,
+) -> Result<Duration> {
+    let start = Instant::now();
+    let mut weights = Vec::new();
+    while start.elapsed() < Duration::from_secs(60) {
+        weights = proxy_weights(node, namespace, selector, rollout)?;
+        if weights.len() == pods.max(1) && weights.iter().all(|w| w == wanted) {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{namespace} pods {selector} do not report {wanted:?} for {rollout} within a minute: {weights:?}")
+}
+
+/// The ingress gateway's pods, for [`wait_weights`]: one.
+pub const GATEWAY_PODS: (&str, &str, usize) = ("istio-system", "app=istio-ingressgateway", 1);
+
+/// The Ready pods of `namespace` matching `selector` that are not being deleted: those that
+/// serve (a restarted Deployment's old pod stays Ready while it terminates).
+pub fn serving_pods(node: &Node, namespace: &str, selector: &str) -> Result<Vec<Value>> {
+    let pods = node.plane.list("v1", "Pod", namespace, selector)?;
+    Ok(pods
+        .into_iter()
+        .filter(|p| super::condition(p, "Ready") && p["metadata"]["deletionTimestamp"].is_null())
+        .collect())
+}
+
 /// Runs Helm as the cluster's admin; an error carries what it printed.
 pub fn helm(node: &Node, args: &[&str]) -> Result<String> {
     let kubeconfig = node.plane.admin_kubeconfig("default")?;
-    run_helm(&node.helm, &kubeconfig, args)
-}
-
-fn run_helm(helm: &Path, kubeconfig: &Path, args: &[&str]) -> Result<String> {
-    let output = Command::new(helm)
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(args)
-        .output()
-        .context("running helm")?;
-    if !output.status.success() {
-        bail!(
-            "helm {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    let kubeconfig = format!("--kubeconfig={}", kubeconfig.display());
+    let mut all = vec![kubeconfig.as_str()];
+    all.extend_from_slice(args);
+    crate::process::run(&node.helm, &all)
 }

@@ -4,20 +4,17 @@
 //! (`make node-images`, `make oci`). All of it runs inside namespaces of the test's own
 //! ([`isolate`]): the node's address, the pod and service ranges exist only there, and nothing
 //! outlives the test.
-//!
-//! What Istio needs on a node was checked by a probe first (`../shared/notes/real-node.md`).
 
+pub mod agents;
 pub mod containerd;
 pub mod dns;
 pub mod isolate;
 pub mod istio;
-pub mod kubelet;
 pub mod shop;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -113,8 +110,8 @@ impl Node {
     /// kube-proxy and kube-scheduler, then CoreDNS; returns once the node is Ready and CoreDNS
     /// answers.
     pub fn start() -> Result<Node> {
-        if !Path::new("/proc/self/ns/net").exists() {
-            bail!("no network namespaces here (/proc/self/ns/net is missing)");
+        if !isolate::is_inside() {
+            bail!("a node runs only inside namespaces of its own: call isolate::inside first");
         }
         let tools = NodeTools::locate()?;
         let dir = tempfile::Builder::new()
@@ -123,7 +120,7 @@ impl Node {
             .context("creating the node's directory")?;
         // Everything the runtime writes (images, containers' layers, pods' volumes) in memory
         // of the node's mount namespace: gone with it, whatever ends the test.
-        isolate::run(
+        crate::process::run(
             "mount",
             &["-t", "tmpfs", "node", &dir.path().display().to_string()],
         )?;
@@ -190,13 +187,13 @@ impl Node {
                 Ok(containerd::socket(dir.path()).exists().then_some(()))
             },
         )
-        .map_err(|err| explain(dir.path(), "containerd", err))?;
+        .map_err(|err| control_plane::with_log(dir.path(), "containerd", err))?;
 
         let kubeconfig = plane.admin_kubeconfig("default")?;
-        std::fs::write(path("resolv.conf"), kubelet::RESOLV_CONF)?;
+        std::fs::write(path("resolv.conf"), agents::RESOLV_CONF)?;
         std::fs::write(
             path("kubelet.json"),
-            serde_json::to_vec_pretty(&kubelet::kubelet_config(dir.path()))?,
+            serde_json::to_vec_pretty(&agents::kubelet_config(dir.path()))?,
         )?;
         let kubelet = control_plane::spawn(
             &tools.kubelet,
@@ -215,7 +212,7 @@ impl Node {
         )?;
         std::fs::write(
             path("kube-proxy.json"),
-            serde_json::to_vec_pretty(&kubelet::kube_proxy_config(&kubeconfig))?,
+            serde_json::to_vec_pretty(&agents::kube_proxy_config(&kubeconfig))?,
         )?;
         let kube_proxy = control_plane::spawn(
             &tools.kube_proxy,
@@ -257,9 +254,30 @@ impl Node {
         Ok(node)
     }
 
-    /// The pushed image of `repository` (one of the node's), by digest.
+    /// The pushed image of `repository`, by digest.
+    ///
+    /// # Panics
+    /// When `repository` is not one of the node's images ([`IMAGES`]).
     pub fn image(&self, repository: &str) -> String {
-        self.images.get(repository).cloned().unwrap_or_default()
+        self.images.get(repository).cloned().unwrap_or_else(|| {
+            panic!(
+                "no image {repository} on the node: it has {:?}",
+                self.images.keys()
+            )
+        })
+    }
+
+    /// `stickyctl init`'s flags for the filter as the node's registry holds it, pinned as the
+    /// install guide pins it: `--plugin-url oci://…@sha256:<digest>` and
+    /// `--plugin-sha256 <digest>`.
+    pub fn plugin_flags(&self) -> Vec<String> {
+        let filter = self.image("sticky-canary/filter");
+        vec![
+            "--plugin-url".into(),
+            format!("oci://{filter}"),
+            "--plugin-sha256".into(),
+            digest(&filter).trim_start_matches("sha256:").to_owned(),
+        ]
     }
 
     /// The directory of the node's files and logs.
@@ -273,7 +291,8 @@ impl Node {
             POD_PATIENCE,
             Duration::from_millis(250),
             || {
-                let node = self.plane.get("v1", "Node", "", NODE_NAME)?;
+                // A failed read is one more poll: the API server may be busy.
+                let node = self.plane.get("v1", "Node", "", NODE_NAME).ok().flatten();
                 let ready = node.as_ref().is_some_and(|n| condition(n, "Ready"));
                 Ok(ready.then_some(()))
             },
@@ -287,8 +306,8 @@ impl Node {
             POD_PATIENCE,
             Duration::from_millis(250),
             || {
-                let Some(deployment) = self.plane.get("apps/v1", "Deployment", namespace, name)?
-                else {
+                let deployment = self.plane.get("apps/v1", "Deployment", namespace, name);
+                let Some(deployment) = deployment.ok().flatten() else {
                     return Ok(None);
                 };
                 let wanted = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
@@ -335,7 +354,7 @@ impl Node {
             POD_PATIENCE,
             Duration::from_millis(250),
             || {
-                let pod = self.plane.get("v1", "Pod", namespace, name)?;
+                let pod = self.plane.get("v1", "Pod", namespace, name).ok().flatten();
                 Ok(pod
                     .filter(|p| condition(p, "Ready"))
                     .and_then(|p| p["status"]["podIP"].as_str().map(str::to_owned)))
@@ -346,7 +365,7 @@ impl Node {
 
     /// Adds the end of a part's log (`<part>.log` of the node's directory) to an error.
     pub fn explain(&self, part: &str, err: anyhow::Error) -> anyhow::Error {
-        explain(self.dir.path(), part, err)
+        control_plane::with_log(self.dir.path(), part, err)
     }
 
     /// Adds the state of the pods of `namespace` (phase, conditions, containers' states) to an
@@ -383,12 +402,17 @@ impl Node {
                 )
             })
             .collect();
-        explain(self.dir.path(), "kubelet", err).context(format!(
+        control_plane::with_log(self.dir.path(), "kubelet", err).context(format!(
             "pods of {namespace}:\n{}\nwarnings of {namespace}:\n{}",
             states.join("\n"),
             events.join("\n")
         ))
     }
+}
+
+/// The digest of an image reference by digest (`…@sha256:<hex>`): `sha256:<hex>`.
+pub fn digest(image: &str) -> &str {
+    image.split_once('@').map_or("", |(_, digest)| digest)
 }
 
 /// Whether `object`'s status has condition `kind` True.
@@ -413,31 +437,13 @@ fn push_images(crane: &Path, registry: &str) -> Result<BTreeMap<&'static str, St
             );
         }
         let reference = format!("{registry}/{repository}:{TAG}");
-        let output = Command::new(crane)
-            .args(["push", "--insecure"])
-            .arg(&dir)
-            .arg(&reference)
-            .output()
-            .context("running crane")?;
-        if !output.status.success() {
-            bail!(
-                "crane push {} {reference} failed: {}",
-                dir.display(),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let by_digest = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let dir = dir.display().to_string();
+        let printed = crate::process::run(crane, &["push", "--insecure", &dir, &reference])?;
+        let by_digest = printed.trim().to_owned();
         if !by_digest.contains("@sha256:") {
             return Err(anyhow!("crane push printed {by_digest:?}, not a digest"));
         }
         pushed.insert(repository, by_digest);
     }
     Ok(pushed)
-}
-
-fn explain(dir: &Path, part: &str, err: anyhow::Error) -> anyhow::Error {
-    let log = std::fs::read_to_string(dir.join(format!("{part}.log"))).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(40).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    err.context(format!("{part} log:\n{}", tail.join("\n")))
 }

@@ -1,4 +1,4 @@
-//! The node agent's configuration: the kubelet's and kube-proxy's, as files.
+//! The node agents' configuration, as files: the kubelet's, kube-proxy's, and the pods' resolver's.
 
 use std::path::Path;
 
