@@ -151,11 +151,12 @@ test: setup wasm oci node-images lint control-plane
 ## the pinned Kubernetes module), Debian's containerd, runc and CNI plugins (installed when
 ## missing, as root), CoreDNS, istiod and the ingress gateway as pods, the install guide run on
 ## it. Everything runs in network, mount and PID namespaces of the test's own (unshare): needs root.
-## One node at a time: each test starts its own, and two would share 2 cores.
+## One node at a time: each test starts its own, and two would share 2 cores. Built with the
+## workspace's feature set (`--workspace`), so that only e2e is compiled again after make test.
 NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack iproute2 libc6-dev
 test-cluster: setup wasm oci node-images control-plane node-packages
 	$(CARGO) build --workspace --bins
-	$(CARGO) test -p sticky-canary-e2e --features node --test node -- --test-threads=1
+	$(CARGO) test --workspace --features sticky-canary-e2e/node --test node -- --test-threads=1
 
 ## node-packages: Debian's containerd, runc, CNI plugins, iptables (also for the proxy image's
 ## istio-init), conntrack, iproute2 (the node's namespace is set up with `ip`) and libc6-dev
