@@ -54,6 +54,24 @@ impl PageLoad {
     }
 }
 
+/// Whether every page load of `loads` is whole: completed, 200s only, every sub-resource from
+/// the page's version. The number of them that overlapped change `change` (counted from 1);
+/// an error names the first that was not whole.
+pub fn whole(loads: &[PageLoad], change: usize) -> Result<usize> {
+    let mut overlapping = 0;
+    for load in loads {
+        let visit = load
+            .outcome
+            .as_ref()
+            .map_err(|err| anyhow::anyhow!("a page load failed: {err}"))?;
+        if !visit.responses().all(|r| r.status == 200) || visit.mixed() {
+            anyhow::bail!("a page load is not whole: {visit:?}");
+        }
+        overlapping += usize::from(load.overlapped(change));
+    }
+    Ok(overlapping)
+}
+
 /// The driver's side of a running load.
 pub struct Driver {
     mark: AtomicUsize,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sticky_canary_e2e::browser::{Browser, Http, Visit};
 use sticky_canary_e2e::crowd::{Crowd, Moves};
-use sticky_canary_e2e::load::browse_while;
+use sticky_canary_e2e::load::{browse_while, whole};
 use sticky_canary_e2e::mesh::analyze::{self, above_info, errors, show, Finding};
 use sticky_canary_e2e::mesh::gateway_api::{
     GatewayApiStack, Options, GATEWAY_API, GATEWAY_NS, SERVICE_PORT,
@@ -264,15 +264,7 @@ fn page_and_assets_override_and_abort_on_the_httproute_api() {
         });
         driver.wait_for_round().unwrap();
     });
-    let mut across = 0;
-    for load in &loads {
-        let visit = load
-            .outcome
-            .as_ref()
-            .unwrap_or_else(|err| panic!("a page load failed across the change: {err}"));
-        assert_whole(std::slice::from_ref(visit), "across 20 -> 50");
-        across += usize::from(load.overlapped(1));
-    }
+    let across = whole(&loads, 1).unwrap_or_else(|e| panic!("across 20 -> 50: {e}"));
     eprintln!(
         "{} page loads across the live change ({across} overlapping it): no 404, none mixed",
         loads.len()

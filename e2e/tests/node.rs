@@ -13,7 +13,7 @@ use serde_json::Value;
 use sticky_canary_e2e::browser::{Browser, Dest, Http};
 use sticky_canary_e2e::crowd::{par_map, Crowd, Moves};
 use sticky_canary_e2e::guide::{guide_blocks, path_with, Shell};
-use sticky_canary_e2e::load::browse_while;
+use sticky_canary_e2e::load::{browse_while, whole};
 use sticky_canary_e2e::locate::{self, workspace_root};
 use sticky_canary_e2e::node::{isolate, istio, shop, Node, TAG};
 use sticky_canary_e2e::operator::Stickyctl;
@@ -96,18 +96,7 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
         });
         driver.wait_for_round().unwrap();
     });
-    let mut across = 0;
-    for load in &loads {
-        let visit = load
-            .outcome
-            .as_ref()
-            .unwrap_or_else(|err| panic!("a page load failed across the step: {err}"));
-        assert!(
-            visit.responses().all(|r| r.status == 200) && !visit.mixed(),
-            "a page load across the step is not whole: {visit:?}"
-        );
-        across += usize::from(load.overlapped(1));
-    }
+    let across = whole(&loads, 1).unwrap_or_else(|e| panic!("across the step: {e}"));
     eprintln!(
         "{} page loads across the live step ({across} overlapping it): every one whole",
         loads.len()
