@@ -9,10 +9,11 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use sticky_canary_e2e::browser::{Browser, Http, Visit};
-use sticky_canary_e2e::crowd::{Crowd, Moves, Tally};
+use sticky_canary_e2e::browser::{Browser, Http};
+use sticky_canary_e2e::crowd::{Crowd, Moves};
+use sticky_canary_e2e::demo::visit;
 use sticky_canary_e2e::locate::workspace_root;
 use sticky_canary_e2e::node::{self, isolate, istio, shop, Node};
 use sticky_canary_e2e::operator::Stickyctl;
@@ -117,12 +118,12 @@ fn run(args: &Args) -> Result<Vec<String>> {
         args.clients,
     );
     let mut broken = Vec::new();
-    let mut before = visit(&http, &mut crowd, &mut broken)?;
+    let mut before = visit(&http, &mut crowd, "shop", &mut broken)?;
     for weight in [1u32, 5, 10, 20, 50, 80, 100] {
         println!();
         type_command(&["set-weight", &weight.to_string()])?;
         await_gateway(&node, weight)?;
-        let after = visit(&http, &mut crowd, &mut broken)?;
+        let after = visit(&http, &mut crowd, "shop", &mut broken)?;
         let moves = Moves::between(&before, &after, "shop-v1");
         println!(
             "  moved to the canary {}, moved back to stable {}, stayed {}",
@@ -157,17 +158,4 @@ fn await_gateway(node: &Node, weight: u32) -> Result<()> {
         took.as_millis()
     );
     Ok(())
-}
-
-fn visit(http: &Http, crowd: &mut Crowd, broken: &mut Vec<String>) -> Result<Vec<Visit>> {
-    let visits = crowd.visit(&http.fresh(), "/").context("visiting shop")?;
-    let tally = Tally::of(&visits);
-    println!("shop.example.com:\n{tally}");
-    if tally.not_found + tally.mixed + tally.other_errors > 0 {
-        broken.push(format!(
-            "{} 404s, {} mixed pages, {} errors",
-            tally.not_found, tally.mixed, tally.other_errors
-        ));
-    }
-    Ok(visits)
 }

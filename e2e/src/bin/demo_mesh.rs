@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use sticky_canary_e2e::crowd::{Crowd, Moves, Tally};
+use sticky_canary_e2e::crowd::{Crowd, Moves};
+use sticky_canary_e2e::demo::visit;
 use sticky_canary_e2e::envoy::free_port;
 use sticky_canary_e2e::locate;
 use sticky_canary_e2e::mesh::stack::{served_name, MeshStack, Service, PROPAGATION};
@@ -60,24 +61,6 @@ fn await_gateway(mesh: &MeshStack, rollout: &str, weights: &[f64]) -> Result<()>
     Ok(())
 }
 
-fn visit(
-    mesh: &MeshStack,
-    crowd: &mut Crowd,
-    service: &str,
-    broken: &mut Vec<String>,
-) -> Result<Vec<sticky_canary_e2e::browser::Visit>> {
-    let visits = crowd.visit(&mesh.http.fresh(), "/")?;
-    let tally = Tally::of(&visits);
-    println!("{service}.example.com:\n{tally}");
-    if tally.not_found + tally.mixed + tally.other_errors > 0 {
-        broken.push(format!(
-            "{service}: {} 404s, {} mixed pages, {} errors",
-            tally.not_found, tally.mixed, tally.other_errors
-        ));
-    }
-    Ok(visits)
-}
-
 fn crowd(service: &str, size: usize) -> Crowd {
     Crowd {
         browsers: (0..size).map(|_| MeshStack::browser(service)).collect(),
@@ -119,13 +102,13 @@ fn run(args: &Args) -> Result<Vec<String>> {
     );
     let mut web = crowd("web", args.clients);
     let mut api = crowd("api", args.clients);
-    let web_before = visit(&mesh, &mut web, "web", &mut broken)?;
-    let api_before = visit(&mesh, &mut api, "api", &mut broken)?;
+    let web_before = visit(&mesh.http, &mut web, "web", &mut broken)?;
+    let api_before = visit(&mesh.http, &mut api, "api", &mut broken)?;
 
     println!("\n2) web's team raises its canary live to 50%:");
     type_command(&mesh, "web", &["set-weight", "50"])?;
     await_gateway(&mesh, "prod/web", &[50.0, 50.0])?;
-    let web_after = visit(&mesh, &mut web, "web", &mut broken)?;
+    let web_after = visit(&mesh.http, &mut web, "web", &mut broken)?;
     let moves = Moves::between(&web_before, &web_after, &served_name("web", "v1"));
     println!(
         "  web: moved to the canary {}, moved back to stable {}, stayed {}",
@@ -137,7 +120,7 @@ fn run(args: &Args) -> Result<Vec<String>> {
             moves.to_stable + moves.between_canaries
         ));
     }
-    let api_after = visit(&mesh, &mut api, "api", &mut broken)?;
+    let api_after = visit(&mesh.http, &mut api, "api", &mut broken)?;
     let api_moved = Moves::between(&api_before, &api_after, &served_name("api", "v1"));
     if api_moved.stayed != api_before.len() {
         broken.push(format!(
@@ -149,8 +132,8 @@ fn run(args: &Args) -> Result<Vec<String>> {
     println!("\n3) api's team aborts its canary; web's clients stay where they are:");
     type_command(&mesh, "api", &["abort"])?;
     await_gateway(&mesh, "prod/api", &[100.0])?;
-    visit(&mesh, &mut api, "api", &mut broken)?;
-    let web_still = visit(&mesh, &mut web, "web", &mut broken)?;
+    visit(&mesh.http, &mut api, "api", &mut broken)?;
+    let web_still = visit(&mesh.http, &mut web, "web", &mut broken)?;
     if Moves::between(&web_after, &web_still, "").stayed != web_after.len() {
         broken.push("api's abort moved web clients".to_owned());
     }
