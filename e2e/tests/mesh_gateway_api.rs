@@ -23,7 +23,7 @@ use sticky_canary_e2e::mesh::gateway_api::{
     GatewayApiStack, Options, GATEWAY, GATEWAY_API, GATEWAY_NS, SERVICE_PORT, TARGET_PORT,
 };
 use sticky_canary_e2e::mesh::proxy::AgentStats;
-use sticky_canary_e2e::mesh::stack::{host, MeshStack, Service, NS};
+use sticky_canary_e2e::mesh::stack::{applied_weights, host, MeshStack, Service, NS};
 use sticky_canary_e2e::prometheus::Prometheus;
 use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
 
@@ -432,11 +432,18 @@ fn stickyctl_rolls_out_on_the_httproute_api() {
         let version = r.received_version?;
         (r.served_by? == format!("shop-{version}")).then_some(version)
     };
+    // Weight 30 in the gateway's plugin before the crowd: a user counted at the weight
+    // `start` left (0) would be seen to move.
     stack
-        .wait_until("the filter stamps at the gateway", |http| {
-            user(http, 0, &[]).is_some()
+        .wait_until("weight 30 stamped at the gateway", |http| {
+            applied_weights(&stack.gateway, &format!("{NS}/shop"))
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some(&[70.0, 30.0][..])
+                && user(http, 0, &[]).is_some()
         })
-        .expect("stamped");
+        .expect("stamped at weight 30");
     let http = stack.http();
     let first: Vec<Option<String>> = (0..200).map(|i| user(&http, i, &[])).collect();
     assert!(
