@@ -131,7 +131,7 @@ demo-cluster: setup build oci node-images control-plane node-packages
 lint:
 	$(CARGO) fmt --all -- --check
 	cd fuzz && $(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --features sticky-canary-e2e/node -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p sticky-canary-filter --target wasm32-wasip1 -- -D warnings
 	tools/crates/check
 
@@ -146,17 +146,17 @@ test: setup wasm oci node-images lint control-plane
 	$(CARGO) build --workspace --bins
 	CARGO=$(CARGO) tools/ci/test-lanes $(TEST_LANES)
 
-## test-cluster: the real node's tests (e2e/tests/node.rs, cargo feature `node`): etcd,
+## test-cluster: the real node's tests (e2e/tests/node.rs, `#[ignore]`d in make test): etcd,
 ## kube-apiserver, the controller-manager, kube-scheduler, the kubelet and kube-proxy (built from
 ## the pinned Kubernetes module), Debian's containerd, runc and CNI plugins (installed when
 ## missing, as root), CoreDNS, istiod and the ingress gateway as pods, the install guide run on
 ## it. Everything runs in network, mount and PID namespaces of the test's own (unshare): needs root.
-## One node at a time: each test starts its own, and two would share 2 cores. Built with the
-## workspace's feature set (`--workspace`), so that only e2e is compiled again after make test.
+## One node at a time: each test starts its own, and two would share 2 cores. The binary is make
+## test's own (tools/ci/test-lanes --only): after make test nothing is compiled again.
 NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack iproute2 libc6-dev
 test-cluster: setup wasm oci node-images control-plane node-packages
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --features sticky-canary-e2e/node --test node -- --test-threads=1
+	CARGO=$(CARGO) tools/ci/test-lanes 1 --only e2e/tests/node.rs -- --ignored --test-threads=1
 
 ## node-packages: Debian's containerd, runc, CNI plugins, iptables (also for the proxy image's
 ## istio-init), conntrack, iproute2 (the node's namespace is set up with `ip`) and libc6-dev

@@ -22,6 +22,7 @@ use sticky_canary_e2e::site::HOP;
 const CHART_NS: &str = "sticky-canary-system";
 
 #[test]
+#[ignore = "a real node (root, namespaces, containerd): make test-cluster"]
 fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
     if !isolate::inside("the_install_guide_runs_on_a_real_node_with_injected_sidecars").unwrap() {
         return;
@@ -148,6 +149,7 @@ fn node_with_shop(started: Instant) -> (Node, SocketAddr) {
 /// every hop from the version the gateway chose for web; before shop's rollout, shop's
 /// versions split the hops with no regard for web's (the control).
 #[test]
+#[ignore = "a real node (root, namespaces, containerd): make test-cluster"]
 fn across_a_hop_shop_follows_the_version_the_gateway_chose() {
     if !isolate::inside("across_a_hop_shop_follows_the_version_the_gateway_chose").unwrap() {
         return;
@@ -274,6 +276,7 @@ fn has_both(hops: &[Option<(String, String)>]) -> bool {
 /// kubelet runs that Pod with its injected istio-agent. A fifth of 200 returning clients on the
 /// canary through it, every client on the promoted version, the route given back by `delete`.
 #[test]
+#[ignore = "a real node (root, namespaces, containerd): make test-cluster"]
 fn the_gateway_api_guide_runs_on_istios_gateway_deployment() {
     if !isolate::inside("the_gateway_api_guide_runs_on_istios_gateway_deployment").unwrap() {
         return;

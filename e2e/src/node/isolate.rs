@@ -48,7 +48,13 @@ const POD_CGROUPS: &str = "kubepods";
 /// namespaces, its output passed through, and returns `false` once it ran there and passed;
 /// an error says it failed, or that no test of that name ran.
 pub fn inside(test: &str) -> Result<bool> {
-    inside_with(&["--exact", test, "--nocapture", "--test-threads=1"])
+    inside_with(&[
+        "--exact",
+        test,
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
 }
 
 /// [`inside`] for a program: outside, runs it again with `args` inside the namespaces.
