@@ -65,9 +65,36 @@ impl Default for EnvoyOptions {
 
 /// A port on 127.0.0.1 that was free a moment ago. Envoy's listener port must be known before
 /// it starts (it is part of the layout); the admin port is not, so it binds port 0 instead.
+///
+/// Picked at random below the kernel's ephemeral range: a port the kernel handed out (`bind`
+/// to port 0) goes back into the pool every outgoing connection draws its source port from,
+/// and with the tests' lanes side by side one of those took a listener's port before its Envoy
+/// bound it. Below the range only another pick like this one can take it.
 pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
+    let range = FIXED_PORTS_FROM..ephemeral_low().max(FIXED_PORTS_FROM + 1000);
+    let span = u32::from(range.end - range.start);
+    for _ in 0..FREE_PORT_TRIES {
+        let draw = getrandom::u32().context("drawing a port")?;
+        let port = range.start + (draw % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on 127.0.0.1 in {range:?} after {FREE_PORT_TRIES} tries")
+}
+
+/// Where [`free_port`] starts looking: above the well-known and most registered services.
+const FIXED_PORTS_FROM: u16 = 10_000;
+/// Bounds [`free_port`]'s search (a busy range fails loudly).
+const FREE_PORT_TRIES: usize = 200;
+
+/// The first port of the kernel's ephemeral range (`net.ipv4.ip_local_port_range`; Linux's
+/// default 32768 when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 impl Envoy {
