@@ -134,6 +134,7 @@ fn kill_at_each_step(
     kubeconfig: PathBuf,
     controllers: mpsc::Sender<(Order, mpsc::Sender<Result<()>>)>,
     stop: Arc<AtomicBool>,
+    watching: mpsc::Sender<()>,
 ) -> JoinHandle<Result<Vec<String>>> {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -154,6 +155,8 @@ fn kill_at_each_step(
             let from = current.metadata.resource_version.unwrap_or_default();
             let params = kube::api::WatchParams::default().timeout(60);
             let mut events = api.watch(&params, &from).await?.boxed();
+            // From here every write after `from` comes as an event.
+            let _ = watching.send(());
             let mut steps = Vec::new();
             loop {
                 let event = tokio::select! {
@@ -250,15 +253,23 @@ impl Churn<'_> {
         steps: usize,
     ) -> Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
+        let (watching, started) = mpsc::channel();
         let killer = kill_at_each_step(
             self.kubeconfig.clone(),
             self.controllers
                 .sender()
                 .ok_or_else(|| anyhow!("no controllers"))?,
             Arc::clone(&stop),
+            watching,
         );
-        // Let the watch start before the command writes.
-        std::thread::sleep(Duration::from_millis(300));
+        // The watch open before the command writes (or the killer's own error).
+        if started.recv_timeout(Duration::from_secs(30)).is_err() {
+            stop.store(true, Ordering::SeqCst);
+            return match killer.join() {
+                Ok(Err(e)) => Err(e.context("the killer's watch did not start")),
+                _ => Err(anyhow!("the killer's watch did not start within 30 s")),
+            };
+        }
         let changed = self.change(driver, kind, args);
         std::thread::sleep(Duration::from_millis(300));
         stop.store(true, Ordering::SeqCst);

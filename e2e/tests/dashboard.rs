@@ -29,8 +29,9 @@ const TOKEN: &str = "e2e-dashboard-token";
 const CLIENTS: usize = 400;
 /// How long the page may take to show what it is waiting for.
 const PAGE: Duration = Duration::from_secs(10);
-/// How soon a second page must see a change.
-const LIVE: Duration = Duration::from_secs(1);
+/// How soon a second page must see a change: a bound for a loaded machine (the time it took
+/// is printed, well under a second on a quiet one).
+const LIVE: Duration = Duration::from_secs(3);
 
 fn artifacts() -> PathBuf {
     let dir = locate::workspace_root().join("target/dashboard-artifacts");
@@ -540,10 +541,22 @@ fn auto_on_from_the_page_takes_the_next_step_by_itself() {
     );
     shows(&mut browser, tab, "#history", "dashboard: auto on", PAGE);
     shows(&mut browser, tab, "#history", "next 50", PAGE);
-    shows(&mut browser, tab, "#verdict", "step 5% (ended): Pass", PAGE);
+    // The page shows the verdict that took the step until the controller's first look at 50%
+    // (about a second later) gives one of its own.
+    let js = "(() => { const t = document.querySelector('#verdict')?.textContent ?? ''; \
+              return t.includes('step 5% (ended): Pass') || t.includes('step 50% (current)') \
+              ? t : null; })()";
+    browser
+        .wait_for::<String>(tab, js, PAGE)
+        .unwrap_or_else(|e| panic!("#verdict shows neither step's verdict: {e:#}"));
     // The step at 5% passed with its numbers; the charts show both versions.
     let verdicts = ctl.rollout().unwrap().status.unwrap_or_default().verdicts;
-    assert_eq!(verdicts.last().map(|v| v.weight), Some(5.0), "{verdicts:?}");
+    assert!(
+        verdicts
+            .iter()
+            .any(|v| v.weight == 5.0 && v.verdict.outcome == analysis::Outcome::Pass),
+        "{verdicts:?}"
+    );
     shows(
         &mut browser,
         tab,

@@ -432,8 +432,9 @@ fn stickyctl_rolls_out_on_the_httproute_api() {
         let version = r.received_version?;
         (r.served_by? == format!("shop-{version}")).then_some(version)
     };
-    // Weight 30 in the gateway's plugin before the crowd: a user counted at the weight
-    // `start` left (0) would be seen to move.
+    // Weight 30 in the gateway's plugin before the crowd (a user counted at the weight `start`
+    // left, 0, would be seen to move), and both versions' routes live: u0 hashes to v1 at 30,
+    // u2 to v2.
     stack
         .wait_until("weight 30 stamped at the gateway", |http| {
             applied_weights(&stack.gateway, &format!("{NS}/shop"))
@@ -441,7 +442,8 @@ fn stickyctl_rolls_out_on_the_httproute_api() {
                 .flatten()
                 .as_deref()
                 == Some(&[70.0, 30.0][..])
-                && user(http, 0, &[]).is_some()
+                && user(http, 0, &[]).as_deref() == Some("v1")
+                && user(http, 2, &[]).as_deref() == Some("v2")
         })
         .expect("stamped at weight 30");
     let http = stack.http();

@@ -112,6 +112,9 @@ fn run(args: &Args) -> Result<Vec<String>> {
         .collect();
     type_command(&init)?;
     type_command(&["start", "--canary", "v2"])?;
+    // The managed routes and the plugin at the gateway before the first visit: until then the
+    // user's route splits requests across both versions' pods.
+    await_gateway(&node, 0)?;
     let http = Http::new(istio::gateway_address(&node)?);
     let mut crowd = Crowd::returning(
         &Browser::new().with_header("host", "shop.example.com"),
