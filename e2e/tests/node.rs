@@ -75,6 +75,7 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
         "QA reaches the canary: {qa}\n{}",
         node.logs("istio-system", istio::GATEWAY, "istio-proxy")
     );
+    outsiders_cannot_choose(&http);
     trust_needs_a_sidecar(&node);
     istio_agent_refuses_a_wrong_digest(&node, &shell.var("FILTER").unwrap());
 
@@ -121,6 +122,30 @@ fn the_install_guide_runs_on_a_real_node_with_injected_sidecars() {
     block("delete");
     block("uninstall");
     eprintln!("done: {:?}", started.elapsed());
+}
+
+/// A client outside the mesh cannot choose its version at the gateway Pod: a version header
+/// of its own, an override without the token or with a wrong one get what the hash gives
+/// (stable, at weight 0).
+fn outsiders_cannot_choose(http: &Http) {
+    let forged: [(&str, &[u8]); 3] = [
+        ("x-sticky-version", b"v2"),
+        ("x-sticky-override", b"v2"),
+        ("x-sticky-override", b"v2:0123456789abcdef"),
+    ];
+    for (name, value) in forged {
+        for _ in 0..20 {
+            let r = http
+                .get("/", &[("host", b"shop.example.com"), (name, value)])
+                .unwrap();
+            assert_eq!(
+                r.served_by.as_deref(),
+                Some("shop-v1"),
+                "{name}: {} from outside the mesh: {r:?}",
+                String::from_utf8_lossy(value)
+            );
+        }
+    }
 }
 
 /// A node with Istio installed and shop's two versions running (two injected pods each), and

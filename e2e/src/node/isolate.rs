@@ -68,6 +68,11 @@ pub fn inside_with(args: &[&str]) -> Result<bool> {
     let mark = tempfile::NamedTempFile::new().context("creating the start mark")?;
     std::fs::write(mark.path(), b"")?;
     let cgroups_before = pod_cgroups();
+    let absent: Vec<&str> = PRIVATE_PATHS
+        .iter()
+        .copied()
+        .filter(|path| !Path::new(path).exists())
+        .collect();
     let mut command = Command::new("unshare");
     command
         .args([
@@ -90,6 +95,11 @@ pub fn inside_with(args: &[&str]) -> Result<bool> {
     // The pods' cgroups this node made, empty now that every process of it is gone.
     for dir in pod_cgroups().difference(&cgroups_before) {
         remove_cgroup_tree(dir);
+    }
+    // The mount points the run made on the host, empty (their tmpfs went with the namespace);
+    // best effort, as for the cgroups.
+    for path in absent {
+        let _ = std::fs::remove_dir(path);
     }
     if !status.success() {
         bail!(
