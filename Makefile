@@ -14,7 +14,7 @@ PLAYWRIGHT := .work/playwright/node_modules/playwright-core/package.json
 export ISTIO_CRDS ?= $(abspath ../shared/istio/crds.gen.yaml)
 export ENVOY_BIN ?= $(abspath $(ENVOY))
 
-.PHONY: setup wasm build oci node-images node-packages demo demo-mesh demo-cluster test test-cluster lint bench clean control-plane fuzz fuzz-build fuzz-corpus
+.PHONY: setup wasm build oci node-images node-packages demo demo-mesh demo-cluster test test-build test-cluster lint bench clean control-plane fuzz fuzz-build fuzz-corpus
 
 ## setup: wasm target, Envoy in a virtualenv, Playwright, and wrk, Prometheus, curl (the install
 ## guide's QA request) and Chromium (the real-browser tests drive Debian's) when missing
@@ -141,10 +141,16 @@ lint:
 ## binary, then the doc tests), in TEST_LANES parallel lanes instead of one binary after another
 ## (tools/ci/test-lanes: most long tests wait on timers, not the CPU); each binary's output is
 ## printed whole at the end, and a failure names its binary. TEST_LANES=1 runs them in sequence.
+## The Rust builds come before what needs the Go tools (node-images, control-plane), so that a Go
+## build started beside them (.ci/run does) has the longest time to finish.
 TEST_LANES ?= 3
-test: setup wasm oci node-images lint control-plane
-	$(CARGO) build --workspace --bins
+test: setup wasm oci lint test-build node-images control-plane
 	CARGO=$(CARGO) tools/ci/test-lanes $(TEST_LANES)
+
+## test-build: the programs the end-to-end tests run and every test binary
+test-build:
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace --no-run -q
 
 ## test-cluster: the real node's tests (e2e/tests/node.rs, `#[ignore]`d in make test): etcd,
 ## kube-apiserver, the controller-manager, kube-scheduler, the kubelet and kube-proxy (built from
@@ -154,8 +160,7 @@ test: setup wasm oci node-images lint control-plane
 ## One node at a time: each test starts its own, and two would share 2 cores. The binary is make
 ## test's own (tools/ci/test-lanes --only): after make test nothing is compiled again.
 NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack iproute2 libc6-dev
-test-cluster: setup wasm oci node-images control-plane node-packages
-	$(CARGO) build --workspace --bins
+test-cluster: setup wasm oci test-build node-images control-plane node-packages
 	CARGO=$(CARGO) tools/ci/test-lanes 1 --only e2e/tests/node.rs -- --ignored --test-threads=1
 
 ## node-packages: Debian's containerd, runc, CNI plugins, iptables (also for the proxy image's
