@@ -73,9 +73,9 @@ $(PLAYWRIGHT):
 ## the real node's kubelet, kube-proxy, kube-scheduler, pilot-agent and CoreDNS (make
 ## test-cluster; pilot-agent and CoreDNS also go into make node-images' images), built from their
 ## Go modules at the versions in tools/control-plane/versions.env, cached in
-## ~/.cache/sticky-canary/ (a cold build takes about 9 minutes on 2 cores for the control plane,
-## 6 more for istioctl, 8 more for the install tools and about 9 more for the node's; later runs
-## reuse the binaries).
+## ~/.cache/sticky-canary/ (from empty module and build caches, all of them in one build took
+## 16.5 minutes on 2 cores beside the Rust builds of a cold .ci/run; later runs reuse the
+## binaries).
 control-plane:
 	@command -v go >/dev/null || { echo "go is missing: the control-plane binaries are built with Go >= 1.26" >&2; exit 1; }
 	bash tools/control-plane/build >/dev/null
@@ -95,7 +95,8 @@ oci: wasm .work/musl-target
 ## layouts in target/oci/node/, one `name digest path` line each (tools/node/images: host files
 ## through `sticky-oci rootfs`, a dynamic binary with its loader and libraries; Envoy from the
 ## venv, pilot-agent, istiod and CoreDNS from tools/control-plane/build, Debian's iptables).
-## tools/oci/tests/node_images.rs runs their programs under chroot.
+## tools/oci/tests/node_images.rs runs their programs under chroot. An image is written again only
+## when its inputs changed.
 node-images: $(ENVOY) node-packages
 	bash tools/node/images
 
