@@ -20,7 +20,8 @@
 //!
 //! One control plane per test binary, started by the first real-backend test (about 5 s) on a
 //! thread of its own that lives as long as the process: its processes die with the thread that
-//! spawned them (`PR_SET_PDEATHSIG`), so no test thread may own them. Real-backend tests of one
+//! spawned them (`PR_SET_PDEATHSIG`), so no test thread may own them. At exit that thread
+//! drops it, which removes its directory too. Real-backend tests of one
 //! binary take turns ([`TURN`]): they all use [`NS`] and the gateway's shared WasmPlugin in
 //! [`GATEWAY_NS`], and each starts by deleting what the previous one left there. One control
 //! plane at a time, and one test on it at a time, is what two shared cores can carry. Without
@@ -797,7 +798,10 @@ type Job = Box<dyn FnOnce(&ControlPlane) + Send>;
 /// The shared control plane: where its admin kubeconfig is, and the way to its thread.
 struct Plane {
     admin_kubeconfig: PathBuf,
-    jobs: Mutex<mpsc::Sender<Job>>,
+    /// Taken at exit ([`stop_plane`]), which ends the thread's loop.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Answers once the thread has dropped the control plane.
+    stopped: Mutex<mpsc::Receiver<()>>,
 }
 
 /// The control plane of this test binary, started by the first real-backend test.
@@ -806,11 +810,12 @@ static PLANE: OnceLock<Result<Plane, String>> = OnceLock::new();
 static TURN: Mutex<()> = Mutex::new(());
 
 /// Starts the control plane on a thread that keeps it (and so its processes) for the life of
-/// the test process, with the namespaces the tests write in.
+/// the test process, with the namespaces the tests write in; [`stop_plane`] drops it at exit.
 fn start_plane() -> Result<Plane, String> {
     let crds = istio_crds_path();
     let (ready, started) = mpsc::channel();
     let (jobs, queue) = mpsc::channel::<Job>();
+    let (stop, stopped) = mpsc::channel();
     std::thread::Builder::new()
         .name("control-plane".into())
         .spawn(move || {
@@ -826,10 +831,13 @@ fn start_plane() -> Result<Plane, String> {
                     eprintln!("control plane up in {:?}", begun.elapsed());
                     // The receiver waits for this; it cannot have gone.
                     let _ = ready.send(Ok(kubeconfig));
-                    // Serve jobs until the process ends (the sender lives in a static).
+                    // Serve jobs until stop_plane drops the sender at exit.
                     for job in queue {
                         job(&plane);
                     }
+                    // Stops the processes, then removes their directory (about 125 MB).
+                    drop(plane);
+                    let _ = stop.send(());
                 }
                 Err(err) => {
                     let _ = ready.send(Err(format!("cannot start the control plane: {err:?}")));
@@ -840,10 +848,27 @@ fn start_plane() -> Result<Plane, String> {
     let admin_kubeconfig = started
         .recv()
         .map_err(|_| "the control plane's thread died".to_owned())??;
+    // SAFETY: registers a plain function with the C library, once (PLANE starts once).
+    if unsafe { libc::atexit(stop_plane) } != 0 {
+        eprintln!("warning: the control plane's directory will be left behind (atexit failed)");
+    }
     Ok(Plane {
         admin_kubeconfig,
-        jobs: Mutex::new(jobs),
+        jobs: Mutex::new(Some(jobs)),
+        stopped: Mutex::new(stopped),
     })
+}
+
+/// Run by the C library's `exit` (where libtest ends): a static is never dropped, so without
+/// this every test binary on the real backend left its control plane's directory in the
+/// temporary directory. Bounded: a job still running at exit does not hold the process.
+extern "C" fn stop_plane() {
+    let Some(Ok(plane)) = PLANE.get() else {
+        return;
+    };
+    drop(plane.jobs.lock().unwrap_or_else(|e| e.into_inner()).take());
+    let stopped = plane.stopped.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = stopped.recv_timeout(Duration::from_secs(20));
 }
 
 /// Runs `job` on the shared control plane (on its thread) and returns what it returns.
@@ -858,6 +883,8 @@ pub fn with_plane<T: Send + 'static>(job: impl FnOnce(&ControlPlane) -> T + Send
         .jobs
         .lock()
         .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .expect("the control plane runs until exit")
         .send(Box::new(move |p: &ControlPlane| {
             let _ = reply.send(job(p));
         }))
