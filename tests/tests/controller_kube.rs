@@ -341,7 +341,7 @@ on_both_backends! {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(30), converged)
+        tokio::time::timeout(support::PATIENCE, converged)
             .await
             .expect("the restarted controller converges");
         controller.abort();

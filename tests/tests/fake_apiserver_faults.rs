@@ -111,7 +111,8 @@ async fn a_delayed_event_arrives_after_later_ones() {
     server.delay_watch_events(
         EventMatch::plural("virtualservices"),
         1,
-        Duration::from_millis(300),
+        // Longer than any stall of a loaded machine between the three writes below.
+        Duration::from_secs(2),
     );
     set_host(&server, "a", "one");
     set_host(&server, "a", "two");

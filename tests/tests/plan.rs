@@ -169,14 +169,11 @@ async fn pods_of(c: &Cluster, app: &str) -> Vec<Pod> {
 /// Puts [`HOLD`] on every Pod of `app` (or takes it off), once the controller-manager made one.
 async fn hold_pods(c: &Cluster, app: &str, hold: bool) {
     if hold {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while pods_of(c, app).await.is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no pod of {app} appeared"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // The first test of the binary waits for a controller-manager just started, too.
+        eventually(&format!("a pod of {app} appears"), || {
+            !support::block(pods_of(c, app)).is_empty()
+        })
+        .await;
     }
     for pod in pods_of(c, app).await {
         let finalizers: Value = if hold { json!([HOLD]) } else { json!(null) };
@@ -241,6 +238,19 @@ impl PodLog {
             initial,
             task,
         }
+    }
+
+    /// Waits until the log has a Pod of `app` added: a list can show it before the watch
+    /// delivers it.
+    async fn wait_added(&self, app: &str) {
+        eventually(&format!("the watch saw a pod of {app} added"), || {
+            self.events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|(kind, _, of)| kind == "added" && of == app)
+        })
+        .await;
     }
 
     /// Replays the log: asserts that no moment had a Pod of both, and returns the apps in the
@@ -599,10 +609,7 @@ async fn a_singleton_handover_waits_until_the_old_pods_are_gone_never_both_and_r
         "{}",
         out.stdout
     );
-    eventually("the canary's pod exists", || {
-        !support::block(pods_of(&c, "batch-canary")).is_empty()
-    })
-    .await;
+    log.wait_added("batch-canary").await;
     assert_eq!(
         log.assert_never_both("batch", "batch-canary"),
         ["batch-canary"]
@@ -645,10 +652,7 @@ async fn a_singleton_handover_waits_until_the_old_pods_are_gone_never_both_and_r
         (replicas(&c, "batch"), replicas(&c, "batch-canary")),
         (1, 0)
     );
-    eventually("the stable pod exists", || {
-        !support::block(pods_of(&c, "batch")).is_empty()
-    })
-    .await;
+    log.wait_added("batch").await;
     assert_eq!(log.assert_never_both("batch", "batch-canary"), ["batch"]);
 }
 

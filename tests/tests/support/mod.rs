@@ -433,11 +433,11 @@ impl Cluster {
         with_plane(move |plane| plane.apply_yaml(&crd))
             .unwrap_or_else(|e| panic!("applying the HTTPRoute CRD: {e:?}"));
         let api = self.dynamic(HTTPROUTE.0, HTTPROUTE.1, Some(NS));
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + PATIENCE;
         while let Err(e) = block(api.list(&Default::default())) {
             assert!(
                 std::time::Instant::now() < deadline,
-                "HTTPRoutes not served 30 s after their CRD was applied: {e}"
+                "HTTPRoutes not served {PATIENCE:?} after their CRD was applied: {e}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -778,16 +778,19 @@ where
     )))
 }
 
-/// Waits until `done` holds, polling; panics naming `what` after a generous bound (60 s: a
-/// loaded 2-core CI machine took over 30 s once; still far below the controller's 300 s resync,
-/// so passing proves a watch triggered the work, not the resync).
+/// How long a test waits for the cluster to get somewhere: a loaded 2-core CI machine took over
+/// 30 s once; still far below the controller's 300 s resync, so passing proves a watch
+/// triggered the work, not the resync.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Waits until `done` holds, polling; panics naming `what` after [`PATIENCE`].
 pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let wait = async {
         while !done() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(60), wait)
+    tokio::time::timeout(PATIENCE, wait)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
 }
@@ -977,7 +980,7 @@ impl Real {
                 // Deleted again while any are left: the controllers (kube-controller-manager's
                 // for the plan tests) may still write Events about an earlier test's objects
                 // after the first delete, later the more loaded the machine is.
-                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                let deadline = std::time::Instant::now() + PATIENCE;
                 loop {
                     let left = match block(api.list(&Default::default())) {
                         Ok(list) if list.items.is_empty() => break,
