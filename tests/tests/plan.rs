@@ -1124,8 +1124,9 @@ async fn apply_says_each_step_as_it_goes_and_ctrl_c_stops_a_handover_saying_what
             .any(|l| l == &format!("entry 1 (web) INGRESS_NGINX in {NS}")),
         "{before:#?}"
     );
-    // Nothing applied before the check (the Ingress itself may already be written by now: the
-    // process runs on).
+    // No entry is said applied before the check line (the Ingress itself may be written by
+    // now: the process runs on). That nothing is written before the check is
+    // refusals_name_the_entry_and_come_before_any_write's.
     assert!(
         !before.iter().any(|l| l.contains(": applied")),
         "{before:#?}"

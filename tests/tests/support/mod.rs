@@ -779,11 +779,11 @@ where
 }
 
 /// How long a test waits for the cluster to get somewhere: a loaded 2-core CI machine took over
-/// 30 s once; still far below the controller's 300 s resync, so passing proves a watch
-/// triggered the work, not the resync.
+/// 30 s once.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-/// Waits until `done` holds, polling; panics naming `what` after [`PATIENCE`].
+/// Waits until `done` holds, polling; panics naming `what` after [`PATIENCE`], still far below
+/// the controller's 300 s resync, so passing proves a watch triggered the work, not the resync.
 pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let wait = async {
         while !done() {
@@ -851,7 +851,8 @@ fn start_plane() -> Result<Plane, String> {
     let admin_kubeconfig = started
         .recv()
         .map_err(|_| "the control plane's thread died".to_owned())??;
-    // SAFETY: registers a plain function with the C library, once (PLANE starts once).
+    // SAFETY: registers, once (PLANE starts once), a function that cannot unwind (no unwrap or
+    // expect: an unwind out of extern "C" aborts), never calls exit, and blocks at most 20 s.
     if unsafe { libc::atexit(stop_plane) } != 0 {
         eprintln!("warning: the control plane's directory will be left behind (atexit failed)");
     }
