@@ -224,6 +224,11 @@ impl Visit {
             .iter()
             .any(|r| r.served_by != self.page.served_by)
     }
+
+    /// Whether the page load is whole: 200s only, every sub-resource from the page's version.
+    pub fn whole(&self) -> bool {
+        self.responses().all(|r| r.status == 200) && !self.mixed()
+    }
 }
 
 /// One simulated user: a cookie jar, optional extra headers (a user id, a QA override) and the

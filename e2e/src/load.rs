@@ -64,7 +64,7 @@ pub fn whole(loads: &[PageLoad], change: usize) -> Result<usize> {
             .outcome
             .as_ref()
             .map_err(|err| anyhow::anyhow!("a page load failed: {err}"))?;
-        if !visit.responses().all(|r| r.status == 200) || visit.mixed() {
+        if !visit.whole() {
             anyhow::bail!("a page load is not whole: {visit:?}");
         }
         overlapping += usize::from(load.overlapped(change));

@@ -34,7 +34,7 @@ use sticky_canary_e2e::envoy::free_port;
 use sticky_canary_e2e::guide::{guide_blocks, path_with, Shell};
 use sticky_canary_e2e::locate::{self, workspace_root};
 use sticky_canary_e2e::mesh::proxy::AgentStats;
-use sticky_canary_e2e::mesh::stack::{served_name, MeshStack, Service, NS};
+use sticky_canary_e2e::mesh::stack::{runs_weights, served_name, MeshStack, Service, NS};
 use sticky_canary_e2e::mesh::tools::InstallTools;
 use sticky_canary_e2e::process::{run, ChildGuard};
 use sticky_canary_e2e::prometheus::Prometheus;
@@ -607,7 +607,7 @@ fn the_install_guide_runs_against_a_real_control_plane() {
 fn wait_for_weights(mesh: &MeshStack, weights: &[f64]) {
     let key = format!("{NS}/shop");
     mesh.wait_until(&format!("{key} at {weights:?} at the gateway"), |_| {
-        mesh.applied_weights(&key).ok().flatten().as_deref() == Some(weights)
+        runs_weights(&mesh.gateway, &key, weights)
     })
     .unwrap_or_else(|e| panic!("{e:?}"));
 }

@@ -23,7 +23,7 @@ use sticky_canary_e2e::mesh::gateway_api::{
     GatewayApiStack, Options, GATEWAY, GATEWAY_API, GATEWAY_NS, SERVICE_PORT, TARGET_PORT,
 };
 use sticky_canary_e2e::mesh::proxy::AgentStats;
-use sticky_canary_e2e::mesh::stack::{applied_weights, host, MeshStack, Service, NS};
+use sticky_canary_e2e::mesh::stack::{host, runs_weights, MeshStack, Service, NS};
 use sticky_canary_e2e::prometheus::Prometheus;
 use sticky_canary_e2e::traffic::{Traffic, TrafficOptions};
 
@@ -437,11 +437,7 @@ fn stickyctl_rolls_out_on_the_httproute_api() {
     // u2 to v2.
     stack
         .wait_until("weight 30 stamped at the gateway", |http| {
-            applied_weights(&stack.gateway, &format!("{NS}/shop"))
-                .ok()
-                .flatten()
-                .as_deref()
-                == Some(&[70.0, 30.0][..])
+            runs_weights(&stack.gateway, &format!("{NS}/shop"), &[70.0, 30.0])
                 && user(http, 0, &[]).as_deref() == Some("v1")
                 && user(http, 2, &[]).as_deref() == Some("v2")
         })

@@ -25,7 +25,7 @@ use sticky_canary_e2e::mesh::gateway_api::{
     GatewayApiStack, Options, GATEWAY_API, GATEWAY_NS, SERVICE_PORT,
 };
 use sticky_canary_e2e::mesh::stack::{
-    applied_weights, host, override_token, MeshStack, Service, NS, PROPAGATION,
+    host, override_token, runs_weights, MeshStack, Service, NS, PROPAGATION,
 };
 use sticky_canary_e2e::mesh::tools;
 use sticky_canary_e2e::operator::Stickyctl;
@@ -126,11 +126,7 @@ impl Mesh {
 
     /// Whether the gateway runs `weights` for rollout `prod/<rollout>`.
     fn runs_weights(&self, rollout: &str, weights: &[f64]) -> bool {
-        applied_weights(&self.stack.gateway, &format!("{NS}/{rollout}"))
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some(weights)
+        runs_weights(&self.stack.gateway, &format!("{NS}/{rollout}"), weights)
     }
 
     fn wait_for_weights(&self, rollout: &str, weights: &[f64]) {
@@ -186,14 +182,13 @@ fn sends_to(route: &Value, service: &str) -> bool {
         .any(|b| b["name"] == service)
 }
 
-/// Every page load of `visits` is whole: 200s only, every sub-resource from the page's version.
+/// Every page load of `visits` is whole ([`Visit::whole`]).
 fn assert_whole(visits: &[Visit], what: &str) {
     for visit in visits {
         assert!(
-            visit.responses().all(|r| r.status == 200),
-            "{what}: a request failed: {visit:?}"
+            visit.whole(),
+            "{what}: a request failed or the page mixed versions: {visit:?}"
         );
-        assert!(!visit.mixed(), "{what}: a page mixed versions: {visit:?}");
     }
 }
 

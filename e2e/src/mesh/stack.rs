@@ -283,6 +283,13 @@ pub fn override_token(plane: &ControlPlane, rollout: &str) -> Result<Option<Stri
         .with_context(|| format!("the token of {rollout} is not UTF-8"))
 }
 
+/// Whether `proxy` runs `weights` for rollout `rollout` (`<namespace>/<name>`) now: what a test
+/// waits for before it judges traffic at those weights ([`applied_weights`]; an unreadable
+/// configuration is not yet).
+pub fn runs_weights(proxy: &MeshProxy, rollout: &str, weights: &[f64]) -> bool {
+    applied_weights(proxy, rollout).ok().flatten().as_deref() == Some(weights)
+}
+
 /// The weights of rollout `rollout` (`<namespace>/<name>`) in the plugin `proxy` runs now (its
 /// ECDS configuration as Envoy holds it), `None` while it holds none.
 pub fn applied_weights(proxy: &MeshProxy, rollout: &str) -> Result<Option<Vec<f64>>> {
